@@ -1,0 +1,1 @@
+"""Thin CLI: one Typer module per command group; parse, call a service, render."""

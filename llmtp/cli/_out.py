@@ -1,0 +1,47 @@
+"""Rendering helpers shared by the command modules: JSON for programs, rich for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def emit_json(data: Any) -> None:
+    """Print `data` (pydantic models, dataclasses, paths welcome) as indented JSON on stdout."""
+    import typer
+
+    typer.echo(json.dumps(to_jsonable(data), indent=2, sort_keys=False))
+
+
+def to_jsonable(data: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+    from pathlib import Path
+
+    if hasattr(data, "model_dump"):
+        return to_jsonable(data.model_dump(mode="json"))
+    if is_dataclass(data) and not isinstance(data, type):
+        return to_jsonable(asdict(data))
+    if isinstance(data, dict):
+        return {str(k): to_jsonable(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "unknown"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

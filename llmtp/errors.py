@@ -1,0 +1,77 @@
+"""The one error hierarchy: every foreseeable failure says what was tried and what to do next.
+
+Only the CLI maps these to exit codes (see llmtp.cli.main); services and adapters raise them.
+"""
+
+from __future__ import annotations
+
+
+class LlmtpError(Exception):
+    """A failure a user can act on. `hint` says what to do next; `exit_code` is for the CLI."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, *, details: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details or []
+
+    def render(self) -> str:
+        """One paragraph: what failed and what to do next, then the relevant output lines."""
+        text = self.message.rstrip(".") + "."
+        if self.hint:
+            text += " " + self.hint
+        if self.details:
+            text += "\n" + "\n".join(f"  {line}" for line in self.details)
+        return text
+
+
+class UsageError(LlmtpError):
+    """Bad input from the user: a path, alias, profile or value that cannot be used."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A settings file, profile, catalog or patch series that does not validate."""
+
+
+class ModelFileError(UsageError):
+    """A GGUF that is missing, truncated, unreadable or not GGUF at all."""
+
+
+class ToolMissingError(LlmtpError):
+    """A required external tool (cmake, compiler, nvcc, git, ...) is absent or too old."""
+
+    exit_code = 3
+
+
+class CommandError(LlmtpError):
+    """An external command failed; carries the argv, exit code and distilled output lines."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None, *, argv: list[str] | None = None,
+                 returncode: int | None = None, details: list[str] | None = None):
+        super().__init__(message, hint, details=details)
+        self.argv = argv or []
+        self.returncode = returncode
+
+
+class BuildError(LlmtpError):
+    """A llama.cpp build that failed, or came out without what the profile promised."""
+
+    exit_code = 5
+
+
+class ServeError(LlmtpError):
+    """llama-server could not be started, kept alive, or stopped."""
+
+    exit_code = 6
+
+
+class NetworkError(LlmtpError):
+    """A download or HTTP call that failed."""
+
+    exit_code = 7

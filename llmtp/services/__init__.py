@@ -1,0 +1,1 @@
+"""Services: use-cases that wire the pure core to the adapters."""

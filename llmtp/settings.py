@@ -1,0 +1,159 @@
+"""Settings, built once: CLI flags > LLMTP_* environment > TOML config file > defaults.
+
+Every path derives from `home` (LLMTP_HOME) when it is set, else from platformdirs, and each can be
+overridden on its own, so tests never touch the real home directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmtp.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+APP = "llmtp"
+ENV_PREFIX = "LLMTP_"
+
+
+class Settings(BaseSettings):
+    """Effective settings. Paths are absolute after `resolve_paths`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    home: Path | None = Field(None, description="relocates every data/cache/config/state path")
+    config_dir: Path | None = Field(None, description="where config.toml lives")
+    data_dir: Path | None = Field(None, description="builds, baselines, model settings")
+    cache_dir: Path | None = Field(None, description="sources, downloads, build trees")
+    state_dir: Path | None = Field(None, description="running servers: state files, logs")
+    models_dir: Path | None = Field(None, description="models pulled without the HF cache")
+    host: str = Field("127.0.0.1", description="address llama-server binds to")
+    port: int = Field(8080, ge=1, le=65535, description="port llama-server listens on")
+    offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
+    build_jobs: int | None = Field(None, ge=1, description="parallel compile jobs (default: from cores and RAM)")
+    default_model: str | None = Field(None, description="model served when none is named")
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.data_dir / "builds"  # type: ignore[operator]
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"  # type: ignore[operator]
+
+
+_PATH_FIELDS = ("config_dir", "data_dir", "cache_dir", "state_dir", "models_dir")
+
+
+def _default_dirs(home: Path | None) -> dict[str, Path]:
+    if home is not None:
+        home = home.expanduser().resolve()
+        return {
+            "config_dir": home / "config",
+            "data_dir": home / "data",
+            "cache_dir": home / "cache",
+            "state_dir": home / "state",
+            "models_dir": home / "models",
+        }
+    import platformdirs
+
+    dirs = platformdirs.PlatformDirs(APP, appauthor=False)
+    return {
+        "config_dir": Path(dirs.user_config_dir),
+        "data_dir": Path(dirs.user_data_dir),
+        "cache_dir": Path(dirs.user_cache_dir),
+        "state_dir": Path(dirs.user_state_dir),
+        "models_dir": Path(dirs.user_data_dir) / "models",
+    }
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, str]:
+    names = set(Settings.model_fields)
+    out = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in names:
+            out[key[len(ENV_PREFIX):].lower()] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"Cannot read the settings file {path}: {exc}",
+            "Fix the TOML syntax or move the file away; `llmtp config show` lists the valid keys.",
+        ) from exc
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {', '.join(unknown)} in {path}",
+            f"Valid keys: {', '.join(Settings.model_fields)}.",
+        )
+    return data
+
+
+class LoadedSettings:
+    """Settings plus where each value came from (flag, env, file, default)."""
+
+    def __init__(self, settings: Settings, origins: dict[str, str]):
+        self.settings = settings
+        self.origins = origins
+
+
+def load_settings(flags: Mapping[str, Any] | None = None,
+                  env: Mapping[str, str] | None = None) -> LoadedSettings:
+    """Build settings once. `env` defaults to the process environment (tests pass their own)."""
+    env = dict(os.environ if env is None else env)
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env_vals = _env_values(env)
+    home_raw = flags.get("home") or env_vals.get("home")
+    home = Path(home_raw) if home_raw else None
+    defaults = _default_dirs(home)
+    config_dir = Path(flags.get("config_dir") or env_vals.get("config_dir") or defaults["config_dir"])
+    config_path = config_dir / "config.toml"
+    file_vals = _read_toml(config_path)
+    if "home" in file_vals and home is None:
+        home = Path(file_vals["home"])
+        defaults = _default_dirs(home)
+
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name in Settings.model_fields:
+        for origin, source in (("flag", flags), (f"env {ENV_PREFIX}{name.upper()}", env_vals),
+                               (f"file {config_path}", file_vals)):
+            if name in source:
+                merged[name] = source[name]
+                origins[name] = origin
+                break
+        else:
+            if name in defaults:
+                merged[name] = defaults[name]
+                origins[name] = "default (LLMTP_HOME)" if home is not None else "default (platformdirs)"
+            else:
+                origins[name] = "default"
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"Invalid setting {field!r} (from {origins.get(field, 'unknown')}): {first['msg']}",
+            "Correct the flag, the LLMTP_* variable or the config file; `llmtp config show` lists them.",
+        ) from exc
+    for name in _PATH_FIELDS:
+        value = getattr(settings, name)
+        setattr(settings, name, Path(value).expanduser().resolve())
+    return LoadedSettings(settings, origins)

@@ -1,0 +1,59 @@
+"""The layering holds: core does no I/O, and imports point cli -> services -> core."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import llmtp
+
+PKG = Path(llmtp.__file__).parent
+FORBIDDEN_IN_CORE = {"subprocess", "httpx", "psutil", "pynvml", "socket", "shutil", "huggingface_hub",
+                     "llmtp.adapters", "llmtp.services", "llmtp.cli", "llmtp.settings"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _uses_environ(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return any(isinstance(n, ast.Attribute) and n.attr in {"environ", "getenv"} for n in ast.walk(tree))
+
+
+def test_core_does_no_io():
+    offenders = {}
+    for path in sorted((PKG / "core").rglob("*.py")):
+        bad = {name for name in _imports(path)
+               if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_CORE)}
+        if _uses_environ(path):
+            bad.add("os.environ")
+        if bad:
+            offenders[path.name] = sorted(bad)
+    assert offenders == {}
+
+
+def test_services_and_adapters_never_import_the_cli():
+    for sub in ("services", "adapters", "core"):
+        for path in sorted((PKG / sub).rglob("*.py")):
+            assert not any(n.startswith("llmtp.cli") for n in _imports(path)), path
+
+
+def test_adapters_never_import_services():
+    for path in sorted((PKG / "adapters").rglob("*.py")):
+        assert not any(n.startswith("llmtp.services") for n in _imports(path)), path
+
+
+def test_no_shell_true_anywhere():
+    for path in sorted(PKG.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "shell":
+                assert not (isinstance(node.value, ast.Constant) and node.value.value is True), path
