@@ -29,3 +29,28 @@ def testbed_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("llmtp")) / "testbed"
+
+
+@pytest.fixture(scope="session")
+def llama_bin_dir() -> Path:
+    """Directory holding the real CPU llama-server (and llama-bench, llama-fit-params).
+
+    LLMTP_TEST_LLAMA_BIN_DIR points at an existing build (e.g. a GPU build on a lent machine);
+    otherwise the pinned source is built once through llmtp's own build code and cached.
+    """
+    override = os.environ.get("LLMTP_TEST_LLAMA_BIN_DIR")
+    if override:
+        path = Path(override)
+        assert (path / "llama-server").is_file(), f"LLMTP_TEST_LLAMA_BIN_DIR has no llama-server: {path}"
+        return path
+    from llmtp.testbed.build import testbed_build
+
+    return testbed_build(testbed_cache_dir() / "llmtp-home")
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """The tiny qwen35 test models (agree, random, plain), generated once and cached."""
+    from llmtp.testbed.tiny_models import ensure_tiny_models
+
+    return ensure_tiny_models(testbed_cache_dir() / "models")
