@@ -1,0 +1,42 @@
+"""LaunchSpec: everything that decides one llama-server launch, independent of the binary's dialect.
+
+The planner fills it, `serve`/`verify`/`tune` adjust it, llmtp/core/argv.py turns it into argv for a
+given binary's Capabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class MtpSettings(BaseModel):
+    enabled: bool = False
+    n_max: int = 3  # --spec-draft-n-max (upstream default 3)
+    n_min: int | None = None  # --spec-draft-n-min; None = upstream default
+    p_min: float | None = None  # --spec-draft-p-min; None = upstream default (0.0)
+    draft_model: str | None = None  # -md sidecar (Gemma 4 mtp-*.gguf); None = heads embedded in the model
+    extra_types: list[str] = Field(default_factory=list)  # stacked, e.g. ["ngram-mod"]
+    draft_ngl: int | str | None = None  # --spec-draft-ngl
+
+
+class LaunchSpec(BaseModel):
+    model: str  # path to the GGUF
+    host: str = "127.0.0.1"
+    port: int
+    n_gpu_layers: int | Literal["auto", "all"] | None = None  # None: leave to the binary
+    ctx_size: int | None = None  # -c; None: leave to the binary
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+    flash_attn: Literal["on", "off", "auto"] | None = None
+    n_cpu_moe: int | None = None
+    parallel: int | None = None  # -np
+    threads: int | None = None
+    fit: Literal["on", "off"] | None = None
+    mtp: MtpSettings = Field(default_factory=MtpSettings)
+    metrics: bool = True
+    api_key_file: str | None = None
+    log_file: str | None = None
+    seed: int | None = None
+    extra_args: list[str] = Field(default_factory=list)  # user pass-through after `--`
