@@ -25,7 +25,9 @@ class GPU(BaseModel):
     cuda_driver_version: str | None = None  # highest CUDA the driver supports, e.g. "12.4"
     pcie_generation: int | None = None
     pcie_width: int | None = None
-    memory_bandwidth_gbps: float | None = None  # GB/s, only where a source states it
+    memory_bandwidth_gbps: float | None = None  # GB/s peak: NVML bus width x max memory clock; None elsewhere
+    pci_bus_id: str | None = None  # "0000:01:00.0": ties this GPU to a backend's device list
+    gpu_cores: int | None = None  # Apple: GPU cores (system_profiler sppci_cores)
     source: str  # "nvml", "sysfs", "amdsmi", "system_profiler", ...
 
 
@@ -41,6 +43,7 @@ class Tool(BaseModel):
     name: str
     path: str | None = None  # None: not present
     version: str | None = None  # None: present but version unknown, or absent
+    family: str | None = None  # compilers only: "gcc", "clang", "apple-clang"
 
 
 class Recommendation(BaseModel):

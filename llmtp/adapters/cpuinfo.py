@@ -1,0 +1,28 @@
+"""CPU and RAM facts on Linux and elsewhere: /proc/cpuinfo text, core counts and memory through psutil."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_proc_cpuinfo(root: Path = Path("/")) -> str | None:
+    try:
+        return (root / "proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_counts() -> tuple[int | None, int | None]:
+    """(physical, logical) cores as the OS schedules them (psutil reads the sysfs topology,
+    which also covers aarch64, where /proc/cpuinfo has no core ids)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
+
+
+def memory() -> tuple[int | None, int | None]:
+    """(total, available) bytes of RAM."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return int(vm.total), int(vm.available)
