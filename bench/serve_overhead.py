@@ -1,0 +1,83 @@
+"""Time-to-ready of `llmtp serve --foreground` vs bare llama-server on the same model and flags.
+
+Both are timed the same way, from process start until GET /health answers 200 (polled every 5 ms
+from outside). Prints the medians, the extra seconds llmtp adds and the ratio (target: <= 0.3 s extra).
+
+    python bench/serve_overhead.py --server /path/to/llama-server [--model M.gguf] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from llmtp.adapters.ports import free_port
+from llmtp.adapters.proctree import terminate_group
+
+
+def time_to_ready(argv: list[str], port: int, env: dict[str, str], timeout: float = 120.0) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        with httpx.Client(timeout=1.0, trust_env=False) as client:
+            while time.perf_counter() - t0 < timeout:
+                if proc.poll() is not None:
+                    raise SystemExit(f"exited with {proc.returncode}: {' '.join(argv)}")
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        return time.perf_counter() - t0
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.005)
+        raise SystemExit(f"not ready in {timeout} s: {' '.join(argv)}")
+    finally:
+        # SIGTERM to the group: llmtp stops its own llama-server group in turn.
+        terminate_group(proc.pid, grace=10, reap=proc.poll)
+        proc.wait()
+        time.sleep(0.2)  # let the llama-server child of llmtp finish exiting before the next run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--server", required=True, help="llama-server binary")
+    ap.add_argument("--model", help="GGUF (default: the tiny `plain` test model)")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    model = args.model
+    if model is None:
+        import platformdirs
+
+        from llmtp.testbed.tiny_models import ensure_tiny_models
+
+        model = str(ensure_tiny_models(Path(platformdirs.user_cache_dir("llmtp")) / "testbed" / "models")["plain"])
+    bare, wrapped = [], []
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "LLMTP_HOME": home}
+        for _ in range(args.runs):
+            port = free_port()
+            # the same flags llmtp passes for this model (see `llmtp serve --dry-run`)
+            llmtp_argv = [sys.executable, "-m", "llmtp", "serve", model, "--server", args.server,
+                          "--port", str(port), "--foreground"]
+            dry = subprocess.run([*llmtp_argv[:-1], "--dry-run", "--json"], capture_output=True, text=True,
+                                 env=env, check=True)
+            bare.append(time_to_ready(json.loads(dry.stdout)["argv"], port, env))
+            wrapped.append(time_to_ready(llmtp_argv, port, env))
+    b, w = statistics.median(bare), statistics.median(wrapped)
+    print(f"model: {model}")
+    print(f"bare llama-server  median {b:.3f} s  runs {[round(x, 3) for x in bare]}")
+    print(f"llmtp serve        median {w:.3f} s  runs {[round(x, 3) for x in wrapped]}")
+    print(f"extra: {w - b:+.3f} s   ratio llmtp/bare: {w / b:.2f}   (target: extra <= 0.300 s)")
+
+
+if __name__ == "__main__":
+    main()

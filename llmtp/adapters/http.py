@@ -1,0 +1,77 @@
+"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from llmtp.core.metrics import parse_prometheus
+from llmtp.errors import NetworkError
+
+
+class LlamaClient:
+    """Talks to llama-server's native endpoints. `api_key` goes in a header, never in a URL."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 10.0):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        # trust_env=False: a proxy from the environment must never sit between us and localhost.
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LlamaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self, timeout: float | None = None) -> int | None:
+        """HTTP status of /health (200 ready, 503 loading), or None when nothing answers."""
+        try:
+            kw = {} if timeout is None else {"timeout": timeout}
+            return self._http.get("/health", **kw).status_code
+        except httpx.HTTPError:
+            return None
+
+    def _get_json(self, path: str) -> Any:
+        return self._request("GET", path).json()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.TimeoutException as exc:
+            raise NetworkError(f"llama-server at {self.base_url} did not answer {path} in time",
+                               "Check `llmtp status` and `llmtp logs`.") from exc
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"Cannot reach llama-server at {self.base_url}{path}: {exc}",
+                               "Is it running? See `llmtp status`.") from exc
+        if resp.status_code != 200:
+            raise NetworkError(f"llama-server answered {resp.status_code} on {path}: {resp.text[:200]}",
+                               "See `llmtp logs` for the server's side.")
+        return resp
+
+    def props(self) -> dict[str, Any]:
+        return self._get_json("/props")
+
+    def slots(self) -> list[dict[str, Any]]:
+        return self._get_json("/slots")
+
+    def metrics_text(self) -> str:
+        return self._request("GET", "/metrics").text
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus values by name; needs --metrics on the server (501 without)."""
+        return parse_prometheus(self.metrics_text())
+
+    def completion(self, prompt: str, n_predict: int = 16, temperature: float = 0.0,
+                   seed: int | None = None, timeout: float | None = None, **extra: Any) -> dict[str, Any]:
+        """POST /completion (non-streaming); the answer includes `timings` (and draft_n with MTP)."""
+        body: dict[str, Any] = {"prompt": prompt, "n_predict": n_predict, "temperature": temperature,
+                                "cache_prompt": False, **extra}
+        if seed is not None:
+            body["seed"] = seed
+        kw = {} if timeout is None else {"timeout": timeout}
+        return self._request("POST", "/completion", json=body, **kw).json()

@@ -1,0 +1,130 @@
+"""One llama-server process: start in its own process group, wait for /health, stop the whole group."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from llmtp.adapters import proctree
+from llmtp.adapters.http import LlamaClient
+from llmtp.core.logscan import meaningful_lines
+from llmtp.errors import ServeError
+
+_POLL_S = 0.05  # fast enough that readiness adds well under 0.3 s to a start
+
+
+def connect_host(host: str) -> str:
+    """Where to connect to reach a server bound to `host` (a wildcard bind is reached on loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def base_url_for(host: str, port: int) -> str:
+    h = connect_host(host)
+    return f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}"
+
+
+class ServerProcess:
+    """A started llama-server. The group id equals the pid (start_new_session), so stop() reaches
+    every helper process it may spawn and nothing outlives llmtp."""
+
+    def __init__(self, argv: Sequence[str], *, log_path: Path, host: str, port: int,
+                 env: Mapping[str, str] | None = None, api_key: str | None = None):
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.host, self.port = host, port
+        self.base_url = base_url_for(host, port)
+        self._env = env
+        self._api_key = api_key
+        self._proc: subprocess.Popen | None = None
+        self._log_offset = 0
+        self.started_at: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()  # failure lines are read from this run's part only
+            env = None if self._env is None else {**os.environ, **self._env}
+            try:
+                self._proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            except (FileNotFoundError, PermissionError) as exc:
+                raise ServeError(f"Cannot run {self.argv[0]}: {exc.strerror}",
+                                 "Check the build with `llmtp build --list`, or rebuild.") from exc
+        self.started_at = time.monotonic()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def client(self, timeout: float = 10.0) -> LlamaClient:
+        return LlamaClient(self.base_url, self._api_key, timeout=timeout)
+
+    def log_tail(self) -> str:
+        """This run's part of the log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def failure_lines(self) -> list[str]:
+        return meaningful_lines(self.log_tail())
+
+    def wait_ready(self, timeout: float, on_poll: Callable[[int | None], None] | None = None) -> None:
+        """Poll /health until 200. 503 (loading) is normal; exit during load or timeout raises."""
+        deadline = time.monotonic() + timeout
+        with self.client(timeout=2.0) as client:
+            while True:
+                if not self.alive():
+                    raise self._exited_error()
+                status = client.health(timeout=1.0)
+                if on_poll is not None:
+                    on_poll(status)
+                if status == 200:
+                    return
+                if time.monotonic() > deadline:
+                    raise ServeError(
+                        f"llama-server did not become ready within {timeout:.0f} s (last /health: "
+                        f"{status if status is not None else 'no answer'})",
+                        f"A large model on a slow disk can take longer; see {self.log_path}.",
+                        details=self.failure_lines(),
+                    )
+                time.sleep(_POLL_S)
+
+    def _exited_error(self) -> ServeError:
+        code = self.returncode
+        lines = self.failure_lines()
+        return ServeError(
+            f"llama-server exited with code {code} while loading",
+            f"Full log: {self.log_path}." if lines else f"Nothing useful in its output; see {self.log_path}.",
+            details=lines,
+        )
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to the whole group, bounded wait, SIGKILL stragglers; reaps our child."""
+        if self._proc is None:
+            return
+        proc = self._proc
+        proctree.terminate_group(proc.pid, grace, reap=proc.poll)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL already sent to the group
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,149 @@
+"""`llmtp serve`, `status`, `stop`, `logs`: run llama-server under supervision and look at it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def _settings():
+    from llmtp.settings import load_settings
+
+    return load_settings().settings
+
+
+def serve(
+    model: str = typer.Argument(..., help="GGUF path (or alias, once the planner resolves aliases)."),
+    extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080)."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan."),
+    no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
+    api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
+    server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
+    foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Serve MODEL with the current build: plan, start, wait until ready, keep it alive."""
+    import shlex
+    from pathlib import Path
+
+    from llmtp.cli._out import emit_json
+    from llmtp.core.argv import build_server_argv
+    from llmtp.services import serve as svc
+
+    settings = _settings()
+    prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
+                                  api_key_file=api_key_file, extra=extra,
+                                  server=Path(server) if server else None)
+    argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
+    for note in prepared.notes:
+        typer.echo(f"note: {note}", err=True)
+    if dry_run:
+        if as_json:
+            emit_json({"argv": argv, "command": shlex.join(argv), "build": prepared.build_id,
+                       "ready_timeout_s": prepared.ready_timeout_s})
+        else:
+            typer.echo(shlex.join(argv))
+        return
+    if foreground:
+        def on_event(sup, message: str) -> None:
+            typer.echo(f"[{sup.state.value}] {message}", err=True)
+
+        svc.serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
+                             build_id=prepared.build_id,
+                             config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
+                             on_event=on_event)
+        return
+    record = svc.detach(settings.state_dir, prepared.spec.port, _foreground_argv(), prepared.ready_timeout_s)
+    data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
+            "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}
+    if as_json:
+        emit_json(data)
+    else:
+        typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
+                   f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
+
+
+def _foreground_argv() -> list[str]:
+    """This very command line, re-run detached with --foreground (one code path for both modes)."""
+    import sys
+
+    args = [a for a in sys.argv[1:] if a not in ("--json", "--foreground")]
+    if "--" in args:
+        i = args.index("--")
+        args = args[:i] + ["--foreground"] + args[i:]
+    else:
+        args.append("--foreground")
+    return [sys.executable, "-m", "llmtp", *args]
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Running servers: pid, state, uptime, restarts, model, build, port, tok/s, MTP acceptance."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.serve import status_report
+
+    entries = status_report(_settings().state_dir)
+    if as_json:
+        emit_json(entries)
+        return
+    if not entries:
+        typer.echo("no server running")
+        return
+    from rich.table import Table
+
+    table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s", "MTP accept")
+    for e in entries:
+        tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
+        acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
+        table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps, acc)
+    console().print(table)
+
+
+def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).")) -> None:
+    """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
+    from llmtp.services import state as st
+    from llmtp.services.serve import stop_served
+
+    state_dir = _settings().state_dir
+    ports = [port] if port is not None else [s.port for s in st.all_states(state_dir)]
+    stopped = [p for p in ports if stop_served(state_dir, p)]
+    typer.echo(f"stopped port(s) {', '.join(map(str, stopped))}" if stopped else "no server running")
+
+
+def logs(
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    port: Optional[int] = typer.Option(None, help="Port of the server (default: settings port)."),
+    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end."),
+) -> None:
+    """Print llama-server's log (rotated under the state dir)."""
+    import time
+
+    from llmtp.errors import UsageError
+    from llmtp.services import state as st
+
+    settings = _settings()
+    path = st.log_path(settings.state_dir, port or settings.port)
+    if not path.is_file():
+        raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f.readlines()[-lines:]:
+            typer.echo(line, nl=False)
+        while follow:
+            line = f.readline()
+            if line:
+                typer.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("status")(status)
+    app.command("stop")(stop)
+    app.command("logs")(logs)
