@@ -18,7 +18,7 @@ from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
-from llmtp.services.serve import prepare_launch
+from llmtp.services.serve import Planned, prepare_launch
 from llmtp.settings import load_settings
 
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -33,8 +33,8 @@ def _prepare(tmp_path, **kw):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 100)
 
-    def plan(settings, ref, *, host, port):
-        return LaunchSpec(model=str(model), host=host, port=port, mtp=MtpSettings(enabled=True), parallel=1)
+    def plan(settings, ref, *, host, port, request, caps):
+        return Planned(LaunchSpec(model=str(model), host=host, port=port, mtp=MtpSettings(enabled=True), parallel=1))
 
     kw.setdefault("tuned", lambda p: None)
     return prepare_launch(load_settings().settings, "m", server=Path("/bin/llama-server"),
@@ -73,7 +73,9 @@ def test_no_mtp_tuned_and_conflicts(tmp_path):
     assert _prepare(tmp_path, tuned=lambda p: tuned).spec.mtp.n_max == 2
     with pytest.raises(UsageError, match="-md conflicts with MTP"):
         _prepare(tmp_path, extra=["-md", "x.gguf"])
-    assert _prepare(tmp_path, no_mtp=True, extra=["-md", "x.gguf"]).spec.extra_args == ["-md", "x.gguf"]
+    # -lv 4 (buffer sizes for calibration) comes first; the user's pass-through follows as given
+    assert _prepare(tmp_path, no_mtp=True, extra=["-md", "x.gguf"]).spec.extra_args == ["-lv", "4", "-md", "x.gguf"]
+    assert _prepare(tmp_path, extra=["-lv", "2"]).spec.extra_args == ["-lv", "2"]
 
 
 def test_no_build_is_a_clear_error(tmp_path):
@@ -91,8 +93,11 @@ def test_dry_run_prints_the_command(llama_bin_dir, tiny_models):
     r = CliRunner().invoke(app, ["serve", str(tiny_models["agree"]), "--server", str(server), "--port", "9001",
                                  "--ctx", "1024", "--dry-run", "--", "--jinja"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == (f"{server} -m {tiny_models['agree']} --host 127.0.0.1 --port 9001 -c 1024 -np 1 "
-                                "--spec-type draft-mtp --spec-draft-n-max 3 --metrics --jinja")
+    *reasons, command = r.stdout.splitlines()
+    assert command == (f"{server} -m {tiny_models['agree']} --host 127.0.0.1 --port 9001 -c 1024 -ctk f16 -ctv f16 "
+                       "-fa on -np 1 --spec-type draft-mtp --spec-draft-n-max 3 --metrics -lv 4 --jinja")
+    assert reasons[0] == "# ctx 1024: requested with --ctx"
+    assert reasons[-2] == "# MTP draft-mtp, n-max 3: 1 nextn layer(s) in the file and qwen35 has an MTP graph upstream"
 
 
 def _llmtp(*args: str) -> list[str]:

@@ -14,12 +14,13 @@ def _settings():
 
 
 def serve(
-    model: str = typer.Argument(..., help="GGUF path (or alias, once the planner resolves aliases)."),
+    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
     host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080)."),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan."),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1."),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
@@ -36,16 +37,22 @@ def serve(
 
     settings = _settings()
     prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
-                                  api_key_file=api_key_file, extra=extra,
+                                  parallel=parallel, api_key_file=api_key_file, extra=extra,
                                   server=Path(server) if server else None)
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)
+    for warning in prepared.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if dry_run:
         if as_json:
             emit_json({"argv": argv, "command": shlex.join(argv), "build": prepared.build_id,
-                       "ready_timeout_s": prepared.ready_timeout_s})
+                       "ready_timeout_s": prepared.ready_timeout_s, "reasons": prepared.reasons,
+                       "warnings": prepared.warnings})
         else:
+            # reasons as shell comments: the output still pastes into a shell as is
+            for r in prepared.reasons:
+                typer.echo(f"# {r['what']} {r['value']}: {r['reason']}")
             typer.echo(shlex.join(argv))
         return
     if foreground:
@@ -55,7 +62,7 @@ def serve(
         svc.serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
                              build_id=prepared.build_id,
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
-                             on_event=on_event)
+                             on_event=on_event, on_ready=svc.calibration_hook(settings, prepared))
         return
     record = svc.detach(settings.state_dir, prepared.spec.port, _foreground_argv(), prepared.ready_timeout_s)
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,

@@ -51,6 +51,9 @@ class PlanRequest(BaseModel):
     mtp_n_max: int = 3  # upstream default of --spec-draft-n-max
     sidecar: str | None = None  # Gemma 4 mtp-*.gguf (path, or the catalog's file name before a pull)
     sidecar_bytes: int | None = None  # its size; None = unknown
+    # actual/predicted per kind ("model", "context", "compute") measured on earlier launches of this
+    # model (services.calibration); scales the prediction so later plans learn from llama-server
+    corrections: dict[str, float] = Field(default_factory=dict)
 
 
 class MemoryBreakdown(BaseModel):
@@ -139,6 +142,14 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
     state = mem.recurrent_state_bytes(info, n_seq, n_max) or 0
     draft = mem.mtp_draft_bytes(info, ctx) + (req.sidecar_bytes or 0) if mtp else 0
     compute = mem.compute_buffer_bytes(info, ctx, req.n_ubatch, n_seq, fa) or 0
+    if req.corrections:
+        f = req.corrections
+        kv = {i: int(b * f.get("context", 1.0)) for i, b in kv.items()}
+        kv_gpu = sum(b for i, b in kv.items() if i >= first_gpu)
+        kv_cpu = sum(kv.values()) - kv_gpu
+        w_gpu, w_cpu = int(w_gpu * f.get("model", 1.0)), int(w_cpu * f.get("model", 1.0))
+        state = int(state * f.get("context", 1.0))
+        compute = int(compute * f.get("compute", 1.0))
     cpu = MemoryBreakdown(device="CPU (system RAM)", weights=w_cpu, kv_cache=kv_cpu, budget=hw.ram_bytes)
     gpu = None
     if on_gpu:

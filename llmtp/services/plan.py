@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from llmtp.core.plan import GiB, Plan, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from llmtp.services.models import ResolvedModel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,6 +119,51 @@ def detected_hardware() -> PlanHardware:
     return hardware_from_snapshot(detect_hardware())
 
 
+_BACKENDS = {"cuda": "cuda", "rocm": "rocm", "hip": "rocm", "mtl": "metal", "metal": "metal", "vulkan": "vulkan"}
+
+
+def build_backend(caps) -> str | None:
+    """The backend a binary was built for, from its --list-devices: "cpu" when it lists none
+    (a CPU build ignores -ngl), None when the devices were never probed."""
+    if caps is None or caps.devices is None:
+        return None
+    for d in caps.devices:
+        b = _BACKENDS.get(d.backend.lower())
+        if b is not None:
+            return b
+    return "cpu"
+
+
+def hardware_for_build(caps=None, *, gpus=None, memory=None) -> PlanHardware:
+    """Planning hardware for a launch on this build: free VRAM and RAM right now (NVML / sysfs /
+    psutil), backend from the build. Unlike detect_hardware it probes no toolchains (that costs
+    ~0.2 s of subprocesses, and serve's start-up budget is 0.3 s). macOS takes the full detection."""
+    backend = build_backend(caps)
+    if sys.platform == "darwin":
+        hw = detected_hardware()
+    else:
+        if gpus is None and backend == "cpu":
+            gpus = []  # a CPU build: no need to ask NVML (its import alone costs ~50 ms)
+        if gpus is None:
+            from llmtp.adapters import amd_sysfs, nvml
+
+            gpus = nvml.read_nvidia_gpus(None)[0] + amd_sysfs.read_amd_gpus(Path("/"), None)[0]
+        if memory is None:
+            from llmtp.adapters.cpuinfo import memory
+        ram = memory()[1]
+        usable = [g for g in gpus if (g.vram_free_bytes or g.vram_total_bytes)]
+        if usable:
+            g = usable[0]
+            hw = PlanHardware(gpus=[PlanDevice(name=g.name, free_bytes=int(g.vram_free_bytes or g.vram_total_bytes),
+                                               bandwidth_gbps=g.memory_bandwidth_gbps)],
+                              ram_bytes=ram, unified_memory=g.unified_memory, backend=backend or "cuda")  # type: ignore[arg-type]
+        else:
+            hw = PlanHardware(ram_bytes=ram, backend="cpu")
+    if backend == "cpu" and hw.gpus:  # a GPU in the machine, but this build cannot use it
+        hw = PlanHardware(ram_bytes=hw.ram_bytes, ram_bandwidth_gbps=hw.ram_bandwidth_gbps, backend="cpu")
+    return hw
+
+
 @dataclass
 class PlanResult:
     ref: str
@@ -122,24 +171,43 @@ class PlanResult:
     source: str
     plan: Plan
     hardware: PlanHardware
+    resolved: ResolvedModel | None = None
+    calibration_key: str | None = None
+    corrections: dict[str, float] = field(default_factory=dict)  # applied to this plan
+
+
+def calibration_key(resolved: ResolvedModel, ref: str) -> str:
+    """What calibration records are filed under: the alias, else the file name."""
+    return resolved.alias or Path(str(resolved.path or ref)).name
 
 
 def plan_model(ref: str, settings, request: PlanRequest, hardware: PlanHardware | None = None) -> PlanResult:
-    from llmtp.services.calibration import apply_corrections
     from llmtp.services.models import resolve_model
 
     resolved = resolve_model(ref, settings, quant=request.quant)
-    hw = hardware or detected_hardware()
+    return plan_resolved(resolved, settings, request, hardware or detected_hardware())
+
+
+def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: PlanHardware) -> PlanResult:
+    """Plan an already resolved model; earlier launches' measurements correct the memory model."""
+    from llmtp.services.calibration import calibration_decision, factors_for
+
     if resolved.entry is not None and resolved.entry.mtp == "sidecar" and request.sidecar is None:
         if resolved.sidecar_path is not None:
             request = request.model_copy(update={"sidecar": str(resolved.sidecar_path),
                                                  "sidecar_bytes": resolved.sidecar_path.stat().st_size})
         else:
             request = request.model_copy(update={"sidecar": resolved.entry.sidecar})
+    key = calibration_key(resolved, resolved.ref)
+    factors, n = factors_for(settings, key)
+    if factors and not request.corrections:
+        request = request.model_copy(update={"corrections": factors})
     model = resolved.candidates if (resolved.candidates and not request.quant) else resolved.info
     plan = make_plan(model, hw, request)
-    plan = apply_corrections(plan, settings, model_key=resolved.alias or Path(str(resolved.path or ref)).name)
-    return PlanResult(ref=ref, downloaded=resolved.downloaded, source=resolved.source, plan=plan, hardware=hw)
+    if request.corrections:
+        plan.decisions.append(calibration_decision(request.corrections, n, key))
+    return PlanResult(ref=resolved.ref, downloaded=resolved.downloaded, source=resolved.source, plan=plan,
+                      hardware=hw, resolved=resolved, calibration_key=key, corrections=dict(request.corrections))
 
 
 def check_with_fit_params(result: PlanResult, settings, runner=None) -> dict:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmtp.adapters.server_process import ServerProcess
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
@@ -18,6 +18,9 @@ from llmtp.core.logscan import classify
 from llmtp.core.restart import RestartHistory, RestartPolicy, record_crash
 from llmtp.core.supervisor import Event, State, next_state, shrink_for_oom
 from llmtp.errors import NetworkError, ServeError
+
+if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
+    from llmtp.adapters.server_process import ServerProcess
 
 
 def read_api_key(path: str | None) -> str | None:
@@ -38,6 +41,8 @@ def launched(server: Path, caps: Capabilities, spec: LaunchSpec, *, log_path: Pa
 
     Raises ServeError (with the meaningful log lines) when it exits or hangs while loading.
     """
+    from llmtp.adapters.server_process import ServerProcess
+
     argv = build_server_argv(str(server), caps, spec)
     proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port,
                          api_key=read_api_key(spec.api_key_file))
@@ -51,7 +56,7 @@ def launched(server: Path, caps: Capabilities, spec: LaunchSpec, *, log_path: Pa
 
 # --- supervision ----------------------------------------------------------------------------------
 
-Launch = Callable[[LaunchSpec], ServerProcess]  # start (not wait) a server for a spec
+Launch = Callable[[LaunchSpec], "ServerProcess"]  # start (not wait) a server for a spec
 Replan = Callable[[LaunchSpec, int, list[str]], "LaunchSpec | None"]  # spec, attempt, failure lines
 OnEvent = Callable[["Supervisor", str], None]
 
@@ -228,6 +233,8 @@ def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: 
                   max_log_bytes: int = 20 * 2**20, keep: int = 3) -> Launch:
     """The real Launch: argv for this dialect, log rotated before each start, process started."""
     def launch(spec: LaunchSpec) -> ServerProcess:
+        from llmtp.adapters.server_process import ServerProcess
+
         argv = build_server_argv(str(server), caps, spec)
         rotate(log_path, max_log_bytes, keep)
         proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)
@@ -264,7 +271,8 @@ def check_port_free(host: str, port: int) -> None:
 def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, state_dir: Path,
                      build_id: str | None = None, config: SupervisorConfig | None = None,
                      replan: Replan | None = default_replan, install_signals: bool = True,
-                     on_event: OnEvent | None = None) -> Supervisor:
+                     on_event: OnEvent | None = None,
+                     on_ready: Callable[[Supervisor], None] | None = None) -> Supervisor:
     """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
 
     SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
@@ -290,6 +298,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
         record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
                                build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file)
 
+        seen_ready: set[int] = set()
+
         def on_change(sup: Supervisor, message: str) -> None:
             record.state = sup.state.value
             record.server_pid = sup.proc.pid if sup.proc is not None else None
@@ -297,6 +307,10 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             record.restarts = sup.restarts
             record.last_error = sup.last_error
             claim.write(record)
+            if on_ready is not None and sup.state is State.READY and sup.proc is not None \
+                    and sup.proc.pid not in seen_ready:
+                seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
+                on_ready(sup)
             if on_event is not None:
                 on_event(sup, message)
 
@@ -378,35 +392,95 @@ class Prepared:
     build_id: str | None
     ready_timeout_s: float
     notes: list[str] = field(default_factory=list)
+    reasons: list[dict] = field(default_factory=list)  # {what, value, reason}: the plan, explained
+    warnings: list[str] = field(default_factory=list)
+    planned: Planned | None = None
 
 
-PlanFn = Callable[..., LaunchSpec]  # (settings, model_ref, host=, port=) -> LaunchSpec
+@dataclass
+class Planned:
+    """The plan's launch for one model, and what calibration needs after the launch."""
+
+    spec: LaunchSpec
+    plan: object | None = None  # core.plan.Plan; None when the caller planned by other means
+    calibration_key: str | None = None
+    corrections: dict[str, float] = field(default_factory=dict)
 
 
-def fallback_plan(settings, model_ref: str, *, host: str, port: int) -> LaunchSpec:
-    """Until the planner is wired in: a GGUF path, MTP on iff the file carries MTP heads, and
-    offload/context left to llama.cpp's own --fit (no numbers guessed here)."""
-    from llmtp.adapters.gguf_file import read_model_info
-    from llmtp.core.launch import MtpSettings
+PlanFn = Callable[..., Planned]  # (settings, model_ref, host=, port=, request=, caps=) -> Planned
+
+
+def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps: Capabilities,
+                hardware=None) -> Planned:
+    """Resolve MODEL (alias, path, hf:org/repo:quant), plan it for this machine and this build."""
     from llmtp.errors import UsageError
+    from llmtp.services import models
+    from llmtp.services.plan import hardware_for_build, plan_resolved
 
-    path = Path(model_ref).expanduser()
-    if not path.is_file():
-        raise UsageError(f"No model file {model_ref}", "Pass the path to a .gguf file.")
-    info = read_model_info(path)
-    mtp = MtpSettings(enabled=info.has_mtp_heads)
-    return LaunchSpec(model=str(path.resolve()), host=host, port=port, mtp=mtp,
-                      parallel=1 if mtp.enabled else None)  # one slot is MTP's fast path
+    resolved = models.resolve_model(model_ref, settings)
+    if resolved.path is None and resolved.entry is not None:
+        # not the default quant: any quant pulled earlier will do (the plan then fits that file)
+        local = [q.name for q in resolved.entry.quants if models.pulled(settings, resolved.entry.alias, q.name)]
+        if local:
+            resolved = models.resolve_model(model_ref, settings, quant=local[0])
+    if resolved.path is None:
+        raise UsageError(f"{model_ref} is not downloaded yet",
+                         f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
+    result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps))
+    spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
+    return Planned(spec=spec, plan=result.plan, calibration_key=result.calibration_key,
+                   corrections=result.corrections)
+
+
+def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
+    """Capabilities of a --server binary, probed once per (path, size, mtime): probing runs the
+    binary three times, which `llmtp serve` must not pay on every start."""
+    import hashlib
+
+    server = Path(server)
+    cache = None
+    try:
+        st = server.resolve().stat()
+        ident = f"{server.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        cache = Path(cache_dir) / "capabilities" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
+        return Capabilities.model_validate_json(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        pass
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import probe_binary
+
+    caps = probe_binary(server.parent, SubprocessRunner())
+    if cache is not None and caps.flags:  # a failed probe (no flags) is never cached
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(caps.model_dump_json(), encoding="utf-8")
+        except OSError:
+            pass
+    return caps
+
+
+_VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose")
+
+
+def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
+    """`-lv 4`: llama-server prints its buffer sizes (the calibration ground truth) only at
+    verbosity 4 ("trace", b11434; ~26 lines per request). Never overrides the user's choice."""
+    flag = caps.first_of("-lv", "--verbosity", "--log-verbosity")
+    if flag is None or any(a in _VERBOSITY_FLAGS for a in extra):
+        return []
+    return [flag, "4"]
 
 
 def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: int | None = None,
-                   ctx: int | None = None, no_mtp: bool = False, api_key_file: str | None = None,
-                   extra: list[str] | None = None, server: Path | None = None,
-                   plan: PlanFn = fallback_plan, probe: Callable[[Path], Capabilities] | None = None,
+                   ctx: int | None = None, no_mtp: bool = False, parallel: int | None = None,
+                   api_key_file: str | None = None, extra: list[str] | None = None,
+                   server: Path | None = None, plan: PlanFn = plan_launch,
+                   probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
-                   tuned: Callable[[Path], object] | None = None) -> Prepared:
+                   tuned: Callable[[Path], object] | None = None, hardware=None) -> Prepared:
     """Resolve build, model and plan into one LaunchSpec, and check it is safe to run."""
     from llmtp.core.argv import check_extra_args
+    from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
     from llmtp.errors import UsageError
 
@@ -427,11 +501,8 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
 
     if server is not None:
         if probe is None:
-            from llmtp.adapters.runner import SubprocessRunner
-            from llmtp.services.build import probe_binary
-
             def probe(p: Path) -> Capabilities:
-                return probe_binary(p.parent, SubprocessRunner())
+                return cached_capabilities(p, settings.cache_dir)
         server, caps, build_id = Path(server), probe(Path(server)), None
     else:
         if current_build is None:
@@ -442,7 +513,12 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                              "Run `llmtp build` first, or pass --server PATH to an existing llama-server.")
         server, caps, build_id = build.server, build.manifest.capabilities, build.id
 
-    spec = plan(settings, model_ref, host=host, port=port)
+    request = PlanRequest(ctx=ctx, no_mtp=no_mtp, parallel=parallel or 1)
+    kwargs = {"hardware": hardware} if hardware is not None else {}
+    planned = plan(settings, model_ref, host=host, port=port, request=request, caps=caps, **kwargs)
+    spec = planned.spec
+    reasons = [d.model_dump() for d in getattr(planned.plan, "decisions", [])]
+    warnings = list(getattr(planned.plan, "warnings", []))
     model_path = Path(spec.model)
     if no_mtp:
         spec.mtp = spec.mtp.model_copy(update={"enabled": False})
@@ -453,17 +529,50 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
             def tuned(p: Path):
                 return model_settings.load(settings, model_settings.model_key(p))
         chosen = tuned(model_path)
-        if chosen is not None:
+        if chosen is not None:  # `llmtp tune` measured this file on this machine: it wins over defaults
+            if chosen.draft_model is None and spec.mtp.draft_model is not None:
+                chosen = chosen.model_copy(update={"draft_model": spec.mtp.draft_model})
             spec.mtp = chosen
+            value = f"draft-mtp, n-max {chosen.n_max}" if chosen.enabled else "off"
+            reasons = [r for r in reasons if r["what"] != "MTP"]
+            reasons.append({"what": "MTP", "value": value, "reason": "measured by `llmtp tune` on this machine"})
             notes.append(f"MTP settings from `llmtp tune`: enabled={chosen.enabled}, n-max {chosen.n_max}")
     if ctx is not None:
         spec.ctx_size = ctx
+    if parallel is not None and not spec.mtp.enabled:
+        spec.parallel = parallel
     spec.api_key_file = api_key_file
-    spec.extra_args = list(extra or [])
+    spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
     check_extra_args(spec)
     size = model_path.stat().st_size if model_path.is_file() else None
     return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
-                    ready_timeout_s=load_budget_s(size), notes=notes)
+                    ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
+                    planned=planned)
+
+
+def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], None] | None:
+    """What serve_foreground calls once per ready launch: record predicted vs actual memory."""
+    planned = prepared.planned
+    if planned is None or planned.plan is None or planned.calibration_key is None:
+        return None
+
+    def on_ready(sup: Supervisor) -> None:
+        from llmtp.services.calibration import record_launch
+
+        if sup.proc is None or sup.spec.model != planned.spec.model:
+            return
+        if sup.spec.ctx_size != planned.plan.ctx:  # --ctx or an OOM re-plan: not what was predicted
+            return
+        try:
+            rec = record_launch(settings, model_key=planned.calibration_key, build=prepared.build_id,
+                                plan=planned.plan, corrections=planned.corrections, log_text=sup.proc.log_tail())
+        except OSError as exc:
+            log.warning("calibration not recorded: %s", exc)
+            return
+        if rec is not None:
+            log.info("calibration: predicted %s, actual %s", rec.predicted, rec.actual)
+
+    return on_ready
 
 
 def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float):
