@@ -7,13 +7,18 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmtp.adapters import proctree
-from llmtp.adapters.http import LlamaClient
+from llmtp.adapters.health import probe_health
 from llmtp.core.logscan import meaningful_lines
 from llmtp.errors import ServeError
 
-_POLL_S = 0.05  # fast enough that readiness adds well under 0.3 s to a start
+if TYPE_CHECKING:
+    from llmtp.adapters.http import LlamaClient
+
+_POLL_FIRST_S = 0.02  # first /health retry: readiness must add well under 0.3 s to a start
+_POLL_MAX_S = 0.2
 
 
 def connect_host(host: str) -> str:
@@ -73,6 +78,8 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def client(self, timeout: float = 10.0) -> LlamaClient:
+        from llmtp.adapters.http import LlamaClient  # httpx costs ~0.3 s to import: not on the start path
+
         return LlamaClient(self.base_url, self._api_key, timeout=timeout)
 
     def log_tail(self) -> str:
@@ -90,23 +97,25 @@ class ServerProcess:
     def wait_ready(self, timeout: float, on_poll: Callable[[int | None], None] | None = None) -> None:
         """Poll /health until 200. 503 (loading) is normal; exit during load or timeout raises."""
         deadline = time.monotonic() + timeout
-        with self.client(timeout=2.0) as client:
-            while True:
-                if not self.alive():
-                    raise self._exited_error()
-                status = client.health(timeout=1.0)
-                if on_poll is not None:
-                    on_poll(status)
-                if status == 200:
-                    return
-                if time.monotonic() > deadline:
-                    raise ServeError(
-                        f"llama-server did not become ready within {timeout:.0f} s (last /health: "
-                        f"{status if status is not None else 'no answer'})",
-                        f"A large model on a slow disk can take longer; see {self.log_path}.",
-                        details=self.failure_lines(),
-                    )
-                time.sleep(_POLL_S)
+        delay = _POLL_FIRST_S
+        while True:
+            if not self.alive():
+                raise self._exited_error()
+            status = probe_health(self.base_url, timeout=1.0)
+            if on_poll is not None:
+                on_poll(status)
+            if status == 200:
+                return
+            if time.monotonic() > deadline:
+                raise ServeError(
+                    f"llama-server did not become ready within {timeout:.0f} s (last /health: "
+                    f"{status if status is not None else 'no answer'})",
+                    f"A large model on a slow disk can take longer; see {self.log_path}.",
+                    details=self.failure_lines(),
+                )
+            time.sleep(delay)
+            # Tiny models are ready in tens of ms; big ones take minutes: poll fast first, then back off.
+            delay = min(delay * 1.5, _POLL_MAX_S)
 
     def _exited_error(self) -> ServeError:
         code = self.returncode
