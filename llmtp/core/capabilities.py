@@ -36,6 +36,7 @@ class Capabilities(BaseModel):
     flags: list[str] = Field(default_factory=list)  # every spelling --help lists: "-m", "--model", "--spec-type", ...
     enums: dict[str, list[str]] = Field(default_factory=dict)  # flag -> accepted values, e.g. "--spec-type": [..., "draft-mtp"]
     devices: list[Device] | None = None  # None: --list-devices not probed or failed; [] = none found
+    removed_flags: list[str] = Field(default_factory=list)  # listed by --help as "the argument has been removed"
 
     def accepts(self, flag: str) -> bool:
         return flag in self.flags

