@@ -161,3 +161,41 @@ def test_cli_dry_run_prints_the_unit(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout == _unit(False, model="/srv/q.gguf")
     assert list(tmp_path.iterdir()) == []
+
+
+class _StateRunner:
+    """Answers `systemctl is-active` with a fixed state and records every call."""
+
+    def __init__(self, state: str):
+        self.state = state
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, **kw):
+        from llmtp.adapters.runner import Completed
+
+        self.calls.append(list(argv))
+        out = self.state + "\n" if "is-active" in argv else ""
+        return Completed(list(argv), 0, out, "")
+
+
+def test_unit_state_and_restart_if_running(tmp_path):
+    from llmtp.services.service import UNIT, restart_if_running, unit_state
+    from llmtp.settings import load_settings
+
+    settings = load_settings().settings
+    dirs = {False: tmp_path / "user", True: tmp_path / "system"}
+    idle = _StateRunner("active")
+    assert unit_state(settings, idle, unit_dirs=dirs) is None
+    assert restart_if_running(settings, idle, unit_dirs=dirs) is False
+    assert idle.calls == []
+
+    (tmp_path / "system").mkdir()
+    (tmp_path / "system" / UNIT).write_text("[Unit]\n")
+    active = _StateRunner("active")
+    assert unit_state(settings, active, unit_dirs=dirs) == "active"
+    assert restart_if_running(settings, active, unit_dirs=dirs) is True
+    assert ["systemctl", "restart", UNIT] in active.calls  # system scope: no --user
+
+    failed = _StateRunner("failed")
+    assert restart_if_running(settings, failed, unit_dirs=dirs) is False
+    assert not any("restart" in c for c in failed.calls)

@@ -33,13 +33,12 @@ def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print the ch
 
 
 def _service_state():
-    """The service helper's unit state probe, when that module exists; else the check is skipped."""
-    try:
-        from llmtp.services import service as svc
-    except ImportError:
-        return None
-    probe = getattr(svc, "unit_state", None)
-    return probe if callable(probe) else None
+    """systemd's state of the installed llmtp unit, or None when none is installed."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.service import unit_state
+    from llmtp.settings import load_settings
+
+    return lambda: unit_state(load_settings().settings, SubprocessRunner())
 
 
 def register(app: typer.Typer) -> None:

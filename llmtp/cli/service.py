@@ -94,6 +94,19 @@ def status(system: bool = typer.Option(False, "--system")) -> None:
     typer.echo(Systemctl(SubprocessRunner(), user=not system).status(UNIT), nl=False)
 
 
+@service_app.command("restart")
+def restart_cmd() -> None:
+    """Restart the installed unit (user or system scope), e.g. after `llmtp builds use`."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.errors import UsageError
+    from llmtp.services.service import restart
+    from llmtp.settings import load_settings
+
+    if not restart(load_settings().settings, SubprocessRunner()):
+        raise UsageError("No llmtp service is installed", "Install one with `llmtp service install MODEL`.")
+    typer.echo("restarted llmtp.service")
+
+
 @service_app.command("logs")
 def logs(follow: bool = typer.Option(False, "-f", "--follow"), system: bool = typer.Option(False, "--system"),
          lines: int = typer.Option(100, "-n", "--lines")) -> None:

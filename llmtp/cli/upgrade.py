@@ -63,13 +63,12 @@ def upgrade_cmd(
 
 
 def _restart_service():
-    """The service helper's restart, when that module exists and a unit is installed; else None."""
-    try:
-        from llmtp.services import service as svc
-    except ImportError:
-        return None
-    restart = getattr(svc, "restart_if_running", None)
-    return restart if callable(restart) else None
+    """Restart an active llmtp unit onto the new build; upgrade calls it only after the switch."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.service import restart_if_running
+    from llmtp.settings import load_settings
+
+    return lambda: restart_if_running(load_settings().settings, SubprocessRunner())
 
 
 def register(app: typer.Typer) -> None:

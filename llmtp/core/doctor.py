@@ -84,8 +84,8 @@ def check_service(state: str | None) -> Check:
         return Check(name=name, status="ok", detail="active")
     if state == "failed":
         return Check(name=name, status="fail", detail="the unit failed",
-                     fix="read `journalctl --user -u llmtp` and restart with `llmtp service restart`")
-    return Check(name=name, status="warn", detail=state, fix="start it with `llmtp service start`")
+                     fix="read `llmtp service logs`, then `llmtp service restart`")
+    return Check(name=name, status="warn", detail=state, fix="start it with `llmtp service restart`")
 
 
 def check_disk(what: str, free_bytes: int | None, needed: int) -> Check:

@@ -127,6 +127,39 @@ def uninstall(settings, runner: Runner, *, system: bool = False, unit_dir: Path 
     return [f"disabled {UNIT}", f"removed {unit_path}", "daemon-reload"]
 
 
+def installed_scope(settings, *, unit_dirs: dict[bool, Path] | None = None) -> bool | None:
+    """Which scope holds an installed llmtp unit: False = user, True = system, None = neither."""
+    for system in (False, True):
+        unit_dir = (unit_dirs or {}).get(system) or default_unit_dir(settings, system)
+        if (unit_dir / UNIT).is_file():
+            return system
+    return None
+
+
+def unit_state(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = None) -> str | None:
+    """systemd's ActiveState of the installed unit (active, failed, ...), or None when none is installed."""
+    system = installed_scope(settings, unit_dirs=unit_dirs)
+    if system is None:
+        return None
+    return Systemctl(runner, user=not system).is_active(UNIT)
+
+
+def restart(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = None) -> bool:
+    """Restart the installed unit; False when no unit is installed."""
+    system = installed_scope(settings, unit_dirs=unit_dirs)
+    if system is None:
+        return False
+    Systemctl(runner, user=not system).restart(UNIT)
+    return True
+
+
+def restart_if_running(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = None) -> bool:
+    """After an upgrade switched builds: restart the unit onto the new build, only if it is active."""
+    if unit_state(settings, runner, unit_dirs=unit_dirs) != "active":
+        return False
+    return restart(settings, runner, unit_dirs=unit_dirs)
+
+
 # --- macOS -----------------------------------------------------------------------------------------
 
 def launchd_plist(settings, req: ServiceRequest) -> str:
