@@ -1,0 +1,100 @@
+"""`llmtp setup`: from a fresh machine to a served, verified model, step by step (resumable)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+class _RichReporter:
+    """Each step as it goes; a progress bar fed by the build's [n/N] lines while llama.cpp compiles."""
+
+    MARK = {"done": "[green]done[/]", "unchanged": "[cyan]unchanged[/]", "off": "[dim]off[/]"}
+
+    def __init__(self, con):
+        self.con = con
+        self.bar = None
+        self.task = None
+        self.phase = None
+
+    def step(self, index: int, name: str, title: str) -> None:
+        self.con.print(f"[bold][{index}/6] {title}[/]")
+
+    def info(self, text: str) -> None:
+        self.con.print(f"  {text}")
+
+    def warn(self, text: str) -> None:
+        self.con.print(f"  [yellow]warning:[/] {text}")
+
+    def result(self, step) -> None:
+        self._close_bar()
+        self.con.print(f"  {self.MARK[step.status]}: {step.summary}")
+
+    def build_event(self, event) -> None:
+        if event.phase != self.phase:
+            self.phase = event.phase
+            if event.phase != "compile":
+                self.info(f"{event.phase}: {event.text}" if event.text else event.phase)
+        if event.phase == "compile":
+            if self.bar is None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn("  compile"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                    console=self.con, transient=True)
+                self.bar.start()
+                self.task = self.bar.add_task("compile", total=None)
+            if event.total:
+                self.bar.update(self.task, completed=event.done or 0, total=event.total)
+        else:
+            self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def setup(
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Catalog alias or GGUF path (default: recommend one and ask)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Take the recommendation without asking."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress goes to stderr)."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the server (build, pull, verify only)."),
+    service: bool = typer.Option(False, "--service", help="Install the systemd unit to serve it (instead of a "
+                                                          "background server)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Build profile (default: detected)."),
+    source: Optional[str] = typer.Option(None, "--source", help="git or pypi (default: git when its host "
+                                                                "answers, else the pinned PyPI source)."),
+) -> None:
+    """Detect, build, choose a model, pull/plan/serve it, verify it; re-running changes nothing."""
+    import sys
+
+    from llmtp.cli._out import console, emit_json
+    from llmtp.errors import UsageError
+    from llmtp.services import setup as svc
+    from llmtp.settings import load_settings
+
+    if source not in (None, "git", "pypi"):
+        raise UsageError(f"Unknown --source {source!r}", "Use git or pypi.")
+    settings = load_settings().settings
+    con = console(stderr=as_json)
+    confirm = (lambda q: typer.confirm(q, default=True)) if sys.stdin.isatty() and not as_json else None
+    req = svc.SetupRequest(model=model, yes=yes, no_serve=no_serve, service=service, profile=profile,
+                           source=source)  # type: ignore[arg-type]
+    reporter = _RichReporter(con)
+    try:
+        result = svc.run_setup(settings, req, svc.real_deps(confirm), reporter)
+    finally:
+        reporter._close_bar()
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    color = "green" if result.changed else "cyan"
+    con.print(f"[bold {color}]{result.message}[/]")
+    if any(s.name == "serve" and s.data.get("url") for s in result.steps):
+        con.print("next: `llmtp status`, `llmtp logs -f`, `llmtp stop`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("setup")(setup)
