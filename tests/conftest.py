@@ -54,3 +54,11 @@ def tiny_models() -> dict[str, Path]:
     from llmtp.testbed.tiny_models import ensure_tiny_models
 
     return ensure_tiny_models(testbed_cache_dir() / "models")
+
+
+@pytest.fixture(scope="session")
+def bench_models() -> dict[str, Path]:
+    """The bench-size qwen35 models (agree, random; ~290 MB each) for tests that measure a speedup."""
+    from llmtp.testbed.tiny_models import ensure_bench_models
+
+    return ensure_bench_models(testbed_cache_dir() / "bench-models")

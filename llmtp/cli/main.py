@@ -26,6 +26,18 @@ app = typer.Typer(
 # Modules under llmtp.cli; each exposes `register(app)` to add its command or command group.
 COMMAND_MODULES: list[str] = [
     "config",
+    "detect",
+    "inspect",
+    "build",
+    "serve",
+    "service",
+    "verify",
+    "tune",
+    "upgrade",
+    "doctor",
+    "models",
+    "plan",
+    "setup",
 ]
 
 
@@ -55,7 +67,9 @@ _register()
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: the only place that turns an LlmtpError into an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a typer.Exit's code instead of raising it
+        # (verify's verdict codes travel this way).
+        rc = app(args=argv, standalone_mode=False)
     except LlmtpError as exc:
         typer.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)
@@ -74,3 +88,5 @@ def run(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
+        sys.exit(rc)

@@ -1,0 +1,126 @@
+"""Reading GGUF files from disk (the only place that opens one); the meaning lives in core.gguf_meta."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from llmtp.core import gguf_meta as _gguf_meta
+from llmtp.core.gguf_meta import ModelInfo, TensorInfo, model_info_from_metadata
+from llmtp.errors import ModelFileError
+
+GGUF_MAGIC = b"GGUF"
+# Arrays longer than this (token lists, merges, scores) are not needed for planning; converting
+# 150k strings to Python would dominate the time `inspect` takes.
+MAX_ARRAY_ITEMS = 4096
+CACHE_VERSION = 1  # bump when what read_model_info extracts changes
+
+
+def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True) -> ModelInfo:
+    """Read a GGUF's header and tensor table; raise ModelFileError for anything unusable.
+
+    Results are cached by (path, size, mtime) under cache_dir (True: the settings' cache dir,
+    False/None: no cache): reading a header needs gguf + numpy (~0.4 s of imports), which
+    `llmtp serve` must not pay on every start.
+    """
+    cache = _cache_file(Path(path), cache_dir)
+    if cache is not None:
+        try:
+            return ModelInfo.model_validate_json(cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # missing or stale: read the file
+    kv, tensors, size = read_metadata(path)
+    info = model_info_from_metadata(kv, tensors, path=str(path), file_size=size)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(info.model_dump_json(), encoding="utf-8")
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only cache dir only costs time
+    return info
+
+
+def _cache_file(path: Path, cache_dir: Path | None | bool) -> Path | None:
+    """Key: file identity (resolved path, size, mtime) + the parser's own identity, so a changed
+    file or a changed ModelInfo/gguf_meta never serves a stale entry."""
+    if cache_dir is False or cache_dir is None:
+        return None
+    try:
+        if cache_dir is True:
+            from llmtp.settings import load_settings
+
+            cache_dir = Path(load_settings().settings.cache_dir)
+        st = path.stat()
+        meta_src = Path(_gguf_meta.__file__).stat()
+    except (OSError, Exception):  # noqa: BLE001 - no cache is always a safe answer
+        return None
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{meta_src.st_size}|{meta_src.st_mtime_ns}|{CACHE_VERSION}"
+    return Path(cache_dir) / "gguf-meta" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
+
+
+def read_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorInfo], int]:
+    """(key/value dict of plain Python values, tensor table, file size) of one GGUF file."""
+    p = Path(path)
+    hint = "Check the path, or download the model again."
+    if not p.exists():
+        raise ModelFileError(f"model file not found: {p}", hint)
+    if not p.is_file():
+        raise ModelFileError(f"not a file: {p}", "Pass the path of a .gguf file.")
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {p}: {exc.strerror or exc}", "Check the file's permissions.") from exc
+    if magic != GGUF_MAGIC and GGUF_MAGIC.startswith(magic):
+        raise ModelFileError(f"truncated GGUF: {p} is only {size} bytes", hint)
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(f"not a GGUF file: {p} (starts with {magic!r})",
+                             "llmtp serves GGUF models; convert or download a .gguf file.")
+
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(p), "r")
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as exc:
+        # The reader fails in many ways on a short file (reshape of a short mmap, bad offsets).
+        raise ModelFileError(f"unreadable or truncated GGUF: {p} ({_first_line(exc)})", hint) from exc
+
+    # mmap happily maps a file whose tensor data is cut short: check the data extent ourselves.
+    tensors: list[TensorInfo] = []
+    end = reader.data_offset
+    for t in reader.tensors:
+        tensors.append(TensorInfo(name=t.name, shape=[int(d) for d in t.shape],
+                                  type=t.tensor_type.name, n_bytes=int(t.n_bytes)))
+        end = max(end, int(t.data_offset) + int(t.n_bytes))
+    if end > size:
+        raise ModelFileError(f"truncated GGUF: {p} is {size} bytes but its tensors need {end}", hint)
+
+    kv: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue  # reader bookkeeping (version, counts), not model metadata
+        if len(field.data) > MAX_ARRAY_ITEMS:
+            continue
+        try:
+            kv[name] = _plain(field.contents())
+        except (ValueError, IndexError, UnicodeDecodeError):
+            continue  # a field we cannot decode is dropped, never guessed
+    return kv, tensors, size
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
