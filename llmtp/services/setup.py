@@ -9,13 +9,13 @@ in through `SetupDeps`; `real_deps()` wires the real services.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from llmtp.adapters.files import write_json_atomic
 from llmtp.errors import LlmtpError, UsageError
 
 STEPS = ("detect", "build", "model", "serve", "verify", "service")
@@ -145,11 +145,7 @@ def load_state(settings) -> dict[str, Any]:
 
 
 def _save(settings, state: dict[str, Any]) -> None:
-    path = state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)  # a crash never leaves half a record
+    write_json_atomic(state_path(settings), state, sort_keys=True)
 
 
 def _now() -> str:

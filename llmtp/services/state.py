@@ -15,6 +15,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
+from llmtp.adapters.files import write_text_atomic
 from llmtp.errors import ServeError
 
 
@@ -79,10 +80,7 @@ class PortClaim:
         return self
 
     def write(self, state: ServeState) -> None:
-        path = state_path(self.state_dir, self.port)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-        os.replace(tmp, path)  # readers never see half a file
+        write_text_atomic(state_path(self.state_dir, self.port), state.model_dump_json(indent=2))
 
     def release(self) -> None:
         state_path(self.state_dir, self.port).unlink(missing_ok=True)
