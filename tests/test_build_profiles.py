@@ -211,3 +211,40 @@ def test_configure_argv_and_jobs():
     assert build_jobs(2, 24 << 30) == 2
     assert build_jobs(None, None) == 1
     assert build_jobs(8, 100) == 1
+
+
+def _nvidia(*archs: str):
+    from llmtp.core.hardware import CPU, GPU, HardwareSnapshot, Recommendation
+
+    gpus = [GPU(index=i, vendor="nvidia", name=f"GPU{i}", cuda_arch=a, source="nvml") for i, a in enumerate(archs)]
+    return HardwareSnapshot(os="linux", cpu=CPU(), gpus=gpus, recommendation=Recommendation(profile="cuda", reason="t"))
+
+
+@pytest.mark.parametrize("spec, archs, missing", [
+    ("89", ["89"], []),
+    ("86", ["89"], []),  # compute_86 PTX JIT-compiles for sm_89
+    ("86-real", ["89"], []),  # sm_86 cubin runs on sm_89 (same major, higher minor)
+    ("86-real", ["90"], ["GPU0 (sm_90)"]),  # another major: no cubin, no PTX
+    ("90-real", ["89"], ["GPU0 (sm_89)"]),  # a newer cubin never runs on an older GPU
+    ("75;89", ["86", "120"], []),  # PTX 75/89 covers both
+    ("120a-real", ["120"], []),
+    ("120a-real", ["121"], ["GPU0 (sm_121)"]),  # arch-specific cubins do not carry forward
+    ("89-real;90-real", ["86", "89"], ["GPU0 (sm_86)"]),
+    ("native", ["89"], []),
+])
+def test_gpus_without_cuda_code(spec, archs, missing):
+    from llmtp.core.profiles import gpus_without_cuda_code
+
+    assert gpus_without_cuda_code({"CMAKE_CUDA_ARCHITECTURES": spec}, _nvidia(*archs)) == missing
+
+
+def test_probe_failure_names_a_gpu_the_build_cannot_run_on():
+    from llmtp.core.capabilities import Capabilities, Device
+    from llmtp.services import build as svc
+
+    caps = Capabilities(flags=["-m"], devices=[Device(id="CUDA0", backend="CUDA", name="RTX 4090")])
+    caps.version.build_number = 11434
+    cuda = svc.load_profile("cuda")
+    why = svc.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "90-real"}, _nvidia("89"))
+    assert why and "cannot run on GPU0 (sm_89)" in why
+    assert svc.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "89"}, _nvidia("89")) is None

@@ -91,6 +91,38 @@ def cuda_archs(hw: HardwareSnapshot) -> list[str]:
     return sorted(archs, key=lambda a: int(re.sub(r"\D", "", a) or 0))
 
 
+def gpus_without_cuda_code(options: dict[str, str], hw: HardwareSnapshot | None) -> list[str]:
+    """NVIDIA GPUs a CUDA build cannot run on: no cubin it can load and no PTX it can JIT.
+
+    CUDA rules: a cubin for sm_XY runs on sm_XZ with Z >= Y (same major; not the `a`/`f` specific
+    variants); PTX for compute_N JIT-compiles for any GPU >= N. `86` means both, `86-real` the cubin,
+    `86-virtual` the PTX. `native`, `all`, `all-major` cover the GPUs by construction.
+    """
+    spec = options.get("CMAKE_CUDA_ARCHITECTURES", "").strip()
+    if hw is None or not spec or spec in ("native", "all", "all-major"):
+        return []
+    cubins: list[tuple[int, bool]] = []  # (arch, arch-specific variant)
+    ptx: list[int] = []
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        m = re.fullmatch(r"(\d+)([af]?)(?:-(real|virtual))?", entry)
+        if m is None:
+            continue
+        arch, specific, kind = int(m.group(1)), bool(m.group(2)), m.group(3)
+        if kind != "virtual":
+            cubins.append((arch, specific))
+        if kind != "real" and not specific:
+            ptx.append(arch)
+    missing = []
+    for gpu in hw.gpus:
+        if gpu.vendor != "nvidia" or not gpu.cuda_arch:
+            continue
+        n = int(re.sub(r"\D", "", gpu.cuda_arch))
+        runs = any(a == n or (not sp and a // 10 == n // 10 and a <= n) for a, sp in cubins)
+        if not runs and not any(a <= n for a in ptx):
+            missing.append(f"{gpu.name} (sm_{n})")
+    return missing
+
+
 def gfx_targets(hw: HardwareSnapshot) -> list[str]:
     return sorted({g.gfx_target for g in hw.gpus if g.vendor == "amd" and g.gfx_target})
 

@@ -25,7 +25,8 @@ from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
 from llmtp.core.probe import capabilities_from
 from llmtp.core.profiles import (DEVICE_PREFIX, CUDA_ARCHS, GFX_TARGETS, FoundTool, Profile, build_jobs,
                                  cmake_build_argv, cmake_configure_argv, effective_cmake_options,
-                                 parse_cmake_args, parse_profile, parse_tool_version, preflight_problems)
+                                 gpus_without_cuda_code, parse_cmake_args, parse_profile, parse_tool_version,
+                                 preflight_problems)
 from llmtp.errors import BuildError, ConfigError, UsageError
 from llmtp.settings import Settings
 
@@ -408,7 +409,8 @@ def probe_binary(bin_dir: Path, runner: Runner) -> Capabilities:
     return capabilities_from(version.output, help_.output, devices.output)
 
 
-def probe_failure(profile: Profile, caps: Capabilities) -> str | None:
+def probe_failure(profile: Profile, caps: Capabilities, options: dict[str, str] | None = None,
+                  hw: HardwareSnapshot | None = None) -> str | None:
     """Why this binary is not what the profile promised (None: it is)."""
     if caps.version.build_number is None:
         return "llama-server --version printed no version line"
@@ -422,6 +424,10 @@ def probe_failure(profile: Profile, caps: Capabilities) -> str | None:
             return (f"the {profile.backend} build lists no {profile.backend} device "
                     f"(found: {', '.join(d.id for d in caps.devices) or 'none'}): a silent CPU-only build, "
                     "or no GPU/driver visible")
+    missing = gpus_without_cuda_code(options or {}, hw) if profile.backend == "cuda" else []
+    if missing:
+        return (f"it was compiled for CMAKE_CUDA_ARCHITECTURES={(options or {}).get('CMAKE_CUDA_ARCHITECTURES')}, "
+                f"which cannot run on {', '.join(missing)}: rebuild without overriding the architectures")
     return None
 
 
@@ -507,7 +513,7 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
                             "The first errors are below.")
         emit(BuildEvent("install", bid))
         return _install_and_probe(settings, request, runner, emit, p, src, found, digest, bid, tree, targets,
-                                  started, time.monotonic() - t0, log_path)
+                                  started, time.monotonic() - t0, log_path, hw)
 
 
 def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> list:
@@ -545,7 +551,7 @@ def _available_targets(runner: Runner, cmake: str, tree: Path, targets: list[str
 
 
 def _install_and_probe(settings, request, runner, emit, p: BuildPlan, src, found, digest, bid, tree,
-                       targets, started, seconds, log_path) -> InstalledBuild:
+                       targets, started, seconds, log_path, hw: HardwareSnapshot | None) -> InstalledBuild:
     builds = settings.builds_dir
     builds.mkdir(parents=True, exist_ok=True)
     for stale in builds.glob(f".tmp-{bid}-*"):  # left by an interrupted install of the same build
@@ -563,7 +569,7 @@ def _install_and_probe(settings, request, runner, emit, p: BuildPlan, src, found
         shutil.copy2(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
     emit(BuildEvent("probe", "llama-server --version / --help / --list-devices"))
     caps = probe_binary(tmp / "bin", runner)
-    failure = probe_failure(p.profile, caps)
+    failure = probe_failure(p.profile, caps, p.options, hw)
     manifest = BuildManifest(
         id=bid, status="failed" if failure else "ok", failure=failure, source=request.source, url=src.url,
         ref=src.ref, commit=src.commit, build_number=src.build_number, sdist_sha256=src.sdist_sha256,
