@@ -245,3 +245,41 @@ def test_cli_build_mtp_branch_refused():
                                  "--cmake-arg", "CMAKE_CUDA_ARCHITECTURES=89"])
     assert r.exit_code != 0
     assert "needs a patch set" in str(r.exception)
+
+
+def test_adopt_links_a_foreign_build_and_probes_it(tmp_path):
+    """A bin dir llmtp did not build: linked (not copied), probed, made current; a broken one is not."""
+    from llmtp.adapters.runner import Completed
+    from llmtp.services.build import adopt, current_build, list_builds
+    from llmtp.settings import load_settings
+
+    fixtures = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
+
+    class ProbeRunner:
+        def __init__(self, help_text: str):
+            self.help_text = help_text
+
+        def run(self, argv, **kw):
+            out = {"--version": (fixtures / "server-version.txt").read_text(), "--help": self.help_text,
+                   "--list-devices": (fixtures / "list-devices.txt").read_text()}[argv[1]]
+            return Completed(list(argv), 0, "", out)
+
+    settings = load_settings().settings
+    bin_dir = tmp_path / "elsewhere" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "llama-server").write_text("#!/bin/sh\n")
+    b = adopt(settings, bin_dir, ProbeRunner((fixtures / "server-help.txt").read_text()))
+    assert current_build(settings).id == b.id and b.id.startswith("b11434-cpu-") and b.id.endswith("-adopted")
+    assert b.manifest.source == "adopted" and "draft-mtp" in b.manifest.capabilities.spec_types
+    assert (b.bin_dir / "llama-server").is_symlink()
+
+    other = tmp_path / "broken" / "bin"
+    other.mkdir(parents=True)
+    (other / "llama-server").write_text("#!/bin/sh\n")
+    with pytest.raises(BuildError, match="failed its probe"):
+        adopt(settings, other, ProbeRunner(""))  # --help lists nothing: not a usable llama-server
+    assert current_build(settings).id == b.id
+    assert {x.id for x in list_builds(settings)} >= {b.id}
+
+    with pytest.raises(UsageError, match="No llama-server"):
+        adopt(settings, tmp_path, ProbeRunner(""))

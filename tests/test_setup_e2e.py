@@ -8,7 +8,6 @@ build is installed into the test's LLMTP_HOME first: its binaries are linked, it
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,33 +18,12 @@ from llmtp.services.setup import STEPS
 
 pytestmark = pytest.mark.llama
 
-BACKEND_PROFILES = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal"}
-
-
 def install_testbed_build(settings, bin_dir: Path):
     """Make the test bed's llama-server this LLMTP_HOME's current build, without compiling anything."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import MANIFEST, BuildManifest, probe_binary, use_build
+    from llmtp.services.build import adopt
 
-    source_manifest = bin_dir.parent / MANIFEST
-    if source_manifest.is_file():  # an llmtp build (the default test bed): keep its real provenance
-        manifest = BuildManifest.model_validate_json(source_manifest.read_text(encoding="utf-8"))
-    else:  # a bare bin dir: say only what the binary reports about itself
-        caps = probe_binary(bin_dir, SubprocessRunner())
-        backends = {d.backend for d in caps.devices or []}
-        profile = next((p for b, p in BACKEND_PROFILES.items() if any(x.startswith(b) for x in backends)), "cpu")
-        manifest = BuildManifest(id=f"b{caps.version.build_number}-{profile}-testbed", source="path",
-                                 source_identity=f"path:{bin_dir}", profile=profile, backend=profile,
-                                 build_number=caps.version.build_number, cmake_options={},
-                                 targets=["llama-server"], inputs_hash="testbed",
-                                 started_at="2026-11-23T00:00:00+00:00", capabilities=caps)
-    dest = settings.builds_dir / manifest.id / "bin"
-    dest.mkdir(parents=True)
-    for f in bin_dir.iterdir():
-        if f.is_file():
-            os.symlink(f.resolve(), dest / f.name)
-    (dest.parent / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    return use_build(settings, manifest.id)
+    return adopt(settings, bin_dir, SubprocessRunner())
 
 
 def llmtp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

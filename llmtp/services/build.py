@@ -30,7 +30,7 @@ from llmtp.core.profiles import (DEVICE_PREFIX, CUDA_ARCHS, GFX_TARGETS, FoundTo
 from llmtp.errors import BuildError, ConfigError, UsageError
 from llmtp.settings import Settings
 
-SourceKind = Literal["git", "pypi", "path"]
+SourceKind = Literal["git", "pypi", "path", "adopted"]
 
 
 # --- shipped data ---------------------------------------------------------------------------------
@@ -226,6 +226,53 @@ def rollback(settings: Settings) -> InstalledBuild:
         raise UsageError("There is no previous build to roll back to",
                          "`llmtp builds list` shows the builds; `llmtp builds use ID` picks one.")
     return use_build(settings, prev)
+
+
+def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bool = True) -> InstalledBuild:
+    """Register an existing llama.cpp bin dir as a build, without compiling: its files are linked,
+    not copied (llmtp never owns them), and it is probed like any build before it can be current.
+
+    An llmtp build from another home keeps its manifest (real provenance); a foreign build records
+    only what the binary says about itself.
+    """
+    bin_dir = Path(bin_dir).expanduser().resolve()
+    if not (bin_dir / "llama-server").is_file():
+        raise UsageError(f"No llama-server in {bin_dir}", "Point at the directory holding llama-server "
+                         "(a llama.cpp build's bin/ directory).")
+    caps = probe_binary(bin_dir, runner)
+    known = bin_dir.parent / MANIFEST
+    if known.is_file():
+        manifest = BuildManifest.model_validate_json(known.read_text(encoding="utf-8"))
+        manifest.capabilities = caps
+    else:
+        backends = [d.backend for d in caps.devices or []]
+        backend = next((name for name, prefixes in DEVICE_PREFIX.items()
+                        if prefixes and any(b.startswith(prefixes) for b in backends)), "cpu")
+        digest = hashlib.sha256(f"adopted:{bin_dir}".encode()).hexdigest()[:8]
+        manifest = BuildManifest(id=build_id(caps.version.build_number, backend, digest) + "-adopted",
+                                 source="adopted", url=str(bin_dir), source_identity=f"adopted:{bin_dir}",
+                                 commit=caps.version.commit, build_number=caps.version.build_number,
+                                 profile=backend, backend=backend, cmake_options={}, targets=["llama-server"],
+                                 inputs_hash=f"adopted:{digest}", started_at=_now(), capabilities=caps)
+    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in profile_names() else None
+    manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
+    builds = settings.builds_dir
+    tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    for f in bin_dir.iterdir():
+        if f.is_file():
+            os.symlink(f, tmp / "bin" / f.name)
+    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    final = builds / manifest.id
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if failure:
+        raise BuildError(f"Adopted {manifest.id} but it failed its probe: {failure}",
+                         "It was kept for inspection but not made current.")
+    return use_build(settings, manifest.id) if make_current else InstalledBuild(id=manifest.id, path=final,
+                                                                                 manifest=manifest)
 
 
 def prune(settings: Settings, keep: int) -> list[str]:
