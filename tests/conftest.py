@@ -10,6 +10,26 @@ from pathlib import Path
 import pytest
 
 
+def _nvidia_gpu_present() -> bool:
+    if os.environ.get("LLMTP_TEST_GPU_BIN_DIR"):
+        return True
+    try:
+        from llmtp.adapters.nvml import read_nvidia_gpus
+
+        return bool(read_nvidia_gpus()[0])
+    except Exception:  # noqa: BLE001 - no driver, no library: no GPU tests
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where an NVIDIA GPU is visible (a lent GPU machine), else they skip."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and not _nvidia_gpu_present():
+        skip = pytest.mark.skip(reason="no NVIDIA GPU visible (set LLMTP_TEST_GPU_BIN_DIR to a CUDA build)")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def llmtp_home(tmp_path_factory, monkeypatch) -> Path:
     """Relocate every llmtp path, and drop LLMTP_* settings leaking in from the environment."""
