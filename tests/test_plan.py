@@ -12,7 +12,7 @@ from llmtp.cli.main import app
 from llmtp.core import memory as mem
 from llmtp.core.catalog import model_info_from_catalog
 from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
-from llmtp.core.plan import GiB, MiB, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan import GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.errors import UsageError
 from llmtp.services.models import load_catalog
 from llmtp.services.plan import find_gpu, parse_size

@@ -119,7 +119,7 @@ def _build_row(b) -> dict:
 def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List installed builds (the current one is marked with *)."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.build import list_builds
+    from llmtp.services.builds import list_builds
 
     rows = [_build_row(b) for b in list_builds(_settings())]
     if as_json:
@@ -139,7 +139,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
 @builds_app.command("use")
 def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`")) -> None:
     """Make an installed build current."""
-    from llmtp.services.build import use_build
+    from llmtp.services.builds import use_build
 
     b = use_build(_settings(), build_id)
     typer.echo(f"current: {b.id}")
@@ -153,7 +153,7 @@ def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ direc
     from pathlib import Path
 
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import adopt
+    from llmtp.services.builds import adopt
 
     b = adopt(_settings(), Path(bin_dir), SubprocessRunner(), make_current=not no_switch)
     typer.echo(f"adopted {b.id}" + ("" if no_switch else " (current)"))
@@ -162,7 +162,7 @@ def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ direc
 @builds_app.command("rollback")
 def builds_rollback() -> None:
     """Switch back to the build that was current before."""
-    from llmtp.services.build import rollback
+    from llmtp.services.builds import rollback
 
     b = rollback(_settings())
     typer.echo(f"current: {b.id}")
@@ -172,7 +172,7 @@ def builds_rollback() -> None:
 def builds_prune(keep: int = typer.Option(2, "--keep", min=0, help="newest builds to keep "
                                                                   "(current and previous always stay)")) -> None:
     """Delete old builds."""
-    from llmtp.services.build import prune
+    from llmtp.services.builds import prune
 
     removed = prune(_settings(), keep)
     typer.echo("removed: " + (", ".join(removed) if removed else "nothing"))

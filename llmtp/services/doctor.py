@@ -58,7 +58,7 @@ def _link(settings, name: str) -> str | None:
 
 def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | None = None,
                hf_cache: Path | None = None) -> DoctorReport:
-    from llmtp.services import build as builds
+    from llmtp.services import builds
 
     if hw is None:
         from llmtp.services.detect import detect_hardware

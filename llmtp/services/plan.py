@@ -217,7 +217,7 @@ def check_with_fit_params(result: PlanResult, settings, runner=None) -> dict:
     from llmtp.services.models import resolve_model
 
     try:
-        from llmtp.services.build import current_build
+        from llmtp.services.builds import current_build
     except ImportError as exc:
         raise ToolMissingError("No llama.cpp build module yet: cannot run llama-fit-params",
                                "Run `llmtp build` first.") from exc

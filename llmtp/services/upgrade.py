@@ -75,7 +75,8 @@ def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None
     from llmtp.core.baseline import baseline_key
     from llmtp.errors import UsageError
     from llmtp.services import baseline as store
-    from llmtp.services import build as builds
+    from llmtp.services import build as pipeline
+    from llmtp.services import builds
     from llmtp.services.verify import gather_target, run_verify
 
     if runner is None:
@@ -93,7 +94,7 @@ def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None
 
     return upgrade(
         current=current,
-        build_new=lambda: builds.build(settings, request, runner, on_build_progress),
+        build_new=lambda: pipeline.build(settings, request, runner, on_build_progress),
         verify_build=lambda b: run_verify(settings, model_ref, method, tolerance=tolerance, build=b,
                                           on_progress=on_progress),
         has_baseline=has_baseline, switch=lambda bid: builds.use_build(settings, bid), restart=restart)

@@ -278,7 +278,7 @@ def gather_target(settings, model_ref: str | None, *, build=None) -> tuple[Targe
     """The current build (or `build`) and the model, read from disk. Returns (target, build)."""
     from llmtp.adapters.gguf_file import read_model_info
     from llmtp.errors import LlmtpError, UsageError
-    from llmtp.services.build import current_build
+    from llmtp.services.builds import current_build
     from llmtp.services.model_settings import model_key
 
     build = build or current_build(settings)

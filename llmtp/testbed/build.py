@@ -35,7 +35,8 @@ def testbed_build(home: Path, on_progress=None) -> Path:
     from filelock import FileLock
 
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import build, current_build, find_installed, use_build
+    from llmtp.services.build import build
+    from llmtp.services.builds import current_build, find_installed, use_build
 
     home.mkdir(parents=True, exist_ok=True)
     settings = testbed_settings(home)

@@ -1,0 +1,287 @@
+"""The installed-build registry: manifests, the current/previous links, use/rollback/prune/adopt, and the probe."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from llmtp import __version__
+from llmtp.adapters.runner import Runner
+from llmtp.core.capabilities import Capabilities
+from llmtp.core.hardware import HardwareSnapshot
+from llmtp.core.probe import capabilities_from
+from llmtp.core.profiles import DEVICE_PREFIX, FoundTool, Profile, gpus_without_cuda_code, parse_profile
+from llmtp.errors import BuildError, UsageError
+from llmtp.settings import Settings
+
+SourceKind = Literal["git", "pypi", "path", "adopted"]
+
+
+# --- shipped profiles (a build is probed against the profile it was built from) ---------------------
+
+def _data(*parts: str):
+    return resources.files("llmtp").joinpath(*parts)
+
+
+def profile_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _data("build_profiles").iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> Profile:
+    f = _data("build_profiles", f"{name}.toml")
+    if not f.is_file():
+        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(profile_names())}.")
+    return parse_profile(f.read_text(encoding="utf-8"), name, str(f))
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+class PatchRecord(BaseModel):
+    name: str
+    sha256: str
+
+
+class BuildManifest(BaseModel):
+    id: str
+    status: Literal["ok", "failed"] = "ok"
+    failure: str | None = None
+    source: SourceKind
+    url: str | None = None
+    ref: str | None = None
+    commit: str | None = None
+    build_number: int | None = None
+    sdist_sha256: str | None = None
+    source_identity: str
+    profile: str
+    backend: str
+    cmake_options: dict[str, str]
+    targets: list[str]
+    patches: list[PatchRecord] = Field(default_factory=list)
+    toolchain: dict[str, FoundTool] = Field(default_factory=dict)
+    inputs_hash: str
+    started_at: str
+    finished_at: str | None = None
+    build_seconds: float | None = None
+    log_file: str | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    llmtp_version: str = __version__
+
+
+@dataclass
+class InstalledBuild:
+    id: str
+    path: Path
+    manifest: BuildManifest
+    current: bool = False
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path / "bin"
+
+    def _bin(self, name: str) -> Path | None:
+        p = self.bin_dir / name
+        return p if p.is_file() else None
+
+    @property
+    def server(self) -> Path:
+        return self.bin_dir / "llama-server"
+
+    @property
+    def bench(self) -> Path | None:
+        return self._bin("llama-bench")
+
+    @property
+    def fit_params(self) -> Path | None:
+        return self._bin("llama-fit-params")
+
+
+# --- installed builds -----------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
+    try:
+        m = BuildManifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not a finished build
+    return InstalledBuild(id=path.name, path=path, manifest=m, current=path.name == current_id)
+
+
+def _link_target(settings: Settings, name: str) -> str | None:
+    try:
+        return os.readlink(settings.builds_dir / name)
+    except OSError:
+        return None
+
+
+def list_builds(settings: Settings) -> list[InstalledBuild]:
+    """Finished builds (ok and failed), oldest first; temp dirs of running or interrupted builds are skipped."""
+    d = settings.builds_dir
+    if not d.is_dir():
+        return []
+    cur = _link_target(settings, "current")
+    found = [b for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+             if (b := _read(p, cur)) is not None]
+    return sorted(found, key=lambda b: (b.manifest.finished_at or "", b.id))
+
+
+def current_build(settings: Settings) -> InstalledBuild | None:
+    cur = _link_target(settings, "current")
+    if cur is None:
+        return None
+    b = _read(settings.builds_dir / cur, cur)
+    return b if b is not None and b.manifest.status == "ok" else None
+
+
+def _switch_link(settings: Settings, name: str, target: str) -> None:
+    """Point builds/<name> at builds/<target> atomically: a new symlink renamed over the old one."""
+    tmp = settings.builds_dir / f".{name}.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, settings.builds_dir / name)
+
+
+def use_build(settings: Settings, build_id: str) -> InstalledBuild:
+    b = _read(settings.builds_dir / build_id, None)
+    if b is None:
+        raise UsageError(f"No installed build {build_id!r}", "`llmtp builds list` shows the installed builds.")
+    if b.manifest.status != "ok":
+        raise UsageError(f"Build {build_id} failed its probe and cannot be used: {b.manifest.failure}",
+                         "Pick another build or rebuild.")
+    cur = _link_target(settings, "current")
+    if cur == build_id:
+        b.current = True
+        return b
+    if cur is not None and (settings.builds_dir / cur).is_dir():
+        _switch_link(settings, "previous", cur)
+    _switch_link(settings, "current", build_id)
+    b.current = True
+    return b
+
+
+def rollback(settings: Settings) -> InstalledBuild:
+    prev = _link_target(settings, "previous")
+    if prev is None or _read(settings.builds_dir / prev, None) is None:
+        raise UsageError("There is no previous build to roll back to",
+                         "`llmtp builds list` shows the builds; `llmtp builds use ID` picks one.")
+    return use_build(settings, prev)
+
+
+def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bool = True) -> InstalledBuild:
+    """Register an existing llama.cpp bin dir as a build, without compiling: its files are linked,
+    not copied (llmtp never owns them), and it is probed like any build before it can be current.
+
+    An llmtp build from another home keeps its manifest (real provenance); a foreign build records
+    only what the binary says about itself.
+    """
+    bin_dir = Path(bin_dir).expanduser().resolve()
+    if not (bin_dir / "llama-server").is_file():
+        raise UsageError(f"No llama-server in {bin_dir}", "Point at the directory holding llama-server "
+                         "(a llama.cpp build's bin/ directory).")
+    caps = probe_binary(bin_dir, runner)
+    known = bin_dir.parent / MANIFEST
+    if known.is_file():
+        manifest = BuildManifest.model_validate_json(known.read_text(encoding="utf-8"))
+        manifest.capabilities = caps
+    else:
+        backends = [d.backend for d in caps.devices or []]
+        backend = next((name for name, prefixes in DEVICE_PREFIX.items()
+                        if prefixes and any(b.startswith(prefixes) for b in backends)), "cpu")
+        digest = hashlib.sha256(f"adopted:{bin_dir}".encode()).hexdigest()[:8]
+        manifest = BuildManifest(id=build_id(caps.version.build_number, backend, digest) + "-adopted",
+                                 source="adopted", url=str(bin_dir), source_identity=f"adopted:{bin_dir}",
+                                 commit=caps.version.commit, build_number=caps.version.build_number,
+                                 profile=backend, backend=backend, cmake_options={}, targets=["llama-server"],
+                                 inputs_hash=f"adopted:{digest}", started_at=_now(), capabilities=caps)
+    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in profile_names() else None
+    manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
+    builds = settings.builds_dir
+    tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    for f in bin_dir.iterdir():
+        if f.is_file():
+            os.symlink(f, tmp / "bin" / f.name)
+    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    final = builds / manifest.id
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if failure:
+        raise BuildError(f"Adopted {manifest.id} but it failed its probe: {failure}",
+                         "It was kept for inspection but not made current.")
+    return use_build(settings, manifest.id) if make_current else InstalledBuild(id=manifest.id, path=final,
+                                                                                 manifest=manifest)
+
+
+def prune(settings: Settings, keep: int) -> list[str]:
+    """Delete all but the `keep` newest builds; current and previous always stay. Returns removed ids."""
+    if keep < 0:
+        raise UsageError("--keep must be 0 or more")
+    protected = {_link_target(settings, "current"), _link_target(settings, "previous")}
+    builds = list_builds(settings)
+    newest = {b.id for b in builds[len(builds) - keep:]} if keep else set()
+    removed = []
+    for b in builds:
+        if b.id not in protected and b.id not in newest:
+            shutil.rmtree(b.path)
+            removed.append(b.id)
+    return removed
+
+
+def build_id(build_number: int | None, profile: str, digest: str) -> str:
+    return f"b{build_number if build_number is not None else 'unknown'}-{profile}-{digest[:8]}"
+
+
+def find_installed(settings: Settings, digest: str) -> InstalledBuild | None:
+    for b in reversed(list_builds(settings)):
+        if b.manifest.inputs_hash == digest and b.manifest.status == "ok" and b.server.is_file():
+            return b
+    return None
+
+
+def _now() -> str:
+    # Milliseconds: list order (and so prune) must not depend on two builds finishing in one second.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --- probing --------------------------------------------------------------------------------------
+
+def probe_binary(bin_dir: Path, runner: Runner) -> Capabilities:
+    server = str(bin_dir / "llama-server")
+    version = runner.run([server, "--version"], timeout=60)
+    help_ = runner.run([server, "--help"], timeout=60)
+    devices = runner.run([server, "--list-devices"], timeout=120)
+    return capabilities_from(version.output, help_.output, devices.output)
+
+
+def probe_failure(profile: Profile, caps: Capabilities, options: dict[str, str] | None = None,
+                  hw: HardwareSnapshot | None = None) -> str | None:
+    """Why this binary is not what the profile promised (None: it is)."""
+    if caps.version.build_number is None:
+        return "llama-server --version printed no version line"
+    if not caps.flags:
+        return "llama-server --help listed no options"
+    prefixes = DEVICE_PREFIX.get(profile.backend, ())
+    if prefixes:
+        if caps.devices is None:
+            return "llama-server --list-devices did not print a device list"
+        if not any(d.backend.startswith(prefixes) for d in caps.devices):
+            return (f"the {profile.backend} build lists no {profile.backend} device "
+                    f"(found: {', '.join(d.id for d in caps.devices) or 'none'}): a silent CPU-only build, "
+                    "or no GPU/driver visible")
+    missing = gpus_without_cuda_code(options or {}, hw) if profile.backend == "cuda" else []
+    if missing:
+        return (f"it was compiled for CMAKE_CUDA_ARCHITECTURES={(options or {}).get('CMAKE_CUDA_ARCHITECTURES')}, "
+                f"which cannot run on {', '.join(missing)}: rebuild without overriding the architectures")
+    return None
