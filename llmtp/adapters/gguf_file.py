@@ -18,20 +18,35 @@ MAX_ARRAY_ITEMS = 4096
 CACHE_VERSION = 1  # bump when what read_model_info extracts changes
 
 
-def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True) -> ModelInfo:
+def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, header_only: bool = False,
+                    file_size: int | None = None) -> ModelInfo:
     """Read a GGUF's header and tensor table; raise ModelFileError for anything unusable.
+
+    header_only=True reads a file that holds only the header (the first bytes of a remote GGUF, as
+    fetched from the hub before a download): missing tensor data is expected, and the model's file
+    size is `file_size` (the remote size) or None. A normal read flags missing data as truncation.
 
     Results are cached by (path, size, mtime) under cache_dir (True: the settings' cache dir,
     False/None: no cache): reading a header needs gguf + numpy (~0.4 s of imports), which
     `llmtp serve` must not pay on every start.
     """
-    cache = _cache_file(Path(path), cache_dir)
+    variant = ""
+    if header_only:  # a different parser and a caller-given size: keep those entries apart
+        from llmtp.core import gguf_header
+
+        src = Path(gguf_header.__file__).stat()
+        variant = f"|header_only|{file_size}|{src.st_size}|{src.st_mtime_ns}"
+    cache = _cache_file(Path(path), cache_dir, variant)
     if cache is not None:
         try:
             return ModelInfo.model_validate_json(cache.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             pass  # missing or stale: read the file
-    kv, tensors, size = read_metadata(path)
+    if header_only:
+        kv, tensors = read_header_metadata(path)
+        size: int | None = file_size
+    else:
+        kv, tensors, size = read_metadata(path)
     info = model_info_from_metadata(kv, tensors, path=str(path), file_size=size)
     if cache is not None:
         try:
@@ -44,7 +59,7 @@ def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True) -
     return info
 
 
-def _cache_file(path: Path, cache_dir: Path | None | bool) -> Path | None:
+def _cache_file(path: Path, cache_dir: Path | None | bool, variant: str = "") -> Path | None:
     """Key: file identity (resolved path, size, mtime) + the parser's own identity, so a changed
     file or a changed ModelInfo/gguf_meta never serves a stale entry."""
     if cache_dir is False or cache_dir is None:
@@ -58,7 +73,7 @@ def _cache_file(path: Path, cache_dir: Path | None | bool) -> Path | None:
         meta_src = Path(_gguf_meta.__file__).stat()
     except (OSError, Exception):  # noqa: BLE001 - no cache is always a safe answer
         return None
-    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{meta_src.st_size}|{meta_src.st_mtime_ns}|{CACHE_VERSION}"
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{meta_src.st_size}|{meta_src.st_mtime_ns}|{CACHE_VERSION}{variant}"
     return Path(cache_dir) / "gguf-meta" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
 
 
@@ -111,6 +126,47 @@ def read_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorInfo], i
         except (ValueError, IndexError, UnicodeDecodeError):
             continue  # a field we cannot decode is dropped, never guessed
     return kv, tensors, size
+
+
+HEADER_CHUNK = 8 << 20  # most headers (tokenizer arrays included) fit in the first 8 MiB
+
+
+def read_header_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorInfo]]:
+    """(key/value dict, tensor table) of a file that may hold only a GGUF header (no tensor data).
+
+    gguf.GGUFReader maps every tensor's data and fails without it, so this uses the pure parser in
+    core.gguf_header, reading more of the file only while the header is longer than what was read.
+    """
+    from llmtp.core.gguf_header import GGUFHeaderError, GGUFTruncated, parse_gguf_header, tensor_infos
+
+    p = Path(path)
+    hint = "Check the path, or fetch the header again."
+    if not p.is_file():
+        raise ModelFileError(f"model file not found: {p}" if not p.exists() else f"not a file: {p}", hint)
+    want = HEADER_CHUNK
+    try:
+        with p.open("rb") as fh:
+            while True:
+                fh.seek(0)
+                data = fh.read(want)
+                try:
+                    header = parse_gguf_header(data)
+                    break
+                except GGUFTruncated:
+                    if len(data) < want:  # the whole file was read and the header is still cut short
+                        raise
+                    want *= 4
+    except GGUFTruncated as exc:
+        raise ModelFileError(f"truncated GGUF header: {p} ({exc})", hint) from exc
+    except GGUFHeaderError as exc:
+        raise ModelFileError(f"unreadable GGUF header: {p} ({exc})",
+                             "llmtp serves GGUF models; convert or download a .gguf file.") from exc
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {p}: {exc.strerror or exc}", "Check the file's permissions.") from exc
+    tensors = tensor_infos(header)
+    if len(tensors) != len(header.tensors):
+        raise ModelFileError(f"unknown tensor type in {p}", "Upgrade llmtp (and its gguf package).")
+    return header.kv, tensors
 
 
 def _plain(value: Any) -> Any:

@@ -283,8 +283,12 @@ def _dominant_type(tensors: list[TensorInfo]) -> str | None:
 def _layer_kv_bytes(info: ModelInfo, il: int, cache_type: str) -> int | None:
     assert info.head_count_kv is not None and info.key_length is not None and info.value_length is not None
     n_kv = info.head_count_kv[il]
-    k = row_bytes(cache_type, n_kv * info.key_length)
-    v = row_bytes(cache_type, n_kv * info.value_length)
+    sliding = bool(info.sliding_window_pattern and info.sliding_window_pattern[il])
+    # gemma4's sliding layers have their own head dims ({arch}.attention.key_length_swa)
+    k_len = (info.key_length_swa or info.key_length) if sliding else info.key_length
+    v_len = (info.value_length_swa or info.value_length) if sliding else info.value_length
+    k = row_bytes(cache_type, n_kv * k_len)
+    v = row_bytes(cache_type, n_kv * v_len)
     return None if k is None or v is None else k + v
 
 
