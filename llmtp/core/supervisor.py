@@ -1,6 +1,6 @@
 """The supervisor's state machine, load-time budget and out-of-memory fallback, as pure values.
 
-The driving loop (llmtp/services/serve.py:Supervisor) feeds events in; this module says which state
+The driving loop (llmtp/services/supervisor.py:Supervisor) feeds events in; this module says which state
 follows and refuses transitions that make no sense, so every path through serve is enumerable.
 """
 

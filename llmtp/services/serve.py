@@ -1,9 +1,7 @@
-"""Serve use-cases: launch one llama-server for a LaunchSpec and always stop it on the way out."""
+"""Serve use-cases: resolve model, build and plan into a launch; start, detach, stop and report servers."""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,24 +12,32 @@ from typing import TYPE_CHECKING
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
-from llmtp.core.logscan import classify
-from llmtp.core.restart import RestartHistory, RestartPolicy, record_crash
-from llmtp.core.supervisor import Event, State, next_state, shrink_for_oom
 from llmtp.errors import NetworkError, ServeError
+from llmtp.services.supervisor import (  # noqa: F401 re-exported: callers import these from here
+    Launch,
+    OnEvent,
+    Replan,
+    Supervisor,
+    SupervisorConfig,
+    check_port_free,
+    default_replan,
+    log,
+    make_launcher,
+    read_api_key,
+    rotate,
+    serve_foreground,
+)
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
     from llmtp.adapters.server_process import ServerProcess
 
-
-def read_api_key(path: str | None) -> str | None:
-    """First key in an --api-key-file (llama-server's format: one per line, `#` comments)."""
-    if path is None:
-        return None
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line
-    return None
+# pyflakes reads __all__ (not noqa): the supervision names stay importable from here as before.
+__all__ = [
+    "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
+    "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
+    "detach", "launched", "make_launcher", "plan_launch", "prepare_launch", "read_api_key", "rotate",
+    "serve_foreground", "status_report", "stop_served",
+]
 
 
 @contextmanager
@@ -54,283 +60,7 @@ def launched(server: Path, caps: Capabilities, spec: LaunchSpec, *, log_path: Pa
         proc.stop()
 
 
-# --- supervision ----------------------------------------------------------------------------------
-
-Launch = Callable[[LaunchSpec], "ServerProcess"]  # start (not wait) a server for a spec
-Replan = Callable[[LaunchSpec, int, list[str]], "LaunchSpec | None"]  # spec, attempt, failure lines
-OnEvent = Callable[["Supervisor", str], None]
-
-log = logging.getLogger("llmtp.serve")
-
-
-@dataclass
-class SupervisorConfig:
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-    ready_timeout_s: float = 300.0  # load budget; see core.supervisor.load_budget_s
-    tick_s: float = 0.1  # how fast an exit is noticed
-    health_every_s: float = 2.0
-    health_failures_to_restart: int = 3
-    probe_every_s: float = 180.0  # one-token generation: catches a server whose /health lies
-    probe_timeout_s: float = 60.0
-    max_replans: int = 2  # out-of-memory re-plans at load, each reported
-    stop_grace_s: float = 5.0
-
-
-def default_replan(spec: LaunchSpec, attempt: int, lines: list[str]) -> LaunchSpec | None:
-    return shrink_for_oom(spec, attempt)
-
-
-class _Stopping(Exception):
-    pass
-
-
-class Supervisor:
-    """Keeps one llama-server alive for `spec`. Side effects are injected: `launch` starts a process,
-    `replan` shrinks the spec after an out-of-memory, `on_event` records every transition."""
-
-    def __init__(self, spec: LaunchSpec, launch: Launch, *, config: SupervisorConfig | None = None,
-                 replan: Replan | None = default_replan, on_event: OnEvent | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.spec, self._launch, self.config = spec, launch, config or SupervisorConfig()
-        self._replan, self._on_event, self._clock = replan, on_event, clock
-        self.state = State.STOPPED
-        self.proc: ServerProcess | None = None
-        self.restarts = 0
-        self.replans = 0
-        self.history = RestartHistory()
-        self.last_error: list[str] = []
-        self.ready_at: float | None = None
-        self._stop = threading.Event()
-        self._probe: threading.Thread | None = None
-        self._probe_result: str | None = None  # "ok", "wedged", None (running / not started)
-
-    # -- events --------------------------------------------------------------------------------
-    def _fire(self, event: Event, message: str) -> None:
-        self.state = next_state(self.state, event)
-        log.info("%s -> %s: %s", event.value, self.state.value, message)
-        if self._on_event is not None:
-            self._on_event(self, message)
-
-    def request_stop(self) -> None:
-        """Thread- and signal-safe: the loop notices within one tick."""
-        self._stop.set()
-
-    # -- main loop -----------------------------------------------------------------------------
-    def run(self) -> None:
-        """Serve until request_stop() (returns) or until the policy gives up (raises ServeError)."""
-        try:
-            while not self._stop.is_set():
-                if self._start_once():
-                    self._watch()
-        except _Stopping:
-            pass
-        finally:
-            if self.proc is not None:
-                self.proc.stop(self.config.stop_grace_s)
-            if self.state is not State.FAILED:
-                self._fire(Event.STOP, "stopped")
-
-    def _start_once(self) -> bool:
-        self._fire(Event.START, f"starting llama-server on {self.spec.host}:{self.spec.port}")
-        self.proc = self._launch(self.spec)
-
-        def on_poll(_status: int | None) -> None:
-            if self._stop.is_set():
-                raise _Stopping
-
-        try:
-            self.proc.wait_ready(self.config.ready_timeout_s, on_poll=on_poll)
-        except ServeError as exc:
-            self._crashed(exc.message, uptime=None)
-            return False
-        self.ready_at = self._clock()
-        self._fire(Event.READY, f"ready (pid {self.proc.pid})")
-        return True
-
-    def _crashed(self, reason: str, uptime: float | None) -> None:
-        assert self.proc is not None
-        self.proc.stop(self.config.stop_grace_s)
-        text = self.proc.log_tail()
-        lines = self.proc.failure_lines()
-        self.last_error = lines
-        if (uptime is None and classify(text) == "oom" and self._replan is not None
-                and self.replans < self.config.max_replans):
-            new = self._replan(self.spec, self.replans + 1, lines)
-            if new is not None:
-                self.replans += 1
-                old, self.spec = self.spec, new
-                self._fire(Event.CRASH, f"out of memory at load; re-plan {self.replans}/"
-                           f"{self.config.max_replans}: -ngl {old.n_gpu_layers} -> {new.n_gpu_layers}, "
-                           f"-c {old.ctx_size} -> {new.ctx_size}")
-                return
-        self.history, decision = record_crash(self.config.policy, self.history, self._clock(), uptime)
-        if decision.action == "give_up":
-            self._fire(Event.GIVE_UP, f"{reason}; giving up: {decision.reason}")
-            raise ServeError(f"llama-server keeps failing ({decision.reason}); last failure: {reason}",
-                             f"Full log: {self.proc.log_path}.", details=lines)
-        self.restarts += 1
-        self._fire(Event.CRASH, f"{reason}; {decision.reason}")
-        if self._stop.wait(decision.delay_s):
-            raise _Stopping
-
-    def _watch(self) -> None:
-        assert self.proc is not None
-        cfg, proc = self.config, self.proc
-        last_health = last_probe = self._clock()
-        failures = 0
-        self._probe_result = None
-        with proc.client(timeout=cfg.probe_timeout_s) as client:
-            while not self._stop.wait(cfg.tick_s):
-                now = self._clock()
-                uptime = now - (self.ready_at or now)
-                if not proc.alive():
-                    self._crashed(f"llama-server exited with code {proc.returncode}", uptime)
-                    return
-                if now - last_health >= cfg.health_every_s:
-                    last_health = now
-                    if client.health(timeout=2.0) == 200:
-                        failures = 0
-                        if self.state is State.UNHEALTHY:
-                            self._fire(Event.HEALTH_OK, "/health ok again")
-                    else:
-                        failures += 1
-                        self._fire(Event.HEALTH_FAIL, f"/health failed ({failures}/{cfg.health_failures_to_restart})")
-                        if failures >= cfg.health_failures_to_restart:
-                            self._crashed(f"/health failed {failures} times in a row", uptime)
-                            return
-                if self._probe_result == "wedged":
-                    self._probe_result = None
-                    self._crashed(f"a one-token generation did not finish in {cfg.probe_timeout_s:.0f} s", uptime)
-                    return
-                if now - last_probe >= cfg.probe_every_s and (self._probe is None or not self._probe.is_alive()):
-                    last_probe = now
-                    self._probe = threading.Thread(target=self._run_probe, args=(client, proc), daemon=True)
-                    self._probe.start()
-
-    def _run_probe(self, client, proc: ServerProcess) -> None:
-        """One-token generation. A timeout is 'wedged' only if no token was produced meanwhile
-        (a long user request can hold the only slot; that is busy, not stuck)."""
-        before = _tokens_predicted(client)
-        try:
-            client.completion("ping", n_predict=1, temperature=0.0)
-            result = "ok"
-        except NetworkError:
-            after = _tokens_predicted(client)
-            busy = before is not None and after is not None and after > before
-            result = "ok" if busy else "wedged"
-        if self.proc is proc:  # a probe of a server already replaced says nothing about the new one
-            self._probe_result = result
-
-
-def _tokens_predicted(client) -> float | None:
-    try:
-        return client.metrics().get("llamacpp:tokens_predicted_total")
-    except NetworkError:
-        return None
-
-
-def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: str | None = None,
-                  max_log_bytes: int = 20 * 2**20, keep: int = 3) -> Launch:
-    """The real Launch: argv for this dialect, log rotated before each start, process started."""
-    def launch(spec: LaunchSpec) -> ServerProcess:
-        from llmtp.adapters.server_process import ServerProcess
-
-        argv = build_server_argv(str(server), caps, spec)
-        rotate(log_path, max_log_bytes, keep)
-        proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)
-        return proc.start()
-    return launch
-
-
-def rotate(path: Path, max_bytes: int, keep: int) -> None:
-    """path -> path.1 -> ... -> path.<keep> when path is larger than max_bytes."""
-    try:
-        if path.stat().st_size <= max_bytes:
-            return
-    except FileNotFoundError:
-        return
-    for i in range(keep - 1, 0, -1):
-        src = path.with_name(f"{path.name}.{i}")
-        if src.exists():
-            src.replace(path.with_name(f"{path.name}.{i + 1}"))
-    path.replace(path.with_name(f"{path.name}.1"))
-
-
-# --- serve in the foreground, stop, status --------------------------------------------------------
-
-def check_port_free(host: str, port: int) -> None:
-    from llmtp.adapters import ports, proctree
-
-    if not ports.port_free(host, port):
-        holder = proctree.port_holder(port)
-        who = holder.describe() if holder else "another process"
-        raise ServeError(f"Port {port} on {host} is already in use by {who}",
-                         "Stop that process, or choose another port with --port.")
-
-
-def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, state_dir: Path,
-                     build_id: str | None = None, config: SupervisorConfig | None = None,
-                     replan: Replan | None = default_replan, install_signals: bool = True,
-                     on_event: OnEvent | None = None,
-                     on_ready: Callable[[Supervisor], None] | None = None) -> Supervisor:
-    """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
-
-    SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
-    """
-    import logging.handlers
-    import os
-    import signal
-
-    from llmtp.services import state as st
-
-    claim = st.PortClaim(state_dir, spec.port).acquire()  # a second serve on this port stops here
-    handler = None
-    try:
-        check_port_free(spec.host, spec.port)
-        sup_log = st.supervisor_log_path(state_dir, spec.port)
-        sup_log.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(sup_log, maxBytes=2**20, backupCount=3)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        server_log = st.log_path(state_dir, spec.port)
-        launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file))
-        record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
-                               build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file)
-
-        seen_ready: set[int] = set()
-
-        def on_change(sup: Supervisor, message: str) -> None:
-            record.state = sup.state.value
-            record.server_pid = sup.proc.pid if sup.proc is not None else None
-            record.argv = sup.proc.argv if sup.proc is not None else []
-            record.restarts = sup.restarts
-            record.last_error = sup.last_error
-            claim.write(record)
-            if on_ready is not None and sup.state is State.READY and sup.proc is not None \
-                    and sup.proc.pid not in seen_ready:
-                seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
-                on_ready(sup)
-            if on_event is not None:
-                on_event(sup, message)
-
-        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change)
-        previous = {}
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: sup.request_stop())
-        try:
-            sup.run()
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-        return sup
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
-        claim.release()
-
+# --- stop and status of detached serves -----------------------------------------------------------
 
 def stop_served(state_dir: Path, port: int, timeout: float = 30.0) -> bool:
     """Ask the llmtp serving `port` to stop (SIGTERM) and wait for it; False when none runs."""
@@ -506,7 +236,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         server, caps, build_id = Path(server), probe(Path(server)), None
     else:
         if current_build is None:
-            from llmtp.services.build import current_build
+            from llmtp.services.builds import current_build
         build = current_build(settings)
         if build is None:
             raise ServeError("No llama.cpp build is installed yet",
