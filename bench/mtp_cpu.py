@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from llmtp.adapters.ports import free_port  # noqa: E402
+from llmtp.adapters.server_process import ServerProcess  # noqa: E402
+from llmtp.testbed import cache_root  # noqa: E402
 from llmtp.testbed.tiny_models import ensure_bench_models  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
@@ -31,59 +29,26 @@ CONFIGS = [("plain", []), ("draft-mtp n-max 3", ["--spec-type", "draft-mtp", "--
            ("draft-mtp n-max 6", ["--spec-type", "draft-mtp", "--spec-draft-n-max", "6"])]
 
 
-def cache_dir() -> Path:
-    override = os.environ.get("LLMTP_TESTBED_CACHE")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("llmtp")) / "testbed"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(bin_dir: Path, model: Path, extra: list[str], n_predict: int, reps: int, threads: int) -> dict:
     """Best-of-`reps` decode tok/s for one server configuration, plus draft counts of that run."""
     port = free_port()
     argv = [str(bin_dir / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-c", "2048", "--parallel", "1", "-t", str(threads), *extra]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(argv, log_path=Path(tmp) / "server.log", host="127.0.0.1", port=port).start()
         try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    sys.exit(f"llama-server exited {proc.returncode}:\n{log.read().decode(errors='replace')[-2000:]}")
-                try:
-                    if httpx.get(base + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    sys.exit("llama-server did not become ready in 120 s")
-                time.sleep(0.05)
-            body = {"prompt": PROMPT, "temperature": 0, "ignore_eos": True, "cache_prompt": False}
-            httpx.post(base + "/completion", json={**body, "n_predict": 8}, timeout=300)  # warm-up
-            best: dict = {}
-            for _ in range(reps):
-                t = httpx.post(base + "/completion", json={**body, "n_predict": n_predict},
-                               timeout=600).json()["timings"]
-                if not best or t["predicted_per_second"] > best["predicted_per_second"]:
-                    best = t
+            server.wait_ready(120)
+            with server.client(timeout=600) as client:
+                opts = {"ignore_eos": True}
+                client.completion(PROMPT, n_predict=8, **opts)  # warm-up
+                best: dict = {}
+                for _ in range(reps):
+                    t = client.completion(PROMPT, n_predict=n_predict, **opts)["timings"]
+                    if not best or t["predicted_per_second"] > best["predicted_per_second"]:
+                        best = t
             return best
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            server.stop()
 
 
 def main() -> None:
@@ -98,7 +63,7 @@ def main() -> None:
     if not args.bin_dir or not (Path(args.bin_dir) / "llama-server").is_file():
         sys.exit("no llama-server: pass --bin-dir DIR or set LLMTP_TEST_LLAMA_BIN_DIR")
 
-    models = ensure_bench_models(cache_dir() / "bench-models")
+    models = ensure_bench_models(cache_root() / "bench-models")
     print(f"llama-server: {args.bin_dir}  threads: {args.threads}  n_predict: {args.n_predict}  "
           f"temperature 0, best of {args.reps}")
     print(f"{'model':8} {'config':18} {'tok/s':>8} {'ratio':>6} {'drafts':>8} {'accepted':>9}")

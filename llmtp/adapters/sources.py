@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmtp.adapters.files import sha256_file
+from llmtp.adapters.pypi import pip_download
 from llmtp.adapters.runner import Runner
 from llmtp.core.pin import PatchEntry, Pin, extract_hunk
 from llmtp.errors import BuildError, CommandError, ConfigError, NetworkError, UsageError
@@ -58,18 +59,8 @@ def fetch_pypi(pin: Pin, cache_dir: Path, runner: Runner, *, offline: bool = Fal
             raise NetworkError(f"The pinned sdist {sdist.name} is not in the cache and offline is set",
                                f"Put {sdist.name} into {downloads} or unset offline.")
         with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
-            # Plain `pip download --no-deps`: --no-binary :all: would make pip build cmake from source.
-            argv = [python, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                    "-d", tmp, f"{p.name}=={p.version}"]
-            done = runner.run(argv, timeout=900)
-            if done.returncode != 0:
-                raise NetworkError(f"pip could not download {p.name}=={p.version}",
-                                   "Check access to PyPI (or a pip index set in pip.conf).",
-                                   details=done.output.strip().splitlines()[-5:])
-            got = next(Path(tmp).glob("*.tar.gz"), None)
-            if got is None:
-                raise NetworkError(f"pip downloaded no sdist for {p.name}=={p.version}",
-                                   "The index offers only wheels; point pip at PyPI.")
+            got = pip_download(f"{p.name}=={p.version}", Path(tmp), runner, only_binary=False,
+                               python=python, pattern="*.tar.gz")
             digest = sha256_file(got)
             if digest != p.sha256:
                 raise NetworkError(f"sha256 mismatch for {got.name}: got {digest}, pinned {p.sha256}",

