@@ -45,3 +45,40 @@ def human_bytes(n: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+class CompileProgress:
+    """The compile phase of a build, fed by its [n/N] lines: a bar on a terminal, and elsewhere (CI logs,
+    pipes) a line every 10%, so a seven-minute compile is never silent."""
+
+    def __init__(self, con, label: str = "compile"):
+        self.con, self.label = con, label
+        self.bar = self.task = None
+        self.last_decile = -1
+        self.started = None
+
+    def update(self, done: int | None, total: int | None) -> None:
+        import time
+
+        if self.started is None:
+            self.started = time.monotonic()
+        if self.con.is_terminal:
+            if self.bar is None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn(f"  {self.label}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=self.con, transient=True)
+                self.bar.start()
+                self.task = self.bar.add_task(self.label, total=None)
+            if total:
+                self.bar.update(self.task, completed=done or 0, total=total)
+            return
+        if total and done is not None and done * 10 // total > self.last_decile:
+            self.last_decile = done * 10 // total
+            elapsed = time.monotonic() - self.started
+            self.con.print(f"  {self.label} {done * 100 // total}% ({done}/{total}, {elapsed:.0f} s)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

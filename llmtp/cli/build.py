@@ -77,34 +77,31 @@ def _show_plan(out, preview: dict) -> None:
 
 
 class _progress:
-    """A rich progress bar fed from the build's [n/N] lines; phase changes are printed above it."""
+    """Phase changes printed as they come; the compile phase as a CompileProgress."""
 
     def __init__(self, out):
         self.out = out
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from llmtp.cli._out import CompileProgress
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=self.out, transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("preparing", total=None)
+        self.compile = CompileProgress(self.out)
         self.phase = None
         return self.on_event
 
     def on_event(self, event) -> None:
         if event.phase != self.phase:
             self.phase = event.phase
-            self.bar.update(self.task, description=event.phase)
-            if event.phase == "configure":
-                self.out.print("configure")  # the options were shown above
-            elif event.phase != "compile":
-                self.out.print(f"{event.phase}: {event.text}" if event.text else event.phase)
-        if event.total:
-            self.bar.update(self.task, total=event.total, completed=event.done)
+            if event.phase != "compile":
+                self.compile.close()
+                # configure: the effective options were shown above
+                self.out.print(event.phase if event.phase == "configure" or not event.text
+                               else f"{event.phase}: {event.text}")
+        if event.phase == "compile":
+            self.compile.update(event.done, event.total)
 
     def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
+        self.compile.close()
         return False
 
 

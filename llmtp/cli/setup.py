@@ -13,9 +13,10 @@ class _RichReporter:
     MARK = {"done": "[green]done[/]", "unchanged": "[cyan]unchanged[/]", "off": "[dim]off[/]"}
 
     def __init__(self, con):
+        from llmtp.cli._out import CompileProgress
+
         self.con = con
-        self.bar = None
-        self.task = None
+        self.compile = CompileProgress(con)
         self.phase = None
 
     def step(self, index: int, name: str, title: str) -> None:
@@ -28,7 +29,7 @@ class _RichReporter:
         self.con.print(f"  [yellow]warning:[/] {text}")
 
     def result(self, step) -> None:
-        self._close_bar()
+        self.compile.close()
         self.con.print(f"  {self.MARK[step.status]}: {step.summary}")
 
     def build_event(self, event) -> None:
@@ -37,22 +38,9 @@ class _RichReporter:
             if event.phase != "compile":
                 self.info(f"{event.phase}: {event.text}" if event.text else event.phase)
         if event.phase == "compile":
-            if self.bar is None:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-                self.bar = Progress(TextColumn("  compile"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                    console=self.con, transient=True)
-                self.bar.start()
-                self.task = self.bar.add_task("compile", total=None)
-            if event.total:
-                self.bar.update(self.task, completed=event.done or 0, total=event.total)
+            self.compile.update(event.done, event.total)
         else:
-            self._close_bar()
-
-    def _close_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            self.compile.close()
 
 
 def setup(
@@ -86,7 +74,7 @@ def setup(
     try:
         result = svc.run_setup(settings, req, svc.real_deps(confirm), reporter)
     finally:
-        reporter._close_bar()
+        reporter.compile.close()
     if as_json:
         emit_json(result.as_dict())
         return
