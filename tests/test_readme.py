@@ -74,7 +74,7 @@ def test_readme_main_command_serves_and_verifies_the_demo_model(llama_bin_dir, d
         out = run.stdout
         assert f"serving at http://127.0.0.1:{port} in the background" in out
         # verify tells the truth about the demo model and still measures it
-        assert re.search(r"MTP off: no MTP heads in this model \(nextn_predict_layers = 0 .*\); "
+        assert re.search(r"MTP off: no MTP heads in this model \(nextn_predict_layers = 0: .*\); "
                          r"plain \d+\.\d tok/s", out), out
         with LlamaClient(f"http://127.0.0.1:{port}", timeout=120) as client:
             content = client.completion("The capital of France is", n_predict=12, temperature=0.0)["content"]

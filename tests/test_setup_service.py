@@ -251,7 +251,7 @@ def test_build_without_mtp_is_a_warning_not_a_failure(settings, tmp_path):
 
 
 def test_model_without_mtp_heads_reports_plain_speed_and_succeeds(settings, tmp_path):
-    detail = "nextn_predict_layers = 0 (architecture llama has no MTP graph)"
+    detail = "nextn_predict_layers = 0: architecture llama has no MTP graph"
     f = Fakes(tmp_path, has_mtp=False, verify_report=report(VerdictCode.NO_MTP_HEADS, model_detail=detail))
     result = svc.run_setup(settings, svc.SetupRequest(model="smollm2-135m", no_serve=True), f.deps())
     assert result.steps[4].summary == f"MTP off: no MTP heads in this model ({detail}); plain 123.4 tok/s"

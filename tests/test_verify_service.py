@@ -114,7 +114,7 @@ def test_no_heads_launches_nothing(tmp_path):
     launch = fake_launcher()
     report, _ = run(tmp_path, launch, target(tmp_path, heads=0))
     assert report.verdict.code == VerdictCode.NO_MTP_HEADS
-    assert report.verdict.reason == "nextn_predict_layers = 0 (heads stripped from this file)"
+    assert report.verdict.reason == "nextn_predict_layers = 0: heads stripped from this file"
     assert launch.specs == []
 
 

@@ -35,7 +35,7 @@ class _RichReporter:
     def build_event(self, event) -> None:
         if event.phase != self.phase:
             self.phase = event.phase
-            if event.phase != "compile":
+            if event.phase not in ("compile", "done"):  # "done" is said by the step's result line
                 self.info(f"{event.phase}: {event.text}" if event.text else event.phase)
         if event.phase == "compile":
             self.compile.update(event.done, event.total)

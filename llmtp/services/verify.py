@@ -77,7 +77,7 @@ def model_marker(target: Target) -> Marker:
     if info.has_mtp_heads:
         return Marker(ok=True, detail=f"nextn_predict_layers = {info.nextn_predict_layers}")
     why = "heads stripped from this file" if info.mtp_arch else f"architecture {info.arch} has no MTP graph"
-    return Marker(ok=False, detail=f"nextn_predict_layers = 0 ({why})")
+    return Marker(ok=False, detail=f"nextn_predict_layers = 0: {why}")
 
 
 def measure_case(handle: ServerHandle, case: Case, method: Method, on_progress: Progress | None = None,
