@@ -15,7 +15,7 @@ GGUF_MAGIC = b"GGUF"
 # Arrays longer than this (token lists, merges, scores) are not needed for planning; converting
 # 150k strings to Python would dominate the time `inspect` takes.
 MAX_ARRAY_ITEMS = 4096
-CACHE_VERSION = 1  # bump when what read_model_info extracts changes
+CACHE_VERSION = 2  # bump when what read_model_info extracts changes
 
 
 def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, header_only: bool = False,

@@ -194,7 +194,7 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None) 
         param_count=None if meta.params_b is None else int(meta.params_b * 1e9),
         block_count=meta.block_count, nextn_predict_layers=meta.nextn_layers, trunk_layers=n_trunk,
         context_length=meta.context_length, embedding_length=meta.embedding_length,
-        head_count=meta.head_count, key_length=meta.key_length, value_length=meta.value_length,
+        feed_forward_length=meta.feed_forward_length, head_count=meta.head_count, key_length=meta.key_length, value_length=meta.value_length,
         key_length_swa=meta.key_length_swa, value_length_swa=meta.value_length_swa,
         sliding_window=meta.sliding_window, full_attention_interval=meta.full_attention_interval,
         expert_count=meta.expert_count, expert_used_count=meta.expert_used_count,

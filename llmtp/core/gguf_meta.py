@@ -41,6 +41,7 @@ class ModelInfo(BaseModel):
     trunk_layers: int | None = None  # block_count - nextn_predict_layers
     context_length: int | None = None  # trained context
     embedding_length: int | None = None
+    feed_forward_length: int | None = None  # dense FFN width (largest layer where it varies per layer)
     head_count: int | None = None
     head_count_kv: list[int] | None = None  # per layer (GGUF allows a scalar or an array)
     key_length: int | None = None
@@ -241,7 +242,7 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
         quant=file_type_name(kv.get("general.file_type")) or _dominant_type(tensors),
         tensor_types=tensor_types, block_count=block_count, nextn_predict_layers=nextn,
         trunk_layers=trunk, context_length=key("context_length"), embedding_length=embd,
-        head_count=head_count, head_count_kv=head_count_kv, key_length=key_length,
+        feed_forward_length=_max_or_none(key("feed_forward_length")), head_count=head_count, head_count_kv=head_count_kv, key_length=key_length,
         value_length=value_length, sliding_window=key("attention.sliding_window") or None,
         sliding_window_pattern=swa, full_attention_interval=interval, recurrent_layers=recurrent,
         ssm_state_bytes_per_seq=_ssm_state_bytes(kv, arch, len(recurrent)),
@@ -319,6 +320,13 @@ def kv_bytes_per_token(info: ModelInfo, cache_type: str, *, nextn_layers: bool =
             return None
         total += layer
     return total
+
+
+def _max_or_none(value: Any) -> int | None:
+    """GGUF stores some widths as a scalar, some per layer (an array; 0 on layers without an FFN)."""
+    if isinstance(value, list):
+        return max(value) if value else None
+    return int(value) if value else None
 
 
 def swa_kv_bytes_per_token(info: ModelInfo, cache_type: str) -> int | None:

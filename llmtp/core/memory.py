@@ -118,9 +118,9 @@ def compute_buffer_bytes(info: ModelInfo, n_ctx: int, n_ubatch: int = 512, n_out
 
 
 def _ff_length(info: ModelInfo) -> int:
-    # ModelInfo carries no feed-forward length; 3x n_embd is the usual SwiGLU ratio and only
-    # feeds the activation term (a few MiB).
-    return 3 * (info.embedding_length or 0)
+    # The file's own width; where a catalog entry does not state it, 3x n_embd (the usual SwiGLU
+    # ratio) stands in: it only feeds the activation term, a few MiB.
+    return info.feed_forward_length or 3 * (info.embedding_length or 0)
 
 
 def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False) -> tuple[int, int]:
