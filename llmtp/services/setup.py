@@ -543,28 +543,16 @@ def _verify(settings, model_path: Path, build):
 
 
 def _plain_tok_s(settings, model_path: Path, build) -> float | None:
-    """Median plain decode speed with verify's quick method, for models verify stops early on."""
-    from llmtp.core import verify as vcore
-    from llmtp.core.launch import MtpSettings
-    from llmtp.services import verify as v
+    from llmtp.core.verify import Method
+    from llmtp.services.verify import plain_tokens_per_s
 
-    target, build = v.gather_target(settings, str(model_path), build=build)
-    method = vcore.Method.preset("quick")
-    launcher = v.real_launcher(build.server, target.caps, Path(settings.state_dir) / "verify")
-    spec = v.base_spec_for(target, settings, parallel=1).model_copy(update={"mtp": MtpSettings(enabled=False)})
-    medians = []
-    with launcher(spec) as handle:
-        for case in v.cases_of(method):
-            samples, _ = v.measure_case(handle, case, method)
-            stats = vcore.summarize([s.tokens_per_s for s in samples])
-            medians.append(stats.median if stats else None)
-    return vcore.geomean(medians)
+    return plain_tokens_per_s(settings, str(model_path), Method.preset("quick"), build=build)
 
 
 def _service_installed(settings) -> bool:
-    from llmtp.services import service as svc
+    from llmtp.services.service import installed_scope
 
-    return (svc.default_unit_dir(settings, False) / svc.UNIT).is_file()
+    return installed_scope(settings) is not None
 
 
 def _install_service(settings, model_path: Path, host: str, port: int) -> list[str]:

@@ -105,6 +105,13 @@ def cases_of(method: Method) -> list[Case]:
     return [Case(prompt=p, temperature=t) for t in method.temperatures for p in method.prompts]
 
 
+def measure_plain(cases, method: Method, launcher: Launcher, base_spec: LaunchSpec,
+                  on_progress: Progress | None = None) -> dict[str, list[Sample]]:
+    """The plain arm: every case on one server launched without any speculation."""
+    with launcher(base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})) as handle:
+        return {case.key: measure_case(handle, case, method, on_progress, "plain")[0] for case in cases}
+
+
 def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: LaunchSpec,
            mtp: MtpSettings | None = None, baseline_load: Callable[[str], Baseline | None] = lambda k: None,
            baseline_save: Callable[[Baseline], object] = lambda b: None, tolerance: float = 0.10,
@@ -160,10 +167,7 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     all_mtp = [s for v in mtp_samples.values() for s in v]
     runtime = core.runtime_marker(speculative, [probe, *all_mtp])
 
-    plain_samples: dict[str, list[Sample]] = {}
-    with launcher(base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})) as handle:
-        for case in cases:
-            plain_samples[case.key], _ = measure_case(handle, case, method, on_progress, "plain")
+    plain_samples = measure_plain(cases, method, launcher, base_spec, on_progress)
 
     reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key))
                for c in cases]
@@ -333,3 +337,13 @@ def run_verify(settings, model_ref: str | None, method: Method, *, tolerance: fl
                   mtp=mtp, baseline_load=lambda k: store.load(settings, k),
                   baseline_save=lambda b: store.save(settings, b), tolerance=tolerance,
                   update_baseline=update_baseline, on_progress=on_progress)
+
+
+def plain_tokens_per_s(settings, model_ref: str, method: Method, *, build=None) -> float | None:
+    """Plain decode speed alone (geometric mean of the cases' medians), for a model verify stops
+    early on (no MTP heads, or a build without MTP): its speed is still worth knowing."""
+    target, build = gather_target(settings, model_ref, build=build)
+    launcher = real_launcher(build.server, target.caps, Path(settings.state_dir) / "verify")
+    samples = measure_plain(cases_of(method), method, launcher, base_spec_for(target, settings, parallel=1))
+    return core.geomean([stats.median if (stats := core.summarize([s.tokens_per_s for s in v])) else None
+                         for v in samples.values()])
