@@ -11,7 +11,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from llmtp.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -38,3 +44,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json_model(path: Path, model: type[M], *, what: str, hint: str) -> M | None:
+    """The record stored at `path`, None when there is none; a ConfigError naming the file (and `hint`
+    on what to do) when it is unreadable or does not validate."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise ConfigError(f"Cannot read the {what} {path}: {exc}", hint) from exc

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
-
+from llmtp.adapters.files import read_json_model, write_json_atomic
 from llmtp.core.baseline import Baseline
-from llmtp.errors import ConfigError
-from llmtp.adapters.files import write_json_atomic
 
 
 def _file(settings, key: str) -> Path:
@@ -16,14 +13,8 @@ def _file(settings, key: str) -> Path:
 
 
 def load(settings, key: str) -> Baseline | None:
-    path = _file(settings, key)
-    if not path.is_file():
-        return None
-    try:
-        return Baseline.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError) as exc:
-        raise ConfigError(f"Cannot read the verify baseline {path}: {exc}",
-                          "Delete it; the next passing `llmtp verify` stores a new one.") from exc
+    return read_json_model(_file(settings, key), Baseline, what="verify baseline",
+                           hint="Delete it; the next passing `llmtp verify` stores a new one.")
 
 
 def save(settings, baseline: Baseline) -> Path:

@@ -11,11 +11,10 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from llmtp.adapters.files import write_json_atomic
+from llmtp.adapters.files import read_json_model, write_json_atomic
 from llmtp.core.launch import MtpSettings
-from llmtp.errors import ConfigError
 
 _EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the tail identify it
 
@@ -52,14 +51,8 @@ def _file(settings, key: str) -> Path:
 
 
 def load_record(settings, model_key: str) -> ModelSettingsRecord | None:
-    path = _file(settings, model_key)
-    if not path.is_file():
-        return None
-    try:
-        return ModelSettingsRecord.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError) as exc:
-        raise ConfigError(f"Cannot read the model settings {path}: {exc}",
-                          "Delete the file and run `llmtp tune` again.") from exc
+    return read_json_model(_file(settings, model_key), ModelSettingsRecord, what="model settings",
+                           hint="Delete the file and run `llmtp tune` again.")
 
 
 def load(settings, model_key: str) -> MtpSettings | None:
