@@ -6,7 +6,6 @@ Usage: python bench/plan_accuracy.py [BIN_DIR]   (default: the pinned CPU build)
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from llmtp.adapters.ports import free_port
 from llmtp.core import memory as mem
 from llmtp.core.calibrate import parse_load_log
 from llmtp.services.models import read_model_info
@@ -36,7 +36,7 @@ def models() -> dict[str, Path]:
 
 
 def run_server(model: Path, ctx: int, cache: str) -> str:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    port = free_port()
     argv = [str(BIN / "llama-server"), "-m", str(model), "--port", str(port), "-c", str(ctx), "-np", "1",
             "-ctk", cache, "-ctv", cache, "-fa", "on", "-t", "1", "-lv", "4"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
