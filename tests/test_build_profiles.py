@@ -66,6 +66,20 @@ def test_profile_to_cmake_options(name, hw, native, expected):
     assert opts == {**BASE, **expected}
 
 
+def test_native_build_on_an_amx_cpu_leaves_out_amx_unless_told():
+    hw = HardwareSnapshot(os="linux", cpu=CPU(flags=["avx2", "avx512f", "amx_tile", "amx_int8"]),
+                          recommendation=Recommendation(profile="cpu", reason="test"))
+    opts = effective_cmake_options(load_profile("cpu"), hw, native=True)
+    assert opts["CMAKE_C_FLAGS"] == opts["CMAKE_CXX_FLAGS"] == "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    # a portable build compiles no AMX anyway; an explicit flag from the user wins
+    assert "CMAKE_CXX_FLAGS" not in effective_cmake_options(load_profile("cpu"), hw, native=False)
+    assert "CMAKE_CXX_FLAGS" not in effective_cmake_options(load_profile("cpu"), hw, native=True,
+                                                            overrides=parse_cmake_args(["GGML_NATIVE=OFF"]))
+    user = effective_cmake_options(load_profile("cpu"), hw, native=True,
+                                   overrides=parse_cmake_args(["CMAKE_CXX_FLAGS=-O3"]))
+    assert user["CMAKE_CXX_FLAGS"] == "-O3" and "CMAKE_C_FLAGS" in user
+
+
 def test_overrides_and_provenance():
     overrides = parse_cmake_args(["GGML_NATIVE=OFF", "-DGGML_CUDA_FA_QUANTS=all", "CMAKE_CUDA_ARCHITECTURES:STRING=90",
                                   "LLAMA_BUILD_COMMIT=abc1234"])

@@ -142,11 +142,13 @@ def parse_cmake_args(args: list[str]) -> dict[str, str]:
 
 def effective_cmake_options(profile: Profile, hw: HardwareSnapshot | None, *, native: bool,
                             overrides: dict[str, str] | None = None,
-                            provenance: dict[str, str] | None = None) -> dict[str, str]:
+                            provenance: dict[str, str] | None = None,
+                            cpu_flags: list[str] | None = None) -> dict[str, str]:
     """The profile's options with placeholders filled, provenance added, then overrides applied.
 
     `native`: building for this machine (GGML_NATIVE=ON, arch from its own GPUs). `hw` None means
     nothing was detected; a placeholder that needs detection then fails unless overridden.
+    `cpu_flags`: this CPU's ISA flags when `hw` is None (a native build needs them, see NO_AMX).
     """
     overrides = overrides or {}
     out: dict[str, str] = {}
@@ -170,11 +172,26 @@ def effective_cmake_options(profile: Profile, hw: HardwareSnapshot | None, *, na
             out[key] = ";".join(targets)
         else:
             out[key] = cmake_value(value)
+    if cpu_flags is None:
+        cpu_flags = hw.cpu.flags if hw is not None else []
+    native_off = overrides.get("GGML_NATIVE", "").upper() in ("OFF", "0", "FALSE", "NO")
+    if native and not native_off and AMX_FLAG in cpu_flags:
+        for key in ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS"):
+            if key not in overrides:
+                out[key] = f"{out.get(key, '')} {NO_AMX}".strip()
     for key, value in (provenance or {}).items():
         if key not in overrides:
             out[key] = value
     out.update(overrides)
     return out
+
+
+# A native build on a CPU with AMX compiles ggml's AMX kernels (-march=native defines __AMX_INT8__).
+# In b11434 they die of SIGILL (`tilezero` in tinygemm_kernel_amx) on the first quantized matmul:
+# seen on an AMX Xeon with a Q4_1 model, while a standalone AMX program runs on the same machine.
+# AVX-512/VNNI kernels serve those types instead; `--cmake-arg CMAKE_CXX_FLAGS=...` puts AMX back.
+AMX_FLAG = "amx_tile"
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 
 def cmake_configure_argv(cmake: str, source_dir: str, build_dir: str, options: dict[str, str], *,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,8 +125,21 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
     patches = load_patches(profile)
     overrides = parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
-                                      provenance=provenance)
+                                      provenance=provenance, cpu_flags=_cpu_flags(hw, request.native))
     return BuildPlan(profile, options, list(profile.targets), patches)
+
+
+def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str]:
+    """This CPU's flags for a native build (a GPU-less profile detects nothing else)."""
+    if hw is not None or not native:
+        return hw.cpu.flags if hw is not None else []
+    if sys.platform != "linux":
+        return []  # AMX is x86 Linux; macOS sysctl names no AMX flag
+    from llmtp.adapters.cpuinfo import read_proc_cpuinfo
+    from llmtp.core.cpu_parse import parse_proc_cpuinfo
+
+    text = read_proc_cpuinfo()
+    return parse_proc_cpuinfo(text).flags if text else []
 
 
 def inputs_hash(identity: str, p: BuildPlan) -> str:
