@@ -82,12 +82,18 @@ def test_tune_disables_mtp_on_random(settings, tiny_models):
     assert model_settings.load(settings, data["model_key"]) == model_settings.MtpSettings(enabled=False)
 
 
-def test_tune_on_bench_agree_picks_n_max_above_default(settings, bench_models):
+def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, bench_models):
+    # Which n-max wins depends on the CPU (EPYC: 6; an AMX Xeon: 3, then ngram-mod stacked on it);
+    # what must hold everywhere: MTP stays on, the choice is the fastest trial that drafted, and
+    # every draft length 1-6 was measured.
     from llmtp.services.tune import run_tune, tune_method
 
     method = tune_method(n_predict=64, warmups=1, runs=3).model_copy(update={"prompts": ["code"]})
     decision, target = run_tune(settings, str(bench_models["agree"]), method)
-    assert decision.chosen.enabled and decision.chosen.n_max > 3, decision.reason
+    measured = [t for t in decision.trials if t.mtp.enabled and t.tokens_per_s is not None and t.acceptance]
+    assert decision.chosen.enabled and decision.speedup > 1.3, decision.reason
+    assert decision.chosen_tokens_per_s == max(t.tokens_per_s.median for t in measured)
+    assert {t.mtp.n_max for t in measured} >= {1, 2, 3, 4, 5, 6}
     from llmtp.services import model_settings
 
     assert model_settings.load(settings, target.model_key) == decision.chosen
