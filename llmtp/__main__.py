@@ -1,6 +1,6 @@
 """`python -m llmtp` entry point."""
 
-from llmtp.cli.main import run
+from llmtp.cli.entry import run
 
 if __name__ == "__main__":
     run()

@@ -20,9 +20,17 @@ def cpu_counts() -> tuple[int | None, int | None]:
     return psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
 
 
-def memory() -> tuple[int | None, int | None]:
-    """(total, available) bytes of RAM."""
+def memory(not_counting: frozenset[int] = frozenset()) -> tuple[int | None, int | None]:
+    """(total, available) bytes of RAM. `not_counting`: pids whose private memory counts as
+    available (see nvml.read_nvidia_gpus); their file-backed pages (the mmapped model) already do."""
     import psutil
 
     vm = psutil.virtual_memory()
-    return int(vm.total), int(vm.available)
+    available = int(vm.available)
+    for pid in not_counting:
+        try:
+            info = psutil.Process(pid).memory_info()
+        except psutil.Error:
+            continue
+        available += max(0, int(info.rss) - int(getattr(info, "shared", 0)))
+    return int(vm.total), min(int(vm.total), available)

@@ -16,8 +16,12 @@ def load_pynvml() -> Any | None:
     return pynvml
 
 
-def read_nvidia_gpus(nvml: Any | None = None) -> tuple[list[GPU], list[str]]:
+def read_nvidia_gpus(nvml: Any | None = None, *, not_counting: frozenset[int] = frozenset()
+                     ) -> tuple[list[GPU], list[str]]:
     """Every NVIDIA GPU NVML sees, in NVML (PCI bus) order, and notes on what could not be read.
+
+    `not_counting`: pids whose GPU memory counts as free (a warm-started llama-server that the
+    plan being made now will replace or adopt: its own allocation must not shrink that plan).
 
     `nvml` is the pynvml module or a stand-in with the same functions (tests pass a fake).
     No pynvml, no driver or no libnvidia-ml -> ([], [note]); a value a GPU does not report -> None.
@@ -38,7 +42,7 @@ def read_nvidia_gpus(nvml: Any | None = None) -> tuple[list[GPU], list[str]]:
         gpus = []
         for i in range(count):
             try:
-                gpus.append(_read_one(nvml, i, driver, cuda, notes))
+                gpus.append(_read_one(nvml, i, driver, cuda, notes, not_counting))
             except nvml.NVMLError as exc:  # e.g. "GPU is lost": report it, keep the others
                 notes.append(f"NVIDIA GPU {i}: NVML cannot open it ({_reason(exc)}).")
     except nvml.NVMLError as exc:
@@ -89,10 +93,19 @@ def _memory(nvml: Any, handle: Any) -> tuple[int | None, int | None]:
     return int(mem.total), int(mem.free)
 
 
-def _read_one(nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[str]) -> GPU:
+def _used_by(nvml: Any, handle: Any, pids: frozenset[int]) -> int:
+    """Bytes the processes `pids` hold on this GPU (0 where NVML cannot tell)."""
+    procs = _opt(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+    return sum(int(p.usedGpuMemory or 0) for p in procs if p.pid in pids)
+
+
+def _read_one(nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[str],
+              not_counting: frozenset[int] = frozenset()) -> GPU:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     name = _opt(nvml, nvml.nvmlDeviceGetName, handle)
     total, free = _memory(nvml, handle)
+    if free is not None and not_counting:
+        free = min(total or free, free + _used_by(nvml, handle, not_counting))
     if total is None:
         notes.append(f"NVIDIA GPU {index}: NVML does not report its memory.")
     cc = _opt(nvml, nvml.nvmlDeviceGetCudaComputeCapability, handle)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -53,17 +52,19 @@ class ServerProcess:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> ServerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self._log_offset = log.tell()  # failure lines are read from this run's part only
-            env = None if self._env is None else {**os.environ, **self._env}
-            try:
-                self._proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-            except (FileNotFoundError, PermissionError) as exc:
-                raise ServeError(f"Cannot run {self.argv[0]}: {exc.strerror}",
-                                 "Check the build with `llmtp build --list`, or rebuild.") from exc
+        from llmtp.adapters.spawn import spawn_logged
+
+        try:
+            self._proc, self._log_offset = spawn_logged(self.argv, self.log_path, self._env)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise ServeError(f"Cannot run {self.argv[0]}: {exc.strerror}",
+                             "Check the build with `llmtp build --list`, or rebuild.") from exc
         self.started_at = time.monotonic()
+        return self
+
+    def adopt(self, proc: subprocess.Popen, log_offset: int, started_at: float) -> ServerProcess:
+        """Take over a process already started with this argv and log (a warm start)."""
+        self._proc, self._log_offset, self.started_at = proc, log_offset, started_at
         return self
 
     @property

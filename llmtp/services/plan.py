@@ -142,15 +142,20 @@ def hardware_for_build(caps=None, *, gpus=None, memory=None) -> PlanHardware:
     if sys.platform == "darwin":
         hw = detected_hardware()
     else:
+        from llmtp.services.warm_start import running_pid
+
+        warm = running_pid()  # a warm-started server's memory is the plan's to give (warm_start)
+        not_counting = frozenset([warm]) if warm is not None else frozenset()
         if gpus is None and backend == "cpu":
             gpus = []  # a CPU build: no need to ask NVML (its import alone costs ~50 ms)
         if gpus is None:
             from llmtp.adapters import amd_sysfs, nvml
 
-            gpus = nvml.read_nvidia_gpus(None)[0] + amd_sysfs.read_amd_gpus(Path("/"), None)[0]
+            gpus = (nvml.read_nvidia_gpus(None, not_counting=not_counting)[0]
+                    + amd_sysfs.read_amd_gpus(Path("/"), None)[0])
         if memory is None:
             from llmtp.adapters.cpuinfo import memory
-        ram = memory()[1]
+        ram = memory(not_counting)[1] if not_counting else memory()[1]
         usable = [g for g in gpus if (g.vram_free_bytes or g.vram_total_bytes)]
         if usable:
             g = usable[0]

@@ -24,7 +24,6 @@ from llmtp.services.supervisor import (  # noqa: F401 re-exported: callers impor
     log,
     make_launcher,
     read_api_key,
-    rotate,
     serve_foreground,
 )
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run n
 __all__ = [
     "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
     "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
-    "detach", "launched", "make_launcher", "plan_launch", "prepare_launch", "read_api_key", "rotate",
+    "detach", "launched", "make_launcher", "plan_launch", "prepare_launch", "read_api_key",
     "serve_foreground", "status_report", "stop_served",
 ]
 

@@ -1,6 +1,6 @@
 """The serve state file: one JSON per port under state_dir, guarded by a lock held while serving.
 
-The lock (filelock) is what makes two `llmtp serve` on one port refuse cleanly: the second cannot
+The lock (a POSIX flock, llmtp.adapters.flock) is what makes two `llmtp serve` on one port refuse cleanly: the second cannot
 take it. The JSON is what `status`, `stop` and `logs` read; a stale file (its llmtp pid is gone)
 is ignored and replaced.
 """
@@ -12,10 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
 from llmtp.adapters.files import write_text_atomic
+from llmtp.adapters.flock import Flock
 from llmtp.errors import ServeError
 
 
@@ -64,15 +64,16 @@ def _pid_alive(pid: int) -> bool:
 class PortClaim:
     """Holds the port's lock for as long as this process serves it."""
 
-    def __init__(self, state_dir: Path, port: int):
+    def __init__(self, state_dir: Path, port: int, *, held: Flock | None = None):
+        """`held`: the same lock, already taken by this process (a warm start takes it before the
+        CLI has parsed anything); it is adopted instead of taken a second time."""
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir, self.port = state_dir, port
-        self._lock = FileLock(str(lock_path(state_dir, port)))
+        path = lock_path(state_dir, port)
+        self._lock = held if held is not None and held.held and held.path == path else Flock(path)
 
     def acquire(self) -> PortClaim:
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
+        if not self._lock.acquire():
             other = read_state(self.state_dir, self.port)
             who = f"pid {other.llmtp_pid}, serving {other.model}" if other else "another process"
             raise ServeError(f"Port {self.port} is already served by llmtp ({who})",

@@ -210,30 +210,24 @@ def _tokens_predicted(client) -> float | None:
 
 
 def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: str | None = None,
-                  max_log_bytes: int = 20 * 2**20, keep: int = 3) -> Launch:
-    """The real Launch: argv for this dialect, log rotated before each start, process started."""
+                  max_log_bytes: int = 20 * 2**20, keep: int = 3, warm=None) -> Launch:
+    """The real Launch: argv for this dialect, log rotated before each start, process started.
+    `warm` (warm_start.Warm, already checked to run this very argv) is the first launch's process."""
+    adopt = [warm] if warm is not None else []
+
     def launch(spec: LaunchSpec) -> ServerProcess:
         from llmtp.adapters.server_process import ServerProcess
+        from llmtp.adapters.spawn import rotate
 
         argv = build_server_argv(str(server), caps, spec)
-        rotate(log_path, max_log_bytes, keep)
         proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)
+        if adopt and adopt[0].argv == proc.argv:
+            w = adopt.pop()
+            log.info("adopted the warm-started llama-server (pid %s)", w.proc.pid)
+            return proc.adopt(w.proc, w.log_offset, w.started_at)
+        rotate(log_path, max_log_bytes, keep)
         return proc.start()
     return launch
-
-
-def rotate(path: Path, max_bytes: int, keep: int) -> None:
-    """path -> path.1 -> ... -> path.<keep> when path is larger than max_bytes."""
-    try:
-        if path.stat().st_size <= max_bytes:
-            return
-    except FileNotFoundError:
-        return
-    for i in range(keep - 1, 0, -1):
-        src = path.with_name(f"{path.name}.{i}")
-        if src.exists():
-            src.replace(path.with_name(f"{path.name}.{i + 1}"))
-    path.replace(path.with_name(f"{path.name}.1"))
 
 
 # --- serve in the foreground: port claim, state file, supervisor log, signals -----------------
@@ -262,23 +256,34 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
     import signal
 
     from llmtp.services import state as st
+    from llmtp.services import warm_start
 
-    claim = st.PortClaim(state_dir, spec.port).acquire()  # a second serve on this port stops here
+    server_log = st.log_path(state_dir, spec.port)
+    lock_file = st.lock_path(state_dir, spec.port)
+    argv = build_server_argv(str(server), caps, spec)
+    # a warm start already holds the port's lock and runs llama-server: adopted only when it runs
+    # exactly what was planned now, else stopped here (before the port check it would fail)
+    warm, held, warm_note = warm_start.handover(argv, server_log, lock_file)
+    claim = st.PortClaim(state_dir, spec.port, held=held).acquire()  # a second serve on this port stops here
     handler = None
     try:
-        check_port_free(spec.host, spec.port)
+        if warm is None:
+            check_port_free(spec.host, spec.port)
         sup_log = st.supervisor_log_path(state_dir, spec.port)
         sup_log.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(sup_log, maxBytes=2**20, backupCount=3)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-        server_log = st.log_path(state_dir, spec.port)
-        launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file))
+        if warm_note:
+            log.info("%s", warm_note)
+        launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
+                               warm=warm)
         record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
                                build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file)
 
         seen_ready: set[int] = set()
+        remembered: list[int] = []
 
         def on_change(sup: Supervisor, message: str) -> None:
             record.state = sup.state.value
@@ -291,6 +296,10 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                     and sup.proc.pid not in seen_ready:
                 seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
                 on_ready(sup)
+            if sup.state is State.READY and sup.proc is not None and sup.proc.argv == argv and not remembered:
+                remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
+                warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
+                                    port=spec.port, files=[str(server), spec.model])
             if on_event is not None:
                 on_event(sup, message)
 

@@ -1,0 +1,192 @@
+"""Warm start: a repeat `llmtp serve ... --foreground` starts llama-server before the CLI has loaded.
+
+Loading typer, pydantic and the planner costs ~0.35 s before `serve` could spawn anything. When the
+same command line (same arguments, working directory and LLMTP_* environment) reached READY before,
+its resolved llama-server command is on record: the entry point takes the port's lock, checks the
+port and the recorded files (binary, model) are unchanged, and spawns that command at once. The
+normal path then runs in full (settings, build, plan on the hardware of now) and `handover` adopts
+the warm process only when the full path arrives at exactly the same command, log and lock; else
+it stops the warm process (and its group) and launches what the full path decided. A warm start
+therefore changes when llama-server starts, never what runs.
+
+Stdlib only: this module runs before anything heavy is imported (a test checks it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from llmtp import __version__
+from llmtp.adapters.flock import Flock
+from llmtp.adapters.ports import port_free
+from llmtp.adapters.spawn import rotate, spawn_logged
+
+ENV_PREFIX = "LLMTP_"
+LOG_MAX_BYTES, LOG_KEEP = 20 * 2**20, 3  # the supervisor's own rotation of the server log
+
+
+class Warm:
+    """A warm llama-server: the process, what it runs, and the port lock taken for it."""
+
+    def __init__(self, proc, argv: list[str], log_path: str, log_offset: int, lock: Flock,  # noqa: ANN001
+                 started_at: float):
+        self.proc, self.argv, self.log_path, self.log_offset = proc, argv, log_path, log_offset
+        self.lock, self.started_at = lock, started_at  # started_at: time.monotonic() at spawn
+
+
+_key: str | None = None  # this invocation's key, when it is a serve --foreground
+_warm: Warm | None = None
+
+
+def records_dir(env: Mapping[str, str]) -> Path:
+    """Where warm records live, from the environment alone (settings are not loaded yet)."""
+    if env.get(ENV_PREFIX + "CACHE_DIR"):
+        base = Path(env[ENV_PREFIX + "CACHE_DIR"])
+    elif env.get(ENV_PREFIX + "HOME"):
+        base = Path(env[ENV_PREFIX + "HOME"]) / "cache"
+    else:
+        import platformdirs
+
+        base = Path(platformdirs.user_cache_dir("llmtp", appauthor=False))
+    return base.expanduser().resolve() / "warm-start"
+
+
+def invocation_key(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> str | None:
+    """The key of a `serve ... --foreground` command line, or None for any other command."""
+    own = list(args[:args.index("--")]) if "--" in args else list(args)
+    if not own or own[0] != "serve" or "--foreground" not in own:
+        return None
+    if any(a in ("--dry-run", "--help") for a in own):
+        return None
+    llmtp_env = sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX))
+    blob = json.dumps([__version__, list(args), cwd, llmtp_env])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _stamp(path: str) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Warm | None:
+    """At the entry point: spawn the recorded llama-server for this command line, if any. Never
+    raises: any doubt means no warm start, and the normal path does everything as usual."""
+    global _key, _warm
+    env = os.environ if env is None else env
+    try:
+        _key = invocation_key(args, os.getcwd(), env)
+        if _key is None:
+            return None
+        record = json.loads((records_dir(env) / f"{_key}.json").read_text(encoding="utf-8"))
+        argv, log_path = [str(a) for a in record["argv"]], Path(record["log_path"])
+        if any(_stamp(s[0]) != s for s in record["stamps"]):
+            return None  # the binary or the model changed since: the full path decides afresh
+        lock = Flock(record["lock_path"])
+        if not lock.acquire():
+            return None  # another serve holds the port: the full path says who
+    except Exception:  # noqa: BLE001 - a missing/old/corrupt record: start cold
+        return None
+    try:
+        if not port_free(record["host"], int(record["port"])):
+            lock.release()
+            return None
+        rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
+        proc, offset = spawn_logged(argv, log_path)
+    except Exception:  # noqa: BLE001 - an unrunnable binary, an unwritable log: start cold
+        lock.release()
+        return None
+    _warm = Warm(proc, argv, str(log_path), offset, lock, time.monotonic())
+    atexit.register(discard)
+    # Until the supervisor installs its own handlers, SIGTERM must still unwind through atexit
+    # (the default action would leave the warm llama-server behind).
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    return _warm
+
+
+def _raise_interrupt(signum, frame):  # noqa: ANN001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def running_pid() -> int | None:
+    """The warm llama-server's pid while one runs un-adopted (planning adds its memory back)."""
+    if _warm is None or _warm.proc.poll() is not None:  # type: ignore[attr-defined]
+        return None
+    return _warm.proc.pid  # type: ignore[attr-defined]
+
+
+class Handover(NamedTuple):
+    warm: Warm | None  # the warm process, when it runs exactly what the full path planned
+    lock: Flock | None  # the port's lock, when it is the one the full path claims
+    note: str | None  # why a warm process was not used (for the supervisor log)
+
+
+def handover(argv: Sequence[str], log_path: Path, lock_path: Path) -> Handover:
+    """What the full path gets from a warm start. Whatever does not match is stopped or released."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is None:
+        return Handover(None, None, None)
+    lock = warm.lock if str(warm.lock.path) == str(lock_path) else None
+    if lock is None:
+        warm.lock.release()
+    same = warm.argv == [str(a) for a in argv] and warm.log_path == str(log_path)
+    exited = warm.proc.poll() is not None  # type: ignore[attr-defined]
+    if same and not exited and lock is not None:
+        return Handover(warm, lock, None)
+    why = "it exited" if exited else "the plan of now differs" if not same else "the port's lock moved"
+    _stop(warm)
+    return Handover(None, lock, f"warm-started llama-server (pid {warm.proc.pid}) not used: {why}")  # type: ignore[attr-defined]
+
+
+def discard() -> None:
+    """Stop a warm process nobody adopted (the command failed, or was interrupted)."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is not None:
+        _stop(warm)
+        warm.lock.release()
+
+
+def _stop(warm: Warm) -> None:
+    from llmtp.adapters.proctree import terminate_group
+
+    proc = warm.proc
+    terminate_group(proc.pid, reap=proc.poll)  # type: ignore[attr-defined]
+    try:
+        proc.wait(timeout=5)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - already reaped, or SIGKILLed by terminate_group
+        pass
+
+
+def remember(*, argv: Sequence[str], log_path: Path, lock_path: Path, host: str, port: int,
+             files: Sequence[str], env: Mapping[str, str] | None = None) -> Path | None:
+    """After READY: record this command line's llama-server command for the next start.
+    `files` (binary, model) are stamped by size and mtime: a change means no warm start."""
+    if _key is None:
+        return None
+    env = os.environ if env is None else env
+    stamps = [s for s in (_stamp(str(f)) for f in files) if s is not None]
+    record = {"argv": [str(a) for a in argv], "log_path": str(log_path), "lock_path": str(lock_path),
+              "host": host, "port": port, "stamps": stamps, "python": sys.executable}
+    path = records_dir(env) / f"{_key}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        return None
+    return path

@@ -1,0 +1,245 @@
+"""Warm start: which command lines qualify, when a recorded launch is (not) started, and handover."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmtp.adapters.flock import Flock
+from llmtp.adapters.ports import free_port
+from llmtp.services import warm_start
+
+SERVE = ["serve", "m.gguf", "--port", "8123", "--foreground"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"LLMTP_HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "")}
+
+
+@pytest.fixture(autouse=True)
+def no_leftover():
+    yield
+    warm_start.discard()
+    warm_start._key = None
+
+
+def _sleeper(tmp_path: Path) -> list[str]:
+    """A stand-in for llama-server: a process that runs until stopped."""
+    script = tmp_path / "fake-server.py"
+    script.write_text("import time\nwhile True:\n    time.sleep(0.05)\n", encoding="utf-8")
+    return [sys.executable, str(script), "--port"]
+
+
+def _record(tmp_path: Path, env: dict, args: list[str], **over) -> dict:
+    port = free_port()
+    argv = [*_sleeper(tmp_path), str(port)]
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    record = {"argv": argv, "log_path": str(tmp_path / "state/logs/server.log"),
+              "lock_path": str(tmp_path / "state/serve.lock"), "host": "127.0.0.1", "port": port,
+              "stamps": [warm_start._stamp(str(model))], **over}
+    key = warm_start.invocation_key(args, os.getcwd(), env)
+    path = warm_start.records_dir(env) / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
+    return record
+
+
+def test_only_serve_in_the_foreground_has_a_key(env):
+    key = warm_start.invocation_key
+    assert key(SERVE, "/w", env) is not None
+    assert key(["serve", "m.gguf"], "/w", env) is None  # detached: the parent only spawns the foreground child
+    assert key([*SERVE, "--dry-run"], "/w", env) is None
+    assert key(["status", "--foreground"], "/w", env) is None
+    assert key(["serve", "m.gguf", "--", "--foreground"], "/w", env) is None  # llama-server's flag, not ours
+    assert key([*SERVE, "--", "--dry-run"], "/w", env) is not None
+    # same words, other directory or other LLMTP_* settings: another command
+    assert len({key(SERVE, "/w", env), key(SERVE, "/v", env), key(SERVE, "/w", {**env, "LLMTP_PORT": "1"}),
+                key(SERVE, "/w", {**env, "HOME": "/elsewhere"})}) == 3
+
+
+def test_no_record_means_no_warm_start(env):
+    assert warm_start.maybe_start(SERVE, env) is None
+    assert warm_start.running_pid() is None
+
+
+def test_recorded_launch_starts_and_is_handed_over_when_the_plan_agrees(tmp_path, env):
+    rec = _record(tmp_path, env, SERVE)
+    warm = warm_start.maybe_start(SERVE, env)
+    assert warm is not None and warm.proc.poll() is None and warm.argv == rec["argv"]
+    assert warm_start.running_pid() == warm.proc.pid
+    assert not Flock(rec["lock_path"]).acquire()  # the port is claimed from the start
+    got, lock, note = warm_start.handover(rec["argv"], Path(rec["log_path"]), Path(rec["lock_path"]))
+    assert note is None
+    assert got is warm and lock is warm.lock and lock.held
+    assert warm_start.running_pid() is None  # adopted: no longer the warm start's to stop
+    warm_start.discard()
+    assert warm.proc.poll() is None  # discard leaves an adopted process alone
+    warm.proc.kill()
+    warm.proc.wait()
+    lock.release()
+
+
+def test_a_different_plan_stops_the_warm_process_and_keeps_the_lock(tmp_path, env):
+    rec = _record(tmp_path, env, SERVE)
+    warm = warm_start.maybe_start(SERVE, env)
+    pid = warm.proc.pid
+    got, lock, note = warm_start.handover([*rec["argv"], "-c", "8192"], Path(rec["log_path"]), Path(rec["lock_path"]))
+    assert got is None and lock is warm.lock and note.endswith("not used: the plan of now differs")  # the port stays ours for the launch the plan wants
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    lock.release()
+
+
+def test_another_lock_path_releases_the_warm_lock(tmp_path, env):
+    rec = _record(tmp_path, env, SERVE)
+    warm_start.maybe_start(SERVE, env)
+    got, lock, _ = warm_start.handover(rec["argv"], Path(rec["log_path"]), tmp_path / "other.lock")
+    assert got is None and lock is None
+    assert Flock(rec["lock_path"]).acquire()
+
+
+@pytest.mark.parametrize("spoil", ["model changed", "port taken", "lock taken", "binary missing", "corrupt"])
+def test_any_doubt_means_a_cold_start(tmp_path, env, spoil):
+    rec = _record(tmp_path, env, SERVE)
+    holders = []
+    if spoil == "model changed":
+        (tmp_path / "m.gguf").write_bytes(b"GGUF and more")
+    elif spoil == "port taken":
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", rec["port"]))
+        sock.listen()
+        holders.append(sock)
+    elif spoil == "lock taken":
+        lock = Flock(rec["lock_path"])
+        assert lock.acquire()
+        holders.append(lock)
+    elif spoil == "binary missing":
+        _record(tmp_path, env, SERVE, argv=[str(tmp_path / "no-such-server")])
+    else:
+        path = next(warm_start.records_dir(env).glob("*.json"))
+        path.write_text("{not json", encoding="utf-8")
+    assert warm_start.maybe_start(SERVE, env) is None
+    assert not any(str(tmp_path) in " ".join(p.info["cmdline"] or []) and "fake-server" in " ".join(p.info["cmdline"] or [])
+                   for p in psutil.process_iter(["cmdline"]))
+    if spoil != "lock taken":
+        assert Flock(rec["lock_path"]).acquire()  # nothing held on the way out
+    for h in holders:
+        h.close() if isinstance(h, socket.socket) else h.release()
+
+
+def test_remember_writes_what_maybe_start_reads(tmp_path, env):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    assert warm_start.remember(argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
+                               files=[str(model)], env=env) is None  # not a warm-capable invocation
+    warm_start._key = warm_start.invocation_key(SERVE, os.getcwd(), env)
+    path = warm_start.remember(argv=["x", 1], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
+                               files=[str(model), str(tmp_path / "gone")], env=env)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["argv"] == ["x", "1"] and data["stamps"] == [warm_start._stamp(str(model))]
+
+
+def test_the_warm_path_imports_nothing_heavy():
+    code = ("import sys, llmtp.services.warm_start, llmtp.cli.entry; "
+            "print([m for m in ('pydantic', 'typer', 'click', 'httpx', 'psutil', 'rich', 'filelock', 'numpy') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sigterm_before_the_cli_loads_stops_the_warm_server(tmp_path, env):
+    """The window between the warm spawn and the supervisor's own handlers: no orphan either."""
+    rec = _record(tmp_path, env, SERVE)
+    code = ("import sys, time; from llmtp.services import warm_start as w; "
+            f"x = w.maybe_start({SERVE!r}, {env!r}); print(x.proc.pid, flush=True); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(proc.stdout.readline())
+    proc.terminate()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and psutil.pid_exists(server_pid) \
+            and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    assert Flock(rec["lock_path"]).acquire()
+
+
+# --- against the real llama-server ------------------------------------------------------------------
+
+def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 60) -> subprocess.Popen:
+    import httpx
+
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"llmtp serve exited with {proc.returncode}"
+            try:
+                if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    raise AssertionError("not ready")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.llama
+def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(llama_bin_dir, tiny_models, tmp_path):
+    from llmtp.core.launch import MtpSettings
+    from llmtp.services import model_settings
+    from llmtp.settings import load_settings
+
+    home = tmp_path / "home"
+    env = {**os.environ, "LLMTP_HOME": str(home)}
+    port = free_port()
+    model = tiny_models["agree"]
+    argv = [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
+            "--port", str(port), "--foreground"]
+    sup_log = home / "state" / "logs" / f"llmtp-serve-{port}.log"
+    state = home / "state" / f"serve-{port}.json"
+
+    _stop(_serve_until_ready(argv, env, port))  # cold: plans, launches, records the launch
+    assert "adopted" not in sup_log.read_text(encoding="utf-8")
+    assert len(list((home / "cache" / "warm-start").glob("*.json"))) == 1
+
+    proc = _serve_until_ready(argv, env, port)  # warm: the same llama-server, started before the CLI
+    try:
+        assert sup_log.read_text(encoding="utf-8").count("adopted the warm-started llama-server") == 1
+        first = json.loads(state.read_text(encoding="utf-8"))
+        assert "--spec-draft-n-max" in first["argv"]
+    finally:
+        _stop(proc)
+
+    # `llmtp tune` changed this model's MTP settings: the warm start runs the old command, the full
+    # path plans the new one, and only the new one may serve
+    settings = load_settings(env={"LLMTP_HOME": str(home)}).settings
+    model_settings.save(settings, model_settings.model_key(model), MtpSettings(enabled=True, n_max=2))
+    proc = _serve_until_ready(argv, env, port)
+    try:
+        text = sup_log.read_text(encoding="utf-8")
+        assert "not used: the plan of now differs" in text
+        now = json.loads(state.read_text(encoding="utf-8"))
+        i = now["argv"].index("--spec-draft-n-max")
+        assert now["argv"][i + 1] == "2"
+        servers = [p for p in psutil.process_iter(["cmdline"]) if str(model) in (p.info["cmdline"] or [])
+                   and p.status() != psutil.STATUS_ZOMBIE]
+        assert [p.pid for p in servers] == [now["server_pid"]]
+    finally:
+        _stop(proc)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(model) in (p.info["cmdline"] or [])
+                and p.status() != psutil.STATUS_ZOMBIE]
