@@ -46,3 +46,12 @@ def test_missing_model_is_deduplicated_and_bounded():
 ])
 def test_classify(line, kind):
     assert classify("0.00.001.000 I srv load\n" + line) == kind
+
+
+def test_exit_description_names_the_signal_and_what_sigill_means():
+    from llmtp.core.logscan import exit_description
+
+    assert exit_description(1) == "code 1"
+    assert exit_description(-9) == "SIGKILL (code -9)"
+    assert exit_description(-4).startswith("SIGILL (illegal instruction: the build uses CPU instructions")
+    assert "llmtp build --portable" in exit_description(-4)

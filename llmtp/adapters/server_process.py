@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from llmtp.adapters import proctree
 from llmtp.adapters.health import probe_health
-from llmtp.core.logscan import meaningful_lines
+from llmtp.core.logscan import exit_description, meaningful_lines
 from llmtp.errors import ServeError
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class ServerProcess:
         code = self.returncode
         lines = self.failure_lines()
         return ServeError(
-            f"llama-server exited with code {code} while loading",
+            f"llama-server exited with {exit_description(code)} while loading",
             f"Full log: {self.log_path}." if lines else f"Nothing useful in its output; see {self.log_path}.",
             details=lines,
         )

@@ -59,3 +59,20 @@ def classify(text: str) -> FailureKind:
         if pattern.search(text):
             return kind
     return "unknown"
+
+
+def exit_description(returncode: int | None) -> str:
+    """`code 1`, or the signal that killed the process (subprocess reports it as -N), with what a
+    SIGILL means: the binary was built for instructions this CPU (or VM) does not run."""
+    if returncode is None or returncode >= 0:
+        return f"code {returncode}"
+    import signal
+
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"code {returncode}"
+    if name == "SIGILL":
+        return (f"{name} (illegal instruction: the build uses CPU instructions this machine cannot run; "
+                "rebuild with `llmtp build --portable`)")
+    return f"{name} (code {returncode})"

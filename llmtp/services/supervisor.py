@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
-from llmtp.core.logscan import classify
+from llmtp.core.logscan import classify, exit_description
 from llmtp.core.restart import RestartHistory, RestartPolicy, record_crash
 from llmtp.core.supervisor import Event, State, next_state, shrink_for_oom
 from llmtp.errors import NetworkError, ServeError
@@ -164,7 +164,7 @@ class Supervisor:
                 now = self._clock()
                 uptime = now - (self.ready_at or now)
                 if not proc.alive():
-                    self._crashed(f"llama-server exited with code {proc.returncode}", uptime)
+                    self._crashed(f"llama-server exited with {exit_description(proc.returncode)}", uptime)
                     return
                 if now - last_health >= cfg.health_every_s:
                     last_health = now
