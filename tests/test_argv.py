@@ -51,6 +51,10 @@ def test_fixture_caps_look_like_b11434(caps):
                          draft_model="/m/mtp-g.gguf", draft_ngl=99), "metrics": False},
      "/bin/llama-server -m /m/q.gguf --host 127.0.0.1 --port 8081 --spec-type draft-mtp,ngram-mod "
      "--spec-draft-n-max 3 --spec-draft-n-min 1 --spec-draft-p-min 0.5 -md /m/mtp-g.gguf --spec-draft-ngl 99"),
+    # a quantized cache: the draft context's KV gets the same types (it defaults to f16)
+    ({"mtp": MtpSettings(enabled=True, n_max=3), "cache_type_k": "q4_0", "cache_type_v": "q8_0", "metrics": False},
+     "/bin/llama-server -m /m/q.gguf --host 127.0.0.1 --port 8081 -ctk q4_0 -ctv q8_0 --spec-type draft-mtp "
+     "--spec-draft-n-max 3 -ctkd q4_0 -ctvd q8_0"),
     ({"host": "0.0.0.0", "api_key_file": "/etc/llmtp/key", "log_file": "/s/l.log", "seed": 7,
       "metrics": False, "extra_args": ["--jinja", "--temp=0.6"]},
      "/bin/llama-server -m /m/q.gguf --host 0.0.0.0 --port 8081 --api-key-file /etc/llmtp/key "

@@ -138,6 +138,7 @@ def _append_mtp(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         if mtp.draft_ngl is not None:
             argv += [_flag(caps, "--spec-draft-ngl", "-ngld", "--n-gpu-layers-draft",
                            what="the MTP draft GPU layers"), _fmt(mtp.draft_ngl)]
+        _append_draft_cache_types(argv, caps, spec)
         return
     if dialect == "branch":
         # The unmerged qwen3-mtp branch: heads embedded only, no sidecar, no stacking.
@@ -151,6 +152,16 @@ def _append_mtp(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         "MTP was requested but this llama-server has neither `--spec-type draft-mtp` nor `--mtp`",
         "Rebuild a llama.cpp with MTP (upstream b9180 or newer) with `llmtp build`, or serve with --no-mtp.",
     )
+
+
+def _append_draft_cache_types(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
+    """The draft context keeps its own KV in f16 unless told (b11434): give it the plan's cache
+    types, which the plan's MTP reserve already assumes. Older binaries without the flags keep f16."""
+    for value, spellings in ((spec.cache_type_k, ("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k")),
+                             (spec.cache_type_v, ("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"))):
+        flag = caps.first_of(*spellings)
+        if value is not None and value != "f16" and flag is not None:
+            argv += [flag, value]
 
 
 def _append_metrics(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
