@@ -198,6 +198,8 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None) 
         key_length_swa=meta.key_length_swa, value_length_swa=meta.value_length_swa,
         sliding_window=meta.sliding_window, full_attention_interval=meta.full_attention_interval,
         expert_count=meta.expert_count, expert_used_count=meta.expert_used_count,
+        expert_feed_forward_length=meta.expert_feed_forward_length,
+        expert_shared_feed_forward_length=meta.expert_shared_feed_forward_length,
         mtp_arch=meta.arch in MTP_GRAPH_ARCHS,
     )
     if n_trunk is None or meta.block_count is None:

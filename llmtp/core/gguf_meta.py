@@ -53,6 +53,8 @@ class ModelInfo(BaseModel):
     ssm_state_bytes_per_seq: int | None = None  # f32 recurrent state for all recurrent layers, one sequence
     expert_count: int | None = None
     expert_used_count: int | None = None
+    expert_feed_forward_length: int | None = None  # width of one routed expert (MoE)
+    expert_shared_feed_forward_length: int | None = None  # the shared expert, where there is one
     layer_weight_bytes: list[int] = Field(default_factory=list)  # per block (incl. nextn blocks)
     other_weight_bytes: int | None = None  # token embedding, output head, final norm
     kv_bytes_per_token: dict[str, int] = Field(default_factory=dict)  # cache type -> bytes/token (f16, q8_0, q4_0)
@@ -247,6 +249,8 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
         sliding_window_pattern=swa, full_attention_interval=interval, recurrent_layers=recurrent,
         ssm_state_bytes_per_seq=_ssm_state_bytes(kv, arch, len(recurrent)),
         expert_count=key("expert_count"), expert_used_count=key("expert_used_count"),
+        expert_feed_forward_length=key("expert_feed_forward_length"),
+        expert_shared_feed_forward_length=key("expert_shared_feed_forward_length"),
         layer_weight_bytes=layer_bytes, other_weight_bytes=other if tensors else None,
         mtp_arch=arch in MTP_ARCHES, tokenizer_model=kv.get("tokenizer.ggml.model"),
         chat_template=bool(kv.get("tokenizer.chat_template")), attention_layers=attention_layers,

@@ -17,10 +17,22 @@ CACHE_TYPE_BYTES: dict[str, float] = {
     "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
 }
 
-# MTP draft context on Qwen3.6-27B (shared/llama-cpp-facts.md, "Memory"): compute buffers of about
-# 64/256/512 MiB at 16k/64k/128k context, i.e. 4 KiB per context token, plus ~500 MiB verify headroom.
-MTP_DRAFT_COMPUTE_BYTES_PER_TOKEN = 4096
-MTP_VERIFY_HEADROOM_BYTES = 500 * MiB
+# MTP draft context on a GPU (shared/llama-cpp-facts.md, "Memory", Qwen3.6-27B on CUDA): compute
+# buffers of about 64/256/512 MiB at 16k/64k/128k context (4 KiB per context token) plus ~500 MiB
+# of verify headroom. Not measurable here (no GPU); calibration after a real launch corrects it.
+MTP_DRAFT_GPU_BYTES_PER_TOKEN = 4096
+MTP_VERIFY_HEADROOM_GPU_BYTES = 500 * MiB
+
+# Compute buffers, measured on llama-server b11434 (CPU, -fa on, `sched_reserve: compute buffer size`)
+# for llama (SmolLM2-135M) and qwen35 models of nine shapes; see docs/planning.md, "Compute buffers".
+# Per ubatch token, at the FFN step (the peak once n_ff > n_embd): 5 f32 rows of n_embd (residual,
+# norm, FFN input, ...) and 3 of n_ff (gate, up, their product), plus ~40 B of positions and ids.
+ACT_EMBD_ROWS, ACT_FF_ROWS, ACT_FIXED_BYTES = 5, 3, 40
+# The MTP draft graph is one dense block: attention step ~4 f32 rows of n_embd, 3 of the Q width and
+# 8 of the KV width, plus the mask; FFN step 2 rows of n_embd and 3 of n_ff without the mask (dead
+# once the only attention ran). As with the FFN rows, Q/KV rows narrower than n_embd (toy models)
+# fit in freed blocks.
+DRAFT_ATTN_EMBD_ROWS, DRAFT_ATTN_Q_ROWS, DRAFT_ATTN_KV_ROWS, DRAFT_FFN_EMBD_ROWS = 4, 3, 8, 2
 
 
 def trunk_layers(info: ModelInfo) -> int:
@@ -95,31 +107,59 @@ def nextn_kv_bytes(info: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str
     return total
 
 
-def mtp_draft_bytes(info: ModelInfo, n_ctx: int) -> int:
-    """MTP reserve: nextn KV at full context + draft compute + verify headroom."""
-    return nextn_kv_bytes(info, n_ctx) + MTP_DRAFT_COMPUTE_BYTES_PER_TOKEN * n_ctx + MTP_VERIFY_HEADROOM_BYTES
+def mtp_draft_bytes(info: ModelInfo, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
+                    type_v: str = "f16", gpu: bool = False) -> int:
+    """MTP draft context: the nextn layers' KV at full context + the draft graph's compute buffer.
+    On the CPU build that buffer is measured: one dense block of n_ubatch tokens (attention step
+    with the mask, or FFN step without it, whichever is larger); the target context's buffer does
+    not grow with MTP. On a GPU: the facts' figures (see MTP_DRAFT_GPU_BYTES_PER_TOKEN)."""
+    kv = nextn_kv_bytes(info, n_ctx, type_k, type_v)
+    if gpu:
+        return kv + MTP_DRAFT_GPU_BYTES_PER_TOKEN * n_ctx + MTP_VERIFY_HEADROOM_GPU_BYTES
+    n_embd = info.embedding_length or 0
+    q = (info.head_count or 0) * (info.key_length or 0)
+    kv_width = max(info.head_count_kv or [0]) * (info.key_length or 0)
+    qkv = 4 * (DRAFT_ATTN_Q_ROWS * q + DRAFT_ATTN_KV_ROWS * kv_width) if q >= n_embd else 0
+    mask = n_ctx * n_ubatch * 2
+    attn = mask + n_ubatch * (4 * DRAFT_ATTN_EMBD_ROWS * n_embd + qkv + ACT_FIXED_BYTES)
+    ff_row = n_ubatch * 4 * _ff_length(info)  # one of the FFN step's n_ff-wide tensors
+    ffn = n_ubatch * (4 * DRAFT_FFN_EMBD_ROWS * n_embd + ACT_FIXED_BYTES) + ACT_FF_ROWS * ff_row
+    # the mask's block is free by the FFN step: as many n_ff-wide tensors as fit in it reuse it
+    if ff_row:
+        ffn -= min(ACT_FF_ROWS, mask // ff_row) * ff_row
+    return kv + max(attn, ffn)
 
 
-def compute_buffer_bytes(info: ModelInfo, n_ctx: int, n_ubatch: int = 512, n_outputs: int = 1,
-                         flash_attn: bool = True) -> int | None:
-    """Worst-case graph buffer of one backend. Empirical shape, fitted on llama-server's
-    `compute buffer size` lines (CPU, b11434): activations ~ ubatch x (8 f32 rows of n_embd +
-    2 of n_ff), the f16 KQ mask n_ctx x ubatch, and without flash
-    attention the f32 KQ matrix n_head x n_ctx x ubatch."""
+def compute_buffer_bytes(info: ModelInfo, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = True) -> int | None:
+    """Worst-case graph buffer of the target context (llama.cpp reserves a graph of n_ubatch tokens
+    against the whole cache): activations at the peak step plus the KQ mask (n_ctx x n_ubatch, f16
+    with flash attention, f32 without). Without flash attention the f32 KQ scores (n_head x n_ctx x
+    n_ubatch) dominate. Measured on the CPU build; a GPU backend's differences are left to
+    calibration (predicted vs reported after each launch)."""
     n_embd = info.embedding_length
     if n_embd is None:
         return None
     n_ff = _ff_length(info)
-    # logits (n_vocab x outputs x f32) are ~1 MiB at one output: ModelInfo carries no vocab size
-    total = n_ubatch * (n_embd * 32 + n_ff * 8) + n_ctx * n_ubatch * 2
-    if not flash_attn and info.head_count:
-        total += info.head_count * n_ctx * n_ubatch * 4
+    # Where n_ff <= n_embd (only in toy models) the FFN rows fit in blocks the attention step freed.
+    ff_rows = ACT_FF_ROWS * n_ff if n_ff > n_embd else 0
+    per_token = 4 * (ACT_EMBD_ROWS * n_embd + ff_rows) + ACT_FIXED_BYTES
+    if flash_attn:
+        total = n_ubatch * per_token + n_ctx * n_ubatch * 2
+    else:
+        # measured on SmolLM2 (9 heads): 4 B per score + 4 B of f32 mask per (context, ubatch) cell,
+        # and ~26 B per n_embd element of each token beside them
+        scores = n_ctx * n_ubatch * (4 * (info.head_count or 0) + 4) + n_ubatch * 26 * n_embd
+        total = max(n_ubatch * per_token + n_ctx * n_ubatch * 4, scores)
     return total
 
 
 def _ff_length(info: ModelInfo) -> int:
-    # The file's own width; where a catalog entry does not state it, 3x n_embd (the usual SwiGLU
-    # ratio) stands in: it only feeds the activation term, a few MiB.
+    """FFN width one token goes through: the dense width, or the routed experts it uses (plus a
+    shared expert where the file has one). Where a catalog entry states none, 3x n_embd (the usual
+    SwiGLU ratio) stands in."""
+    if info.expert_count and info.expert_used_count and info.expert_feed_forward_length:
+        return (info.expert_feed_forward_length * info.expert_used_count
+                + (info.expert_shared_feed_forward_length or 0))
     return info.feed_forward_length or 3 * (info.embedding_length or 0)
 
 

@@ -140,8 +140,9 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
     kv_cpu = sum(kv.values()) - kv_gpu
     w_gpu, w_cpu = mem.weight_split(info, ngl if on_gpu else 0, n_cpu_moe, mtp)
     state = mem.recurrent_state_bytes(info, n_seq, n_max) or 0
-    draft = mem.mtp_draft_bytes(info, ctx) + (req.sidecar_bytes or 0) if mtp else 0
-    compute = mem.compute_buffer_bytes(info, ctx, req.n_ubatch, n_seq, fa) or 0
+    draft = (mem.mtp_draft_bytes(info, ctx, n_ubatch=req.n_ubatch, type_k=cache, type_v=cache, gpu=on_gpu)
+             + (req.sidecar_bytes or 0)) if mtp else 0
+    compute = mem.compute_buffer_bytes(info, ctx, req.n_ubatch, fa) or 0
     if req.corrections:
         f = req.corrections
         kv = {i: int(b * f.get("context", 1.0)) for i, b in kv.items()}
