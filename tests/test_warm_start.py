@@ -67,6 +67,31 @@ def test_only_serve_in_the_foreground_has_a_key(env):
                 key(SERVE, "/w", {**env, "HOME": "/elsewhere"})}) == 3
 
 
+def test_foreground_args_is_what_the_detached_child_runs():
+    fa = warm_start.foreground_args
+    assert fa(["serve", "m", "--json", "--port", "1"]) == ["serve", "m", "--port", "1", "--foreground"]
+    assert fa(["serve", "m", "--", "--jinja"]) == ["serve", "m", "--foreground", "--", "--jinja"]
+    # the child's own command line has a key; the detached parent's has none
+    assert warm_start.invocation_key(fa(["serve", "m"]), "/w", {}) is not None
+    assert warm_start.invocation_key(["serve", "m"], "/w", {}) is None
+
+
+def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
+    fg = warm_start.foreground_args(["serve", "m.gguf", "--port", "8123"])
+    out = tmp_path / "state" / "logs" / "llmtp-serve-8123.out"
+    _record(tmp_path, env, fg, detach_out=str(out))
+    assert warm_start.maybe_start(["serve", "m.gguf", "--port", "8123", "--json"], env) is None
+    child = warm_start._child
+    assert child is not None and child.args == [sys.executable, "-m", "llmtp", *fg]
+    assert warm_start.take_child(child.args, tmp_path / "elsewhere.out") is None  # not what detach wants
+    assert child.wait(timeout=30) is not None  # stopped
+    warm_start.maybe_start(["serve", "m.gguf", "--port", "8123"], env)
+    child = warm_start._child
+    assert warm_start.take_child(child.args, out) is child and warm_start._child is None
+    child.wait(timeout=30)  # it fails on its own: m.gguf is no model (its output says why)
+    assert out.is_file()
+
+
 def test_no_record_means_no_warm_start(env):
     assert warm_start.maybe_start(SERVE, env) is None
     assert warm_start.running_pid() is None
@@ -176,7 +201,10 @@ def test_sigterm_before_the_cli_loads_stops_the_warm_server(tmp_path, env):
 # --- against the real llama-server ------------------------------------------------------------------
 
 def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 60) -> subprocess.Popen:
+    """Until /health is 200 and llmtp itself has seen it (its state file says ready)."""
     import httpx
+
+    state = Path(env["LLMTP_HOME"]) / "state" / f"serve-{port}.json"
 
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -185,9 +213,10 @@ def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 6
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"llmtp serve exited with {proc.returncode}"
             try:
-                if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                if client.get(f"http://127.0.0.1:{port}/health").status_code == 200 \
+                        and json.loads(state.read_text(encoding="utf-8"))["state"] == "ready":
                     return proc
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError, ValueError):
                 pass
             time.sleep(0.02)
     raise AssertionError("not ready")
@@ -196,6 +225,28 @@ def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 6
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.mark.llama
+def test_detached_serve_twice_is_warm_the_second_time_and_stops_clean(llama_bin_dir, tiny_models, tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "LLMTP_HOME": str(home)}
+    port = free_port()
+    model = tiny_models["plain"]
+    argv = [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
+            "--port", str(port), "--json"]
+    stop = [sys.executable, "-m", "llmtp", "stop", "--port", str(port)]
+    sup_log = home / "state" / "logs" / f"llmtp-serve-{port}.log"
+    for attempt in (1, 2):
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["state"] == "ready"
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60).returncode == 0
+        assert not _servers_of(model)
+    assert sup_log.read_text(encoding="utf-8").count("adopted the warm-started llama-server") == 1
 
 
 @pytest.mark.llama
@@ -236,10 +287,16 @@ def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(ll
         now = json.loads(state.read_text(encoding="utf-8"))
         i = now["argv"].index("--spec-draft-n-max")
         assert now["argv"][i + 1] == "2"
-        servers = [p for p in psutil.process_iter(["cmdline"]) if str(model) in (p.info["cmdline"] or [])
-                   and p.status() != psutil.STATUS_ZOMBIE]
-        assert [p.pid for p in servers] == [now["server_pid"]]
+        assert [p.pid for p in _servers_of(model)] == [now["server_pid"]]  # the warm one is gone
     finally:
         _stop(proc)
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(model) in (p.info["cmdline"] or [])
-                and p.status() != psutil.STATUS_ZOMBIE]
+    assert not _servers_of(model)
+
+
+def _servers_of(model: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].endswith("llama-server") and str(model) in cmd and p.status() != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out

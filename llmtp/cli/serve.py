@@ -64,7 +64,12 @@ def serve(
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                              on_event=on_event, on_ready=svc.calibration_hook(settings, prepared))
         return
-    record = svc.detach(settings.state_dir, prepared.spec.port, _foreground_argv(), prepared.ready_timeout_s)
+    from llmtp.services import warm_start
+    from llmtp.services.state import detach_out_path
+
+    argv = _foreground_argv()
+    early = warm_start.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port))
+    record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
             "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}
     if as_json:
@@ -78,13 +83,9 @@ def _foreground_argv() -> list[str]:
     """This very command line, re-run detached with --foreground (one code path for both modes)."""
     import sys
 
-    args = [a for a in sys.argv[1:] if a not in ("--json", "--foreground")]
-    if "--" in args:
-        i = args.index("--")
-        args = args[:i] + ["--foreground"] + args[i:]
-    else:
-        args.append("--foreground")
-    return [sys.executable, "-m", "llmtp", *args]
+    from llmtp.services.warm_start import foreground_args
+
+    return [sys.executable, "-m", "llmtp", *foreground_args(sys.argv[1:])]
 
 
 def status(

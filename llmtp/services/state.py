@@ -51,6 +51,11 @@ def supervisor_log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"llmtp-serve-{port}.log"
 
 
+def detach_out_path(state_dir: Path, port: int) -> Path:
+    """stdout/stderr of a detached `llmtp serve ... --foreground` (what `detach` reads on failure)."""
+    return supervisor_log_path(state_dir, port).with_suffix(".out")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

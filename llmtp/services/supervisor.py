@@ -299,7 +299,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             if sup.state is State.READY and sup.proc is not None and sup.proc.argv == argv and not remembered:
                 remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
                 warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
-                                    port=spec.port, files=[str(server), spec.model])
+                                    port=spec.port, files=[str(server), spec.model],
+                                    detach_out=st.detach_out_path(state_dir, spec.port))
             if on_event is not None:
                 on_event(sup, message)
 

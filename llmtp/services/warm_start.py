@@ -45,6 +45,8 @@ class Warm:
 
 _key: str | None = None  # this invocation's key, when it is a serve --foreground
 _warm: Warm | None = None
+_child = None  # a detached serve's foreground child, started before the CLI loaded (subprocess.Popen)
+_child_out: str | None = None  # where that child writes its output
 
 
 def records_dir(env: Mapping[str, str]) -> Path:
@@ -58,6 +60,21 @@ def records_dir(env: Mapping[str, str]) -> Path:
 
         base = Path(platformdirs.user_cache_dir("llmtp", appauthor=False))
     return base.expanduser().resolve() / "warm-start"
+
+
+def foreground_args(args: Sequence[str]) -> list[str]:
+    """`serve ...` as the detached child runs it: `--foreground` added (before `--`), `--json` dropped."""
+    own = [a for a in args if a not in ("--json", "--foreground")]
+    if "--" in own:
+        i = own.index("--")
+        return [*own[:i], "--foreground", *own[i:]]
+    return [*own, "--foreground"]
+
+
+def _detached_serve(args: Sequence[str]) -> bool:
+    own = list(args[:args.index("--")]) if "--" in args else list(args)
+    return bool(own) and own[0] == "serve" and "--foreground" not in own \
+        and not any(a in ("--dry-run", "--help") for a in own)
 
 
 def invocation_key(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> str | None:
@@ -80,23 +97,44 @@ def _stamp(path: str) -> list | None:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Warm | None:
-    """At the entry point: spawn the recorded llama-server for this command line, if any. Never
-    raises: any doubt means no warm start, and the normal path does everything as usual."""
-    global _key, _warm
-    env = os.environ if env is None else env
+def _read_record(key: str, env: Mapping[str, str]) -> dict | None:
+    """The record for `key` when the files it was planned from are unchanged, else None."""
     try:
+        record = json.loads((records_dir(env) / f"{key}.json").read_text(encoding="utf-8"))
+        if any(_stamp(s[0]) != s for s in record["stamps"]):
+            return None  # the binary or the model changed since: the full path decides afresh
+        return record
+    except Exception:  # noqa: BLE001 - missing, old or corrupt: start cold
+        return None
+
+
+def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Warm | None:
+    """At the entry point: spawn the recorded llama-server for this command line, if any. A
+    detached `serve` with a record for its foreground child spawns that child at once instead.
+    Never raises: any doubt means no warm start, and the normal path does everything as usual."""
+    global _key, _warm, _child, _child_out
+    env = os.environ if env is None else env
+    _key = None
+    try:
+        if _detached_serve(args):
+            fg = foreground_args(args)
+            record = _read_record(invocation_key(fg, os.getcwd(), env) or "", env)
+            if record is not None and record.get("detach_out"):
+                _child = _spawn_child(fg, Path(record["detach_out"]), env)
+                _child_out = record["detach_out"]
+                _arm_exit()
+            return None
         _key = invocation_key(args, os.getcwd(), env)
         if _key is None:
             return None
-        record = json.loads((records_dir(env) / f"{_key}.json").read_text(encoding="utf-8"))
+        record = _read_record(_key, env)
+        if record is None:
+            return None
         argv, log_path = [str(a) for a in record["argv"]], Path(record["log_path"])
-        if any(_stamp(s[0]) != s for s in record["stamps"]):
-            return None  # the binary or the model changed since: the full path decides afresh
         lock = Flock(record["lock_path"])
         if not lock.acquire():
             return None  # another serve holds the port: the full path says who
-    except Exception:  # noqa: BLE001 - a missing/old/corrupt record: start cold
+    except Exception:  # noqa: BLE001 - an unreadable record or lock: start cold
         return None
     try:
         if not port_free(record["host"], int(record["port"])):
@@ -108,12 +146,40 @@ def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Wa
         lock.release()
         return None
     _warm = Warm(proc, argv, str(log_path), offset, lock, time.monotonic())
+    _arm_exit()
+    return _warm
+
+
+def _arm_exit() -> None:
+    """Whatever was started early is stopped if this process ends before taking it over. Until the
+    supervisor installs its own handlers, SIGTERM must unwind through atexit too (its default
+    action would leave the early process behind)."""
     atexit.register(discard)
-    # Until the supervisor installs its own handlers, SIGTERM must still unwind through atexit
-    # (the default action would leave the warm llama-server behind).
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_interrupt)
-    return _warm
+
+
+def _spawn_child(fg_args: list[str], out_path: Path, env: Mapping[str, str]):
+    """The detached `llmtp serve ... --foreground`, as services.serve.detach starts it."""
+    import subprocess
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "llmtp", *fg_args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=dict(env))
+
+
+def take_child(argv: Sequence[str], out_path: Path):
+    """The detached child started early, when it runs `argv` writing to `out_path` (what detach
+    would start); else None (and a child that runs something else is stopped)."""
+    global _child
+    child, _child = _child, None
+    if child is None:
+        return None
+    if list(child.args) == list(argv) and _child_out == str(out_path) and child.poll() is None:
+        return child
+    _stop_pid(child)
+    return None
 
 
 def _raise_interrupt(signum, frame):  # noqa: ANN001 - signal handler signature
@@ -152,35 +218,45 @@ def handover(argv: Sequence[str], log_path: Path, lock_path: Path) -> Handover:
 
 
 def discard() -> None:
-    """Stop a warm process nobody adopted (the command failed, or was interrupted)."""
-    global _warm
+    """Stop what was started early and never taken over (the command failed, or was interrupted)."""
+    global _warm, _child
     warm, _warm = _warm, None
     if warm is not None:
         _stop(warm)
         warm.lock.release()
+    child, _child = _child, None
+    if child is not None:
+        _stop_pid(child)
 
 
 def _stop(warm: Warm) -> None:
+    _stop_pid(warm.proc)
+
+
+def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
+    """SIGTERM to the process's group (a detached child stops its own llama-server), then reap."""
     from llmtp.adapters.proctree import terminate_group
 
-    proc = warm.proc
-    terminate_group(proc.pid, reap=proc.poll)  # type: ignore[attr-defined]
+    terminate_group(proc.pid, grace=10, reap=proc.poll)
     try:
-        proc.wait(timeout=5)  # type: ignore[attr-defined]
+        proc.wait(timeout=5)
     except Exception:  # noqa: BLE001 - already reaped, or SIGKILLed by terminate_group
         pass
 
 
 def remember(*, argv: Sequence[str], log_path: Path, lock_path: Path, host: str, port: int,
-             files: Sequence[str], env: Mapping[str, str] | None = None) -> Path | None:
+             files: Sequence[str], detach_out: Path | None = None,
+             env: Mapping[str, str] | None = None) -> Path | None:
     """After READY: record this command line's llama-server command for the next start.
-    `files` (binary, model) are stamped by size and mtime: a change means no warm start."""
+    `files` (binary, model) are stamped by size and mtime: a change means no warm start.
+    `detach_out`: where a detached parent sends this process's output."""
     if _key is None:
         return None
     env = os.environ if env is None else env
     stamps = [s for s in (_stamp(str(f)) for f in files) if s is not None]
     record = {"argv": [str(a) for a in argv], "log_path": str(log_path), "lock_path": str(lock_path),
-              "host": host, "port": port, "stamps": stamps, "python": sys.executable}
+              "host": host, "port": port, "stamps": stamps, "python": sys.executable,
+              "detach_out": None if detach_out is None else str(detach_out)}
     path = records_dir(env) / f"{_key}.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
