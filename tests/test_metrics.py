@@ -29,3 +29,21 @@ def test_labels_and_garbage():
 def test_acceptance():
     assert ServerMetrics(draft_tokens=40, accepted_tokens=30).mtp_acceptance == 0.75
     assert ServerMetrics(draft_tokens=None, accepted_tokens=None).mtp_acceptance is None
+
+
+def test_last_request_from_the_server_log():
+    from pathlib import Path
+
+    from llmtp.core.metrics import last_request
+
+    text = (Path(__file__).parent / "fixtures/server-logs/b11434-cpu-tiny-agree-mtp-two-requests.log").read_text()
+    last = last_request(text)
+    assert (last.task, last.tokens, last.tokens_per_second) == (6, 32, 4203.96)
+    assert (last.drafted, last.accepted, last.mtp_acceptance) == (23, 23, 1.0)
+    first_only = text.split("task 6", 1)[0]
+    assert last_request(first_only).tokens == 16
+    assert last_request("no requests yet\n") is None
+    # a plain (no MTP) request has no draft line: acceptance unknown, not 0
+    plain = last_request("slot print_timing: id  0 | task 2 |        eval time =      10.00 ms /     5 tokens "
+                         "(    2.00 ms per token,   500.00 tokens per second)\n")
+    assert plain.tokens_per_second == 500.0 and plain.mtp_acceptance is None

@@ -154,6 +154,10 @@ def test_background_serve_status_logs_stop(llama_bin_dir, tiny_models):
         [entry] = json.loads(st.stdout)
         assert (entry["state"], entry["port"], entry["restarts"]) == ("ready", int(port), 0)
         assert entry["mtp_acceptance"] == 1.0  # the "agree" model's drafts are always accepted
+        # the last request, from llama-server's own timing lines: this very completion
+        last = entry["last_request"]
+        assert last["tokens"] == 8 and last["tokens_per_second"] > 0 and last["mtp_acceptance"] == 1.0
+        assert "100%" in runner.invoke(app, ["status"]).stdout
         lg = runner.invoke(app, ["logs", "--port", port, "-n", "5"])
         assert lg.exit_code == 0 and len(lg.stdout.splitlines()) == 5
     finally:

@@ -104,12 +104,15 @@ def status(
         return
     from rich.table import Table
 
-    table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s", "MTP accept")
+    table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
+                  "MTP accept")
     for e in entries:
+        last = e["last_request"] or {}
+        tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps, acc)
+                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
     console().print(table)
 
 

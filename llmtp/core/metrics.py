@@ -58,3 +58,40 @@ def server_metrics(values: dict[str, float]) -> ServerMetrics:
         accepted_tokens=values.get(p + "spec_decode_num_accepted_tokens_total"),
         drafts=values.get(p + "spec_decode_num_drafts_total"),
     )
+
+
+# llama-server's log, one block per finished request (b11434, tools/server print_timings):
+#   slot print_timing: id  0 | task 6 |        eval time =       7.37 ms /    32 tokens (    0.24 ms per token,  4203.96 tokens per second)
+#   slot print_timing: id  0 | task 6 | draft acceptance = 1.00000 (   23 accepted /    23 generated), mean len =  3.88
+_EVAL = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s+eval time =\s+(?P<ms>[\d.]+) ms /\s*"
+                   r"(?P<n>\d+) tokens \(.*?(?P<tps>[\d.]+|inf|nan) tokens per second\)")
+_DRAFT = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = (?P<rate>[\d.]+) "
+                    r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)")
+
+
+class LastRequest(BaseModel):
+    """The most recent finished request in a llama-server log."""
+
+    task: int
+    tokens: int
+    tokens_per_second: float | None  # None for a request that generated nothing
+    drafted: int | None = None  # None: no draft line (MTP off, or nothing drafted)
+    accepted: int | None = None
+
+    @property
+    def mtp_acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+
+def last_request(log_text: str) -> LastRequest | None:
+    last: LastRequest | None = None
+    for line in log_text.splitlines():
+        m = _EVAL.search(line)
+        if m:
+            tps = float(m.group("tps")) if m.group("tps") not in ("inf", "nan") and int(m.group("n")) else None
+            last = LastRequest(task=int(m.group("task")), tokens=int(m.group("n")), tokens_per_second=tps)
+            continue
+        m = _DRAFT.search(line)
+        if m and last is not None and int(m.group("task")) == last.task:
+            last.drafted, last.accepted = int(m.group("gen")), int(m.group("acc"))
+    return last

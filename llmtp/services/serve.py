@@ -88,7 +88,7 @@ def status_report(state_dir: Path) -> list[dict]:
     """One entry per live serve: the state file plus what the server says right now."""
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.core.metrics import server_metrics
+    from llmtp.core.metrics import last_request, server_metrics
     from llmtp.services import state as st
 
     out = []
@@ -97,6 +97,11 @@ def status_report(state_dir: Path) -> list[dict]:
         entry["uptime_s"] = round(time.time() - record.started_at, 1)
         entry["base_url"] = base_url_for(record.host, record.port)
         entry["tokens_per_second"] = entry["mtp_acceptance"] = None
+        # the last finished request, from llama-server's own timing lines in its log
+        last = last_request(_log_tail(Path(record.log_path)))
+        entry["last_request"] = None if last is None else {
+            "tokens": last.tokens, "tokens_per_second": last.tokens_per_second,
+            "mtp_acceptance": last.mtp_acceptance}
         try:
             with LlamaClient(entry["base_url"], read_api_key(record.api_key_file), timeout=2) as c:
                 m = server_metrics(c.metrics())
@@ -106,6 +111,16 @@ def status_report(state_dir: Path) -> list[dict]:
             pass  # not ready, or --metrics off: unknown stays None
         out.append(entry)
     return out
+
+
+def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 # --- from `llmtp serve MODEL` to a launch -----------------------------------------------------------
