@@ -255,7 +255,7 @@ def remember(*, argv: Sequence[str], log_path: Path, lock_path: Path, host: str,
     env = os.environ if env is None else env
     stamps = [s for s in (_stamp(str(f)) for f in files) if s is not None]
     record = {"argv": [str(a) for a in argv], "log_path": str(log_path), "lock_path": str(lock_path),
-              "host": host, "port": port, "stamps": stamps, "python": sys.executable,
+              "host": host, "port": port, "stamps": stamps,
               "detach_out": None if detach_out is None else str(detach_out)}
     path = records_dir(env) / f"{_key}.json"
     try:
