@@ -7,7 +7,8 @@ port and the recorded files (binary, model) are unchanged, and spawns that comma
 normal path then runs in full (settings, build, plan on the hardware of now) and `handover` adopts
 the warm process only when the full path arrives at exactly the same command, log and lock; else
 it stops the warm process (and its group) and launches what the full path decided. A warm start
-therefore changes when llama-server starts, never what runs.
+therefore changes when llama-server starts, never what runs. A detached `serve` whose foreground
+child has a record starts that child at once the same way (the child then warm-starts in turn).
 
 Stdlib only: this module runs before anything heavy is imported (a test checks it).
 """
