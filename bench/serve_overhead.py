@@ -99,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "LLMTP_HOME": home}
         port = free_port()  # one port for all runs: a warm start is keyed by the whole command line
-        records = Path(home) / "cache" / "warm-start"
+        records = Path(home) / "state" / "warm-start"
         state = Path(home) / "state" / f"serve-{port}.json"
         llmtp_argv = [sys.executable, "-m", "llmtp", "serve", model, "--server", args.server,
                       "--port", str(port), "--foreground"]

@@ -92,6 +92,14 @@ def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
     assert out.is_file()
 
 
+def test_records_live_in_the_state_dir_a_service_can_write(tmp_path):
+    from llmtp.settings import load_settings
+
+    assert warm_start.records_dir({"LLMTP_STATE_DIR": str(tmp_path / "s")}) == tmp_path / "s" / "warm-start"
+    home = {"LLMTP_HOME": str(tmp_path / "h")}
+    assert warm_start.records_dir(home) == load_settings(env=home).settings.state_dir / "warm-start"
+
+
 def test_no_record_means_no_warm_start(env):
     assert warm_start.maybe_start(SERVE, env) is None
     assert warm_start.running_pid() is None
@@ -266,7 +274,7 @@ def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(ll
 
     _stop(_serve_until_ready(argv, env, port))  # cold: plans, launches, records the launch
     assert "adopted" not in sup_log.read_text(encoding="utf-8")
-    assert len(list((home / "cache" / "warm-start").glob("*.json"))) == 1
+    assert len(list((home / "state" / "warm-start").glob("*.json"))) == 1
 
     proc = _serve_until_ready(argv, env, port)  # warm: the same llama-server, started before the CLI
     try:

@@ -51,15 +51,16 @@ _child_out: str | None = None  # where that child writes its output
 
 
 def records_dir(env: Mapping[str, str]) -> Path:
-    """Where warm records live, from the environment alone (settings are not loaded yet)."""
-    if env.get(ENV_PREFIX + "CACHE_DIR"):
-        base = Path(env[ENV_PREFIX + "CACHE_DIR"])
+    """Where warm records live, from the environment alone (settings are not loaded yet): the state
+    dir, which a systemd unit keeps writable (ReadWritePaths=), unlike the cache dir."""
+    if env.get(ENV_PREFIX + "STATE_DIR"):
+        base = Path(env[ENV_PREFIX + "STATE_DIR"])
     elif env.get(ENV_PREFIX + "HOME"):
-        base = Path(env[ENV_PREFIX + "HOME"]) / "cache"
+        base = Path(env[ENV_PREFIX + "HOME"]) / "state"
     else:
         import platformdirs
 
-        base = Path(platformdirs.user_cache_dir("llmtp", appauthor=False))
+        base = Path(platformdirs.user_state_dir("llmtp", appauthor=False))
     return base.expanduser().resolve() / "warm-start"
 
 
