@@ -129,7 +129,7 @@ def test_tuned_settings_win_over_the_plan(tiny):
 
 def test_cpu_build_plans_for_the_cpu_even_with_a_gpu_present():
     gpu = GPU(index=0, vendor="nvidia", source="nvml", name="RTX 4090", vram_total_bytes=24 * GiB, vram_free_bytes=23 * GiB)
-    mem = lambda: (32 * GiB, 16 * GiB)  # noqa: E731
+    mem = lambda not_counting: (32 * GiB, 16 * GiB)  # noqa: E731
     cpu_build = hardware_for_build(_caps(devices=[]), gpus=[gpu], memory=mem)
     assert (cpu_build.backend, cpu_build.gpus, cpu_build.ram_bytes) == ("cpu", [], 16 * GiB)
     cuda = _caps(devices=[Device(id="CUDA0", backend="CUDA", name="RTX 4090")])

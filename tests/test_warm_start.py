@@ -230,6 +230,11 @@ def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 6
     raise AssertionError("not ready")
 
 
+def _llmtp_serve(llama_bin_dir: Path, model: Path, port: int, *tail: str) -> list[str]:
+    return [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
+            "--port", str(port), *tail]
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=30)
@@ -241,8 +246,7 @@ def test_detached_serve_twice_is_warm_the_second_time_and_stops_clean(llama_bin_
     env = {**os.environ, "LLMTP_HOME": str(home)}
     port = free_port()
     model = tiny_models["plain"]
-    argv = [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
-            "--port", str(port), "--json"]
+    argv = _llmtp_serve(llama_bin_dir, model, port, "--json")
     stop = [sys.executable, "-m", "llmtp", "stop", "--port", str(port)]
     sup_log = home / "state" / "logs" / f"llmtp-serve-{port}.log"
     for attempt in (1, 2):
@@ -267,8 +271,7 @@ def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(ll
     env = {**os.environ, "LLMTP_HOME": str(home)}
     port = free_port()
     model = tiny_models["agree"]
-    argv = [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
-            "--port", str(port), "--foreground"]
+    argv = _llmtp_serve(llama_bin_dir, model, port, "--foreground")
     sup_log = home / "state" / "logs" / f"llmtp-serve-{port}.log"
     state = home / "state" / f"serve-{port}.json"
 

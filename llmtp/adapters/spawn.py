@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+LOG_MAX_BYTES, LOG_KEEP = 20 * 2**20, 3  # llama-server's log: rotated before a start beyond 20 MiB
+
 
 def rotate(path: Path, max_bytes: int, keep: int) -> None:
     """path -> path.1 -> ... -> path.<keep> when path is larger than max_bytes."""
@@ -37,3 +39,12 @@ def spawn_logged(argv: Sequence[str], log_path: Path,
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=full_env, start_new_session=True)
     return proc, offset
+
+
+def spawn_detached(argv: Sequence[str], out_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start `argv` in its own session, detached from this terminal, its output in `out_path`
+    (truncated): a background `llmtp serve ... --foreground`."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "wb") as out:
+        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=None if env is None else dict(env))

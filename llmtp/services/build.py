@@ -129,10 +129,11 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
     return BuildPlan(profile, options, list(profile.targets), patches)
 
 
-def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str]:
-    """This CPU's flags for a native build (a GPU-less profile detects nothing else)."""
+def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str] | None:
+    """This CPU's flags for a native build whose profile detected nothing (None: the core reads
+    them from `hw`, or a portable build needs none)."""
     if hw is not None or not native:
-        return hw.cpu.flags if hw is not None else []
+        return None
     if sys.platform != "linux":
         return []  # AMX is x86 Linux; macOS sysctl names no AMX flag
     from llmtp.adapters.cpuinfo import read_proc_cpuinfo

@@ -155,7 +155,7 @@ def hardware_for_build(caps=None, *, gpus=None, memory=None) -> PlanHardware:
                     + amd_sysfs.read_amd_gpus(Path("/"), None)[0])
         if memory is None:
             from llmtp.adapters.cpuinfo import memory
-        ram = memory(not_counting)[1] if not_counting else memory()[1]
+        ram = memory(not_counting)[1]
         usable = [g for g in gpus if (g.vram_free_bytes or g.vram_total_bytes)]
         if usable:
             g = usable[0]

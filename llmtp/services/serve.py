@@ -322,16 +322,12 @@ def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], Non
 def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, *, child=None):
     """Run `argv` (llmtp serve ... --foreground) in its own session and wait until it is ready.
     `child`: that very process, already started by the entry point (warm_start.take_child)."""
-    import subprocess
-
+    from llmtp.adapters.spawn import spawn_detached
     from llmtp.services import state as st
 
     out_path = st.detach_out_path(state_dir, port)
     if child is None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "wb") as out:
-            child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        child = spawn_detached(argv, out_path)
     # The child's own readiness budget governs; ours only adds slack for its start-up.
     deadline = time.monotonic() + ready_timeout_s + 30
     while time.monotonic() < deadline:

@@ -1,8 +1,8 @@
 """The serve state file: one JSON per port under state_dir, guarded by a lock held while serving.
 
-The lock (a POSIX flock, llmtp.adapters.flock) is what makes two `llmtp serve` on one port refuse cleanly: the second cannot
-take it. The JSON is what `status`, `stop` and `logs` read; a stale file (its llmtp pid is gone)
-is ignored and replaced.
+The lock (a POSIX flock, llmtp.adapters.flock) is what makes two `llmtp serve` on one port refuse
+cleanly: the second cannot take it. The JSON is what `status`, `stop` and `logs` read; a stale file
+(its llmtp pid is gone) is ignored and replaced.
 """
 
 from __future__ import annotations

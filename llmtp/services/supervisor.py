@@ -210,14 +210,14 @@ def _tokens_predicted(client) -> float | None:
 
 
 def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: str | None = None,
-                  max_log_bytes: int = 20 * 2**20, keep: int = 3, warm=None) -> Launch:
+                  warm=None) -> Launch:
     """The real Launch: argv for this dialect, log rotated before each start, process started.
     `warm` (warm_start.Warm, already checked to run this very argv) is the first launch's process."""
     adopt = [warm] if warm is not None else []
 
     def launch(spec: LaunchSpec) -> ServerProcess:
         from llmtp.adapters.server_process import ServerProcess
-        from llmtp.adapters.spawn import rotate
+        from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 
         argv = build_server_argv(str(server), caps, spec)
         proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)
@@ -225,7 +225,7 @@ def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: 
             w = adopt.pop()
             log.info("adopted the warm-started llama-server (pid %s)", w.proc.pid)
             return proc.adopt(w.proc, w.log_offset, w.started_at)
-        rotate(log_path, max_log_bytes, keep)
+        rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
         return proc.start()
     return launch
 

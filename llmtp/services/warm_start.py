@@ -29,10 +29,9 @@ from typing import NamedTuple
 from llmtp import __version__
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import port_free
-from llmtp.adapters.spawn import rotate, spawn_logged
+from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate, spawn_detached, spawn_logged
 
 ENV_PREFIX = "LLMTP_"
-LOG_MAX_BYTES, LOG_KEEP = 20 * 2**20, 3  # the supervisor's own rotation of the server log
 
 
 class Warm:
@@ -122,7 +121,7 @@ def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Wa
             fg = foreground_args(args)
             record = _read_record(invocation_key(fg, os.getcwd(), env) or "", env)
             if record is not None and record.get("detach_out"):
-                _child = _spawn_child(fg, Path(record["detach_out"]), env)
+                _child = spawn_detached([sys.executable, "-m", "llmtp", *fg], Path(record["detach_out"]), env)
                 _child_out = record["detach_out"]
                 _arm_exit()
             return None
@@ -159,16 +158,6 @@ def _arm_exit() -> None:
     atexit.register(discard)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
-def _spawn_child(fg_args: list[str], out_path: Path, env: Mapping[str, str]):
-    """The detached `llmtp serve ... --foreground`, as services.serve.detach starts it."""
-    import subprocess
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "llmtp", *fg_args], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=dict(env))
 
 
 def take_child(argv: Sequence[str], out_path: Path):
@@ -215,7 +204,7 @@ def handover(argv: Sequence[str], log_path: Path, lock_path: Path) -> Handover:
     if same and not exited and lock is not None:
         return Handover(warm, lock, None)
     why = "it exited" if exited else "the plan of now differs" if not same else "the port's lock moved"
-    _stop(warm)
+    _stop_pid(warm.proc)
     return Handover(None, lock, f"warm-started llama-server (pid {warm.proc.pid}) not used: {why}")  # type: ignore[attr-defined]
 
 
@@ -224,15 +213,11 @@ def discard() -> None:
     global _warm, _child
     warm, _warm = _warm, None
     if warm is not None:
-        _stop(warm)
+        _stop_pid(warm.proc)
         warm.lock.release()
     child, _child = _child, None
     if child is not None:
         _stop_pid(child)
-
-
-def _stop(warm: Warm) -> None:
-    _stop_pid(warm.proc)
 
 
 def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
