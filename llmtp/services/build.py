@@ -259,10 +259,22 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
     src.build_number = int(number) if number.isdigit() else src.build_number  # a --cmake-arg wins
     bid = build_id(src.build_number, p.profile.name, digest)
 
-    existing = None if configure_only else find_installed(settings, digest)
-    if existing is not None:
-        emit(BuildEvent("reused", existing.id))
-        return use_build(settings, existing.id) if request.make_current else existing
+    # One build of these inputs at a time, and the "already installed" check under the same lock: a
+    # second `llmtp build` started meanwhile waits, then finds and reuses the first one's build
+    # instead of compiling again and installing over (deleting) it.
+    locks = settings.cache_dir / "build-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{digest[:32]}.lock")):
+        existing = None if configure_only else find_installed(settings, digest)
+        if existing is not None:
+            emit(BuildEvent("reused", existing.id))
+            return use_build(settings, existing.id) if request.make_current else existing
+        return _build_locked(settings, request, runner, emit, p, src, digest, bid, hw, configure_only)
+
+
+def _build_locked(settings: Settings, request: BuildRequest, runner: Runner, emit: ProgressFn, p: BuildPlan,
+                  src, digest: str, bid: str, hw: HardwareSnapshot | None, configure_only: bool) -> InstalledBuild:
+    from filelock import FileLock
 
     found = find_tools(p.profile, runner)
     problems = preflight_problems(p.profile, found, p.options, hw.os if hw else _os_name())
