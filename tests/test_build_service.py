@@ -167,22 +167,22 @@ def fake_build(settings, bid: str, finished: str, status: str = "ok") -> None:
 
 @pytest.fixture
 def three(settings):
-    for i, bid in enumerate(["b1-cpu-aaaa", "b2-cpu-bbbb", "b3-cpu-cccc"]):
+    for i, bid in enumerate(["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]):
         fake_build(settings, bid, f"2026-01-0{i + 1}T00:00:00.000+00:00")
-    (settings.builds_dir / ".tmp-b4-cpu-dddd-123" / "bin").mkdir(parents=True)  # an interrupted install
+    (settings.builds_dir / ".tmp-b4-cpu-dddddddd-123" / "bin").mkdir(parents=True)  # an interrupted install
     return settings
 
 
 def test_switch_is_a_symlink_and_keeps_previous(three):
     s = three
     assert svc.current_build(s) is None
-    svc.use_build(s, "b1-cpu-aaaa")
-    svc.use_build(s, "b2-cpu-bbbb")
-    assert os.readlink(s.builds_dir / "current") == "b2-cpu-bbbb"
-    assert os.readlink(s.builds_dir / "previous") == "b1-cpu-aaaa"
-    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaa", "b2-cpu-bbbb", "b3-cpu-cccc"]
-    assert svc.rollback(s).id == "b1-cpu-aaaa"
-    assert svc.rollback(s).id == "b2-cpu-bbbb"  # rollback twice returns
+    svc.use_build(s, "b1-cpu-aaaaaaaa")
+    svc.use_build(s, "b2-cpu-bbbbbbbb")
+    assert os.readlink(s.builds_dir / "current") == "b2-cpu-bbbbbbbb"
+    assert os.readlink(s.builds_dir / "previous") == "b1-cpu-aaaaaaaa"
+    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]
+    assert svc.rollback(s).id == "b1-cpu-aaaaaaaa"
+    assert svc.rollback(s).id == "b2-cpu-bbbbbbbb"  # rollback twice returns
     assert not list(s.builds_dir.glob(".current.tmp-*"))
 
 
@@ -192,36 +192,38 @@ def test_rollback_without_previous(three):
 
 
 def test_failed_build_is_never_current(settings):
-    fake_build(settings, "b1-cpu-ffff", "2026-01-01T00:00:00.000+00:00", status="failed")
+    fake_build(settings, "b1-cpu-ffffffff", "2026-01-01T00:00:00.000+00:00", status="failed")
     with pytest.raises(UsageError, match="failed its probe .*no CUDA device"):
-        svc.use_build(settings, "b1-cpu-ffff")
-    with pytest.raises(UsageError, match="No installed build 'nope'"):
+        svc.use_build(settings, "b1-cpu-ffffffff")
+    with pytest.raises(UsageError, match="'nope' is not a build id"):
         svc.use_build(settings, "nope")
+    with pytest.raises(UsageError, match="No installed build 'b9-cpu-99999999'"):
+        svc.use_build(settings, "b9-cpu-99999999")
 
 
 def test_prune_keeps_newest_current_and_previous(three):
     s = three
-    svc.use_build(s, "b2-cpu-bbbb")
-    svc.use_build(s, "b1-cpu-aaaa")  # current b1, previous b2
-    fake_build(s, "b4-cpu-eeee", "2026-01-04T00:00:00.000+00:00")
-    assert svc.prune(s, keep=1) == ["b3-cpu-cccc"]
-    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaa", "b2-cpu-bbbb", "b4-cpu-eeee"]
-    assert svc.prune(s, keep=0) == ["b4-cpu-eeee"]
+    svc.use_build(s, "b2-cpu-bbbbbbbb")
+    svc.use_build(s, "b1-cpu-aaaaaaaa")  # current b1, previous b2
+    fake_build(s, "b4-cpu-eeeeeeee", "2026-01-04T00:00:00.000+00:00")
+    assert svc.prune(s, keep=1) == ["b3-cpu-cccccccc"]
+    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b4-cpu-eeeeeeee"]
+    assert svc.prune(s, keep=0) == ["b4-cpu-eeeeeeee"]
 
 
 def test_cli_builds(three):
     runner = CliRunner()
-    r = runner.invoke(app, ["builds", "use", "b3-cpu-cccc"])
-    assert r.exit_code == 0 and r.output == "current: b3-cpu-cccc\n"
+    r = runner.invoke(app, ["builds", "use", "b3-cpu-cccccccc"])
+    assert r.exit_code == 0 and r.output == "current: b3-cpu-cccccccc\n"
     r = runner.invoke(app, ["builds", "list", "--json"])
     rows = json.loads(r.output)
-    assert [(x["id"], x["current"]) for x in rows] == [("b1-cpu-aaaa", False), ("b2-cpu-bbbb", False),
-                                                       ("b3-cpu-cccc", True)]
+    assert [(x["id"], x["current"]) for x in rows] == [("b1-cpu-aaaaaaaa", False), ("b2-cpu-bbbbbbbb", False),
+                                                       ("b3-cpu-cccccccc", True)]
     r = runner.invoke(app, ["builds", "list"])
-    assert r.output.splitlines()[2].startswith("* b3-cpu-cccc  cpu      pypi")
-    runner.invoke(app, ["builds", "use", "b1-cpu-aaaa"])
-    assert runner.invoke(app, ["builds", "rollback"]).output == "current: b3-cpu-cccc\n"
-    assert runner.invoke(app, ["builds", "prune", "--keep", "0"]).output == "removed: b2-cpu-bbbb\n"
+    assert r.output.splitlines()[2].startswith("* b3-cpu-cccccccc  cpu      pypi")
+    runner.invoke(app, ["builds", "use", "b1-cpu-aaaaaaaa"])
+    assert runner.invoke(app, ["builds", "rollback"]).output == "current: b3-cpu-cccccccc\n"
+    assert runner.invoke(app, ["builds", "prune", "--keep", "0"]).output == "removed: b2-cpu-bbbbbbbb\n"
 
 
 def test_cli_build_dry_run_shows_effective_options():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,6 +108,29 @@ class InstalledBuild:
 
 MANIFEST = "manifest.json"
 
+# The ids llmtp generates (build_id below): b11434-cpu-1a2b3c4d, bunknown-cuda-mtp-branch-1a2b3c4d,
+# b11434-cpu-1a2b3c4d-adopted. An id from the user, a symlink or a manifest becomes a path under
+# builds/ only when it has this shape: no separator, no `..`, nothing absolute.
+BUILD_ID = re.compile(r"b(?:\d+|unknown)-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}(?:-adopted)?")
+
+
+def is_build_id(value: object) -> bool:
+    return isinstance(value, str) and BUILD_ID.fullmatch(value) is not None
+
+
+def build_path(settings: Settings, build_id: str) -> Path:
+    """builds/<id> for an id that came from the user or a file; a UsageError for anything that is
+    not a plain build id or that would resolve outside the builds directory."""
+    if not is_build_id(build_id):
+        raise UsageError(f"{build_id!r} is not a build id",
+                         "Build ids look like b11434-cpu-1a2b3c4d; `llmtp builds list` shows the installed ones.")
+    root = settings.builds_dir
+    path = root / build_id
+    if path.is_symlink() or (path.exists() and path.resolve().parent != root.resolve()):
+        raise UsageError(f"{path} is not a directory llmtp installed (it is a link)",
+                         "Remove it; `llmtp builds list` shows the installed builds.")
+    return path
+
 
 def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
     try:
@@ -117,10 +141,13 @@ def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
 
 
 def _link_target(settings: Settings, name: str) -> str | None:
+    """The build id builds/<name> (current, previous) points at; None when there is no link or it
+    points anywhere but at a build id beside it (a link llmtp did not write is never followed)."""
     try:
-        return os.readlink(settings.builds_dir / name)
+        target = os.readlink(settings.builds_dir / name)
     except OSError:
         return None
+    return target if is_build_id(target) else None
 
 
 def list_builds(settings: Settings) -> list[InstalledBuild]:
@@ -129,7 +156,7 @@ def list_builds(settings: Settings) -> list[InstalledBuild]:
     if not d.is_dir():
         return []
     cur = _link_target(settings, "current")
-    found = [b for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    found = [b for p in d.iterdir() if p.is_dir() and not p.is_symlink() and is_build_id(p.name)
              if (b := _read(p, cur)) is not None]
     return sorted(found, key=lambda b: (b.manifest.finished_at or "", b.id))
 
@@ -138,7 +165,7 @@ def current_build(settings: Settings) -> InstalledBuild | None:
     cur = _link_target(settings, "current")
     if cur is None:
         return None
-    b = _read(settings.builds_dir / cur, cur)
+    b = _read(build_path(settings, cur), cur)
     return b if b is not None and b.manifest.status == "ok" else None
 
 
@@ -152,7 +179,7 @@ def _switch_link(settings: Settings, name: str, target: str) -> None:
 
 
 def use_build(settings: Settings, build_id: str) -> InstalledBuild:
-    b = _read(settings.builds_dir / build_id, None)
+    b = _read(build_path(settings, build_id), None)
     if b is None:
         raise UsageError(f"No installed build {build_id!r}", "`llmtp builds list` shows the installed builds.")
     if b.manifest.status != "ok":
@@ -171,7 +198,7 @@ def use_build(settings: Settings, build_id: str) -> InstalledBuild:
 
 def rollback(settings: Settings) -> InstalledBuild:
     prev = _link_target(settings, "previous")
-    if prev is None or _read(settings.builds_dir / prev, None) is None:
+    if prev is None or _read(build_path(settings, prev), None) is None:
         raise UsageError("There is no previous build to roll back to",
                          "`llmtp builds list` shows the builds; `llmtp builds use ID` picks one.")
     return use_build(settings, prev)
@@ -181,8 +208,9 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     """Register an existing llama.cpp bin dir as a build, without compiling: its files are linked,
     not copied (llmtp never owns them), and it is probed like any build before it can be current.
 
-    An llmtp build from another home keeps its manifest (real provenance); a foreign build records
-    only what the binary says about itself.
+    An llmtp build from another home keeps its manifest's provenance (but never its id: a fresh one
+    is made here, so a manifest cannot name a path); a foreign build records only what the binary
+    says about itself.
     """
     bin_dir = Path(bin_dir).expanduser().resolve()
     if not (bin_dir / "llama-server").is_file():
@@ -190,14 +218,16 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
                          "(a llama.cpp build's bin/ directory).")
     caps = probe_binary(bin_dir, runner)
     known = bin_dir.parent / MANIFEST
+    backends = [d.backend for d in caps.devices or []]
+    backend = next((name for name, prefixes in DEVICE_PREFIX.items()
+                    if prefixes and any(b.startswith(prefixes) for b in backends)), "cpu")
+    digest = hashlib.sha256(f"adopted:{bin_dir}".encode()).hexdigest()[:8]
     if known.is_file():
         manifest = BuildManifest.model_validate_json(known.read_text(encoding="utf-8"))
         manifest.capabilities = caps
+        name = manifest.profile if manifest.profile in profile_names() else backend
+        manifest.id = build_id(caps.version.build_number, name, digest) + "-adopted"
     else:
-        backends = [d.backend for d in caps.devices or []]
-        backend = next((name for name, prefixes in DEVICE_PREFIX.items()
-                        if prefixes and any(b.startswith(prefixes) for b in backends)), "cpu")
-        digest = hashlib.sha256(f"adopted:{bin_dir}".encode()).hexdigest()[:8]
         manifest = BuildManifest(id=build_id(caps.version.build_number, backend, digest) + "-adopted",
                                  source="adopted", url=str(bin_dir), source_identity=f"adopted:{bin_dir}",
                                  commit=caps.version.commit, build_number=caps.version.build_number,
@@ -213,9 +243,9 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
         if f.is_file():
             os.symlink(f, tmp / "bin" / f.name)
     (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    final = builds / manifest.id
+    final = build_path(settings, manifest.id)
     if final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(final)  # an earlier adoption of the same bin dir (the same id)
     os.replace(tmp, final)
     if failure:
         raise BuildError(f"Adopted {manifest.id} but it failed its probe: {failure}",
