@@ -7,14 +7,15 @@ from typing import Any
 import httpx
 
 from llmtp.core.metrics import parse_prometheus
-from llmtp.errors import NetworkError
+from llmtp.errors import ConfigError, NetworkError
 
 
 class LlamaClient:
     """Talks to llama-server's native endpoints. `api_key` goes in a header, never in a URL."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 10.0):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Bytes: llama-server compares the key byte for byte, and httpx would refuse non-ASCII text.
+        headers = {"Authorization": f"Bearer {api_key}".encode()} if api_key else {}
         self.base_url = base_url.rstrip("/")
         # trust_env=False: a proxy from the environment must never sit between us and localhost.
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False)
@@ -48,6 +49,10 @@ class LlamaClient:
         except httpx.HTTPError as exc:
             raise NetworkError(f"Cannot reach llama-server at {self.base_url}{path}: {exc}",
                                "Is it running? See `llmtp status`.") from exc
+        if resp.status_code in (401, 403):
+            raise ConfigError(f"llama-server at {self.base_url} refused llmtp's API key ({resp.status_code} on {path})",
+                              "llmtp sends the first key of the server's --api-key-file; check that file (and "
+                              "that the server on this port is the one llmtp started), then restart the server.")
         if resp.status_code != 200:
             raise NetworkError(f"llama-server answered {resp.status_code} on {path}: {resp.text[:200]}",
                                "See `llmtp logs` for the server's side.")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
-from llmtp.errors import NetworkError, ServeError
+from llmtp.errors import ConfigError, NetworkError, ServeError
 from llmtp.services.supervisor import (  # noqa: F401 re-exported: callers import these from here
     Launch,
     OnEvent,
@@ -107,8 +107,8 @@ def status_report(state_dir: Path) -> list[dict]:
                 m = server_metrics(c.metrics())
             entry["tokens_per_second"] = m.predicted_tokens_per_second
             entry["mtp_acceptance"] = m.mtp_acceptance
-        except (NetworkError, OSError):
-            pass  # not ready, or --metrics off: unknown stays None
+        except (NetworkError, ConfigError, OSError):
+            pass  # not ready, --metrics off, or the key refused: unknown stays None
         out.append(entry)
     return out
 

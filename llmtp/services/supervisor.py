@@ -16,21 +16,40 @@ from llmtp.core.launch import LaunchSpec
 from llmtp.core.logscan import classify, exit_description
 from llmtp.core.restart import RestartHistory, RestartPolicy, record_crash
 from llmtp.core.supervisor import Event, State, next_state, shrink_for_oom
-from llmtp.errors import NetworkError, ServeError
+from llmtp.errors import ConfigError, NetworkError, ServeError
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
     from llmtp.adapters.server_process import ServerProcess
 
 
 def read_api_key(path: str | None) -> str | None:
-    """First key in an --api-key-file (llama-server's format: one per line, `#` comments)."""
+    """The key llmtp's own requests send: the first key llama-server reads from this --api-key-file
+    (parsed exactly as llama-server does, see core.apikey). None: no file given, or it holds no key.
+    A key llama-server would keep but no client can send (a CRLF file) is a ConfigError."""
+    from llmtp.core.apikey import parse_api_keys, unsendable
+    from llmtp.errors import ConfigError
+
     if path is None:
         return None
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line
-    return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the API key file {path}: {exc.strerror or exc}",
+                          "Check that it exists and that this user may read it (chmod 600, owned by you).") from exc
+    keys = parse_api_keys(data)
+    for n, key in enumerate(keys, 1):
+        why = unsendable(key)
+        if why is not None:
+            raise ConfigError(f"Key {n} in the API key file {path} cannot be used: {why}",
+                              "No client could authenticate with it. Rewrite the file with Unix line endings "
+                              "(e.g. `dos2unix FILE` or `sed -i 's/\\r$//' FILE`), one key per line.")
+    if not keys:
+        return None
+    try:
+        return keys[0].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"The API key file {path} is not UTF-8 text (byte {exc.start} of its first key)",
+                          "Write the key as plain text, one key per line.") from exc
 
 
 # --- supervision ----------------------------------------------------------------------------------
@@ -82,7 +101,8 @@ class Supervisor:
         self.ready_at: float | None = None
         self._stop = threading.Event()
         self._probe: threading.Thread | None = None
-        self._probe_result: str | None = None  # "ok", "wedged", None (running / not started)
+        self._probe_result: str | None = None  # "ok", "wedged", "refused", None (running / not started)
+        self.probe_refused: str | None = None  # why llama-server refused our own probe (a config error)
 
     # -- events --------------------------------------------------------------------------------
     def _fire(self, event: Event, message: str) -> None:
@@ -158,7 +178,7 @@ class Supervisor:
         cfg, proc = self.config, self.proc
         last_health = last_probe = self._clock()
         failures = 0
-        self._probe_result = None
+        self._probe_result = self.probe_refused = None
         with proc.client(timeout=cfg.probe_timeout_s) as client:
             while not self._stop.wait(cfg.tick_s):
                 now = self._clock()
@@ -178,11 +198,17 @@ class Supervisor:
                         if failures >= cfg.health_failures_to_restart:
                             self._crashed(f"/health failed {failures} times in a row", uptime)
                             return
+                if self._probe_result == "refused":
+                    # Our own key was refused: a configuration error, not a wedge. Restarting cannot
+                    # fix it, so say it once and stop probing this server (health still watched).
+                    self._probe_result = None
+                    log.error("generation probe disabled: %s", self.probe_refused)
                 if self._probe_result == "wedged":
                     self._probe_result = None
                     self._crashed(f"a one-token generation did not finish in {cfg.probe_timeout_s:.0f} s", uptime)
                     return
-                if now - last_probe >= cfg.probe_every_s and (self._probe is None or not self._probe.is_alive()):
+                if (now - last_probe >= cfg.probe_every_s and self.probe_refused is None
+                        and (self._probe is None or not self._probe.is_alive())):
                     last_probe = now
                     self._probe = threading.Thread(target=self._run_probe, args=(client, proc), daemon=True)
                     self._probe.start()
@@ -191,21 +217,25 @@ class Supervisor:
         """One-token generation. A timeout is 'wedged' only if no token was produced meanwhile
         (a long user request can hold the only slot; that is busy, not stuck)."""
         before = _tokens_predicted(client)
+        refused = None
         try:
             client.completion("ping", n_predict=1, temperature=0.0)
             result = "ok"
+        except ConfigError as exc:  # 401/403: llama-server refused the key we sent
+            refused, result = exc.render(), "refused"
         except NetworkError:
             after = _tokens_predicted(client)
             busy = before is not None and after is not None and after > before
             result = "ok" if busy else "wedged"
         if self.proc is proc:  # a probe of a server already replaced says nothing about the new one
+            self.probe_refused = refused or self.probe_refused
             self._probe_result = result
 
 
 def _tokens_predicted(client) -> float | None:
     try:
         return client.metrics().get("llamacpp:tokens_predicted_total")
-    except NetworkError:
+    except (NetworkError, ConfigError):
         return None
 
 
