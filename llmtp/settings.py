@@ -91,6 +91,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"The settings file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            "Save it as UTF-8 (TOML files must be UTF-8), or move it away; `llmtp config show` lists the valid keys.",
+        ) from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(
             f"Cannot read the settings file {path}: {exc}",

@@ -159,6 +159,7 @@ def test_capabilities_of_a_server_are_probed_once(tmp_path, monkeypatch):
 
     server = tmp_path / "llama-server"
     server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)  # serve refuses a --server it cannot execute
     calls = []
     monkeypatch.setattr(build_svc, "probe_binary", lambda d, r: calls.append(d) or _caps())
     assert cached_capabilities(server, tmp_path / "cache").flags == _caps().flags

@@ -1,40 +1,67 @@
-"""Small file primitives every store shares: atomic writes and content hashes.
+"""Small file primitives every store shares: one reader and one writer for JSON stores, content hashes.
 
-Atomic: write a temp file beside the target, then rename, so a crash never leaves half a record
-for the next command to trip on.
+Writes are atomic and durable: a temp file with a unique name beside the target, fsynced, renamed
+over it, and the directory fsynced, so a crash leaves the old record or the new one, never half.
+Reads never guess: a store that is not UTF-8 JSON of the expected shape is a ConfigError naming the
+file, and the damaged original is moved aside (NAME.corrupt-TIMESTAMP) so that nothing overwrites it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llmtp.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # a platform or file system that cannot open directories: the rename still happened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
 def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> Path:
+    if isinstance(data, BaseModel):
+        return write_text_atomic(path, data.model_dump_json(indent=2))
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys))
 
 
@@ -46,13 +73,95 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to NAME.corrupt-TIMESTAMP beside it (never over an earlier one)."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    return target
+
+
+@functools.lru_cache(maxsize=64)
+def _adapter(schema: Any) -> TypeAdapter:
+    return TypeAdapter(schema)
+
+
+def _problem(exc: Exception) -> str:
+    """What is wrong, in one clause: the JSON error, or the first place the shape is wrong."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            return f"not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+        where = ".".join(str(x) for x in first["loc"]) or "the top level"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"unexpected content at {where}: {first['msg']}{more}"
+    return str(exc)
+
+
+def read_json_store(path: Path, schema: type[T] | Any, *, what: str, hint: str, default: Any = None,
+                    aside: bool = True) -> T | Any:
+    """The store at `path` validated as `schema` (a pydantic model, or any type pydantic takes:
+    list[Model], dict[str, Model], ...); `default` when the file does not exist.
+
+    A damaged store (not UTF-8, not JSON, empty, or the wrong shape) raises a ConfigError that names
+    the file and what is wrong, followed by `hint`; with `aside` the original is first renamed to
+    NAME.corrupt-TIMESTAMP so the next write cannot overwrite it. An unreadable file (permissions)
+    is a ConfigError too, and stays where it is."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the {what} {path}: {exc.strerror or exc}",
+                          "Check its permissions and owner. " + hint) from exc
+    try:
+        return _adapter(schema).validate_json(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValidationError) as exc:
+        problem = _problem(exc)
+        kept = ""
+        if aside:
+            try:
+                kept = f"; the damaged file was moved to {move_aside(path)}"
+            except OSError as err:
+                kept = f"; it could not be moved aside ({err.strerror or err}), so nothing will overwrite it"
+        raise ConfigError(f"The {what} {path} is damaged: {problem}{kept}", hint) from exc
+
+
 def read_json_model(path: Path, model: type[M], *, what: str, hint: str) -> M | None:
     """The record stored at `path`, None when there is none; a ConfigError naming the file (and `hint`
-    on what to do) when it is unreadable or does not validate."""
-    path = Path(path)
-    if not path.is_file():
-        return None
+    on what to do) when it is unreadable or does not validate (the damaged file is moved aside)."""
+    return read_json_store(path, model, what=what, hint=hint)
+
+
+def executable_file(path: Path, *, option: str) -> Path:
+    """`path` (given with `option`, e.g. --server) as an absolute path when it is a regular file this
+    user may execute; a UsageError saying what it is instead (missing, a directory, a device, a file
+    without the execute bit)."""
+    import stat
+
+    from llmtp.errors import UsageError
+
+    path = Path(path).expanduser()
     try:
-        return model.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError) as exc:
-        raise ConfigError(f"Cannot read the {what} {path}: {exc}", hint) from exc
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}",
+                         f"Pass the path of a llama-server binary to {option}.") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{option} {path} is a directory", f"Pass the llama-server file inside it: {option} "
+                         f"{path / 'llama-server'}.")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{option} {path} is not a regular file", f"Pass the path of a llama-server binary to {option}.")
+    if not os.access(path, os.X_OK):
+        raise UsageError(f"{option} {path} is not executable by this user",
+                         f"Make it executable (chmod +x {path}) or pass another llama-server.")
+    return path.resolve()

@@ -116,9 +116,13 @@ def _build_row(b) -> dict:
 def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List installed builds (the current one is marked with *)."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.builds import list_builds
+    from llmtp.services.builds import list_broken, list_builds
 
-    rows = [_build_row(b) for b in list_builds(_settings())]
+    settings = _settings()
+    rows = [_build_row(b) for b in list_builds(settings)]
+    rows += [{"id": b.id, "current": b.current, "status": "broken", "failure": b.error, "profile": None,
+              "source": None, "ref": None, "build_number": None, "commit": None, "finished_at": None,
+              "mtp": None, "path": str(b.path)} for b in list_broken(settings)]
     if as_json:
         emit_json(rows)
         return
@@ -128,6 +132,9 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
         return
     for r in rows:
         mark = "*" if r["current"] else " "
+        if r["status"] == "broken":
+            out.print(f"{mark} {r['id']}  BROKEN: {r['failure']}", markup=False)
+            continue
         status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
         out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
                   f"mtp={r['mtp'] or 'no'}  {r['finished_at']}{status}")

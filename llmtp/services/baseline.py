@@ -14,7 +14,7 @@ def _file(settings, key: str) -> Path:
 
 def load(settings, key: str) -> Baseline | None:
     return read_json_model(_file(settings, key), Baseline, what="verify baseline",
-                           hint="Delete it; the next passing `llmtp verify` stores a new one.")
+                           hint="The next passing `llmtp verify` stores a new one.")
 
 
 def save(settings, baseline: Baseline) -> Path:

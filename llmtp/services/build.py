@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.buildlog import Progress, distill, parse_progress
 from llmtp.core.hardware import HardwareSnapshot
@@ -198,17 +199,31 @@ def _build_tree(settings: Settings, identity: str, profile: str) -> Path:
     return settings.cache_dir / "build-trees" / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{profile}"
 
 
+class TreeState(BaseModel):
+    """What llmtp last configured a build tree with (tree/llmtp-options.json)."""
+
+    options: dict[str, str] = Field(default_factory=dict)
+    generator: str | None = None
+    source: str | None = None
+
+
+TREE_STATE = "llmtp-options.json"
+
+
+def _tree_state(tree: Path) -> TreeState | None:
+    """None when the tree has no state, or a damaged one. It is a cache of what CMake was told: the
+    caller then configures the tree from scratch, which loses nothing."""
+    try:
+        return read_json_store(tree / TREE_STATE, TreeState, what="build tree state", hint="", aside=False)
+    except ConfigError:
+        return None
+
+
 def _configure_argv(cmake: str, src: Path, tree: Path, options: dict[str, str], generator: str | None,
                     launcher: str | None) -> list[str]:
     """Configure argv, with `-U` for options a previous llmtp configure of this tree set and this one
     does not: CMake would otherwise keep the stale cached value."""
-    state = tree / "llmtp-options.json"
-    previous: dict[str, str] = {}
-    if state.is_file():
-        try:
-            previous = json.loads(state.read_text(encoding="utf-8")).get("options", {})
-        except ValueError:
-            previous = {}
+    previous = (_tree_state(tree) or TreeState()).options
     argv = cmake_configure_argv(cmake, str(src), str(tree), options, generator=generator, launcher=launcher)
     for key in sorted(set(previous) - set(options)):
         argv.append(f"-U{key}")
@@ -299,11 +314,10 @@ def _build_locked(settings: Settings, request: BuildRequest, runner: Runner, emi
             src_dir = patched_copy(src, patch_dir(p.profile), ps_hash, settings.cache_dir, runner)
             tree = tree.with_name(tree.name + f"-p{ps_hash[:8]}")
         cache = tree / "CMakeCache.txt"
-        state = tree / "llmtp-options.json"
-        if cache.is_file() and state.is_file():
-            old = json.loads(state.read_text(encoding="utf-8"))
-            if old.get("generator") != generator or old.get("source") != str(src_dir):
-                shutil.rmtree(tree)  # CMake cannot switch generator or source dir in place
+        old = _tree_state(tree)
+        if cache.is_file() and (tree / TREE_STATE).is_file() and (
+                old is None or old.generator != generator or old.source != str(src_dir)):
+            shutil.rmtree(tree)  # CMake cannot switch generator or source dir in place; a damaged state: start clean
         tree.mkdir(parents=True, exist_ok=True)
         logs = settings.state_dir / "build-logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -317,8 +331,8 @@ def _build_locked(settings: Settings, request: BuildRequest, runner: Runner, emi
             if _stream(runner, argv, log, emit, "configure", env) != 0:
                 raise _fail(f"CMake configure failed for profile {p.profile.name}", log_path,
                             "Fix what is named below (a missing toolkit or library), then run the build again.")
-            state.write_text(json.dumps({"options": p.options, "generator": generator, "source": str(src_dir)}),
-                             encoding="utf-8")
+            write_text_atomic(tree / TREE_STATE, TreeState(options=p.options, generator=generator,
+                                                           source=str(src_dir)).model_dump_json())
             if configure_only:
                 emit(BuildEvent("done", f"configured {tree}"))
                 return current_build(settings)  # type: ignore[return-value]
@@ -394,7 +408,7 @@ def _install_and_probe(settings, request, runner, emit, p: BuildPlan, src, found
         patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
         toolchain=found, inputs_hash=digest, started_at=started, finished_at=_now(),
         build_seconds=round(seconds, 1), log_file=str(log_path), capabilities=caps)
-    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     final = builds / bid
     if final.exists():
         shutil.rmtree(final)  # a failed or broken earlier attempt with the same inputs

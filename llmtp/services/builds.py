@@ -15,12 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llmtp import __version__
+from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.probe import capabilities_from
 from llmtp.core.profiles import DEVICE_PREFIX, FoundTool, Profile, gpus_without_cuda_code, parse_profile
-from llmtp.errors import BuildError, UsageError
+from llmtp.errors import BuildError, ConfigError, UsageError
 from llmtp.settings import Settings
 
 SourceKind = Literal["git", "pypi", "path", "adopted"]
@@ -132,11 +133,27 @@ def build_path(settings: Settings, build_id: str) -> Path:
     return path
 
 
+@dataclass
+class BrokenBuild:
+    """A build directory whose manifest is missing or damaged: listed with the error, never dropped."""
+    id: str
+    path: Path
+    error: str
+    current: bool = False
+
+
+def _read_manifest(file: Path) -> BuildManifest | None:
+    # Not moved aside: the manifest is what identifies the build, and the build must stay listed.
+    return read_json_store(file, BuildManifest, what="build manifest", aside=False,
+                           hint="The build cannot be used until it is rebuilt (`llmtp build`) or removed "
+                                f"(delete {file.parent}).")
+
+
 def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
-    try:
-        m = BuildManifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # not a finished build
+    """The build at `path`; None when it has no manifest; a ConfigError naming a damaged manifest."""
+    m = _read_manifest(path / MANIFEST)
+    if m is None:
+        return None
     return InstalledBuild(id=path.name, path=path, manifest=m, current=path.name == current_id)
 
 
@@ -150,15 +167,41 @@ def _link_target(settings: Settings, name: str) -> str | None:
     return target if is_build_id(target) else None
 
 
-def list_builds(settings: Settings) -> list[InstalledBuild]:
-    """Finished builds (ok and failed), oldest first; temp dirs of running or interrupted builds are skipped."""
+def _build_dirs(settings: Settings) -> list[Path]:
     d = settings.builds_dir
     if not d.is_dir():
         return []
+    # Temp dirs of running or interrupted builds (.tmp-*) and links are not builds.
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink() and is_build_id(p.name))
+
+
+def list_builds(settings: Settings) -> list[InstalledBuild]:
+    """Finished builds (ok and failed), oldest first; broken ones are in list_broken."""
     cur = _link_target(settings, "current")
-    found = [b for p in d.iterdir() if p.is_dir() and not p.is_symlink() and is_build_id(p.name)
-             if (b := _read(p, cur)) is not None]
+    found = []
+    for p in _build_dirs(settings):
+        try:
+            b = _read(p, cur)
+        except ConfigError:
+            continue
+        if b is not None:
+            found.append(b)
     return sorted(found, key=lambda b: (b.manifest.finished_at or "", b.id))
+
+
+def list_broken(settings: Settings) -> list[BrokenBuild]:
+    """Build directories whose manifest is missing or damaged, with the reason."""
+    cur = _link_target(settings, "current")
+    out = []
+    for p in _build_dirs(settings):
+        try:
+            b = _read(p, cur)
+        except ConfigError as exc:
+            out.append(BrokenBuild(p.name, p, exc.message, p.name == cur))
+            continue
+        if b is None:
+            out.append(BrokenBuild(p.name, p, f"{p / MANIFEST} is missing", p.name == cur))
+    return out
 
 
 def current_build(settings: Settings) -> InstalledBuild | None:
@@ -222,8 +265,8 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     backend = next((name for name, prefixes in DEVICE_PREFIX.items()
                     if prefixes and any(b.startswith(prefixes) for b in backends)), "cpu")
     digest = hashlib.sha256(f"adopted:{bin_dir}".encode()).hexdigest()[:8]
-    if known.is_file():
-        manifest = BuildManifest.model_validate_json(known.read_text(encoding="utf-8"))
+    manifest = _read_manifest(known)
+    if manifest is not None:
         manifest.capabilities = caps
         name = manifest.profile if manifest.profile in profile_names() else backend
         manifest.id = build_id(caps.version.build_number, name, digest) + "-adopted"
@@ -242,7 +285,7 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     for f in bin_dir.iterdir():
         if f.is_file():
             os.symlink(f, tmp / "bin" / f.name)
-    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     final = build_path(settings, manifest.id)
     if final.exists():
         shutil.rmtree(final)  # an earlier adoption of the same bin dir (the same id)

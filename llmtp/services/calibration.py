@@ -3,9 +3,9 @@ correction later plans apply, and recording a launch from llama-server's own loa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.calibrate import CalibrationRecord, correction_factors, parse_load_log, parse_memory_breakdown
 from llmtp.core.plan import Plan
 
@@ -20,21 +20,17 @@ def store_path(settings) -> Path:
 
 
 def load_records(settings) -> list[CalibrationRecord]:
-    p = store_path(settings)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
-        return [CalibrationRecord.model_validate(r) for r in data]
-    except (OSError, ValueError):
-        return []  # a damaged store only loses the correction, never a plan
+    """The stored launches ([] when none); a damaged store is a ConfigError (moved aside, never
+    silently replaced by the next launch's record)."""
+    return read_json_store(store_path(settings), list[CalibrationRecord], default=[],
+                           what="memory calibration store",
+                           hint="Run the command again: plans start uncalibrated, and the next launches "
+                                "measure anew.")
 
 
 def record(settings, rec: CalibrationRecord, keep: int = 50) -> None:
     records = [r for r in load_records(settings)][-(keep - 1):] + [rec]
-    p = store_path(settings)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps([r.model_dump() for r in records], indent=2), encoding="utf-8")
-    tmp.replace(p)
+    write_json_atomic(store_path(settings), [r.model_dump(mode="json") for r in records])
 
 
 def factors_for(settings, model_key: str) -> tuple[dict[str, float], int]:

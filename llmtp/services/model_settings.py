@@ -52,7 +52,7 @@ def _file(settings, key: str) -> Path:
 
 def load_record(settings, model_key: str) -> ModelSettingsRecord | None:
     return read_json_model(_file(settings, model_key), ModelSettingsRecord, what="model settings",
-                           hint="Delete the file and run `llmtp tune` again.")
+                           hint="Run `llmtp tune` again to store new settings.")
 
 
 def load(settings, model_key: str) -> MtpSettings | None:

@@ -6,13 +6,14 @@ None when not downloaded) plus the metadata a plan needs, read from the file or 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
@@ -153,12 +154,23 @@ def _registry_path(settings) -> Path:
     return Path(settings.data_dir) / "models" / "pulled.json"
 
 
+class PulledRecord(BaseModel):
+    """One verified download in pulled.json (more fields are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str
+
+
 def _load_registry(settings) -> dict[str, Any]:
-    p = _registry_path(settings)
-    try:
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """{model key: {quant: record}}; a damaged pulled.json is a ConfigError (moved aside), never
+    read as empty and overwritten by the next pull."""
+    from llmtp.adapters.files import read_json_store
+
+    reg = read_json_store(_registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
+                          what="record of pulled models",
+                          hint="Run the command again; models pulled before are then unknown to llmtp until "
+                               "`llmtp models pull MODEL` records them again.")
+    return {key: {q: r.model_dump() for q, r in quants.items()} for key, quants in reg.items()}
 
 
 def _record(settings, key: str, quant: str, data: dict[str, Any]) -> None:

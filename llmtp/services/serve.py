@@ -181,7 +181,9 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     binary three times, which `llmtp serve` must not pay on every start."""
     import hashlib
 
-    server = Path(server)
+    from llmtp.adapters.files import executable_file
+
+    server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
     cache = None
     try:
         st = server.resolve().stat()
@@ -196,8 +198,9 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     caps = probe_binary(server.parent, SubprocessRunner())
     if cache is not None and caps.flags:  # a failed probe (no flags) is never cached
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(caps.model_dump_json(), encoding="utf-8")
+            from llmtp.adapters.files import write_text_atomic
+
+            write_text_atomic(cache, caps.model_dump_json())  # serves read it concurrently
         except OSError:
             pass
     return caps

@@ -8,7 +8,6 @@ in through `SetupDeps`; `real_deps()` wires the real services.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -134,12 +133,14 @@ def state_path(settings) -> Path:
 
 
 def load_state(settings) -> dict[str, Any]:
-    try:
-        data = json.loads(state_path(settings).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """Setup's progress. None stored yet: a fresh one. A damaged file is a ConfigError (moved aside);
+    a well-formed one from another layout version is redone, never trusted."""
+    from llmtp.adapters.files import read_json_store
+
+    data = read_json_store(state_path(settings), dict[str, Any], default=None, what="setup progress file",
+                           hint="Run `llmtp setup` again; it starts over from the first step.")
+    if data is None or data.get("schema") != SCHEMA or not isinstance(data.get("steps", {}), dict):
         return {"schema": SCHEMA, "steps": {}}
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        return {"schema": SCHEMA, "steps": {}}  # an unknown layout is redone, never trusted
     data.setdefault("steps", {})
     return data
 
