@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,9 @@ def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, h
     info = model_info_from_metadata(kv, tensors, path=str(path), file_size=size)
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(info.model_dump_json(), encoding="utf-8")
-            os.replace(tmp, cache)
+            from llmtp.adapters.files import write_text_atomic
+
+            write_text_atomic(cache, info.model_dump_json())
         except OSError:
             pass  # a read-only cache dir only costs time
     return info
