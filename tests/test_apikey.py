@@ -179,3 +179,38 @@ def test_real_server_keeps_what_llmtp_keeps(llama_bin_dir, tiny_models, tmp_path
         with LlamaClient(srv.base_url, key.strip(), timeout=30) as c, \
                 pytest.raises(ConfigError, match=r"refused llmtp's API key \(401 on /completion\)"):
             c.completion("a b", n_predict=1)
+
+
+@pytest.mark.llama
+def test_real_server_refusing_our_probe_is_not_a_wedge(llama_bin_dir, tiny_models, tmp_path, caplog):
+    """The key file changed under a running server (the server holds the old key): the watchdog's
+    generation probe gets 401, says so once, and the server keeps running, never restarted."""
+    from llmtp.adapters.ports import free_port
+    from llmtp.core.capabilities import Capabilities
+    from llmtp.core.probe import parse_help
+    from llmtp.services.supervisor import make_launcher
+
+    flags, enums = parse_help((Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text())
+    caps = Capabilities(flags=flags, enums=enums)
+    keys = tmp_path / "keys"
+    keys.write_text("server-key\n")
+    spec = LaunchSpec(model=str(tiny_models["plain"]), port=free_port(), ctx_size=512, parallel=1, threads=1,
+                      api_key_file=str(keys))
+    launch = make_launcher(llama_bin_dir / "llama-server", caps, log_path=tmp_path / "s.log", api_key="edited-key")
+    cfg = SupervisorConfig(tick_s=0.02, health_every_s=0.1, probe_every_s=0.2, probe_timeout_s=30)
+    sup = Supervisor(spec, launch, config=cfg)
+    caplog.set_level("ERROR", logger="llmtp.serve")
+    t = threading.Thread(target=sup.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sup.probe_refused is None and time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.05)
+        assert sup.probe_refused is not None and "401 on /completion" in sup.probe_refused
+        pid = sup.proc.pid
+        time.sleep(1.5)  # several probe periods more
+        assert sup.restarts == 0 and sup.proc.pid == pid and sup.state is State.READY
+    finally:
+        sup.request_stop()
+        t.join(30)
+    assert len([r for r in caplog.records if "refused llmtp's API key" in r.getMessage()]) == 1
