@@ -214,11 +214,13 @@ def current_build(settings: Settings) -> InstalledBuild | None:
 
 def _switch_link(settings: Settings, name: str, target: str) -> None:
     """Point builds/<name> at builds/<target> atomically: a new symlink renamed over the old one."""
-    tmp = settings.builds_dir / f".{name}.tmp-{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp = settings.builds_dir / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"  # unique, even across threads
     os.symlink(target, tmp)
-    os.replace(tmp, settings.builds_dir / name)
+    try:
+        os.replace(tmp, settings.builds_dir / name)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def use_build(settings: Settings, build_id: str) -> InstalledBuild:
