@@ -157,14 +157,14 @@ def test_capabilities_of_a_server_are_probed_once(tmp_path, monkeypatch):
     from llmtp.services import build as build_svc
     from llmtp.services.serve import cached_capabilities
 
-    server = tmp_path / "llama-server"
+    server = tmp_path / "my-llama-server"  # not named llama-server: that very file is probed
     server.write_text("#!/bin/sh\n")
     server.chmod(0o755)  # serve refuses a --server it cannot execute
     calls = []
-    monkeypatch.setattr(build_svc, "probe_binary", lambda d, r: calls.append(d) or _caps())
+    monkeypatch.setattr(build_svc, "probe_binary", lambda d, r, server: calls.append(server) or _caps())
     assert cached_capabilities(server, tmp_path / "cache").flags == _caps().flags
     assert cached_capabilities(server, tmp_path / "cache").flags == _caps().flags
-    assert len(calls) == 1
+    assert calls == [server.resolve()]
     server.write_text("#!/bin/sh\n# rebuilt\n")  # a changed binary is probed again
     cached_capabilities(server, tmp_path / "cache")
     assert len(calls) == 2

@@ -332,8 +332,9 @@ def _now() -> str:
 
 # --- probing --------------------------------------------------------------------------------------
 
-def probe_binary(bin_dir: Path, runner: Runner) -> Capabilities:
-    server = str(bin_dir / "llama-server")
+def probe_binary(bin_dir: Path, runner: Runner, server: Path | None = None) -> Capabilities:
+    """Probe bin_dir/llama-server, or `server` itself (a --server binary may have another name)."""
+    server = str(server if server is not None else bin_dir / "llama-server")
     version = runner.run([server, "--version"], timeout=60)
     help_ = runner.run([server, "--help"], timeout=60)
     devices = runner.run([server, "--list-devices"], timeout=120)

@@ -195,7 +195,7 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services.build import probe_binary
 
-    caps = probe_binary(server.parent, SubprocessRunner())
+    caps = probe_binary(server.parent, SubprocessRunner(), server)
     if cache is not None and caps.flags:  # a failed probe (no flags) is never cached
         try:
             from llmtp.adapters.files import write_text_atomic
