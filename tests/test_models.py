@@ -63,7 +63,7 @@ def test_catalog_loads_every_alias_and_metadata():
     assert set(cat.models) == ALIASES
     q = cat.get("qwen3.6-27b")
     # the hub listing of unsloth/Qwen3.6-27B-MTP-GGUF (issue 18), not the seed article's figures
-    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 12.5, "IQ4_XS": 15.7, "Q4_K_M": 17.1, "Q5_K_M": None,
+    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 12.5, "IQ4_XS": 15.7, "Q4_K_M": 17.1, "Q5_K_M": 19.8,
                                                      "Q8_0": 29.047083264, "BF16": 54.6}
     assert q.quant("Q8_0").size_bytes == 29_047_083_264 and q.quant("Q8_0").repo == "ggml-org/Qwen3.6-27B-MTP-GGUF"
     assert q.quant("IQ3_XXS").file == "Qwen3.6-27B-UD-IQ3_XXS.gguf"

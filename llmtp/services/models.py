@@ -269,6 +269,9 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
         missing = [x.name for x in entry.quants if x.name not in listed]
         if sizes.quants and missing:
             source += f"; catalog sizes for {', '.join(missing)} (not in the listing)"
+    guessed = [x.name for x in entry.quants if x.name not in listed and x.size_bytes is None]
+    if guessed:  # neither listed nor published: params x nominal bits per weight
+        source += f"; estimated from bits per weight: {', '.join(guessed)}"
 
     def info(name: str) -> ModelInfo:
         return model_info_from_catalog(entry, name, listed_size=listed.get(name))
