@@ -303,3 +303,13 @@ def test_models_check_unknown_repo_is_a_difference(public_hub):
     assert all(r.status == "missing" for r in report.rows)
     with pytest.raises(UsageError):
         hubsvc.check_catalog(load_settings().settings, svc.load_catalog(), "gemma-4-2b")
+
+
+def test_a_gemma_plan_counts_the_listed_q8_0_draft(public_hub):
+    res = CliRunner().invoke(app, ["plan", "gemma-4-31b", "--vram", "24GiB", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["plan"]["mtp"]["draft_model"] == "MTP/mtp-gemma-4-31B-it-Q8_0.gguf"
+    assert not any("sidecar size unknown" in w for w in data["plan"]["warnings"])
+    gpu = data["plan"]["memory"][0]
+    assert gpu["mtp_draft"] >= 540_000_000  # the listed draft's weights are in the MTP reserve

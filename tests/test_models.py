@@ -322,3 +322,10 @@ def test_pull_from_a_repo_that_carries_the_head_in_a_separate_file(tmp_path):
     res = svc.pull("qwen3.6-27b", load_settings().settings, hub=hub, catalog=cat)
     assert res.files == ["Qwen3.6-27B-Q4_K_M.gguf"] and res.sidecar_path.name == "mtp-Qwen3.6-27B-Q8_0.gguf"
     assert not res.warnings  # no "stripped heads" warning: the head is in the draft file
+
+
+def test_show_marks_the_default_quant_and_where_a_quant_and_a_head_come_from():
+    out = CliRunner().invoke(app, ["models", "show", "qwen3.6-27b"]).output
+    assert "Qwen3.6-27B-Q4_K_M.gguf  (default)" in out  # "[default]" was eaten as rich markup
+    assert "(only in ggml-org/Qwen3.6-27B-MTP-GGUF)" in out
+    assert "MTP in ggml-org/Qwen3.6-27B-GGUF: sidecar" in out

@@ -42,11 +42,14 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
     c.print(f"{entry.alias}: {entry.name}\n  {entry.description}")
     c.print(f"  source: {', '.join(entry.repos) or 'PyPI ' + entry.package.distribution}")  # type: ignore[union-attr]
     c.print(f"  MTP: {entry.mtp}" + (f" (sidecar {entry.sidecar})" if entry.sidecar else ""))
+    for repo, how in entry.repo_mtp.items():
+        c.print(f"  MTP in {repo}: {how.mtp}" + (f" (sidecar {how.sidecar}, Q8_0 unless asked)" if how.sidecar else ""))
     c.print(f"  license: {entry.license} - {entry.license_note}")
     for q in entry.quants:
         size, est = entry.estimated_size_bytes(q)
         text = "unknown" if size is None else f"{size / 1e9:.1f} GB" + (" (estimated)" if est else "")
-        c.print(f"  {q.name:<8} {text:<20} {q.file}" + ("  [default]" if q.name == entry.default_quant else ""))
+        c.print(f"  {q.name:<8} {text:<20} {q.file}" + (f"  (only in {q.repo})" if q.repo else "")
+                + ("  (default)" if q.name == entry.default_quant else ""))
     arch = {k: v for k, v in entry.arch.model_dump().items() if v is not None}
     c.print("  arch: " + ", ".join(f"{k}={v}" for k, v in arch.items()))
 

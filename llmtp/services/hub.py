@@ -125,6 +125,7 @@ class ListedSizes:
 
     source: str
     quants: dict[str, ListedQuant] = field(default_factory=dict)  # quant name -> listed file(s)
+    sidecar: FileChoice | None = None  # the MTP draft a pull of the default quant would take
 
 
 def catalog_fallback_label(why: str) -> str:
@@ -156,6 +157,10 @@ def listed_sizes(settings, hub: HubClient | None, entry: CatalogEntry) -> Listed
             if choice is not None and choice.size_bytes is not None:
                 out.quants[q.name] = ListedQuant(q.name, repo, listing.revision, choice)  # type: ignore[union-attr]
                 break
+    default = out.quants.get(entry.default_quant)
+    carrier = entry.mtp_for(default.repo) if default else None
+    if default is not None and carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
+        out.sidecar = choose_sidecar(carrier.sidecar, listings[default.repo].sizes)
     return out
 
 

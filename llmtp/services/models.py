@@ -67,6 +67,8 @@ class ResolvedModel:
     sidecar_path: Path | None = None
     candidates: list[ModelInfo] = field(default_factory=list)  # per-quant catalog metadata (plan may choose)
     size_source: str | None = None  # where a not-downloaded model's sizes come from (hub listing or catalog)
+    sidecar_listed: str | None = None  # not downloaded: the MTP draft file the hub lists (the one pull takes)
+    sidecar_listed_bytes: int | None = None
 
     @property
     def downloaded(self) -> bool:
@@ -256,6 +258,7 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
     answers (or answered before: cached per revision), else the catalog's, and `size_source` says which."""
     q = (quant or entry.default_quant).upper()
     listed: dict[str, int] = {}
+    sidecar = None
     if not entry.repos:
         source = "catalog sizes (a PyPI package, not on the hub)"
     elif settings is None:
@@ -266,6 +269,8 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
         sizes = listed_sizes(settings, hub, entry)
         listed = {name: lq.choice.size_bytes for name, lq in sizes.quants.items() if lq.choice.size_bytes}
         source = sizes.source
+        if sizes.sidecar is not None:
+            sidecar = sizes.sidecar
         missing = [x.name for x in entry.quants if x.name not in listed]
         if sizes.quants and missing:
             source += f"; catalog sizes for {', '.join(missing)} (not in the listing)"
@@ -277,7 +282,9 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
         return model_info_from_catalog(entry, name, listed_size=listed.get(name))
 
     return ResolvedModel(ref=ref, source="catalog", info=info(q), alias=entry.alias, entry=entry, path=None,
-                         quant=q, candidates=[info(x.name) for x in entry.quants], size_source=source)
+                         quant=q, candidates=[info(x.name) for x in entry.quants], size_source=source,
+                         sidecar_listed=sidecar.variant if sidecar else None,
+                         sidecar_listed_bytes=sidecar.size_bytes if sidecar else None)
 
 
 # ---- pull --------------------------------------------------------------------------------------------
