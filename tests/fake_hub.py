@@ -27,6 +27,7 @@ class FakeFile:
 class FakeRepo:
     sha: str
     files: dict[str, FakeFile] = field(default_factory=dict)
+    gated: bool = False  # lists its files to anyone, serves them only with a token (like Gemma's)
 
 
 class FakeHubServer:
@@ -86,6 +87,9 @@ class FakeHubServer:
                 repo = hub.repos.get(repo_id)
                 if repo is None:
                     return self._not_found(f"Repository {repo_id}")
+                if repo.gated and not self.headers.get("Authorization"):
+                    return self._json(401, {"error": "Access to this model is restricted"},
+                                      {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted"})
                 f = repo.files.get(name)
                 if f is None or revision not in ("main", repo.sha):
                     return self._not_found(f"Entry {name}", "EntryNotFound")

@@ -313,3 +313,14 @@ def test_a_gemma_plan_counts_the_listed_q8_0_draft(public_hub):
     assert not any("sidecar size unknown" in w for w in data["plan"]["warnings"])
     gpu = data["plan"]["memory"][0]
     assert gpu["mtp_draft"] >= 540_000_000  # the listed draft's weights are in the MTP reserve
+
+
+def test_models_check_of_a_gated_repo_without_a_token_lists_but_cannot_read_headers(public_hub, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    public_hub.repos["unsloth/gemma-4-31B-it-GGUF"].gated = True
+    report = hubsvc.check_catalog(load_settings().settings, svc.load_catalog(), "gemma-4-31b")
+    rows = {r.item: r for r in report.rows}
+    assert rows["Q4_K_M"].status == "ok" and rows["Q4_K_M"].listed_bytes == 18_323_733_440
+    draft = rows["MTP draft"]
+    assert draft.status == "note" and "MTP marker not read" in draft.detail and "HF_TOKEN" in draft.detail

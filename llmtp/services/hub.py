@@ -225,7 +225,12 @@ def _size_row(alias: str, repo: str, q, choice: FileChoice) -> CheckRow:
 
 
 def _mtp_row(hub: HubClient, row: CheckRow, repo: str, path: str, revision: str | None) -> None:
-    n, why = remote_nextn_layers(hub, repo, path, revision)
+    try:
+        n, why = remote_nextn_layers(hub, repo, path, revision)
+    except NetworkError as exc:  # gated repos list their files to anyone but serve them only with a token
+        row.status = "note" if row.status == "ok" else row.status
+        row.detail = f"{row.detail}; MTP marker not read: {exc.message}. {exc.hint or ''}".rstrip(". ")
+        return
     row.nextn_predict_layers = n
     if n is None:
         row.status, row.detail = "differs", f"{row.detail}; MTP marker unreadable: {why}"
