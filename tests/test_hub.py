@@ -324,3 +324,4 @@ def test_models_check_of_a_gated_repo_without_a_token_lists_but_cannot_read_head
     assert rows["Q4_K_M"].status == "ok" and rows["Q4_K_M"].listed_bytes == 18_323_733_440
     draft = rows["MTP draft"]
     assert draft.status == "note" and "MTP marker not read" in draft.detail and "HF_TOKEN" in draft.detail
+    assert "gated" in draft.detail

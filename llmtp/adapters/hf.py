@@ -63,9 +63,18 @@ class HfHubClient:
         self.timeout = timeout
 
     def _fail(self, what: str, exc: Exception) -> NetworkError:
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         first = str(exc).splitlines()[0] if str(exc) else ""
+        if isinstance(exc, GatedRepoError):  # a subclass of RepositoryNotFoundError, but the repo is there
+            return NetworkError(f"Cannot {what}: the repo is gated and this request carried no accepted token",
+                                "Accept the model's license on its Hugging Face page, then set HF_TOKEN "
+                                "(or run `hf auth login`).")
         if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)):
             return NotOnHubError(f"Cannot {what}: the hub has no such repo or file ({first})".rstrip(" ()"),
                                  "Check the name in the catalog or the hf: reference; gated or private repos "
