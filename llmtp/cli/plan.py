@@ -30,12 +30,15 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         fit = check_with_fit_params(result, settings)
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
-                   "hardware": result.hardware, "plan": result.plan, "fit_params": fit})
+                   "sizes_from": _sizes_from(result), "hardware": result.hardware, "plan": result.plan,
+                   "fit_params": fit})
         return
     p = result.plan
     c = console()
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
     c.print(f"{p.model} {p.quant or ''} - planned from {where}")
+    if _sizes_from(result):
+        c.print(f"  sizes from {_sizes_from(result)}")
     for d in p.decisions:
         c.print(f"  {d.what:<12} {d.value:<22} {d.reason}")
     c.print("memory:")
@@ -52,6 +55,12 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         c.print(f"[yellow]warning:[/] {w}")
     if fit is not None:
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
+
+
+def _sizes_from(result) -> str | None:
+    """Where a not-downloaded model's file sizes came from: the hub listing (which revision) or the
+    catalog's offline fallback."""
+    return getattr(result.resolved, "size_source", None) if result.resolved is not None else None
 
 
 def register(app: typer.Typer) -> None:
