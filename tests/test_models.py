@@ -56,7 +56,18 @@ def test_catalog_loads_every_alias_and_metadata():
     cat = svc.load_catalog()
     assert set(cat.models) == ALIASES
     q = cat.get("qwen3.6-27b")
-    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 11.2, "IQ4_XS": 13.8, "Q4_K_M": 15.5, "Q5_K_M": 19.8, "BF16": 54.0}
+    # the hub listing of unsloth/Qwen3.6-27B-MTP-GGUF (issue 18), not the seed article's figures
+    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 12.5, "IQ4_XS": 15.7, "Q4_K_M": 17.1, "Q5_K_M": None,
+                                                     "Q8_0": 29.047083264, "BF16": 54.6}
+    assert q.quant("Q8_0").size_bytes == 29_047_083_264 and q.quant("Q8_0").repo == "ggml-org/Qwen3.6-27B-MTP-GGUF"
+    assert q.quant("IQ3_XXS").file == "Qwen3.6-27B-UD-IQ3_XXS.gguf"
+    assert cat.get("gemma-4-31b").quant("Q4_K_M").size_bytes == 18_323_733_440
+    assert cat.get("qwen3.6-35b-a3b").quant("Q4_K_M").file == "Qwen3.6-35B-A3B-UD-Q4_K_M.gguf"
+    assert cat.get("gemma-4-26b").quant("Q4_K_M").file == "gemma-4-26B-A4B-it-UD-Q4_K_M.gguf"
+    g12 = cat.get("gemma-4-12b")
+    assert g12.repos == ["unsloth/gemma-4-12b-it-GGUF"] and g12.arch.arch == "gemma4" and g12.arch.block_count == 48
+    a9 = cat.get("qwen3.5-9b").arch
+    assert (a9.ssm_conv_kernel, a9.ssm_state_size, a9.ssm_group_count, a9.ssm_time_step_rank, a9.ssm_inner_size) == (4, 128, 16, 32, 4096)
     assert q.arch.block_count - q.arch.nextn_layers == 64 and q.mtp == "embedded"
     assert cat.get("gemma-4-31b").mtp == "sidecar" and cat.get("smollm2-135m").mtp == "none"
 
@@ -185,7 +196,7 @@ def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch):
 
 def test_alias_not_downloaded_resolves_from_catalog():
     r = svc.resolve_model("qwen3.6-27b", load_settings().settings)
-    assert r.path is None and r.info.nextn_predict_layers == 1 and len(r.candidates) == 5
+    assert r.path is None and r.info.nextn_predict_layers == 1 and len(r.candidates) == 6
 
 
 def test_pull_success_records_and_resolves(tmp_path):
@@ -244,3 +255,12 @@ def test_real_hub_offline_is_a_clear_network_error():
     with pytest.raises(NetworkError) as err:
         HfHubClient(offline=True).list_files("unsloth/Qwen3.6-27B-MTP-GGUF")
     assert "offline" in err.value.message
+
+
+def test_catalog_weights_count_the_whole_file_when_the_vocabulary_is_unknown():
+    # gemma-4-12b's vocabulary is not in a source: the file size must still be counted in full
+    from llmtp.core.catalog import model_info_from_catalog
+
+    info = model_info_from_catalog(svc.load_catalog().get("gemma-4-12b"), "Q4_K_M")
+    assert info.file_size_bytes and info.layer_weight_bytes is not None and len(info.layer_weight_bytes) == 48
+    assert sum(info.layer_weight_bytes) + info.other_weight_bytes == info.file_size_bytes

@@ -75,19 +75,21 @@ def test_gemma4_31b_sliding_layers_keep_window_plus_ubatch():
     assert len(kv) == 60 and sum(1 for i in kv if (i + 1) % 6 == 0) == 10
 
 
+# With the hub's listed sizes (issue 18: Q4_K_M 17.1 GB = 15.9 GiB, IQ4_XS 15.7 GB, UD-IQ3_XXS ~12.5 GB,
+# ggml-org Q8_0 29.05 GB, BF16 54.6 GB) Q4_K_M no longer fits a 16 GiB card whole: the seed article's
+# 15.5 GB made that plan optimistic.
 @pytest.mark.parametrize("gib, quants, full", [
-    (12, {"IQ4_XS", "IQ3_XXS"}, None),  # 12 GB: IQ4_XS partially offloaded, or IQ3_XXS
-    (16, {"Q4_K_M"}, True),
+    (12, {"Q4_K_M"}, False),  # >= 75% of the layers on the GPU, the rest in RAM
+    (16, {"IQ4_XS"}, True),
     (24, {"Q5_K_M"}, True),
-    (48, {"Q5_K_M"}, True),  # BF16 (54 GB) never fits 48 GiB
+    (32, {"Q8_0"}, True),
+    (64, {"BF16"}, True),
 ])
 def test_seed_quant_cases(gib, quants, full):
     plan = make_plan(_qwen27_quants(), _gpu(gib), PlanRequest())
     assert plan.quant in quants and plan.fits
     if full is not None:
         assert (plan.n_gpu_layers == plan.n_layers + 1) is full
-    if plan.quant == "IQ4_XS":
-        assert plan.n_gpu_layers < plan.n_layers
     assert plan.mtp.enabled and plan.parallel == 1
     gpu = plan.memory[0]
     assert gpu.total <= gpu.budget
@@ -150,7 +152,7 @@ def test_cli_plan_offline_from_catalog():
     res = CliRunner().invoke(app, ["plan", "qwen3.6-27b", "--vram", "12GiB", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["downloaded"] is False and data["plan"]["quant"] in ("IQ4_XS", "IQ3_XXS")
+    assert data["downloaded"] is False and data["plan"]["quant"] == "Q4_K_M" and data["plan"]["n_gpu_layers"] < 64
     assert all(d["reason"] for d in data["plan"]["decisions"])
     human = CliRunner().invoke(app, ["plan", "qwen3.6-27b", "--gpu", "RTX 4090"])
     assert human.exit_code == 0 and "Q5_K_M" in human.output and "bottleneck: GPU memory bandwidth" in human.output

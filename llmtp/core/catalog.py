@@ -43,6 +43,7 @@ class QuantFile(_Strict):
     name: str  # "Q4_K_M"
     file: str  # glob against the repo's file list
     size_gb: float | None = Field(None, gt=0)  # decimal GB, only where a source states it
+    repo: str | None = None  # only in this one of the entry's repos (its size is that repo's file)
 
     @property
     def size_bytes(self) -> int | None:
@@ -116,6 +117,9 @@ class CatalogEntry(_Strict):
             raise ValueError("mtp = 'sidecar' needs a `sidecar` file pattern")
         if not self.repos and self.package is None:
             raise ValueError("an entry needs `repos` or a `package` source")
+        stray = [q.name for q in self.quants if q.repo is not None and q.repo not in self.repos]
+        if stray:
+            raise ValueError(f"quants {stray} name a `repo` that is not in `repos` {self.repos}")
         return self
 
     def quant(self, name: str | None) -> QuantFile | None:
@@ -222,15 +226,17 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None) 
     if None not in (meta.ssm_conv_kernel, meta.ssm_state_size, meta.ssm_group_count, meta.ssm_inner_size):
         info.ssm_state_bytes_per_seq = len(info.recurrent_layers) * recurrent_state_bytes_per_layer(
             meta.ssm_conv_kernel, meta.ssm_state_size, meta.ssm_group_count, meta.ssm_inner_size)  # type: ignore[arg-type]
-    if size is not None and meta.vocab_size and meta.embedding_length:
+    if size is not None:
         bpw = NOMINAL_BPW.get(quant.name.upper(), size * 8 / max(1, info.param_count or size))
-        head = int(meta.vocab_size * meta.embedding_length * bpw / 8)
+        # vocabulary unknown: no head to set apart, the whole file is spread over the blocks (the
+        # total stays the file size; counting unknown weights as zero would make anything "fit")
+        head = int(meta.vocab_size * (meta.embedding_length or 0) * bpw / 8) if meta.vocab_size else 0
         other = 2 * head  # token_embd + output (untied; tied models store one, which we overcount)
         per_layer = max(0, size - other) // all_layers
         info.other_weight_bytes = size - per_layer * all_layers
         info.layer_weight_bytes = [per_layer] * all_layers
         info.tensor_types = {"token_embd": head, "output": info.other_weight_bytes - head}
-        if meta.expert_count and meta.expert_feed_forward_length:
+        if meta.expert_count and meta.expert_feed_forward_length and meta.embedding_length:
             # gate, up and down projections of every routed expert
             exps = int(meta.expert_count * 3 * meta.embedding_length * meta.expert_feed_forward_length * bpw / 8)
             info.layer_expert_bytes = [min(per_layer, exps)] * n_trunk + [0] * meta.nextn_layers

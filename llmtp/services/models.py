@@ -325,7 +325,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         qf = entry.quant(q)
         if qf is None:
             raise UsageError(f"{entry.alias} has no quant {q}", f"Available: {', '.join(x.name for x in entry.quants)}.")
-        repos, pattern, key = entry.repos, qf.file, entry.alias
+        repos, pattern, key = ([qf.repo] if qf.repo else entry.repos), qf.file, entry.alias
     last_files: list[str] = []
     for repo in repos:
         say(f"listing {repo}")
