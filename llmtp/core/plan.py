@@ -273,22 +273,11 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     caches = [request.cache_type] if request.cache_type else list(KV_LADDER)
     quant_floor = request.ctx or min(QUANT_MIN_CTX, ctx_target)
 
-    candidates_out: list[Candidate] = []
-    if len(all_candidates) > 1 or request.quant:
-        chosen, trial, quant_reason, candidates_out = _choose_quant(
-            all_candidates, hardware, request, forced=forced, ctx_target=ctx_target,
-            ctx_floor=ctx_floor if not on_gpu else quant_floor, caches=caches, fa=fa)
-    else:
-        chosen, trial, quant_reason = candidates[0], None, ""
-        mtp, _ = _mtp_state(chosen, request)
-        if on_gpu:
-            trial = _fit_full(chosen, hardware, request, ctx_start=ctx_target, ctx_floor=quant_floor, caches=caches, mtp=mtp, fa=fa)
-            if trial is None:
-                trial = _fit_partial(chosen, hardware, request, ctx=quant_floor, cache=caches[-1], mtp=mtp, fa=fa)
-        else:
-            trial = _fit_full(chosen, hardware, request, ctx_start=ctx_target, ctx_floor=ctx_floor, caches=caches, mtp=mtp, fa=fa)
-            if trial is None:
-                trial = _trial(chosen, hardware, request, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=caches[-1], mtp=mtp, fa=fa)
+    if forced is None and len(all_candidates) == 1:
+        forced = all_candidates[0]  # one file named: its KV types and placements are still compared
+    chosen, trial, quant_reason, candidates_out = _choose_quant(
+        all_candidates, hardware, request, forced=forced, ctx_target=ctx_target,
+        ctx_floor=ctx_floor if not on_gpu else quant_floor, caches=caches, fa=fa)
     assert trial is not None
     mtp_on, mtp_reason = _mtp_state(chosen, request)
     n = mem.trunk_layers(chosen)
@@ -360,6 +349,14 @@ def _speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: 
     bw = spd.Bandwidths(gpu_gbps=hw.gpus[0].bandwidth_gbps if hw.gpus else None,
                         ram_gbps=hw.ram_bandwidth_gbps, unified=hw.unified_memory)
     return spd.predict(info, placement, bw, req.acceptance)
+
+
+def quant_rule() -> dict:
+    """The quant rule as data, for `plan --json` and the compare table's header."""
+    return {"ladder": list(QUALITY_LADDER), "default_top": "Q8_0", "speed_fraction": SPEED_FRACTION,
+            "default_acceptance": spd.DEFAULT_ACCEPTANCE,
+            "text": (f"highest quality up to Q8_0 (more only with --quant) whose predicted speed is >= "
+                     f"{SPEED_FRACTION:.0%} of the fastest full fit's; with no full fit, the fastest")}
 
 
 def quality_bpw(info: ModelInfo) -> float | None:
@@ -442,8 +439,9 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
             row.relative = sp.rank  # made relative below
             rows.append((c, t, row, t is rep))
             if t is not rep:
-                row.lost = (f"{c.quant}: {rep.cache} KV at {rep.ctx} context is the better setting"
-                            if rep.ctx != t.ctx or rep.cache != t.cache else f"{c.quant}: the same setting in another row")
+                row.lost = (f"{c.quant} runs with {rep.cache} KV" + (f" at {rep.ctx}" if rep.ctx != t.ctx else "")
+                            + (": the largest context, then the better KV type" if _is_full(rep, c)
+                               else ": split, the lightest KV keeps most layers on the GPU"))
     picks = [(c, t, r) for c, t, r, is_pick in rows if is_pick]
 
     def allowed(c: ModelInfo) -> bool:
@@ -494,7 +492,8 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
                        if qr.relative is not None else "speed unknown")
         else:
             qr.lost = f"lower quality than {c.quant}, which is fast enough"
-    return c, t, reason, [row for _, _, row, _ in rows]
+    ordered = sorted(rows, key=lambda x: _quality_key(x[0]))  # the ladder, lowest quality first
+    return c, t, reason, [row for _, _, row, _ in ordered]
 
 
 def mem_h(n: int | None) -> str:
