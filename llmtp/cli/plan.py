@@ -73,7 +73,8 @@ def _print_compare(c, p, hw, human_bytes) -> None:
     from llmtp.core.plan import quant_rule
 
     rule = quant_rule()
-    where = hw.gpus[0].name + " " + human_bytes(hw.gpus[0].free_bytes) if hw.gpus else "CPU, " + human_bytes(hw.ram_bytes) + " RAM"
+    where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
+             else f"the CPU ({human_bytes(hw.ram_bytes)} RAM)")
     c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
     head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
     c.print(head, markup=False)
@@ -87,7 +88,7 @@ def _print_compare(c, p, hw, human_bytes) -> None:
                 f"{tok(k.mtp_tok_s):>7}{rel:>6}  {gpu:>10}{human_bytes(k.cpu_bytes):>10}  {why}", markup=False)
         assumed += [a for a in k.assumed if a not in assumed]
     c.print("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
-            "relative to the fastest fully placed candidate", markup=False)
+            "relative to the fastest fully placed candidate (of all candidates when none is)", markup=False)
     if p.mtp.enabled and p.mtp_acceptance is not None:
         c.print(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
                 "`llmtp tune` measures it)", markup=False)

@@ -291,6 +291,9 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
             decisions.append(Decision(what="-ngl", value="all", reason="attention and shared weights on the GPU"))
             decisions.append(Decision(what="--n-cpu-moe", value=str(trial.n_cpu_moe),
                                       reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM"))
+        elif trial.ngl == n:
+            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
+                                      reason=f"all {n} layers fit in VRAM; the output head stays on the CPU"))
         else:
             decisions.append(Decision(what="-ngl", value=str(trial.ngl),
                                       reason=f"{trial.ngl} of {n} layers fit in VRAM; the rest run on the CPU"))
@@ -390,6 +393,8 @@ def _runs(t: _Trial, info: ModelInfo) -> str:
         return f"GPU + CPU experts ({t.n_cpu_moe} layers)"
     if t.ngl > n:
         return "GPU"
+    if t.ngl == n:
+        return "GPU, output head on CPU"
     return f"GPU {t.ngl}/{n} layers + CPU"
 
 
