@@ -75,3 +75,7 @@ class NetworkError(LlmtpError):
     """A download or HTTP call that failed."""
 
     exit_code = 7
+
+
+class NotOnHubError(NetworkError):
+    """The hub answered, and has no such repo, revision or file (or hides it without a token)."""

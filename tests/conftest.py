@@ -38,6 +38,8 @@ def llmtp_home(tmp_path_factory, monkeypatch) -> Path:
         if key.startswith("LLMTP_") and not key.startswith(("LLMTP_TEST", "LLMTP_TESTBED")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("LLMTP_HOME", str(home))
+    # no test reaches the real Hugging Face hub: port 9 refuses at once (tests that need a hub start a fake one)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     return home
 
 

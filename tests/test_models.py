@@ -38,11 +38,17 @@ class FakeHub:
         self.root, self.files, self.sizes, self.shas, self.fail = root, files, sizes or {}, shas or {}, fail
         self.downloads: list[str] = []
 
-    def list_files(self, repo):
+    def revision(self, repo):  # like a commit: another listing, another revision
+        return hashlib.sha1(repr(self.list_files(repo)).encode()).hexdigest()
+
+    def list_files(self, repo, revision=None):
         return [RepoFile(p, self.sizes.get(p, src.stat().st_size),
                          self.shas.get(p, hashlib.sha256(src.read_bytes()).hexdigest())) for p, src in self.files.items()]
 
-    def download(self, repo, path):
+    def read_range(self, repo, path, start, length, revision=None):
+        return self.files[path].read_bytes()[start:start + length]
+
+    def download(self, repo, path, revision=None):
         self.downloads.append(path)
         if self.fail == path:
             raise NetworkError(f"Cannot download {repo}/{path}: connection reset", "retry")
@@ -57,7 +63,7 @@ def test_catalog_loads_every_alias_and_metadata():
     assert set(cat.models) == ALIASES
     q = cat.get("qwen3.6-27b")
     # the hub listing of unsloth/Qwen3.6-27B-MTP-GGUF (issue 18), not the seed article's figures
-    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 12.5, "IQ4_XS": 15.7, "Q4_K_M": 17.1, "Q5_K_M": None,
+    assert {x.name: x.size_gb for x in q.quants} == {"IQ3_XXS": 12.5, "IQ4_XS": 15.7, "Q4_K_M": 17.1, "Q5_K_M": 19.8,
                                                      "Q8_0": 29.047083264, "BF16": 54.6}
     assert q.quant("Q8_0").size_bytes == 29_047_083_264 and q.quant("Q8_0").repo == "ggml-org/Qwen3.6-27B-MTP-GGUF"
     assert q.quant("IQ3_XXS").file == "Qwen3.6-27B-UD-IQ3_XXS.gguf"
@@ -264,3 +270,62 @@ def test_catalog_weights_count_the_whole_file_when_the_vocabulary_is_unknown():
     info = model_info_from_catalog(svc.load_catalog().get("gemma-4-12b"), "Q4_K_M")
     assert info.file_size_bytes and info.layer_weight_bytes is not None and len(info.layer_weight_bytes) == 48
     assert sum(info.layer_weight_bytes) + info.other_weight_bytes == info.file_size_bytes
+
+
+def test_pull_takes_the_ud_name_and_records_the_revision_and_the_choice(tmp_path):
+    src = _gguf(tmp_path / "m.gguf", nextn=1)
+    hub = FakeHub(tmp_path, {"Qwen3.6-35B-A3B-UD-Q4_K_M.gguf": src, "Qwen3.6-35B-A3B-UD-Q6_K.gguf": src,
+                             "mmproj-F16.gguf": src})
+    s = load_settings().settings
+    res = svc.pull("qwen3.6-35b-a3b", s, hub=hub)
+    assert hub.downloads == ["Qwen3.6-35B-A3B-UD-Q4_K_M.gguf"] and res.revision == hub.revision("x")
+    assert "Qwen3.6-35B-A3B-UD-Q4_K_M.gguf: the exact name" in res.file_choice
+    rec = svc.pulled(s, "qwen3.6-35b-a3b", "Q4_K_M")
+    assert rec["revision"] == res.revision and rec["file_choice"] == res.file_choice
+    # the catalog writes UD-Q6_K; a repo naming it plainly matches too
+    plain = FakeHub(tmp_path, {"Qwen3.6-35B-A3B-Q6_K.gguf": src})
+    assert svc.pull("qwen3.6-35b-a3b", s, quant="Q6_K", hub=plain).files == ["Qwen3.6-35B-A3B-Q6_K.gguf"]
+
+
+def _gemma_hub(tmp_path):
+    src = _gguf(tmp_path / "g.gguf", nextn=0)
+    draft = _gguf(tmp_path / "d.gguf", nextn=1)
+    return FakeHub(tmp_path, {"gemma-4-31B-it-Q4_K_M.gguf": src, "MTP/mtp-gemma-4-31B-it-BF16.gguf": draft,
+                              "MTP/mtp-gemma-4-31B-it-F16.gguf": draft, "MTP/mtp-gemma-4-31B-it-Q8_0.gguf": draft})
+
+
+def test_pull_takes_the_q8_0_draft_unless_asked_and_says_so(tmp_path):
+    s = load_settings().settings
+    hub = _gemma_hub(tmp_path)
+    res = svc.pull("gemma-4-31b", s, hub=hub)
+    assert hub.downloads == ["gemma-4-31B-it-Q4_K_M.gguf", "MTP/mtp-gemma-4-31B-it-Q8_0.gguf"]
+    assert res.sidecar_path.name == "mtp-gemma-4-31B-it-Q8_0.gguf" and "Q8_0 unless asked" in res.sidecar_choice
+    asked = svc.pull("gemma-4-31b", s, hub=hub, draft_quant="bf16")
+    assert asked.sidecar_path.name == "mtp-gemma-4-31B-it-BF16.gguf" and "as asked" in asked.sidecar_choice
+    hub.downloads.clear()
+    with pytest.raises(UsageError, match="no Q4_0 MTP draft") as err:
+        svc.pull("gemma-4-31b", s, hub=hub, draft_quant="Q4_0")
+    assert "--draft-quant" in err.value.hint and hub.downloads == []  # refused before downloading anything
+    out = CliRunner().invoke(app, ["models", "pull", "gemma-4-31b", "--draft-quant", "Q4_0"])
+    assert out.exit_code != 0
+
+
+def test_pull_from_a_repo_that_carries_the_head_in_a_separate_file(tmp_path):
+    # ggml-org's plain repo: the catalog says its MTP head travels as mtp-*.gguf (repo_mtp)
+    cat = svc.load_catalog()
+    entry = cat.get("qwen3.6-27b")
+    only_plain = entry.model_copy(update={"repos": ["ggml-org/Qwen3.6-27B-GGUF"]})
+    cat.models["qwen3.6-27b"] = only_plain
+    src = _gguf(tmp_path / "p.gguf", nextn=0)
+    draft = _gguf(tmp_path / "d.gguf", nextn=1)
+    hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src, "mtp-Qwen3.6-27B-Q8_0.gguf": draft})
+    res = svc.pull("qwen3.6-27b", load_settings().settings, hub=hub, catalog=cat)
+    assert res.files == ["Qwen3.6-27B-Q4_K_M.gguf"] and res.sidecar_path.name == "mtp-Qwen3.6-27B-Q8_0.gguf"
+    assert not res.warnings  # no "stripped heads" warning: the head is in the draft file
+
+
+def test_show_marks_the_default_quant_and_where_a_quant_and_a_head_come_from():
+    out = CliRunner().invoke(app, ["models", "show", "qwen3.6-27b"]).output
+    assert "Qwen3.6-27B-Q4_K_M.gguf  (default)" in out  # "[default]" was eaten as rich markup
+    assert "(only in ggml-org/Qwen3.6-27B-MTP-GGUF)" in out
+    assert "MTP in ggml-org/Qwen3.6-27B-GGUF: sidecar" in out

@@ -263,7 +263,9 @@ def test_cli_plan_compare_table_and_json_from_the_same_rows():
     assert res.exit_code == 0, res.output
     data = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)
     rows = data["plan"]["candidates"]
-    lines = [ln for ln in res.output.splitlines() if ln[:1] in ("*", " ") and ln[2:3].strip() and not ln.startswith("  quant ")]
+    quants = {r["quant"] for r in rows}
+    lines = [ln for ln in res.output.splitlines() if ln[:2] in ("* ", "  ") and ln[2:].split()[:1] and
+             ln[2:].split()[0] in quants]
     assert len(lines) == len(rows) == 18
     chosen = next(r for r in rows if r["chosen"])
     star = next(ln for ln in lines if ln.startswith("*"))

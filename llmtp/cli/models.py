@@ -1,4 +1,4 @@
-"""`llmtp models list|show|pull`: the catalog and downloads."""
+"""`llmtp models list|show|pull|check`: the catalog, downloads, and the catalog against the hub."""
 
 from __future__ import annotations
 
@@ -42,11 +42,14 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
     c.print(f"{entry.alias}: {entry.name}\n  {entry.description}")
     c.print(f"  source: {', '.join(entry.repos) or 'PyPI ' + entry.package.distribution}")  # type: ignore[union-attr]
     c.print(f"  MTP: {entry.mtp}" + (f" (sidecar {entry.sidecar})" if entry.sidecar else ""))
+    for repo, how in entry.repo_mtp.items():
+        c.print(f"  MTP in {repo}: {how.mtp}" + (f" (sidecar {how.sidecar}, Q8_0 unless asked)" if how.sidecar else ""))
     c.print(f"  license: {entry.license} - {entry.license_note}")
     for q in entry.quants:
         size, est = entry.estimated_size_bytes(q)
         text = "unknown" if size is None else f"{size / 1e9:.1f} GB" + (" (estimated)" if est else "")
-        c.print(f"  {q.name:<8} {text:<20} {q.file}" + ("  [default]" if q.name == entry.default_quant else ""))
+        c.print(f"  {q.name:<8} {text:<20} {q.file}" + (f"  (only in {q.repo})" if q.repo else "")
+                + ("  (default)" if q.name == entry.default_quant else ""))
     arch = {k: v for k, v in entry.arch.model_dump().items() if v is not None}
     c.print("  arch: " + ", ".join(f"{k}={v}" for k, v in arch.items()))
 
@@ -54,6 +57,8 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
 @models_app.command("pull")
 def pull(ref: str = typer.Argument(..., help="Alias or hf:org/repo:QUANT."),
          quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
+         draft_quant: str = typer.Option(None, "--draft-quant",
+                                         help="Quant of a separate MTP draft file (default: Q8_0)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Download a model (and its MTP sidecar) into the shared HF cache, then verify it."""
     from llmtp.cli._out import console, emit_json, human_bytes
@@ -61,7 +66,8 @@ def pull(ref: str = typer.Argument(..., help="Alias or hf:org/repo:QUANT."),
     from llmtp.settings import load_settings
 
     err = console(stderr=True)
-    result = do_pull(ref, load_settings().settings, quant=quant, on_progress=lambda m: err.print(m))
+    result = do_pull(ref, load_settings().settings, quant=quant, draft_quant=draft_quant,
+                     on_progress=lambda m: err.print(m))
     for w in result.warnings:
         err.print(f"[bold red]{w}[/]")
     if json_out:
@@ -69,8 +75,46 @@ def pull(ref: str = typer.Argument(..., help="Alias or hf:org/repo:QUANT."),
         return
     c = console()
     c.print(f"{result.path} ({human_bytes(result.size_bytes)}, sha256 {'verified' if result.sha256_verified else 'not given by the hub'})")
+    if result.revision:
+        c.print(f"from {result.repo} at revision {result.revision[:12]}")
+    if result.file_choice:
+        c.print(f"file: {result.file_choice}")
     c.print(f"MTP heads: {result.nextn_predict_layers} nextn layer(s)" +
             (f"; sidecar {result.sidecar_path}" if result.sidecar_path else ""))
+    if result.sidecar_choice:
+        c.print(f"MTP draft: {result.sidecar_choice}")
+
+
+@models_app.command("check")
+def check(alias: str = typer.Argument(None, help="Catalog alias (default: every entry)."),
+          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Compare the catalog with the hub: files exist, sizes within 1%, MTP marker in the remote header.
+
+    Exits 1 when anything differs; needs the hub (offline it says so and exits non-zero)."""
+    from llmtp.cli._out import console, emit_json
+    from llmtp.services.hub import check_catalog, report_json
+    from llmtp.services.models import load_catalog
+    from llmtp.settings import load_settings
+
+    report = check_catalog(load_settings().settings, load_catalog(), alias)
+    if json_out:
+        emit_json(report_json(report))
+    else:
+        from rich.table import Table
+
+        c = console()
+        for repo, rev in report.revisions.items():
+            c.print(f"{repo} at revision {(rev or 'unknown')[:12]}")
+        table = Table("alias", "item", "status", "repo", "detail")
+        for r in report.rows:
+            table.add_row(r.alias, r.item, r.status, r.repo, (f"{r.file}: " if r.file else "") + r.detail)
+        c.print(table)
+        diffs = report.differences
+        c.print(f"{len(diffs)} difference(s)" if diffs else "the catalog matches the hub")
+        for r in diffs:
+            c.print(f"  {r.alias} {r.item} ({r.repo}): {r.detail}")
+    if report.differences:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

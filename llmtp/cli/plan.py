@@ -39,15 +39,18 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         fit = check_with_fit_params(result, settings)
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
-                   "hardware": result.hardware, "rule": quant_rule(), "plan": result.plan, "fit_params": fit})
+                   "sizes_from": _sizes_from(result), "hardware": result.hardware, "rule": quant_rule(),
+                   "plan": result.plan, "fit_params": fit})
         return
     p = result.plan
     c = console()
     if compare:
-        _print_compare(c, p, result.hardware, human_bytes)
+        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result))
         return
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
     c.print(f"{p.model} {p.quant or ''} - planned from {where}")
+    if _sizes_from(result):
+        c.print(f"  sizes from {_sizes_from(result)}")
     for d in p.decisions:
         c.print(f"  {d.what:<12} {d.value:<22} {d.reason}")
     c.print("memory:")
@@ -69,13 +72,15 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
 
 
-def _print_compare(c, p, hw, human_bytes) -> None:
+def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
     from llmtp.core.plan import quant_rule
 
     rule = quant_rule()
     where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
              else f"the CPU ({human_bytes(hw.ram_bytes)} RAM)")
     c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
+    if sizes_from:
+        c.print(f"  sizes from {sizes_from}", markup=False)
     head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
     c.print(head, markup=False)
     assumed: list[str] = []
@@ -95,6 +100,12 @@ def _print_compare(c, p, hw, human_bytes) -> None:
     for a in assumed:
         fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
         c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
+
+
+def _sizes_from(result) -> str | None:
+    """Where a not-downloaded model's file sizes came from: the hub listing (which revision) or the
+    catalog's offline fallback."""
+    return getattr(result.resolved, "size_source", None) if result.resolved is not None else None
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -94,6 +95,19 @@ class ArchMeta(_Strict):
     context_length: int | None = None
 
 
+class RepoMtp(_Strict):
+    """How the MTP head travels in one repo, where it differs from the entry's default."""
+
+    mtp: MtpCarrier
+    sidecar: str | None = None  # glob of the draft file (mtp = "sidecar")
+
+    @model_validator(mode="after")
+    def _sidecar_glob(self) -> RepoMtp:
+        if self.mtp == "sidecar" and not self.sidecar:
+            raise ValueError("mtp = 'sidecar' needs a `sidecar` file pattern")
+        return self
+
+
 class CatalogEntry(_Strict):
     alias: str = ""  # filled from the table key
     name: str
@@ -101,6 +115,7 @@ class CatalogEntry(_Strict):
     repos: list[str] = Field(default_factory=list)
     mtp: MtpCarrier
     sidecar: str | None = None  # glob of the MTP sidecar file (mtp = "sidecar")
+    repo_mtp: dict[str, RepoMtp] = Field(default_factory=dict)  # repos whose MTP head travels otherwise
     license: str
     license_note: str
     default_quant: str
@@ -118,9 +133,20 @@ class CatalogEntry(_Strict):
         if not self.repos and self.package is None:
             raise ValueError("an entry needs `repos` or a `package` source")
         stray = [q.name for q in self.quants if q.repo is not None and q.repo not in self.repos]
+        stray += [f"repo_mtp.{r}" for r in self.repo_mtp if r not in self.repos]
         if stray:
-            raise ValueError(f"quants {stray} name a `repo` that is not in `repos` {self.repos}")
+            raise ValueError(f"{stray} name a repo that is not in `repos` {self.repos}")
         return self
+
+    def mtp_for(self, repo: str | None) -> RepoMtp:
+        """How the MTP head travels in `repo` (the entry's default unless repo_mtp says otherwise)."""
+        if repo is not None and repo in self.repo_mtp:
+            return self.repo_mtp[repo]
+        return RepoMtp(mtp=self.mtp, sidecar=self.sidecar)
+
+    def repos_for(self, quant: QuantFile) -> list[str]:
+        """The repos a quant may come from, in the catalog's order of preference."""
+        return [quant.repo] if quant.repo else list(self.repos)
 
     def quant(self, name: str | None) -> QuantFile | None:
         want = (name or self.default_quant).upper()
@@ -169,6 +195,137 @@ def match_file(pattern: str, files: list[str]) -> list[str]:
                   or fnmatch.fnmatch(f.lower().rsplit("/", 1)[-1], pat))
 
 
+# ---- which file(s) of a repo a quant (or an MTP draft) is ----------------------------------------------
+
+# Split GGUFs: "Qwen3.6-27B-BF16-00001-of-00002.gguf" (llama.cpp gguf-split naming).
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})(\.gguf)$", re.IGNORECASE)
+# Unsloth's "Dynamic" quants put UD- before the quant name: "Qwen3.6-27B-UD-IQ3_XXS.gguf".
+_UD = re.compile(r"(^|[-_./])UD-", re.IGNORECASE)
+# A quant name inside a file name: "...-Q4_K_M.gguf", "...-UD-IQ3_XXS.gguf", "mtp-...-BF16.gguf".
+_QUANT = re.compile(r"(?:^|[-_.])(?:UD-)?((?:I?Q\d(?:_[0-9A-Z]+)*)|BF16|F16|F32)(?=[-.])", re.IGNORECASE)
+# What llama.cpp's own -hf resolution never takes as the model (common/download.cpp
+# gguf_filename_is_model, b11434; case-sensitive there too): projectors, imatrix data, drafts.
+_NOT_A_MODEL = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
+DEFAULT_DRAFT_QUANT = "Q8_0"
+
+
+def _base(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def variant_name(path: str) -> str:
+    """A file's name with any split suffix removed: all parts of one quant share it."""
+    return _SPLIT.sub(r"\3", path)
+
+
+def is_ud(path: str) -> bool:
+    return _UD.search(_base(path)) is not None
+
+
+def _no_ud(text: str) -> str:
+    return _UD.sub(r"\1", text)
+
+
+def is_model_file(path: str) -> bool:
+    base = _base(path)
+    return base.lower().endswith(".gguf") and not any(word in base for word in _NOT_A_MODEL)
+
+
+def quant_of(path: str) -> str | None:
+    """The quant named in a file name ("Q8_0", "IQ3_XXS", "BF16"), UD- dropped; None when none is."""
+    hits = _QUANT.findall(_base(variant_name(path)))
+    return hits[-1].upper() if hits else None
+
+
+def _matches(pattern: str, name: str) -> bool:
+    pat, low = pattern.lower(), name.lower()
+    return fnmatch.fnmatch(low, pat) or fnmatch.fnmatch(_base(low), pat)
+
+
+class FileChoice(BaseModel):
+    """The file(s) taken for one quant or draft, and why (shown to the user)."""
+
+    files: list[str]  # split parts in order; llama.cpp opens the first
+    variant: str  # the name all parts share
+    size_bytes: int | None  # sum of the parts' listed sizes; None when one is not listed
+    reason: str
+    alternatives: list[str] = Field(default_factory=list)  # other variants that matched
+
+
+def _variants(paths: list[str], sizes: dict[str, int | None]) -> dict[str, tuple[list[str], int | None]]:
+    groups: dict[str, list[str]] = {}
+    for p in sorted(paths):
+        groups.setdefault(variant_name(p), []).append(p)
+    out = {}
+    for v, parts in groups.items():
+        listed = [sizes.get(p) for p in parts]
+        out[v] = (parts, None if None in listed else sum(x for x in listed if x is not None))
+    return out
+
+
+def _by_size(item: tuple[str, tuple[list[str], int | None]]) -> tuple[float, str]:
+    size = item[1][1]
+    return (float("inf") if size is None else float(size), item[0])
+
+
+def choose_quant_file(pattern: str, sizes: dict[str, int | None]) -> FileChoice | None:
+    """The model file(s) a catalog quant pattern means in a repo listing (path -> listed bytes).
+
+    The pattern matches plain and UD- names alike (unsloth names some quants UD-*, others not, and
+    changes it between repos). Several matches: the exact name first, then the smallest UD- variant
+    (size unknown: by name); the choice and the others are reported. MTP drafts, projectors and
+    imatrix files never count as the model. None when nothing matches.
+    """
+    models = [p for p in sizes if is_model_file(p)]
+    exact = [p for p in models if _matches(pattern, variant_name(p)) or _matches(pattern, p)]
+    loose = [p for p in models if p not in exact and _matches(_no_ud(pattern), _no_ud(variant_name(p)))]
+    exact_v, loose_v = _variants(exact, sizes), _variants(loose, sizes)
+    if exact_v:
+        ranked = sorted(exact_v.items(), key=lambda kv: (is_ud(kv[0]),) + _by_size(kv))
+        how = "the exact name"
+    elif loose_v:
+        ranked = sorted(loose_v.items(), key=lambda kv: (not is_ud(kv[0]),) + _by_size(kv))
+        how = "the smallest UD- variant" if is_ud(ranked[0][0]) else "the plain name"
+    else:
+        return None
+    variant, (parts, size) = ranked[0]
+    others = [v for v, _ in ranked[1:]] + [v for v in loose_v if exact_v]
+    reason = f"{_base(variant)}: {how} for {pattern}"
+    if others:
+        reason += f" (also matched: {', '.join(_base(o) for o in others)})"
+    return FileChoice(files=parts, variant=variant, size_bytes=size, reason=reason, alternatives=others)
+
+
+def choose_sidecar(pattern: str, sizes: dict[str, int | None], want: str | None = None) -> FileChoice | None:
+    """The MTP draft file among those matching `pattern`: the asked quant, else Q8_0, else the smallest.
+
+    Repos ship the gemma4-assistant draft in several precisions (BF16, F16, Q8_0); the first sorted
+    match would be BF16, the largest and slowest draft. Q8_0 keeps acceptance close to BF16 at half
+    the bytes read per drafted token. None when nothing matches; ValueError when the asked quant
+    is not there (the message lists what is).
+    """
+    hits = [p for p in sizes if p.lower().endswith(".gguf") and _matches(pattern, p)]
+    variants = _variants(hits, sizes)
+    if not variants:
+        return None
+    target = (want or DEFAULT_DRAFT_QUANT).upper()
+    same = {v: ps for v, ps in variants.items() if quant_of(v) == target}
+    if same:
+        variant, (parts, size) = sorted(same.items(), key=lambda kv: (is_ud(kv[0]),) + _by_size(kv))[0]
+        how = f"{target} draft, as asked" if want else f"{target} draft (the default: {target} unless asked)"
+    elif want:
+        have = sorted({quant_of(v) or _base(v) for v in variants})
+        raise ValueError(f"no {target} MTP draft matching {pattern}; there are: {', '.join(have)}")
+    else:
+        variant, (parts, size) = sorted(variants.items(), key=_by_size)[0]
+        how = f"no {target} draft here, took the smallest"
+    others = [v for v in sorted(variants) if v != variant]
+    reason = f"{_base(variant)}: {how}"
+    if others:
+        reason += f" (also there: {', '.join(_base(o) for o in others)})"
+    return FileChoice(files=parts, variant=variant, size_bytes=size, reason=reason, alternatives=others)
+
+
 def _layer_kinds(meta: ArchMeta, n_trunk: int) -> tuple[list[bool], list[bool]]:
     """(is_recurrent, is_swa) per trunk layer, from the hybrid interval or the SWA period."""
     recurrent = [False] * n_trunk
@@ -182,16 +339,18 @@ def _layer_kinds(meta: ArchMeta, n_trunk: int) -> tuple[list[bool], list[bool]]:
     return recurrent, swa
 
 
-def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None) -> ModelInfo:
+def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
+                            listed_size: int | None = None) -> ModelInfo:
     """A ModelInfo from catalog numbers alone (no file): what `plan ALIAS` uses before a download.
 
+    `listed_size` is the file's size in the repo's hub listing; it replaces the catalog's figure.
     Per-layer weight bytes are not published; they are the file size spread evenly over the blocks
     after the token embedding and output head (each vocab x n_embd at the quant's nominal width).
     """
     meta = entry.arch
     quant = entry.quant(quant_name) or entry.quant(None)
     assert quant is not None
-    size, _estimated = entry.estimated_size_bytes(quant)
+    size = listed_size if listed_size is not None else entry.estimated_size_bytes(quant)[0]
     n_trunk = None if meta.block_count is None else meta.block_count - meta.nextn_layers
     info = ModelInfo(
         arch=meta.arch, name=entry.name, quant=quant.name, file_size_bytes=size,

@@ -183,3 +183,34 @@ def tensor_infos(header: GGUFHeader) -> list[TensorInfo]:
         if name is not None and size is not None:
             out.append(TensorInfo(name=t.name, shape=list(t.dims), type=name, n_bytes=size))
     return out
+
+
+def read_kv_prefix(data: bytes) -> tuple[dict[str, Any], bool]:
+    """The key/values wholly inside the first bytes of a GGUF, and whether all of them were.
+
+    For a remote file read by HTTP range: `{arch}.nextn_predict_layers` usually sits before the long
+    tokenizer arrays, so a first small read answers; (kv, False) says to read more when it does not.
+    Raises GGUFHeaderError when the bytes are not GGUF.
+    """
+    try:
+        return parse_gguf_header(data).kv, True
+    except GGUFTruncated:
+        pass
+    if len(data) < 24:
+        return {}, False
+    version = struct.unpack("<I", data[4:8])[0]
+    endian = ">" if version & 0xFFFF == 0 and version else "<"
+    cur = _Cursor(data, endian)
+    cur.pos = 8
+    cur.scalar("Q")  # tensor count
+    n_kv = cur.scalar("Q")
+    kv: dict[str, Any] = {}
+    try:
+        for _ in range(n_kv):
+            key = cur.string()
+            value = cur.value(cur.scalar("I"))
+            if value is not _SKIPPED:
+                kv[key] = value
+    except GGUFTruncated:
+        return kv, False
+    return kv, True  # every key/value read; only the tensor table ran past the bytes

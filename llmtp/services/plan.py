@@ -218,8 +218,9 @@ def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: P
         if resolved.sidecar_path is not None:
             request = request.model_copy(update={"sidecar": str(resolved.sidecar_path),
                                                  "sidecar_bytes": resolved.sidecar_path.stat().st_size})
-        else:
-            request = request.model_copy(update={"sidecar": resolved.entry.sidecar})
+        else:  # not downloaded: the draft the hub lists (its size), else the catalog's pattern
+            request = request.model_copy(update={"sidecar": resolved.sidecar_listed or resolved.entry.sidecar,
+                                                 "sidecar_bytes": resolved.sidecar_listed_bytes})
     key = calibration_key(resolved, resolved.ref)
     factors, n = factors_for(settings, key)
     if factors and not request.corrections:
