@@ -299,3 +299,23 @@ def test_plan_uses_the_acceptance_tune_measured_for_the_file(tiny_models):
     # an explicit request wins over the store
     asked = plan_model(str(path), settings, PlanRequest(acceptance=0.2), hw).plan
     assert asked.mtp_acceptance == 0.2
+
+
+def test_cpu_build_applies_the_same_rule_in_ram():
+    # before issue 13 a CPU build took the largest quant that fits in RAM: BF16 with 64 GiB
+    hw = PlanHardware(ram_bytes=64 * GiB, ram_bandwidth_gbps=80, backend="cpu")
+    plan = make_plan(_qwen27_quants(), hw, PlanRequest(ctx=16384))
+    assert plan.quant == "Q5_K_M" and plan.n_gpu_layers is None and plan.fits
+    chosen = next(c for c in plan.candidates if c.chosen)
+    assert chosen.runs == "CPU" and chosen.relative >= SPEED_FRACTION and chosen.plain_tok_s == plan.decode_tok_s
+    assert plan.bottleneck == "system RAM bandwidth"
+
+
+def test_asking_for_q4_k_m_on_16_gib_gets_the_split_plan_and_its_speed():
+    plan = make_plan(_qwen27_quants(), _card(16, 288), PlanRequest(ctx=16384, quant="Q4_K_M"))
+    assert plan.quant == "Q4_K_M" and plan.fits and plan.n_gpu_layers == plan.n_layers  # the output head on the CPU
+    assert next(d for d in plan.decisions if d.what == "-ngl").reason == \
+        "all 64 layers fit in VRAM; the output head stays on the CPU"
+    iq3 = next(c for c in plan.candidates if c.quant == "IQ3_XXS" and c.cache == "f16")
+    assert iq3.lost == "not the quant asked for (--quant Q4_K_M)"
+    assert plan.decode_tok_s_mtp < iq3.mtp_tok_s / 2
