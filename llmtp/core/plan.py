@@ -453,9 +453,10 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
         return forced is c or (forced is None and not _above_default(c))
 
     eligible = [(c, t, r) for c, t, r in picks if r.fits and allowed(c)]
-    every = [(c, t, r) for c, t, r, _ in rows if r.fits and allowed(c)]  # any KV type may set the pace
-    full = [p for p in every if p[2].full]
-    ref = max(full or every, key=lambda p: p[2].relative or 0.0) if eligible else None
+    # what sets the pace: any KV type of any quant the rule may take (an asked-for quant too)
+    pace = [(c, t, r) for c, t, r, _ in rows if r.fits and (c is forced or not _above_default(c))]
+    full = [p for p in pace if p[2].full]
+    ref = max(full or pace, key=lambda p: p[2].relative or 0.0) if eligible else None
     fastest = ref[2].relative if ref and ref[2].relative else None
     for _, _, r, _ in rows:
         r.relative = round(r.relative / fastest, 3) if fastest and r.relative is not None else None
@@ -467,14 +468,15 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
         c, t, r = next(p for p in picks if p[0] is forced)
         reason = f"asked for with --quant {forced.quant}"
     else:
+        fastest_pick = max(eligible, key=lambda p: p[2].relative or 0.0)
         if full:
             ok = [p for p in eligible if (p[2].relative or 0.0) >= SPEED_FRACTION - 1e-9]
-            c, t, r = max(ok, key=lambda p: _quality_key(p[0]))
+            c, t, r = max(ok or [fastest_pick], key=lambda p: _quality_key(p[0]))
         else:  # every candidate is split with the CPU: each layer there costs a lot, take the fastest
-            c, t, r = max(eligible, key=lambda p: p[2].relative or 0.0)
+            c, t, r = fastest_pick
         if not full:
             reason = f"no quant fits fully {where}: the fastest split"
-        elif (r.relative or 0.0) >= max((p[2].relative or 0.0) for p in eligible) - 1e-9:
+        elif r is fastest_pick[2]:
             reason = (f"fastest that fits fully {where}; every higher quant is predicted under "
                       f"{SPEED_FRACTION:.0%} of its speed")
         else:
