@@ -12,17 +12,26 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          quant: str = typer.Option(None, "--quant", "-q", help="Plan for this quant instead of choosing."),
          vram: str = typer.Option(None, "--vram", help="Plan for this much GPU memory, e.g. 12GiB."),
          gpu: str = typer.Option(None, "--gpu", help="Plan for a known card, e.g. 'RTX 4090' (see data/gpus.toml)."),
+         ram_bw: float = typer.Option(None, "--ram-bw", min=1.0, max=10000.0,
+                                      help="System RAM bandwidth in GB/s, for layers left on the CPU."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-         check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both.")) -> None:
+         check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
+         compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
+                                      "tok/s plain and with MTP, memory, and why it lost.")) -> None:
     """Predict memory per device and choose the launch settings, with a reason for each."""
     from llmtp.cli._out import console, emit_json, human_bytes
-    from llmtp.core.plan import PlanRequest
+    from llmtp.core.plan import PlanRequest, quant_rule
     from llmtp.services.plan import hardware_from_flags, plan_model
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     request = PlanRequest(ctx=ctx, parallel=parallel, no_mtp=no_mtp, quant=quant)
-    result = plan_model(ref, settings, request, hardware_from_flags(vram, gpu))
+    hardware = hardware_from_flags(vram, gpu)
+    if ram_bw is not None:
+        from llmtp.services.plan import detected_hardware
+
+        hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
+    result = plan_model(ref, settings, request, hardware)
     fit = None
     if check:
         from llmtp.services.plan import check_with_fit_params
@@ -30,11 +39,14 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         fit = check_with_fit_params(result, settings)
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
-                   "sizes_from": _sizes_from(result), "hardware": result.hardware, "plan": result.plan,
-                   "fit_params": fit})
+                   "sizes_from": _sizes_from(result), "hardware": result.hardware, "rule": quant_rule(),
+                   "plan": result.plan, "fit_params": fit})
         return
     p = result.plan
     c = console()
+    if compare:
+        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result))
+        return
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
     c.print(f"{p.model} {p.quant or ''} - planned from {where}")
     if _sizes_from(result):
@@ -48,13 +60,46 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
                 f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
                 f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}")
     if p.decode_tok_s is not None:
-        c.print(f"decode: <= {p.decode_tok_s} tok/s roofline ({human_bytes(p.bytes_per_token)} read per token); bottleneck: {p.bottleneck}")
+        mtp = (f", <= {p.decode_tok_s_mtp} with MTP at acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source})"
+               if p.decode_tok_s_mtp is not None and p.mtp_acceptance is not None else "")
+        c.print(f"decode: <= {p.decode_tok_s} tok/s roofline{mtp} ({human_bytes(p.bytes_per_token)} read per token); "
+                f"bottleneck: {p.bottleneck}")
     elif p.bottleneck:
         c.print(f"bottleneck: {p.bottleneck}")
     for w in p.warnings:
         c.print(f"[yellow]warning:[/] {w}")
     if fit is not None:
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
+
+
+def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
+    from llmtp.core.plan import quant_rule
+
+    rule = quant_rule()
+    where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
+             else f"the CPU ({human_bytes(hw.ram_bytes)} RAM)")
+    c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
+    if sizes_from:
+        c.print(f"  sizes from {sizes_from}", markup=False)
+    head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
+    c.print(head, markup=False)
+    assumed: list[str] = []
+    for k in p.candidates:
+        tok = lambda v: "?" if v is None else f"{v:.1f}"  # noqa: E731
+        rel = "?" if k.relative is None else f"{k.relative:.0%}"
+        gpu = "-" if k.gpu_bytes is None else human_bytes(k.gpu_bytes)
+        why = "CHOSEN" if k.chosen else (k.lost or "")
+        c.print(f"{'*' if k.chosen else ' '} {k.quant or '?':<9}{k.cache:<6}{k.ctx:>7}  {k.runs:<27}{tok(k.plain_tok_s):>7}"
+                f"{tok(k.mtp_tok_s):>7}{rel:>6}  {gpu:>10}{human_bytes(k.cpu_bytes):>10}  {why}", markup=False)
+        assumed += [a for a in k.assumed if a not in assumed]
+    c.print("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
+            "relative to the fastest fully placed candidate (of all candidates when none is)", markup=False)
+    if p.mtp.enabled and p.mtp_acceptance is not None:
+        c.print(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
+                "`llmtp tune` measures it)", markup=False)
+    for a in assumed:
+        fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
+        c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
 
 
 def _sizes_from(result) -> str | None:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llmtp.core import memory as mem
+from llmtp.core import speed as spd
+from llmtp.core.catalog import NOMINAL_BPW
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
 
@@ -22,7 +24,13 @@ Backend = Literal["cuda", "rocm", "metal", "vulkan", "cpu"]
 DEFAULT_CTX = 32768  # what a chat/coding session wants when the user names no context
 MIN_CTX = 4096  # below this a plan is not useful; shrinking stops here
 QUANT_MIN_CTX = 8192  # a quant "fits" when it runs fully on the GPU at this context or more
-PARTIAL_MIN_FRACTION = 0.75  # partial offload worth choosing over a smaller quant
+# The quant rule (docs/planning.md "Choosing the quant"): quality grows with bits per weight,
+# IQ3_XXS < IQ4_XS < Q4_K_M < Q5_K_M < Q6_K < Q8_0 < BF16 (for one model: with the file size).
+QUALITY_LADDER = ("IQ3_XXS", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "BF16")
+TOP_DEFAULT_BPW = NOMINAL_BPW["Q8_0"]  # nothing above Q8_0 unless asked: BF16 halves the speed for no visible gain
+# A bigger quant is chosen only while its predicted delivered speed stays at or above this share of
+# the fastest candidate that fits fully on the GPU (or in RAM on a CPU build).
+SPEED_FRACTION = 0.5
 MARGIN_BYTES = 512 * MiB  # driver, desktop and fragmentation slack per GPU
 KV_LADDER = ("f16", "q8_0", "q4_0")
 
@@ -49,6 +57,7 @@ class PlanRequest(BaseModel):
     cache_type: str | None = None  # force -ctk/-ctv
     n_ubatch: int = 512
     mtp_n_max: int = 3  # upstream default of --spec-draft-n-max
+    acceptance: float | None = Field(None, ge=0.0, le=1.0)  # measured MTP draft acceptance; None = default
     sidecar: str | None = None  # Gemma 4 mtp-*.gguf (path, or the catalog's file name before a pull)
     sidecar_bytes: int | None = None  # its size; None = unknown
     # actual/predicted per kind ("model", "context", "compute") measured on earlier launches of this
@@ -77,6 +86,27 @@ class Decision(BaseModel):
     reason: str
 
 
+class Candidate(BaseModel):
+    """One quant x KV type x context x placement the planner weighed, with its predicted speed."""
+    quant: str | None
+    file_size_bytes: int | None = None
+    runs: str  # "GPU", "GPU 55/64 layers + CPU", "GPU + CPU experts (12 layers)", "CPU", "does not fit"
+    full: bool  # everything on the GPU (CPU build: everything in RAM)
+    fits: bool
+    n_gpu_layers: int | None = None
+    n_cpu_moe: int | None = None
+    ctx: int
+    cache: str
+    gpu_bytes: int | None = None  # planned memory on the GPU
+    cpu_bytes: int = 0  # planned memory in system RAM
+    plain_tok_s: float | None = None  # roofline; None when a bandwidth is unknown
+    mtp_tok_s: float | None = None
+    relative: float | None = None  # delivered speed / the fastest fully fitting candidate's
+    assumed: list[str] = Field(default_factory=list)
+    chosen: bool = False
+    lost: str | None = None  # why it was not chosen
+
+
 class Plan(BaseModel):
     model: str
     arch: str
@@ -93,7 +123,11 @@ class Plan(BaseModel):
     mtp: MtpSettings = Field(default_factory=MtpSettings)
     memory: list[MemoryBreakdown] = Field(default_factory=list)
     bytes_per_token: int | None = None
-    decode_tok_s: float | None = None  # roofline upper bound
+    decode_tok_s: float | None = None  # roofline upper bound, plain decoding
+    decode_tok_s_mtp: float | None = None  # the same with MTP at the assumed acceptance
+    mtp_acceptance: float | None = None  # what decode_tok_s_mtp assumes
+    mtp_acceptance_source: str | None = None  # "measured" or "default"
+    candidates: list[Candidate] = Field(default_factory=list)
     bottleneck: str | None = None
     decisions: list[Decision] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -202,13 +236,6 @@ def _fit_partial(info, hw, req, *, ctx, cache, mtp, fa) -> _Trial:
     return _trial(info, hw, req, ngl=0, n_cpu_moe=0, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
 
 
-def _gpu_fraction(t: _Trial, info: ModelInfo) -> float:
-    n = max(1, mem.trunk_layers(info))
-    if t.n_cpu_moe:
-        return 1 - t.n_cpu_moe / n * 0.9  # experts are most of a MoE layer
-    return min(t.ngl, n) / n
-
-
 def _mtp_state(info: ModelInfo, req: PlanRequest) -> tuple[bool, str]:
     if req.no_mtp:
         return False, "--no-mtp given"
@@ -231,10 +258,12 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
         raise ValueError("make_plan needs at least one ModelInfo")
     decisions: list[Decision] = []
     warnings: list[str] = []
+    all_candidates = candidates
+    forced = None
     if request.quant:
-        forced = [c for c in candidates if (c.quant or "").upper() == request.quant.upper()]
-        if forced:
-            candidates = forced
+        matching = [c for c in candidates if (c.quant or "").upper() == request.quant.upper()]
+        if matching:
+            forced, candidates = matching[0], matching
     on_gpu = _budget(hardware) is not None
     fa = on_gpu or True  # CPU builds take flash attention too (-fa auto picks it on b11434)
     base = candidates[0]
@@ -244,52 +273,16 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     caches = [request.cache_type] if request.cache_type else list(KV_LADDER)
     quant_floor = request.ctx or min(QUANT_MIN_CTX, ctx_target)
 
-    chosen: ModelInfo | None = None
-    trial: _Trial | None = None
-    quant_reason = ""
-    if not on_gpu:
-        chosen = candidates[0] if len(candidates) == 1 else None
-        for c in candidates:
-            mtp, _ = _mtp_state(c, request)
-            t = _fit_full(c, hardware, request, ctx_start=ctx_target, ctx_floor=ctx_floor, caches=caches, mtp=mtp, fa=fa)
-            if t is not None:
-                chosen, trial = c, t
-                quant_reason = "largest quant that fits in system RAM"
-                break
-    else:
-        for c in candidates:
-            mtp, _ = _mtp_state(c, request)
-            t = _fit_full(c, hardware, request, ctx_start=ctx_target, ctx_floor=quant_floor, caches=caches, mtp=mtp, fa=fa)
-            if t is not None:
-                chosen, trial = c, t
-                quant_reason = (f"largest quant that fits fully in {mem_h(_budget(hardware))} of VRAM "
-                                f"at {t.ctx} context or more")
-                break
-        if trial is None:
-            for c in candidates:
-                mtp, _ = _mtp_state(c, request)
-                t = _fit_partial(c, hardware, request, ctx=quant_floor, cache=caches[-1] if not request.cache_type else caches[0], mtp=mtp, fa=fa)
-                if t.fits and _gpu_fraction(t, c) >= PARTIAL_MIN_FRACTION:
-                    chosen, trial = c, t
-                    quant_reason = (f"no quant fits fully; largest that keeps {_gpu_fraction(t, c):.0%} of the "
-                                    f"model on the GPU")
-                    break
-            if trial is None:
-                c = candidates[-1]
-                mtp, _ = _mtp_state(c, request)
-                chosen = c
-                trial = _fit_partial(c, hardware, request, ctx=quant_floor, cache=caches[-1], mtp=mtp, fa=fa)
-                quant_reason = "smallest quant: nothing fits better"
-    if chosen is None:
-        chosen = candidates[-1]
-        mtp, _ = _mtp_state(chosen, request)
-        trial = _trial(chosen, hardware, request, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=caches[-1], mtp=mtp, fa=fa)
-        quant_reason = "smallest quant; it does not fit in RAM either"
+    if forced is None and len(all_candidates) == 1:
+        forced = all_candidates[0]  # one file named: its KV types and placements are still compared
+    chosen, trial, quant_reason, candidates_out = _choose_quant(
+        all_candidates, hardware, request, forced=forced, ctx_target=ctx_target,
+        ctx_floor=ctx_floor if not on_gpu else quant_floor, caches=caches, fa=fa)
     assert trial is not None
     mtp_on, mtp_reason = _mtp_state(chosen, request)
     n = mem.trunk_layers(chosen)
 
-    if len(candidates) > 1 or request.quant:
+    if len(all_candidates) > 1 or request.quant:
         decisions.append(Decision(what="quant", value=chosen.quant or "?", reason=quant_reason))
     if on_gpu:
         if trial.ngl > n and not trial.n_cpu_moe:
@@ -298,6 +291,9 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
             decisions.append(Decision(what="-ngl", value="all", reason="attention and shared weights on the GPU"))
             decisions.append(Decision(what="--n-cpu-moe", value=str(trial.n_cpu_moe),
                                       reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM"))
+        elif trial.ngl == n:
+            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
+                                      reason=f"all {n} layers fit in VRAM; the output head stays on the CPU"))
         else:
             decisions.append(Decision(what="-ngl", value=str(trial.ngl),
                                       reason=f"{trial.ngl} of {n} layers fit in VRAM; the rest run on the CPU"))
@@ -338,56 +334,173 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     mtp = MtpSettings(enabled=mtp_on, n_max=request.mtp_n_max,
                       draft_model=request.sidecar if mtp_on else None)
     devices = [d for d in (trial.gpu, trial.cpu) if d is not None]
-    bpt, tok_s, bottleneck = _roofline(chosen, hardware, trial)
+    sp = _speed(chosen, hardware, request, trial, mtp_on)
     return Plan(model=chosen.name or chosen.path or "?", arch=chosen.arch, quant=chosen.quant, fits=trial.fits,
                 n_gpu_layers=(min(trial.ngl, n + 1) if on_gpu else None), n_layers=n, ctx=trial.ctx,
                 cache_type_k=trial.cache, cache_type_v=trial.cache, flash_attn="on",
                 n_cpu_moe=trial.n_cpu_moe or None, parallel=parallel, mtp=mtp, memory=devices,
-                bytes_per_token=bpt, decode_tok_s=tok_s, bottleneck=bottleneck, decisions=decisions,
-                warnings=warnings)
+                bytes_per_token=sp.bytes_per_token, decode_tok_s=sp.plain_tok_s, decode_tok_s_mtp=sp.mtp_tok_s,
+                mtp_acceptance=sp.acceptance, mtp_acceptance_source=sp.acceptance_source,
+                bottleneck=sp.bottleneck, candidates=candidates_out, decisions=decisions, warnings=warnings)
 
 
-def _active_fraction(info: ModelInfo) -> float:
-    if info.expert_count and info.expert_used_count:
-        return info.expert_used_count / info.expert_count
-    return 1.0
+def _speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool) -> spd.Speed:
+    on_gpu = t.gpu is not None
+    placement = spd.Placement(n_gpu_layers=t.ngl if on_gpu else 0, n_cpu_moe=t.n_cpu_moe, ctx=t.ctx, cache=t.cache,
+                              on_gpu=on_gpu, mtp=mtp, mtp_n_max=req.mtp_n_max, sidecar=bool(req.sidecar),
+                              sidecar_bytes=req.sidecar_bytes)
+    bw = spd.Bandwidths(gpu_gbps=hw.gpus[0].bandwidth_gbps if hw.gpus else None,
+                        ram_gbps=hw.ram_bandwidth_gbps, unified=hw.unified_memory)
+    return spd.predict(info, placement, bw, req.acceptance)
 
 
-def _roofline(info: ModelInfo, hw: PlanHardware, t: _Trial) -> tuple[int | None, float | None, str | None]:
-    """Decode is memory-bound: each token reads the active weights and the KV cache once."""
-    frac = _active_fraction(info)
-    experts = sum(info.layer_expert_bytes) if info.layer_expert_bytes else 0
+def quant_rule() -> dict:
+    """The quant rule as data, for `plan --json` and the compare table's header."""
+    return {"ladder": list(QUALITY_LADDER), "default_top": "Q8_0", "speed_fraction": SPEED_FRACTION,
+            "default_acceptance": spd.DEFAULT_ACCEPTANCE,
+            "text": (f"highest quality up to Q8_0 (more only with --quant) whose predicted speed is >= "
+                     f"{SPEED_FRACTION:.0%} of the fastest full fit's; with no full fit, the fastest")}
 
-    def active(device: MemoryBreakdown | None) -> int:
-        if device is None:
-            return 0
-        w = device.weights
-        if experts and frac < 1:
-            total_w = (t.gpu.weights if t.gpu else 0) + t.cpu.weights
-            share = experts * (w / total_w if total_w else 0)
-            w = int(w - share + share * frac)
-        return w + device.kv_cache + device.recurrent_state
 
-    gpu_bytes = active(t.gpu)
-    cpu_bytes = active(t.cpu) - (info.tensor_types or {}).get("token_embd", 0)  # one embedding row per token
-    cpu_bytes = max(0, cpu_bytes)
-    total = gpu_bytes + cpu_bytes
-    gpu_bw = hw.gpus[0].bandwidth_gbps if hw.gpus else None
-    seconds = 0.0
-    if gpu_bytes:
-        if gpu_bw is None:
-            return total, None, "GPU memory bandwidth (value unknown: no estimate)"
-        seconds += gpu_bytes / (gpu_bw * 1e9)
-    if cpu_bytes:
-        if hw.ram_bandwidth_gbps is None:
-            return total, None, "system RAM bandwidth (value unknown: no estimate)"
-        seconds += cpu_bytes / (hw.ram_bandwidth_gbps * 1e9)
-    if seconds <= 0:
-        return total, None, None
-    cpu_time = cpu_bytes / (hw.ram_bandwidth_gbps * 1e9) if cpu_bytes else 0.0
-    bottleneck = ("system RAM bandwidth (layers on the CPU)" if cpu_time > seconds / 2
-                  else "GPU memory bandwidth" if gpu_bytes else "system RAM bandwidth")
-    return total, round(1 / seconds, 1), bottleneck
+def quality_bpw(info: ModelInfo) -> float | None:
+    """Bits per weight: the quant's nominal width, else the file's size over its parameters."""
+    name = (info.quant or "").upper().removeprefix("UD-")
+    if name in NOMINAL_BPW:
+        return NOMINAL_BPW[name]
+    if info.file_size_bytes and info.param_count:
+        return info.file_size_bytes * 8 / info.param_count
+    return None
+
+
+def _above_default(info: ModelInfo) -> bool:
+    bpw = quality_bpw(info)
+    return bpw is not None and bpw > TOP_DEFAULT_BPW + 0.01
+
+
+def _quality_key(info: ModelInfo) -> tuple[float, int]:
+    # for one model a bigger file keeps more bits per weight: the file size breaks ties and orders
+    # quants whose width is unknown
+    return (quality_bpw(info) or 0.0, info.file_size_bytes or 0)
+
+
+def _runs(t: _Trial, info: ModelInfo) -> str:
+    n = mem.trunk_layers(info)
+    if t.gpu is None:
+        return "CPU" if t.fits else "does not fit in RAM"
+    if not t.fits:
+        return "does not fit"
+    if t.n_cpu_moe:
+        return f"GPU + CPU experts ({t.n_cpu_moe} layers)"
+    if t.ngl > n:
+        return "GPU"
+    if t.ngl == n:
+        return "GPU, output head on CPU"
+    return f"GPU {t.ngl}/{n} layers + CPU"
+
+
+def _is_full(t: _Trial, info: ModelInfo) -> bool:
+    return t.fits and (t.gpu is None or (t.ngl > mem.trunk_layers(info) and not t.n_cpu_moe))
+
+
+def _variants(c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: int, ctx_floor: int,
+              caches: list[str], fa: bool) -> tuple[list[_Trial], _Trial]:
+    """Every KV type of one quant at its largest fitting context (else split at the floor context),
+    and the one the memory rules take: the largest context fully placed, then the better KV type;
+    else the split with the lightest KV type."""
+    mtp, _ = _mtp_state(c, req)
+    on_gpu = _budget(hw) is not None
+    trials: list[_Trial] = []
+    rep: _Trial | None = None
+    for cache in caches:
+        t = _fit_full(c, hw, req, ctx_start=ctx_target, ctx_floor=ctx_floor, caches=[cache], mtp=mtp, fa=fa)
+        if t is None:
+            t = (_fit_partial(c, hw, req, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa) if on_gpu else
+                 _trial(c, hw, req, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa))
+        elif rep is None or t.ctx > rep.ctx:
+            rep = t
+        trials.append(t)
+    if rep is None:
+        rep = trials[-1]
+    return trials, rep
+
+
+def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest, *, forced: ModelInfo | None,
+                  ctx_target: int, ctx_floor: int, caches: list[str], fa: bool
+                  ) -> tuple[ModelInfo, _Trial, str, list[Candidate]]:
+    """The quant rule: among the quants that fit, up to Q8_0 unless one was asked for, the highest
+    quality whose predicted delivered speed is at least SPEED_FRACTION of the fastest fully placed
+    candidate's; when none is fully placed (all split with the CPU), the fastest."""
+    rows: list[tuple[ModelInfo, _Trial, Candidate, bool]] = []  # (quant, trial, row, is the quant's pick)
+    for c in quants:
+        mtp, _ = _mtp_state(c, req)
+        trials, rep = _variants(c, hw, req, ctx_target=ctx_target, ctx_floor=ctx_floor, caches=caches, fa=fa)
+        for t in trials:
+            sp = _speed(c, hw, req, t, mtp)
+            row = Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
+                            fits=t.fits, n_gpu_layers=(min(t.ngl, mem.trunk_layers(c) + 1) if t.gpu else None),
+                            n_cpu_moe=t.n_cpu_moe or None, ctx=t.ctx, cache=t.cache,
+                            gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
+                            plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed)
+            row.relative = sp.rank  # made relative below
+            rows.append((c, t, row, t is rep))
+            if t is not rep:
+                row.lost = (f"{c.quant} runs with {rep.cache} KV" + (f" at {rep.ctx}" if rep.ctx != t.ctx else "")
+                            + (": the largest context, then the better KV type" if _is_full(rep, c)
+                               else ": split, the lightest KV keeps most layers on the GPU"))
+    picks = [(c, t, r) for c, t, r, is_pick in rows if is_pick]
+
+    def allowed(c: ModelInfo) -> bool:
+        return forced is c or (forced is None and not _above_default(c))
+
+    eligible = [(c, t, r) for c, t, r in picks if r.fits and allowed(c)]
+    # what sets the pace: any KV type of any quant the rule may take (an asked-for quant too)
+    pace = [(c, t, r) for c, t, r, _ in rows if r.fits and (c is forced or not _above_default(c))]
+    full = [p for p in pace if p[2].full]
+    ref = max(full or pace, key=lambda p: p[2].relative or 0.0) if eligible else None
+    fastest = ref[2].relative if ref and ref[2].relative else None
+    for _, _, r, _ in rows:
+        r.relative = round(r.relative / fastest, 3) if fastest and r.relative is not None else None
+    where = "on the GPU" if _budget(hw) is not None else "in RAM"
+    if ref is None:  # nothing fits at all: the smallest, with the warning make_plan adds
+        c, t, r = min(picks, key=lambda p: _quality_key(p[0])) if forced is None else next(p for p in picks if p[0] is forced)
+        reason = "nothing fits, even split with the CPU; the smallest quant" if forced is None else f"--quant {forced.quant}"
+    elif forced is not None:
+        c, t, r = next(p for p in picks if p[0] is forced)
+        reason = f"asked for with --quant {forced.quant}"
+    else:
+        fastest_pick = max(eligible, key=lambda p: p[2].relative or 0.0)
+        if full:
+            ok = [p for p in eligible if (p[2].relative or 0.0) >= SPEED_FRACTION - 1e-9]
+            c, t, r = max(ok or [fastest_pick], key=lambda p: _quality_key(p[0]))
+        else:  # every candidate is split with the CPU: each layer there costs a lot, take the fastest
+            c, t, r = fastest_pick
+        if not full:
+            reason = f"no quant fits fully {where}: the fastest split"
+        elif r is fastest_pick[2]:
+            reason = (f"fastest that fits fully {where}; every higher quant is predicted under "
+                      f"{SPEED_FRACTION:.0%} of its speed")
+        else:
+            reason = (f"highest quality predicted at {SPEED_FRACTION:.0%} or more of the fastest fully placed "
+                      f"candidate's speed ({ref[0].quant}, {ref[2].cache} KV): {r.relative:.0%}")
+    r.chosen = True
+    for qc, qt, qr, is_pick in rows:
+        if qr.chosen or not is_pick:
+            continue
+        if not qr.fits:
+            qr.lost = "does not fit, even split with the CPU"
+        elif forced is not None:
+            qr.lost = f"not the quant asked for (--quant {forced.quant})"
+        elif _above_default(qc):
+            qr.lost = f"above Q8_0: chosen only when asked (--quant {qc.quant})"
+        elif not full:
+            qr.lost = f"slower than {c.quant} ({qr.relative:.0%} of the fastest)" if qr.relative is not None else "speed unknown"
+        elif _quality_key(qc) > _quality_key(c):
+            qr.lost = (f"predicted {qr.relative:.0%} of the fastest's speed, under {SPEED_FRACTION:.0%}"
+                       if qr.relative is not None else "speed unknown")
+        else:
+            qr.lost = f"lower quality than {c.quant}, which is fast enough"
+    ordered = sorted(rows, key=lambda x: _quality_key(x[0]))  # the ladder, lowest quality first
+    return c, t, reason, [row for _, _, row, _ in ordered]
 
 
 def mem_h(n: int | None) -> str:

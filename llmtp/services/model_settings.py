@@ -37,6 +37,7 @@ class ModelSettingsRecord(BaseModel):
     model_key: str
     mtp: MtpSettings
     reason: str | None = None  # why (e.g. "nothing beats plain decoding ...")
+    acceptance: float | None = None  # draft acceptance of the best MTP setting tune measured; None = not measured
     source: str = "tune"
     build_id: str | None = None
     updated: str | None = None
@@ -62,7 +63,8 @@ def load(settings, model_key: str) -> MtpSettings | None:
 
 
 def save(settings, model_key: str, mtp: MtpSettings, *, reason: str | None = None,
-         source: str = "tune", build_id: str | None = None) -> Path:
+         source: str = "tune", build_id: str | None = None, acceptance: float | None = None) -> Path:
     record = ModelSettingsRecord(model_key=model_key, mtp=mtp, reason=reason, source=source, build_id=build_id,
+                                 acceptance=acceptance,
                                  updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))

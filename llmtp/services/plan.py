@@ -190,7 +190,24 @@ def plan_model(ref: str, settings, request: PlanRequest, hardware: PlanHardware 
     from llmtp.services.models import resolve_model
 
     resolved = resolve_model(ref, settings, quant=request.quant)
+    if request.acceptance is None:
+        acceptance = measured_acceptance(settings, resolved)
+        if acceptance is not None:
+            request = request.model_copy(update={"acceptance": acceptance})
     return plan_resolved(resolved, settings, request, hardware or detected_hardware())
+
+
+def measured_acceptance(settings, resolved: ResolvedModel) -> float | None:
+    """The MTP draft acceptance `llmtp tune` measured on this file, if it ran; None otherwise (the
+    planner then assumes core.speed.DEFAULT_ACCEPTANCE and says so). Not on serve's path: it hashes
+    the file's ends."""
+    from llmtp.services import model_settings
+
+    path = Path(str(resolved.path)) if resolved.path is not None else None
+    if path is None or not path.is_file():
+        return None
+    record = model_settings.load_record(settings, model_settings.model_key(path))
+    return record.acceptance if record is not None else None
 
 
 def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: PlanHardware) -> PlanResult:

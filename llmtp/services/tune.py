@@ -94,6 +94,7 @@ def run_tune(settings, model_ref: str | None, method: Method | None = None, *,
     decision = tune(target, launcher, base_spec=base_spec_for(target, settings, threads=threads), method=method,
                     min_gain=min_gain, on_trial=on_trial)
     if save:
+        best = core.best_trial(decision.trials)  # the planner predicts MTP's gain from this acceptance
         model_settings.save(settings, target.model_key, decision.chosen, reason=decision.reason,
-                            build_id=target.build_id)
+                            build_id=target.build_id, acceptance=best.acceptance if best else None)
     return decision, target
