@@ -67,6 +67,14 @@ def terminate_group(pgid: int, grace: float = 5.0, *, reap=None) -> list[int]:
     return stragglers
 
 
+def stop_child_group(proc, grace: float = 5.0) -> None:  # noqa: ANN001 - a subprocess.Popen of ours
+    """Stop the group led by our child `proc` (started with start_new_session) and reap it. Not yet
+    reaped, its pid (= its group id) cannot have been reused; once reaped, the id stays reserved
+    only while someone is still in its group, so the group is signalled only then."""
+    if proc.poll() is None or group_pids(proc.pid):
+        terminate_group(proc.pid, grace, reap=proc.poll)
+
+
 def descendants(pid: int) -> list[int]:
     try:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]

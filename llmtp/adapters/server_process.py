@@ -133,10 +133,7 @@ class ServerProcess:
         if self._proc is None:
             return
         proc = self._proc
-        # Our child, not yet reaped: its pid (= its group id) cannot have been reused. Once reaped,
-        # the id stays reserved only while someone is still in its group.
-        if proc.poll() is None or proctree.group_pids(proc.pid):
-            proctree.terminate_group(proc.pid, grace, reap=proc.poll)
+        proctree.stop_child_group(proc, grace)
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL already sent to the group

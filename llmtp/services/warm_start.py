@@ -222,9 +222,9 @@ def discard() -> None:
 
 def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
     """SIGTERM to the process's group (a detached child stops its own llama-server), then reap."""
-    from llmtp.adapters.proctree import terminate_group
+    from llmtp.adapters.proctree import stop_child_group
 
-    terminate_group(proc.pid, grace=10, reap=proc.poll)
+    stop_child_group(proc, grace=10)
     try:
         proc.wait(timeout=5)
     except Exception:  # noqa: BLE001 - already reaped, or SIGKILLed by terminate_group
