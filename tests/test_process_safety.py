@@ -153,18 +153,18 @@ def test_group_signals_refuse_the_callers_group_init_and_everything():
 
 
 SUPERVISOR = textwrap.dedent("""
-    import os, signal, subprocess, sys, time
+    import json, os, signal, subprocess, sys, time
     from pathlib import Path
     from llmtp.adapters.spawn import spawn_logged
     from llmtp.services import state as st
 
-    state_dir, port, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    state_dir, port, mode, argv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
     claim = st.PortClaim(state_dir, port).acquire()
     log = st.log_path(state_dir, port)
     if mode == "pdeathsig":
-        server, _ = spawn_logged(["sleep", "1000"], log)
+        server, _ = spawn_logged(argv, log)
     else:  # what an llmtp without the parent-death signal left behind
-        server = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+        server = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     record = st.ServeState(llmtp_pid=os.getpid(), server_pid=server.pid, state="ready", host="127.0.0.1",
                            port=port, model="m.gguf", log_path=str(log))
     claim.write(record)
@@ -181,8 +181,12 @@ SUPERVISOR = textwrap.dedent("""
 """)
 
 
-def _supervisor(state_dir: Path, port: int, mode: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state_dir), str(port), mode],
+def _supervisor(state_dir: Path, port: int, mode: str,
+                argv: tuple[str, ...] = ("sleep", "1000")) -> tuple[subprocess.Popen, int]:
+    """A small stand-in for `llmtp serve --foreground`: claims the port, runs `argv` as its server
+    (`mode` "pdeathsig": spawned as llmtp spawns llama-server; "orphan": without the parent-death
+    signal), records both, stops both on SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state_dir), str(port), mode, json.dumps(argv)],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.strip().isdigit(), f"supervisor script failed: {proc.wait()}"
@@ -361,6 +365,30 @@ def test_sigkilled_detached_serve_leaves_no_llama_server(llama_bin_dir, tiny_mod
         assert not st.state_path(state_dir, port).exists() and not st.lock_path(state_dir, port).exists()
         assert _mode(state_dir) == 0o700 and _mode(st.log_path(state_dir, port)) == 0o600
         assert _mode(st.supervisor_log_path(state_dir, port)) == 0o600
+    finally:
+        if not _gone(server):
+            os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.llama
+def test_an_orphaned_llama_server_is_stopped_by_the_next_stop(llama_bin_dir, tiny_models, state_dir):
+    port = free_port()
+    argv = (str(llama_bin_dir / "llama-server"), "-m", str(tiny_models["plain"]), "--host", "127.0.0.1",
+            "--port", str(port), "-c", "512", "-np", "1", "-t", "1")
+    sup, server = _supervisor(state_dir, port, "orphan", argv)
+    try:
+        assert _wait(lambda: not port_free("127.0.0.1", port), 30), "llama-server never listened"
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait()
+        assert not _gone(server)  # orphaned, holding the port
+        stop = CliRunner().invoke(app, ["stop", "--port", str(port)])
+        assert stop.exit_code == 0, stop.output
+        assert stop.stdout.strip() == f"stopped port(s) {port}"
+        assert stop.stderr.strip() == (f"note: stopped llama-server (pid {server}) left running on port {port} "
+                                       f"by an llmtp that died (pid {sup.pid})")
+        assert _gone(server) and _wait(lambda: port_free("127.0.0.1", port), 5)
+        again = CliRunner().invoke(app, ["stop", "--port", str(port)])
+        assert again.stdout.strip() == "no server running" and again.stderr == ""
     finally:
         if not _gone(server):
             os.kill(server, signal.SIGKILL)
