@@ -392,3 +392,63 @@ def test_an_orphaned_llama_server_is_stopped_by_the_next_stop(llama_bin_dir, tin
     finally:
         if not _gone(server):
             os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.llama
+def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_dir, tiny_models, state_dir,
+                                                                    monkeypatch):
+    import threading
+
+    from llmtp.adapters import spawn
+    from llmtp.adapters.http import LlamaClient
+    from llmtp.core.capabilities import Capabilities
+    from llmtp.core.launch import LaunchSpec, MtpSettings
+    from llmtp.core.probe import parse_help
+    from llmtp.core.supervisor import State
+    from llmtp.services.serve import SupervisorConfig, serve_foreground, status_report
+
+    help_text = (Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text(encoding="utf-8")
+    flags, enums = parse_help(help_text)
+    caps = Capabilities(flags=flags, enums=enums)
+    monkeypatch.setattr(spawn, "LOG_MAX_BYTES", 16 * 1024)
+    monkeypatch.setattr(spawn, "LIVE_ROTATE_EVERY_S", 0.2)
+    port = free_port()
+    spec = LaunchSpec(model=str(tiny_models["agree"]), port=port, ctx_size=512, parallel=1, threads=1,
+                      mtp=MtpSettings(enabled=True), extra_args=["-lv", "4"])
+    sups = []
+    thread = threading.Thread(target=lambda: serve_foreground(
+        llama_bin_dir / "llama-server", caps, spec, state_dir=state_dir, config=SupervisorConfig(ready_timeout_s=60),
+        install_signals=False, on_event=lambda sup, msg: sups.append(sup)), daemon=True)
+    thread.start()
+    log = st.log_path(state_dir, port)
+    try:
+        assert _wait(lambda: sups and sups[-1].state is State.READY, 60)
+        with LlamaClient(f"http://127.0.0.1:{port}") as client:
+            for i in range(12):  # ~5.7 kB each at -lv 4: several times the 16 KiB bound
+                client.completion(f"a b c {i}", n_predict=16)
+                time.sleep(0.1)
+        time.sleep(0.5)
+        assert log.stat().st_size < 3 * 16 * 1024
+        assert (log.parent / (log.name + ".1")).stat().st_size > 16 * 1024
+        [entry] = status_report(state_dir)  # the last request is still read from the rotated log
+        assert entry["last_request"]["tokens"] == 16
+        assert sups[-1].restarts == 0 and sups[-1].proc.alive()
+    finally:
+        if sups:
+            sups[-1].request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_log_reader_notices_both_kinds_of_rotation(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("a\n" * 100)
+    with open(log, encoding="utf-8") as f:
+        f.read()
+        assert not st.log_moved(log, f)
+        assert rotate_live(log, 10, keep=2)
+        assert st.log_moved(log, f)  # truncated under the reader
+    with open(log, encoding="utf-8") as f:
+        log.replace(tmp_path / "server.log.1")
+        log.write_text("new\n")
+        assert st.log_moved(log, f)  # renamed away

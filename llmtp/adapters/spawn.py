@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 LOG_MAX_BYTES, LOG_KEEP = 20 * 2**20, 3  # llama-server's log: rotated beyond 20 MiB, at a start and live
+# -lv 4 (see services.serve._calibration_args) writes ~5.7 kB per request: 20 MiB is ~3,600 requests,
+# so a check every 5 s keeps the log near its bound even under heavy load
+LIVE_ROTATE_EVERY_S = 5.0
 
 
 def private_dir(path: Path) -> Path:
@@ -72,10 +75,14 @@ def rotate_live(path: Path, max_bytes: int, keep: int) -> bool:
 class LiveRotation:
     """A daemon thread that keeps one log bounded while its writer runs: checked every `every_s`."""
 
-    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP, every_s: float = 5.0):
+    def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None,
+                 every_s: float | None = None):
         import threading
 
-        self.path, self.max_bytes, self.keep, self.every_s = Path(path), max_bytes, keep, every_s
+        self.path = Path(path)
+        self.max_bytes = LOG_MAX_BYTES if max_bytes is None else max_bytes
+        self.keep = LOG_KEEP if keep is None else keep
+        self.every_s = LIVE_ROTATE_EVERY_S if every_s is None else every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rotate {self.path.name}", daemon=True)
 

@@ -146,15 +146,21 @@ def logs(
     path = st.log_path(settings.state_dir, port or settings.port)
     if not path.is_file():
         raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    f = open(path, encoding="utf-8", errors="replace")
+    try:
         for line in f.readlines()[-lines:]:
             typer.echo(line, nl=False)
         while follow:
             line = f.readline()
             if line:
                 typer.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+                continue
+            time.sleep(0.2)
+            if st.log_moved(path, f):  # rotated: truncated live, or renamed at a restart
+                f.close()
+                f = open(path, encoding="utf-8", errors="replace")
+    finally:
+        f.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -232,7 +232,10 @@ _VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", 
 
 def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
     """`-lv 4`: llama-server prints its buffer sizes (the calibration ground truth) only at
-    verbosity 4 ("trace", b11434; ~26 lines per request). Never overrides the user's choice."""
+    verbosity 4: they are libllama INFO lines, which common/log.cpp maps to TRACE (4), above the
+    default threshold 3 (b11434). Measured on the test bed: ~5.7 kB (51 lines) per request at -lv 4
+    against ~0.9 kB (8 lines) at -lv 3; either grows without end, so the supervisor rotates the log
+    live (adapters.spawn.LiveRotation). Never overrides the user's choice."""
     flag = caps.first_of("-lv", "--verbosity", "--log-verbosity")
     if flag is None or any(a in _VERBOSITY_FLAGS for a in extra):
         return []

@@ -70,6 +70,16 @@ def log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"server-{port}.log"
 
 
+def log_moved(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
+    """Whether a reader of `path` through `f` must reopen it: the log was truncated under it (live
+    rotation) or renamed away (rotation at a restart)."""
+    try:
+        now, mine = os.stat(path), os.fstat(f.fileno())
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
+
+
 def supervisor_log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"llmtp-serve-{port}.log"
 
