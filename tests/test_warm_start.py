@@ -206,6 +206,26 @@ def test_sigterm_before_the_cli_loads_stops_the_warm_server(tmp_path, env):
     assert Flock(rec["lock_path"]).acquire()
 
 
+def test_a_sigkilled_entry_point_takes_its_warm_server_along(tmp_path, env):
+    """The warm server is spawned by the entry point, which then becomes the supervisor: the
+    parent-death signal set at that spawn still covers it (no handler runs on SIGKILL)."""
+    _record(tmp_path, env, SERVE)
+    code = ("import sys, time; from llmtp.services import warm_start as w; "
+            f"x = w.maybe_start({SERVE!r}, {env!r}); print(x.proc.pid, flush=True); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and psutil.pid_exists(server_pid) \
+            and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    alive = psutil.pid_exists(server_pid) and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+    if alive:
+        os.kill(server_pid, 9)
+    assert not alive, "the warm server outlived its SIGKILLed parent"
+
+
 # --- against the real llama-server ------------------------------------------------------------------
 
 def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 60) -> subprocess.Popen:

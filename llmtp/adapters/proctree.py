@@ -1,4 +1,5 @@
-"""Process groups and trees through psutil: who is in a group, stop it for good, who holds a port."""
+"""Process groups and trees through psutil: who is in a group, stop it for good, who holds a port,
+and whether a recorded pid is still the very process that was recorded (pids are reused)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to the group; False when the group is already gone."""
+    """Send `sig` to the group; False when the group is already gone. Callers prove the group's
+    leader is theirs first (a Popen child not yet reaped, or `matches` on a record)."""
+    if pgid <= 1:  # killpg(0) is our own group, killpg(1) init's; -1 would be everything
+        raise ValueError(f"refusing to signal process group {pgid}")
     try:
         os.killpg(pgid, sig)
         return True
@@ -48,6 +52,8 @@ def terminate_group(pgid: int, grace: float = 5.0, *, reap=None) -> list[int]:
             return []
         time.sleep(0.05)
     stragglers = group_pids(pgid)
+    if not stragglers:  # emptied at the last moment: its id may be free for reuse already
+        return []
     signal_group(pgid, signal.SIGKILL)
     procs = []
     for pid in stragglers:
@@ -61,6 +67,14 @@ def terminate_group(pgid: int, grace: float = 5.0, *, reap=None) -> list[int]:
     return stragglers
 
 
+def stop_child_group(proc, grace: float = 5.0) -> None:  # noqa: ANN001 - a subprocess.Popen of ours
+    """Stop the group led by our child `proc` (started with start_new_session) and reap it. Not yet
+    reaped, its pid (= its group id) cannot have been reused; once reaped, the id stays reserved
+    only while someone is still in its group, so the group is signalled only then."""
+    if proc.poll() is None or group_pids(proc.pid):
+        terminate_group(proc.pid, grace, reap=proc.poll)
+
+
 def descendants(pid: int) -> list[int]:
     try:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
@@ -69,10 +83,87 @@ def descendants(pid: int) -> list[int]:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # psutil.Process(0) is the kernel's idle task on Linux: never "ours"
+        return False
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# psutil derives create_time from the boot time, which Linux recomputes from the wall clock and which
+# can move by a second after a clock step: a pid reused within the same second with the very same
+# command line is not a case that exists in practice.
+_CREATE_TIME_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What proves a pid is still the process seen earlier: its start time and its command line."""
+
+    pid: int
+    create_time: float
+    cmdline: tuple[str, ...]
+
+
+def identity(pid: int, *, child_of: int | None = None) -> Identity | None:
+    """The identity of live process `pid`; None when it is gone, a zombie, unreadable, or (with
+    `child_of`) not a child of that pid: how a caller proves the pid it records is its own child."""
+    if pid <= 1:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if child_of is not None and proc.ppid() != child_of:
+                return None
+            return Identity(pid, proc.create_time(), tuple(proc.cmdline()))
+    except psutil.Error:
+        return None
+
+
+def matches(recorded: Identity) -> psutil.Process | None:
+    """The live process when `recorded` still describes it (pid > 1, same start time, same command
+    line), else None: a stale record whose pid is gone or now belongs to someone else."""
+    now = identity(recorded.pid)
+    if now is None or now.cmdline != tuple(recorded.cmdline):
+        return None
+    if abs(now.create_time - recorded.create_time) > _CREATE_TIME_SLACK_S:
+        return None
+    try:
+        return psutil.Process(recorded.pid)
+    except psutil.Error:
+        return None
+
+
+def terminate_proven(recorded: Identity, grace: float = 5.0, *, group: bool = False) -> bool:
+    """Stop the process `recorded` describes, only once proven to be it: SIGTERM, bounded wait,
+    SIGKILL. `group`: the whole group it leads (only when it does lead one). False: not ours, nothing
+    was signalled."""
+    proc = matches(recorded)
+    if proc is None:
+        return False
+    if group:
+        try:
+            leads = os.getpgid(recorded.pid) == recorded.pid
+        except ProcessLookupError:
+            return True  # gone between the proof and now: nothing left to stop
+        if leads:
+            terminate_group(recorded.pid, grace)
+            return True
+    try:
+        proc.terminate()  # psutil re-checks the start time itself: never a reused pid
+        proc.wait(grace)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        try:
+            proc.kill()
+            proc.wait(2)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+    return True
 
 
 @dataclass(frozen=True)

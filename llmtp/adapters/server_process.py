@@ -87,7 +87,8 @@ class ServerProcess:
         """This run's part of the log."""
         try:
             with open(self.log_path, "rb") as f:
-                f.seek(self._log_offset)
+                end = f.seek(0, 2)
+                f.seek(self._log_offset if self._log_offset <= end else 0)  # rotated live: all of it is ours
                 return f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
@@ -132,7 +133,7 @@ class ServerProcess:
         if self._proc is None:
             return
         proc = self._proc
-        proctree.terminate_group(proc.pid, grace, reap=proc.poll)
+        proctree.stop_child_group(proc, grace)
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL already sent to the group

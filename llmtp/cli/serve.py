@@ -95,7 +95,7 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    entries = status_report(_settings().state_dir)
+    entries = status_report(_settings().state_dir, on_note=_note)
     if as_json:
         emit_json(entries)
         return
@@ -116,14 +116,18 @@ def status(
     console().print(table)
 
 
+def _note(line: str) -> None:
+    typer.echo(f"note: {line}", err=True)
+
+
 def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).")) -> None:
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
     from llmtp.services import state as st
     from llmtp.services.serve import stop_served
 
     state_dir = _settings().state_dir
-    ports = [port] if port is not None else [s.port for s in st.all_states(state_dir)]
-    stopped = [p for p in ports if stop_served(state_dir, p)]
+    ports = [port] if port is not None else st.recorded_ports(state_dir)
+    stopped = [p for p in ports if stop_served(state_dir, p, on_note=_note)]
     typer.echo(f"stopped port(s) {', '.join(map(str, stopped))}" if stopped else "no server running")
 
 
@@ -142,15 +146,21 @@ def logs(
     path = st.log_path(settings.state_dir, port or settings.port)
     if not path.is_file():
         raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    f = open(path, encoding="utf-8", errors="replace")
+    try:
         for line in f.readlines()[-lines:]:
             typer.echo(line, nl=False)
         while follow:
             line = f.readline()
             if line:
                 typer.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+                continue
+            time.sleep(0.2)
+            if st.log_moved(path, f):  # rotated: truncated live, or renamed at a restart
+                f.close()
+                f = open(path, encoding="utf-8", errors="replace")
+    finally:
+        f.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -61,31 +61,55 @@ def launched(server: Path, caps: Capabilities, spec: LaunchSpec, *, log_path: Pa
 
 # --- stop and status of detached serves -----------------------------------------------------------
 
-def stop_served(state_dir: Path, port: int, timeout: float = 30.0) -> bool:
-    """Ask the llmtp serving `port` to stop (SIGTERM) and wait for it; False when none runs."""
-    import os
-    import signal
-
+def stop_served(state_dir: Path, port: int, timeout: float = 30.0,
+                on_note: Callable[[str], None] | None = None) -> bool:
+    """Stop what serves `port`: SIGTERM to its llmtp (which stops llama-server's whole group), and
+    wait for it. A process is signalled only once proven to be the one recorded (pid, start time,
+    command line). An llmtp that died is cleaned up after: its llama-server stopped when proven
+    (True: the port is free again), its stale record dropped. False when nothing was stopped."""
     from llmtp.adapters import proctree
     from llmtp.services import state as st
 
-    record = st.read_state(state_dir, port)
+    note = on_note or (lambda _line: None)
+    swept = st.sweep(state_dir, port)
+    for line in swept:
+        note(line)
+    orphan_stopped = any(line.startswith("stopped ") for line in swept)
+    record = st.load_record(state_dir, port)
     if record is None:
-        return False
-    os.kill(record.llmtp_pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proctree.pid_alive(record.llmtp_pid):
-        time.sleep(0.1)
-    if proctree.pid_alive(record.llmtp_pid):
+        return orphan_stopped
+    supervisor = st.supervisor_of(record)
+    if supervisor is None:  # its lock is held, yet the writer is not proven: a start in progress, an older llmtp
+        note(f"port {port}: the record names llmtp pid {record.llmtp_pid}, which llmtp cannot prove is the "
+             f"process that wrote it (an older llmtp, or one starting right now); nothing was signalled")
+        return orphan_stopped
+    import psutil
+
+    try:
+        supervisor.terminate()  # psutil re-checks the start time: a reused pid is never signalled
+        supervisor.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
         raise ServeError(f"llmtp (pid {record.llmtp_pid}) did not stop within {timeout:.0f} s",
-                         f"Kill it by hand: kill {record.llmtp_pid}.")
-    if record.server_pid is not None and proctree.pid_alive(record.server_pid):
-        proctree.terminate_group(record.server_pid)  # belt and braces: never leave the server behind
+                         f"Kill it by hand: kill {record.llmtp_pid}.") from None
+    if record.server_proc is not None:  # belt and braces: never leave the server behind
+        proctree.terminate_proven(record.server_proc.identity(), group=True)
     return True
 
 
-def status_report(state_dir: Path) -> list[dict]:
-    """One entry per live serve: the state file plus what the server says right now."""
+def status_report(state_dir: Path, on_note: Callable[[str], None] | None = None) -> list[dict]:
+    """One entry per live serve: the state file plus what the server says right now. Servers
+    orphaned by an llmtp that died are stopped first (proven ones only), stale records dropped."""
+    from llmtp.services import state as st
+
+    for line in st.sweep(state_dir):
+        if on_note is not None:
+            on_note(line)
+    return _status_entries(state_dir)
+
+
+def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
     from llmtp.core.metrics import last_request, server_metrics
@@ -211,7 +235,10 @@ _VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", 
 
 def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
     """`-lv 4`: llama-server prints its buffer sizes (the calibration ground truth) only at
-    verbosity 4 ("trace", b11434; ~26 lines per request). Never overrides the user's choice."""
+    verbosity 4: they are libllama INFO lines, which common/log.cpp maps to TRACE (4), above the
+    default threshold 3 (b11434). Measured on the test bed: ~5.7 kB (51 lines) per request at -lv 4
+    against ~0.9 kB (8 lines) at -lv 3; either grows without end, so the supervisor rotates the log
+    live (adapters.spawn.LiveRotation). Never overrides the user's choice."""
     flag = caps.first_of("-lv", "--verbosity", "--log-verbosity")
     if flag is None or any(a in _VERBOSITY_FLAGS for a in extra):
         return []

@@ -1,8 +1,11 @@
 """The serve state file: one JSON per port under state_dir, guarded by a lock held while serving.
 
 The lock (a POSIX flock, llmtp.adapters.flock) is what makes two `llmtp serve` on one port refuse
-cleanly: the second cannot take it. The JSON is what `status`, `stop` and `logs` read; a stale file
-(its llmtp pid is gone) is ignored and replaced.
+cleanly: the second cannot take it. The JSON is what `status`, `stop` and `logs` read. It records
+who the supervisor and its llama-server are (pid, start time, command line): pids are reused after
+a crash or a reboot, so nothing is ever signalled on the strength of a pid alone (`proctree.matches`).
+A record whose lock nobody holds was left by an llmtp that died: `sweep` stops its llama-server
+when that is proven to be the one recorded (an orphan), and drops the record and the lock file.
 """
 
 from __future__ import annotations
@@ -14,9 +17,27 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import proctree
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.flock import Flock
+from llmtp.adapters.spawn import private_dir
 from llmtp.errors import ServeError
+
+
+class ProcRecord(BaseModel):
+    """A process as seen when it was recorded: what `proctree.matches` proves it still is."""
+
+    pid: int
+    create_time: float
+    cmdline: list[str]
+
+    @classmethod
+    def of(cls, ident: proctree.Identity | None) -> ProcRecord | None:
+        return None if ident is None else cls(pid=ident.pid, create_time=ident.create_time,
+                                               cmdline=list(ident.cmdline))
+
+    def identity(self) -> proctree.Identity:
+        return proctree.Identity(self.pid, self.create_time, tuple(self.cmdline))
 
 
 class ServeState(BaseModel):
@@ -33,6 +54,8 @@ class ServeState(BaseModel):
     restarts: int = 0
     last_error: list[str] = Field(default_factory=list)
     api_key_file: str | None = None
+    llmtp_proc: ProcRecord | None = None  # filled in by PortClaim.write: the writer itself
+    server_proc: ProcRecord | None = None  # filled in by PortClaim.write: its llama-server child
 
 
 def state_path(state_dir: Path, port: int) -> Path:
@@ -47,6 +70,16 @@ def log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"server-{port}.log"
 
 
+def log_moved(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
+    """Whether a reader of `path` through `f` must reopen it: the log was truncated under it (live
+    rotation) or renamed away (rotation at a restart)."""
+    try:
+        now, mine = os.stat(path), os.fstat(f.fileno())
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
+
+
 def supervisor_log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"llmtp-serve-{port}.log"
 
@@ -56,26 +89,17 @@ def detach_out_path(state_dir: Path, port: int) -> Path:
     return supervisor_log_path(state_dir, port).with_suffix(".out")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class PortClaim:
     """Holds the port's lock for as long as this process serves it."""
 
     def __init__(self, state_dir: Path, port: int, *, held: Flock | None = None):
         """`held`: the same lock, already taken by this process (a warm start takes it before the
         CLI has parsed anything); it is adopted instead of taken a second time."""
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         self.state_dir, self.port = state_dir, port
         path = lock_path(state_dir, port)
         self._lock = held if held is not None and held.held and held.path == path else Flock(path)
+        self.notes: list[str] = []  # what acquire() cleaned up (orphans, stale records and locks)
 
     def acquire(self) -> PortClaim:
         if not self._lock.acquire():
@@ -83,14 +107,25 @@ class PortClaim:
             who = f"pid {other.llmtp_pid}, serving {other.model}" if other else "another process"
             raise ServeError(f"Port {self.port} is already served by llmtp ({who})",
                              f"Stop it with `llmtp stop --port {self.port}`, or pick another --port.") from None
+        # we hold this port's lock: a record left here is from an llmtp that died
+        self.notes = _clear_dead(self.state_dir, self.port) + sweep(self.state_dir)
         return self
 
     def write(self, state: ServeState) -> None:
+        """Store `state`, with who its writer and llama-server are: the proof `stop` needs later.
+        Only our own live child is recorded as the server (a crashed one's pid may be reused)."""
+        me = os.getpid()
+        if state.llmtp_pid == me and (state.llmtp_proc is None or state.llmtp_proc.pid != me):
+            state.llmtp_proc = ProcRecord.of(proctree.identity(me))
+        if state.server_pid is None:
+            state.server_proc = None
+        elif state.server_proc is None or state.server_proc.pid != state.server_pid:
+            state.server_proc = ProcRecord.of(proctree.identity(state.server_pid, child_of=me))
         write_text_atomic(state_path(self.state_dir, self.port), state.model_dump_json(indent=2))
 
     def release(self) -> None:
         state_path(self.state_dir, self.port).unlink(missing_ok=True)
-        self._lock.release()
+        self._lock.release(remove=True)
 
     def __enter__(self) -> PortClaim:
         return self.acquire()
@@ -99,23 +134,76 @@ class PortClaim:
         self.release()
 
 
-def read_state(state_dir: Path, port: int) -> ServeState | None:
-    """The live state for `port`, or None (no file, unreadable, or its llmtp is gone)."""
-    path = state_path(state_dir, port)
+def load_record(state_dir: Path, port: int) -> ServeState | None:
+    """The record for `port` as stored, live or not; None when there is none or it is unreadable."""
     try:
-        state = ServeState.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return ServeState.model_validate(json.loads(state_path(state_dir, port).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
-    return state if _pid_alive(state.llmtp_pid) else None
+
+
+def supervisor_of(record: ServeState):  # -> psutil.Process | None
+    """The live llmtp that wrote `record`, proven by its start time and command line; else None."""
+    rec = record.llmtp_proc
+    if rec is None or rec.pid != record.llmtp_pid:
+        return None
+    return proctree.matches(rec.identity())
+
+
+def read_state(state_dir: Path, port: int) -> ServeState | None:
+    """The live state for `port`, or None (no file, unreadable, or its llmtp is gone)."""
+    state = load_record(state_dir, port)
+    return state if state is not None and supervisor_of(state) is not None else None
+
+
+def recorded_ports(state_dir: Path) -> list[int]:
+    """Every port with a record or a lock file, live or stale."""
+    ports = set()
+    for path in [*state_dir.glob("serve-*.json"), *state_dir.glob("serve-*.lock")]:
+        try:
+            ports.add(int(path.stem.removeprefix("serve-")))
+        except ValueError:
+            continue
+    return sorted(ports)
 
 
 def all_states(state_dir: Path) -> list[ServeState]:
-    out = []
-    for path in sorted(state_dir.glob("serve-*.json")):
-        try:
-            port = int(path.stem.removeprefix("serve-"))
-        except ValueError:
+    return [st for port in recorded_ports(state_dir) if (st := read_state(state_dir, port)) is not None]
+
+
+def _clear_dead(state_dir: Path, port: int) -> list[str]:
+    """With `port`'s lock held by the caller: the record there is from an llmtp that died. Stop its
+    llama-server when it is proven to be the recorded one (an orphan still holding the port), and
+    drop the record. Returns one line per thing done."""
+    path = state_path(state_dir, port)
+    if not path.exists():
+        return []
+    record = load_record(state_dir, port)
+    notes = []
+    if record is not None and record.server_proc is not None and \
+            proctree.terminate_proven(record.server_proc.identity(), group=True):
+        notes.append(f"stopped llama-server (pid {record.server_proc.pid}) left running on port {port} "
+                     f"by an llmtp that died (pid {record.llmtp_pid})")
+    else:
+        named = "" if record is None else f" (llmtp pid {record.llmtp_pid}, llama-server pid {record.server_pid})"
+        notes.append(f"dropped the stale record for port {port}{named}: those processes are gone or are "
+                     "no longer the ones recorded; nothing was signalled")
+    path.unlink(missing_ok=True)
+    return notes
+
+
+def sweep(state_dir: Path, port: int | None = None) -> list[str]:
+    """Clean up after llmtps that died, for `port` or every port: their orphaned llama-servers
+    (proven), their records, their lock files. Ports whose lock is held are left alone."""
+    notes: list[str] = []
+    for p in [port] if port is not None else recorded_ports(state_dir):
+        lock = Flock(lock_path(state_dir, p))
+        if not lock_path(state_dir, p).exists() and not state_path(state_dir, p).exists():
             continue
-        if (st := read_state(state_dir, port)) is not None:
-            out.append(st)
-    return out
+        if not lock.acquire():
+            continue  # someone serves it (or is starting to)
+        try:
+            notes += _clear_dead(state_dir, p)
+        finally:
+            lock.release(remove=True)
+    return notes

@@ -281,10 +281,10 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
 
     SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
     """
-    import logging.handlers
     import os
     import signal
 
+    from llmtp.adapters.spawn import LiveRotation, private_log_handler
     from llmtp.services import state as st
     from llmtp.services import warm_start
 
@@ -295,18 +295,19 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
     # exactly what was planned now, else stopped here (before the port check it would fail)
     warm, held, warm_note = warm_start.handover(argv, server_log, lock_file)
     claim = st.PortClaim(state_dir, spec.port, held=held).acquire()  # a second serve on this port stops here
-    handler = None
+    handler = rotation = None
     try:
         if warm is None:
             check_port_free(spec.host, spec.port)
         sup_log = st.supervisor_log_path(state_dir, spec.port)
-        sup_log.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(sup_log, maxBytes=2**20, backupCount=3)
+        handler = private_log_handler(sup_log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-        if warm_note:
-            log.info("%s", warm_note)
+        for note in [warm_note, *claim.notes]:
+            if note:
+                log.info("%s", note)
+        rotation = LiveRotation(server_log).start()  # -lv 4 logs every request: bounded while serving
         launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
                                warm=warm)
         record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
@@ -346,6 +347,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                 signal.signal(sig, old)
         return sup
     finally:
+        if rotation is not None:
+            rotation.stop()
         if handler is not None:
             log.removeHandler(handler)
             handler.close()

@@ -29,7 +29,15 @@ from typing import NamedTuple
 from llmtp import __version__
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import port_free
-from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate, spawn_detached, spawn_logged
+from llmtp.adapters.spawn import (
+    LOG_KEEP,
+    LOG_MAX_BYTES,
+    open_private,
+    private_dir,
+    rotate,
+    spawn_detached,
+    spawn_logged,
+)
 
 ENV_PREFIX = "LLMTP_"
 
@@ -222,9 +230,9 @@ def discard() -> None:
 
 def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
     """SIGTERM to the process's group (a detached child stops its own llama-server), then reap."""
-    from llmtp.adapters.proctree import terminate_group
+    from llmtp.adapters.proctree import stop_child_group
 
-    terminate_group(proc.pid, grace=10, reap=proc.poll)
+    stop_child_group(proc, grace=10)
     try:
         proc.wait(timeout=5)
     except Exception:  # noqa: BLE001 - already reaped, or SIGKILLed by terminate_group
@@ -246,9 +254,10 @@ def remember(*, argv: Sequence[str], log_path: Path, lock_path: Path, host: str,
               "detach_out": None if detach_out is None else str(detach_out)}
     path = records_dir(env) / f"{_key}.json"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        with open_private(tmp, "wb") as f:  # 0600: it holds the whole llama-server command line
+            f.write(json.dumps(record, indent=1).encode("utf-8"))
         tmp.replace(path)
     except OSError:
         return None
