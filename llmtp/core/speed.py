@@ -28,9 +28,10 @@ REFERENCE_RAM_GBPS = 60.0
 
 
 class Placement(BaseModel):
-    """Where one launch puts the model: the trunk layers offloaded (-ngl), CPU expert layers."""
+    """Where one launch puts the model: the trunk layers offloaded (-ngl), CPU expert or FFN layers."""
     n_gpu_layers: int  # > trunk layers also moves the output head; 0 on a CPU-only launch
     n_cpu_moe: int = 0
+    n_cpu_ffn: int = 0  # dense FFN weights of the first N layers in RAM (--n-cpu-ffn); the rest of those layers on the GPU
     ctx: int
     cache: str = "f16"
     on_gpu: bool = True  # False: CPU backend, everything in system RAM
@@ -81,7 +82,7 @@ def trunk_bytes(info: ModelInfo, p: Placement) -> tuple[int, int]:
     token embedding is one row per token, not counted."""
     n = mem.trunk_layers(info)
     ngl = p.n_gpu_layers if p.on_gpu else 0
-    w_gpu, w_cpu = mem.weight_split(info, ngl, p.n_cpu_moe, mtp=False)
+    w_gpu, w_cpu = mem.weight_split(info, ngl, p.n_cpu_moe, mtp=False, n_cpu_ffn=p.n_cpu_ffn)
     w_cpu = max(0, w_cpu - (info.tensor_types or {}).get("token_embd", 0))
     frac = _active_fraction(info)
     experts = info.layer_expert_bytes or []
