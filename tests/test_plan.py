@@ -371,5 +371,7 @@ def test_asking_for_q4_k_m_on_16_gib_gets_the_split_plan_and_its_speed():
                  and c.runs == "GPU, output head on CPU")
     assert split.mtp_tok_s < iq3.mtp_tok_s / 2 < plan.decode_tok_s_mtp
     assert split.lost.startswith("predicted slower than GPU + 9 FFN on CPU (")
+    spec = plan.to_launch_spec("/m/q.gguf", port=8081)
+    assert spec.n_cpu_ffn == 9 and spec.n_gpu_layers == plan.n_gpu_layers and spec.fit == "off"
 
 
