@@ -262,7 +262,7 @@ def test_no_mtp_and_stripped_heads():
 def test_moe_offloads_experts_with_n_cpu_moe():
     e = load_catalog().get("qwen3.6-35b-a3b")
     plan = make_plan(model_info_from_catalog(e, "Q4_K_M"), _gpu(16), PlanRequest())
-    assert plan.n_cpu_moe and plan.n_gpu_layers == plan.n_layers + 1 and plan.fits
+    assert plan.n_cpu_moe and plan.n_gpu_layers == plan.n_layers + 2 and plan.fits  # + the nextn block + output
 
 
 def test_roofline_and_launch_spec():

@@ -379,13 +379,22 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     devices = [d for d in (trial.gpu, trial.cpu) if d is not None]
     sp = _speed(chosen, hardware, request, trial, mtp_on)
     return Plan(model=chosen.name or chosen.path or "?", arch=chosen.arch, quant=chosen.quant, fits=trial.fits,
-                n_gpu_layers=(min(trial.ngl, n + 1) if on_gpu else None), n_layers=n, ctx=trial.ctx,
+                n_gpu_layers=(llama_ngl(chosen, trial.ngl) if on_gpu else None), n_layers=n, ctx=trial.ctx,
                 cache_type_k=trial.cache, cache_type_v=trial.cache, flash_attn="on",
                 n_cpu_moe=trial.n_cpu_moe or None, n_cpu_ffn=trial.n_cpu_ffn or None, parallel=parallel, mtp=mtp,
                 memory=devices,
                 bytes_per_token=sp.bytes_per_token, decode_tok_s=sp.plain_tok_s, decode_tok_s_mtp=sp.mtp_tok_s,
                 mtp_acceptance=sp.acceptance, mtp_acceptance_source=sp.acceptance_source,
                 bottleneck=sp.bottleneck, candidates=candidates_out, decisions=decisions, warnings=warnings)
+
+
+def llama_ngl(info: ModelInfo, ngl: int) -> int:
+    """The -ngl value for a trial's layer count. Everything on the GPU is every block in the file plus
+    the output layer: llama.cpp b11434 (src/llama-model.cpp) counts the nextn (MTP) blocks among its
+    n_layer_all, so trunk + 1 would leave block 0 on the CPU of an MTP model. A partial count is passed
+    as planned (see docs/planning.md, "-ngl on b11434", for how b11434 places it)."""
+    n = mem.trunk_layers(info)
+    return (max(info.block_count or n, n) + 1) if ngl > n else ngl
 
 
 def _speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool) -> spd.Speed:
@@ -479,7 +488,7 @@ def _row(c: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool)
     """One compare row; `relative` holds the raw rank until _choose_quant divides it by the pace."""
     sp = _speed(c, hw, req, t, mtp)
     return Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
-                     fits=t.fits, n_gpu_layers=(min(t.ngl, mem.trunk_layers(c) + 1) if t.gpu else None),
+                     fits=t.fits, n_gpu_layers=(llama_ngl(c, t.ngl) if t.gpu else None),
                      n_cpu_moe=t.n_cpu_moe or None, n_cpu_ffn=t.n_cpu_ffn or None, ctx=t.ctx, cache=t.cache,
                      gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
                      plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed, relative=sp.rank)
