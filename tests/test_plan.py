@@ -13,7 +13,7 @@ from llmtp.core import memory as mem
 from llmtp.core.catalog import model_info_from_catalog
 from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan import SPEED_FRACTION, GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan import FFN_SPILL_TOLERANCE, SPEED_FRACTION, GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.core.speed import DEFAULT_ACCEPTANCE, Bandwidths, Placement, predict
 from llmtp.errors import UsageError
 from llmtp.services.models import load_catalog
@@ -110,11 +110,13 @@ def test_seed_table_at_16k_by_predicted_speed(gib, bw, unified, want):
     assert chosen[0].mtp_tok_s == plan.decode_tok_s_mtp and chosen[0].plain_tok_s == plan.decode_tok_s
     if gib == 16:
         assert not any(c.full for c in plan.candidates if c.quant in ("Q4_K_M", "IQ4_XS"))
-        # the FFN spill keeps the head on the GPU: it beats the -ngl split of the same quant and KV type
+        # the FFN spill and the -ngl split of the same quant and KV type are predicted alike (both keep the
+        # head on the GPU on b11434); within the stated tolerance the spill is kept
         assert plan.n_cpu_ffn and plan.n_gpu_layers > plan.n_layers and chosen[0].runs == f"GPU + {plan.n_cpu_ffn} FFN on CPU"
         beaten = [c for c in plan.candidates if c.quant == plan.quant and c.cache == plan.cache_type_k and c.lost
                   and c.lost.startswith("predicted slower than GPU + ")]
-        assert len(beaten) == 1 and beaten[0].n_cpu_ffn is None and beaten[0].relative < chosen[0].relative
+        assert len(beaten) == 1 and beaten[0].n_cpu_ffn is None and beaten[0].runs.endswith("/64 layers + CPU")
+        assert beaten[0].relative <= chosen[0].relative * (1 + FFN_SPILL_TOLERANCE)
     full = [c for c in plan.candidates if c.full and c.fits and c.quant != "BF16"]
     if full:  # the rule: nothing chosen under the stated share of the fastest full fit, nothing better above it
         assert chosen[0].relative >= SPEED_FRACTION
@@ -162,13 +164,19 @@ def test_speed_roofline_and_mtp_gain_by_hand():
     assert (s.gpu_bytes, s.cpu_bytes, s.draft_bytes) == (6 * 10**9, 0, 25 * 10**8)
     assert s.plain_tok_s == 100.0 and s.mtp_tok_s == pytest.approx(2.5 / (0.01 + 3 * 25 / 6000), abs=0.05)
     assert s.acceptance_source == "measured" and not s.assumed
-    # -ngl 2: two layers on the GPU, two and the head (read by every draft too) at RAM bandwidth
+    # two trunk layers on the GPU (llama.cpp b11434 offloads the head first): those two and the head on
+    # the GPU, two layers at RAM bandwidth; the drafts read the head and the nextn layer on the GPU
     split = full.model_copy(update={"n_gpu_layers": 2})
     s2 = predict(info, split, Bandwidths(gpu_gbps=600, ram_gbps=50), acceptance=0.5)
-    assert (s2.gpu_bytes, s2.cpu_bytes) == (2 * 10**9, 4 * 10**9)
-    t = 2 / 600 + 4 / 50
-    assert s2.plain_tok_s == pytest.approx(1 / t, abs=0.05)
-    assert s2.mtp_tok_s == pytest.approx(2.5 / (t + 3 * 2.5 / 50), abs=0.05)
+    assert (s2.gpu_bytes, s2.cpu_bytes) == (4 * 10**9, 2 * 10**9)
+    t = 4 / 600 + 2 / 50
+    assert s2.plain_tok_s == pytest.approx(1 / t, abs=0.051)
+    assert s2.mtp_tok_s == pytest.approx(2.5 / (t + 3 * 2.5 / 600), abs=0.051)
+    # nothing offloaded: the head and the drafts in RAM too
+    s0 = predict(info, full.model_copy(update={"n_gpu_layers": 0}), Bandwidths(gpu_gbps=600, ram_gbps=50),
+                 acceptance=0.5)
+    assert (s0.gpu_bytes, s0.cpu_bytes) == (0, 6 * 10**9)
+    assert s0.mtp_tok_s == pytest.approx(2.5 / (6 / 50 + 3 * 2.5 / 50), abs=0.051)
     assert s2.bottleneck == "system RAM bandwidth (layers on the CPU)"
     # default acceptance when none was measured
     s3 = predict(info, full, Bandwidths(gpu_gbps=600))
@@ -187,10 +195,6 @@ def test_ffn_spill_speed_by_hand():
     t = 4.8 / 600 + 1.2 / 50
     assert s.plain_tok_s == pytest.approx(1 / t, abs=0.051)  # shown to 0.1 tok/s
     assert s.mtp_tok_s == pytest.approx(2.5 / (t + 3 * 2.5 / 600), abs=0.051)  # drafts at GPU bandwidth
-    # the same 1.2 GB freed by -ngl (about one layer and the head on the CPU) is slower with MTP
-    split = predict(info, Placement(n_gpu_layers=3, ctx=4096, mtp=True), Bandwidths(gpu_gbps=600, ram_gbps=50),
-                    acceptance=0.5)
-    assert split.mtp_tok_s < s.mtp_tok_s
 
 
 def test_gguf_dense_ffn_bytes_follow_llama_cpps_pattern():
@@ -216,7 +220,7 @@ def test_unknown_bandwidth_ranks_but_never_shows_a_number():
     s = predict(info, split, Bandwidths(gpu_gbps=600))
     assert s.plain_tok_s is None and s.mtp_tok_s is None
     assert s.assumed == ["system RAM bandwidth unknown: ranked as 60 GB/s"]
-    assert s.rank_plain_tok_s == pytest.approx(1 / (2 / 600 + 4 / 60))
+    assert s.rank_plain_tok_s == pytest.approx(1 / (4 / 600 + 2 / 60))  # the head on the GPU with any offload
     full = predict(info, split.model_copy(update={"n_gpu_layers": 5}), Bandwidths(gpu_gbps=600))
     assert full.plain_tok_s == 100.0 and not full.assumed  # nothing on the CPU: RAM bandwidth not needed
     # unified memory: the "CPU" part reads at the same bandwidth
@@ -366,11 +370,12 @@ def test_asking_for_q4_k_m_on_16_gib_gets_the_split_plan_and_its_speed():
         "dense FFN weights of the first 9 layers (1.4 GiB) stay in RAM")
     iq3 = next(c for c in plan.candidates if c.quant == "IQ3_XXS" and c.cache == "f16")
     assert iq3.lost == "not the quant asked for (--quant Q4_K_M)"
-    # before: -ngl 64 left the output head on the CPU, under half IQ3_XXS's speed; the spill is faster
-    split = next(c for c in plan.candidates if c.quant == "Q4_K_M" and c.cache == plan.cache_type_k and not c.chosen
-                 and c.runs == "GPU, output head on CPU")
-    assert split.mtp_tok_s < iq3.mtp_tok_s / 2 < plan.decode_tok_s_mtp
+    # the -ngl split beside it: the head, the MTP layer and the last 58 layers (-ngl 60 on b11434), predicted
+    # alike; before this change the planner modelled -ngl 64 with the head on the CPU, under half IQ3_XXS's speed
+    split = next(c for c in plan.candidates if c.quant == "Q4_K_M" and c.cache == plan.cache_type_k and not c.chosen)
+    assert split.runs == "GPU 58/64 layers + CPU" and split.n_gpu_layers == 60 and split.n_cpu_ffn is None
     assert split.lost.startswith("predicted slower than GPU + 9 FFN on CPU (")
+    assert iq3.mtp_tok_s / 2 < split.mtp_tok_s <= plan.decode_tok_s_mtp * (1 + FFN_SPILL_TOLERANCE)
     spec = plan.to_launch_spec("/m/q.gguf", port=8081)
     assert spec.n_cpu_ffn == 9 and spec.n_gpu_layers == plan.n_gpu_layers and spec.fit == "off"
 

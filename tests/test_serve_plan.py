@@ -81,7 +81,9 @@ def test_alias_with_12gib_plans_full_offload(tiny):
 def test_alias_with_little_vram_quantizes_kv_and_keeps_the_head_on_the_cpu(tiny):
     _pull_as(_settings(), "qwen3.6-27b", "Q4_K_M", tiny)
     p = _prepare("qwen3.6-27b", _gpu(1000))
-    assert (p.spec.n_gpu_layers, p.spec.cache_type_k, p.spec.cache_type_v, p.spec.fit) == (2, "q4_0", "q4_0", "off")
+    # b11434 offloads the output head and the MTP layer (with its draft context) before any trunk layer;
+    # they do not fit next to the margin, so nothing is offloaded
+    assert (p.spec.n_gpu_layers, p.spec.cache_type_k, p.spec.cache_type_v, p.spec.fit) == (0, "q4_0", "q4_0", "off")
     assert {r["what"]: r["reason"] for r in p.reasons}["-ctk/-ctv"] == \
         "f16 KV does not fit at this context; quantized to keep it in VRAM"
 

@@ -165,9 +165,11 @@ def _ff_length(info: ModelInfo) -> int:
 
 def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False,
                  n_cpu_ffn: int = 0) -> tuple[int, int]:
-    """(gpu_bytes, cpu_bytes) of weights for -ngl N (llama.cpp offloads the LAST N trunk layers; N >
-    n_trunk also moves the output head). The token embedding always stays in host memory. The
-    nextn blocks load only with MTP and sit with the output head. --n-cpu-moe keeps the routed
+    """(gpu_bytes, cpu_bytes) of weights with the LAST n_gpu_layers trunk layers on the GPU (> n_trunk:
+    all of them). llama.cpp b11434 offloads the output layer first and then the blocks from the top,
+    nextn blocks included (src/llama-model.cpp, i_gpu_start = n_layer_all + 1 - N), so any offload
+    puts the output head and the nextn blocks on the GPU: see plan.llama_ngl for the -ngl value. The
+    token embedding always stays in host memory. The nextn blocks load only with MTP. --n-cpu-moe keeps the routed
     experts of the first N layers in host memory; --n-cpu-ffn (or the same -ot override) their dense
     FFN weights (ffn_up/ffn_gate/ffn_down), while attention, norms and the rest of the layer stay."""
     n = trunk_layers(info)
@@ -189,12 +191,21 @@ def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bo
             cpu += moved
         else:
             cpu += layers[i]
-    if n_gpu_layers > n:
+    if n_gpu_layers >= 1:
         gpu += head + nextn
     else:
         cpu += head + nextn
     cpu += embd
     return gpu, cpu
+
+
+def recurrent_gpu_share(info: ModelInfo, n_gpu_layers: int) -> float:
+    """Share of the recurrent state on the GPU: each recurrent layer's state lives with its layer."""
+    rec = info.recurrent_layers
+    if not rec:
+        return 1.0 if n_gpu_layers >= 1 else 0.0
+    first_gpu = max(0, trunk_layers(info) - n_gpu_layers)
+    return sum(1 for i in rec if i >= first_gpu) / len(rec)
 
 
 def ffn_spill_bytes(info: ModelInfo, n_cpu_ffn: int) -> int:

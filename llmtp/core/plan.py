@@ -33,6 +33,11 @@ TOP_DEFAULT_BPW = NOMINAL_BPW["Q8_0"]  # nothing above Q8_0 unless asked: BF16 h
 SPEED_FRACTION = 0.5
 MARGIN_BYTES = 512 * MiB  # driver, desktop and fragmentation slack per GPU
 KV_LADDER = ("f16", "q8_0", "q4_0")
+# The FFN spill and an -ngl split that free the same bytes read the same bytes from RAM: the roofline
+# ranks them alike. What it leaves out favours the spill (an -ngl split also runs those layers'
+# attention and recurrent updates on the CPU, compute the spill keeps on the GPU), so the spill is
+# kept unless the -ngl split is predicted faster by more than this share.
+FFN_SPILL_TOLERANCE = 0.05
 
 
 class PlanDevice(BaseModel):
@@ -191,14 +196,15 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
     cpu = MemoryBreakdown(device="CPU (system RAM)", weights=w_cpu, kv_cache=kv_cpu, budget=hw.ram_bytes)
     gpu = None
     if on_gpu:
-        # recurrent state and the MTP draft context follow the offloaded layers (all on GPU at full offload)
-        full = ngl > n
+        # b11434: the recurrent state follows its layers; the MTP draft context follows the nextn
+        # blocks, which any offload puts on the GPU with the output head
+        state_gpu = int(state * mem.recurrent_gpu_share(info, ngl))
         gpu = MemoryBreakdown(device=hw.gpus[0].name, weights=w_gpu, kv_cache=kv_gpu,
-                              recurrent_state=state if full else 0, mtp_draft=draft if full else 0,
+                              recurrent_state=state_gpu, mtp_draft=draft if ngl >= 1 else 0,
                               compute=compute, margin=MARGIN_BYTES, budget=gpu_budget)
-        if not full:
-            cpu.recurrent_state, cpu.mtp_draft = state, draft
-            cpu.compute = compute if first_gpu > 0 else 0
+        cpu.recurrent_state = state - state_gpu
+        cpu.mtp_draft = draft if ngl < 1 else 0
+        cpu.compute = compute if first_gpu > 0 else 0
     else:
         cpu.recurrent_state, cpu.mtp_draft, cpu.compute = state, draft, compute
     fits = (gpu is None or gpu.total <= gpu_budget) and (hw.ram_bytes is None or cpu.total <= hw.ram_bytes)  # type: ignore[operator]
@@ -233,7 +239,7 @@ def _fit_partial(info, hw, req, *, ctx, cache, mtp, fa) -> _Trial:
             t = _trial(info, hw, req, ngl=n + 1, n_cpu_moe=k, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
             if t.fits:
                 return t
-    for ngl in range(n, -1, -1):
+    for ngl in range(n - 1, -1, -1):  # n trunk layers on the GPU is everything (the head goes first)
         t = _trial(info, hw, req, ngl=ngl, n_cpu_moe=0, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
         if t.fits:
             return t
@@ -263,11 +269,16 @@ def _fit_ffn(info, hw, req, *, ctx, cache, mtp, fa) -> _Trial | None:
 
 def _split(info, hw, req, *, ctx, cache, mtp, fa) -> tuple[_Trial, list[_Trial]]:
     """When nothing runs whole on the GPU: the placement predicted fastest among the -ngl split (or
-    --n-cpu-moe) and the FFN spill, and the ones it beat."""
+    --n-cpu-moe) and the FFN spill (within FFN_SPILL_TOLERANCE, the spill), and the ones it beat."""
     options = [t for t in (_fit_partial(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa),
                            _fit_ffn(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa)) if t is not None]
     fitting = [t for t in options if t.fits] or options[:1]
-    ranked = sorted(fitting, key=lambda t: _speed(info, hw, req, t, mtp).rank, reverse=True)
+
+    def score(t: _Trial) -> float:
+        rank = _speed(info, hw, req, t, mtp).rank
+        return rank * (1 + FFN_SPILL_TOLERANCE) if t.n_cpu_ffn else rank
+
+    ranked = sorted(fitting, key=score, reverse=True)
     return ranked[0], ranked[1:]
 
 
@@ -334,12 +345,12 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
             decisions.append(Decision(what="-ngl", value="all", reason="attention and shared weights on the GPU"))
             decisions.append(Decision(what="--n-cpu-moe", value=str(trial.n_cpu_moe),
                                       reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM"))
-        elif trial.ngl == n:
-            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
-                                      reason=f"all {n} layers fit in VRAM; the output head stays on the CPU"))
+        elif trial.ngl == 0:
+            decisions.append(Decision(what="-ngl", value="0", reason="not even the output head fits in VRAM"))
         else:
-            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
-                                      reason=f"{trial.ngl} of {n} layers fit in VRAM; the rest run on the CPU"))
+            decisions.append(Decision(what="-ngl", value=str(llama_ngl(chosen, trial.ngl)),
+                                      reason=f"the output head, the MTP layer and the last {trial.ngl} of {n} layers "
+                                             "fit in VRAM; the rest run on the CPU"))
     if request.ctx:
         decisions.append(Decision(what="ctx", value=str(trial.ctx), reason="requested with --ctx"))
     elif trial.ctx < ctx_target:
@@ -389,12 +400,15 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
 
 
 def llama_ngl(info: ModelInfo, ngl: int) -> int:
-    """The -ngl value for a trial's layer count. Everything on the GPU is every block in the file plus
-    the output layer: llama.cpp b11434 (src/llama-model.cpp) counts the nextn (MTP) blocks among its
-    n_layer_all, so trunk + 1 would leave block 0 on the CPU of an MTP model. A partial count is passed
-    as planned (see docs/planning.md, "-ngl on b11434", for how b11434 places it)."""
+    """llama-server's -ngl for `ngl` trunk layers on the GPU. b11434 (src/llama-model.cpp) counts the
+    output layer as one of the N and the nextn (MTP) blocks among its blocks, offloading from the top:
+    -ngl N puts the output layer and the last N-1 blocks on the GPU. So k trunk layers is k + nextn
+    blocks + 1, and everything is every block in the file + 1 (trunk + 1 left block 0 of an MTP model
+    on the CPU)."""
     n = mem.trunk_layers(info)
-    return (max(info.block_count or n, n) + 1) if ngl > n else ngl
+    if ngl < 1:
+        return 0
+    return min(ngl, n) + max((info.block_count or n) - n, 0) + 1
 
 
 def _speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool) -> spd.Speed:
@@ -447,10 +461,8 @@ def _runs(t: _Trial, info: ModelInfo) -> str:
         return f"GPU + CPU experts ({t.n_cpu_moe} layers)"
     if t.n_cpu_ffn:
         return f"GPU + {t.n_cpu_ffn} FFN on CPU"
-    if t.ngl > n:
+    if t.ngl >= n:
         return "GPU"
-    if t.ngl == n:
-        return "GPU, output head on CPU"
     return f"GPU {t.ngl}/{n} layers + CPU"
 
 
