@@ -338,7 +338,8 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
             decisions.append(Decision(
                 what="--n-cpu-ffn", value=str(trial.n_cpu_ffn),
                 reason=(f"dense FFN weights of the first {trial.n_cpu_ffn} layers ({mem_h(spilled)}) stay in RAM: "
-                        "the fewest that let the rest fit; predicted faster than an -ngl split")))
+                        "the fewest that let the rest fit; an -ngl split is not predicted faster by more than "
+                        f"{FFN_SPILL_TOLERANCE:.0%}")))
         elif trial.ngl > n and not trial.n_cpu_moe:
             decisions.append(Decision(what="-ngl", value="all", reason=f"all {n} layers and the output head fit in VRAM"))
         elif trial.n_cpu_moe:
@@ -526,7 +527,9 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
             for loser in beaten.get(id(t), []):  # the other split of this KV type, shown with why it lost
                 other = _row(c, hw, req, loser, mtp)
                 share = f" ({other.relative / row.relative:.0%} of its speed)" if row.relative else ""
-                other.lost = f"predicted slower than {row.runs}{share}"
+                other.lost = (f"predicted slower than {row.runs}{share}" if other.relative <= row.relative else
+                              f"predicted within {FFN_SPILL_TOLERANCE:.0%} of {row.runs}{share}, which runs no "
+                              "attention on the CPU")
                 rows.append((c, loser, other, False))
     picks = [(c, t, r) for c, t, r, is_pick in rows if is_pick]
 
