@@ -105,6 +105,25 @@ def test_missing_flag_for_a_requested_feature():
         build_server_argv("s", caps, _spec(n_cpu_moe=4))
 
 
+def test_dense_ffn_on_the_cpu_in_each_dialect(caps):
+    # b11434 lists `-ncffn, --n-cpu-ffn N`; -ngl all keeps the output head and the MTP layer on the GPU
+    argv = build_server_argv("s", caps, _spec(n_gpu_layers=66, n_cpu_ffn=9, metrics=False))
+    assert argv == ["s", "-m", "/m/q.gguf", "--host", "127.0.0.1", "--port", "8081", "-ngl", "66", "--n-cpu-ffn", "9"]
+    # a binary with -ot but no --n-cpu-ffn gets the same tensors by name (one pattern, one argv item)
+    older = Capabilities(flags=["-m", "--host", "--port", "-ngl", "-ot", "--override-tensor"])
+    argv = build_server_argv("s", older, _spec(n_gpu_layers=66, n_cpu_ffn=3, metrics=False))
+    assert argv[-4:] == ["-ngl", "66", "-ot", r"blk\.(0|1|2)\.ffn_(up|down|gate)\.=CPU"]
+    import re
+    pattern = re.compile(argv[-1].split("=")[0])
+    assert [n for n in ("blk.0.ffn_up.weight", "blk.2.ffn_down.weight", "blk.12.ffn_gate.weight", "blk.1.attn_q.weight",
+                        "blk.1.ffn_up_exps.weight", "blk.20.ffn_up.weight") if pattern.search(n)] == \
+        ["blk.0.ffn_up.weight", "blk.2.ffn_down.weight"]
+    with pytest.raises(ServeError, match="does not accept -ot / --override-tensor \\(needed for dense FFN weights"):
+        build_server_argv("s", Capabilities(flags=["-m", "--host", "--port"]), _spec(n_cpu_ffn=2))
+    # zero or unset: nothing to move
+    assert "--n-cpu-ffn" not in build_server_argv("s", caps, _spec(n_cpu_ffn=0))
+
+
 @pytest.mark.parametrize("extra", [["-md", "x.gguf"], ["--model-draft=x.gguf"], ["--spec-type", "ngram-mod"],
                                    ["--draft-max", "4"], ["--spec-draft-n-max", "5"], ["--mtp", "1"]])
 def test_pass_through_conflicting_with_mtp_is_refused(caps, extra):

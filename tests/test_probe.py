@@ -41,7 +41,8 @@ def test_no_version_line_is_unknown():
 def test_b11434_server_help_flags_and_enums():
     flags, enums = parse_help(read(CPU / "server-help.txt"))
     for flag in ("-h", "--help", "--usage", "-m", "--model", "--spec-type", "--spec-draft-n-max", "-lm",
-                 "--load-mode", "--fit", "-fit", "-ngl", "--n-gpu-layers", "-ctkd", "--metrics", "--port"):
+                 "--load-mode", "--fit", "-fit", "-ngl", "--n-gpu-layers", "-ctkd", "--metrics", "--port",
+                 "-ot", "--override-tensor", "-ncffn", "--n-cpu-ffn"):  # the planner's FFN spill
         assert flag in flags, flag
     for removed in ("--no-mmap", "--draft-max", "--mtp"):
         assert removed not in flags

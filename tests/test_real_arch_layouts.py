@@ -161,13 +161,19 @@ def test_plans_from_a_single_file(files):
     q27 = _info(files, "qwen35-27b", file_size=16_789_889_024)
     weights = sum(q27.layer_weight_bytes) + q27.other_weight_bytes
     full = make_plan(q27, _gpu(24), PlanRequest())
-    assert full.quant == "Q4_K_M" and full.fits and full.n_gpu_layers == full.n_layers + 1 == 65
+    # every block (64 trunk + the nextn block, llama.cpp's n_layer_all) and the output layer: 65 left
+    # block 0 on the CPU on b11434
+    assert full.quant == "Q4_K_M" and full.fits and full.n_gpu_layers == full.n_layers + 2 == 66
     assert full.mtp.enabled and full.memory[0].weights == weights == 16_789_889_024
     assert full.memory[0].recurrent_state == 156_893_184 * (1 + 3)  # x (1 + draft n-max 3) with MTP
     part = make_plan(q27, _gpu(12), PlanRequest())
-    assert part.fits and part.n_gpu_layers < part.n_layers == 64 and part.memory[0].total <= part.memory[0].budget
+    assert part.fits and part.n_layers == 64 and part.memory[0].total <= part.memory[0].budget
+    # the FFN spill: every layer on the GPU, the real ffn_up/gate/down bytes of the first layers in RAM
+    assert part.n_cpu_ffn and part.n_gpu_layers > part.n_layers
+    spilled = sum(q27.layer_ffn_bytes[:part.n_cpu_ffn])
+    assert part.memory[1].weights - q27.tensor_types.get("token_embd", 0) >= spilled > 0
 
     moe = make_plan(_info(files, "qwen35moe-35b-a3b"), _gpu(16), PlanRequest())
-    assert moe.fits and moe.n_cpu_moe and moe.n_gpu_layers == moe.n_layers + 1
+    assert moe.fits and moe.n_cpu_moe and moe.n_gpu_layers == moe.n_layers + 2  # one nextn block
     gemma = make_plan(_info(files, "gemma4-31b"), _gpu(24), PlanRequest())
     assert gemma.fits and gemma.n_gpu_layers == gemma.n_layers + 1 and not gemma.mtp.enabled

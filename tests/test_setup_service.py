@@ -88,7 +88,7 @@ class Fakes:
 
         def plan(ref, settings, hw):
             self.calls.append(f"plan:{ref}")
-            p = SimpleNamespace(warnings=[], n_gpu_layers=None, n_layers=30, n_cpu_moe=None, ctx=8192,
+            p = SimpleNamespace(warnings=[], n_gpu_layers=None, n_layers=30, n_cpu_moe=None, n_cpu_ffn=None, ctx=8192,
                                 cache_type_k="f16", quant="Q4_1", fits=True, memory=[],
                                 mtp=SimpleNamespace(enabled=self.has_mtp, n_max=3))
             return SimpleNamespace(plan=p)
@@ -348,6 +348,15 @@ def test_recommendation_on_a_24_gib_gpu_is_the_flagship(settings):
     rec = svc.recommend_model(settings, snapshot("cuda", ram_gib=64, gpus=[gpu]), _aliases(), _real_plan)
     assert rec.alias == "qwen3.6-27b"
     assert rec.reason.startswith("fits fully on the GPU with MTP")
+
+
+def test_an_ffn_spill_plan_is_a_partial_offload(settings):
+    # -ngl covers every layer, but the FFN of 9 layers stays in RAM: not "fits fully on the GPU"
+    p = SimpleNamespace(warnings=[], n_gpu_layers=66, n_layers=64, n_cpu_moe=None, n_cpu_ffn=9, ctx=16384,
+                        quant="Q4_K_M", fits=True, memory=[], mtp=SimpleNamespace(enabled=True, n_max=3))
+    rec = svc.recommend_model(settings, snapshot("cuda", ram_gib=64), ["qwen3.6-27b"],
+                              lambda ref, settings, hw: SimpleNamespace(plan=p))
+    assert rec.reason == "fits with partial offload and MTP (Q4_K_M, 16384 context)"
 
 
 def test_final_message_names_model_place_and_verify_result(settings, tmp_path):

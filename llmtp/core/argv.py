@@ -94,6 +94,25 @@ def _append_moe(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         argv += [flag, str(spec.n_cpu_moe)]
 
 
+def cpu_ffn_override(n: int) -> str:
+    """The -ot value that keeps the dense FFN weights of layers 0..n-1 in system RAM: what llama.cpp's
+    --n-cpu-ffn adds (common/common.h, b11434: `blk\\.%d` + LLM_FFN_DENSE_REGEX `\\.ffn_(up|down|gate)\\.`,
+    buffer type CPU), as one pattern for binaries that have -ot but not --n-cpu-ffn."""
+    layers = "|".join(str(i) for i in range(n))
+    return f"blk\\.({layers})\\.ffn_(up|down|gate)\\.=CPU"
+
+
+def _append_cpu_ffn(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
+    if not spec.n_cpu_ffn:
+        return
+    flag = caps.first_of("--n-cpu-ffn", "-ncffn")
+    if flag is not None:
+        argv += [flag, str(spec.n_cpu_ffn)]
+        return
+    argv += [_flag(caps, "-ot", "--override-tensor", what="dense FFN weights on the CPU"),
+             cpu_ffn_override(spec.n_cpu_ffn)]
+
+
 def _append_parallel(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
     if spec.parallel is not None:
         argv += [_flag(caps, "-np", "--parallel", what="the slot count"), str(spec.parallel)]
@@ -211,7 +230,7 @@ def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
 
 _APPENDERS: tuple[_Appender, ...] = (
     _append_model, _append_listen, _append_gpu_layers, _append_context, _append_cache_types,
-    _append_flash_attn, _append_moe, _append_parallel, _append_threads, _append_fit, _append_mtp,
+    _append_flash_attn, _append_moe, _append_cpu_ffn, _append_parallel, _append_threads, _append_fit, _append_mtp,
     _append_metrics, _append_api_key, _append_log_file, _append_seed, _append_extra,
 )
 

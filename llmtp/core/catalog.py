@@ -399,6 +399,10 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
             # gate, up and down projections of every routed expert
             exps = int(meta.expert_count * 3 * meta.embedding_length * meta.expert_feed_forward_length * bpw / 8)
             info.layer_expert_bytes = [min(per_layer, exps)] * n_trunk + [0] * meta.nextn_layers
+        elif meta.feed_forward_length and meta.embedding_length:
+            # a dense FFN: gate, up and down projections (what --n-cpu-ffn moves to the CPU)
+            ffn = int(3 * meta.embedding_length * meta.feed_forward_length * bpw / 8)
+            info.layer_ffn_bytes = [min(per_layer, ffn)] * all_layers
     return info
 
 

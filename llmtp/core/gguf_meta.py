@@ -68,6 +68,8 @@ class ModelInfo(BaseModel):
     key_length_swa: int | None = None  # sliding-window layers where they differ ({arch}.attention.key_length_swa, gemma4)
     value_length_swa: int | None = None
     layer_expert_bytes: list[int] = Field(default_factory=list)  # per block: routed experts (ffn_*_exps), for --n-cpu-moe
+    # per block: dense FFN weights (ffn_up/ffn_gate/ffn_down, llama.cpp's LLM_FFN_DENSE_REGEX), for --n-cpu-ffn / -ot
+    layer_ffn_bytes: list[int] = Field(default_factory=list)
 
     @property
     def has_mtp_heads(self) -> bool:
@@ -96,6 +98,9 @@ DEFAULT_SWA_PATTERNS: dict[str, tuple[int, bool]] = {
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+# What llama-server's --n-cpu-ffn moves (common/common.h LLM_FFN_DENSE_REGEX, b11434): `blk.3.ffn_up.weight`,
+# not the routed experts (`ffn_up_exps`) nor a shared expert (`ffn_up_shexp`).
+_DENSE_FFN_RE = re.compile(r"\.ffn_(up|down|gate)\.")
 
 
 def ggml_type_sizes(type_name: str) -> tuple[int, int] | None:
@@ -266,6 +271,13 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
             if m and "_exps." in t.name and int(m.group(1)) < len(experts):
                 experts[int(m.group(1))] += t.n_bytes
         info.layer_expert_bytes = experts
+    ffn = [0] * (block_count or 0)
+    for t in tensors:
+        m = _BLOCK_RE.match(t.name)
+        if m and _DENSE_FFN_RE.search(t.name) and int(m.group(1)) < len(ffn):
+            ffn[int(m.group(1))] += t.n_bytes
+    if any(ffn):
+        info.layer_ffn_bytes = ffn
     for cache_type in KV_CACHE_TYPES:
         value = kv_bytes_per_token(info, cache_type)
         if value is not None:

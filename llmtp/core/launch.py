@@ -31,6 +31,7 @@ class LaunchSpec(BaseModel):
     cache_type_v: str | None = None
     flash_attn: Literal["on", "off", "auto"] | None = None
     n_cpu_moe: int | None = None
+    n_cpu_ffn: int | None = None  # dense FFN weights of the first N layers in system RAM (--n-cpu-ffn or -ot)
     parallel: int | None = None  # -np
     threads: int | None = None
     fit: Literal["on", "off"] | None = None

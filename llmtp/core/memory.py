@@ -163,14 +163,19 @@ def _ff_length(info: ModelInfo) -> int:
     return info.feed_forward_length or 3 * (info.embedding_length or 0)
 
 
-def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False) -> tuple[int, int]:
-    """(gpu_bytes, cpu_bytes) of weights for -ngl N (llama.cpp offloads the LAST N trunk layers; N >
-    n_trunk also moves the output head). The token embedding always stays in host memory. The
-    nextn blocks load only with MTP and sit with the output head. --n-cpu-moe keeps the routed
-    experts of the first N layers in host memory."""
+def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False,
+                 n_cpu_ffn: int = 0) -> tuple[int, int]:
+    """(gpu_bytes, cpu_bytes) of weights with the LAST n_gpu_layers trunk layers on the GPU (> n_trunk:
+    all of them). llama.cpp b11434 offloads the output layer first and then the blocks from the top,
+    nextn blocks included (src/llama-model.cpp, i_gpu_start = n_layer_all + 1 - N), so any offload
+    puts the output head and the nextn blocks on the GPU: see plan.llama_ngl for the -ngl value. The
+    token embedding always stays in host memory. The nextn blocks load only with MTP. --n-cpu-moe keeps the routed
+    experts of the first N layers in host memory; --n-cpu-ffn (or the same -ot override) their dense
+    FFN weights (ffn_up/ffn_gate/ffn_down), while attention, norms and the rest of the layer stay."""
     n = trunk_layers(info)
     layers = info.layer_weight_bytes or []
     experts = info.layer_expert_bytes or []
+    ffns = info.layer_ffn_bytes or []
     other = info.other_weight_bytes or 0
     embd = (info.tensor_types or {}).get("token_embd", 0)
     head = max(0, other - embd)
@@ -179,15 +184,30 @@ def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bo
     first_gpu = max(0, n - n_gpu_layers)
     for i in range(min(n, len(layers))):
         exp = experts[i] if i < len(experts) else 0
+        ffn = ffns[i] if i < len(ffns) else 0
         if i >= first_gpu:
-            moved = exp if i < n_cpu_moe else 0
+            moved = (exp if i < n_cpu_moe else 0) + (ffn if i < n_cpu_ffn else 0)
             gpu += layers[i] - moved
             cpu += moved
         else:
             cpu += layers[i]
-    if n_gpu_layers > n:
+    if n_gpu_layers >= 1:
         gpu += head + nextn
     else:
         cpu += head + nextn
     cpu += embd
     return gpu, cpu
+
+
+def recurrent_gpu_share(info: ModelInfo, n_gpu_layers: int) -> float:
+    """Share of the recurrent state on the GPU: each recurrent layer's state lives with its layer."""
+    rec = info.recurrent_layers
+    if not rec:
+        return 1.0 if n_gpu_layers >= 1 else 0.0
+    first_gpu = max(0, trunk_layers(info) - n_gpu_layers)
+    return sum(1 for i in rec if i >= first_gpu) / len(rec)
+
+
+def ffn_spill_bytes(info: ModelInfo, n_cpu_ffn: int) -> int:
+    """Dense FFN bytes of the first n_cpu_ffn trunk layers: what --n-cpu-ffn moves to system RAM."""
+    return sum((info.layer_ffn_bytes or [])[:min(n_cpu_ffn, trunk_layers(info))])

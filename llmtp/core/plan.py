@@ -33,6 +33,11 @@ TOP_DEFAULT_BPW = NOMINAL_BPW["Q8_0"]  # nothing above Q8_0 unless asked: BF16 h
 SPEED_FRACTION = 0.5
 MARGIN_BYTES = 512 * MiB  # driver, desktop and fragmentation slack per GPU
 KV_LADDER = ("f16", "q8_0", "q4_0")
+# The FFN spill and an -ngl split that free the same bytes read the same bytes from RAM: the roofline
+# ranks them alike. What it leaves out favours the spill (an -ngl split also runs those layers'
+# attention and recurrent updates on the CPU, compute the spill keeps on the GPU), so the spill is
+# kept unless the -ngl split is predicted faster by more than this share.
+FFN_SPILL_TOLERANCE = 0.05
 
 
 class PlanDevice(BaseModel):
@@ -90,11 +95,12 @@ class Candidate(BaseModel):
     """One quant x KV type x context x placement the planner weighed, with its predicted speed."""
     quant: str | None
     file_size_bytes: int | None = None
-    runs: str  # "GPU", "GPU 55/64 layers + CPU", "GPU + CPU experts (12 layers)", "CPU", "does not fit"
+    runs: str  # "GPU", "GPU 55/64 layers + CPU", "GPU + CPU experts (12 layers)", "GPU + 6 FFN on CPU", "CPU", ...
     full: bool  # everything on the GPU (CPU build: everything in RAM)
     fits: bool
     n_gpu_layers: int | None = None
     n_cpu_moe: int | None = None
+    n_cpu_ffn: int | None = None
     ctx: int
     cache: str
     gpu_bytes: int | None = None  # planned memory on the GPU
@@ -119,6 +125,7 @@ class Plan(BaseModel):
     cache_type_v: str
     flash_attn: Literal["on", "off", "auto"]
     n_cpu_moe: int | None = None
+    n_cpu_ffn: int | None = None  # dense FFN weights of the first N layers in RAM, every layer on the GPU
     parallel: int = 1
     mtp: MtpSettings = Field(default_factory=MtpSettings)
     memory: list[MemoryBreakdown] = Field(default_factory=list)
@@ -138,7 +145,7 @@ class Plan(BaseModel):
             model=model_path, host=host, port=port,
             n_gpu_layers=self.n_gpu_layers, ctx_size=self.ctx,
             cache_type_k=self.cache_type_k, cache_type_v=self.cache_type_v,
-            flash_attn=self.flash_attn, n_cpu_moe=self.n_cpu_moe, parallel=self.parallel,
+            flash_attn=self.flash_attn, n_cpu_moe=self.n_cpu_moe, n_cpu_ffn=self.n_cpu_ffn, parallel=self.parallel,
             # the plan already chose -ngl/-c; llama.cpp's --fit would second-guess it
             fit="off" if self.n_gpu_layers is not None else None,
             mtp=self.mtp.model_copy(),
@@ -153,6 +160,7 @@ class _Trial(BaseModel):
     gpu: MemoryBreakdown | None
     cpu: MemoryBreakdown
     fits: bool
+    n_cpu_ffn: int = 0
 
 
 def _budget(hw: PlanHardware) -> int | None:
@@ -162,7 +170,7 @@ def _budget(hw: PlanHardware) -> int | None:
 
 
 def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_cpu_moe: int, ctx: int,
-           cache: str, mtp: bool, fa: bool) -> _Trial:
+           cache: str, mtp: bool, fa: bool, n_cpu_ffn: int = 0) -> _Trial:
     n = mem.trunk_layers(info)
     n_seq = max(1, req.parallel)
     n_max = req.mtp_n_max if mtp else 0
@@ -172,7 +180,7 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
     kv = mem.kv_bytes_per_layer(info, ctx, cache, cache, n_seq, req.n_ubatch)
     kv_gpu = sum(b for i, b in kv.items() if i >= first_gpu)
     kv_cpu = sum(kv.values()) - kv_gpu
-    w_gpu, w_cpu = mem.weight_split(info, ngl if on_gpu else 0, n_cpu_moe, mtp)
+    w_gpu, w_cpu = mem.weight_split(info, ngl if on_gpu else 0, n_cpu_moe, mtp, n_cpu_ffn if on_gpu else 0)
     state = mem.recurrent_state_bytes(info, n_seq, n_max) or 0
     draft = (mem.mtp_draft_bytes(info, ctx, n_ubatch=req.n_ubatch, type_k=cache, type_v=cache, gpu=on_gpu)
              + (req.sidecar_bytes or 0)) if mtp else 0
@@ -188,18 +196,20 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
     cpu = MemoryBreakdown(device="CPU (system RAM)", weights=w_cpu, kv_cache=kv_cpu, budget=hw.ram_bytes)
     gpu = None
     if on_gpu:
-        # recurrent state and the MTP draft context follow the offloaded layers (all on GPU at full offload)
-        full = ngl > n
+        # b11434: the recurrent state follows its layers; the MTP draft context follows the nextn
+        # blocks, which any offload puts on the GPU with the output head
+        state_gpu = int(state * mem.recurrent_gpu_share(info, ngl))
         gpu = MemoryBreakdown(device=hw.gpus[0].name, weights=w_gpu, kv_cache=kv_gpu,
-                              recurrent_state=state if full else 0, mtp_draft=draft if full else 0,
+                              recurrent_state=state_gpu, mtp_draft=draft if ngl >= 1 else 0,
                               compute=compute, margin=MARGIN_BYTES, budget=gpu_budget)
-        if not full:
-            cpu.recurrent_state, cpu.mtp_draft = state, draft
-            cpu.compute = compute if first_gpu > 0 else 0
+        cpu.recurrent_state = state - state_gpu
+        cpu.mtp_draft = draft if ngl < 1 else 0
+        cpu.compute = compute if first_gpu > 0 else 0
     else:
         cpu.recurrent_state, cpu.mtp_draft, cpu.compute = state, draft, compute
     fits = (gpu is None or gpu.total <= gpu_budget) and (hw.ram_bytes is None or cpu.total <= hw.ram_bytes)  # type: ignore[operator]
-    return _Trial(ngl=ngl, n_cpu_moe=n_cpu_moe, ctx=ctx, cache=cache, gpu=gpu, cpu=cpu, fits=fits)
+    return _Trial(ngl=ngl, n_cpu_moe=n_cpu_moe, n_cpu_ffn=n_cpu_ffn if on_gpu else 0, ctx=ctx, cache=cache,
+                  gpu=gpu, cpu=cpu, fits=fits)
 
 
 def _ctx_steps(start: int, floor: int) -> list[int]:
@@ -229,11 +239,47 @@ def _fit_partial(info, hw, req, *, ctx, cache, mtp, fa) -> _Trial:
             t = _trial(info, hw, req, ngl=n + 1, n_cpu_moe=k, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
             if t.fits:
                 return t
-    for ngl in range(n, -1, -1):
+    for ngl in range(n - 1, -1, -1):  # n trunk layers on the GPU is everything (the head goes first)
         t = _trial(info, hw, req, ngl=ngl, n_cpu_moe=0, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
         if t.fits:
             return t
     return _trial(info, hw, req, ngl=0, n_cpu_moe=0, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
+
+
+def _fit_ffn(info, hw, req, *, ctx, cache, mtp, fa) -> _Trial | None:
+    """A dense model's other split: every layer, the output head and the MTP layer on the GPU (-ngl
+    all), with the dense FFN weights of the fewest first layers in RAM (--n-cpu-ffn). None when the
+    FFN sizes are unknown or even every layer's FFN in RAM does not make the rest fit."""
+    n = mem.trunk_layers(info)
+    if not any((info.layer_ffn_bytes or [])[:n]) or any(info.layer_expert_bytes or []):
+        return None
+    lo, hi = 1, n  # fitting only gets easier with more FFN in RAM: bisect for the fewest
+    best = _trial(info, hw, req, ngl=n + 1, n_cpu_moe=0, n_cpu_ffn=n, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
+    if not best.fits:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        t = _trial(info, hw, req, ngl=n + 1, n_cpu_moe=0, n_cpu_ffn=mid, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
+        if t.fits:
+            best, hi = t, mid
+        else:
+            lo = mid + 1
+    return best
+
+
+def _split(info, hw, req, *, ctx, cache, mtp, fa) -> tuple[_Trial, list[_Trial]]:
+    """When nothing runs whole on the GPU: the placement predicted fastest among the -ngl split (or
+    --n-cpu-moe) and the FFN spill (within FFN_SPILL_TOLERANCE, the spill), and the ones it beat."""
+    options = [t for t in (_fit_partial(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa),
+                           _fit_ffn(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa)) if t is not None]
+    fitting = [t for t in options if t.fits] or options[:1]
+
+    def score(t: _Trial) -> float:
+        rank = _speed(info, hw, req, t, mtp).rank
+        return rank * (1 + FFN_SPILL_TOLERANCE) if t.n_cpu_ffn else rank
+
+    ranked = sorted(fitting, key=score, reverse=True)
+    return ranked[0], ranked[1:]
 
 
 def _mtp_state(info: ModelInfo, req: PlanRequest) -> tuple[bool, str]:
@@ -285,18 +331,27 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     if len(all_candidates) > 1 or request.quant:
         decisions.append(Decision(what="quant", value=chosen.quant or "?", reason=quant_reason))
     if on_gpu:
-        if trial.ngl > n and not trial.n_cpu_moe:
+        if trial.n_cpu_ffn:
+            spilled = mem.ffn_spill_bytes(chosen, trial.n_cpu_ffn)
+            decisions.append(Decision(what="-ngl", value="all",
+                                      reason=f"all {n} layers, the output head and the MTP layer on the GPU"))
+            decisions.append(Decision(
+                what="--n-cpu-ffn", value=str(trial.n_cpu_ffn),
+                reason=(f"dense FFN weights of the first {trial.n_cpu_ffn} layers ({mem_h(spilled)}) stay in RAM: "
+                        "the fewest that let the rest fit; an -ngl split is not predicted faster by more than "
+                        f"{FFN_SPILL_TOLERANCE:.0%}")))
+        elif trial.ngl > n and not trial.n_cpu_moe:
             decisions.append(Decision(what="-ngl", value="all", reason=f"all {n} layers and the output head fit in VRAM"))
         elif trial.n_cpu_moe:
             decisions.append(Decision(what="-ngl", value="all", reason="attention and shared weights on the GPU"))
             decisions.append(Decision(what="--n-cpu-moe", value=str(trial.n_cpu_moe),
                                       reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM"))
-        elif trial.ngl == n:
-            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
-                                      reason=f"all {n} layers fit in VRAM; the output head stays on the CPU"))
+        elif trial.ngl == 0:
+            decisions.append(Decision(what="-ngl", value="0", reason="not even the output head fits in VRAM"))
         else:
-            decisions.append(Decision(what="-ngl", value=str(trial.ngl),
-                                      reason=f"{trial.ngl} of {n} layers fit in VRAM; the rest run on the CPU"))
+            decisions.append(Decision(what="-ngl", value=str(llama_ngl(chosen, trial.ngl)),
+                                      reason=f"the output head, the MTP layer and the last {trial.ngl} of {n} layers "
+                                             "fit in VRAM; the rest run on the CPU"))
     if request.ctx:
         decisions.append(Decision(what="ctx", value=str(trial.ctx), reason="requested with --ctx"))
     elif trial.ctx < ctx_target:
@@ -336,17 +391,31 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     devices = [d for d in (trial.gpu, trial.cpu) if d is not None]
     sp = _speed(chosen, hardware, request, trial, mtp_on)
     return Plan(model=chosen.name or chosen.path or "?", arch=chosen.arch, quant=chosen.quant, fits=trial.fits,
-                n_gpu_layers=(min(trial.ngl, n + 1) if on_gpu else None), n_layers=n, ctx=trial.ctx,
+                n_gpu_layers=(llama_ngl(chosen, trial.ngl) if on_gpu else None), n_layers=n, ctx=trial.ctx,
                 cache_type_k=trial.cache, cache_type_v=trial.cache, flash_attn="on",
-                n_cpu_moe=trial.n_cpu_moe or None, parallel=parallel, mtp=mtp, memory=devices,
+                n_cpu_moe=trial.n_cpu_moe or None, n_cpu_ffn=trial.n_cpu_ffn or None, parallel=parallel, mtp=mtp,
+                memory=devices,
                 bytes_per_token=sp.bytes_per_token, decode_tok_s=sp.plain_tok_s, decode_tok_s_mtp=sp.mtp_tok_s,
                 mtp_acceptance=sp.acceptance, mtp_acceptance_source=sp.acceptance_source,
                 bottleneck=sp.bottleneck, candidates=candidates_out, decisions=decisions, warnings=warnings)
 
 
+def llama_ngl(info: ModelInfo, ngl: int) -> int:
+    """llama-server's -ngl for `ngl` trunk layers on the GPU. b11434 (src/llama-model.cpp) counts the
+    output layer as one of the N and the nextn (MTP) blocks among its blocks, offloading from the top:
+    -ngl N puts the output layer and the last N-1 blocks on the GPU. So k trunk layers is k + nextn
+    blocks + 1, and everything is every block in the file + 1 (trunk + 1 left block 0 of an MTP model
+    on the CPU)."""
+    n = mem.trunk_layers(info)
+    if ngl < 1:
+        return 0
+    return min(ngl, n) + max((info.block_count or n) - n, 0) + 1
+
+
 def _speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool) -> spd.Speed:
     on_gpu = t.gpu is not None
-    placement = spd.Placement(n_gpu_layers=t.ngl if on_gpu else 0, n_cpu_moe=t.n_cpu_moe, ctx=t.ctx, cache=t.cache,
+    placement = spd.Placement(n_gpu_layers=t.ngl if on_gpu else 0, n_cpu_moe=t.n_cpu_moe, n_cpu_ffn=t.n_cpu_ffn,
+                              ctx=t.ctx, cache=t.cache,
                               on_gpu=on_gpu, mtp=mtp, mtp_n_max=req.mtp_n_max, sidecar=bool(req.sidecar),
                               sidecar_bytes=req.sidecar_bytes)
     bw = spd.Bandwidths(gpu_gbps=hw.gpus[0].bandwidth_gbps if hw.gpus else None,
@@ -391,37 +460,51 @@ def _runs(t: _Trial, info: ModelInfo) -> str:
         return "does not fit"
     if t.n_cpu_moe:
         return f"GPU + CPU experts ({t.n_cpu_moe} layers)"
-    if t.ngl > n:
+    if t.n_cpu_ffn:
+        return f"GPU + {t.n_cpu_ffn} FFN on CPU"
+    if t.ngl >= n:
         return "GPU"
-    if t.ngl == n:
-        return "GPU, output head on CPU"
     return f"GPU {t.ngl}/{n} layers + CPU"
 
 
 def _is_full(t: _Trial, info: ModelInfo) -> bool:
-    return t.fits and (t.gpu is None or (t.ngl > mem.trunk_layers(info) and not t.n_cpu_moe))
+    return t.fits and (t.gpu is None or (t.ngl > mem.trunk_layers(info) and not t.n_cpu_moe and not t.n_cpu_ffn))
 
 
 def _variants(c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: int, ctx_floor: int,
-              caches: list[str], fa: bool) -> tuple[list[_Trial], _Trial]:
+              caches: list[str], fa: bool) -> tuple[list[_Trial], _Trial, dict[int, list[_Trial]]]:
     """Every KV type of one quant at its largest fitting context (else split at the floor context),
     and the one the memory rules take: the largest context fully placed, then the better KV type;
-    else the split with the lightest KV type."""
+    else the split with the lightest KV type. Also, per trial (by id), the split placements it beat."""
     mtp, _ = _mtp_state(c, req)
     on_gpu = _budget(hw) is not None
     trials: list[_Trial] = []
+    beaten: dict[int, list[_Trial]] = {}
     rep: _Trial | None = None
     for cache in caches:
         t = _fit_full(c, hw, req, ctx_start=ctx_target, ctx_floor=ctx_floor, caches=[cache], mtp=mtp, fa=fa)
         if t is None:
-            t = (_fit_partial(c, hw, req, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa) if on_gpu else
-                 _trial(c, hw, req, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa))
+            if on_gpu:
+                t, losers = _split(c, hw, req, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa)
+                beaten[id(t)] = losers
+            else:
+                t = _trial(c, hw, req, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=cache, mtp=mtp, fa=fa)
         elif rep is None or t.ctx > rep.ctx:
             rep = t
         trials.append(t)
     if rep is None:
         rep = trials[-1]
-    return trials, rep
+    return trials, rep, beaten
+
+
+def _row(c: ModelInfo, hw: PlanHardware, req: PlanRequest, t: _Trial, mtp: bool) -> Candidate:
+    """One compare row; `relative` holds the raw rank until _choose_quant divides it by the pace."""
+    sp = _speed(c, hw, req, t, mtp)
+    return Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
+                     fits=t.fits, n_gpu_layers=(llama_ngl(c, t.ngl) if t.gpu else None),
+                     n_cpu_moe=t.n_cpu_moe or None, n_cpu_ffn=t.n_cpu_ffn or None, ctx=t.ctx, cache=t.cache,
+                     gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
+                     plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed, relative=sp.rank)
 
 
 def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest, *, forced: ModelInfo | None,
@@ -433,20 +516,21 @@ def _choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanReques
     rows: list[tuple[ModelInfo, _Trial, Candidate, bool]] = []  # (quant, trial, row, is the quant's pick)
     for c in quants:
         mtp, _ = _mtp_state(c, req)
-        trials, rep = _variants(c, hw, req, ctx_target=ctx_target, ctx_floor=ctx_floor, caches=caches, fa=fa)
+        trials, rep, beaten = _variants(c, hw, req, ctx_target=ctx_target, ctx_floor=ctx_floor, caches=caches, fa=fa)
         for t in trials:
-            sp = _speed(c, hw, req, t, mtp)
-            row = Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
-                            fits=t.fits, n_gpu_layers=(min(t.ngl, mem.trunk_layers(c) + 1) if t.gpu else None),
-                            n_cpu_moe=t.n_cpu_moe or None, ctx=t.ctx, cache=t.cache,
-                            gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
-                            plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed)
-            row.relative = sp.rank  # made relative below
+            row = _row(c, hw, req, t, mtp)
             rows.append((c, t, row, t is rep))
             if t is not rep:
                 row.lost = (f"{c.quant} runs with {rep.cache} KV" + (f" at {rep.ctx}" if rep.ctx != t.ctx else "")
                             + (": the largest context, then the better KV type" if _is_full(rep, c)
                                else ": split, the lightest KV keeps most layers on the GPU"))
+            for loser in beaten.get(id(t), []):  # the other split of this KV type, shown with why it lost
+                other = _row(c, hw, req, loser, mtp)
+                share = f" ({other.relative / row.relative:.0%} of its speed)" if row.relative else ""
+                other.lost = (f"predicted slower than {row.runs}{share}" if other.relative <= row.relative else
+                              f"predicted within {FFN_SPILL_TOLERANCE:.0%} of {row.runs}{share}, which runs no "
+                              "attention on the CPU")
+                rows.append((c, loser, other, False))
     picks = [(c, t, r) for c, t, r, is_pick in rows if is_pick]
 
     def allowed(c: ModelInfo) -> bool:

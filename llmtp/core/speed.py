@@ -28,9 +28,10 @@ REFERENCE_RAM_GBPS = 60.0
 
 
 class Placement(BaseModel):
-    """Where one launch puts the model: the trunk layers offloaded (-ngl), CPU expert layers."""
-    n_gpu_layers: int  # > trunk layers also moves the output head; 0 on a CPU-only launch
+    """Where one launch puts the model: the trunk layers offloaded (-ngl), CPU expert or FFN layers."""
+    n_gpu_layers: int  # trunk layers on the GPU (> trunk: all); any offload also moves the head and nextn blocks
     n_cpu_moe: int = 0
+    n_cpu_ffn: int = 0  # dense FFN weights of the first N layers in RAM (--n-cpu-ffn); the rest of those layers on the GPU
     ctx: int
     cache: str = "f16"
     on_gpu: bool = True  # False: CPU backend, everything in system RAM
@@ -81,7 +82,7 @@ def trunk_bytes(info: ModelInfo, p: Placement) -> tuple[int, int]:
     token embedding is one row per token, not counted."""
     n = mem.trunk_layers(info)
     ngl = p.n_gpu_layers if p.on_gpu else 0
-    w_gpu, w_cpu = mem.weight_split(info, ngl, p.n_cpu_moe, mtp=False)
+    w_gpu, w_cpu = mem.weight_split(info, ngl, p.n_cpu_moe, mtp=False, n_cpu_ffn=p.n_cpu_ffn)
     w_cpu = max(0, w_cpu - (info.tensor_types or {}).get("token_embd", 0))
     frac = _active_fraction(info)
     experts = info.layer_expert_bytes or []
@@ -96,7 +97,7 @@ def trunk_bytes(info: ModelInfo, p: Placement) -> tuple[int, int]:
     kv_gpu = sum(b for i, b in kv.items() if i >= first_gpu)
     kv_cpu = sum(kv.values()) - kv_gpu
     state = mem.recurrent_state_bytes(info) or 0
-    state_gpu = state if ngl > n else 0  # the state follows the layers; with a split it is counted on the CPU
+    state_gpu = int(state * mem.recurrent_gpu_share(info, ngl))  # each layer's state lives with its layer
     return w_gpu + kv_gpu + state_gpu, w_cpu + kv_cpu + (state - state_gpu)
 
 
@@ -154,7 +155,7 @@ def predict(info: ModelInfo, p: Placement, bw: Bandwidths, acceptance: float | N
     elif assumed:
         out.bottleneck = assumed[0].split(" unknown")[0] + " (value unknown: no estimate)"
     if p.mtp and d_bytes is not None and t_rank > 0:
-        draft_on_gpu = p.on_gpu and p.n_gpu_layers > mem.trunk_layers(info)
+        draft_on_gpu = p.on_gpu and p.n_gpu_layers >= 1  # b11434 offloads the head and nextn blocks first
         out.acceptance, out.acceptance_source = acc, src
         steps = mtp_tokens_per_step(acc, p.mtp_n_max)
         draft_t_rank = d_bytes / ((r_gpu if draft_on_gpu else r_ram) * 1e9)

@@ -182,7 +182,7 @@ def recommend_model(settings, hw, aliases: list[str], plan: Callable[..., Any]) 
         weights = sum(d.weights for d in p.memory)
         if p.n_gpu_layers is None:
             cpu.append((weights, alias, p))
-        elif p.n_gpu_layers > p.n_layers and not p.n_cpu_moe:
+        elif p.n_gpu_layers > p.n_layers and not p.n_cpu_moe and not p.n_cpu_ffn:
             full.append((alias, p))
         else:
             partial.append((alias, p))
