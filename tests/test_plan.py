@@ -157,7 +157,7 @@ def _toy(**kw) -> ModelInfo:
     """4 trunk layers of 1 GB, a 0.5 GB nextn layer, 1 GB token embedding and 2 GB output head; no KV."""
     return ModelInfo(arch="qwen35", block_count=5, nextn_predict_layers=1, trunk_layers=4,
                      layer_weight_bytes=[10**9] * 4 + [5 * 10**8], other_weight_bytes=3 * 10**9,
-                     tensor_types={"token_embd": 10**9}, mtp_arch=True, **kw)
+                     token_embd_bytes=10**9, mtp_arch=True, **kw)
 
 
 def test_speed_roofline_and_mtp_gain_by_hand():

@@ -93,6 +93,8 @@ def test_qwen35_27b(files):
     assert info.other_weight_bytes == 5120 * 248320 // 256 * (144 + 210) + 5120 * 4 == 1_758_126_080
     assert sum(info.tensor_types.values()) == sum(info.layer_weight_bytes) + info.other_weight_bytes
     assert set(info.tensor_types) == {"F32", "Q4_K", "Q5_K", "Q6_K"}
+    # the embedding is told apart from the output head (it stays in host memory at any -ngl)
+    assert info.token_embd_bytes == 5120 * 248320 // 256 * 144
     assert info.expert_count is None and info.layer_expert_bytes == []
 
 
@@ -164,14 +166,16 @@ def test_plans_from_a_single_file(files):
     # every block (64 trunk + the nextn block, llama.cpp's n_layer_all) and the output layer: 65 left
     # block 0 on the CPU on b11434
     assert full.quant == "Q4_K_M" and full.fits and full.n_gpu_layers == full.n_layers + 2 == 66
-    assert full.mtp.enabled and full.memory[0].weights == weights == 16_789_889_024
+    # the token embedding (0.7 GB) stays in host memory at any -ngl: not counted against the GPU
+    assert weights == 16_789_889_024 and q27.token_embd_bytes == 715_161_600
+    assert full.mtp.enabled and full.memory[0].weights == weights - q27.token_embd_bytes
     assert full.memory[0].recurrent_state == 156_893_184 * (1 + 3)  # x (1 + draft n-max 3) with MTP
     part = make_plan(q27, _gpu(12), PlanRequest())
     assert part.fits and part.n_layers == 64 and part.memory[0].total <= part.memory[0].budget
     # the FFN spill: every layer on the GPU, the real ffn_up/gate/down bytes of the first layers in RAM
     assert part.n_cpu_ffn and part.n_gpu_layers > part.n_layers
     spilled = sum(q27.layer_ffn_bytes[:part.n_cpu_ffn])
-    assert part.memory[1].weights - q27.tensor_types.get("token_embd", 0) >= spilled > 0
+    assert part.memory[1].weights - q27.token_embd_bytes >= spilled > 0
 
     moe = make_plan(_info(files, "qwen35moe-35b-a3b"), _gpu(16), PlanRequest())
     assert moe.fits and moe.n_cpu_moe and moe.n_gpu_layers == moe.n_layers + 2  # one nextn block

@@ -394,7 +394,7 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
         per_layer = max(0, size - other) // all_layers
         info.other_weight_bytes = size - per_layer * all_layers
         info.layer_weight_bytes = [per_layer] * all_layers
-        info.tensor_types = {"token_embd": head, "output": info.other_weight_bytes - head}
+        info.token_embd_bytes = head
         if meta.expert_count and meta.expert_feed_forward_length and meta.embedding_length:
             # gate, up and down projections of every routed expert
             exps = int(meta.expert_count * 3 * meta.embedding_length * meta.expert_feed_forward_length * bpw / 8)

@@ -57,6 +57,7 @@ class ModelInfo(BaseModel):
     expert_shared_feed_forward_length: int | None = None  # the shared expert, where there is one
     layer_weight_bytes: list[int] = Field(default_factory=list)  # per block (incl. nextn blocks)
     other_weight_bytes: int | None = None  # token embedding, output head, final norm
+    token_embd_bytes: int = 0  # the token embedding alone (stays in host memory; part of other_weight_bytes)
     kv_bytes_per_token: dict[str, int] = Field(default_factory=dict)  # cache type -> bytes/token (f16, q8_0, q4_0)
     mtp_arch: bool = False  # architecture has an MTP graph upstream
     tokenizer_model: str | None = None
@@ -235,8 +236,11 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
     tensor_types: dict[str, int] = {}
     layer_bytes = [0] * (block_count or 0)
     other = 0
+    embd_bytes = 0
     for t in tensors:
         tensor_types[t.type] = tensor_types.get(t.type, 0) + t.n_bytes
+        if t.name == "token_embd.weight":
+            embd_bytes = t.n_bytes
         m = _BLOCK_RE.match(t.name)
         if m and int(m.group(1)) < len(layer_bytes):
             layer_bytes[int(m.group(1))] += t.n_bytes
@@ -257,6 +261,7 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
         expert_feed_forward_length=key("expert_feed_forward_length"),
         expert_shared_feed_forward_length=key("expert_shared_feed_forward_length"),
         layer_weight_bytes=layer_bytes, other_weight_bytes=other if tensors else None,
+        token_embd_bytes=embd_bytes,
         mtp_arch=arch in MTP_ARCHES, tokenizer_model=kv.get("tokenizer.ggml.model"),
         chat_template=bool(kv.get("tokenizer.chat_template")), attention_layers=attention_layers,
         mla=key("attention.kv_lora_rank") is not None,

@@ -177,7 +177,7 @@ def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bo
     experts = info.layer_expert_bytes or []
     ffns = info.layer_ffn_bytes or []
     other = info.other_weight_bytes or 0
-    embd = (info.tensor_types or {}).get("token_embd", 0)
+    embd = info.token_embd_bytes
     head = max(0, other - embd)
     nextn = sum(layers[n:n + info.nextn_predict_layers]) if mtp else 0
     gpu = cpu = 0

@@ -83,7 +83,7 @@ def trunk_bytes(info: ModelInfo, p: Placement) -> tuple[int, int]:
     n = mem.trunk_layers(info)
     ngl = p.n_gpu_layers if p.on_gpu else 0
     w_gpu, w_cpu = mem.weight_split(info, ngl, p.n_cpu_moe, mtp=False, n_cpu_ffn=p.n_cpu_ffn)
-    w_cpu = max(0, w_cpu - (info.tensor_types or {}).get("token_embd", 0))
+    w_cpu = max(0, w_cpu - info.token_embd_bytes)
     frac = _active_fraction(info)
     experts = info.layer_expert_bytes or []
     if experts and frac < 1:
@@ -111,7 +111,7 @@ def draft_bytes(info: ModelInfo, p: Placement) -> int | None:
     n = mem.trunk_layers(info)
     layers = info.layer_weight_bytes or []
     nextn = sum(layers[n:n + info.nextn_predict_layers])
-    embd = (info.tensor_types or {}).get("token_embd", 0)
+    embd = info.token_embd_bytes
     head = max(0, (info.other_weight_bytes or 0) - embd)
     return nextn + head + mem.nextn_kv_bytes(info, p.ctx, p.cache, p.cache)
 
