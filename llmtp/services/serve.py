@@ -223,11 +223,12 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None) -> Prepared:
     """Resolve build, model and plan into one LaunchSpec, and check it is safe to run."""
-    from llmtp.core.argv import check_extra_args
+    from llmtp.core.passthrough import check_passthrough
     from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
     from llmtp.errors import UsageError
 
+    check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
     host = host or settings.host
     port = port or settings.port
     notes: list[str] = []
@@ -287,7 +288,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         spec.parallel = parallel
     spec.api_key_file = api_key_file
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
-    check_extra_args(spec)
+    build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
     size = model_path.stat().st_size if model_path.is_file() else None
     return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
                     ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
