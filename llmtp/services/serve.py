@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run n
 __all__ = [
     "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
     "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
-    "detach", "launched", "make_launcher", "plan_launch", "prepare_launch", "read_api_key",
+    "detach", "launched", "make_launcher", "notify_ready", "plan_launch", "prepare_launch", "read_api_key",
     "serve_foreground", "status_report", "stop_served",
 ]
 
@@ -316,6 +316,22 @@ def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], Non
             return
         if rec is not None:
             log.info("calibration: predicted %s, actual %s", rec.predicted, rec.actual)
+
+    return on_ready
+
+
+def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Callable[[Supervisor], None]:
+    """on_ready for serve_foreground: tell systemd (Type=notify, a no-op elsewhere) that the
+    server answers /health with 200, then run `then` (the calibration hook)."""
+    if notifier is None:
+        from llmtp.adapters.sd_notify import ReadyNotifier
+
+        notifier = ReadyNotifier()
+
+    def on_ready(sup: Supervisor) -> None:
+        notifier.ready(f"serving {sup.spec.model} at {sup.spec.host}:{sup.spec.port}")
+        if then is not None:
+            then(sup)
 
     return on_ready
 
