@@ -437,3 +437,21 @@ def test_unit_state_and_restart_if_running(tmp_path):
     failed = _StateRunner("failed")
     assert restart_if_running(settings, failed, unit_dirs=dirs) is False
     assert not any("restart" in c for c in failed.calls)
+
+
+def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
+    """`llmtp setup --service` installs via validate -> plan_install -> install, like the CLI."""
+    from llmtp.services import setup
+
+    seen = {}
+    monkeypatch.setattr(svc, "validate", lambda settings, req: seen.setdefault("prepared", _prepare(req, model)))
+    monkeypatch.setattr(sys, "platform", "linux")
+
+    def install(settings, req, runner, *, plan, **kw):
+        seen["req"], seen["plan"] = req, plan
+        return svc.InstallResult(tmp_path / "u", tmp_path / "o", True, ["wrote u"])
+
+    monkeypatch.setattr(svc, "install", install)
+    assert setup._install_service(_settings(), model, "127.0.0.1", 8099) == ["wrote u"]
+    assert (seen["req"].host, seen["req"].port) == ("127.0.0.1", 8099)
+    assert "--port 8099" in seen["plan"].text
