@@ -444,7 +444,8 @@ def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     from llmtp.services import setup
 
     seen = {}
-    monkeypatch.setattr(svc, "validate", lambda settings, req: seen.setdefault("prepared", _prepare(req, model)))
+    prepared = _prepare(svc.ServiceRequest(model=str(model), port=8099), model)
+    monkeypatch.setattr(svc, "validate", lambda settings, req: prepared)
     monkeypatch.setattr(sys, "platform", "linux")
 
     def install(settings, req, runner, *, plan, **kw):
