@@ -298,6 +298,10 @@ def _install(req, model, runner, unit_dir, **kw):
     return svc.install(_settings(), req, runner, plan=_plan(req, model), unit_dir=unit_dir, **kw)
 
 
+def first_plan_paths(req, model) -> list[str]:
+    return _plan(req, model).unit.read_write_paths
+
+
 def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     runner = FakeRunner()
     unit_dir = tmp_path / "units"
@@ -308,6 +312,7 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     finally:
         os.umask(old)
     assert (unit_dir / "llmtp.service").stat().st_mode & 0o777 == 0o644
+    assert all(Path(p).is_dir() for p in first_plan_paths(req, model))  # ReadWritePaths= must exist
     assert first.override_created
     assert runner.calls == [["systemctl", "--user", "daemon-reload"],
                             ["systemctl", "--user", "enable", "--now", "llmtp.service"]]

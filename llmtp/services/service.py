@@ -244,6 +244,9 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
+    else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
+        for p in plan.unit.read_write_paths:
+            Path(p).mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
         unit_path = unit_dir / UNIT
