@@ -43,6 +43,13 @@ def _settings():
     return load_settings().settings
 
 
+@pytest.fixture(autouse=True)
+def _llmtp_outside_home(monkeypatch):
+    """A checkout under /home must not fail the system-unit tests: where llmtp runs from is
+    checked on its own (test_system_unit_refuses_llmtp_installed_in_a_home)."""
+    monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3"])
+
+
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
 
 
@@ -206,6 +213,14 @@ def test_system_unit_refuses_home_paths(model, tmp_path):
     prepared.build_id, prepared.server = None, Path("/home/alice/llama/llama-server")
     with pytest.raises(UsageError, match="cannot run /home/alice/llama/llama-server"):
         svc.plan_install(_settings(), svc.ServiceRequest(model=str(model), system=True, server="/x"), prepared)
+
+
+def test_system_unit_refuses_llmtp_installed_in_a_home(model, monkeypatch):
+    monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3", "/home/alice/.venv"])
+    req = svc.ServiceRequest(model=str(model), system=True)
+    with pytest.raises(UsageError, match="cannot run llmtp from /home/alice/.venv"):
+        _plan(req, model)
+    assert _plan(svc.ServiceRequest(model=str(model)), model).text  # a user unit runs from home, fine
 
 
 def test_install_validates_as_serve_does(model, tmp_path):

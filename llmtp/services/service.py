@@ -125,6 +125,13 @@ def _under_home(path: str | Path) -> bool:
     return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
 
 
+def _runtime_paths() -> list[str]:
+    """Where the service's own Python and llmtp live: a system unit must be able to see them."""
+    import llmtp
+
+    return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
+
+
 def _timeout_start_s(prepared: Prepared) -> int:
     # serve's own readiness budget for this model, plus the plan and the capability probe
     return int(prepared.ready_timeout_s) + 120
@@ -148,6 +155,12 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                         timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                         llmtp_version=__version__)
         return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
+    hidden = [p for p in _runtime_paths() if _under_home(p)]
+    if hidden:
+        raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
+                         "directories from it",
+                         "Install llmtp outside any home directory, e.g. `python3 -m venv /opt/llmtp && "
+                         "/opt/llmtp/bin/pip install llmtp`, and run that `llmtp service install --system`.")
     stages: list[Stage] = []
     notes: list[str] = []
     model = Path(prepared.spec.model)
