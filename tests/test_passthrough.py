@@ -128,3 +128,14 @@ def test_serve_refuses_before_planning(llmtp_home, tmp_path, extra, instead):
     assert r.returncode == 2, r.stderr
     assert "Refusing the pass-through flag" in r.stderr and instead in r.stderr
     assert "Traceback" not in r.stderr and "SECRET" not in r.stdout
+
+
+@pytest.mark.llama
+def test_the_table_matches_the_real_test_bed_binary(llama_bin_dir):
+    """The captured --help is what the pinned binary prints: the refused spellings exist there too."""
+    import subprocess
+
+    out = subprocess.run([str(llama_bin_dir / "llama-server"), "--help"], capture_output=True, text=True, timeout=60)
+    flags, _ = parse_help(out.stdout + out.stderr)
+    table = [s for names, _, _ in _ALWAYS for s in names] + [s for g in _PLAN_SET for s in g]
+    assert [s for s in table if s not in flags] == []
