@@ -375,6 +375,16 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     assert "kept /var/lib/llmtp/models/q.gguf" in again.actions
 
 
+def test_system_install_needs_root(model, tmp_path, monkeypatch):
+    req = svc.ServiceRequest(model=str(model), system=True)
+    plan = _plan(req, model)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    runner = FakeRunner()
+    with pytest.raises(UsageError, match="needs root"):
+        svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units")
+    assert runner.calls == [] and not (tmp_path / "units").exists()
+
+
 def test_launchd_plist_parses(tmp_path):
     model = tmp_path / "a&b <x>.gguf"
     model.write_bytes(b"GGUF")

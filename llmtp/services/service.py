@@ -252,6 +252,10 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     """Stage what a system unit serves, write the unit, keep (or seed) the override drop-in,
     daemon-reload, enable --now. `plan` comes from plan_install on serve's validation."""
     unit_dir = unit_dir or default_unit_dir(settings, req.system)
+    if req.system and root == Path("/") and os.geteuid() != 0:
+        raise UsageError("`llmtp service install --system` creates a user, writes /var/lib/llmtp and "
+                         "/etc/systemd/system, and so needs root",
+                         "Run it with sudo (keeping your LLMTP_* settings: sudo -E), or drop --system for a user unit.")
     actions: list[str] = []
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
