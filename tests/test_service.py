@@ -48,6 +48,7 @@ def _llmtp_outside_home(monkeypatch):
     """A checkout under /home must not fail the system-unit tests: where llmtp runs from is
     checked on its own (test_system_unit_refuses_llmtp_installed_in_a_home)."""
     monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3"])
+    monkeypatch.setattr(svc, "PRIVATE_TMP", ())  # the test files live under /tmp: checked on their own below
 
 
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -221,6 +222,14 @@ def test_system_unit_refuses_llmtp_installed_in_a_home(model, monkeypatch):
     with pytest.raises(UsageError, match="cannot run llmtp from /home/alice/.venv"):
         _plan(req, model)
     assert _plan(svc.ServiceRequest(model=str(model)), model).text  # a user unit runs from home, fine
+
+
+@pytest.mark.parametrize("system", [False, True])
+def test_files_in_tmp_are_refused(model, monkeypatch, system):
+    monkeypatch.setattr(svc, "PRIVATE_TMP", ("/tmp/", "/var/tmp/"))
+    assert str(model).startswith("/tmp/")  # the test's model and build live there
+    with pytest.raises(UsageError, match="PrivateTmp=yes gives it a /tmp"):
+        _plan(svc.ServiceRequest(model=str(model), system=system), model)
 
 
 def test_install_validates_as_serve_does(model, tmp_path):
@@ -414,7 +423,12 @@ def test_cli_install_refuses_pass_through(llmtp_home, tmp_path, model, extra, in
 
 
 @pytest.mark.llama
-def test_cli_dry_run_validates_and_prints_the_unit(llmtp_home, tmp_path, llama_bin_dir, tiny_models):
+def test_cli_dry_run_validates_and_prints_the_unit(tmp_path, llama_bin_dir, tiny_models):
+    import conftest
+
+    # not under /tmp, which the unit's PrivateTmp=yes would hide (install refuses that); a dry run
+    # writes nothing there but the capability cache of the test-bed binary
+    llmtp_home = conftest.testbed_cache_dir() / "service-cli-home"
     server = llama_bin_dir / "llama-server"
     unit_dir = tmp_path / "units"
     model = tiny_models["agree"]

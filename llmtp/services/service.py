@@ -125,6 +125,18 @@ def _under_home(path: str | Path) -> bool:
     return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
 
 
+PRIVATE_TMP = ("/tmp/", "/var/tmp/")  # PrivateTmp=yes gives the service empty ones of its own
+
+
+def _check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
+    for what, path in paths:
+        if str(path).startswith(PRIVATE_TMP):
+            raise UsageError(f"The service cannot see the {what} {path}: PrivateTmp=yes gives it a /tmp and "
+                             "/var/tmp of its own",
+                             "Move it out of /tmp and /var/tmp (e.g. under /srv or your home directory) and "
+                             "install again.")
+
+
 def _runtime_paths() -> list[str]:
     """Where the service's own Python and llmtp live: a system unit must be able to see them."""
     import llmtp
@@ -144,7 +156,12 @@ def _devices(prepared: Prepared) -> list[str]:
 
 def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPlan:
     """The unit (and, for --system, the files to stage) for a request serve has validated."""
+    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()]
+                              + [("llama-server", str(prepared.server)),
+                                 ("API key file", prepared.spec.api_key_file or "")])
     if not req.system:
+        _check_not_in_private_tmp([("model", prepared.spec.model), *(
+            (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir"))])
         env = {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
                "LLMTP_CACHE_DIR": str(settings.cache_dir), "LLMTP_CONFIG_DIR": str(settings.config_dir),
                "LLMTP_MODELS_DIR": str(settings.models_dir)}
