@@ -158,6 +158,9 @@ def test_system_unit_hardening(model):
     (None, ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps", "char-kfd", "char-drm"]),
 ])
 def test_gpu_device_nodes(model, devices, allowed):
+    user = _plan(svc.ServiceRequest(model=str(model)), model, devices=devices).text
+    assert _lines(user, "DeviceAllow") == [] and _lines(user, "DevicePolicy") == []
+    assert _lines(user, "PrivateDevices") == ([] if allowed else ["yes"])
     req = svc.ServiceRequest(model=str(model), system=True)
     text = _plan(req, model, devices=devices).text
     assert _lines(text, "DeviceAllow") == [f"{g} rw" for g in allowed]

@@ -136,8 +136,12 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     user_lines = (f"User={SYSTEM_USER}\nGroup={SYSTEM_USER}\nSupplementaryGroups={' '.join(SYSTEM_GROUPS)}\n"
                   f"StateDirectory={SYSTEM_USER}/state\nCacheDirectory={SYSTEM_USER}\n" if system else "")
     after_lines = "After=network-online.target\nWants=network-online.target\n" if system else ""
-    if spec.device_allow:  # the GPU nodes only; /dev/null and friends stay (DevicePolicy=closed)
+    if spec.device_allow and system:  # the GPU nodes only; /dev/null and friends stay (DevicePolicy=closed)
         device_lines = "DevicePolicy=closed\n" + "".join(f"DeviceAllow={g} rw\n" for g in spec.device_allow)
+    elif spec.device_allow:
+        # A user manager cannot attach the device-cgroup BPF program DeviceAllow= needs: leave the
+        # GPU nodes as the user's own permissions allow them.
+        device_lines = ""
     else:
         device_lines = "PrivateDevices=yes\n"
     # Tested for the CPU backend and CPython (tests/test_service_unit.py runs the real llama-server
