@@ -7,6 +7,7 @@ import plistlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -503,3 +504,23 @@ def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     assert setup._install_service(_settings(), model, "127.0.0.1", 8099) == ["wrote u"]
     assert (seen["req"].host, seen["req"].port) == ("127.0.0.1", 8099)
     assert "--port 8099" in seen["plan"].text
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(
+    tempfile.gettempdir()).st_dev, reason="needs /dev/shm on another filesystem than the temp dir")
+def test_stage_copies_across_filesystems(tmp_path):
+    """A world-readable file on another filesystem cannot be hard-linked: it is copied, with progress."""
+    from llmtp.adapters.stage import link_or_copy
+
+    src = tmp_path / "m.gguf"
+    src.write_bytes(os.urandom(3 * 2**20))
+    src.chmod(0o644)
+    dst_dir = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        seen = []
+        assert link_or_copy(src, dst_dir / "m.gguf", lambda d, t: seen.append((d, t))) == "copied"
+        assert (dst_dir / "m.gguf").read_bytes() == src.read_bytes() and seen[-1] == (3 * 2**20, 3 * 2**20)
+        assert [p.name for p in dst_dir.iterdir()] == ["m.gguf"]  # no partial file left behind
+        assert link_or_copy(src, tmp_path / "linked.gguf") == "linked"  # same filesystem: a link
+    finally:
+        shutil.rmtree(dst_dir)
