@@ -12,10 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
 from llmtp.adapters.runner import Completed
-from llmtp.cli.main import app  # noqa: F401 (registers the commands)
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.errors import UsageError
 from llmtp.services import service as svc
