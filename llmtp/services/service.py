@@ -1,7 +1,9 @@
 """`llmtp service`: install llmtp serve as a systemd unit (user or system) or a launchd agent.
 
-Side effects (systemctl, user creation, launchctl) come in through a Runner; the unit directory is a
-parameter so tests never touch the real one.
+validate (serve's own prepare_launch) -> plan_install (the unit, and for --system the files to stage
+outside any home directory) -> install (stage, write, reload, enable). Side effects (systemctl, user
+creation, launchctl) come in through a Runner; the unit directory and the staging root are
+parameters so tests never touch the real ones.
 """
 
 from __future__ import annotations
