@@ -138,5 +138,5 @@ def test_pass_through_spec_flags_allowed_without_mtp(caps):
 
 
 def test_api_key_on_argv_is_refused(caps):
-    with pytest.raises(UsageError, match="--api-key on the command line"):
+    with pytest.raises(UsageError, match="--api-key after `--`: it sets an API key on the command line"):
         build_server_argv("s", caps, _spec(extra_args=["--api-key", "secret"]))

@@ -100,6 +100,14 @@ def test_records_live_in_the_state_dir_a_service_can_write(tmp_path):
     assert warm_start.records_dir(home) == load_settings(env=home).settings.state_dir / "warm-start"
 
 
+def test_a_refused_pass_through_never_starts_warm(env):
+    """A record made before serve refused `-- --host 0.0.0.0` must not bring that server up early."""
+    args = [*SERVE, "--", "--host", "0.0.0.0"]
+    assert warm_start.invocation_key(args, os.getcwd(), env) is None
+    assert warm_start.invocation_key([*SERVE, "--", "--jinja"], os.getcwd(), env) is not None
+    assert warm_start.maybe_start(args, env) is None and warm_start.running_pid() is None
+
+
 def test_no_record_means_no_warm_start(env):
     assert warm_start.maybe_start(SERVE, env) is None
     assert warm_start.running_pid() is None

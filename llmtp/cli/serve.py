@@ -62,7 +62,8 @@ def serve(
         svc.serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
                              build_id=prepared.build_id,
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
-                             on_event=on_event, on_ready=svc.calibration_hook(settings, prepared))
+                             on_event=on_event,
+                             on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)))
         return
     from llmtp.services import warm_start
     from llmtp.services.state import detach_out_path

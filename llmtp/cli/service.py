@@ -12,36 +12,23 @@ service_app = typer.Typer(help="Run `llmtp serve` at boot as a systemd unit (mac
 _UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests and packaging)."
 
 
-def _serve_args(host, port, ctx, no_mtp, api_key_file, server) -> list[str]:
-    from pathlib import Path
-
-    args: list[str] = []
-    for flag, value in (("--host", host), ("--port", port), ("--ctx", ctx)):
-        if value is not None:
-            args += [flag, str(value)]
-    if no_mtp:
-        args.append("--no-mtp")
-    # Files are made absolute: the service does not start in the current directory.
-    if api_key_file:
-        args += ["--api-key-file", str(Path(api_key_file).expanduser().resolve())]
-    if server:
-        args += ["--server", str(Path(server).expanduser().resolve())]
-    return args
-
-
 @service_app.command("install")
 def install(
     model: str = typer.Argument(..., help="Model to serve (as for `llmtp serve`)."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server."),
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
-    host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None),
-    ctx: Optional[int] = typer.Option(None, "--ctx"), no_mtp: bool = typer.Option(False, "--no-mtp"),
-    api_key_file: Optional[str] = typer.Option(None), server: Optional[str] = typer.Option(None),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the unit and change nothing."),
+    host: Optional[str] = typer.Option(None, help="Bind address (as for `llmtp serve`)."),
+    port: Optional[int] = typer.Option(None, help="Port (as for `llmtp serve`)."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan."),
+    no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1."),
+    api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
+    server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
 ) -> None:
-    """Install and start the service (user unit by default)."""
+    """Install and start the service (user unit by default), after the checks `llmtp serve` makes."""
     import sys
     from pathlib import Path
 
@@ -50,21 +37,46 @@ def install(
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
+    # Files as absolute paths: the service does not start in the current directory.
+    absolute = (lambda p: str(Path(p).expanduser().resolve()) if p else None)  # noqa: E731
     path = Path(model).expanduser()
-    model_ref = str(path.resolve()) if path.exists() else model
-    args = _serve_args(host, port, ctx, no_mtp, api_key_file, server) + (["--", *extra] if extra else [])
-    req = svc.ServiceRequest(model=model_ref, serve_args=args, system=system)
+    req = svc.ServiceRequest(model=str(path.resolve()) if path.exists() else model, host=host, port=port, ctx=ctx,
+                             no_mtp=no_mtp, parallel=parallel, api_key_file=absolute(api_key_file),
+                             server=absolute(server), extra=list(extra or []), system=system)
+    prepared = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
+    for note in prepared.notes:
+        typer.echo(f"note: {note}", err=True)
     if sys.platform == "darwin":
         if dry_run:
-            typer.echo(svc.launchd_plist(settings, req), nl=False)
+            typer.echo(svc.launchd_plist(settings, req, prepared), nl=False)
             return
-        typer.echo(f"loaded {svc.install_launchd(settings, req, SubprocessRunner())}")
+        typer.echo(f"loaded {svc.install_launchd(settings, req, prepared, SubprocessRunner())}")
         return
+    plan = svc.plan_install(settings, req, prepared)
+    for note in plan.notes:
+        typer.echo(f"note: {note}", err=True)
     if dry_run:
-        typer.echo(svc.render_unit(settings, req), nl=False)
+        for stage in plan.stages:
+            typer.echo(f"would link or copy {stage.source} -> {stage.target}", err=True)
+        typer.echo(plan.text, nl=False)
         return
-    result = svc.install(settings, req, SubprocessRunner(), unit_dir=Path(unit_dir) if unit_dir else None,
-                         start=not no_start)
+    progress: dict = {}
+
+    def on_progress(stage, done: int, total: int) -> None:
+        from llmtp.cli._out import CompileProgress, console
+
+        bar = progress.get(stage.target)
+        if bar is None:
+            bar = progress[stage.target] = CompileProgress(console(stderr=True), f"copy {stage.source.name}")
+        bar.update(done, total)
+        if done >= total:
+            bar.close()
+
+    if plan.stages:
+        typer.echo(f"The system service cannot read your home directory: serving from {svc.SYSTEM_ROOT} "
+                   "(hard links where the filesystem allows, else copies).", err=True)
+    result = svc.install(settings, req, SubprocessRunner(), plan=plan,
+                         unit_dir=Path(unit_dir) if unit_dir else None, start=not no_start, on_progress=on_progress)
     for action in result.actions:
         typer.echo(action)
 

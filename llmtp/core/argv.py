@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
+from llmtp.core.passthrough import check_passthrough, flag_name
 from llmtp.errors import ServeError, UsageError
 
 _Appender = Callable[[list[str], Capabilities, LaunchSpec], None]
@@ -204,17 +205,12 @@ def _append_seed(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         argv += [_flag(caps, "-s", "--seed", what="the seed"), str(spec.seed)]
 
 
-def _flag_name(arg: str) -> str:
-    return arg.split("=", 1)[0]
-
-
-def check_extra_args(spec: LaunchSpec) -> None:
-    """Refuse pass-through flags that would leak a secret or fight the MTP settings."""
+def check_extra_args(spec: LaunchSpec, set_by_llmtp: list[str] | None = None) -> None:
+    """Refuse pass-through flags that llmtp owns, that change exposure (core/passthrough.py), or
+    that fight the MTP settings. `set_by_llmtp`: the argv llmtp built before the pass-through."""
+    check_passthrough(spec.extra_args, set_by_llmtp or [])
     for arg in spec.extra_args:
-        name = _flag_name(arg)
-        if name == "--api-key":
-            raise UsageError("Refusing to pass --api-key on the command line: `ps` shows it to every user",
-                             "Put the key in a file (mode 600) and use --api-key-file FILE.")
+        name = flag_name(arg)
         if spec.mtp.enabled and (name in _MTP_CONFLICTS or name.startswith("--draft")):
             raise UsageError(
                 f"The pass-through flag {name} conflicts with MTP, which llmtp already configures "
@@ -224,7 +220,7 @@ def check_extra_args(spec: LaunchSpec) -> None:
 
 
 def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
-    check_extra_args(spec)
+    check_extra_args(spec, argv)
     argv += spec.extra_args
 
 

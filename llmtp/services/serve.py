@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run n
 __all__ = [
     "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
     "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
-    "detach", "launched", "make_launcher", "plan_launch", "prepare_launch", "read_api_key",
+    "detach", "launched", "make_launcher", "notify_ready", "plan_launch", "prepare_launch", "read_api_key",
     "serve_foreground", "status_report", "stop_served",
 ]
 
@@ -253,11 +253,12 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None) -> Prepared:
     """Resolve build, model and plan into one LaunchSpec, and check it is safe to run."""
-    from llmtp.core.argv import check_extra_args
+    from llmtp.core.passthrough import check_passthrough
     from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
     from llmtp.errors import UsageError
 
+    check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
     host = host or settings.host
     port = port or settings.port
     notes: list[str] = []
@@ -317,7 +318,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         spec.parallel = parallel
     spec.api_key_file = api_key_file
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
-    check_extra_args(spec)
+    build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
     size = model_path.stat().st_size if model_path.is_file() else None
     return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
                     ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
@@ -345,6 +346,22 @@ def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], Non
             return
         if rec is not None:
             log.info("calibration: predicted %s, actual %s", rec.predicted, rec.actual)
+
+    return on_ready
+
+
+def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Callable[[Supervisor], None]:
+    """on_ready for serve_foreground: tell systemd (Type=notify, a no-op elsewhere) that the
+    server answers /health with 200, then run `then` (the calibration hook)."""
+    if notifier is None:
+        from llmtp.adapters.sd_notify import ReadyNotifier
+
+        notifier = ReadyNotifier()
+
+    def on_ready(sup: Supervisor) -> None:
+        notifier.ready(f"serving {sup.spec.model} at {sup.spec.host}:{sup.spec.port}")
+        if then is not None:
+            then(sup)
 
     return on_ready
 

@@ -1,25 +1,51 @@
 """`llmtp service`: install llmtp serve as a systemd unit (user or system) or a launchd agent.
 
-Side effects (systemctl, user creation, launchctl) come in through a Runner; the unit directory is a
-parameter so tests never touch the real one.
+validate (serve's own prepare_launch) -> plan_install (the unit, and for --system the files to stage
+outside any home directory) -> install (stage, write, reload, enable). Side effects (systemctl, user
+creation, launchctl) come in through a Runner; the unit directory and the staging root are
+parameters so tests never touch the real ones.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmtp import __version__
 from llmtp.adapters.runner import Runner
 from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load
-from llmtp.core.unit import SYSTEM_GROUPS, SYSTEM_USER, UnitSpec, render_plist, render_systemd
+from llmtp.core.unit import (
+    HOME_PREFIXES,
+    SYSTEM_GROUPS,
+    SYSTEM_USER,
+    UnitSpec,
+    device_groups,
+    render_plist,
+    render_systemd,
+)
 from llmtp.errors import UsageError
+
+if TYPE_CHECKING:
+    from llmtp.services.serve import Prepared
 
 UNIT = "llmtp.service"
 LAUNCHD_LABEL = "io.llmtp.serve"
-SYSTEM_STATE_DIR = "/var/lib/llmtp"
+# A system unit sees nothing under a home directory (ProtectHome=yes): it serves from these.
+# The state dir is a child of /var/lib/llmtp so that systemd's StateDirectory= chown (recursive
+# when the owner differs) never reaches the staged models, whose hard links share an inode with
+# the installer's files.
+SYSTEM_ROOT = "/var/lib/llmtp"
+SYSTEM_STATE_DIR = f"{SYSTEM_ROOT}/state"  # StateDirectory=llmtp/state, owned by the llmtp user
+SYSTEM_DATA_DIR = f"{SYSTEM_STATE_DIR}/data"  # calibration and tuned settings are written at runtime
+SYSTEM_MODELS_DIR = f"{SYSTEM_ROOT}/models"  # root-owned, read-only to the service
+SYSTEM_BUILDS_DIR = f"{SYSTEM_ROOT}/builds"
+SYSTEM_CACHE_DIR = "/var/cache/llmtp"  # CacheDirectory=llmtp
+SYSTEM_CONFIG_DIR = "/etc/llmtp"
 
 OVERRIDE_TEMPLATE = """\
 # Your changes to llmtp.service go here; `llmtp service install` never overwrites this file.
@@ -31,8 +57,17 @@ OVERRIDE_TEMPLATE = """\
 
 @dataclass
 class ServiceRequest:
+    """What `llmtp service install` was asked for: the same inputs as `llmtp serve`."""
+
     model: str
-    serve_args: list[str] = field(default_factory=list)  # --host/--port/--ctx/--no-mtp/... as given
+    host: str | None = None
+    port: int | None = None
+    ctx: int | None = None
+    no_mtp: bool = False
+    parallel: int | None = None
+    api_key_file: str | None = None
+    server: str | None = None
+    extra: list[str] = field(default_factory=list)  # after `--`: passed to llama-server
     system: bool = False
 
 
@@ -46,32 +81,166 @@ def default_unit_dir(settings, system: bool) -> Path:
     return Path.home() / ".config" / "systemd" / "user"
 
 
-def _exec_argv(req: ServiceRequest) -> list[str]:
+def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
+    """Exactly what `llmtp serve` checks before it starts (the same function): the bind and its
+    key, the numbers, the pass-through flags, the build, and that the model is there and plans.
+    `serve_kw` reaches prepare_launch (tests pass their plan, probe and build)."""
+    from llmtp.services.serve import prepare_launch
+
+    return prepare_launch(settings, req.model, host=req.host, port=req.port, ctx=req.ctx, no_mtp=req.no_mtp,
+                          parallel=req.parallel, api_key_file=req.api_key_file, extra=list(req.extra),
+                          server=Path(req.server) if req.server else None, **serve_kw)
+
+
+def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str | None) -> list[str]:
     # The interpreter that has llmtp installed; `-m llmtp` survives venv moves of the script shim.
-    args = list(req.serve_args)
-    cut = args.index("--") if "--" in args else len(args)  # after `--` everything goes to llama-server
-    return [sys.executable, "-m", "llmtp", "serve", req.model, *args[:cut], "--foreground", *args[cut:]]
+    # Host and port as serve resolved them: a later change of the installer's settings cannot move
+    # the service. Files as absolute paths: the service does not start in the current directory.
+    args = ["--host", prepared.spec.host, "--port", str(prepared.spec.port)]
+    for flag, value in (("--ctx", req.ctx), ("--parallel", req.parallel),
+                        ("--api-key-file", prepared.spec.api_key_file), ("--server", server)):
+        if value is not None:
+            args += [flag, str(value)]
+    if req.no_mtp:
+        args.append("--no-mtp")
+    extra = ["--", *req.extra] if req.extra else []
+    return [sys.executable, "-m", "llmtp", "serve", model, *args, "--foreground", *extra]
 
 
-def unit_spec(settings, req: ServiceRequest) -> UnitSpec:
-    if req.system:
-        env = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR}  # owned by the llmtp user (StateDirectory=)
-        env_file, rw = "/etc/llmtp/service.env", [SYSTEM_STATE_DIR]
+@dataclass
+class Stage:
+    """One file the system unit serves from a system path: `source` linked or copied to `target`."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class InstallPlan:
+    unit: UnitSpec
+    text: str
+    stages: list[Stage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _under_home(path: str | Path) -> bool:
+    return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
+
+
+PRIVATE_TMP = ("/tmp/", "/var/tmp/")  # PrivateTmp=yes gives the service empty ones of its own
+
+
+def _check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
+    for what, path in paths:
+        if str(path).startswith(PRIVATE_TMP):
+            raise UsageError(f"The service cannot see the {what} {path}: PrivateTmp=yes gives it a /tmp and "
+                             "/var/tmp of its own",
+                             "Move it out of /tmp and /var/tmp (e.g. under /srv or your home directory) and "
+                             "install again.")
+
+
+def _runtime_paths() -> list[str]:
+    """Where the service's own Python and llmtp live: a system unit must be able to see them."""
+    import llmtp
+
+    return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
+
+
+def _timeout_start_s(prepared: Prepared) -> int:
+    # serve's own readiness budget for this model, plus the plan and the capability probe
+    return int(prepared.ready_timeout_s) + 120
+
+
+def _devices(prepared: Prepared) -> list[str]:
+    devices = prepared.caps.devices
+    return device_groups(None if devices is None else [d.backend for d in devices])
+
+
+def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPlan:
+    """The unit (and, for --system, the files to stage) for a request serve has validated."""
+    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()]
+                              + [("llama-server", str(prepared.server)),
+                                 ("API key file", prepared.spec.api_key_file or "")])
+    if not req.system:
+        _check_not_in_private_tmp([("model", prepared.spec.model), *(
+            (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir"))])
+        env = {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
+               "LLMTP_CACHE_DIR": str(settings.cache_dir), "LLMTP_CONFIG_DIR": str(settings.config_dir),
+               "LLMTP_MODELS_DIR": str(settings.models_dir)}
+        server = str(prepared.server) if req.server else None
+        spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, prepared, prepared.spec.model, server),
+                        environment=env, environment_file=str(settings.config_dir / "service.env"),
+                        read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
+                        timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
+                        llmtp_version=__version__)
+        return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
+    hidden = [p for p in _runtime_paths() if _under_home(p)]
+    if hidden:
+        raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
+                         "directories from it",
+                         "Install llmtp outside any home directory, e.g. `python3 -m venv /opt/llmtp && "
+                         "/opt/llmtp/bin/pip install llmtp`, and run that `llmtp service install --system`.")
+    stages: list[Stage] = []
+    notes: list[str] = []
+    model = Path(prepared.spec.model)
+    models = Path(SYSTEM_MODELS_DIR)
+    stages.append(Stage(model, models / model.name))
+    draft = prepared.spec.mtp.draft_model
+    if draft is not None:  # the Gemma 4 MTP sidecar sits next to its model, as serve finds it
+        stages.append(Stage(Path(draft), models / Path(draft).name))
+    if prepared.build_id is not None:  # an llmtp build: its whole bin dir (libraries live next to the binary)
+        bin_dir = Path(prepared.server).parent
+        target_dir = Path(SYSTEM_BUILDS_DIR) / prepared.build_id
+        stages += [Stage(f, target_dir / f.name) for f in sorted(bin_dir.iterdir()) if f.is_file()]
+        server = str(target_dir / Path(prepared.server).name)
     else:
-        env = {"LLMTP_STATE_DIR": str(settings.state_dir)}
-        env_file, rw = str(settings.config_dir / "service.env"), [str(settings.state_dir)]
-    # The service finds the same builds, models and config as the user who installed it.
-    env.update({"LLMTP_DATA_DIR": str(settings.data_dir), "LLMTP_CACHE_DIR": str(settings.cache_dir),
-                "LLMTP_CONFIG_DIR": str(settings.config_dir), "LLMTP_MODELS_DIR": str(settings.models_dir)})
-    return UnitSpec(scope="system" if req.system else "user", unit_name=UNIT, exec_argv=_exec_argv(req),
-                    environment=env, environment_file=env_file, read_write_paths=rw,
+        server = str(prepared.server)
+        if _under_home(server):
+            raise UsageError(f"The system service cannot run {server}: ProtectHome=yes hides home directories "
+                             "from it",
+                             "Install that llama-server under /opt or /usr/local (or build one with `llmtp build` "
+                             "and drop --server: llmtp then copies the build to /var/lib/llmtp).")
+    key = prepared.spec.api_key_file
+    if key is not None:
+        if _under_home(key):
+            raise UsageError(f"The system service cannot read the API key file {key}: ProtectHome=yes hides "
+                             "home directories from it",
+                             f"Move it to /etc/llmtp/api-keys, `chown root:{SYSTEM_USER}` it, `chmod 640` it, and "
+                             "pass that path to --api-key-file.")
+        notes.append(f"the {SYSTEM_USER} user must be able to read {key} (chown root:{SYSTEM_USER}, chmod 640)")
+    env = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR, "LLMTP_DATA_DIR": SYSTEM_DATA_DIR,
+           "LLMTP_CACHE_DIR": SYSTEM_CACHE_DIR, "LLMTP_CONFIG_DIR": SYSTEM_CONFIG_DIR,
+           "LLMTP_MODELS_DIR": SYSTEM_MODELS_DIR}
+    spec = UnitSpec(scope="system", unit_name=UNIT,
+                    exec_argv=_serve_argv(req, prepared, str(stages[0].target), server),
+                    environment=env, environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
+                    read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
+                    timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                     llmtp_version=__version__)
+    return InstallPlan(spec, render_systemd(template("llmtp.service"), spec), stages, notes)
 
 
-def render_unit(settings, req: ServiceRequest) -> str:
-    spec = unit_spec(settings, req)
-    used = [*spec.environment.values(), sys.executable, req.model]
-    return render_systemd(template("llmtp.service"), spec, used)
+def stage_files(stages: list[Stage], *, root: Path = Path("/"),
+                on_file: Callable[[Stage, str], None] | None = None,
+                on_progress: Callable[[Stage, int, int], None] | None = None) -> list[str]:
+    """Hard-link (same filesystem, world-readable) or copy each file to its system path under
+    `root` (tests pass a temporary one); one line per file saying which."""
+    from llmtp.adapters.stage import link_or_copy
+
+    lines = []
+    for stage in stages:
+        target = root / stage.target.relative_to("/")
+        if on_file is not None:
+            on_file(stage, str(target))
+        progress = None if on_progress is None else (lambda d, t, s=stage: on_progress(s, d, t))
+        try:
+            how = link_or_copy(stage.source, target, progress)
+        except OSError as exc:
+            raise UsageError(f"Cannot put {stage.source} at {target}: {exc.strerror or exc}",
+                             "Run `llmtp service install --system` as root, with room for the model in "
+                             "/var/lib/llmtp.") from exc
+        lines.append(f"{how} {stage.source} -> {stage.target}" if how != "kept" else f"kept {stage.target}")
+    return lines
 
 
 @dataclass
@@ -82,18 +251,45 @@ class InstallResult:
     actions: list[str]
 
 
-def install(settings, req: ServiceRequest, runner: Runner, *, unit_dir: Path | None = None,
-            start: bool = True) -> InstallResult:
-    """Write the unit, keep (or seed) the override drop-in, daemon-reload, enable --now."""
+def _write_unit(path: Path, text: str) -> None:
+    """0644 like every unit (it carries no secret: keys only ever travel as --api-key-file), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan, unit_dir: Path | None = None,
+            start: bool = True, root: Path = Path("/"),
+            on_progress: Callable[[Stage, int, int], None] | None = None) -> InstallResult:
+    """Stage what a system unit serves, write the unit, keep (or seed) the override drop-in,
+    daemon-reload, enable --now. `plan` comes from plan_install on serve's validation."""
     unit_dir = unit_dir or default_unit_dir(settings, req.system)
-    text = render_unit(settings, req)
+    if req.system and root == Path("/") and os.geteuid() != 0:
+        raise UsageError("`llmtp service install --system` creates a user, writes /var/lib/llmtp and "
+                         "/etc/systemd/system, and so needs root",
+                         "Run it with sudo (keeping your LLMTP_* settings: sudo -E), or drop --system for a user unit.")
     actions: list[str] = []
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    unit_path = unit_dir / UNIT
-    unit_path.write_text(text, encoding="utf-8")
+        actions += stage_files(plan.stages, root=root, on_progress=on_progress)
+    else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
+        for p in plan.unit.read_write_paths:
+            Path(p).mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        unit_path = unit_dir / UNIT
+        _write_unit(unit_path, plan.text)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the unit into {unit_dir}: {exc.strerror or exc}",
+                         "A system unit needs root (sudo); a user unit needs a writable ~/.config.") from exc
     actions.append(f"wrote {unit_path}")
     dropin = unit_dir / f"{UNIT}.d"
     override = dropin / "override.conf"
@@ -162,21 +358,22 @@ def restart_if_running(settings, runner: Runner, *, unit_dirs: dict[bool, Path] 
 
 # --- macOS -----------------------------------------------------------------------------------------
 
-def launchd_plist(settings, req: ServiceRequest) -> str:
+def launchd_plist(settings, req: ServiceRequest, prepared: Prepared) -> str:
     env = {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
            "LLMTP_CONFIG_DIR": str(settings.config_dir), "LLMTP_CACHE_DIR": str(settings.cache_dir),
            "LLMTP_MODELS_DIR": str(settings.models_dir)}
-    return render_plist(template("llmtp.plist"), label=LAUNCHD_LABEL, argv=_exec_argv(req), environment=env,
+    argv = _serve_argv(req, prepared, prepared.spec.model, str(prepared.server) if req.server else None)
+    return render_plist(template("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
                         log_path=str(settings.state_dir / "logs" / "launchd.log"), llmtp_version=__version__)
 
 
-def install_launchd(settings, req: ServiceRequest, runner: Runner, *, agents_dir: Path | None = None,
-                    uid: int | None = None) -> Path:
+def install_launchd(settings, req: ServiceRequest, prepared: Prepared, runner: Runner, *,
+                    agents_dir: Path | None = None, uid: int | None = None) -> Path:
     import os
 
     agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
     agents_dir.mkdir(parents=True, exist_ok=True)
     path = agents_dir / f"{LAUNCHD_LABEL}.plist"
-    path.write_text(launchd_plist(settings, req), encoding="utf-8")
+    path.write_text(launchd_plist(settings, req, prepared), encoding="utf-8")
     launchctl_load(runner, str(path), os.getuid() if uid is None else uid)
     return path

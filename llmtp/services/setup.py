@@ -562,7 +562,9 @@ def _install_service(settings, model_path: Path, host: str, port: int) -> list[s
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services import service as svc
 
-    req = svc.ServiceRequest(model=str(model_path), serve_args=["--host", host, "--port", str(port)])
+    req = svc.ServiceRequest(model=str(model_path), host=host, port=port)
+    prepared = svc.validate(settings, req)  # what `llmtp service install` checks: serve's own checks
     if sys.platform == "darwin":
-        return [f"loaded {svc.install_launchd(settings, req, SubprocessRunner())}"]
-    return svc.install(settings, req, SubprocessRunner()).actions
+        return [f"loaded {svc.install_launchd(settings, req, prepared, SubprocessRunner())}"]
+    plan = svc.plan_install(settings, req, prepared)
+    return svc.install(settings, req, SubprocessRunner(), plan=plan).actions

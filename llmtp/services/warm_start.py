@@ -38,6 +38,7 @@ from llmtp.adapters.spawn import (
     spawn_detached,
     spawn_logged,
 )
+from llmtp.core.passthrough import refused_passthrough  # pure, stdlib only
 
 ENV_PREFIX = "LLMTP_"
 
@@ -93,6 +94,8 @@ def invocation_key(args: Sequence[str], cwd: str, env: Mapping[str, str]) -> str
         return None
     if any(a in ("--dry-run", "--help") for a in own):
         return None
+    if "--" in args and refused_passthrough(args[args.index("--") + 1:]) is not None:
+        return None  # serve refuses it: a record made before that check must not start it early
     llmtp_env = sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX))
     blob = json.dumps([__version__, list(args), cwd, llmtp_env])
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
