@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 service_app = typer.Typer(help="Run `llmtp serve` at boot as a systemd unit (macOS: a launchd agent).",
                           no_args_is_help=True)
 
@@ -34,8 +36,8 @@ def install(
     model: str = typer.Argument(..., help="Model to serve (as for `llmtp serve`)."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server."),
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
-    host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None),
-    ctx: Optional[int] = typer.Option(None, "--ctx"), no_mtp: bool = typer.Option(False, "--no-mtp"),
+    host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None, **limits.option(limits.Port)),
+    ctx: Optional[int] = typer.Option(None, "--ctx", **limits.option(limits.Ctx)), no_mtp: bool = typer.Option(False, "--no-mtp"),
     api_key_file: Optional[str] = typer.Option(None), server: Optional[str] = typer.Option(None),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
@@ -109,7 +111,7 @@ def restart_cmd() -> None:
 
 @service_app.command("logs")
 def logs(follow: bool = typer.Option(False, "-f", "--follow"), system: bool = typer.Option(False, "--system"),
-         lines: int = typer.Option(100, "-n", "--lines")) -> None:
+         lines: int = typer.Option(100, "-n", "--lines", **limits.option(limits.LogLines))) -> None:
     """The unit's journal (llmtp's events; `llmtp logs` has llama-server's own log)."""
     import sys
 

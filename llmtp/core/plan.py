@@ -170,7 +170,7 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
 
 def _ctx_steps(start: int, floor: int) -> list[int]:
     steps, c = [], start
-    while c >= floor:
+    while c >= max(floor, 1):  # halving a value <= 0 never drops below the floor: stop at 1 whatever comes in
         steps.append(c)
         c //= 2
     return steps or [start]
@@ -280,7 +280,7 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
                 chosen = c
                 trial = _fit_partial(c, hardware, request, ctx=quant_floor, cache=caches[-1], mtp=mtp, fa=fa)
                 quant_reason = "smallest quant: nothing fits better"
-    if chosen is None:
+    if trial is None:  # nothing fits (one candidate on CPU sets `chosen` without a trial)
         chosen = candidates[-1]
         mtp, _ = _mtp_state(chosen, request)
         trial = _trial(chosen, hardware, request, ngl=0, n_cpu_moe=0, ctx=ctx_floor, cache=caches[-1], mtp=mtp, fa=fa)
