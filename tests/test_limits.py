@@ -103,3 +103,18 @@ def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     plan = make_plan(info, PlanHardware(ram_bytes=32 * GiB, backend="cpu"), PlanRequest(ctx=limits.CTX_MAX))
     assert plan.ctx == limits.CTX_MAX
     assert any("does not fit" in w for w in plan.warnings)
+
+
+def test_logs_lines_zero_prints_no_old_lines(llmtp_home):
+    """`-n 0` sliced [-0:], the whole log; now it means none (as tail -n 0), and -n N the last N."""
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+
+    log = llmtp_home / "state" / "logs" / "server-8080.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["logs", "-n", "0"]).stdout == ""
+    assert runner.invoke(app, ["logs", "-n", "2"]).stdout == "line 8\nline 9\n"
+    assert runner.invoke(app, ["logs", "-n", "50"]).stdout.count("\n") == 10
