@@ -81,7 +81,7 @@ def verify_cmd(
     runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs), help="Measured runs per case (default 5)."),
     warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per case (default 2)."),
     n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run (default 512)."),
-    temperature: Optional[list[float]] = typer.Option(None, "--temperature", **limits.option(limits.Temperature),
+    temperature: Optional[list[float]] = typer.Option(None, "--temperature", **limits.option(limits.Temperature, many=True),
                                                       help="Temperatures to measure (repeatable; default 0 and 0.7)."),
     tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction),
                                     help="Allowed drop against the baseline (0.10 = 10%)."),

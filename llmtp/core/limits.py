@@ -54,21 +54,29 @@ def _base(kind: Any) -> type:
 
 
 def _finite(value: Any) -> Any:
-    """typer callback: refuse nan and inf, which click's FloatRange (typer < 0.2x) lets through."""
-    import typer
+    """typer callback: refuse nan and inf, which click's FloatRange (typer < 0.26) lets through."""
+    if value is not None and not math.isfinite(value):
+        import typer
 
-    for v in value if isinstance(value, (list, tuple)) else [value]:
-        if v is not None and not math.isfinite(v):
-            raise typer.BadParameter(f"{v} is not a finite number.")
+        raise typer.BadParameter(f"{value} is not a finite number.")
     return value
 
 
-def option(kind: Any) -> dict[str, Any]:
-    """typer.Option keyword arguments enforcing `kind`'s range: `typer.Option(None, **option(Port))`.
+def _all_finite(values: Any) -> Any:
+    """The same for a repeatable option. typer < 0.26 hands the callback None for "not given" and then
+    needs a sequence back (None would fail in its list converter); every version reads [] as not given."""
+    for value in values or ():
+        _finite(value)
+    return [] if values is None else values
+
+
+def option(kind: Any, *, many: bool = False) -> dict[str, Any]:
+    """typer.Option keyword arguments enforcing `kind`'s range: `typer.Option(None, **option(Port))`;
+    `many` for a repeatable option (a list).
 
     typer reports a value outside the range as its own usage error (exit 2), on every supported version."""
     lo, hi = bounds(kind)
     kwargs: dict[str, Any] = {"min": lo, "max": hi}
     if _base(kind) is float:
-        kwargs["callback"] = _finite
+        kwargs["callback"] = _all_finite if many else _finite
     return kwargs
