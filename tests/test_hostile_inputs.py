@@ -130,12 +130,21 @@ def _cases() -> list[Case]:
     # numeric settings from the environment and config.toml, through a command that loads them
     for env in ({"LLMTP_PORT": "0"}, {"LLMTP_PORT": "99999"}, {"LLMTP_PORT": "abc"},
                 {"LLMTP_BUILD_JOBS": "0"}, {"LLMTP_BUILD_JOBS": "100000"}):
-        cases.append(Case(["config", "show"], "Invalid setting", env=env))
-    cases.append(Case(["serve", PLACEHOLDER, "--dry-run"], "Invalid setting", env={"LLMTP_PORT": "-1"}))
-    cases.append(Case(["service", "install", PLACEHOLDER, "--dry-run"], "Invalid setting",
+        cases.append(Case(["config", "show"], "error: Invalid setting", env=env))
+    cases.append(Case(["serve", PLACEHOLDER, "--dry-run"], "error: Invalid setting", env={"LLMTP_PORT": "-1"}))
+    cases.append(Case(["service", "install", PLACEHOLDER, "--dry-run"], "error: Invalid setting",
                       env={"LLMTP_PORT": "70000"}))
-    cases.append(Case(["config", "show"], "Invalid setting", config="port = 0\n"))
-    cases.append(Case(["config", "show"], "Invalid setting", config="build_jobs = -4\n"))
+    cases.append(Case(["config", "show"], "error: Invalid setting", config="port = 0\n"))
+    cases.append(Case(["config", "show"], "error: Invalid setting", config="build_jobs = -4\n"))
+    # bad text where llmtp's own checks answer (an LlmtpError: "error: ..." in one paragraph, exit 2)
+    cases += [Case(["plan", PLACEHOLDER, "--vram", "abc"], "error: Cannot read the size"),
+              Case(["plan", PLACEHOLDER, "--vram", "-1GiB"], "error: Cannot read the size"),
+              Case(["plan", PLACEHOLDER, "--gpu", "no-such-card"], "error: Unknown GPU"),
+              Case(["plan", "/nonexistent/m.gguf"], "error: Model file not found"),
+              Case(["inspect", "/nonexistent/m.gguf"], "error: model file not found"),
+              Case(["models", "show", "no-such-alias"], "error: Unknown model alias"),
+              Case(["models", "pull", "no-such-alias"], "error: Unknown model alias"),
+              Case(["builds", "use", "no-such-build"], "error: No installed build")]
     return cases
 
 
@@ -196,6 +205,8 @@ def test_usage_error_exits_2_with_a_message_and_no_traceback(runs, index):
     assert "Traceback" not in output, output
     assert done.returncode == case.rc, output
     assert case.expect in output, output
+    if case.expect.startswith("error:"):  # llmtp's own errors: one paragraph on stderr, nothing on stdout
+        assert done.stdout == "" and done.stderr.strip().count("\n") == 0, output
 
 
 def test_nothing_outside_llmtp_home_changed(runs):
