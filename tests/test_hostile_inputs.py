@@ -219,8 +219,8 @@ def test_table_covers_every_command_and_numeric_option():
     for path, callback in leaves:
         argv = [*path, *_required_args(callback), "--no-such-flag"]
         assert any(c.argv == argv for c in CASES), path
-    numeric = [(path, flag) for path, cb in leaves for flag, *_ in _numeric_options(cb)]
-    assert ("serve",) + ("--port",) in [(p[0], f) for p, f in numeric]
+    numeric = {(" ".join(path), flag) for path, cb in leaves for flag, *_ in _numeric_options(cb)}
+    assert {("serve", "--port"), ("serve", "--ctx"), ("plan", "--parallel"), ("service install", "--ctx")} <= numeric
     assert len(numeric) >= 20
 
 
