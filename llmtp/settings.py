@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmtp.core import limits
 from llmtp.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -38,9 +39,9 @@ class Settings(BaseSettings):
     state_dir: Path | None = Field(None, description="running servers: state files, logs")
     models_dir: Path | None = Field(None, description="models pulled without the HF cache")
     host: str = Field("127.0.0.1", description="address llama-server binds to")
-    port: int = Field(8080, ge=1, le=65535, description="port llama-server listens on")
+    port: limits.Port = Field(8080, description="port llama-server listens on")
     offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
-    build_jobs: int | None = Field(None, ge=1, description="parallel compile jobs (default: from cores and RAM)")
+    build_jobs: limits.BuildJobs | None = Field(None, description="parallel compile jobs (default: from cores and RAM)")
     default_model: str | None = Field(None, description="model served when none is named")
 
     @property

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 builds_app = typer.Typer(help="Installed llama.cpp builds: list, switch, roll back, prune.",
                          no_args_is_help=True)
 
@@ -24,7 +26,7 @@ def build_cmd(
     path: Optional[Path] = typer.Option(None, "--path", help="source tree for --source path"),
     ref: Optional[str] = typer.Option(None, "--ref", help="git tag or commit (default: the pinned tag)"),
     cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="KEY=VALUE, adds or overrides a CMake option"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="parallel jobs (default: cores and RAM)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"),
     portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
     no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the effective options and stop"),
@@ -173,7 +175,7 @@ def builds_rollback() -> None:
 
 
 @builds_app.command("prune")
-def builds_prune(keep: int = typer.Option(2, "--keep", min=0, help="newest builds to keep "
+def builds_prune(keep: int = typer.Option(2, "--keep", **limits.option(limits.Keep), help="newest builds to keep "
                                                                   "(current and previous always stay)")) -> None:
     """Delete old builds."""
     from llmtp.services.builds import prune

@@ -64,8 +64,23 @@ def _register() -> None:
 _register()
 
 
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """ClickException as the installed typer raises it. typer < 0.26 raises click's own; newer typer
+    bundles a copy of click as `typer._click`, so `click.ClickException` misses its errors. typer.BadParameter
+    derives from the right class on every version, so the class is found in its MRO (click's own is kept
+    too: a command may still raise it)."""
+    import click
+
+    found = [cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"]
+    return tuple(dict.fromkeys([*found, click.ClickException]))
+
+
 def run(argv: list[str] | None = None) -> None:
-    """Console entry point: the only place that turns an LlmtpError into an exit code."""
+    """Console entry point: the only place that turns an LlmtpError into an exit code.
+
+    A usage error (unknown command or option, missing argument, bad value; also a bare `llmtp` or
+    command group, which prints its help) exits 2 with typer's own usage message, as click does.
+    """
     try:
         # Without standalone mode click returns a typer.Exit's code instead of raising it
         # (verify's verdict codes travel this way).
@@ -81,12 +96,8 @@ def run(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _click_exceptions() as exc:  # usage errors arrive here with standalone_mode=False
+        exc.show()
+        sys.exit(exc.exit_code)
     if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
         sys.exit(rc)

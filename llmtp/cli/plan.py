@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from llmtp.core import limits
+
 
 def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QUANT."),
-         ctx: int = typer.Option(None, "--ctx", "-c", help="Context size to plan for (default: choose)."),
-         parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel slots (1 with MTP)."),
+         ctx: int = typer.Option(None, "--ctx", "-c", help="Context size to plan for (default: choose).",
+                                  **limits.option(limits.Ctx)),
+         parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel slots (1 with MTP).",
+                                       **limits.option(limits.Parallel)),
          no_mtp: bool = typer.Option(False, "--no-mtp", help="Plan without MTP speculative decoding."),
          quant: str = typer.Option(None, "--quant", "-q", help="Plan for this quant instead of choosing."),
          vram: str = typer.Option(None, "--vram", help="Plan for this much GPU memory, e.g. 12GiB."),

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 
 def _settings():
     from llmtp.settings import load_settings
@@ -17,10 +19,12 @@ def serve(
     model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
     host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080)."),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan."),
+    port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080).", **limits.option(limits.Port)),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan.",
+                                      **limits.option(limits.Ctx)),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1.",
+                                           **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
@@ -121,7 +125,8 @@ def _note(line: str) -> None:
     typer.echo(f"note: {line}", err=True)
 
 
-def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).")) -> None:
+def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).",
+                                           **limits.option(limits.Port))) -> None:
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
     from llmtp.services import state as st
     from llmtp.services.serve import stop_served
@@ -134,8 +139,9 @@ def stop(port: Optional[int] = typer.Option(None, help="Port of the server to st
 
 def logs(
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
-    port: Optional[int] = typer.Option(None, help="Port of the server (default: settings port)."),
-    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end."),
+    port: Optional[int] = typer.Option(None, help="Port of the server (default: settings port).",
+                                       **limits.option(limits.Port)),
+    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end.", **limits.option(limits.LogLines)),
 ) -> None:
     """Print llama-server's log (rotated under the state dir)."""
     import time
@@ -149,7 +155,8 @@ def logs(
         raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
     f = open(path, encoding="utf-8", errors="replace")
     try:
-        for line in f.readlines()[-lines:]:
+        tail = f.readlines()
+        for line in tail[len(tail) - lines:]:  # not [-lines:]: -n 0 means none, not all
             typer.echo(line, nl=False)
         while follow:
             line = f.readline()

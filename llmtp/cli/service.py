@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 service_app = typer.Typer(help="Run `llmtp serve` at boot as a systemd unit (macOS: a launchd agent).",
                           no_args_is_help=True)
 
@@ -18,10 +20,12 @@ def install(
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server."),
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
     host: Optional[str] = typer.Option(None, help="Bind address (as for `llmtp serve`)."),
-    port: Optional[int] = typer.Option(None, help="Port (as for `llmtp serve`)."),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan."),
+    port: Optional[int] = typer.Option(None, help="Port (as for `llmtp serve`).", **limits.option(limits.Port)),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan.",
+                                     **limits.option(limits.Ctx)),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1.",
+                                          **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
@@ -121,7 +125,7 @@ def restart_cmd() -> None:
 
 @service_app.command("logs")
 def logs(follow: bool = typer.Option(False, "-f", "--follow"), system: bool = typer.Option(False, "--system"),
-         lines: int = typer.Option(100, "-n", "--lines")) -> None:
+         lines: int = typer.Option(100, "-n", "--lines", **limits.option(limits.LogLines))) -> None:
     """The unit's journal (llmtp's events; `llmtp logs` has llama-server's own log)."""
     import sys
 

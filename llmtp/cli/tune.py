@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 
 def render(decision, target, con) -> None:
     from rich.table import Table
@@ -29,14 +31,15 @@ def render(decision, target, con) -> None:
 def tune_cmd(
     model: Optional[str] = typer.Argument(None, help="GGUF path or alias (default: the default model)."),
     json_out: bool = typer.Option(False, "--json", help="Print the decision and every trial as JSON."),
-    runs: int = typer.Option(3, "--runs", min=1, help="Measured runs per prompt and configuration."),
-    warmups: int = typer.Option(1, "--warmups", min=0, help="Warm-up runs per prompt and configuration."),
-    n_predict: int = typer.Option(256, "--n-predict", min=1, help="Tokens per run."),
-    min_gain: float = typer.Option(0.03, "--min-gain", min=0.0,
+    runs: int = typer.Option(3, "--runs", **limits.option(limits.Runs), help="Measured runs per prompt and configuration."),
+    warmups: int = typer.Option(1, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per prompt and configuration."),
+    n_predict: int = typer.Option(256, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run."),
+    min_gain: float = typer.Option(0.03, "--min-gain", **limits.option(limits.Gain),
                                    help="Keep MTP only when at least this much faster than plain (0.03 = 3%)."),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt",
                                                help="Prompt kind to measure: code, prose (repeatable; default both)."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
+                                          **limits.option(limits.Threads)),
 ) -> None:
     """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod; keep the fastest, or MTP off."""
     from llmtp.cli._out import console, emit_json

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 
 def render(result, con) -> None:
     from llmtp.cli.verify import render as render_verify
@@ -26,10 +28,10 @@ def upgrade_cmd(
     path: Optional[str] = typer.Option(None, "--path", help="Source tree for --source path."),
     cmake_arg: Optional[list[str]] = typer.Option(None, "--cmake-arg", help="Extra KEY=VALUE CMake option."),
     quick: bool = typer.Option(False, "--quick", help="Quick verify (128 tokens, median of 3)."),
-    runs: Optional[int] = typer.Option(None, "--runs", min=1),
-    warmups: Optional[int] = typer.Option(None, "--warmups", min=0),
-    n_predict: Optional[int] = typer.Option(None, "--n-predict", min=1),
-    tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, max=1.0, help="Allowed drop against the baseline."),
+    runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs)),
+    warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups)),
+    n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict)),
+    tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction), help="Allowed drop against the baseline."),
     json_out: bool = typer.Option(False, "--json", help="Print the outcome and both reports as JSON."),
 ) -> None:
     """Build REF in its own directory, verify it against the stored baseline, switch `current` only on a pass.

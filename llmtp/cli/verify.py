@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from llmtp.core import limits
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 pass; 10 MTP not available in the build; 11 model has no MTP heads; "
     "12 MTP inactive at runtime; 13 MTP slower than plain; 14 regression against the stored baseline "
@@ -76,16 +78,18 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quick: bool = typer.Option(False, "--quick", help="Short check for setup: 128 tokens, median of 3."),
     thorough: bool = typer.Option(False, "--thorough", help="2000 tokens, 5 warm-ups, median of 10."),
-    runs: Optional[int] = typer.Option(None, "--runs", min=1, help="Measured runs per case (default 5)."),
-    warmups: Optional[int] = typer.Option(None, "--warmups", min=0, help="Warm-up runs per case (default 2)."),
-    n_predict: Optional[int] = typer.Option(None, "--n-predict", min=1, help="Tokens per run (default 512)."),
-    temperature: Optional[list[float]] = typer.Option(None, "--temperature",
+    runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs), help="Measured runs per case (default 5)."),
+    warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per case (default 2)."),
+    n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run (default 512)."),
+    temperature: Optional[list[float]] = typer.Option(None, "--temperature", **limits.option(limits.Temperature, many=True),
                                                       help="Temperatures to measure (repeatable; default 0 and 0.7)."),
-    tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, max=1.0,
+    tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction),
                                     help="Allowed drop against the baseline (0.10 = 10%)."),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Replace the stored baseline on a pass."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", "-np", help="Slots (default 1, the MTP fast path)."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-np", help="Slots (default 1, the MTP fast path).",
+                                           **limits.option(limits.Parallel)),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
+                                          **limits.option(limits.Threads)),
 ) -> None:
     """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B."""
     from llmtp.cli._out import console, emit_json

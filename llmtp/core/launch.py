@@ -10,12 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llmtp.core import limits
+
 
 class MtpSettings(BaseModel):
     enabled: bool = False
-    n_max: int = 3  # --spec-draft-n-max (upstream default 3)
-    n_min: int | None = None  # --spec-draft-n-min; None = upstream default
-    p_min: float | None = None  # --spec-draft-p-min; None = upstream default (0.0)
+    n_max: limits.DraftTokens = 3  # --spec-draft-n-max (upstream default 3)
+    n_min: limits.DraftTokens | None = None  # --spec-draft-n-min; None = upstream default
+    p_min: limits.Fraction | None = None  # --spec-draft-p-min; None = upstream default (0.0)
     draft_model: str | None = None  # -md sidecar (Gemma 4 mtp-*.gguf); None = heads embedded in the model
     extra_types: list[str] = Field(default_factory=list)  # stacked, e.g. ["ngram-mod"]
     draft_ngl: int | str | None = None  # --spec-draft-ngl

@@ -214,7 +214,7 @@ def _trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_c
 
 def _ctx_steps(start: int, floor: int) -> list[int]:
     steps, c = [], start
-    while c >= floor:
+    while c >= max(floor, 1):  # halving a value <= 0 never drops below the floor: stop at 1 whatever comes in
         steps.append(c)
         c //= 2
     return steps or [start]
