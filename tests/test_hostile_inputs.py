@@ -144,7 +144,7 @@ def _cases() -> list[Case]:
               Case(["inspect", "/nonexistent/m.gguf"], "error: model file not found"),
               Case(["models", "show", "no-such-alias"], "error: Unknown model alias"),
               Case(["models", "pull", "no-such-alias"], "error: Unknown model alias"),
-              Case(["builds", "use", "no-such-build"], "error: No installed build")]
+              Case(["builds", "use", "no-such-build"], "is not a build id")]
     return cases
 
 

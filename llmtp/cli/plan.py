@@ -16,7 +16,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          quant: str = typer.Option(None, "--quant", "-q", help="Plan for this quant instead of choosing."),
          vram: str = typer.Option(None, "--vram", help="Plan for this much GPU memory, e.g. 12GiB."),
          gpu: str = typer.Option(None, "--gpu", help="Plan for a known card, e.g. 'RTX 4090' (see data/gpus.toml)."),
-         ram_bw: float = typer.Option(None, "--ram-bw", min=1.0, max=10000.0,
+         ram_bw: float = typer.Option(None, "--ram-bw", **limits.option(limits.Bandwidth),
                                       help="System RAM bandwidth in GB/s, for layers left on the CPU."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
