@@ -139,6 +139,8 @@ def _cases() -> list[Case]:
     # bad text where llmtp's own checks answer (an LlmtpError: "error: ..." in one paragraph, exit 2)
     cases += [Case(["plan", PLACEHOLDER, "--vram", "abc"], "error: Cannot read the size"),
               Case(["plan", PLACEHOLDER, "--vram", "-1GiB"], "error: Cannot read the size"),
+              Case(["plan", PLACEHOLDER, "--vram", "0GiB"], "is outside 256MiB..16TiB"),
+              Case(["plan", PLACEHOLDER, "--vram", "99999999TiB"], "is outside 256MiB..16TiB"),
               Case(["plan", PLACEHOLDER, "--gpu", "no-such-card"], "error: Unknown GPU"),
               Case(["plan", "/nonexistent/m.gguf"], "error: Model file not found"),
               Case(["inspect", "/nonexistent/m.gguf"], "error: model file not found"),

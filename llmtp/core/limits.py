@@ -39,6 +39,7 @@ Temperature = Annotated[float, Interval(ge=0.0, le=2.0)]  # the OpenAI API's ran
 DraftTokens = Annotated[int, Interval(ge=0, le=128)]  # --spec-draft-n-max/-n-min; tune sweeps 1-6
 LogLines = Annotated[int, Interval(ge=0, le=1_000_000)]
 Keep = Annotated[int, Interval(ge=0, le=1000)]
+VramBytes = Annotated[int, Interval(ge=256 * 2**20, le=16 * 2**40)]  # --vram: 256 MiB .. 16 TiB
 Bandwidth = Annotated[float, Interval(ge=1.0, le=100_000.0)]  # GB/s: DDR3 single channel .. HBM3e
 
 

@@ -81,19 +81,30 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def parse_vram(text: str) -> int:
+    """--vram: a size within core.limits.VramBytes (a 0 or 100 TiB budget is a typo, not a card)."""
+    from llmtp.core import limits
+
+    size = parse_size(text)
+    lo, hi = limits.bounds(limits.VramBytes)
+    if not lo <= size <= hi:
+        raise UsageError(f"--vram {text} is outside 256MiB..16TiB", "Give the GPU memory to plan for, e.g. 12GiB.")
+    return size
+
+
 def hardware_from_flags(vram: str | None, gpu: str | None) -> PlanHardware | None:
     if gpu:
         spec = find_gpu(gpu)
         total = int(spec.vram_gib * GiB)
         budget = int(total * UNIFIED_GPU_SHARE) if spec.unified else total
         if vram:
-            budget = parse_size(vram)
+            budget = parse_vram(vram)
         return PlanHardware(gpus=[PlanDevice(name=spec.name, free_bytes=budget, bandwidth_gbps=spec.bandwidth_gbps)],
                             ram_bytes=total if spec.unified else None, backend=spec.backend,  # type: ignore[arg-type]
                             unified_memory=spec.unified,
                             ram_bandwidth_gbps=spec.bandwidth_gbps if spec.unified else None)
     if vram:
-        return PlanHardware(gpus=[PlanDevice(name=f"GPU ({vram})", free_bytes=parse_size(vram))], backend="cuda")
+        return PlanHardware(gpus=[PlanDevice(name=f"GPU ({vram})", free_bytes=parse_vram(vram))], backend="cuda")
     return None
 
 
