@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import shipped
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.buildlog import Progress, distill, parse_progress
@@ -23,7 +24,7 @@ from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, FoundTool, Profile, bu
                                  cmake_configure_argv, effective_cmake_options, parse_cmake_args,
                                  parse_tool_version, preflight_problems)
 from llmtp.errors import BuildError, ConfigError, UsageError
-from llmtp.services.builds import (MANIFEST, BuildManifest, InstalledBuild, PatchRecord, SourceKind, _data, _now,
+from llmtp.services.builds import (MANIFEST, BuildManifest, InstalledBuild, PatchRecord, SourceKind, _now,
                                    build_id, current_build, find_installed, load_profile, probe_binary,
                                    probe_failure, use_build)
 from llmtp.services.builds import adopt, list_builds, profile_names, prune, rollback
@@ -36,23 +37,35 @@ _REEXPORTED = (adopt, list_builds, profile_names, prune, rollback)
 # --- shipped data ---------------------------------------------------------------------------------
 
 def load_pin() -> Pin:
-    f = _data("data", "pin.toml")
+    f = shipped.data_file("pin.toml")
     return parse_pin(f.read_text(encoding="utf-8"), str(f))
 
 
-def patch_dir(profile: Profile) -> Path:
-    return Path(str(_data("patches", *([profile.patch_set] if profile.patch_set else []))))
+def user_patches(settings: Settings) -> Path:
+    """Where the user's own patch sets live (one directory per profile `patch_set`)."""
+    return settings.data_dir / "patches"  # type: ignore[operator]
 
 
-def load_patches(profile: Profile) -> list[PatchEntry]:
-    d = patch_dir(profile)
-    series = d / "series"
-    entries = parse_series(series.read_text(encoding="utf-8"), str(series)) if series.is_file() else []
+def patch_dir(profile: Profile, patches_root: Path | None) -> Path | None:
+    """The directory of the profile's series; None for a user set when no data dir is known."""
+    if profile.patch_set and patches_root is None:
+        return None
+    return shipped.patch_dir(profile.patch_set, patches_root)  # type: ignore[arg-type]
+
+
+def load_patches(profile: Profile, patches_root: Path | None = None) -> list[PatchEntry]:
+    """The profile's patches in order. A named set is read from `patches_root` (the data dir's
+    patches/, see `user_patches`); the shipped series otherwise."""
+    d = patch_dir(profile, patches_root)
+    series = d / "series" if d is not None else None
+    entries = (parse_series(series.read_text(encoding="utf-8"), str(series))
+               if series is not None and series.is_file() else [])
     if profile.require_patches and not entries:
-        raise ConfigError(f"Profile {profile.name} needs a patch set, but {series} lists no patch",
+        where = series or Path("<data dir>/patches", profile.patch_set, "series")
+        raise ConfigError(f"Profile {profile.name} needs a patch set, but {where} lists no patch",
                           "llmtp ships no patch for this profile. Upstream MTP needs none: use --profile "
-                          "cuda. To build the branch dialect, put its patch into that directory and list "
-                          "it in the series file with its sha256.")
+                          f"cuda. To build the branch dialect, put its patch into {where.parent} and "
+                          "list it in that series file as `NAME.patch SHA256` (sha256sum NAME.patch).")
     return entries
 
 
@@ -120,10 +133,10 @@ def provenance_options(source: SourceKind, ref: str | None, pin: Pin, *, is_git:
 
 
 def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
-         provenance: dict[str, str] | None = None) -> BuildPlan:
+         provenance: dict[str, str] | None = None, patches_root: Path | None = None) -> BuildPlan:
     name = request.profile or (hw.recommendation.profile if hw else "cpu")
     profile = load_profile(name)
-    patches = load_patches(profile)
+    patches = load_patches(profile, patches_root)
     overrides = parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
                                       provenance=provenance, cpu_flags=_cpu_flags(hw, request.native))
@@ -267,7 +280,7 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
     src = fetch_source(settings, request, pin, runner)
     prov = provenance_options(request.source, src.ref, pin, is_git=src.is_git, commit=src.commit,
                               build_number=src.build_number)
-    p = plan(request, hw, pin, provenance=prov)
+    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings))
     src.patches = p.patches
     digest = inputs_hash(src.identity, p)
     number = p.options.get("LLAMA_BUILD_NUMBER", "")
@@ -311,7 +324,7 @@ def _build_locked(settings: Settings, request: BuildRequest, runner: Runner, emi
 
             emit(BuildEvent("source", f"applying {len(p.patches)} patch(es)"))
             ps_hash = hashlib.sha256("".join(e.sha256 for e in p.patches).encode()).hexdigest()
-            src_dir = patched_copy(src, patch_dir(p.profile), ps_hash, settings.cache_dir, runner)
+            src_dir = patched_copy(src, patch_dir(p.profile, user_patches(settings)), ps_hash, settings.cache_dir, runner)
             tree = tree.with_name(tree.name + f"-p{ps_hash[:8]}")
         cache = tree / "CMakeCache.txt"
         old = _tree_state(tree)
@@ -438,7 +451,7 @@ def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot |
     else:
         number, is_git, commit, ref = None, (request.path / ".git").exists() if request.path else False, None, None
     prov = provenance_options(request.source, ref, pin, is_git=is_git, commit=commit, build_number=number)
-    p = plan(request, hw, pin, provenance=prov)
+    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings))
     return {"profile": p.profile.name, "backend": p.profile.backend, "source": request.source,
             "url": pin.git.url if request.source == "git" else (str(request.path) if request.path else
                                                                  f"pypi:{pin.pypi.name}=={pin.pypi.version}"),

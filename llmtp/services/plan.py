@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import shipped
 from llmtp.core.plan import GiB, Plan, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.errors import ConfigError, UsageError
 
@@ -22,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "gpus.toml"
+GPUS_PATH = Path(str(shipped.data_file("gpus.toml")))
 UNIFIED_GPU_SHARE = 0.75  # macOS default GPU working-set limit
 
 
