@@ -57,3 +57,15 @@ def test_no_shell_true_anywhere():
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "shell":
                 assert not (isinstance(node.value, ast.Constant) and node.value.value is True), path
+
+
+# Modules over the size limit today, each waiting for its split (issue 16 item 2: setup.py's store,
+# rule and wording; the others grew past it in later slices). The list only shrinks.
+OVERSIZE = {"services/setup.py", "services/models.py", "core/plan.py", "core/catalog.py"}
+MAX_LINES = 400
+
+
+def test_no_module_over_the_size_limit():
+    sizes = {str(p.relative_to(PKG)): len(p.read_text(encoding="utf-8").splitlines()) for p in PKG.rglob("*.py")}
+    assert {name for name, n in sizes.items() if n > MAX_LINES} - OVERSIZE == set()
+    assert sizes["services/build.py"] <= MAX_LINES and sizes["services/build_steps.py"] <= MAX_LINES
