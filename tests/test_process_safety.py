@@ -259,7 +259,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path, monkeypatch):
+def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path):
     old = os.umask(0o022)
     try:
         port = free_port()
