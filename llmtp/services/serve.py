@@ -356,7 +356,7 @@ def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], Non
 
 def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, *, child=None):
     """Run `argv` (llmtp serve ... --foreground) in its own session and wait until it is ready.
-    `child`: that very process, already started by the entry point (warm_start.take_child)."""
+    `child`: that very process, already started by the entry point (WarmStart.take_child, services/warm_start.py)."""
     from llmtp.adapters.spawn import spawn_detached
     from llmtp.services import state as st
 
