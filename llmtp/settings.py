@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmtp import paths
 from llmtp.core import limits
 from llmtp.errors import ConfigError
 
@@ -57,25 +58,7 @@ _PATH_FIELDS = ("config_dir", "data_dir", "cache_dir", "state_dir", "models_dir"
 
 
 def _default_dirs(home: Path | None) -> dict[str, Path]:
-    if home is not None:
-        home = home.expanduser().resolve()
-        return {
-            "config_dir": home / "config",
-            "data_dir": home / "data",
-            "cache_dir": home / "cache",
-            "state_dir": home / "state",
-            "models_dir": home / "models",
-        }
-    import platformdirs
-
-    dirs = platformdirs.PlatformDirs(APP, appauthor=False)
-    return {
-        "config_dir": Path(dirs.user_config_dir),
-        "data_dir": Path(dirs.user_data_dir),
-        "cache_dir": Path(dirs.user_cache_dir),
-        "state_dir": Path(dirs.user_state_dir),
-        "models_dir": Path(dirs.user_data_dir) / "models",
-    }
+    return paths.default_dirs(home)
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:
@@ -88,10 +71,8 @@ def _env_values(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = paths.read_toml(path)
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"The settings file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
@@ -125,11 +106,8 @@ def load_settings(flags: Mapping[str, Any] | None = None,
     env = dict(os.environ if env is None else env)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env_vals = _env_values(env)
-    home_raw = flags.get("home") or env_vals.get("home")
-    home = Path(home_raw) if home_raw else None
+    config_path, home = paths.config_path(flags, env)
     defaults = _default_dirs(home)
-    config_dir = Path(flags.get("config_dir") or env_vals.get("config_dir") or defaults["config_dir"])
-    config_path = config_dir / "config.toml"
     file_vals = _read_toml(config_path)
     if "home" in file_vals and home is None:
         home = Path(file_vals["home"])

@@ -57,3 +57,28 @@ def test_no_shell_true_anywhere():
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "shell":
                 assert not (isinstance(node.value, ast.Constant) and node.value.value is True), path
+
+
+# Modules over the size limit today, each waiting for its split (issue 16 item 2: setup.py's store,
+# rule and wording; the others grew past it in later slices). The list only shrinks.
+OVERSIZE = {"services/setup.py", "services/models.py", "core/plan.py", "core/catalog.py"}
+MAX_LINES = 400
+
+
+def test_no_module_over_the_size_limit():
+    sizes = {str(p.relative_to(PKG)): len(p.read_text(encoding="utf-8").splitlines()) for p in PKG.rglob("*.py")}
+    assert {name for name, n in sizes.items() if n > MAX_LINES} - OVERSIZE == set()
+    assert sizes["services/build.py"] <= MAX_LINES and sizes["services/build_steps.py"] <= MAX_LINES
+
+
+def test_architecture_md_lists_every_module():
+    """docs/architecture.md's "Every module" section names each module of the tree once, and no other."""
+    import re
+
+    doc = (PKG.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = doc.split("## Every module", 1)[1]
+    listed = re.findall(r"^- `(llmtp/[\w/]+\.py)`: \S", section, flags=re.M)
+    tree = {str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
+            if p.name != "__init__.py" or p.parent.name == "_shipped"}
+    assert len(listed) == len(set(listed))
+    assert set(listed) == tree

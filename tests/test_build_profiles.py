@@ -116,6 +116,29 @@ def test_mtp_branch_profile_fails_without_its_patches():
     assert exc.value.hint.startswith("llmtp ships no patch for this profile. Upstream MTP needs none")
 
 
+def test_mtp_branch_patches_are_read_from_the_data_dir_never_the_package(tmp_path):
+    """A user's patch set lives under <data dir>/patches/<set>/: the installed package stays read-only."""
+    import hashlib
+
+    from llmtp.adapters import shipped
+    from llmtp.services.build import patch_dir, user_patches
+    from llmtp.settings import load_settings
+
+    settings = load_settings(flags={"home": str(tmp_path)}, env={}).settings
+    profile = load_profile("cuda-mtp-branch")
+    with pytest.raises(ConfigError) as exc:
+        load_patches(profile, user_patches(settings))
+    where = settings.data_dir / "patches" / "mtp-branch"
+    assert f"put its patch into {where} and" in exc.value.hint
+    where.mkdir(parents=True)
+    (where / "mtp.patch").write_text("--- a/x\n+++ b/x\n", encoding="utf-8")
+    sha = hashlib.sha256((where / "mtp.patch").read_bytes()).hexdigest()
+    (where / "series").write_text(f"mtp.patch {sha}\n", encoding="utf-8")
+    assert [(e.name, e.sha256) for e in load_patches(profile, user_patches(settings))] == [("mtp.patch", sha)]
+    assert patch_dir(profile, user_patches(settings)) == where
+    assert not shipped.shipped_patch_dir().joinpath("mtp-branch").exists()
+
+
 def test_upstream_series_is_empty():
     assert load_patches(load_profile("cpu")) == []
 

@@ -15,6 +15,7 @@ from llmtp.adapters.runner import SubprocessRunner
 from llmtp.cli.main import app
 from llmtp.errors import BuildError, ToolMissingError
 from llmtp.services import build as svc
+from llmtp.services import build_steps
 from llmtp.testbed.build import TESTBED_REQUEST, testbed_build, testbed_inputs_hash, testbed_settings
 
 pytestmark = pytest.mark.llama
@@ -74,7 +75,7 @@ def test_cuda_profile_configure_only(monkeypatch):
         # This machine's bare nvcc 13.0 has no cuBLAS: preflight must say so before CMake runs...
         assert exc.message.startswith("cuBLAS not found for the CUDA toolkit")
         # ...and CMake itself, run without that check, fails for exactly that reason.
-        monkeypatch.setattr(svc, "_cuda_library_problems", lambda profile, found: [])
+        monkeypatch.setattr(build_steps, "_cuda_library_problems", lambda profile, found: [])
         with pytest.raises(BuildError, match="CMake configure failed for profile cuda") as failed:
             svc.build(settings, req, SubprocessRunner(), configure_only=True)
         assert failed.value.details[0].startswith("missing: cuBLAS not found next to nvcc")

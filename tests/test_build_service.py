@@ -15,6 +15,7 @@ from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.errors import BuildError, UsageError
 from llmtp.services import build as svc
+from llmtp.services import build_steps
 from llmtp.settings import load_settings
 
 needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("cc") is None,
@@ -108,7 +109,7 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
 
     # Dropping the option again must not keep FAKE_EXTRA=ON from the cached tree (-U), and reuses `first`.
     tree = next((settings.cache_dir / "build-trees").glob("*-cpu"))
-    argv = svc._configure_argv("cmake", fake_tree, tree, first.manifest.cmake_options, "Ninja", None)
+    argv = build_steps._configure_argv("cmake", fake_tree, tree, first.manifest.cmake_options, "Ninja", None)
     assert "-UFAKE_EXTRA" in argv
 
     svc.use_build(settings, second.id)

@@ -259,7 +259,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path, monkeypatch):
+def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path):
     old = os.umask(0o022)
     try:
         port = free_port()
@@ -271,11 +271,11 @@ def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path,
             assert _mode(st.state_path(state_dir, port)) == 0o600
         finally:
             _stop(port)
-        from llmtp.services import warm_start
+        from llmtp.services.warm_start import WarmStart
 
-        monkeypatch.setattr(warm_start, "_key", "k" * 32)
-        rec = warm_start.remember(argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
-                                  files=[], env={"LLMTP_STATE_DIR": str(state_dir)})
+        warm = WarmStart(["serve", "m", "--foreground"], {"LLMTP_STATE_DIR": str(state_dir)})
+        rec = warm.remember(argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
+                            files=[], state_dir=state_dir)
         assert _mode(rec.parent) == 0o700 and _mode(rec) == 0o600
         fresh = tmp_path / "a" / "b" / "state"
         assert private_dir(fresh) == fresh

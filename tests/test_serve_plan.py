@@ -144,7 +144,7 @@ def test_cpu_build_plans_for_the_cpu_even_with_a_gpu_present():
 def test_dry_run_cli_shows_reasons_human_and_json(tiny, monkeypatch):
     from llmtp.services import plan as plan_svc
 
-    monkeypatch.setattr(plan_svc, "hardware_for_build", lambda caps: _gpu(12 * 1024))
+    monkeypatch.setattr(plan_svc, "hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
     monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda p, d: _caps())
     args = ["serve", str(tiny), "--server", str(SERVER), "--port", "9001", "--dry-run"]
     r = CliRunner().invoke(app, args)

@@ -15,7 +15,9 @@ import pytest
 
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port
+from llmtp import paths
 from llmtp.services import warm_start
+from llmtp.services.warm_start import WarmStart
 
 SERVE = ["serve", "m.gguf", "--port", "8123", "--foreground"]
 
@@ -25,11 +27,26 @@ def env(tmp_path):
     return {"LLMTP_HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "")}
 
 
+OPEN: list[WarmStart] = []
+
+
 @pytest.fixture(autouse=True)
 def no_leftover():
     yield
-    warm_start.discard()
-    warm_start._key = None
+    while OPEN:
+        OPEN.pop().close()
+
+
+def started(args: list[str], env: dict) -> WarmStart:
+    """A WarmStart as the entry point makes it, started; closed after the test."""
+    w = WarmStart(args, env)
+    w.start()
+    OPEN.append(w)
+    return w
+
+
+def records(env: dict) -> Path:
+    return warm_start.records_dir(paths.state_dir(env))
 
 
 def _sleeper(tmp_path: Path) -> list[str]:
@@ -48,7 +65,7 @@ def _record(tmp_path: Path, env: dict, args: list[str], **over) -> dict:
               "lock_path": str(tmp_path / "state/serve.lock"), "host": "127.0.0.1", "port": port,
               "stamps": [warm_start._stamp(str(model))], **over}
     key = warm_start.invocation_key(args, os.getcwd(), env)
-    path = warm_start.records_dir(env) / f"{key}.json"
+    path = records(env) / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record), encoding="utf-8")
     return record
@@ -80,14 +97,14 @@ def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
     fg = warm_start.foreground_args(["serve", "m.gguf", "--port", "8123"])
     out = tmp_path / "state" / "logs" / "llmtp-serve-8123.out"
     _record(tmp_path, env, fg, detach_out=str(out))
-    assert warm_start.maybe_start(["serve", "m.gguf", "--port", "8123", "--json"], env) is None
-    child = warm_start._child
-    assert child is not None and child.args == [sys.executable, "-m", "llmtp", *fg]
-    assert warm_start.take_child(child.args, tmp_path / "elsewhere.out") is None  # not what detach wants
+    w = started(["serve", "m.gguf", "--port", "8123", "--json"], env)
+    child = w._child
+    assert w.warm is None and child is not None and child.args == [sys.executable, "-m", "llmtp", *fg]
+    assert w.take_child(child.args, tmp_path / "elsewhere.out") is None  # not what detach wants
     assert child.wait(timeout=30) is not None  # stopped
-    warm_start.maybe_start(["serve", "m.gguf", "--port", "8123"], env)
-    child = warm_start._child
-    assert warm_start.take_child(child.args, out) is child and warm_start._child is None
+    w = started(["serve", "m.gguf", "--port", "8123"], env)
+    child = w._child
+    assert w.take_child(child.args, out) is child and w._child is None
     child.wait(timeout=30)  # it fails on its own: m.gguf is no model (its output says why)
     assert out.is_file()
 
@@ -95,9 +112,33 @@ def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
 def test_records_live_in_the_state_dir_a_service_can_write(tmp_path):
     from llmtp.settings import load_settings
 
-    assert warm_start.records_dir({"LLMTP_STATE_DIR": str(tmp_path / "s")}) == tmp_path / "s" / "warm-start"
+    assert records({"LLMTP_STATE_DIR": str(tmp_path / "s")}) == tmp_path / "s" / "warm-start"
     home = {"LLMTP_HOME": str(tmp_path / "h")}
-    assert warm_start.records_dir(home) == load_settings(env=home).settings.state_dir / "warm-start"
+    assert records(home) == load_settings(env=home).settings.state_dir / "warm-start"
+
+
+@pytest.mark.parametrize("toml", ['state_dir = "{t}/from-file"', 'home = "{t}/file-home"', ""])
+def test_the_state_dir_is_the_settings_own_config_toml_included(tmp_path, toml):
+    """The entry point finds records where the full path wrote them: config.toml's state_dir (or
+    home) counts before the CLI loads, as in load_settings."""
+    from llmtp.settings import load_settings
+
+    env = {"LLMTP_CONFIG_DIR": str(tmp_path / "cfg")}
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.toml").write_text(toml.format(t=tmp_path), encoding="utf-8")
+    assert paths.state_dir(env) == load_settings(env=env).settings.state_dir
+    for over in ({"LLMTP_HOME": str(tmp_path / "h")}, {"LLMTP_STATE_DIR": str(tmp_path / "s")}):
+        assert paths.state_dir({**env, **over}) == load_settings(env={**env, **over}).settings.state_dir
+
+
+def test_a_record_under_a_configured_state_dir_starts_warm(tmp_path):
+    env = {"LLMTP_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": os.environ.get("PATH", "")}
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.toml").write_text(f'state_dir = "{tmp_path}/svc-state"', encoding="utf-8")
+    rec = _record(tmp_path, env, SERVE)
+    assert records(env) == tmp_path / "svc-state" / "warm-start"
+    w = started(SERVE, env)
+    assert w.warm is not None and w.warm.argv == rec["argv"]
 
 
 def test_a_refused_pass_through_never_starts_warm(env):
@@ -109,22 +150,23 @@ def test_a_refused_pass_through_never_starts_warm(env):
 
 
 def test_no_record_means_no_warm_start(env):
-    assert warm_start.maybe_start(SERVE, env) is None
-    assert warm_start.running_pid() is None
+    w = started(SERVE, env)
+    assert w.warm is None and w.running_pid() is None
 
 
 def test_recorded_launch_starts_and_is_handed_over_when_the_plan_agrees(tmp_path, env):
     rec = _record(tmp_path, env, SERVE)
-    warm = warm_start.maybe_start(SERVE, env)
+    w = started(SERVE, env)
+    warm = w.warm
     assert warm is not None and warm.proc.poll() is None and warm.argv == rec["argv"]
-    assert warm_start.running_pid() == warm.proc.pid
+    assert w.running_pid() == warm.proc.pid
     assert not Flock(rec["lock_path"]).acquire()  # the port is claimed from the start
-    got, lock, note = warm_start.handover(rec["argv"], Path(rec["log_path"]), Path(rec["lock_path"]))
+    got, lock, note = w.handover(rec["argv"], Path(rec["log_path"]), Path(rec["lock_path"]))
     assert note is None
     assert got is warm and lock is warm.lock and lock.held
-    assert warm_start.running_pid() is None  # adopted: no longer the warm start's to stop
-    warm_start.discard()
-    assert warm.proc.poll() is None  # discard leaves an adopted process alone
+    assert w.running_pid() is None  # adopted: no longer the warm start's to stop
+    w.close()
+    assert warm.proc.poll() is None  # closing leaves an adopted process alone
     warm.proc.kill()
     warm.proc.wait()
     lock.release()
@@ -132,9 +174,10 @@ def test_recorded_launch_starts_and_is_handed_over_when_the_plan_agrees(tmp_path
 
 def test_a_different_plan_stops_the_warm_process_and_keeps_the_lock(tmp_path, env):
     rec = _record(tmp_path, env, SERVE)
-    warm = warm_start.maybe_start(SERVE, env)
+    w = started(SERVE, env)
+    warm = w.warm
     pid = warm.proc.pid
-    got, lock, note = warm_start.handover([*rec["argv"], "-c", "8192"], Path(rec["log_path"]), Path(rec["lock_path"]))
+    got, lock, note = w.handover([*rec["argv"], "-c", "8192"], Path(rec["log_path"]), Path(rec["lock_path"]))
     assert got is None and lock is warm.lock and note.endswith("not used: the plan of now differs")  # the port stays ours for the launch the plan wants
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     lock.release()
@@ -142,8 +185,8 @@ def test_a_different_plan_stops_the_warm_process_and_keeps_the_lock(tmp_path, en
 
 def test_another_lock_path_releases_the_warm_lock(tmp_path, env):
     rec = _record(tmp_path, env, SERVE)
-    warm_start.maybe_start(SERVE, env)
-    got, lock, _ = warm_start.handover(rec["argv"], Path(rec["log_path"]), tmp_path / "other.lock")
+    w = started(SERVE, env)
+    got, lock, _ = w.handover(rec["argv"], Path(rec["log_path"]), tmp_path / "other.lock")
     assert got is None and lock is None
     assert Flock(rec["lock_path"]).acquire()
 
@@ -166,9 +209,9 @@ def test_any_doubt_means_a_cold_start(tmp_path, env, spoil):
     elif spoil == "binary missing":
         _record(tmp_path, env, SERVE, argv=[str(tmp_path / "no-such-server")])
     else:
-        path = next(warm_start.records_dir(env).glob("*.json"))
+        path = next(records(env).glob("*.json"))
         path.write_text("{not json", encoding="utf-8")
-    assert warm_start.maybe_start(SERVE, env) is None
+    assert started(SERVE, env).warm is None
     assert not any(str(tmp_path) in " ".join(p.info["cmdline"] or []) and "fake-server" in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["cmdline"]))
     if spoil != "lock taken":
@@ -177,16 +220,48 @@ def test_any_doubt_means_a_cold_start(tmp_path, env, spoil):
         h.close() if isinstance(h, socket.socket) else h.release()
 
 
-def test_remember_writes_what_maybe_start_reads(tmp_path, env):
+def test_remember_writes_what_start_reads(tmp_path, env):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    assert warm_start.remember(argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
-                               files=[str(model)], env=env) is None  # not a warm-capable invocation
-    warm_start._key = warm_start.invocation_key(SERVE, os.getcwd(), env)
-    path = warm_start.remember(argv=["x", 1], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
-                               files=[str(model), str(tmp_path / "gone")], env=env)
+    state = paths.state_dir(env)
+    assert WarmStart(["serve", "m.gguf"], env).remember(
+        argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
+        files=[str(model)], state_dir=state) is None  # not a warm-capable invocation
+    path = WarmStart(SERVE, env).remember(argv=["x", 1], log_path=tmp_path / "l", lock_path=tmp_path / "k",
+                                          host="h", port=1, files=[str(model), str(tmp_path / "gone")],
+                                          state_dir=state)
+    assert path.parent == records(env)
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["argv"] == ["x", "1"] and data["stamps"] == [warm_start._stamp(str(model))]
+
+
+def test_one_object_no_process_wide_state():
+    """The warm start is the entry point's WarmStart: the module keeps no state of its own and
+    installs no exit hook or signal handler (a killed process relies on the parent-death signal)."""
+    import ast
+
+    tree = ast.parse(Path(warm_start.__file__).read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"atexit", "signal"}
+    module_state = [t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+    assert module_state == ["ENV_PREFIX"]
+
+
+def test_the_entry_point_stops_a_warm_server_its_command_did_not_take(tmp_path, env):
+    """`serve` fails before the handover (here: m.gguf is no model): closing the entry point's
+    WarmStart stops the warm server and frees the port's lock; no exit hook is involved."""
+    rec = _record(tmp_path, env, SERVE)
+    code = ("import sys; from llmtp.cli import entry; "
+            f"entry.run({SERVE!r})")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.getcwd())
+    assert done.returncode != 0, done.stderr
+    assert not any("fake-server" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])
+                   and p.status() != psutil.STATUS_ZOMBIE for p in psutil.process_iter(["cmdline"]))
+    assert Flock(rec["lock_path"]).acquire()
 
 
 def test_the_warm_path_imports_nothing_heavy():
@@ -197,11 +272,13 @@ def test_the_warm_path_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_sigterm_before_the_cli_loads_stops_the_warm_server(tmp_path, env):
-    """The window between the warm spawn and the supervisor's own handlers: no orphan either."""
+    """The window between the warm spawn and the supervisor's own handlers: no orphan either (the
+    warm server gets the parent-death signal; no handler of ours runs)."""
     rec = _record(tmp_path, env, SERVE)
     code = ("import sys, time; from llmtp.services import warm_start as w; "
-            f"x = w.maybe_start({SERVE!r}, {env!r}); print(x.proc.pid, flush=True); time.sleep(30)")
+            f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server_pid = int(proc.stdout.readline())
     proc.terminate()
@@ -219,7 +296,7 @@ def test_a_sigkilled_entry_point_takes_its_warm_server_along(tmp_path, env):
     parent-death signal set at that spawn still covers it (no handler runs on SIGKILL)."""
     _record(tmp_path, env, SERVE)
     code = ("import sys, time; from llmtp.services import warm_start as w; "
-            f"x = w.maybe_start({SERVE!r}, {env!r}); print(x.proc.pid, flush=True); time.sleep(30)")
+            f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server_pid = int(proc.stdout.readline())
     proc.kill()

@@ -58,7 +58,7 @@ class ServerProcess:
             self._proc, self._log_offset = spawn_logged(self.argv, self.log_path, self._env)
         except (FileNotFoundError, PermissionError) as exc:
             raise ServeError(f"Cannot run {self.argv[0]}: {exc.strerror}",
-                             "Check the build with `llmtp build --list`, or rebuild.") from exc
+                             "Check the build with `llmtp builds list`, or rebuild.") from exc
         self.started_at = time.monotonic()
         return self
 

@@ -7,9 +7,11 @@ import sys
 
 
 def run(argv: list[str] | None = None) -> None:
-    from llmtp.services import warm_start
+    from llmtp.services.warm_start import WarmStart
 
-    warm_start.maybe_start(sys.argv[1:] if argv is None else argv)
-    from llmtp.cli.main import run as run_cli
+    # The one WarmStart of this process: started now, handed to the command, closed on the way out
+    # (a normal return, an error's SystemExit or Ctrl-C alike), which stops whatever nobody took over.
+    with WarmStart(sys.argv[1:] if argv is None else argv) as warm:
+        from llmtp.cli.main import run as run_cli
 
-    run_cli(argv)
+        run_cli(argv, warm=warm)

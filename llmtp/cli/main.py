@@ -75,8 +75,9 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
     return tuple(dict.fromkeys([*found, click.ClickException]))
 
 
-def run(argv: list[str] | None = None) -> None:
-    """Console entry point: the only place that turns an LlmtpError into an exit code.
+def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.warm_start.WarmStart
+    """Console entry point: the only place that turns an LlmtpError into an exit code. `warm`: the
+    entry point's warm start, handed to the commands as typer's context object (`serve` uses it).
 
     A usage error (unknown command or option, missing argument, bad value; also a bare `llmtp` or
     command group, which prints its help) exits 2 with typer's own usage message, as click does.
@@ -84,7 +85,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         # Without standalone mode click returns a typer.Exit's code instead of raising it
         # (verify's verdict codes travel this way).
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, obj=warm)
     except LlmtpError as exc:
         typer.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)

@@ -16,6 +16,7 @@ def _settings():
 
 
 def serve(
+    context: typer.Context,
     model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
     host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
@@ -40,9 +41,12 @@ def serve(
     from llmtp.services import serve as svc
 
     settings = _settings()
+    warm = context.obj  # the entry point's WarmStart (services/warm_start.py); None when called otherwise
+    early_pid = warm.running_pid() if warm is not None else None
     prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
-                                  server=Path(server) if server else None)
+                                  server=Path(server) if server else None,
+                                  not_counting=frozenset([early_pid]) if early_pid else frozenset())
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)
@@ -67,13 +71,13 @@ def serve(
                              build_id=prepared.build_id,
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                              on_event=on_event,
-                             on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)))
+                             on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
+                             warm_start=warm)
         return
-    from llmtp.services import warm_start
     from llmtp.services.state import detach_out_path
 
     argv = _foreground_argv()
-    early = warm_start.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port))
+    early = warm.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port)) if warm else None
     record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
             "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}

@@ -52,7 +52,7 @@ class Profile(BaseModel):
     platforms: list[Literal["linux", "darwin", "windows"]]
     targets: list[str] = Field(min_length=1)
     optional_targets: list[str] = Field(default_factory=list)
-    patch_set: str = ""  # directory below llmtp/patches holding a `series`; "" = llmtp/patches itself
+    patch_set: str = ""  # a user set: <data dir>/patches/<patch_set>/series; "" = the shipped patches/series
     require_patches: bool = False  # a profile that only makes sense with its patches (cuda-mtp-branch)
     cmake: dict[str, CmakeValue] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)

@@ -8,13 +8,13 @@ import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from llmtp import __version__
+from llmtp.adapters import shipped
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.capabilities import Capabilities
@@ -29,16 +29,12 @@ SourceKind = Literal["git", "pypi", "path", "adopted"]
 
 # --- shipped profiles (a build is probed against the profile it was built from) ---------------------
 
-def _data(*parts: str):
-    return resources.files("llmtp").joinpath(*parts)
-
-
 def profile_names() -> list[str]:
-    return sorted(p.name[:-5] for p in _data("build_profiles").iterdir() if p.name.endswith(".toml"))
+    return shipped.profile_names()
 
 
 def load_profile(name: str) -> Profile:
-    f = _data("build_profiles", f"{name}.toml")
+    f = shipped.profile_file(name)
     if not f.is_file():
         raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(profile_names())}.")
     return parse_profile(f.read_text(encoding="utf-8"), name, str(f))

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import shipped
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.adapters.runner import Runner
@@ -34,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "catalog.toml"
+CATALOG_PATH = Path(str(shipped.data_file("catalog.toml")))
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:

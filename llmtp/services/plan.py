@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import shipped
 from llmtp.core.plan import GiB, Plan, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.errors import ConfigError, UsageError
 
@@ -22,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "gpus.toml"
+GPUS_PATH = Path(str(shipped.data_file("gpus.toml")))
 UNIFIED_GPU_SHARE = 0.75  # macOS default GPU working-set limit
 
 
@@ -145,18 +146,15 @@ def build_backend(caps) -> str | None:
     return "cpu"
 
 
-def hardware_for_build(caps=None, *, gpus=None, memory=None) -> PlanHardware:
+def hardware_for_build(caps=None, *, gpus=None, memory=None, not_counting: frozenset[int] = frozenset()) -> PlanHardware:
     """Planning hardware for a launch on this build: free VRAM and RAM right now (NVML / sysfs /
     psutil), backend from the build. Unlike detect_hardware it probes no toolchains (that costs
-    ~0.2 s of subprocesses, and serve's start-up budget is 0.3 s). macOS takes the full detection."""
+    ~0.2 s of subprocesses, and serve's start-up budget is 0.3 s). macOS takes the full detection.
+    `not_counting`: pids whose memory is the plan's to give (a warm-started llama-server)."""
     backend = build_backend(caps)
     if sys.platform == "darwin":
         hw = detected_hardware()
     else:
-        from llmtp.services.warm_start import running_pid
-
-        warm = running_pid()  # a warm-started server's memory is the plan's to give (warm_start)
-        not_counting = frozenset([warm]) if warm is not None else frozenset()
         if gpus is None and backend == "cpu":
             gpus = []  # a CPU build: no need to ask NVML (its import alone costs ~50 ms)
         if gpus is None:

@@ -179,8 +179,9 @@ PlanFn = Callable[..., Planned]  # (settings, model_ref, host=, port=, request=,
 
 
 def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps: Capabilities,
-                hardware=None) -> Planned:
-    """Resolve MODEL (alias, path, hf:org/repo:quant), plan it for this machine and this build."""
+                hardware=None, not_counting: frozenset[int] = frozenset()) -> Planned:
+    """Resolve MODEL (alias, path, hf:org/repo:quant), plan it for this machine and this build.
+    `not_counting`: pids whose memory the plan may use (a warm-started llama-server)."""
     from llmtp.errors import UsageError
     from llmtp.services import models
     from llmtp.services.plan import hardware_for_build, plan_resolved
@@ -194,7 +195,7 @@ def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps
     if resolved.path is None:
         raise UsageError(f"{model_ref} is not downloaded yet",
                          f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
-    result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps))
+    result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps, not_counting=not_counting))
     spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
     return Planned(spec=spec, plan=result.plan, calibration_key=result.calibration_key,
                    corrections=result.corrections)
@@ -251,8 +252,10 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                    server: Path | None = None, plan: PlanFn = plan_launch,
                    probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
-                   tuned: Callable[[Path], object] | None = None, hardware=None) -> Prepared:
-    """Resolve build, model and plan into one LaunchSpec, and check it is safe to run."""
+                   tuned: Callable[[Path], object] | None = None, hardware=None,
+                   not_counting: frozenset[int] = frozenset()) -> Prepared:
+    """Resolve build, model and plan into one LaunchSpec, and check it is safe to run.
+    `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server)."""
     from llmtp.core.passthrough import check_passthrough
     from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
@@ -290,6 +293,8 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
 
     request = PlanRequest(ctx=ctx, no_mtp=no_mtp, parallel=parallel or 1)
     kwargs = {"hardware": hardware} if hardware is not None else {}
+    if not_counting:
+        kwargs["not_counting"] = not_counting
     planned = plan(settings, model_ref, host=host, port=port, request=request, caps=caps, **kwargs)
     spec = planned.spec
     reasons = [d.model_dump() for d in getattr(planned.plan, "decisions", [])]
@@ -368,7 +373,7 @@ def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Ca
 
 def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, *, child=None):
     """Run `argv` (llmtp serve ... --foreground) in its own session and wait until it is ready.
-    `child`: that very process, already started by the entry point (warm_start.take_child)."""
+    `child`: that very process, already started by the entry point (WarmStart.take_child, services/warm_start.py)."""
     from llmtp.adapters.spawn import spawn_detached
     from llmtp.services import state as st
 

@@ -12,11 +12,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtp import __version__
+from llmtp.adapters import shipped
 from llmtp.adapters.runner import Runner
 from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load
 from llmtp.core.unit import (
@@ -72,7 +72,7 @@ class ServiceRequest:
 
 
 def template(name: str) -> str:
-    return resources.files("llmtp").joinpath("templates", name).read_text(encoding="utf-8")
+    return shipped.template_text(name)
 
 
 def default_unit_dir(settings, system: bool) -> Path:

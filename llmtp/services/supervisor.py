@@ -20,6 +20,7 @@ from llmtp.errors import ConfigError, NetworkError, ServeError
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
     from llmtp.adapters.server_process import ServerProcess
+    from llmtp.services.warm_start import WarmStart
 
 
 def read_api_key(path: str | None) -> str | None:
@@ -276,8 +277,11 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                      build_id: str | None = None, config: SupervisorConfig | None = None,
                      replan: Replan | None = default_replan, install_signals: bool = True,
                      on_event: OnEvent | None = None,
-                     on_ready: Callable[[Supervisor], None] | None = None) -> Supervisor:
+                     on_ready: Callable[[Supervisor], None] | None = None,
+                     warm_start: WarmStart | None = None) -> Supervisor:
     """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
+    `warm_start`: the entry point's (services/warm_start.py): its llama-server is adopted when it runs
+    what was planned now, and this launch is recorded for the next identical command line.
 
     SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
     """
@@ -286,14 +290,15 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
 
     from llmtp.adapters.spawn import LiveRotation, private_log_handler
     from llmtp.services import state as st
-    from llmtp.services import warm_start
+    from llmtp.services.warm_start import Handover
 
     server_log = st.log_path(state_dir, spec.port)
     lock_file = st.lock_path(state_dir, spec.port)
     argv = build_server_argv(str(server), caps, spec)
     # a warm start already holds the port's lock and runs llama-server: adopted only when it runs
     # exactly what was planned now, else stopped here (before the port check it would fail)
-    warm, held, warm_note = warm_start.handover(argv, server_log, lock_file)
+    warm, held, warm_note = (warm_start.handover(argv, server_log, lock_file) if warm_start is not None
+                             else Handover(None, None, None))
     claim = st.PortClaim(state_dir, spec.port, held=held).acquire()  # a second serve on this port stops here
     handler = rotation = None
     try:
@@ -327,10 +332,11 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                     and sup.proc.pid not in seen_ready:
                 seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
                 on_ready(sup)
-            if sup.state is State.READY and sup.proc is not None and sup.proc.argv == argv and not remembered:
+            if warm_start is not None and sup.state is State.READY and sup.proc is not None \
+                    and sup.proc.argv == argv and not remembered:
                 remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
                 warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
-                                    port=spec.port, files=[str(server), spec.model],
+                                    port=spec.port, files=[str(server), spec.model], state_dir=state_dir,
                                     detach_out=st.detach_out_path(state_dir, spec.port))
             if on_event is not None:
                 on_event(sup, message)

@@ -1,7 +1,7 @@
 """`llmtp verify`: prove MTP is on and faster, step by step, on the current build.
 
 Server launches are injected (`Launcher`), so the steps run against fakes in tests; the real launcher
-(llmtp.services.bench.real_launcher) wraps the serve helper's `launched()` and the HTTP client.
+(`real_launcher` below) wraps the serve helper's `launched()` and the HTTP client.
 """
 
 from __future__ import annotations
@@ -264,7 +264,8 @@ def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:
     ref = ref or settings.default_model
     if ref is None:
         raise UsageError("No model named and no default model set",
-                         "Pass a GGUF path or alias, or set one with `llmtp config set default_model ...`.")
+                         "Pass a GGUF path or alias, or set default_model in config.toml (`llmtp config show` "
+                         "names the file) or LLMTP_DEFAULT_MODEL.")
     path = Path(ref).expanduser()
     if path.is_file():
         return path.resolve(), None
@@ -274,7 +275,7 @@ def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:
         raise UsageError(f"No such model file: {ref}", "Pass the path of a .gguf file.") from exc
     resolved = resolve_model(ref, settings)
     if resolved.path is None:
-        raise UsageError(f"Model {ref} is not downloaded yet", f"Fetch it first with `llmtp pull {ref}`.")
+        raise UsageError(f"Model {ref} is not downloaded yet", f"Fetch it first with `llmtp models pull {ref}`.")
     return Path(resolved.path), resolved.sidecar_path
 
 

@@ -1,32 +1,37 @@
 """Warm start: a repeat `llmtp serve ... --foreground` starts llama-server before the CLI has loaded.
 
-Loading typer, pydantic and the planner costs ~0.35 s before `serve` could spawn anything. When the
-same command line (same arguments, working directory and LLMTP_* environment) reached READY before,
-its resolved llama-server command is on record: the entry point takes the port's lock, checks the
-port and the recorded files (binary, model) are unchanged, and spawns that command at once. The
-normal path then runs in full (settings, build, plan on the hardware of now) and `handover` adopts
-the warm process only when the full path arrives at exactly the same command, log and lock; else
-it stops the warm process (and its group) and launches what the full path decided. A warm start
-therefore changes when llama-server starts, never what runs. A detached `serve` whose foreground
-child has a record starts that child at once the same way (the child then warm-starts in turn).
+Loading pydantic, pydantic-settings, typer and the planner costs ~0.3 s before `serve` could spawn
+anything (docs/serving.md has the measurements: lazy imports cannot remove it). When the same command
+line (same arguments, working directory and LLMTP_* environment) reached READY before, its resolved
+llama-server command is on record: the entry point takes the port's lock, checks the port and the
+recorded files (binary, model) are unchanged, and spawns that command at once. The normal path then
+runs in full (settings, build, plan on the hardware of now) and `handover` adopts the warm process only
+when the full path arrives at exactly the same command, log and lock; else it stops the warm process
+(and its group) and launches what the full path decided. A warm start therefore changes when
+llama-server starts, never what runs. A detached `serve` whose foreground child has a record starts
+that child at once the same way (the child then warm-starts in turn).
+
+All of it is one `WarmStart` object, made and closed by the entry point (cli/entry.py) and handed to
+`serve` through the CLI context: no module state, no exit hook, no signal handler. What it started and
+nobody took over is stopped when the entry point closes it; a process killed before that takes its warm
+llama-server along through the parent-death signal (adapters/spawn.py; Linux). Records live under the
+state dir that llmtp.paths resolves exactly as the settings do (config.toml included).
 
 Stdlib only: this module runs before anything heavy is imported (a test checks it).
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from llmtp import __version__
+from llmtp import __version__, paths
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import port_free
 from llmtp.adapters.spawn import (
@@ -52,24 +57,10 @@ class Warm:
         self.lock, self.started_at = lock, started_at  # started_at: time.monotonic() at spawn
 
 
-_key: str | None = None  # this invocation's key, when it is a serve --foreground
-_warm: Warm | None = None
-_child = None  # a detached serve's foreground child, started before the CLI loaded (subprocess.Popen)
-_child_out: str | None = None  # where that child writes its output
-
-
-def records_dir(env: Mapping[str, str]) -> Path:
-    """Where warm records live, from the environment alone (settings are not loaded yet): the state
-    dir, which a systemd unit keeps writable (ReadWritePaths=), unlike the cache dir."""
-    if env.get(ENV_PREFIX + "STATE_DIR"):
-        base = Path(env[ENV_PREFIX + "STATE_DIR"])
-    elif env.get(ENV_PREFIX + "HOME"):
-        base = Path(env[ENV_PREFIX + "HOME"]) / "state"
-    else:
-        import platformdirs
-
-        base = Path(platformdirs.user_state_dir("llmtp", appauthor=False))
-    return base.expanduser().resolve() / "warm-start"
+def records_dir(state_dir: Path) -> Path:
+    """Where warm records live: the state dir, which a systemd unit keeps writable (ReadWritePaths=),
+    unlike the cache dir."""
+    return Path(state_dir) / "warm-start"
 
 
 def foreground_args(args: Sequence[str]) -> list[str]:
@@ -109,90 +100,15 @@ def _stamp(path: str) -> list | None:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _read_record(key: str, env: Mapping[str, str]) -> dict | None:
+def _read_record(records: Path, key: str) -> dict | None:
     """The record for `key` when the files it was planned from are unchanged, else None."""
     try:
-        record = json.loads((records_dir(env) / f"{key}.json").read_text(encoding="utf-8"))
+        record = json.loads((records / f"{key}.json").read_text(encoding="utf-8"))
         if any(_stamp(s[0]) != s for s in record["stamps"]):
             return None  # the binary or the model changed since: the full path decides afresh
         return record
     except Exception:  # noqa: BLE001 - missing, old or corrupt: start cold
         return None
-
-
-def maybe_start(args: Sequence[str], env: Mapping[str, str] | None = None) -> Warm | None:
-    """At the entry point: spawn the recorded llama-server for this command line, if any. A
-    detached `serve` with a record for its foreground child spawns that child at once instead.
-    Never raises: any doubt means no warm start, and the normal path does everything as usual."""
-    global _key, _warm, _child, _child_out
-    env = os.environ if env is None else env
-    _key = None
-    try:
-        if _detached_serve(args):
-            fg = foreground_args(args)
-            record = _read_record(invocation_key(fg, os.getcwd(), env) or "", env)
-            if record is not None and record.get("detach_out"):
-                _child = spawn_detached([sys.executable, "-m", "llmtp", *fg], Path(record["detach_out"]), env)
-                _child_out = record["detach_out"]
-                _arm_exit()
-            return None
-        _key = invocation_key(args, os.getcwd(), env)
-        if _key is None:
-            return None
-        record = _read_record(_key, env)
-        if record is None:
-            return None
-        argv, log_path = [str(a) for a in record["argv"]], Path(record["log_path"])
-        lock = Flock(record["lock_path"])
-        if not lock.acquire():
-            return None  # another serve holds the port: the full path says who
-    except Exception:  # noqa: BLE001 - an unreadable record or lock: start cold
-        return None
-    try:
-        if not port_free(record["host"], int(record["port"])):
-            lock.release()
-            return None
-        rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
-        proc, offset = spawn_logged(argv, log_path)
-    except Exception:  # noqa: BLE001 - an unrunnable binary, an unwritable log: start cold
-        lock.release()
-        return None
-    _warm = Warm(proc, argv, str(log_path), offset, lock, time.monotonic())
-    _arm_exit()
-    return _warm
-
-
-def _arm_exit() -> None:
-    """Whatever was started early is stopped if this process ends before taking it over. Until the
-    supervisor installs its own handlers, SIGTERM must unwind through atexit too (its default
-    action would leave the early process behind)."""
-    atexit.register(discard)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
-def take_child(argv: Sequence[str], out_path: Path):
-    """The detached child started early, when it runs `argv` writing to `out_path` (what detach
-    would start); else None (and a child that runs something else is stopped)."""
-    global _child
-    child, _child = _child, None
-    if child is None:
-        return None
-    if list(child.args) == list(argv) and _child_out == str(out_path) and child.poll() is None:
-        return child
-    _stop_pid(child)
-    return None
-
-
-def _raise_interrupt(signum, frame):  # noqa: ANN001 - signal handler signature
-    raise KeyboardInterrupt
-
-
-def running_pid() -> int | None:
-    """The warm llama-server's pid while one runs un-adopted (planning adds its memory back)."""
-    if _warm is None or _warm.proc.poll() is not None:  # type: ignore[attr-defined]
-        return None
-    return _warm.proc.pid  # type: ignore[attr-defined]
 
 
 class Handover(NamedTuple):
@@ -201,34 +117,129 @@ class Handover(NamedTuple):
     note: str | None  # why a warm process was not used (for the supervisor log)
 
 
-def handover(argv: Sequence[str], log_path: Path, lock_path: Path) -> Handover:
-    """What the full path gets from a warm start. Whatever does not match is stopped or released."""
-    global _warm
-    warm, _warm = _warm, None
-    if warm is None:
-        return Handover(None, None, None)
-    lock = warm.lock if str(warm.lock.path) == str(lock_path) else None
-    if lock is None:
-        warm.lock.release()
-    same = warm.argv == [str(a) for a in argv] and warm.log_path == str(log_path)
-    exited = warm.proc.poll() is not None  # type: ignore[attr-defined]
-    if same and not exited and lock is not None:
-        return Handover(warm, lock, None)
-    why = "it exited" if exited else "the plan of now differs" if not same else "the port's lock moved"
-    _stop_pid(warm.proc)
-    return Handover(None, lock, f"warm-started llama-server (pid {warm.proc.pid}) not used: {why}")  # type: ignore[attr-defined]
+class WarmStart:
+    """One invocation's warm start. The entry point makes it, `start`s it before the CLI loads, hands
+    it to the command (typer's context object) and closes it when the command returns or raises."""
 
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None):
+        self.args = list(args)
+        self.env = os.environ if env is None else env
+        self.cwd = os.getcwd() if cwd is None else cwd
+        self.key = invocation_key(self.args, self.cwd, self.env)  # None: not a serve --foreground
+        self.warm: Warm | None = None  # the llama-server started early, until handed over
+        self._child = None  # a detached serve's foreground child, started early (subprocess.Popen)
+        self._child_out: str | None = None  # where that child writes its output
 
-def discard() -> None:
-    """Stop what was started early and never taken over (the command failed, or was interrupted)."""
-    global _warm, _child
-    warm, _warm = _warm, None
-    if warm is not None:
-        _stop_pid(warm.proc)
-        warm.lock.release()
-    child, _child = _child, None
-    if child is not None:
+    def __enter__(self) -> WarmStart:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.close()
+
+    def _records(self) -> Path:
+        return records_dir(paths.state_dir(self.env))
+
+    def start(self) -> Warm | None:
+        """Spawn the recorded llama-server for this command line, if any. A detached `serve` with a
+        record for its foreground child spawns that child at once instead. Never raises: any doubt
+        means no warm start, and the normal path does everything as usual."""
+        try:
+            if _detached_serve(self.args):
+                fg = foreground_args(self.args)
+                record = _read_record(self._records(), invocation_key(fg, self.cwd, self.env) or "")
+                if record is not None and record.get("detach_out"):
+                    self._child = spawn_detached([sys.executable, "-m", "llmtp", *fg], Path(record["detach_out"]),
+                                                 self.env)
+                    self._child_out = record["detach_out"]
+                return None
+            if self.key is None:
+                return None
+            record = _read_record(self._records(), self.key)
+            if record is None:
+                return None
+            argv, log_path = [str(a) for a in record["argv"]], Path(record["log_path"])
+            lock = Flock(record["lock_path"])
+            if not lock.acquire():
+                return None  # another serve holds the port: the full path says who
+        except Exception:  # noqa: BLE001 - an unreadable record, state dir or lock: start cold
+            return None
+        try:
+            if not port_free(record["host"], int(record["port"])):
+                lock.release()
+                return None
+            rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
+            proc, offset = spawn_logged(argv, log_path)
+        except Exception:  # noqa: BLE001 - an unrunnable binary, an unwritable log: start cold
+            lock.release()
+            return None
+        self.warm = Warm(proc, argv, str(log_path), offset, lock, time.monotonic())
+        return self.warm
+
+    def take_child(self, argv: Sequence[str], out_path: Path):  # noqa: ANN201 - subprocess.Popen | None
+        """The detached child started early, when it runs `argv` writing to `out_path` (what detach
+        would start); else None (and a child that runs something else is stopped)."""
+        child, self._child = self._child, None
+        if child is None:
+            return None
+        if list(child.args) == list(argv) and self._child_out == str(out_path) and child.poll() is None:
+            return child
         _stop_pid(child)
+        return None
+
+    def running_pid(self) -> int | None:
+        """The warm llama-server's pid while one runs un-adopted (planning adds its memory back)."""
+        if self.warm is None or self.warm.proc.poll() is not None:  # type: ignore[attr-defined]
+            return None
+        return self.warm.proc.pid  # type: ignore[attr-defined]
+
+    def handover(self, argv: Sequence[str], log_path: Path, lock_path: Path) -> Handover:
+        """What the full path gets from a warm start. Whatever does not match is stopped or released."""
+        warm, self.warm = self.warm, None
+        if warm is None:
+            return Handover(None, None, None)
+        lock = warm.lock if str(warm.lock.path) == str(lock_path) else None
+        if lock is None:
+            warm.lock.release()
+        same = warm.argv == [str(a) for a in argv] and warm.log_path == str(log_path)
+        exited = warm.proc.poll() is not None  # type: ignore[attr-defined]
+        if same and not exited and lock is not None:
+            return Handover(warm, lock, None)
+        why = "it exited" if exited else "the plan of now differs" if not same else "the port's lock moved"
+        _stop_pid(warm.proc)
+        return Handover(None, lock, f"warm-started llama-server (pid {warm.proc.pid}) not used: {why}")  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Stop what was started early and never taken over (the command failed, or was interrupted)."""
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            _stop_pid(warm.proc)
+            warm.lock.release()
+        child, self._child = self._child, None
+        if child is not None:
+            _stop_pid(child)
+
+    def remember(self, *, argv: Sequence[str], log_path: Path, lock_path: Path, host: str, port: int,
+                 files: Sequence[str], state_dir: Path, detach_out: Path | None = None) -> Path | None:
+        """After READY: record this command line's llama-server command for the next start, under
+        `state_dir` (the settings' own). `files` (binary, model) are stamped by size and mtime: a
+        change means no warm start. `detach_out`: where a detached parent sends this process's output."""
+        if self.key is None:
+            return None
+        stamps = [s for s in (_stamp(str(f)) for f in files) if s is not None]
+        record = {"argv": [str(a) for a in argv], "log_path": str(log_path), "lock_path": str(lock_path),
+                  "host": host, "port": port, "stamps": stamps,
+                  "detach_out": None if detach_out is None else str(detach_out)}
+        path = records_dir(state_dir) / f"{self.key}.json"
+        try:
+            private_dir(path.parent)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            with open_private(tmp, "wb") as f:  # 0600: it holds the whole llama-server command line
+                f.write(json.dumps(record, indent=1).encode("utf-8"))
+            tmp.replace(path)
+        except OSError:
+            return None
+        return path
 
 
 def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
@@ -240,28 +251,3 @@ def _stop_pid(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
         proc.wait(timeout=5)
     except Exception:  # noqa: BLE001 - already reaped, or SIGKILLed by terminate_group
         pass
-
-
-def remember(*, argv: Sequence[str], log_path: Path, lock_path: Path, host: str, port: int,
-             files: Sequence[str], detach_out: Path | None = None,
-             env: Mapping[str, str] | None = None) -> Path | None:
-    """After READY: record this command line's llama-server command for the next start.
-    `files` (binary, model) are stamped by size and mtime: a change means no warm start.
-    `detach_out`: where a detached parent sends this process's output."""
-    if _key is None:
-        return None
-    env = os.environ if env is None else env
-    stamps = [s for s in (_stamp(str(f)) for f in files) if s is not None]
-    record = {"argv": [str(a) for a in argv], "log_path": str(log_path), "lock_path": str(lock_path),
-              "host": host, "port": port, "stamps": stamps,
-              "detach_out": None if detach_out is None else str(detach_out)}
-    path = records_dir(env) / f"{_key}.json"
-    try:
-        private_dir(path.parent)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open_private(tmp, "wb") as f:  # 0600: it holds the whole llama-server command line
-            f.write(json.dumps(record, indent=1).encode("utf-8"))
-        tmp.replace(path)
-    except OSError:
-        return None
-    return path

@@ -1,0 +1,1 @@
+"""Shipped build_profiles: installed as llmtp._shipped.build_profiles, read through llmtp.adapters.shipped."""

@@ -1,0 +1,320 @@
+"""The steps of one build, each a small function of a `BuildJob`: preflight, tree, configure, compile,
+install, probe, switch. services/build.py plans the build and runs them in order under its lock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import BaseModel, Field
+
+from llmtp.adapters.files import read_json_store, write_text_atomic
+from llmtp.adapters.runner import Runner
+from llmtp.core.buildlog import Progress, distill, parse_progress
+from llmtp.core.hardware import HardwareSnapshot
+from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_configure_argv, parse_tool_version, \
+    preflight_problems
+from llmtp.errors import BuildError, ConfigError
+from llmtp.services.build import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
+    user_patches
+from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, _now, current_build, \
+    probe_binary, probe_failure, use_build
+from llmtp.settings import Settings
+
+
+@dataclass
+class BuildJob:
+    """One build under way: what every step reads, instead of a dozen positional arguments."""
+
+    settings: Settings
+    request: BuildRequest
+    runner: Runner
+    emit: ProgressFn
+    plan: BuildPlan
+    src: object  # adapters.sources.SourceTree (imported lazily: it pulls in tarfile and git helpers)
+    digest: str  # the inputs hash
+    bid: str  # the build id
+    hw: HardwareSnapshot | None
+
+
+@dataclass
+class Tools:
+    """What preflight found: every tool of the profile, and the three the build steps call."""
+
+    found: dict[str, FoundTool]
+    cmake: str
+    generator: str | None  # "Ninja" when ninja is there
+    launcher: str | None  # ccache
+
+
+@dataclass
+class Compiled:
+    tree: Path
+    targets: list[str]
+    log_path: Path
+    started: str
+    seconds: float
+
+
+# --- preflight ------------------------------------------------------------------------------------
+
+def find_tools(profile: Profile, runner: Runner) -> dict[str, FoundTool]:
+    found: dict[str, FoundTool] = {}
+    for spec in profile.tools:
+        path = next((p for c in spec.commands if (p := runner.which(c))), None)
+        version = None
+        if path:
+            try:
+                done = runner.run([path, *spec.version_args], timeout=30)
+                version = parse_tool_version(done.output, spec.version_regex)
+            except Exception:  # a tool that cannot print its version is still usable; version unknown
+                version = None
+        found[spec.name] = FoundTool(name=spec.name, path=path, version=version)
+    return found
+
+
+def preflight(job: BuildJob) -> Tools:
+    """The profile's tools, or the first missing one raised with the others in its details."""
+    p = job.plan
+    found = find_tools(p.profile, job.runner)
+    problems = preflight_problems(p.profile, found, p.options, job.hw.os if job.hw else _os_name())
+    problems += _cuda_library_problems(p.profile, found)
+    if problems:
+        first = problems[0]
+        first.details = [e.render() for e in problems[1:]] + first.details
+        raise first
+    generator = "Ninja" if found.get("ninja") and found["ninja"].path else None
+    launcher = found["ccache"].path if found.get("ccache") and found["ccache"].path else None
+    return Tools(found, found["cmake"].path or "cmake", generator, launcher)
+
+
+def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> list:
+    """ggml-cuda links cuBLAS; a toolkit without it fails at CMake's generate step (seen with a bare
+    nvcc 13.0 install), so look for it next to nvcc before configuring."""
+    from llmtp.errors import ToolMissingError
+
+    nvcc = found.get("nvcc")
+    if profile.backend != "cuda" or nvcc is None or nvcc.path is None:
+        return []
+    root = Path(nvcc.path).resolve().parent.parent
+    roots = [root] + [Path(r) for r in (os.environ.get("CUDA_PATH"), os.environ.get("CUDAToolkit_ROOT"),
+                                        "/usr/local/cuda") if r]  # nvcc may be a wrapper script on PATH
+    dirs = [d for r in roots for d in (r / "lib64", r / "lib", *r.glob("targets/*/lib"))]
+    dirs += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu")]
+    if any(any(d.glob("libcublas.so*")) or (d / "libcublas_static.a").is_file() for d in dirs if d.is_dir()):
+        return []
+    return [ToolMissingError(f"cuBLAS not found for the CUDA toolkit at {root} (nvcc {nvcc.version})",
+                             "Install NVIDIA's libcublas-dev-X-Y (or cuda-libraries-dev-X-Y) matching nvcc; "
+                             "Debian's nvidia-cuda-toolkit includes it.")]
+
+
+def _os_name() -> str:
+    import sys
+
+    return {"linux": "linux", "darwin": "darwin", "win32": "windows"}.get(sys.platform, sys.platform)
+
+
+# --- the source and the CMake build tree ----------------------------------------------------------
+
+class TreeState(BaseModel):
+    """What llmtp last configured a build tree with (tree/llmtp-options.json)."""
+
+    options: dict[str, str] = Field(default_factory=dict)
+    generator: str | None = None
+    source: str | None = None
+
+
+TREE_STATE = "llmtp-options.json"
+
+
+def _tree_state(tree: Path) -> TreeState | None:
+    """None when the tree has no state, or a damaged one. It is a cache of what CMake was told: the
+    caller then configures the tree from scratch, which loses nothing."""
+    try:
+        return read_json_store(tree / TREE_STATE, TreeState, what="build tree state", hint="", aside=False)
+    except ConfigError:
+        return None
+
+
+def build_tree(settings: Settings, identity: str, profile: str) -> Path:
+    """One CMake build tree per (source, profile), kept so an option change rebuilds incrementally."""
+    return settings.cache_dir / "build-trees" / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{profile}"
+
+
+def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[Path, Path]:
+    """(source dir, build tree): the patched copy and its own tree when the plan has patches; a tree
+    CMake cannot reuse (another generator or source dir, a damaged state) is started clean."""
+    p, src_dir = job.plan, job.src.path  # type: ignore[attr-defined]
+    if p.patches:
+        from llmtp.adapters.sources import patched_copy
+
+        job.emit(BuildEvent("source", f"applying {len(p.patches)} patch(es)"))
+        ps_hash = hashlib.sha256("".join(e.sha256 for e in p.patches).encode()).hexdigest()
+        src_dir = patched_copy(job.src, patch_dir(p.profile, user_patches(job.settings)), ps_hash,  # type: ignore[arg-type]
+                               job.settings.cache_dir, job.runner)
+        tree = tree.with_name(tree.name + f"-p{ps_hash[:8]}")
+    old = _tree_state(tree)
+    if (tree / "CMakeCache.txt").is_file() and (tree / TREE_STATE).is_file() and (
+            old is None or old.generator != generator or old.source != str(src_dir)):
+        shutil.rmtree(tree)  # CMake cannot switch generator or source dir in place; a damaged state: start clean
+    tree.mkdir(parents=True, exist_ok=True)
+    return src_dir, tree
+
+
+# --- configure and compile ------------------------------------------------------------------------
+
+def _configure_argv(cmake: str, src: Path, tree: Path, options: dict[str, str], generator: str | None,
+                    launcher: str | None) -> list[str]:
+    """Configure argv, with `-U` for options a previous llmtp configure of this tree set and this one
+    does not: CMake would otherwise keep the stale cached value."""
+    previous = (_tree_state(tree) or TreeState()).options
+    argv = cmake_configure_argv(cmake, str(src), str(tree), options, generator=generator, launcher=launcher)
+    for key in sorted(set(previous) - set(options)):
+        argv.append(f"-U{key}")
+    return argv
+
+
+def _stream(runner: Runner, argv: list[str], log: TextIO, emit: ProgressFn, phase: str, env: dict[str, str],
+            cwd: Path | None = None) -> int:
+    log.write(f"\n$ {' '.join(argv)}\n")
+    log.flush()
+
+    def on_line(line: str) -> None:
+        p: Progress | None = parse_progress(line)
+        if p is not None:
+            emit(BuildEvent(phase, p.text, p.done, p.total))
+
+    rc = runner.stream(argv, on_line=on_line, log=log, cwd=cwd, env=env or None)
+    log.flush()  # the distiller reads the file back on failure
+    return rc
+
+
+def _fail(message: str, log_path: Path, hint: str) -> BuildError:
+    d = distill(log_path.read_text(encoding="utf-8", errors="replace"))
+    return BuildError(message, f"{hint} Full log: {log_path}", details=d.lines())
+
+
+def configure(job: BuildJob, tools: Tools, src_dir: Path, tree: Path, log: TextIO, log_path: Path) -> None:
+    p = job.plan
+    job.emit(BuildEvent("configure", " ".join(f"-D{k}={v}" for k, v in p.options.items())))
+    argv = _configure_argv(tools.cmake, src_dir, tree, p.options, tools.generator, tools.launcher)
+    if _stream(job.runner, argv, log, job.emit, "configure", dict(p.profile.env)) != 0:
+        raise _fail(f"CMake configure failed for profile {p.profile.name}", log_path,
+                    "Fix what is named below (a missing toolkit or library), then run the build again.")
+    write_text_atomic(tree / TREE_STATE, TreeState(options=p.options, generator=tools.generator,
+                                                   source=str(src_dir)).model_dump_json())
+
+
+def compile_targets(job: BuildJob, tools: Tools, tree: Path, log: TextIO, log_path: Path) -> list[str]:
+    """Compile the plan's targets (the optional ones this tree defines); returns what was built."""
+    p = job.plan
+    jobs = job.request.jobs or default_jobs(job.settings)
+    targets = _available_targets(job.runner, tools.cmake, tree, p.targets, p.profile.optional_targets)
+    job.emit(BuildEvent("compile", f"{len(targets)} targets, {jobs} jobs", 0, None))
+    if _stream(job.runner, cmake_build_argv(tools.cmake, str(tree), targets, jobs), log, job.emit, "compile",
+               dict(p.profile.env)) != 0:
+        raise _fail(f"Compiling llama.cpp failed for profile {p.profile.name}", log_path,
+                    "The first errors are below.")
+    return targets
+
+
+def _available_targets(runner: Runner, cmake: str, tree: Path, targets: list[str],
+                       optional: list[str]) -> list[str]:
+    """Drop optional targets this source tree does not define (llama-fit-params is recent)."""
+    done = runner.run([cmake, "--build", str(tree), "--target", "help"], timeout=120)
+    listed = done.output if done.returncode == 0 else ""
+    return [t for t in targets if t not in optional or not listed or f"{t}:" in listed or f" {t}" in listed]
+
+
+def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled | None:
+    """Source, tree, configure and compile under the tree's lock; None after `configure_only`."""
+    from filelock import FileLock
+
+    tree = build_tree(job.settings, job.src.identity, job.plan.profile.name)  # type: ignore[attr-defined]
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(tree) + ".lock"):
+        src_dir, tree = source_and_tree(job, tree, tools.generator)
+        logs = job.settings.state_dir / "build-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{job.bid}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        started, t0 = _now(), time.monotonic()
+        with log_path.open("w", encoding="utf-8", buffering=1) as log:
+            configure(job, tools, src_dir, tree, log, log_path)
+            if configure_only:
+                job.emit(BuildEvent("done", f"configured {tree}"))
+                return None
+            targets = compile_targets(job, tools, tree, log, log_path)
+        return Compiled(tree, targets, log_path, started, time.monotonic() - t0)
+
+
+# --- install, probe, switch -----------------------------------------------------------------------
+
+def install(job: BuildJob, built: Compiled) -> Path:
+    """Copy the targets and their shared libraries into a temporary dir beside the builds."""
+    builds = job.settings.builds_dir
+    builds.mkdir(parents=True, exist_ok=True)
+    for stale in builds.glob(f".tmp-{job.bid}-*"):  # left by an interrupted install of the same build
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = builds / f".tmp-{job.bid}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "bin").mkdir(parents=True)
+    out = built.tree / "bin"
+    for t in built.targets:
+        if not (out / t).is_file():
+            raise BuildError(f"The build finished but {out / t} is missing", f"See {built.log_path}.")
+        shutil.copy2(out / t, tmp / "bin" / t)
+    for lib in list(out.glob("*.so*")) + list(out.glob("*.dylib")) + list(out.glob("*.metal")):
+        shutil.copy2(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
+    return tmp
+
+
+def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManifest:
+    """Probe the installed binary and write its manifest (status "failed" when the probe says so)."""
+    p, src = job.plan, job.src
+    job.emit(BuildEvent("probe", "llama-server --version / --help / --list-devices"))
+    caps = probe_binary(tmp / "bin", job.runner)
+    failure = probe_failure(p.profile, caps, p.options, job.hw)
+    manifest = BuildManifest(
+        id=job.bid, status="failed" if failure else "ok", failure=failure, source=job.request.source,
+        url=src.url, ref=src.ref, commit=src.commit, build_number=src.build_number,  # type: ignore[attr-defined]
+        sdist_sha256=src.sdist_sha256, source_identity=src.identity,  # type: ignore[attr-defined]
+        profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
+        patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
+        toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
+        build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps)
+    write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def switch(job: BuildJob, tmp: Path, manifest: BuildManifest, log_path: Path) -> InstalledBuild:
+    """Move the build under its id; make it current when asked and its probe passed."""
+    final = job.settings.builds_dir / job.bid
+    if final.exists():
+        shutil.rmtree(final)  # a failed or broken earlier attempt with the same inputs
+    os.replace(tmp, final)  # only now does the build exist under its name
+    if manifest.failure:
+        raise BuildError(f"Build {job.bid} failed its probe: {manifest.failure}",
+                         "It was kept for inspection but not made current. Check the GPU driver "
+                         f"(`llmtp detect`) and the log {log_path}.")
+    job.emit(BuildEvent("done", job.bid))
+    if job.request.make_current:
+        return use_build(job.settings, job.bid)
+    return InstalledBuild(id=job.bid, path=final, manifest=manifest)
+
+
+def run_steps(job: BuildJob, configure_only: bool) -> InstalledBuild:
+    """Every step in order (the caller holds the inputs' build lock). `configure_only` stops after
+    CMake configure and returns the current build, if any."""
+    tools = preflight(job)
+    built = compile_build(job, tools, configure_only)
+    if built is None:
+        return current_build(job.settings)  # type: ignore[return-value]
+    job.emit(BuildEvent("install", job.bid))
+    tmp = install(job, built)
+    return switch(job, tmp, probe(job, tmp, tools, built), built.log_path)

@@ -1,0 +1,1 @@
+"""Shipped patches: installed as llmtp._shipped.patches, read through llmtp.adapters.shipped."""

@@ -1,0 +1,1 @@
+"""Shipped templates: installed as llmtp._shipped.templates, read through llmtp.adapters.shipped."""
