@@ -146,7 +146,8 @@ def test_a_refused_pass_through_never_starts_warm(env):
     args = [*SERVE, "--", "--host", "0.0.0.0"]
     assert warm_start.invocation_key(args, os.getcwd(), env) is None
     assert warm_start.invocation_key([*SERVE, "--", "--jinja"], os.getcwd(), env) is not None
-    assert warm_start.maybe_start(args, env) is None and warm_start.running_pid() is None
+    w = started(args, env)
+    assert w.warm is None and w.running_pid() is None
 
 
 def test_no_record_means_no_warm_start(env):
