@@ -487,7 +487,7 @@ def test_unit_state_and_restart_if_running(tmp_path):
 
 def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     """`llmtp setup --service` installs via validate -> plan_install -> install, like the CLI."""
-    from llmtp.services import setup
+    from llmtp.services import setup_deps as setup
 
     seen = {}
     prepared = _prepare(svc.ServiceRequest(model=str(model), port=8099), model)

@@ -11,7 +11,9 @@ import pytest
 from llmtp.core.hardware import CPU, GPU, HardwareSnapshot, Recommendation
 from llmtp.core.verify import Marker, Markers, Method, Verdict, VerdictCode, VerifyReport
 from llmtp.errors import BuildError, ServeError, UsageError
+from llmtp.cli import _setup_text as text
 from llmtp.services import setup as svc
+from llmtp.services.setup_state import load_state, state_path
 from llmtp.settings import load_settings
 
 PIN = 11434
@@ -138,7 +140,7 @@ class Recorder(svc.NullReporter):
     def __init__(self):
         self.lines: list[str] = []
 
-    def step(self, index, name, title):
+    def step(self, index, name):
         self.lines.append(f"step {index} {name}")
 
     def info(self, text):
@@ -171,8 +173,8 @@ def test_fresh_machine_runs_every_step_in_order(settings, tmp_path):
     assert statuses(result) == {"detect": "done", "build": "done", "model": "done", "serve": "done",
                                 "verify": "done", "service": "off"}
     assert result.changed
-    assert "MTP on: 40.0 tok/s vs 20.0 plain, 2.00x speedup" in result.steps[4].summary
-    state = json.loads(svc.state_path(settings).read_text())
+    assert "MTP on: 40.0 tok/s vs 20.0 plain, 2.00x speedup" in text.summary(result.steps[4])
+    state = json.loads(state_path(settings).read_text())
     assert sorted(state["steps"]) == ["build", "detect", "model", "serve", "verify"]
     assert "failed" not in state
 
@@ -184,8 +186,8 @@ def test_second_run_does_no_work_and_says_so(settings, tmp_path):
     result = svc.run_setup(settings, svc.SetupRequest(), f.deps())  # no --model: the recorded choice
     assert not any(c.startswith(("build", "use", "pull", "start", "stop", "verify", "probe")) for c in f.calls)
     assert not result.changed
-    assert result.message == "already set up: nothing changed"
-    data = result.as_dict()
+    assert text.message(result) == "already set up: nothing changed"
+    data = text.as_dict(result)
     assert data["skipped"] == list(svc.STEPS)
     assert data["changed"] is False
 
@@ -195,7 +197,7 @@ def test_resume_after_a_failed_verify_redoes_only_verify(settings, tmp_path):
     f.fail["verify"] = ServeError("llama-server exited with code 1 while loading")
     with pytest.raises(ServeError):
         svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps())
-    state = svc.load_state(settings)
+    state = load_state(settings)
     assert state["failed"]["step"] == "verify"
     assert "verify" not in state["steps"]  # nothing half-done is recorded as done
     f.calls.clear()
@@ -206,7 +208,7 @@ def test_resume_after_a_failed_verify_redoes_only_verify(settings, tmp_path):
     assert statuses(result) == {"detect": "unchanged", "build": "unchanged", "model": "unchanged",
                                 "serve": "unchanged", "verify": "done", "service": "off"}
     assert "verify" in f.calls and not any(c.startswith(("build", "start")) for c in f.calls)
-    assert "failed" not in svc.load_state(settings)
+    assert "failed" not in load_state(settings)
 
 
 def test_resume_after_a_failed_build_builds_again(settings, tmp_path):
@@ -214,7 +216,7 @@ def test_resume_after_a_failed_build_builds_again(settings, tmp_path):
     f.fail["build:pypi:cpu"] = BuildError("Compiling llama.cpp failed for profile cpu")
     with pytest.raises(BuildError):
         svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps())
-    assert "build" not in svc.load_state(settings)["steps"]
+    assert "build" not in load_state(settings)["steps"]
     f.calls.clear()
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps())
     assert f.calls[:3] == ["detect", "probe", "build:pypi:cpu"]  # git host unreachable: the pinned sdist
@@ -233,7 +235,7 @@ def test_matching_build_is_reused_and_a_stale_one_is_not(settings, tmp_path):
     f2 = Fakes(tmp_path, builds=[stale, other, good], current=stale)
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f2.deps())
     assert "use:b11434-cpu-good" in f2.calls  # installed and matching: switched to, not rebuilt
-    assert result.steps[1].summary.startswith("switched to the installed build: b11434-cpu-good")
+    assert text.summary(result.steps[1]).startswith("switched to the installed build: b11434-cpu-good")
 
     f3 = Fakes(tmp_path, builds=[stale], current=stale)
     svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True, profile="cpu", source="pypi"),
@@ -247,14 +249,14 @@ def test_build_without_mtp_is_a_warning_not_a_failure(settings, tmp_path):
               verify_report=report(VerdictCode.MTP_NOT_IN_BUILD))
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
     assert any("offers no draft-mtp" in w for w in result.warnings)
-    assert result.steps[4].summary.startswith("MTP off: the build has no draft-mtp")
+    assert text.summary(result.steps[4]).startswith("MTP off: the build has no draft-mtp")
 
 
 def test_model_without_mtp_heads_reports_plain_speed_and_succeeds(settings, tmp_path):
     detail = "nextn_predict_layers = 0: architecture llama has no MTP graph"
     f = Fakes(tmp_path, has_mtp=False, verify_report=report(VerdictCode.NO_MTP_HEADS, model_detail=detail))
     result = svc.run_setup(settings, svc.SetupRequest(model="smollm2-135m", no_serve=True), f.deps())
-    assert result.steps[4].summary == f"MTP off: no MTP heads in this model ({detail}); plain 123.4 tok/s"
+    assert text.summary(result.steps[4]) == f"MTP off: no MTP heads in this model ({detail}); plain 123.4 tok/s"
     assert result.steps[4].data["plain_tok_s"] == 123.4
     assert not any("draft-mtp" in w for w in result.warnings)
 
@@ -273,7 +275,7 @@ def test_unknown_model_fails_before_anything_is_served(settings, tmp_path):
     with pytest.raises(UsageError, match="Unknown model alias"):
         svc.run_setup(settings, svc.SetupRequest(model="nope"), f.deps())
     assert "start" not in f.calls
-    assert svc.load_state(settings)["failed"]["step"] == "model"
+    assert load_state(settings)["failed"]["step"] == "model"
 
 
 def test_non_interactive_without_yes_or_model_is_a_clear_error(settings, tmp_path):
@@ -362,12 +364,12 @@ def test_an_ffn_spill_plan_is_a_partial_offload(settings):
 def test_final_message_names_model_place_and_verify_result(settings, tmp_path):
     f = Fakes(tmp_path)
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps())
-    assert result.message == ("set up: qwen3.6-27b serving at http://127.0.0.1:8080; "
+    assert text.message(result) == ("set up: qwen3.6-27b serving at http://127.0.0.1:8080; "
                               "MTP on, 40.0 tok/s, 2.00x")
     (tmp_path / "demo").mkdir()
     f2 = Fakes(tmp_path / "demo", has_mtp=False, verify_report=report(VerdictCode.NO_MTP_HEADS))
     result = svc.run_setup(settings, svc.SetupRequest(model="smollm2-135m", no_serve=True), f2.deps())
-    assert result.message == "set up: smollm2-135m not served; MTP off (no MTP heads), plain 123.4 tok/s"
+    assert text.message(result) == "set up: smollm2-135m not served; MTP off (no MTP heads), plain 123.4 tok/s"
 
 
 def test_no_git_means_the_pinned_pypi_source_without_a_probe(settings, tmp_path):
@@ -378,3 +380,22 @@ def test_no_git_means_the_pinned_pypi_source_without_a_probe(settings, tmp_path)
     f = Fakes(tmp_path, hw=hw)
     svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
     assert "build:pypi:cpu" in f.calls and "probe" not in f.calls
+
+
+# --- the rule itself (core.setup_rules), on plain values ---------------------------------------------
+
+def _plan(ngl, *, quant="Q4_K_M", weights=1, fits=True, mtp=True, warnings=(), n_cpu_ffn=None):
+    return SimpleNamespace(fits=fits, mtp=SimpleNamespace(enabled=mtp), warnings=list(warnings), n_gpu_layers=ngl,
+                           n_layers=10, n_cpu_moe=None, n_cpu_ffn=n_cpu_ffn, quant=quant, ctx=4096,
+                           memory=[SimpleNamespace(weights=weights)])
+
+
+def test_rule_prefers_a_full_gpu_fit_then_partial_then_the_smallest_cpu_fit():
+    from llmtp.core.setup_rules import DEMO_ALIAS, recommend
+
+    assert recommend([("a", _plan(5)), ("b", _plan(11))]).alias == "b"  # full GPU beats an earlier partial one
+    assert recommend([("a", _plan(5)), ("b", _plan(11, n_cpu_ffn=2))]).alias == "a"  # both partial: catalog order
+    assert recommend([("big", _plan(None, weights=9)), ("small", _plan(None, weights=3))]).alias == "small"
+    unknown_kv = _plan(11, warnings=["KV cache size unknown for arch x"])
+    assert recommend([("a", _plan(11, mtp=False)), ("b", _plan(11, fits=False)), ("c", unknown_kv),
+                      (DEMO_ALIAS, _plan(11))]).alias == DEMO_ALIAS

@@ -147,7 +147,7 @@ def test_calibration_store_damage(settings, data):
 
 
 def test_setup_state_damage(settings):
-    from llmtp.services import setup
+    from llmtp.services import setup_state as setup
 
     p = setup.state_path(settings)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,10 @@ class _RichReporter:
         self.compile = CompileProgress(con)
         self.phase = None
 
-    def step(self, index: int, name: str, title: str) -> None:
-        self.con.print(f"[bold][{index}/6] {title}[/]")
+    def step(self, index: int, name: str) -> None:
+        from llmtp.cli._setup_text import TITLES
+
+        self.con.print(f"[bold][{index}/6] {TITLES[name]}[/]")
 
     def info(self, text: str) -> None:
         self.con.print(f"  {text}")
@@ -29,8 +31,10 @@ class _RichReporter:
         self.con.print(f"  [yellow]warning:[/] {text}")
 
     def result(self, step) -> None:
+        from llmtp.cli._setup_text import summary
+
         self.compile.close()
-        self.con.print(f"  {self.MARK[step.status]}: {step.summary}")
+        self.con.print(f"  {self.MARK[step.status]}: {summary(step)}")
 
     def build_event(self, event) -> None:
         if event.phase != self.phase:
@@ -58,9 +62,11 @@ def setup(
     """Detect, build, choose a model, pull/plan/serve it, verify it; re-running changes nothing."""
     import sys
 
+    from llmtp.cli import _setup_text as text
     from llmtp.cli._out import console, emit_json
     from llmtp.errors import UsageError
     from llmtp.services import setup as svc
+    from llmtp.services import setup_deps
     from llmtp.settings import load_settings
 
     if source not in (None, "git", "pypi"):
@@ -72,14 +78,14 @@ def setup(
                            source=source)  # type: ignore[arg-type]
     reporter = _RichReporter(con)
     try:
-        result = svc.run_setup(settings, req, svc.real_deps(confirm), reporter)
+        result = svc.run_setup(settings, req, setup_deps.real_deps(confirm), reporter)
     finally:
         reporter.compile.close()
     if as_json:
-        emit_json(result.as_dict())
+        emit_json(text.as_dict(result))
         return
     color = "green" if result.changed else "cyan"
-    con.print(f"[bold {color}]{result.message}[/]")
+    con.print(f"[bold {color}]{text.message(result)}[/]")
     if any(s.name == "serve" and s.data.get("url") for s in result.steps):
         con.print("next: `llmtp status`, `llmtp logs -f`, `llmtp stop`")
 
