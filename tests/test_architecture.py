@@ -85,3 +85,11 @@ def test_architecture_md_lists_every_module():
             if p.name != "__init__.py" or p.parent.name == "_shipped"}
     assert len(listed) == len(set(listed))
     assert set(listed) == tree
+
+
+def test_the_serve_foreground_command_is_built_in_one_place():
+    """`python -m llmtp serve ... --foreground` (detach, warm start, setup, the service unit) comes from
+    services/serve_command.py alone: one place decides the interpreter, `--foreground` and `--`."""
+    builders = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                      if '"-m", "llmtp"' in p.read_text(encoding="utf-8"))
+    assert builders == ["services/serve_command.py"]

@@ -17,6 +17,7 @@ from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port
 from llmtp import paths
 from llmtp.services import warm_start
+from llmtp.services import serve_command
 from llmtp.services.warm_start import WarmStart
 
 SERVE = ["serve", "m.gguf", "--port", "8123", "--foreground"]
@@ -85,16 +86,18 @@ def test_only_serve_in_the_foreground_has_a_key(env):
 
 
 def test_foreground_args_is_what_the_detached_child_runs():
-    fa = warm_start.foreground_args
+    fa = serve_command.foreground_args
     assert fa(["serve", "m", "--json", "--port", "1"]) == ["serve", "m", "--port", "1", "--foreground"]
     assert fa(["serve", "m", "--", "--jinja"]) == ["serve", "m", "--foreground", "--", "--jinja"]
+    # after `--` the words are llama-server's: passed as given (it refuses what it does not know)
+    assert fa(["serve", "m", "--", "--json"]) == ["serve", "m", "--foreground", "--", "--json"]
     # the child's own command line has a key; the detached parent's has none
     assert warm_start.invocation_key(fa(["serve", "m"]), "/w", {}) is not None
     assert warm_start.invocation_key(["serve", "m"], "/w", {}) is None
 
 
 def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
-    fg = warm_start.foreground_args(["serve", "m.gguf", "--port", "8123"])
+    fg = serve_command.foreground_args(["serve", "m.gguf", "--port", "8123"])
     out = tmp_path / "state" / "logs" / "llmtp-serve-8123.out"
     _record(tmp_path, env, fg, detach_out=str(out))
     w = started(["serve", "m.gguf", "--port", "8123", "--json"], env)

@@ -92,9 +92,9 @@ def _foreground_argv() -> list[str]:
     """This very command line, re-run detached with --foreground (one code path for both modes)."""
     import sys
 
-    from llmtp.services.warm_start import foreground_args
+    from llmtp.services.serve_command import foreground_command
 
-    return [sys.executable, "-m", "llmtp", *foreground_args(sys.argv[1:])]
+    return foreground_command(sys.argv[1:])
 
 
 def status(

@@ -29,6 +29,7 @@ from llmtp.core.unit import (
     render_systemd,
 )
 from llmtp.errors import UsageError
+from llmtp.services.serve_command import foreground_command
 
 if TYPE_CHECKING:
     from llmtp.services.serve import Prepared
@@ -93,7 +94,6 @@ def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
 
 
 def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str | None) -> list[str]:
-    # The interpreter that has llmtp installed; `-m llmtp` survives venv moves of the script shim.
     # Host and port as serve resolved them: a later change of the installer's settings cannot move
     # the service. Files as absolute paths: the service does not start in the current directory.
     args = ["--host", prepared.spec.host, "--port", str(prepared.spec.port)]
@@ -104,7 +104,7 @@ def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str
     if req.no_mtp:
         args.append("--no-mtp")
     extra = ["--", *req.extra] if req.extra else []
-    return [sys.executable, "-m", "llmtp", "serve", model, *args, "--foreground", *extra]
+    return foreground_command(["serve", model, *args, *extra])
 
 
 @dataclass

@@ -70,16 +70,15 @@ def _server_record(settings, port: int) -> dict | None:
 def _start_server(settings, build, model_path: Path, plan, host: str, port: int) -> dict:
     """`llmtp serve MODEL --foreground` detached (the serve service's own background mode), then one
     short completion to show the model answers."""
-    import sys
-
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
     from llmtp.core.supervisor import load_budget_s
     from llmtp.services import serve as svc
+    from llmtp.services.serve_command import foreground_command
 
     svc.check_port_free(host, port)
-    argv = [sys.executable, "-m", "llmtp", "serve", str(model_path), "--host", host, "--port", str(port),
-            "--ctx", str(plan.ctx), *([] if plan.mtp.enabled else ["--no-mtp"]), "--foreground"]
+    argv = foreground_command(["serve", str(model_path), "--host", host, "--port", str(port),
+                               "--ctx", str(plan.ctx), *([] if plan.mtp.enabled else ["--no-mtp"])])
     record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(model_path.stat().st_size))
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from llmtp.adapters.spawn import (
     spawn_logged,
 )
 from llmtp.core.passthrough import refused_passthrough  # pure, stdlib only
+from llmtp.services.serve_command import foreground_args, foreground_command  # stdlib only
 
 ENV_PREFIX = "LLMTP_"
 
@@ -61,15 +61,6 @@ def records_dir(state_dir: Path) -> Path:
     """Where warm records live: the state dir, which a systemd unit keeps writable (ReadWritePaths=),
     unlike the cache dir."""
     return Path(state_dir) / "warm-start"
-
-
-def foreground_args(args: Sequence[str]) -> list[str]:
-    """`serve ...` as the detached child runs it: `--foreground` added (before `--`), `--json` dropped."""
-    own = [a for a in args if a not in ("--json", "--foreground")]
-    if "--" in own:
-        i = own.index("--")
-        return [*own[:i], "--foreground", *own[i:]]
-    return [*own, "--foreground"]
 
 
 def _detached_serve(args: Sequence[str]) -> bool:
@@ -149,7 +140,7 @@ class WarmStart:
                 fg = foreground_args(self.args)
                 record = _read_record(self._records(), invocation_key(fg, self.cwd, self.env) or "")
                 if record is not None and record.get("detach_out"):
-                    self._child = spawn_detached([sys.executable, "-m", "llmtp", *fg], Path(record["detach_out"]),
+                    self._child = spawn_detached(foreground_command(self.args), Path(record["detach_out"]),
                                                  self.env)
                     self._child_out = record["detach_out"]
                 return None

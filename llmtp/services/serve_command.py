@@ -1,0 +1,28 @@
+"""The `python -m llmtp serve ... --foreground` command line, built here for every caller (detach, warm start, setup, service unit).
+
+Stdlib only: the warm start (cli/entry.py) builds it before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+_DETACHED_ONLY = ("--json", "--foreground")  # the detached parent's words, not the supervising child's
+
+
+def foreground_args(args: Sequence[str]) -> list[str]:
+    """`serve ...` as the supervising child runs it: `--foreground` added before `--`, `--json` dropped.
+    Only llmtp's own words change: what follows `--` is llama-server's and passes as given."""
+    if "--" in args:
+        i = list(args).index("--")
+        own, rest = list(args[:i]), list(args[i:])
+    else:
+        own, rest = list(args), []
+    return [*(a for a in own if a not in _DETACHED_ONLY), "--foreground", *rest]
+
+
+def foreground_command(args: Sequence[str]) -> list[str]:
+    """The whole command: this interpreter with `-m llmtp` (it survives venv moves of the script shim,
+    and a service unit needs no PATH), then `foreground_args(args)`; `args` starts with "serve"."""
+    return [sys.executable, "-m", "llmtp", *foreground_args(args)]
