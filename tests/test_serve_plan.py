@@ -227,3 +227,27 @@ def test_real_launch_records_calibration(llama_bin_dir, tiny_models):
     assert (rec.model, rec.build, rec.ctx) == (model.name, "external", 2048)
     assert rec.actual["model"] > 0 and rec.actual["compute"] > 0
     assert set(rec.predicted) == {"model", "context", "compute"}
+
+
+def test_unknown_backend_stays_none_and_plans_and_launches_on_the_gpu(tiny):
+    """Devices never probed (caps None), a snapshot whose recommendation names no GPU profile, and a bare
+    `plan --vram`: the backend is unknown, so None, never an invented "cuda"; the planner still plans
+    for the GPU it was given, and the argv offloads to it."""
+    from llmtp.core.hardware import CPU, HardwareSnapshot, Recommendation
+    from llmtp.services.plan import hardware_from_flags, hardware_from_snapshot
+
+    gpu = GPU(index=0, vendor="nvidia", source="nvml", name="RTX 4090", vram_total_bytes=24 * GiB, vram_free_bytes=23 * GiB)
+    mem = lambda not_counting: (32 * GiB, 16 * GiB)  # noqa: E731
+    unprobed = hardware_for_build(None, gpus=[gpu], memory=mem)
+    assert (unprobed.backend, unprobed.gpus[0].free_bytes, unprobed.ram_bytes) == (None, 23 * GiB, 16 * GiB)
+    snap = HardwareSnapshot(os="linux", cpu=CPU(model="c"), ram_available_bytes=16 * GiB, gpus=[gpu],
+                            recommendation=Recommendation(profile="cpu", reason="test"))
+    assert hardware_from_snapshot(snap) == unprobed
+    snap.recommendation = Recommendation(profile="vulkan", reason="test")
+    assert hardware_from_snapshot(snap).backend == "vulkan"
+    assert hardware_from_flags("12GiB", None).backend is None
+    from llmtp.core.argv import build_server_argv
+
+    p = _prepare(str(tiny), unprobed, ctx=2048)
+    argv = build_server_argv(str(SERVER), p.caps, p.spec)
+    assert argv[argv.index("-ngl") + 1] == "4"  # every block and the output layer, as with backend "cuda"

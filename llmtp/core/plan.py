@@ -51,7 +51,7 @@ class PlanHardware(BaseModel):
     ram_bytes: int | None = None  # available system RAM
     ram_bandwidth_gbps: float | None = None
     unified_memory: bool = False  # Apple / APU: the GPU budget is system RAM
-    backend: Backend = "cpu"
+    backend: Backend | None = "cpu"  # None: a GPU of unknown kind (planned as a GPU; only "cpu" plans without)
 
 
 class PlanRequest(BaseModel):

@@ -104,30 +104,34 @@ def hardware_from_flags(vram: str | None, gpu: str | None) -> PlanHardware | Non
                             ram_bytes=total if spec.unified else None, backend=spec.backend,  # type: ignore[arg-type]
                             unified_memory=spec.unified,
                             ram_bandwidth_gbps=spec.bandwidth_gbps if spec.unified else None)
-    if vram:
-        return PlanHardware(gpus=[PlanDevice(name=f"GPU ({vram})", free_bytes=parse_vram(vram))], backend="cuda")
+    if vram:  # a GPU of this size, of no named kind: its backend is unknown
+        return PlanHardware(gpus=[PlanDevice(name=f"GPU ({vram})", free_bytes=parse_vram(vram))], backend=None)
     return None
 
 
+def plan_hardware(gpus, ram_bytes: int | None, backend: str | None) -> PlanHardware:
+    """Detected GPUs (core.hardware.GPU) and available RAM -> what the planner plans for: the first GPU
+    that reports memory, else the CPU alone. `backend` "cpu" (a build that cannot use a GPU) plans for
+    the CPU whatever GPUs there are; None (unknown) stays None, never a guessed "cuda"."""
+    usable = [g for g in gpus if (g.vram_free_bytes or g.vram_total_bytes)]
+    if not usable or backend == "cpu":
+        return PlanHardware(ram_bytes=ram_bytes, backend="cpu")
+    g = usable[0]
+    return PlanHardware(gpus=[PlanDevice(name=g.name, free_bytes=int(g.vram_free_bytes or g.vram_total_bytes),
+                                         bandwidth_gbps=g.memory_bandwidth_gbps)],
+                        ram_bytes=ram_bytes, unified_memory=g.unified_memory, backend=backend)  # type: ignore[arg-type]
+
+
 def hardware_from_snapshot(snapshot) -> PlanHardware:
-    gpus = [g for g in snapshot.gpus if (g.vram_free_bytes or g.vram_total_bytes)]
-    if not gpus:
-        return PlanHardware(ram_bytes=snapshot.ram_available_bytes, backend="cpu")
-    g = gpus[0]
-    return PlanHardware(
-        gpus=[PlanDevice(name=g.name, free_bytes=int(g.vram_free_bytes or g.vram_total_bytes),
-                         bandwidth_gbps=g.memory_bandwidth_gbps)],
-        ram_bytes=snapshot.ram_available_bytes, unified_memory=g.unified_memory,
-        backend=snapshot.recommendation.profile if snapshot.recommendation.profile != "cpu" else "cuda")
+    """A detection snapshot -> planning hardware; the backend is the recommended build's (a GPU profile),
+    None when the recommendation names none for the GPU found."""
+    profile = snapshot.recommendation.profile
+    return plan_hardware(snapshot.gpus, snapshot.ram_available_bytes, None if profile == "cpu" else profile)
 
 
 def detected_hardware() -> PlanHardware:
-    try:
-        from llmtp.services.detect import detect_hardware
-    except ImportError:
-        import psutil
+    from llmtp.services.detect import detect_hardware
 
-        return PlanHardware(ram_bytes=psutil.virtual_memory().available, backend="cpu")
     return hardware_from_snapshot(detect_hardware())
 
 
@@ -164,15 +168,7 @@ def hardware_for_build(caps=None, *, gpus=None, memory=None, not_counting: froze
                     + amd_sysfs.read_amd_gpus(Path("/"), None)[0])
         if memory is None:
             from llmtp.adapters.cpuinfo import memory
-        ram = memory(not_counting)[1]
-        usable = [g for g in gpus if (g.vram_free_bytes or g.vram_total_bytes)]
-        if usable:
-            g = usable[0]
-            hw = PlanHardware(gpus=[PlanDevice(name=g.name, free_bytes=int(g.vram_free_bytes or g.vram_total_bytes),
-                                               bandwidth_gbps=g.memory_bandwidth_gbps)],
-                              ram_bytes=ram, unified_memory=g.unified_memory, backend=backend or "cuda")  # type: ignore[arg-type]
-        else:
-            hw = PlanHardware(ram_bytes=ram, backend="cpu")
+        hw = plan_hardware(gpus, memory(not_counting)[1], backend)
     if backend == "cpu" and hw.gpus:  # a GPU in the machine, but this build cannot use it
         hw = PlanHardware(ram_bytes=hw.ram_bytes, ram_bandwidth_gbps=hw.ram_bandwidth_gbps, backend="cpu")
     return hw
