@@ -192,16 +192,25 @@ def test_pin_validation_names_file_and_key():
         parse_pin(PIN.replace("build = 11434", ""), "p.toml")
 
 
-@pytest.mark.parametrize("output,version", [
-    ("cmake version 3.25.1\n\nCMake suite maintained and supported by Kitware (kitware.com/cmake).\n", "3.25.1"),
-    ("g++ (Debian 12.2.0-14) 12.2.0\nCopyright (C) 2022 Free Software Foundation, Inc.\n", "12.2.0"),
-    ("1.11.1\n", "1.11.1"),
-    ("nvcc: NVIDIA (R) Cuda compiler driver\nCopyright (c) 2005-2025 NVIDIA Corporation\n"
-     "Built on Wed_Aug_20_01:58:59_PM_PDT_2025\nCuda compilation tools, release 13.0, V13.0.88\n", "13.0"),
-    ("no digits here", None),
+@pytest.mark.parametrize("name,output,version", [
+    ("cmake", "cmake version 3.25.1\n\nCMake suite maintained and supported by Kitware (kitware.com/cmake).\n",
+     "3.25.1"),
+    ("c++", "g++ (Debian 12.2.0-14) 12.2.0\nCopyright (C) 2022 Free Software Foundation, Inc.\n", "12.2.0"),
+    ("ninja", "1.11.1\n", "1.11.1"),
+    ("nvcc", "nvcc: NVIDIA (R) Cuda compiler driver\nCopyright (c) 2005-2025 NVIDIA Corporation\n"
+     "Built on Wed_Aug_20_01:58:59_PM_PDT_2025\nCuda compilation tools, release 13.0, V13.0.88\n", "13.0.88"),
+    ("hipcc", "HIP version: 6.2.41133-dd7f95766\n", "6.2.41133"),
+    ("cmake", "no digits here", None),
+    ("mytool", "mytool 2.4 (2025-01-01)", "2.4"),  # a tool detection does not know: the profile's regex
 ])
-def test_tool_versions(output, version):
-    assert parse_tool_version(output, r"(\d+\.\d+(?:\.\d+)?)") == version
+def test_tool_versions(name, output, version):
+    """Builds read a tool's version with the parser `llmtp detect` uses (one nvcc parser), the profile's
+    regex only for tools detection does not know."""
+    from llmtp.core.toolchain_versions import tool_parser
+
+    assert parse_tool_version(output, r"(\d+\.\d+(?:\.\d+)?)", name) == version
+    if tool_parser(name) is not None:
+        assert tool_parser(name)(output).version == version
 
 
 @pytest.mark.parametrize("nvcc,archs,problem", [

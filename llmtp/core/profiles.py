@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.pin import parse_toml, validation_error
+from llmtp.core.toolchain_versions import tool_parser
 from llmtp.errors import ConfigError, ToolMissingError, UsageError
 
 Backend = Literal["cpu", "cuda", "rocm", "metal", "vulkan"]
@@ -30,14 +31,17 @@ DEVICE_PREFIX: dict[str, tuple[str, ...]] = {
 }
 
 
-class ToolSpec(BaseModel):
+class ToolRequirement(BaseModel):
+    """A tool a profile needs (its [[tools]] table): where to look, the oldest usable version, how to install.
+    How a known tool's version is read is core.toolchain_versions' ToolSpec (detection and builds alike)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     commands: list[str] = Field(min_length=1)  # tried in order; the first found is used
     min_version: str | None = None
     version_args: list[str] = Field(default_factory=lambda: ["--version"])
-    version_regex: str = r"(\d+\.\d+(?:\.\d+)?)"  # first group = the version
+    version_regex: str = r"(\d+\.\d+(?:\.\d+)?)"  # first group = the version (tools detection does not know)
     package: str | None = None  # Debian/Ubuntu package (or the platform's install command)
     hint: str | None = None
     optional: bool = False
@@ -56,7 +60,7 @@ class Profile(BaseModel):
     require_patches: bool = False  # a profile that only makes sense with its patches (cuda-mtp-branch)
     cmake: dict[str, CmakeValue] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
-    tools: list[ToolSpec] = Field(default_factory=list)
+    tools: list[ToolRequirement] = Field(default_factory=list)
 
 
 def parse_profile(text: str, name: str, source: str) -> Profile:
@@ -222,12 +226,13 @@ def build_jobs(cores: int | None, available_ram_bytes: int | None, per_job_bytes
 
 # --- preflight ----------------------------------------------------------------------------------
 
-def parse_tool_version(output: str, regex: str) -> str | None:
-    """`cmake version 3.25.1` -> "3.25.1"; `Cuda compilation tools, release 13.0, V13.0.48` -> "13.0"."""
-    if "release" in output and "Cuda compilation tools" in output:
-        # nvcc: the first x.y in its banner can be a copyright year range; the release is the version.
-        m = re.search(r"release (\d+\.\d+)", output)
-        return m.group(1) if m else None
+def parse_tool_version(output: str, regex: str, name: str | None = None) -> str | None:
+    """A tool's version from its `--version` output: the parser `llmtp detect` uses for a tool it knows
+    (core.toolchain_versions: nvcc's banner, compilers, ...), else the profile's `regex` (first group).
+    `cmake version 3.25.1` -> "3.25.1"; `Cuda compilation tools, release 13.0, V13.0.48` -> "13.0.48"."""
+    parse = tool_parser(name)
+    if parse is not None:
+        return parse(output).version
     m = re.search(regex, output)
     return m.group(1) if m else None
 

@@ -107,6 +107,14 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
     ToolSpec("ccache", ("ccache",), ("--version",), parse_ccache),
     ToolSpec("git", ("git",), ("--version",), parse_git),
 )
+_PARSERS: dict[str, Callable[[str], Parsed]] = {s.name: s.parse for s in TOOL_SPECS}
+
+
+def tool_parser(name: str | None) -> Callable[[str], Parsed] | None:
+    """The version parser of a tool llmtp knows by this name (None: unknown)."""
+    return _PARSERS.get(name) if name else None
+
+
 # Where toolkits install themselves without touching PATH; CMake's FindCUDAToolkit and the HIP
 # package look there too, so a toolkit found there is usable for a build.
 TOOLKIT_DIRS: dict[str, tuple[str, ...]] = {

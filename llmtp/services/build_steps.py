@@ -71,7 +71,7 @@ def find_tools(profile: Profile, runner: Runner) -> dict[str, FoundTool]:
         if path:
             try:
                 done = runner.run([path, *spec.version_args], timeout=30)
-                version = parse_tool_version(done.output, spec.version_regex)
+                version = parse_tool_version(done.output, spec.version_regex, spec.name)
             except Exception:  # a tool that cannot print its version is still usable; version unknown
                 version = None
         found[spec.name] = FoundTool(name=spec.name, path=path, version=version)
