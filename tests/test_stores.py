@@ -255,3 +255,45 @@ def test_server_option_must_be_an_executable_file(tmp_path, kind, capsys):
         files.executable_file(p, option="--server")
     code, _, err = cli(["serve", "whatever", "--server", str(p), "--dry-run"], capsys)
     assert code == 2 and "--server" in err and "Traceback" not in err
+
+
+def test_serve_record_damage_is_named_and_moved_aside(tmp_path):
+    """A serve record (state_dir/serve-PORT.json) that is not a record: a ConfigError naming it, the file
+    moved aside, nothing signalled on its word; the next read finds none."""
+    from llmtp.services import state
+
+    p = state.state_path(tmp_path, 8123)
+    for data in DAMAGED.values():
+        p.write_bytes(data)
+        with pytest.raises(ConfigError, match="serve record") as exc:
+            state.load_record(tmp_path, 8123)
+        assert str(p) in exc.value.message and not p.exists()
+        assert state.load_record(tmp_path, 8123) is None
+    assert len(list(tmp_path.glob("serve-8123.json.corrupt-*"))) == len(DAMAGED)
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_cache_entries_that_do_not_validate_are_as_if_absent(tmp_path, name):
+    """Caches (hub listings, probed capabilities, GGUF headers) read through files.read_json_cache: a bad
+    entry is None (recomputed and overwritten), never an error and never moved aside."""
+    from llmtp.core.capabilities import Capabilities
+
+    p = tmp_path / "c.json"
+    p.write_bytes(DAMAGED[name])
+    assert files.read_json_cache(p, Capabilities) is None and p.exists()
+    assert files.read_json_cache(tmp_path / "missing.json", Capabilities) is None
+    p.write_text(Capabilities(flags=["--port"]).model_dump_json())
+    assert files.read_json_cache(p, Capabilities).flags == ["--port"]
+
+
+def test_every_json_file_is_read_through_the_shared_readers():
+    """No module parses a JSON file by hand: stores use read_json_store, caches read_json_cache. The
+    exceptions read no store: the warm start runs before pydantic loads and must never fail a command;
+    detect_parse parses system_profiler's output, not a file."""
+    import re
+
+    pkg = Path(files.__file__).resolve().parent.parent
+    allowed = {"adapters/files.py", "services/warm_start.py", "core/detect_parse.py"}
+    pattern = re.compile(r"json\.loads?\(|model_validate_json\(|validate_json\(")
+    readers = {str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))}
+    assert readers <= allowed, readers - allowed

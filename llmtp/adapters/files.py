@@ -136,6 +136,15 @@ def read_json_store(path: Path, schema: type[T] | Any, *, what: str, hint: str, 
         raise ConfigError(f"The {what} {path} is damaged: {problem}{kept}", hint) from exc
 
 
+def read_json_cache(path: Path, schema: type[T] | Any) -> T | None:
+    """A cache entry at `path` validated as `schema`, or None when it is missing, unreadable or does not
+    validate: a cache is only ever a shortcut, so a bad entry is as if absent (recomputed, then overwritten)."""
+    try:
+        return _adapter(schema).validate_json(Path(path).read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def read_json_model(path: Path, model: type[M], *, what: str, hint: str) -> M | None:
     """The record stored at `path`, None when there is none; a ConfigError naming the file (and `hint`
     on what to do) when it is unreadable or does not validate (the damaged file is moved aside)."""

@@ -37,10 +37,11 @@ def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, h
         variant = f"|header_only|{file_size}|{src.st_size}|{src.st_mtime_ns}"
     cache = _cache_file(Path(path), cache_dir, variant)
     if cache is not None:
-        try:
-            return ModelInfo.model_validate_json(cache.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass  # missing or stale: read the file
+        from llmtp.adapters.files import read_json_cache
+
+        cached = read_json_cache(cache, ModelInfo)
+        if cached is not None:  # missing or stale: read the file
+            return cached
     if header_only:
         kv, tensors = read_header_metadata(path)
         size: int | None = file_size

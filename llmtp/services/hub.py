@@ -8,13 +8,12 @@ is used and labelled as such; with none, plans fall back to the catalog's sizes 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmtp.adapters.files import write_json_atomic
+from llmtp.adapters.files import read_json_cache, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.core.catalog import Catalog, CatalogEntry, FileChoice, choose_quant_file, choose_sidecar
 from llmtp.core.gguf_header import GGUFHeaderError, read_kv_prefix
@@ -72,12 +71,14 @@ def _save(settings, listing: Listing) -> None:
 
 
 def _load(path: Path, repo: str) -> Listing | None:
+    data = read_json_cache(path, dict[str, Any])
+    if data is None:
+        return None  # unreadable cache entry: as if absent (the hub is asked again)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return Listing(repo=repo, revision=data["revision"], fetched_at=float(data["fetched_at"]),
                        files=[RepoFile(f["path"], f.get("size"), f.get("sha256")) for f in data["files"]])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable cache entry: as if absent (the hub is asked again)
+    except (ValueError, KeyError, TypeError):
+        return None  # JSON of another shape: as if absent too
 
 
 def _newest_cached(settings, repo: str) -> Listing | None:

@@ -206,7 +206,7 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     binary three times, which `llmtp serve` must not pay on every start."""
     import hashlib
 
-    from llmtp.adapters.files import executable_file
+    from llmtp.adapters.files import executable_file, read_json_cache
 
     server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
     cache = None
@@ -214,9 +214,12 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
         st = server.resolve().stat()
         ident = f"{server.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         cache = Path(cache_dir) / "capabilities" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
-        return Capabilities.model_validate_json(cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+    except (OSError, TypeError):  # TypeError: no cache dir
         pass
+    else:
+        cached = read_json_cache(cache, Capabilities)
+        if cached is not None:
+            return cached
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services.build import probe_binary
 

@@ -10,7 +10,6 @@ when that is proven to be the one recorded (an orphan), and drops the record and
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from llmtp.adapters import proctree
-from llmtp.adapters.files import write_text_atomic
+from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.spawn import private_dir
 from llmtp.errors import ServeError
@@ -135,11 +134,11 @@ class PortClaim:
 
 
 def load_record(state_dir: Path, port: int) -> ServeState | None:
-    """The record for `port` as stored, live or not; None when there is none or it is unreadable."""
-    try:
-        return ServeState.model_validate(json.loads(state_path(state_dir, port).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    """The record for `port` as stored, live or not; None when there is none. A damaged record is a
+    ConfigError naming it, moved aside first (the shared store reader): nothing is signalled on its word."""
+    return read_json_store(state_path(state_dir, port), ServeState, what="serve record",
+                           hint="Nothing was signalled. Run the command again; `llmtp status` shows what is "
+                                "served.")
 
 
 def supervisor_of(record: ServeState):  # -> psutil.Process | None

@@ -36,7 +36,6 @@ from llmtp.adapters.ports import port_free
 from llmtp.adapters.spawn import (
     LOG_KEEP,
     LOG_MAX_BYTES,
-    open_private,
     private_dir,
     rotate,
     spawn_detached,
@@ -92,7 +91,9 @@ def _stamp(path: str) -> list | None:
 
 
 def _read_record(records: Path, key: str) -> dict | None:
-    """The record for `key` when the files it was planned from are unchanged, else None."""
+    """The record for `key` when the files it was planned from are unchanged, else None.
+    Not adapters.files' store reader: this runs before pydantic is imported, and a bad record must
+    never stop a command (it only means a cold start; the full path then writes a good one)."""
     try:
         record = json.loads((records / f"{key}.json").read_text(encoding="utf-8"))
         if any(_stamp(s[0]) != s for s in record["stamps"]):
@@ -222,12 +223,11 @@ class WarmStart:
                   "host": host, "port": port, "stamps": stamps,
                   "detach_out": None if detach_out is None else str(detach_out)}
         path = records_dir(state_dir) / f"{self.key}.json"
+        from llmtp.adapters.files import write_json_atomic  # the full path has loaded pydantic already
+
         try:
             private_dir(path.parent)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            with open_private(tmp, "wb") as f:  # 0600: it holds the whole llama-server command line
-                f.write(json.dumps(record, indent=1).encode("utf-8"))
-            tmp.replace(path)
+            write_json_atomic(path, record)  # created 0600 (mkstemp): it holds the whole llama-server command
         except OSError:
             return None
         return path
