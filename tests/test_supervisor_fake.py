@@ -11,7 +11,7 @@ from llmtp.core.launch import LaunchSpec
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import NetworkError, ServeError
-from llmtp.services.serve import Supervisor, SupervisorConfig
+from llmtp.services.supervisor import Supervisor, SupervisorConfig
 
 OOM = "0.00.100.000 E ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: cudaMalloc failed: out of memory\n"
 

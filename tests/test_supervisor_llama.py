@@ -19,7 +19,8 @@ from llmtp.core.probe import parse_help
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import ServeError
-from llmtp.services.serve import SupervisorConfig, launched, serve_foreground
+from llmtp.services.serve import launched
+from llmtp.services.supervisor import SupervisorConfig, serve_foreground
 
 pytestmark = pytest.mark.llama
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"

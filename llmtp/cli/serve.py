@@ -64,15 +64,17 @@ def serve(
             typer.echo(shlex.join(argv))
         return
     if foreground:
+        from llmtp.services.supervisor import SupervisorConfig, serve_foreground
+
         def on_event(sup, message: str) -> None:
             typer.echo(f"[{sup.state.value}] {message}", err=True)
 
-        svc.serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
-                             build_id=prepared.build_id,
-                             config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
-                             on_event=on_event,
-                             on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
-                             warm_start=warm)
+        serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
+                         build_id=prepared.build_id,
+                         config=SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
+                         on_event=on_event,
+                         on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
+                         warm_start=warm)
         return
     from llmtp.services.state import detach_out_path
 

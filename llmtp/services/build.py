@@ -110,10 +110,8 @@ def detect_if_needed(profile_name: str | None, hw: HardwareSnapshot | None) -> H
         return hw
     if profile_name is not None and not _needs_hw(load_profile(profile_name)):
         return None
-    try:
-        from llmtp.services.detect import detect_hardware
-    except ImportError:  # detection not available: GPU values must come from --cmake-arg
-        return None
+    from llmtp.services.detect import detect_hardware
+
     return detect_hardware()
 
 

@@ -81,10 +81,8 @@ def read_model_info(path: Path) -> ModelInfo:
     """GGUF header -> ModelInfo, through the gguf_file adapter; errors name the file."""
     if not path.is_file():
         raise ModelFileError(f"Model file not found: {path}", "Check the path, or use an alias from `llmtp models list`.")
-    try:
-        from llmtp.adapters.gguf_file import read_model_info as _read
-    except ImportError:  # adapter not present in this checkout: read the header directly
-        _read = _read_with_gguf
+    from llmtp.adapters.gguf_file import read_model_info as _read
+
     try:
         return _read(path)
     except ModelFileError:
@@ -92,23 +90,6 @@ def read_model_info(path: Path) -> ModelInfo:
     except Exception as exc:
         raise ModelFileError(f"Cannot read the GGUF header of {path}: {exc}",
                              "The file is truncated or not GGUF; delete it and pull it again.") from exc
-
-
-def _read_with_gguf(path: Path) -> ModelInfo:
-    from gguf import GGUFReader
-
-    from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
-
-    reader = GGUFReader(str(path))
-    kv: dict[str, Any] = {}
-    for name, f in reader.fields.items():
-        try:
-            kv[name] = f.contents()
-        except Exception:  # noqa: BLE001 - unusual field types are not needed for planning
-            continue
-    tensors = [TensorInfo(name=t.name, shape=[int(d) for d in t.shape], type=t.tensor_type.name,
-                          n_bytes=int(t.n_bytes)) for t in reader.tensors]
-    return model_info_from_metadata(kv, tensors, path=str(path), file_size=path.stat().st_size)
 
 
 def _fetched_package_path(settings, entry: CatalogEntry) -> Path:

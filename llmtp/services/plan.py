@@ -242,13 +242,9 @@ def check_with_fit_params(result: PlanResult, settings, runner=None) -> dict:
     """Run llama-fit-params of the current build on the planned model; its fitted flags."""
     from llmtp.core.calibrate import parse_fit_params
     from llmtp.errors import CommandError, ToolMissingError
+    from llmtp.services.builds import current_build
     from llmtp.services.models import resolve_model
 
-    try:
-        from llmtp.services.builds import current_build
-    except ImportError as exc:
-        raise ToolMissingError("No llama.cpp build module yet: cannot run llama-fit-params",
-                               "Run `llmtp build` first.") from exc
     build = current_build(settings)
     bin_dir = Path(getattr(build, "bin_dir", None) or Path(build.path) / "bin") if build is not None else None
     exe = bin_dir / "llama-fit-params" if bin_dir else None

@@ -13,30 +13,10 @@ from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
 from llmtp.errors import ConfigError, NetworkError, ServeError
-from llmtp.services.supervisor import (  # noqa: F401 re-exported: callers import these from here
-    Launch,
-    OnEvent,
-    Replan,
-    Supervisor,
-    SupervisorConfig,
-    check_port_free,
-    default_replan,
-    log,
-    make_launcher,
-    read_api_key,
-    serve_foreground,
-)
+from llmtp.services.supervisor import Supervisor, log, read_api_key
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
     from llmtp.adapters.server_process import ServerProcess
-
-# pyflakes reads __all__ (not noqa): the supervision names stay importable from here as before.
-__all__ = [
-    "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
-    "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
-    "detach", "launched", "make_launcher", "notify_ready", "plan_launch", "prepare_launch", "read_api_key",
-    "serve_foreground", "status_report", "stop_served",
-]
 
 
 @contextmanager

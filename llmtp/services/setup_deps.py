@@ -56,7 +56,7 @@ def _server_record(settings, port: int) -> dict | None:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
     from llmtp.services import state as st
-    from llmtp.services.serve import read_api_key
+    from llmtp.services.supervisor import read_api_key
 
     record = st.read_state(Path(settings.state_dir), port)
     if record is None:
@@ -75,8 +75,9 @@ def _start_server(settings, build, model_path: Path, plan, host: str, port: int)
     from llmtp.core.supervisor import load_budget_s
     from llmtp.services import serve as svc
     from llmtp.services.serve_command import foreground_command
+    from llmtp.services.supervisor import check_port_free
 
-    svc.check_port_free(host, port)
+    check_port_free(host, port)
     argv = foreground_command(["serve", str(model_path), "--host", host, "--port", str(port),
                                "--ctx", str(plan.ctx), *([] if plan.mtp.enabled else ["--no-mtp"])])
     record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(model_path.stat().st_size))

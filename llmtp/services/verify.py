@@ -269,10 +269,8 @@ def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:
     path = Path(ref).expanduser()
     if path.is_file():
         return path.resolve(), None
-    try:
-        from llmtp.services.models import resolve_model
-    except ImportError as exc:
-        raise UsageError(f"No such model file: {ref}", "Pass the path of a .gguf file.") from exc
+    from llmtp.services.models import resolve_model
+
     resolved = resolve_model(ref, settings)
     if resolved.path is None:
         raise UsageError(f"Model {ref} is not downloaded yet", f"Fetch it first with `llmtp models pull {ref}`.")
