@@ -85,12 +85,12 @@ def test_context_halving_ends_for_any_input():
     import subprocess
     import sys
 
-    from llmtp.core.plan import _ctx_steps
+    from llmtp.core.placement import ctx_steps as _ctx_steps
 
     assert _ctx_steps(32768, 4096) == [32768, 16384, 8192, 4096]
     # in a child with a deadline and 1 GiB of address space: the old loop never ends and its list eats all memory
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-            "from llmtp.core.plan import _ctx_steps as s; print(s(-5, -5), s(0, 0), s(5, -100))")
+            "from llmtp.core.placement import ctx_steps as s; print(s(-5, -5), s(0, 0), s(5, -100))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.stdout.split("\n")[0] == "[-5] [0] [5, 2, 1]", done.stderr
 

@@ -24,7 +24,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
                                       "tok/s plain and with MTP, memory, and why it lost.")) -> None:
     """Predict memory per device and choose the launch settings, with a reason for each."""
     from llmtp.cli._out import console, emit_json, human_bytes
-    from llmtp.core.plan import PlanRequest, quant_rule
+    from llmtp.core.plan import PlanRequest
+    from llmtp.core.quant_choice import quant_rule
     from llmtp.services.plan import hardware_from_flags, plan_model
     from llmtp.settings import load_settings
 
@@ -77,7 +78,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
 
 
 def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
-    from llmtp.core.plan import quant_rule
+    from llmtp.core.quant_choice import quant_rule
 
     rule = quant_rule()
     where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
