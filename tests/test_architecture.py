@@ -61,7 +61,7 @@ def test_no_shell_true_anywhere():
 
 # Modules over the size limit today, each waiting for its split (they grew past it in later slices).
 # The list only shrinks.
-OVERSIZE = {"services/models.py", "core/catalog.py"}
+OVERSIZE = {"services/models.py"}
 MAX_LINES = 400
 
 

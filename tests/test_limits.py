@@ -98,7 +98,7 @@ def test_context_halving_ends_for_any_input():
 def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     """--ctx at its maximum on a CPU machine ended in `assert trial is not None`; now it is a plan that says
     it does not fit."""
-    from llmtp.core.catalog import model_info_from_catalog
+    from llmtp.core.catalog_model import model_info_from_catalog
     from llmtp.core.plan import GiB, PlanHardware, PlanRequest, make_plan
     from llmtp.services.models import load_catalog
 

@@ -265,7 +265,7 @@ def test_real_hub_offline_is_a_clear_network_error():
 
 def test_catalog_weights_count_the_whole_file_when_the_vocabulary_is_unknown():
     # gemma-4-12b's vocabulary is not in a source: the file size must still be counted in full
-    from llmtp.core.catalog import model_info_from_catalog
+    from llmtp.core.catalog_model import model_info_from_catalog
 
     info = model_info_from_catalog(svc.load_catalog().get("gemma-4-12b"), "Q4_K_M")
     assert info.file_size_bytes and info.layer_weight_bytes is not None and len(info.layer_weight_bytes) == 48

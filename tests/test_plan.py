@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from llmtp.cli.main import app
 from llmtp.core import memory as mem
-from llmtp.core.catalog import model_info_from_catalog
+from llmtp.core.catalog_model import model_info_from_catalog
 from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.plan import FFN_SPILL_TOLERANCE, SPEED_FRACTION, Candidate, GiB, PlanDevice, PlanHardware, PlanRequest, make_plan

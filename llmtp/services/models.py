@@ -24,9 +24,9 @@ from llmtp.core.catalog import (
     CatalogEntry,
     choose_quant_file,
     choose_sidecar,
-    model_info_from_catalog,
     parse_catalog,
 )
+from llmtp.core.catalog_model import model_info_from_catalog
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.errors import ModelFileError, NetworkError, NotOnHubError, UsageError
 
