@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmtp.adapters.runner import Completed, SubprocessRunner
 from llmtp.services import build as svc
+from llmtp.services import builds
 from llmtp.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
@@ -79,5 +80,5 @@ def test_second_build_of_same_inputs_waits_and_reuses(tmp_path):
     assert runner.compiles == 1, "the second build compiled again instead of reusing the first"
     assert b.id == a.id and "reused" in phases["second"]
     assert a.path.is_dir() and (a.path / "manifest.json").is_file()
-    assert svc.current_build(settings).id == a.id
-    assert [x.id for x in svc.list_builds(settings)] == [a.id]
+    assert builds.current_build(settings).id == a.id
+    assert [x.id for x in builds.list_builds(settings)] == [a.id]

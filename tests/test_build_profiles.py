@@ -10,7 +10,8 @@ from llmtp.core.profiles import (FoundTool, build_jobs, cmake_configure_argv, cu
                                  effective_cmake_options, parse_cmake_args, parse_profile,
                                  parse_tool_version, preflight_problems)
 from llmtp.errors import ConfigError, UsageError
-from llmtp.services.build import load_patches, load_pin, load_profile, profile_names
+from llmtp.services.build import load_patches, load_pin, load_profile
+from llmtp.services.builds import profile_names
 
 BASE = {"CMAKE_BUILD_TYPE": "Release", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_BUILD_UI": "OFF",
         "LLAMA_OPENSSL": "OFF", "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF"}
@@ -287,10 +288,11 @@ def test_gpus_without_cuda_code(spec, archs, missing):
 def test_probe_failure_names_a_gpu_the_build_cannot_run_on():
     from llmtp.core.capabilities import Capabilities, Device
     from llmtp.services import build as svc
+    from llmtp.services import builds
 
     caps = Capabilities(flags=["-m"], devices=[Device(id="CUDA0", backend="CUDA", name="RTX 4090")])
     caps.version.build_number = 11434
     cuda = svc.load_profile("cuda")
-    why = svc.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "90-real"}, _nvidia("89"))
+    why = builds.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "90-real"}, _nvidia("89"))
     assert why and "cannot run on GPU0 (sm_89)" in why
-    assert svc.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "89"}, _nvidia("89")) is None
+    assert builds.probe_failure(cuda, caps, {"CMAKE_CUDA_ARCHITECTURES": "89"}, _nvidia("89")) is None

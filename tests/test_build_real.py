@@ -15,6 +15,7 @@ from llmtp.adapters.runner import SubprocessRunner
 from llmtp.cli.main import app
 from llmtp.errors import BuildError, ToolMissingError
 from llmtp.services import build as svc
+from llmtp.services import builds
 from llmtp.services import build_steps
 from llmtp.testbed.build import TESTBED_REQUEST, testbed_build, testbed_inputs_hash, testbed_settings
 
@@ -26,7 +27,7 @@ def test_testbed_build_is_probed_current_and_rolls_back(monkeypatch):
     bin_dir = testbed_build(home)  # builds once per machine (~15-25 min on 2 cores), then reuses
     settings = testbed_settings(home)
     with FileLock(str(home / "testbed-build.lock")):
-        cur = svc.current_build(settings)
+        cur = builds.current_build(settings)
         assert cur is not None and cur.bin_dir == bin_dir
         pin = svc.load_pin()
         m = cur.manifest
@@ -53,9 +54,9 @@ def test_testbed_build_is_probed_current_and_rolls_back(monkeypatch):
             monkeypatch.setenv("LLMTP_HOME", str(home))
             r = CliRunner().invoke(app, ["builds", "rollback"])
             assert r.exit_code == 0 and r.output == f"current: {cur.id}\n"
-            assert svc.current_build(settings).id == cur.id
+            assert builds.current_build(settings).id == cur.id
         finally:
-            if svc.current_build(settings) is None or svc.current_build(settings).id != cur.id:
+            if builds.current_build(settings) is None or builds.current_build(settings).id != cur.id:
                 svc.use_build(settings, cur.id)
             shutil.rmtree(second.path, ignore_errors=True)  # keep the shared test bed small
             prev = settings.builds_dir / "previous"

@@ -15,6 +15,7 @@ from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.errors import BuildError, UsageError
 from llmtp.services import build as svc
+from llmtp.services import builds
 from llmtp.services import build_steps
 from llmtp.settings import load_settings
 
@@ -92,7 +93,7 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     assert [e.phase for e in seen if e.phase != "compile"] == ["source", "configure", "install", "probe", "done"]
     assert any(e.phase == "compile" and e.total for e in seen)  # [n/N] reached the callback
     assert Path(m.log_file).is_file()
-    assert svc.current_build(settings).id == first.id
+    assert builds.current_build(settings).id == first.id
 
     # Same inputs: reused, nothing compiled.
     seen, on = events()
@@ -104,7 +105,7 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     req2 = req.model_copy(update={"cmake_args": ["LLAMA_BUILD_NUMBER=42", "FAKE_EXTRA=ON"], "make_current": False})
     second = svc.build(settings, req2, SubprocessRunner(), on)
     assert second.id != first.id and not second.current
-    assert svc.current_build(settings).id == first.id
+    assert builds.current_build(settings).id == first.id
     assert second.manifest.cmake_options["FAKE_EXTRA"] == "ON"
 
     # Dropping the option again must not keep FAKE_EXTRA=ON from the cached tree (-U), and reuses `first`.
@@ -113,8 +114,8 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     assert "-UFAKE_EXTRA" in argv
 
     svc.use_build(settings, second.id)
-    assert svc.rollback(settings).id == first.id
-    assert [b.id for b in svc.list_builds(settings)] == [first.id, second.id]
+    assert builds.rollback(settings).id == first.id
+    assert [b.id for b in builds.list_builds(settings)] == [first.id, second.id]
 
 
 @needs_cmake
@@ -125,7 +126,7 @@ def test_configure_failure_is_distilled(settings, fake_tree):
         svc.build(settings, req, SubprocessRunner())
     assert exc.value.details[0].startswith("CMake Error at CMakeLists.txt:18 (find_package)")
     assert "Full log: " in exc.value.hint
-    assert svc.list_builds(settings) == [] and svc.current_build(settings) is None
+    assert builds.list_builds(settings) == [] and builds.current_build(settings) is None
 
 
 @needs_cmake
@@ -146,10 +147,10 @@ def test_probe_failure_for_gpu_profile():
     cuda = svc.load_profile("cuda")
     caps = Capabilities(flags=["-m"], devices=[])
     caps.version.build_number = 11434
-    assert "lists no cuda device (found: none)" in svc.probe_failure(cuda, caps)
+    assert "lists no cuda device (found: none)" in builds.probe_failure(cuda, caps)
     caps.devices = [Device(id="CUDA0", backend="CUDA", name="x")]
-    assert svc.probe_failure(cuda, caps) is None
-    assert svc.probe_failure(svc.load_profile("cpu"), Capabilities(flags=["-m"])) == \
+    assert builds.probe_failure(cuda, caps) is None
+    assert builds.probe_failure(svc.load_profile("cpu"), Capabilities(flags=["-m"])) == \
         "llama-server --version printed no version line"
 
 
@@ -159,7 +160,7 @@ def fake_build(settings, bid: str, finished: str, status: str = "ok") -> None:
     d = settings.builds_dir / bid
     (d / "bin").mkdir(parents=True)
     (d / "bin" / "llama-server").write_text("")
-    m = svc.BuildManifest(id=bid, status=status, failure=None if status == "ok" else "no CUDA device",
+    m = builds.BuildManifest(id=bid, status=status, failure=None if status == "ok" else "no CUDA device",
                           source="pypi", source_identity="pypi:x", profile="cpu", backend="cpu",
                           cmake_options={}, targets=["llama-server"], inputs_hash=bid, started_at=finished,
                           finished_at=finished)
@@ -176,20 +177,20 @@ def three(settings):
 
 def test_switch_is_a_symlink_and_keeps_previous(three):
     s = three
-    assert svc.current_build(s) is None
+    assert builds.current_build(s) is None
     svc.use_build(s, "b1-cpu-aaaaaaaa")
     svc.use_build(s, "b2-cpu-bbbbbbbb")
     assert os.readlink(s.builds_dir / "current") == "b2-cpu-bbbbbbbb"
     assert os.readlink(s.builds_dir / "previous") == "b1-cpu-aaaaaaaa"
-    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]
-    assert svc.rollback(s).id == "b1-cpu-aaaaaaaa"
-    assert svc.rollback(s).id == "b2-cpu-bbbbbbbb"  # rollback twice returns
+    assert [b.id for b in builds.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]
+    assert builds.rollback(s).id == "b1-cpu-aaaaaaaa"
+    assert builds.rollback(s).id == "b2-cpu-bbbbbbbb"  # rollback twice returns
     assert not list(s.builds_dir.glob(".current.tmp-*"))
 
 
 def test_rollback_without_previous(three):
     with pytest.raises(UsageError, match="no previous build"):
-        svc.rollback(three)
+        builds.rollback(three)
 
 
 def test_failed_build_is_never_current(settings):
@@ -207,9 +208,9 @@ def test_prune_keeps_newest_current_and_previous(three):
     svc.use_build(s, "b2-cpu-bbbbbbbb")
     svc.use_build(s, "b1-cpu-aaaaaaaa")  # current b1, previous b2
     fake_build(s, "b4-cpu-eeeeeeee", "2026-01-04T00:00:00.000+00:00")
-    assert svc.prune(s, keep=1) == ["b3-cpu-cccccccc"]
-    assert [b.id for b in svc.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b4-cpu-eeeeeeee"]
-    assert svc.prune(s, keep=0) == ["b4-cpu-eeeeeeee"]
+    assert builds.prune(s, keep=1) == ["b3-cpu-cccccccc"]
+    assert [b.id for b in builds.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b4-cpu-eeeeeeee"]
+    assert builds.prune(s, keep=0) == ["b4-cpu-eeeeeeee"]
 
 
 def test_cli_builds(three):
@@ -253,7 +254,7 @@ def test_cli_build_mtp_branch_refused():
 def test_adopt_links_a_foreign_build_and_probes_it(tmp_path):
     """A bin dir llmtp did not build: linked (not copied), probed, made current; a broken one is not."""
     from llmtp.adapters.runner import Completed
-    from llmtp.services.build import adopt, current_build, list_builds
+    from llmtp.services.builds import adopt, current_build, list_builds
     from llmtp.settings import load_settings
 
     fixtures = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"

@@ -47,7 +47,7 @@ def test_nvml_reports_the_gpu(hardware):
 
 def test_cuda_build_lists_the_gpu(gpu_bin_dir, hardware):
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import probe_binary
+    from llmtp.services.builds import probe_binary
 
     caps = probe_binary(gpu_bin_dir, SubprocessRunner())
     cuda = [d for d in caps.devices or [] if d.backend == "CUDA"]
@@ -60,7 +60,7 @@ def test_cuda_build_lists_the_gpu(gpu_bin_dir, hardware):
 def test_mtp_is_on_and_faster_on_the_gpu(gpu_bin_dir, bench_models):
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.core.verify import Method, VerdictCode
-    from llmtp.services.build import adopt
+    from llmtp.services.builds import adopt
     from llmtp.services.verify import run_verify
     from llmtp.settings import load_settings
 

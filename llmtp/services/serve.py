@@ -201,7 +201,7 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
         if cached is not None:
             return cached
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import probe_binary
+    from llmtp.services.builds import probe_binary
 
     caps = probe_binary(server.parent, SubprocessRunner(), server)
     if cache is not None and caps.flags:  # a failed probe (no flags) is never cached
