@@ -93,3 +93,34 @@ def test_the_serve_foreground_command_is_built_in_one_place():
     builders = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
                       if '"-m", "llmtp"' in p.read_text(encoding="utf-8"))
     assert builders == ["services/serve_command.py"]
+
+
+def _top_level_names(tree) -> tuple[set[str], set[str]]:
+    """(names a module defines, names it imports) at its top level."""
+    defined, imported = set(), set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                defined |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return defined, imported
+
+
+def test_no_module_re_exports_another_modules_names():
+    """`from llmtp.a import X` names the module that defines X, not one that merely imported it: no
+    re-exports "for older callers" (a name moves, its callers move with it)."""
+    modules = {}
+    for path in PKG.rglob("*.py"):
+        name = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = _top_level_names(ast.parse(path.read_text(encoding="utf-8")))
+    through = []
+    for path in [*PKG.rglob("*.py"), *(PKG.parent / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                defined, imported = modules[node.module]
+                through += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name in imported and a.name not in defined]
+    assert through == []
