@@ -399,3 +399,20 @@ def test_rule_prefers_a_full_gpu_fit_then_partial_then_the_smallest_cpu_fit():
     unknown_kv = _plan(11, warnings=["KV cache size unknown for arch x"])
     assert recommend([("a", _plan(11, mtp=False)), ("b", _plan(11, fits=False)), ("c", unknown_kv),
                       (DEMO_ALIAS, _plan(11))]).alias == DEMO_ALIAS
+
+
+def test_a_verify_record_from_before_the_data_form_is_verified_again(settings, tmp_path):
+    """setup.json written when the verify step stored its words (line/short) but not its reasons: the
+    CLI could not word it, so the step runs again instead of trusting it."""
+    f = Fakes(tmp_path)
+    svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
+    state = json.loads(state_path(settings).read_text())
+    result = state["steps"]["verify"]["result"]
+    for key in ("verdict_reason", "model_detail", "build_detail"):
+        del result[key]
+    result.update(line="MTP on: ...", short="MTP on")
+    state_path(settings).write_text(json.dumps(state))
+    f.calls.clear()
+    again = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
+    assert f.calls.count("verify") == 1 and statuses(again)["verify"] == "done"
+    assert text.summary(again.steps[4]) == "MTP on: 40.0 tok/s vs 20.0 plain, 2.00x speedup, acceptance 0.90"
