@@ -77,7 +77,10 @@ def test_tune_disables_mtp_on_random(settings, tiny_models):
     data = json.loads(result.stdout)
     table = [(t["label"], t["tokens_per_s"] and t["tokens_per_s"]["median"], t["acceptance"]) for t in data["trials"]]
     assert data["chosen"]["enabled"] is False, table
-    assert data["reason"].startswith("nothing beats plain decoding")
+    # lost on the selection half, or (a noisy selection win) caught on the held-out half
+    assert data["reason"].startswith(("nothing beats plain decoding", "no setting holds up on the held-out")), table
+    for judged in data["heldout"]:
+        assert judged["passed"] is False and judged["spread"]["median"] < 1.03
     assert len(data["trials"]) == 10  # plain, n-max 1-6, p-min 0.5/0.75, ngram-mod stacked
     assert model_settings.load(settings, data["model_key"]) == model_settings.MtpSettings(enabled=False)
 
