@@ -1,0 +1,82 @@
+"""The live MTP check while serving: feed llama-server's timing lines to core.live, tell the supervisor
+log when MTP starts or stops losing, and add the verdict to `llmtp status`. It never restarts a server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from llmtp.core.live import LiveMtp, RollingMtp, assess
+from llmtp.core.metrics import requests
+
+log = logging.getLogger("llmtp.serve")
+
+
+def break_even_for(settings, model_path: str) -> float | None:
+    """The break-even acceptance tune stored for this model file; None when it was never tuned (or the
+    record cannot be read: the check then says so instead of guessing)."""
+    from llmtp.errors import LlmtpError
+    from llmtp.services import model_settings
+
+    try:
+        record = model_settings.load_record(settings, model_settings.model_key(Path(model_path)))
+    except (OSError, LlmtpError):
+        return None
+    return record.break_even_acceptance if record else None
+
+
+class LogFollower:
+    """New complete lines of a log since the last read; starts over when the file was rotated."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = Path(path), 0
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.offset:  # rotated or truncated at a restart
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return ""
+        end = data.rfind(b"\n") + 1  # a half-written line waits for the next read
+        self.offset += end
+        return data[:end].decode("utf-8", errors="replace")
+
+
+def live_check_hook(settings, model_path: str, log_path: Path) -> Callable[[object], None]:
+    """What the supervisor calls on its health ticks: read new timing lines, log state changes."""
+    rolling = RollingMtp()
+    follower = LogFollower(log_path)
+    break_even = break_even_for(settings, model_path)
+    last: list[str] = []
+
+    def on_tick(_sup) -> None:
+        rolling.add(requests(follower.read()))
+        verdict = rolling.assess(break_even, model_path)
+        if verdict.state == "losing" and last != ["losing"]:
+            log.warning("%s; fix: `%s` (the server keeps running as it is)", verdict.detail, verdict.fix)
+        elif verdict.state == "winning" and last == ["losing"]:
+            log.info("MTP wins again: %s", verdict.detail)
+        last[:] = [verdict.state]
+
+    return on_tick
+
+
+def status_live(settings, model_path: str, log_text: str) -> LiveMtp:
+    """The same verdict for `llmtp status`, from the log tail it already reads."""
+    from llmtp.core.live import WINDOW
+
+    return assess(requests(log_text)[-WINDOW:], break_even_for(settings, model_path), model_path)
+
+
+def annotate(settings, entries: list[dict]) -> list[dict]:
+    """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
+    from llmtp.services.serve import _log_tail
+
+    for e in entries:
+        e["mtp_live"] = status_live(settings, e["model"], _log_tail(Path(e["log_path"]))).model_dump(mode="json")
+    return entries
