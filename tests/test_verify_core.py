@@ -164,6 +164,10 @@ def test_sequential_stops_as_soon_as_the_interval_clears_the_threshold():
     assert stop([0.9, 1.2, 1.05]) is None  # straddles 1.0: measure on
     assert stop([0.9, 1.2, 1.05], spent=60.0) == "budget"
     assert stop([1.5], min_pairs=1) is None  # one pair has no spread: never decided by it
+    # the next pair would overrun the budget: stop now, even before min_pairs (the wall time stays bounded)
+    assert v.sequential_stop([0.9, 1.2], 1.0, min_pairs=3, spent_s=50, budget_s=60, next_cost_s=12) == "budget"
+    assert v.sequential_stop([0.9, 1.2], 1.0, min_pairs=3, spent_s=50, budget_s=60, next_cost_s=8) is None
+    assert v.sequential_stop([], 1.0, min_pairs=3, spent_s=70, budget_s=60) is None  # no pair yet: measure one
 
 
 def test_sequential_decides_for_synthetic_arms_in_few_pairs():

@@ -51,6 +51,17 @@ def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_mod
     assert "baseline stored" in report.warnings
 
 
+def test_default_sequential_verify_on_bench_agree_stops_early_and_passes(settings, bench_models):
+    from llmtp.services.verify import run_verify
+
+    method = Method.preset("default").model_copy(update={"budget_s": 45.0})
+    report = run_verify(settings, str(bench_models["agree"]), method)
+    assert report.verdict.code == VerdictCode.PASS, (report.verdict, report.sequential)
+    seq = report.sequential
+    assert seq.stopped == "above" and seq.interval.low > 1.0 and seq.generation_s < 45.0, seq
+    assert report.acceptance == 1.0
+
+
 def test_random_is_slower_than_plain_with_its_exit_code(settings, tiny_models):
     result = CliRunner().invoke(app, ["verify", str(tiny_models["random"]), *FAST])
     assert result.exit_code == 13, result.output

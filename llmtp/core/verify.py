@@ -207,16 +207,18 @@ Stop = Literal["above", "below", "budget"]
 
 
 def sequential_stop(ratios: list[float], threshold: float, *, min_pairs: int, spent_s: float,
-                    budget_s: float) -> Stop | None:
+                    budget_s: float, next_cost_s: float = 0.0) -> Stop | None:
     """After each pair: "above"/"below" once the interval lies wholly on one side of `threshold`
-    (never before `min_pairs`), "budget" when the generation time is spent, else None: go on."""
+    (never before `min_pairs`), "budget" when the generation time is spent or the next pair (costing
+    about `next_cost_s`, e.g. the mean pair so far) would overrun it, else None: go on.
+    The budget wins over `min_pairs`: the wall time stays bounded on a slow or busy machine."""
     iv = speedup_interval(ratios)
     if iv is not None and iv.pairs >= max(min_pairs, 2) and iv.low is not None and iv.high is not None:
         if iv.low > threshold:
             return "above"
         if iv.high < threshold:
             return "below"
-    if spent_s >= budget_s:
+    if ratios and spent_s + next_cost_s >= budget_s:
         return "budget"
     return None
 

@@ -169,11 +169,14 @@ def _measure_matrix(cases: list[Case], method: Method, launcher: Launcher, mtp_s
     return got
 
 
+WARMUP_TOKENS = 32
+
+
 def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
                         plain_spec: LaunchSpec, *, exclusive: bool, clock: Callable[[], float],
                         on_progress: Progress | None) -> Measured:
     """Alternate plain and MTP runs case by case until the speedup's interval clears 1.0 or the budget
-    (generation time of the measured runs) is spent.
+    is spent: every request counts (probe, warm-ups, runs), and no pair starts that would overrun it.
 
     On a CPU build both servers stay up side by side: the weights are mmapped, so the page cache holds
     them once, and an idle server costs nothing. A GPU build copies the weights into device memory per
@@ -195,17 +198,22 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
         return sample
 
     def warm(handle: ServerHandle) -> None:
-        for _ in range(method.warmups):  # not counted: the first runs pay page faults and allocations
-            handle.complete(core.PROMPTS[cases[0].prompt], n_predict=method.n_predict, temperature=0.0,
-                            seed=method.seed)
+        # short, and counted in the budget: they only page the weights in, and the wall time stays bounded
+        nonlocal spent
+        t0 = clock()
+        for _ in range(method.warmups):
+            handle.complete(core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, WARMUP_TOKENS),
+                            temperature=0.0, seed=method.seed)
+        spent += clock() - t0
 
     def add_counters(handle: ServerHandle, start: dict[str, float]) -> None:
         after = core.parse_spec_metrics(handle.metrics())
         for k, v in after.items():
             totals[k] = totals.get(k, 0.0) + v - start.get(k, 0.0)
 
-    def check() -> core.Stop | None:
-        return core.sequential_stop(ratios, 1.0, min_pairs=method.runs, spent_s=spent, budget_s=method.budget_s)
+    def check(pair_cost: float) -> core.Stop | None:
+        return core.sequential_stop(ratios, 1.0, min_pairs=method.runs, spent_s=spent, budget_s=method.budget_s,
+                                    next_cost_s=pair_cost)
 
     def pair(case: Case, m: Sample, p: Sample) -> None:
         assert got is not None
@@ -220,7 +228,9 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
 
     with ExitStack() as stack:
         mtp_h = stack.enter_context(launcher(mtp_spec))
+        t0 = clock()
         speculative, probe, runtime = _probe(mtp_h, cases[0], method)
+        spent += clock() - t0
         got = Measured(runtime=runtime, speculative=speculative, probe=probe)
         if not runtime.ok:
             got.log = mtp_h.log_text()
@@ -228,6 +238,7 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
         if exclusive:
             h: ServerHandle | None = mtp_h
             while stopped is None:
+                round_start = spent
                 with ExitStack() as arm:
                     if h is None:  # later rounds: relaunch, the plain block needed the memory
                         h = arm.enter_context(launcher(mtp_spec))
@@ -244,13 +255,14 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                     block_p = [timed(ph, c) for c in cases]
                 for c, m, p in zip(cases, block_m, block_p):
                     pair(c, m, p)
-                stopped = check()
+                stopped = check(spent - round_start)
         else:
             plain_h = stack.enter_context(_plain_arm(launcher, plain_spec))
             warm(mtp_h)
             warm(plain_h)
             before = core.parse_spec_metrics(mtp_h.metrics())
             i = 0
+            measuring_since = spent
             while stopped is None:
                 case = cases[i % len(cases)]
                 if (i + i // len(cases)) % 2 == 0:  # alternate which arm goes first, per case too
@@ -260,8 +272,8 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                     p = timed(plain_h, case)
                     m = timed(mtp_h, case)
                 pair(case, m, p)
-                stopped = check()
                 i += 1
+                stopped = check((spent - measuring_since) / i)
             add_counters(mtp_h, before)
             got.log = mtp_h.log_text()
     got.counters = {"all": totals}
