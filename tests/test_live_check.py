@@ -142,3 +142,10 @@ def test_supervisor_calls_the_tick_hook_while_serving_and_keeps_the_server():
     sup.request_stop()
     t.join(5)
     assert len(ticks) >= 3 and len(procs) == 1 and sup.restarts == 0
+
+
+def test_hook_never_raises_into_the_supervisor(tuned_model, tmp_path, monkeypatch):
+    settings, model = tuned_model
+    tick = live_check.live_check_hook(settings, str(model), tmp_path / "server.log")
+    monkeypatch.setattr(live_check, "requests", lambda text: 1 / 0)
+    tick(None)  # logged at debug level, not raised

@@ -55,8 +55,12 @@ def live_check_hook(settings, model_path: str, log_path: Path) -> Callable[[obje
     last: list[str] = []
 
     def on_tick(_sup) -> None:
-        rolling.add(requests(follower.read()))
-        verdict = rolling.assess(break_even, model_path)
+        try:
+            rolling.add(requests(follower.read()))
+            verdict = rolling.assess(break_even, model_path)
+        except Exception as exc:  # advisory: a surprise here must never stop the supervision loop
+            log.debug("live MTP check skipped: %s", exc)
+            return
         if verdict.state == "losing" and last != ["losing"]:
             log.warning("%s; fix: `%s` (the server keeps running as it is)", verdict.detail, verdict.fix)
         elif verdict.state == "winning" and last == ["losing"]:
