@@ -221,3 +221,14 @@ def test_baseline_key_is_a_safe_file_name():
     assert bl.baseline_key("Qwen 3.6-27B-123-abc", "cuda", "NVIDIA GeForce RTX 4090") == \
         "Qwen_3.6-27B-123-abc__cuda__NVIDIA_GeForce_RTX_4090"
     assert bl.baseline_key("m", None, None) == "m__unknown__nogpu"
+
+
+def test_run_tokens_fit_the_minimum_pairs_into_the_budget():
+    # 100 and 50 tok/s: a token pair costs 0.03 s; 3 pairs in 45 s fit 500 tokens, so the asked 128 stand
+    assert v.run_tokens(128, 45.0, 3, 100.0, 50.0) == 128
+    # rejected drafts on a busy CPU: 1 tok/s MTP, 10 plain: 1.1 s per token pair, 3 pairs in 45 s -> 13,
+    # floored at 32
+    assert v.run_tokens(128, 45.0, 3, 1.0, 10.0) == 32
+    assert v.run_tokens(128, 45.0, 3, 4.0, 20.0) == 50
+    assert v.run_tokens(128, 45.0, 3, None, 20.0) == 128  # speed unknown: as asked
+    assert v.run_tokens(16, 45.0, 3, 1.0, 1.0) == 16  # never more than asked, even under the floor

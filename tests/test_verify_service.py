@@ -328,3 +328,23 @@ def test_cli_budget_goes_to_the_method_and_not_with_thorough(tmp_path, monkeypat
     assert "--budget applies to the default sequential check" in " ".join(capsys.readouterr().err.split())
     CliRunner().invoke(app, ["verify", "m.gguf", "--thorough"])
     assert seen["method"].sequential is False and seen["method"].n_predict == 2000
+
+
+def test_sequential_runs_are_shortened_so_a_slow_arm_still_makes_pairs(tmp_path):
+    seen = []
+
+    class Slow(FakeHandle):
+        def complete(self, prompt, *, n_predict, **kw):
+            seen.append(n_predict)
+            return super().complete(prompt, n_predict=n_predict, **kw)
+
+    @contextmanager
+    def launch(spec):
+        yield Slow(2.0, True, (16, 0)) if spec.mtp.enabled else Slow(20.0, False, None)
+
+    method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 20.0})
+    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    # warm-ups at 4 and 21 tok/s: a 128-token pair would cost 38 s of a 20 s budget; 3 pairs fit 22
+    # tokens per run, raised to the 32-token floor
+    assert report.sequential.n_predict == 32 and set(seen[3:]) == {32}
+    assert report.verdict.code == VerdictCode.MTP_SLOWER

@@ -48,8 +48,9 @@ def render(report, con) -> None:
     how = (f"alternating plain and MTP runs, {seq.pairs} pair(s) in {seq.generation_s:.0f} s of generation "
            f"(budget {seq.budget_s:g} s)" if seq else
            f"{report.method.warmups} warm-up(s), median of {report.method.runs}")
+    tokens = seq.n_predict if seq and seq.n_predict else report.method.n_predict
     con.print(f"build {report.build_id or '?'} ({report.profile or '?'}), GPU {report.gpu or 'none'}; "
-              f"{report.method.n_predict} tokens, {how}, seed {report.method.seed}")
+              f"{tokens} tokens, {how}, seed {report.method.seed}")
     for name in ("build", "gpu", "model", "runtime"):
         m = getattr(report.markers, name)
         con.print(f"  {name:<8} {mark[m.ok]} {m.detail}")

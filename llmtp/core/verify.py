@@ -223,10 +223,26 @@ def sequential_stop(ratios: list[float], threshold: float, *, min_pairs: int, sp
     return None
 
 
+MIN_RUN_TOKENS = 32
+
+
+def run_tokens(n_predict: int, budget_left_s: float, min_pairs: int, mtp_tps: float | None,
+               plain_tps: float | None) -> int:
+    """Tokens per run so that `min_pairs` pairs fit in what is left of the budget, at the speeds the
+    warm-ups showed; never more than asked, never under 32. A slow arm (rejected drafts on a busy CPU
+    can decode at 1 tok/s) would otherwise spend the whole budget on its first run."""
+    if not mtp_tps or not plain_tps or budget_left_s <= 0:
+        return min(n_predict, MIN_RUN_TOKENS) if budget_left_s <= 0 else n_predict
+    per_token_pair = 1.0 / mtp_tps + 1.0 / plain_tps
+    fit = int(budget_left_s / (max(min_pairs, 2) * per_token_pair))
+    return max(min(n_predict, MIN_RUN_TOKENS), min(n_predict, fit))
+
+
 class Sequential(BaseModel):
     """How a sequential check ended, for the report."""
 
     pairs: int
+    n_predict: int | None = None  # tokens per run, after fitting min_pairs into the budget
     stopped: Stop
     generation_s: float
     budget_s: float

@@ -189,22 +189,27 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
     stopped: core.Stop | None = None
     totals: dict[str, float] = {}
 
+    n_predict = method.n_predict
+
     def timed(handle: ServerHandle, case: Case) -> Sample:
         nonlocal spent
         t0 = clock()
-        sample = core.sample_from_timings(handle.complete(core.PROMPTS[case.prompt], n_predict=method.n_predict,
+        sample = core.sample_from_timings(handle.complete(core.PROMPTS[case.prompt], n_predict=n_predict,
                                                           temperature=case.temperature, seed=method.seed))
         spent += clock() - t0
         return sample
 
-    def warm(handle: ServerHandle) -> None:
-        # short, and counted in the budget: they only page the weights in, and the wall time stays bounded
+    def warm(handle: ServerHandle) -> float | None:
+        """Short warm-ups, counted in the budget: they page the weights in and show the arm's speed."""
         nonlocal spent
         t0 = clock()
+        tps = None
         for _ in range(method.warmups):
-            handle.complete(core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, WARMUP_TOKENS),
-                            temperature=0.0, seed=method.seed)
+            tps = core.sample_from_timings(handle.complete(
+                core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, WARMUP_TOKENS), temperature=0.0,
+                seed=method.seed)).tokens_per_s
         spent += clock() - t0
+        return tps
 
     def add_counters(handle: ServerHandle, start: dict[str, float]) -> None:
         after = core.parse_spec_metrics(handle.metrics())
@@ -258,8 +263,9 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                 stopped = check(spent - round_start)
         else:
             plain_h = stack.enter_context(_plain_arm(launcher, plain_spec))
-            warm(mtp_h)
-            warm(plain_h)
+            mtp_tps = warm(mtp_h) or probe.tokens_per_s
+            plain_tps = warm(plain_h)
+            n_predict = core.run_tokens(method.n_predict, method.budget_s - spent, method.runs, mtp_tps, plain_tps)
             before = core.parse_spec_metrics(mtp_h.metrics())
             i = 0
             measuring_since = spent
@@ -277,7 +283,7 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
             add_counters(mtp_h, before)
             got.log = mtp_h.log_text()
     got.counters = {"all": totals}
-    got.sequential = core.Sequential(pairs=len(ratios), stopped=stopped, generation_s=round(spent, 1),
+    got.sequential = core.Sequential(pairs=len(ratios), n_predict=n_predict, stopped=stopped, generation_s=round(spent, 1),
                                      budget_s=method.budget_s, interval=core.speedup_interval(ratios))
     return got
 
