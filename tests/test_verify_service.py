@@ -348,3 +348,25 @@ def test_sequential_runs_are_shortened_so_a_slow_arm_still_makes_pairs(tmp_path)
     # tokens per run, raised to the 32-token floor
     assert report.sequential.n_predict == 32 and set(seen[3:]) == {32}
     assert report.verdict.code == VerdictCode.MTP_SLOWER
+
+
+def test_sequential_refits_the_run_length_to_the_slowest_prompt_seen(tmp_path):
+    seen = []
+
+    class PromptSpeed(FakeHandle):  # MTP drafts badly on prose: 2 tok/s there, 40 on code
+        def complete(self, prompt, *, n_predict, **kw):
+            t = super().complete(prompt, n_predict=n_predict, **kw)
+            if self.draft:
+                t["predicted_per_second"] = 40.0 if "python" in prompt else 2.0
+                seen.append(n_predict)
+            return t
+
+    @contextmanager
+    def launch(spec):
+        yield PromptSpeed(20.0, True, (16, 1)) if spec.mtp.enabled else FakeHandle(20.0, False, None)
+
+    method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 60.0})
+    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    seq = report.sequential
+    assert seq.n_predict == 128 and seq.n_predict_last < 128  # after the 2 tok/s prose pair: shorter runs
+    assert seen[2] == 128 and seen[3] == 128 and min(seen[4:]) < 128

@@ -48,7 +48,9 @@ def render(report, con) -> None:
     how = (f"alternating plain and MTP runs, {seq.pairs} pair(s) in {seq.generation_s:.0f} s of generation "
            f"(budget {seq.budget_s:g} s)" if seq else
            f"{report.method.warmups} warm-up(s), median of {report.method.runs}")
-    tokens = seq.n_predict if seq and seq.n_predict else report.method.n_predict
+    tokens: object = seq.n_predict if seq and seq.n_predict else report.method.n_predict
+    if seq and seq.n_predict_last and seq.n_predict_last != seq.n_predict:
+        tokens = f"{seq.n_predict}-{seq.n_predict_last}"
     con.print(f"build {report.build_id or '?'} ({report.profile or '?'}), GPU {report.gpu or 'none'}; "
               f"{tokens} tokens, {how}, seed {report.method.seed}")
     for name in ("build", "gpu", "model", "runtime"):
@@ -66,8 +68,9 @@ def render(report, con) -> None:
         if seq and seq.interval and seq.interval.low is not None:
             stop = {"above": "clear of 1.00x: stopped early", "below": "below 1.00x: stopped early",
                     "budget": "budget spent"}[seq.stopped]
-            con.print(f"paired speedup {seq.interval.speedup:.2f}x, 99% interval {seq.interval.low:.2f}-"
-                      f"{seq.interval.high:.2f}x ({stop})")
+            high = f"{seq.interval.high:.2f}x" if seq.interval.high < 100 else "over 100x"
+            con.print(f"paired speedup {seq.interval.speedup:.2f}x, 99% interval {seq.interval.low:.2f}x to "
+                      f"{high} ({stop})")
         con.print(f"speedup {_f(report.speedup, '.2f')}x (geometric mean), acceptance "
                   f"{_f(report.acceptance, '.2f')}, mean accepted length {_f(report.mean_accepted_length, '.2f')}")
         if report.roofline_plain_pct is not None:

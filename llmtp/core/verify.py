@@ -242,7 +242,8 @@ class Sequential(BaseModel):
     """How a sequential check ended, for the report."""
 
     pairs: int
-    n_predict: int | None = None  # tokens per run, after fitting min_pairs into the budget
+    n_predict: int | None = None  # tokens per run, fitted so min_pairs fit into the budget
+    n_predict_last: int | None = None  # refitted after each pair to the slowest speeds seen
     stopped: Stop
     generation_s: float
     budget_s: float

@@ -189,7 +189,7 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
     stopped: core.Stop | None = None
     totals: dict[str, float] = {}
 
-    n_predict = method.n_predict
+    n_predict = first_n = method.n_predict
 
     def timed(handle: ServerHandle, case: Case) -> Sample:
         nonlocal spent
@@ -266,6 +266,7 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
             mtp_tps = warm(mtp_h) or probe.tokens_per_s
             plain_tps = warm(plain_h)
             n_predict = core.run_tokens(method.n_predict, method.budget_s - spent, method.runs, mtp_tps, plain_tps)
+            first_n = n_predict
             before = core.parse_spec_metrics(mtp_h.metrics())
             i = 0
             measuring_since = spent
@@ -280,10 +281,16 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                 pair(case, m, p)
                 i += 1
                 stopped = check((spent - measuring_since) / i)
+                # prompts differ in speed (rejected drafts cost more on some): refit to the slowest seen
+                mtp_tps = min(x for x in (mtp_tps, m.tokens_per_s) if x) if mtp_tps or m.tokens_per_s else None
+                plain_tps = min(x for x in (plain_tps, p.tokens_per_s) if x) if plain_tps or p.tokens_per_s else None
+                n_predict = core.run_tokens(n_predict, method.budget_s - spent, max(method.runs - i, 2), mtp_tps,
+                                            plain_tps)
             add_counters(mtp_h, before)
             got.log = mtp_h.log_text()
     got.counters = {"all": totals}
-    got.sequential = core.Sequential(pairs=len(ratios), n_predict=n_predict, stopped=stopped, generation_s=round(spent, 1),
+    got.sequential = core.Sequential(pairs=len(ratios), n_predict=first_n, n_predict_last=n_predict, stopped=stopped,
+                                     generation_s=round(spent, 1),
                                      budget_s=method.budget_s, interval=core.speedup_interval(ratios))
     return got
 
