@@ -243,9 +243,9 @@ def test_sequential_alternates_arms_and_stops_once_the_interval_is_clear(tmp_pat
     seq = report.sequential
     assert seq.stopped == "above" and 3 <= seq.pairs <= 4 and seq.interval.low > 1.0
     assert report.speedup == pytest.approx(seq.interval.speedup)
-    # CPU build: both servers up at once; after the probe and one warm-up each, runs alternate.
-    assert events[:6] == ["mtp up", "mtp run", "plain up", "mtp run", "plain run", "mtp run"]
-    runs = [e for e in events[5:] if e.endswith("run")]
+    # CPU build: both servers up at once; after the probe (MTP's warm-up) and plain's warm-up, runs alternate.
+    assert events[:4] == ["mtp up", "mtp run", "plain up", "plain run"]
+    runs = [e for e in events[4:] if e.endswith("run")]
     assert runs[:6] == ["mtp run", "plain run", "plain run", "mtp run", "mtp run", "plain run"]
     assert sorted(events[-2:]) == ["mtp down", "plain down"]
     assert report.acceptance == 1.0 and report.cases[0].case.key == "code@0"
@@ -369,4 +369,4 @@ def test_sequential_refits_the_run_length_to_the_slowest_prompt_seen(tmp_path):
     report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
     seq = report.sequential
     assert seq.n_predict == 128 and seq.n_predict_last < 128  # after the 2 tok/s prose pair: shorter runs
-    assert seen[2] == 128 and seen[3] == 128 and min(seen[4:]) < 128
+    assert seen[0] == 32 and seen[1] == 128 and seen[2] == 128 and min(seen[3:]) < 128  # probe, code, prose

@@ -199,12 +199,12 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
         spent += clock() - t0
         return sample
 
-    def warm(handle: ServerHandle) -> float | None:
+    def warm(handle: ServerHandle, count: int) -> float | None:
         """Short warm-ups, counted in the budget: they page the weights in and show the arm's speed."""
         nonlocal spent
         t0 = clock()
         tps = None
-        for _ in range(method.warmups):
+        for _ in range(count):
             tps = core.sample_from_timings(handle.complete(
                 core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, WARMUP_TOKENS), temperature=0.0,
                 seed=method.seed)).tokens_per_s
@@ -249,22 +249,23 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                         h = arm.enter_context(launcher(mtp_spec))
                     else:
                         arm.enter_context(stack.pop_all())  # the probe's server ends with this block
-                    warm(h)
+                    warm(h, method.warmups)
                     start = core.parse_spec_metrics(h.metrics())
                     block_m = [timed(h, c) for c in cases]
                     add_counters(h, start)
                     got.log = h.log_text()
                 h = None
                 with _plain_arm(launcher, plain_spec) as ph:
-                    warm(ph)
+                    warm(ph, method.warmups)
                     block_p = [timed(ph, c) for c in cases]
                 for c, m, p in zip(cases, block_m, block_p):
                     pair(c, m, p)
                 stopped = check(spent - round_start)
         else:
             plain_h = stack.enter_context(_plain_arm(launcher, plain_spec))
-            mtp_tps = warm(mtp_h) or probe.tokens_per_s
-            plain_tps = warm(plain_h)
+            # the probe was the MTP server's first 32-token request: it is that arm's first warm-up
+            mtp_tps = warm(mtp_h, method.warmups - 1) or probe.tokens_per_s
+            plain_tps = warm(plain_h, method.warmups)
             n_predict = core.run_tokens(method.n_predict, method.budget_s - spent, method.runs, mtp_tps, plain_tps)
             first_n = n_predict
             before = core.parse_spec_metrics(mtp_h.metrics())
