@@ -149,3 +149,22 @@ def test_hook_never_raises_into_the_supervisor(tuned_model, tmp_path, monkeypatc
     tick = live_check.live_check_hook(settings, str(model), tmp_path / "server.log")
     monkeypatch.setattr(live_check, "requests", lambda text: 1 / 0)
     tick(None)  # logged at debug level, not raised
+
+
+def test_an_untuned_model_uses_the_break_even_its_passing_verify_stored(tmp_path):
+    from llmtp.core.baseline import Baseline
+    from llmtp.services import baseline as store
+    from llmtp.services import model_settings
+    from llmtp.settings import load_settings
+
+    settings = load_settings().settings
+    model = tmp_path / "v.gguf"
+    model.write_bytes(b"GGUF" + b"\2" * 64)
+    key = model_settings.model_key(model)
+    assert live_check.break_even_for(settings, str(model)) is None
+    for created, be in (("2026-11-01T00:00:00+00:00", 0.9), ("2026-12-01T00:00:00+00:00", 0.3)):
+        store.save(settings, Baseline(key=f"{key}__cpu__{created[:10]}", model_key=key, n_predict=128,
+                                      created=created, break_even_acceptance=be))
+    store.save(settings, Baseline(key="other__cpu__nogpu", model_key="other", n_predict=128,
+                                  created="2026-12-02T00:00:00+00:00", break_even_acceptance=0.99))
+    assert live_check.break_even_for(settings, str(model)) == 0.3  # the newest of this model's

@@ -370,3 +370,11 @@ def test_sequential_refits_the_run_length_to_the_slowest_prompt_seen(tmp_path):
     seq = report.sequential
     assert seq.n_predict == 128 and seq.n_predict_last < 128  # after the 2 tok/s prose pair: shorter runs
     assert seen[0] == 32 and seen[1] == 128 and seen[2] == 128 and min(seen[3:]) < 128  # probe, code, prose
+
+
+def test_a_pass_stores_the_break_even_acceptance_for_the_live_check(tmp_path):
+    # acceptance 1.0; the fake's /metrics has no draft_tokens counter, so n-max 3 stands in for the drafted
+    # tokens per step: a step costs c = (1 + 3) / speedup plain tokens, and a* = (c - 1) / 3
+    report, settings = run(tmp_path, fake_launcher())
+    assert report.break_even_acceptance == pytest.approx((4 / report.speedup - 1) / 3)
+    assert store.load(settings, "m-1000-abc__cpu__nogpu").break_even_acceptance == report.break_even_acceptance

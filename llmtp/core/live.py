@@ -1,5 +1,5 @@
 """The live MTP check while serving, pure part: rolling acceptance and speed over the last requests,
-judged against the break-even acceptance that `llmtp tune` measured for the model.
+judged against the break-even acceptance that `llmtp tune` (or a passing `llmtp verify`) measured.
 
 Acceptance alone decides: speed depends on each request's context and prompt, so served tok/s cannot be
 compared with a benchmark's plain figure, but the acceptance a draft needs to pay for itself can. The
@@ -72,8 +72,8 @@ def assess(requests: list[LastRequest], break_even: float | None, model: str) ->
     if acc < break_even:
         return LiveMtp(state="losing", fix=fix, **base,
                        detail=f"MTP is losing: acceptance {acc:.2f} over the last {len(requests)} requests is "
-                              f"under the break-even {break_even:.2f} that tune measured, so drafting costs "
-                              "more than it saves")
+                              f"under the break-even {break_even:.2f} measured by tune or verify, so "
+                              "drafting costs more than it saves")
     return LiveMtp(state="winning", **base,
                    detail=f"acceptance {acc:.2f} over the last {len(requests)} requests, above the "
                           f"break-even {break_even:.2f}")

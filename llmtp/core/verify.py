@@ -409,6 +409,7 @@ class VerifyReport(BaseModel):
     mtp_tokens_per_s: float | None = None  # geometric mean of the MTP medians
     plain_tokens_per_s: float | None = None
     acceptance: float | None = None
+    break_even_acceptance: float | None = None  # below it MTP loses (core.tune.break_even_acceptance)
     mean_accepted_length: float | None = None
     roofline_plain_pct: float | None = None
     roofline_mtp_pct: float | None = None  # effective: MTP can exceed 100%

@@ -14,16 +14,38 @@ log = logging.getLogger("llmtp.serve")
 
 
 def break_even_for(settings, model_path: str) -> float | None:
-    """The break-even acceptance tune stored for this model file; None when it was never tuned (or the
-    record cannot be read: the check then says so instead of guessing)."""
+    """The break-even acceptance tune stored for this model file, else the one its newest passing verify
+    stored; None when neither measured it (or the records cannot be read: the check then says so
+    instead of guessing)."""
     from llmtp.errors import LlmtpError
     from llmtp.services import model_settings
 
     try:
-        record = model_settings.load_record(settings, model_settings.model_key(Path(model_path)))
+        key = model_settings.model_key(Path(model_path))
+        record = model_settings.load_record(settings, key)
     except (OSError, LlmtpError):
         return None
-    return record.break_even_acceptance if record else None
+    if record is not None and record.break_even_acceptance is not None:
+        return record.break_even_acceptance
+    return _from_verify(settings, key)
+
+
+def _from_verify(settings, model_key: str) -> float | None:
+    """The newest verify baseline of this model file (any build profile or GPU) that has one."""
+    from llmtp.core.baseline import Baseline
+    from llmtp.errors import LlmtpError
+    from llmtp.services import baseline as store
+
+    found: list[Baseline] = []
+    for path in (Path(settings.data_dir) / "baselines").glob("*.json"):
+        try:
+            b = store.load(settings, path.stem)
+        except (OSError, LlmtpError):
+            continue
+        if b is not None and b.model_key == model_key and b.break_even_acceptance is not None:
+            found.append(b)
+    found.sort(key=lambda b: b.created or "")
+    return found[-1].break_even_acceptance if found else None
 
 
 class LogFollower:

@@ -19,6 +19,7 @@ from llmtp.core.baseline import Baseline, BaselineComparison, baseline_key, comp
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.tune import break_even_acceptance
 from llmtp.core.verify import Case, Marker, Markers, Method, Sample, VerifyReport
 from llmtp.errors import ServeError
 
@@ -350,7 +351,7 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
 
     reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key))
                for c in cases]
-    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts")}
+    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts", "draft_tokens")}
     mtp_tps = core.geomean([r.mtp.median if r.mtp else None for r in reports])
     plain_tps = core.geomean([r.plain.median if r.plain else None for r in reports])
     speedup = core.geomean([r.speedup for r in reports])
@@ -372,11 +373,15 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     key = baseline_key(target.model_key, target.profile, target.gpu_name)
     stored = baseline_load(key)
     mtp_medians = {r.case.key: r.mtp.median for r in reports if r.mtp}
-    cmp: BaselineComparison | None = compare(stored, mtp_medians, method.n_predict, tolerance) if stored else None
+    n_predict = seq.n_predict if seq and seq.n_predict else method.n_predict
+    cmp: BaselineComparison | None = compare(stored, mtp_medians, n_predict, tolerance) if stored else None
+    acc = core.acceptance(all_mtp)
+    per_step = total["draft_tokens"] / total["drafts"] if total["drafts"] and total["draft_tokens"] else None
+    break_even = break_even_acceptance(speedup, acc, per_step or float(mtp.n_max))
     markers = Markers(build=build, gpu=gpu, model=model, runtime=runtime)
     report = finish(
         markers, cases=reports, speedup=speedup, mtp_tokens_per_s=mtp_tps, plain_tokens_per_s=plain_tps,
-        acceptance=core.acceptance(all_mtp),
+        acceptance=acc, break_even_acceptance=break_even,
         mean_accepted_length=core.mean_accepted_length(total["accepted_tokens"], total["drafts"]),
         roofline_plain_pct=core.roofline_pct(plain_tps, bytes_per_token, target.bandwidth_gbps),
         roofline_mtp_pct=core.roofline_pct(mtp_tps, bytes_per_token, target.bandwidth_gbps),
@@ -385,8 +390,9 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
         baseline_save(Baseline(
             key=key, model_key=target.model_key, profile=target.profile, gpu=target.gpu_name,
             build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            n_predict=method.n_predict, mtp_tokens_per_s=mtp_medians,
-            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup))
+            n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
+            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
+            break_even_acceptance=break_even))
         report.warnings.append("baseline stored" if stored is None else "baseline replaced")
     return report
 
