@@ -291,3 +291,22 @@ def test_model_key_names_content_not_path(tmp_path):
     assert model_settings.model_key(a).startswith("Model_Q4-104-")
     b.write_bytes(b"GGUF" + b"\1" * 100)
     assert model_settings.model_key(a) != model_settings.model_key(b)
+
+
+def test_cli_prints_the_held_out_figure_and_its_spread(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+    from llmtp.services import tune as svc
+
+    def fake_run_tune(settings, model, method, **kw):
+        assert kw["noise_band"] == 0.1 and kw["min_gain"] == 0.03
+        return tune(target(tmp_path), fake_launcher(speed), base_spec=LaunchSpec(model="m", port=0),
+                    method=METHOD), target(tmp_path)
+
+    monkeypatch.setattr(svc, "run_tune", fake_run_tune)
+    out = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["tune", "m.gguf", "--noise-band", "0.1"])
+    assert out.exit_code == 0, out.output
+    assert "held-out prompts (speedup against plain)" in out.output
+    assert "n-max 6, p-min 0 + ngram-mod: held-out median 1.65x plain (1.65-1.65x over 4 prompts)" in out.output
+    assert "held-out speedup 1.65x plain, break-even acceptance" in out.output
