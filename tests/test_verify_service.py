@@ -350,7 +350,7 @@ def test_sequential_runs_are_shortened_so_a_slow_arm_still_makes_pairs(tmp_path)
     assert report.verdict.code == VerdictCode.MTP_SLOWER
 
 
-def test_sequential_refits_the_run_length_to_the_slowest_prompt_seen(tmp_path):
+def test_sequential_refits_the_run_length_to_the_mean_time_per_token_seen(tmp_path):
     seen = []
 
     class PromptSpeed(FakeHandle):  # MTP drafts badly on prose: 2 tok/s there, 40 on code

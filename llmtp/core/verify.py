@@ -243,7 +243,7 @@ class Sequential(BaseModel):
 
     pairs: int
     n_predict: int | None = None  # tokens per run, fitted so min_pairs fit into the budget
-    n_predict_last: int | None = None  # refitted after each pair to the slowest speeds seen
+    n_predict_last: int | None = None  # refitted after each pair to the mean time per token seen
     stopped: Stop
     generation_s: float
     budget_s: float

@@ -6,6 +6,7 @@ Server launches are injected (`Launcher`), so the steps run against fakes in tes
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -173,6 +174,11 @@ def _measure_matrix(cases: list[Case], method: Method, launcher: Launcher, mtp_s
 WARMUP_TOKENS = 32
 
 
+def _harmonic(speeds: list[float]) -> float | None:
+    positive = [x for x in speeds if x and x > 0]
+    return statistics.harmonic_mean(positive) if positive else None
+
+
 def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
                         plain_spec: LaunchSpec, *, exclusive: bool, clock: Callable[[], float],
                         on_progress: Progress | None) -> Measured:
@@ -267,6 +273,8 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
             # the probe was the MTP server's first 32-token request: it is that arm's first warm-up
             mtp_tps = warm(mtp_h, method.warmups - 1) or probe.tokens_per_s
             plain_tps = warm(plain_h, method.warmups)
+            mtp_seen = [x for x in (mtp_tps,) if x]
+            plain_seen = [x for x in (plain_tps,) if x]
             n_predict = core.run_tokens(method.n_predict, method.budget_s - spent, method.runs, mtp_tps, plain_tps)
             first_n = n_predict
             before = core.parse_spec_metrics(mtp_h.metrics())
@@ -283,11 +291,12 @@ def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, m
                 pair(case, m, p)
                 i += 1
                 stopped = check((spent - measuring_since) / i)
-                # prompts differ in speed (rejected drafts cost more on some): refit to the slowest seen
-                mtp_tps = min(x for x in (mtp_tps, m.tokens_per_s) if x) if mtp_tps or m.tokens_per_s else None
-                plain_tps = min(x for x in (plain_tps, p.tokens_per_s) if x) if plain_tps or p.tokens_per_s else None
-                n_predict = core.run_tokens(n_predict, method.budget_s - spent, max(method.runs - i, 2), mtp_tps,
-                                            plain_tps)
+                # prompts differ in speed (rejected drafts cost more on some): refit to the mean time per token
+                # seen (the harmonic mean speed), not to the slowest run, which on a busy machine is a spike
+                mtp_seen.append(m.tokens_per_s)
+                plain_seen.append(p.tokens_per_s)
+                n_predict = core.run_tokens(n_predict, method.budget_s - spent, max(method.runs - i, 2),
+                                            _harmonic(mtp_seen), _harmonic(plain_seen))
             add_counters(mtp_h, before)
             got.log = mtp_h.log_text()
     got.counters = {"all": totals}
