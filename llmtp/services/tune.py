@@ -14,7 +14,8 @@ from llmtp.core import tune as core
 from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.verify import Method, Sample, acceptance, parse_spec_metrics, sample_from_timings, summarize
 from llmtp.errors import LlmtpError
-from llmtp.services.verify import Launcher, Target, model_marker
+from llmtp.services.verify import Target, model_marker
+from llmtp.services.verify_arms import Launcher
 
 TrialCallback = Callable[[core.Trial, int, int], None]  # trial, index (1-based), planned total
 
@@ -132,7 +133,6 @@ def run_tune(settings, model_ref: str | None, method: Method | None = None, *,
     decision = tune(target, launcher, base_spec=base_spec_for(target, settings, threads=threads), method=method,
                     min_gain=min_gain, noise_band=noise_band, on_trial=on_trial)
     if save:
-        best = core.best_trial(decision.trials)  # the planner predicts MTP's gain from this acceptance
         model_settings.save(settings, target.model_key, decision.chosen, reason=decision.reason,
                             build_id=target.build_id, speedup=decision.speedup, acceptance=decision.acceptance,
                             break_even_acceptance=decision.break_even_acceptance,
