@@ -126,9 +126,7 @@ def _service_io(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             module = aliases[node.value.id]
-            if module in IO_MODULES:
-                found.add(f"{module}.{node.attr}")
-            elif node.attr not in ALLOWED_ATTRS[module]:
+            if module in IO_MODULES or node.attr not in ALLOWED_ATTRS[module]:
                 found.add(f"{module}.{node.attr}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
             found.add("open()")

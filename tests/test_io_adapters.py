@@ -18,7 +18,6 @@ from llmtp.adapters.signals import on_stop_signals
 from llmtp.adapters.toolchains import cublas_found, cuda_toolkit_root
 from llmtp.services import state as st
 
-
 # --- a zombie is not alive, and one answer says so ---------------------------------------------------
 
 @pytest.fixture
@@ -53,7 +52,12 @@ def test_a_live_process_is_alive_and_ours_is_stopped(tmp_path):
     proc = subprocess.Popen(["sleep", "1000"])
     try:
         assert proctree.pid_alive(proc.pid)
-        ident = proctree.identity(proc.pid, child_of=os.getpid())
+        # right after Popen returns, the child may still be inside exec: /proc/PID/cmdline reads empty
+        # until the kernel has set up the new program's arguments, so wait for them
+        deadline = time.monotonic() + 5
+        while (ident := proctree.identity(proc.pid, child_of=os.getpid())) is not None and not ident.cmdline \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert ident is not None and ident.cmdline == ("sleep", "1000")
         live = proctree.matches(ident)
         assert live is not None
@@ -68,7 +72,7 @@ def test_terminate_and_wait_says_false_when_the_process_outlives_the_wait():
     code = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
-        assert proc.stdout.readline().strip() == b"1"  # SIGTERM is ignored from here on
+        assert proc.stdout.readline().strip() == b"1"  # SIGTERM is ignored from here on (and exec is done)
         live = proctree.matches(proctree.identity(proc.pid))
         assert live is not None
         assert proctree.terminate_and_wait(live, 0.3) is False

@@ -185,5 +185,5 @@ def hub_cache_dir() -> Path | None:
         from huggingface_hub import constants
 
         return Path(constants.HF_HUB_CACHE)
-    except Exception:  # huggingface_hub missing or broken: the doctor check says so by skipping
+    except Exception:  # noqa: BLE001 - huggingface_hub missing or broken: the doctor check says so by skipping
         return None
