@@ -290,8 +290,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
     SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
     """
     import os
-    import signal
 
+    from llmtp.adapters.signals import on_stop_signals
     from llmtp.adapters.spawn import LiveRotation, private_log_handler
     from llmtp.services import state as st
     from llmtp.services.warm_start import Handover
@@ -346,15 +346,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                 on_event(sup, message)
 
         sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick)
-        previous = {}
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: sup.request_stop())
-        try:
+        with on_stop_signals(sup.request_stop, install=install_signals):
             sup.run()
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
         return sup
     finally:
         if rotation is not None:
