@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llmtp.adapters.files import LogFollower
 from llmtp.core import live
 from llmtp.core.metrics import LastRequest, requests
 from llmtp.services import live_check
@@ -61,7 +62,7 @@ def test_rolling_window_forgets_old_requests():
 
 def test_log_follower_reads_only_new_complete_lines_and_survives_rotation(tmp_path):
     path = tmp_path / "server.log"
-    f = live_check.LogFollower(path)
+    f = LogFollower(path)
     assert f.read() == ""  # no file yet
     path.write_text("a\nb\npartial")
     assert f.read() == "a\nb\n"

@@ -261,3 +261,23 @@ def executable_file(path: Path, *, option: str) -> Path:
         raise UsageError(f"{option} {path} is not executable by this user",
                          f"Make it executable (chmod +x {path}) or pass another llama-server.")
     return path.resolve()
+
+class LogFollower:
+    """New complete lines of a log since the last read; starts over when the file was rotated."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = Path(path), 0
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.offset:  # rotated or truncated at a restart
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return ""
+        end = data.rfind(b"\n") + 1  # a half-written line waits for the next read
+        self.offset += end
+        return data[:end].decode("utf-8", errors="replace")

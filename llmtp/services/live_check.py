@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters.files import LogFollower
 from llmtp.core.live import LiveMtp, RollingMtp, assess
 from llmtp.core.metrics import requests
 
@@ -48,25 +49,6 @@ def _from_verify(settings, model_key: str) -> float | None:
     return found[-1].break_even_acceptance if found else None
 
 
-class LogFollower:
-    """New complete lines of a log since the last read; starts over when the file was rotated."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset = Path(path), 0
-
-    def read(self) -> str:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(0, 2)
-                if f.tell() < self.offset:  # rotated or truncated at a restart
-                    self.offset = 0
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return ""
-        end = data.rfind(b"\n") + 1  # a half-written line waits for the next read
-        self.offset += end
-        return data[:end].decode("utf-8", errors="replace")
 
 
 def live_check_hook(settings, model_path: str, log_path: Path) -> Callable[[object], None]:
