@@ -1,4 +1,4 @@
-"""TCP port checks: is a port free to bind, and a free port for tests and benchmarks."""
+"""TCP port checks: is a port free to bind, a free port for tests and benchmarks, does a URL's host answer."""
 
 from __future__ import annotations
 
@@ -21,3 +21,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def tcp_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Can we open a TCP connection to the URL's host (port 443) within `timeout`? No data sent."""
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

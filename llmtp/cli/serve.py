@@ -64,6 +64,8 @@ def serve(
             typer.echo(shlex.join(argv))
         return
     if foreground:
+        from llmtp.services.live_check import live_check_hook
+        from llmtp.services.state import log_path as state_log_path
         from llmtp.services.supervisor import SupervisorConfig, serve_foreground
 
         def on_event(sup, message: str) -> None:
@@ -74,7 +76,9 @@ def serve(
                          config=SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                          on_event=on_event,
                          on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
-                         warm_start=warm)
+                         warm_start=warm,
+                         on_tick=live_check_hook(settings, prepared.spec.model,
+                                                 state_log_path(settings.state_dir, prepared.spec.port)))
         return
     from llmtp.services.state import detach_out_path
 
@@ -106,7 +110,10 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    entries = status_report(_settings().state_dir, on_note=_note)
+    from llmtp.services.live_check import annotate
+
+    settings = _settings()
+    entries = annotate(settings, status_report(settings.state_dir, on_note=_note))
     if as_json:
         emit_json(entries)
         return
@@ -116,15 +123,19 @@ def status(
     from rich.table import Table
 
     table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept")
+                  "MTP accept", "MTP live")
     for e in entries:
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
+                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
+                      e["mtp_live"]["state"])
     console().print(table)
+    for e in entries:
+        if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
+            console().print(f"[yellow]port {e['port']}:[/] {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`")
 
 
 def _note(line: str) -> None:

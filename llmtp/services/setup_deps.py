@@ -8,22 +8,8 @@ from pathlib import Path
 from llmtp.services.setup import SetupDeps
 
 
-def tcp_reachable(url: str, timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to the URL's host (port 443) within `timeout`? No data sent."""
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(url).hostname
-    if not host:
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
+    from llmtp.adapters.ports import tcp_reachable
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services import build as b
     from llmtp.services import builds
