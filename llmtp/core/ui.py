@@ -121,3 +121,15 @@ def ui_record(plan: UiPlan, embedded: bool, log_lines: list[str]) -> UiRecord:
         note = ("the " + plan.how + " step gave no assets, so the server was built without the UI: "
                 + ("; ".join(log_lines[-3:]) or "the build log says nothing more"))
     return UiRecord(mode=plan.mode, how=plan.how if embedded else None, embedded=embedded, note=note)
+
+
+def address_lines(addr: dict, api_key_file: str | None = None) -> list[str]:
+    """The lines serve, status and setup print under a server (one wording for all three)."""
+    lines = [f"OpenAI base URL: {addr['openai_base_url']}"]
+    if addr.get("ui_url"):
+        ask = (f" (it asks for the API key: paste a key from {api_key_file})" if addr.get("ui_asks_for_key")
+               else "")
+        lines.append(f"web UI: {addr['ui_url']}{ask}")
+    else:
+        lines.append("web UI: none (this build has none or it is turned off; `llmtp build --ui` builds one)")
+    return lines

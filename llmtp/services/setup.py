@@ -275,7 +275,7 @@ class _Run:
 
             source = self.req.source or self._source()
             self.report.info(f"building llama.cpp b{number} ({profile}) from the {source} source")
-            request = BuildRequest(profile=profile, source=source, make_current=True)
+            request = BuildRequest(profile=profile, source=source, make_current=True, ui=self.settings.build_ui)
             build = self.deps.build(self.settings, request, self.report.build_event, self.hw)
             how = f"built from the {source} source"
         self.build = build
@@ -356,18 +356,19 @@ class _Run:
         live = self.deps.server_record(settings, port)
         if (live is not None and live.get("healthy") and live.get("model") == str(self.model_path)
                 and live.get("build") == self.build.id):
-            data["url"] = live["url"]
+            data.update(url=live["url"], **_addresses(live))
             self.record("serve", inputs | {"serve": True}, data)
             return StepResult("serve", "done" if pulled else "unchanged",
-                              f"already serving at {live['url']}", data)
+                              f"already serving at {live['url']}{_address_text(live)}", data)
         if live is not None:
             self.report.info(f"stopping the llmtp server on port {port} ({live.get('model')})")
             self.deps.stop_server(settings, port)
         started = self.deps.start_server(settings, self.build, self.model_path, plan, host, port)
-        data.update(url=started["url"], pid=started.get("pid"), sample=started.get("sample"))
+        data.update(url=started["url"], pid=started.get("pid"), sample=started.get("sample"), **_addresses(started))
         self.record("serve", inputs | {"serve": True}, data)
         sample = f"; it answered: {started['sample']!r}" if started.get("sample") else ""
-        return StepResult("serve", "done", f"serving at {started['url']} in the background{sample}", data)
+        return StepResult("serve", "done", f"serving at {started['url']} in the background"
+                                           f"{_address_text(started)}{sample}", data)
 
     # 5 ------------------------------------------------------------------------------------------
     def step_verify(self) -> StepResult:
@@ -495,6 +496,22 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
         install_service=_install_service, confirm=confirm)
 
 
+_ADDRESS_KEYS = ("openai_base_url", "ui_url", "ui_asks_for_key")
+
+
+def _addresses(server: dict) -> dict:
+    return {k: server[k] for k in _ADDRESS_KEYS if k in server}
+
+
+def _address_text(server: dict) -> str:
+    """`; OpenAI base URL: ...; web UI: ...` (core/ui.address_lines), when the server was asked."""
+    if "openai_base_url" not in server:
+        return ""
+    from llmtp.core.ui import address_lines
+
+    return "; " + "; ".join(address_lines(server, server.get("api_key_file")))
+
+
 def _server_record(settings, port: int) -> dict | None:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
@@ -505,9 +522,12 @@ def _server_record(settings, port: int) -> dict | None:
     if record is None:
         return None
     url = base_url_for(record.host, record.port)
+    from llmtp.services.ui import addresses
+
     with LlamaClient(url, read_api_key(record.api_key_file), timeout=2) as client:
         healthy = record.state == "ready" and client.health() == 200
-    return {"model": record.model, "build": record.build, "healthy": healthy, "url": url}
+    return {"model": record.model, "build": record.build, "healthy": healthy, "url": url,
+            "api_key_file": record.api_key_file, **addresses(url, record.api_key_file)}
 
 
 def _start_server(settings, build, model_path: Path, plan, host: str, port: int) -> dict:
@@ -519,6 +539,7 @@ def _start_server(settings, build, model_path: Path, plan, host: str, port: int)
     from llmtp.adapters.server_process import base_url_for
     from llmtp.core.supervisor import load_budget_s
     from llmtp.services import serve as svc
+    from llmtp.services.ui import addresses
 
     svc.check_port_free(host, port)
     argv = [sys.executable, "-m", "llmtp", "serve", str(model_path), "--host", host, "--port", str(port),
@@ -527,7 +548,8 @@ def _start_server(settings, build, model_path: Path, plan, host: str, port: int)
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)
-    return {"url": url, "pid": record.llmtp_pid, "sample": " ".join(str(out.get("content", "")).split())}
+    return {"url": url, "pid": record.llmtp_pid, "sample": " ".join(str(out.get("content", "")).split()),
+            **addresses(url, None)}
 
 
 def _stop(settings, port: int) -> None:
