@@ -90,5 +90,8 @@ def test_browser_sends_a_message_and_sees_the_reply(llama_ui_bin_dir, tiny_model
         log = s.log()
     assert MESSAGE in page  # the user's message is shown
     assert text, "no assistant reply appeared"
-    assert "/v1/chat/completions" in log  # the reply came from this llama-server
+    # The agree model is the bigram t -> succ(t), a cycle through the printable bytes
+    # (docs/testing.md): its reply runs through the digits and the alphabet, which no UI text does.
+    assert "0123456789" in text and "ABCDEFGHIJKLMNOPQRSTUVWXYZ" in text, text
+    assert "stop processing: n_tokens" in log  # this llama-server ran the request
     assert shot.is_file() and shot.stat().st_size > 10_000
