@@ -186,3 +186,12 @@ def test_address_lines():
                                            "web UI: http://127.0.0.1:8080/ (it asks for the API key: paste a "
                                            "key from /k)"]
     assert address_lines(with_ui | {"ui_url": None, "ui_asks_for_key": False})[1].startswith("web UI: none")
+
+
+def test_setup_serve_step_names_the_addresses():
+    from llmtp.services.setup import _address_text
+
+    assert _address_text({"url": "http://127.0.0.1:8080"}) == ""  # a server that was not asked (fake deps)
+    text = _address_text({"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": "http://127.0.0.1:8080/",
+                          "ui_asks_for_key": False})
+    assert text == "; OpenAI base URL: http://127.0.0.1:8080/v1; web UI: http://127.0.0.1:8080/"
