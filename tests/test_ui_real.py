@@ -40,6 +40,19 @@ def test_ui_is_served_at_the_root_and_off_with_no_ui(llama_ui_bin_dir, tiny_mode
         assert not looks_like_ui(r.status_code, r.headers.get("content-type"), r.text)
 
 
+def test_build_probe_sees_the_served_ui(llama_ui_bin_dir, llama_bin_dir):
+    """The build's probe (services/ui.probe_served_ui): router mode with no model, GET /, stop."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.builds import probe_binary
+    from llmtp.services.ui import probe_served_ui
+
+    ui_caps = probe_binary(llama_ui_bin_dir, SubprocessRunner())
+    assert probe_served_ui(llama_ui_bin_dir / "llama-server", ui_caps) is True
+    assert probe_served_ui(llama_bin_dir / "llama-server", probe_binary(llama_bin_dir, SubprocessRunner())) is False
+    no_router = ui_caps.model_copy(update={"flags": [f for f in ui_caps.flags if f != "--models-dir"]})
+    assert probe_served_ui(llama_ui_bin_dir / "llama-server", no_router) is None  # cannot tell: not checked
+
+
 def test_test_bed_build_has_no_ui(llama_bin_dir, tiny_models, tmp_path):
     """docs/testing.md: the CPU test bed is built without the UI (fast for CI)."""
     with llama_server(llama_bin_dir, tiny_models["agree"], tmp_path / "s.log") as s:

@@ -80,7 +80,8 @@ def ui_words(ui) -> str:
     if ui is None or ui.embedded is None:
         return "unknown (built before llmtp recorded it)"
     if ui.embedded:
-        return f"yes ({ui.how})"
+        served = {True: "; GET / served it when probed", False: "; but GET / did not serve it when probed"}
+        return f"yes ({ui.how}{served.get(ui.served, '')})"
     return f"none ({ui.note})" if ui.note else "none"
 
 

@@ -36,6 +36,7 @@ class UiRecord(BaseModel):
     mode: UiMode
     how: UiHow | None = None
     embedded: bool | None = None
+    served: bool | None = None  # GET / answered the UI page when the build was probed (None: not checked)
     note: str | None = None  # why there is none, or what failed
 
 

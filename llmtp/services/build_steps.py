@@ -313,6 +313,13 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
     job.emit(BuildEvent("probe", "llama-server --version / --help / --list-devices"))
     caps = probe_binary(tmp / "bin", job.runner)
     failure = probe_failure(p.profile, caps, p.options, job.hw)
+    ui = built.ui
+    if ui is not None and ui.embedded and failure is None:
+        from llmtp.services.ui import probe_served_ui
+
+        ui = ui.model_copy(update={"served": probe_served_ui(tmp / "bin" / "llama-server", caps)})
+        if ui.served is False:
+            job.emit(BuildEvent("probe", "web UI: embedded, but GET / did not serve it; see the build log"))
     manifest = BuildManifest(
         id=job.bid, status="failed" if failure else "ok", failure=failure, source=job.request.source,
         url=src.url, ref=src.ref, commit=src.commit, build_number=src.build_number,  # type: ignore[attr-defined]
@@ -320,7 +327,7 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
         profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
         patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
         toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
-        build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=built.ui)
+        build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=ui)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest
 
