@@ -20,6 +20,28 @@ def cpu_counts() -> tuple[int | None, int | None]:
     return psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
 
 
+def machine() -> str | None:
+    """This machine's architecture as the OS names it ("x86_64", "aarch64", "arm64"); None if unknown."""
+    import platform
+
+    return platform.machine() or None
+
+
+def processor() -> str | None:
+    """The OS's name for the processor where there is no /proc/cpuinfo (platform.processor may run
+    `uname -p`); None if unknown."""
+    import platform
+
+    return platform.processor() or None
+
+
+def usable_cores() -> int | None:
+    """Cores this process may run on (its CPU affinity where the OS has one, else all logical cores)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def memory(not_counting: frozenset[int] = frozenset()) -> tuple[int | None, int | None]:
     """(total, available) bytes of RAM. `not_counting`: pids whose private memory counts as
     available (see nvml.read_nvidia_gpus); their file-backed pages (the mmapped model) already do."""

@@ -1,4 +1,5 @@
-"""Small file primitives every store shares: one reader and one writer for JSON stores, content hashes.
+"""Small file primitives every store shares: one reader and one writer for JSON stores, content hashes,
+and the tree, link and disk operations the services ask for (they call no os/shutil themselves).
 
 Writes are atomic and durable: a temp file with a unique name beside the target, fsynced, renamed
 over it, and the directory fsynced, so a crash leaves the old record or the new one, never half.
@@ -12,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +40,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> Path:
+    """`mode`: the file's permission bits whatever the umask (default: mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,6 +50,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,8 +60,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> Path:
@@ -84,6 +89,97 @@ def move_aside(path: Path) -> Path:
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     os.replace(path, target)
     return target
+
+
+# --- trees, links, disks -----------------------------------------------------------------------------
+
+def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
+    """Delete a directory and everything in it (a symlink inside is removed, never followed)."""
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a file with its mode and times (an installed binary stays executable)."""
+    shutil.copy2(src, dst)
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst` atomically (same file system), replacing a file or empty dir there."""
+    os.replace(src, dst)
+
+
+def symlink(target: str | Path, link: Path) -> None:
+    """Create `link` pointing at `target` (kept as given: relative stays relative)."""
+    os.symlink(target, link)
+
+
+def read_link(path: Path) -> str | None:
+    """Where the symlink `path` points, as written; None when it is no symlink or does not exist."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def switch_link(link: Path, target: str) -> None:
+    """Point `link` at `target` atomically: a new symlink beside it, renamed over the old one."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")  # unique, even across threads
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent); None if unknown."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under `path`, links counted as links (never followed); unreadable ones skipped."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def writable(path: Path) -> bool:
+    """Whether this user may write into `path`."""
+    return os.access(path, os.W_OK)
+
+
+def tail_text(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a text file (undecodable bytes replaced); "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def replaced_under(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
+    """Whether `path` no longer names the file `f` reads, or that file shrank below `f`'s position
+    (truncated or renamed away under the reader); False when `path` cannot be looked at now."""
+    try:
+        now, mine = os.stat(path), os.fstat(f.fileno())
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
 
 
 @functools.lru_cache(maxsize=64)
@@ -165,3 +261,23 @@ def executable_file(path: Path, *, option: str) -> Path:
         raise UsageError(f"{option} {path} is not executable by this user",
                          f"Make it executable (chmod +x {path}) or pass another llama-server.")
     return path.resolve()
+
+class LogFollower:
+    """New complete lines of a log since the last read; starts over when the file was rotated."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = Path(path), 0
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.offset:  # rotated or truncated at a restart
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return ""
+        end = data.rfind(b"\n") + 1  # a half-written line waits for the next read
+        self.offset += end
+        return data[:end].decode("utf-8", errors="replace")

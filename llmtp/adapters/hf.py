@@ -177,3 +177,13 @@ def _is_connection_failure(exc: Exception) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def hub_cache_dir() -> Path | None:
+    """The shared HF hub cache huggingface_hub uses (HF_HUB_CACHE / HF_HOME); None when it cannot say."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except Exception:  # noqa: BLE001 - huggingface_hub missing or broken: the doctor check says so by skipping
+        return None

@@ -137,6 +137,19 @@ def matches(recorded: Identity) -> psutil.Process | None:
         return None
 
 
+def terminate_and_wait(proc: psutil.Process, timeout: float) -> bool:
+    """SIGTERM `proc` (a process `matches` proved) and wait up to `timeout` s. True: it is gone;
+    False: it still runs. psutil re-checks the start time: a reused pid is never signalled."""
+    try:
+        proc.terminate()
+        proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
 def terminate_proven(recorded: Identity, grace: float = 5.0, *, group: bool = False) -> bool:
     """Stop the process `recorded` describes, only once proven to be it: SIGTERM, bounded wait,
     SIGKILL. `group`: the whole group it leads (only when it does lead one). False: not ours, nothing

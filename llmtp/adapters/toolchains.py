@@ -67,3 +67,19 @@ def _metal(runner: Runner, xcrun: Tool) -> Tool:
         return Tool(name="metal")
     version, _ = _version(runner, METAL_VERSION_ARGV, parse_metal)
     return Tool(name="metal", path=path, version=version)
+
+
+def cuda_toolkit_root(nvcc_path: str) -> Path:
+    """The CUDA toolkit an nvcc belongs to: the directory above its bin/ (links resolved)."""
+    return Path(nvcc_path).resolve().parent.parent
+
+
+def cublas_found(toolkit_root: Path, env: Mapping[str, str] = os.environ) -> bool:
+    """Whether cuBLAS (shared or static) lies in `toolkit_root`, $CUDA_PATH, $CUDAToolkit_ROOT,
+    /usr/local/cuda or the distribution's library dir: ggml-cuda links it, and a toolkit without it
+    fails at CMake's generate step. The variables count because nvcc may be a wrapper script on PATH."""
+    roots = [Path(toolkit_root)] + [Path(r) for r in (env.get("CUDA_PATH"), env.get("CUDAToolkit_ROOT"),
+                                                      "/usr/local/cuda") if r]
+    dirs = [d for r in roots for d in (r / "lib64", r / "lib", *r.glob("targets/*/lib"))]
+    dirs += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu")]
+    return any(any(d.glob("libcublas.so*")) or (d / "libcublas_static.a").is_file() for d in dirs if d.is_dir())

@@ -3,6 +3,7 @@ CLI loads (llmtp.services.warm_start); every command then runs through llmtp.cli
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -11,7 +12,7 @@ def run(argv: list[str] | None = None) -> None:
 
     # The one WarmStart of this process: started now, handed to the command, closed on the way out
     # (a normal return, an error's SystemExit or Ctrl-C alike), which stops whatever nobody took over.
-    with WarmStart(sys.argv[1:] if argv is None else argv) as warm:
+    with WarmStart(sys.argv[1:] if argv is None else argv, os.environ) as warm:
         from llmtp.cli.main import run as run_cli
 
         run_cli(argv, warm=warm)

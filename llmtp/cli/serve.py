@@ -65,6 +65,9 @@ def serve(
             typer.echo(shlex.join(argv))
         return
     if foreground:
+        from llmtp.services.live_check import live_check_hook
+        from llmtp.services.state import log_path as state_log_path
+
         def on_event(sup, message: str) -> None:
             typer.echo(f"[{sup.state.value}] {message}", err=True)
 
@@ -73,7 +76,9 @@ def serve(
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                              on_event=on_event,
                              on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
-                             warm_start=warm)
+                             warm_start=warm,
+                             on_tick=live_check_hook(settings, prepared.spec.model,
+                                                     state_log_path(settings.state_dir, prepared.spec.port)))
         return
     from llmtp.services.state import detach_out_path
 
@@ -113,7 +118,10 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    entries = status_report(_settings().state_dir, on_note=_note)
+    from llmtp.services.live_check import annotate
+
+    settings = _settings()
+    entries = annotate(settings, status_report(settings.state_dir, on_note=_note))
     if as_json:
         emit_json(entries)
         return
@@ -123,19 +131,22 @@ def status(
     from rich.table import Table
 
     table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept")
+                  "MTP accept", "MTP live")
     for e in entries:
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
+                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
+                      e["mtp_live"]["state"])
     console().print(table)
     from llmtp.core.ui import address_lines
 
     for e in entries:
         typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
+        if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
+            console().print(f"[yellow]port {e['port']}:[/] {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`")
 
 
 def _note(line: str) -> None:

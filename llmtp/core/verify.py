@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llmtp.core.sequential import Sequential
+
 PromptKind = Literal["code", "prose"]
 
 # Acceptance depends on the task: code is repetitive and drafts well, prose less so.
@@ -60,6 +62,11 @@ class Method(BaseModel):
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7])
     prompts: list[PromptKind] = Field(default_factory=lambda: ["code", "prose"])
     seed: int = SEED
+    # Sequential (the CLI's default): alternate plain and MTP runs, `runs` pairs at least, and stop as
+    # soon as the speedup's interval clears the threshold, or when `budget_s` of generation is spent.
+    # Off: the full matrix, `runs` per case and arm.
+    sequential: bool = False
+    budget_s: float = 60.0
 
     @classmethod
     def preset(cls, name: Literal["default", "quick", "thorough"]) -> Method:
@@ -67,7 +74,8 @@ class Method(BaseModel):
             return cls(n_predict=2000, warmups=5, runs=10)
         if name == "quick":  # for `llmtp setup`: enough to prove MTP is on, not a benchmark
             return cls(n_predict=128, warmups=1, runs=3, temperatures=[0.0])
-        return cls()
+        # short runs make many pairs in the budget; the interval, not the run length, makes it sound
+        return cls(n_predict=128, warmups=1, runs=3, sequential=True)
 
 
 class Sample(BaseModel):
@@ -325,9 +333,11 @@ class VerifyReport(BaseModel):
     mtp_tokens_per_s: float | None = None  # geometric mean of the MTP medians
     plain_tokens_per_s: float | None = None
     acceptance: float | None = None
+    break_even_acceptance: float | None = None  # below it MTP loses (core.tune.break_even_acceptance)
     mean_accepted_length: float | None = None
     roofline_plain_pct: float | None = None
     roofline_mtp_pct: float | None = None  # effective: MTP can exceed 100%
     baseline: dict | None = None  # BaselineComparison as data
+    sequential: Sequential | None = None  # the default check's pairs and why it stopped; None: matrix
     warnings: list[str] = Field(default_factory=list)
     verdict: Verdict

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,10 +197,9 @@ def inputs_hash(identity: str, p: BuildPlan) -> str:
 def default_jobs(settings: Settings) -> int:
     if settings.build_jobs:
         return settings.build_jobs
-    import psutil
+    from llmtp.adapters.cpuinfo import memory, usable_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return build_jobs(cores, psutil.virtual_memory().available)
+    return build_jobs(usable_cores(), memory()[1])
 
 
 def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Runner):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import files
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.buildlog import Progress, distill, parse_progress
@@ -103,12 +103,10 @@ def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> lis
     nvcc = found.get("nvcc")
     if profile.backend != "cuda" or nvcc is None or nvcc.path is None:
         return []
-    root = Path(nvcc.path).resolve().parent.parent
-    roots = [root] + [Path(r) for r in (os.environ.get("CUDA_PATH"), os.environ.get("CUDAToolkit_ROOT"),
-                                        "/usr/local/cuda") if r]  # nvcc may be a wrapper script on PATH
-    dirs = [d for r in roots for d in (r / "lib64", r / "lib", *r.glob("targets/*/lib"))]
-    dirs += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu")]
-    if any(any(d.glob("libcublas.so*")) or (d / "libcublas_static.a").is_file() for d in dirs if d.is_dir()):
+    from llmtp.adapters.toolchains import cublas_found, cuda_toolkit_root
+
+    root = cuda_toolkit_root(nvcc.path)
+    if cublas_found(root):
         return []
     return [ToolMissingError(f"cuBLAS not found for the CUDA toolkit at {root} (nvcc {nvcc.version})",
                              "Install NVIDIA's libcublas-dev-X-Y (or cuda-libraries-dev-X-Y) matching nvcc; "
@@ -163,7 +161,7 @@ def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[P
     old = _tree_state(tree)
     if (tree / "CMakeCache.txt").is_file() and (tree / TREE_STATE).is_file() and (
             old is None or old.generator != generator or old.source != str(src_dir)):
-        shutil.rmtree(tree)  # CMake cannot switch generator or source dir in place; a damaged state: start clean
+        files.remove_tree(tree)  # CMake cannot switch generator or source dir in place; a damaged state: start clean
     tree.mkdir(parents=True, exist_ok=True)
     return src_dir, tree
 
@@ -265,7 +263,7 @@ def forget_stale_ui(job: BuildJob, tree: Path) -> None:
     """A build without the UI must not embed the assets an earlier UI build left in this tree:
     scripts/ui-assets.cmake embeds any tools/ui/dist it finds, "stale" or not."""
     if ui_how_from_options(job.plan.options) is None:
-        shutil.rmtree(tree / "tools" / "ui" / "dist", ignore_errors=True)
+        files.remove_tree(tree / "tools" / "ui" / "dist", ignore_errors=True)
         (tree / "tools" / "ui" / ".ui-stamp").unlink(missing_ok=True)
 
 
@@ -292,18 +290,18 @@ def install(job: BuildJob, built: Compiled) -> Path:
     builds = job.settings.builds_dir
     builds.mkdir(parents=True, exist_ok=True)
     for stale in builds.glob(f".tmp-{job.bid}-*"):  # left by an interrupted install of the same build
-        shutil.rmtree(stale, ignore_errors=True)
+        files.remove_tree(stale, ignore_errors=True)
     tmp = builds / f".tmp-{job.bid}-{os.getpid()}"
     if tmp.exists():
-        shutil.rmtree(tmp)
+        files.remove_tree(tmp)
     (tmp / "bin").mkdir(parents=True)
     out = built.tree / "bin"
     for t in built.targets:
         if not (out / t).is_file():
             raise BuildError(f"The build finished but {out / t} is missing", f"See {built.log_path}.")
-        shutil.copy2(out / t, tmp / "bin" / t)
+        files.copy_file(out / t, tmp / "bin" / t)
     for lib in list(out.glob("*.so*")) + list(out.glob("*.dylib")) + list(out.glob("*.metal")):
-        shutil.copy2(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
+        files.copy_file(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
     return tmp
 
 
@@ -336,8 +334,8 @@ def switch(job: BuildJob, tmp: Path, manifest: BuildManifest, log_path: Path) ->
     """Move the build under its id; make it current when asked and its probe passed."""
     final = job.settings.builds_dir / job.bid
     if final.exists():
-        shutil.rmtree(final)  # a failed or broken earlier attempt with the same inputs
-    os.replace(tmp, final)  # only now does the build exist under its name
+        files.remove_tree(final)  # a failed or broken earlier attempt with the same inputs
+    files.move(tmp, final)  # only now does the build exist under its name
     if manifest.failure:
         raise BuildError(f"Build {job.bid} failed its probe: {manifest.failure}",
                          "It was kept for inspection but not made current. Check the GPU driver "

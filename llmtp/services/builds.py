@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llmtp import __version__
-from llmtp.adapters import shipped
+from llmtp.adapters import files, shipped
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.capabilities import Capabilities
@@ -158,11 +157,8 @@ def _read(path: Path, current_id: str | None) -> InstalledBuild | None:
 def _link_target(settings: Settings, name: str) -> str | None:
     """The build id builds/<name> (current, previous) points at; None when there is no link or it
     points anywhere but at a build id beside it (a link llmtp did not write is never followed)."""
-    try:
-        target = os.readlink(settings.builds_dir / name)
-    except OSError:
-        return None
-    return target if is_build_id(target) else None
+    target = files.read_link(settings.builds_dir / name)
+    return target if target is not None and is_build_id(target) else None
 
 
 def _build_dirs(settings: Settings) -> list[Path]:
@@ -212,13 +208,7 @@ def current_build(settings: Settings) -> InstalledBuild | None:
 
 def _switch_link(settings: Settings, name: str, target: str) -> None:
     """Point builds/<name> at builds/<target> atomically: a new symlink renamed over the old one."""
-    tmp = settings.builds_dir / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"  # unique, even across threads
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, settings.builds_dir / name)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    files.switch_link(settings.builds_dir / name, target)
 
 
 def use_build(settings: Settings, build_id: str) -> InstalledBuild:
@@ -280,16 +270,16 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
     builds = settings.builds_dir
     tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    files.remove_tree(tmp, ignore_errors=True)
     (tmp / "bin").mkdir(parents=True)
     for f in bin_dir.iterdir():
         if f.is_file():
-            os.symlink(f, tmp / "bin" / f.name)
+            files.symlink(f, tmp / "bin" / f.name)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     final = build_path(settings, manifest.id)
     if final.exists():
-        shutil.rmtree(final)  # an earlier adoption of the same bin dir (the same id)
-    os.replace(tmp, final)
+        files.remove_tree(final)  # an earlier adoption of the same bin dir (the same id)
+    files.move(tmp, final)
     if failure:
         raise BuildError(f"Adopted {manifest.id} but it failed its probe: {failure}",
                          "It was kept for inspection but not made current.")
@@ -307,7 +297,7 @@ def prune(settings: Settings, keep: int) -> list[str]:
     removed = []
     for b in builds:
         if b.id not in protected and b.id not in newest:
-            shutil.rmtree(b.path)
+            files.remove_tree(b.path)
             removed.append(b.id)
     return removed
 

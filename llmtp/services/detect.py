@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform as _platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +49,7 @@ def detect_hardware(
     """
     runner = runner or SubprocessRunner()
     os_ = platform or os_name()
-    arch = machine or _platform.machine() or None
+    arch = machine or cpuinfo.machine()
     notes: list[str] = []
     gpus: list[GPU] = []
     ram_total, ram_available = memory()
@@ -61,7 +60,7 @@ def detect_hardware(
         notes += apple_notes
         ram_total = ram_total or memsize
     else:
-        cpu = _linux_cpu(sysfs_root, arch) if os_ == "linux" else CPU(model=_platform.processor() or None, arch=arch)
+        cpu = _linux_cpu(sysfs_root, arch) if os_ == "linux" else CPU(model=cpuinfo.processor(), arch=arch)
         nv_gpus, nv_notes = nvml_adapter.read_nvidia_gpus(nvml)
         gpus += nv_gpus
         notes += nv_notes

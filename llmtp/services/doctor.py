@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from llmtp.adapters.files import free_bytes, read_link, tree_size, writable
 from llmtp.core import doctor as core
 from llmtp.core.doctor import Check, Status
 
@@ -18,42 +17,8 @@ class DoctorReport(BaseModel):
     checks: list[Check]
 
 
-def _free(path: Path) -> int | None:
-    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return shutil.disk_usage(p).free
-    except OSError:
-        return None
-
-
-def _tree_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _hf_cache() -> Path | None:
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_HUB_CACHE)
-    except Exception:  # huggingface_hub missing or broken: the check says so by skipping
-        return None
-
-
 def _link(settings, name: str) -> str | None:
-    try:
-        return os.readlink(Path(settings.builds_dir) / name)
-    except OSError:
-        return None
+    return read_link(Path(settings.builds_dir) / name)
 
 
 def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | None = None,
@@ -80,16 +45,20 @@ def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | N
         checks.append(core.check_mtp_build(caps.mtp_dialect))
     checks.append(_default_model_check(settings))
     checks.append(core.check_service(service_state() if service_state else None))
-    checks.append(core.check_disk("models", _free(settings.models_dir), core.MIN_FREE_MODELS))
-    checks.append(core.check_disk("builds", _free(settings.builds_dir), core.MIN_FREE_BUILDS))
+    checks.append(core.check_disk("models", free_bytes(settings.models_dir), core.MIN_FREE_MODELS))
+    checks.append(core.check_disk("builds", free_bytes(settings.builds_dir), core.MIN_FREE_BUILDS))
     installed = builds.list_builds(settings)
     checks.append(core.check_stale_builds([b.id for b in installed], _link(settings, "current"),
-                                          _link(settings, "previous"), {b.id: _tree_size(b.path) for b in installed}))
-    cache = hf_cache if hf_cache is not None else _hf_cache()
+                                          _link(settings, "previous"), {b.id: tree_size(b.path) for b in installed}))
+    if hf_cache is None:
+        from llmtp.adapters.hf import hub_cache_dir
+
+        hf_cache = hub_cache_dir()
+    cache = hf_cache
     exists = cache is not None and cache.is_dir()
     checks.append(core.check_hf_cache(str(cache) if cache else None, exists,
-                                      _tree_size(cache) if exists else None,
-                                      exists and os.access(cache, os.W_OK)))
+                                      tree_size(cache) if exists else None,
+                                      exists and writable(cache)))
     return DoctorReport(status=core.overall(checks), checks=checks)
 
 

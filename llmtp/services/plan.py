@@ -125,9 +125,9 @@ def detected_hardware() -> PlanHardware:
     try:
         from llmtp.services.detect import detect_hardware
     except ImportError:
-        import psutil
+        from llmtp.adapters.cpuinfo import memory
 
-        return PlanHardware(ram_bytes=psutil.virtual_memory().available, backend="cpu")
+        return PlanHardware(ram_bytes=memory()[1], backend="cpu")
     return hardware_from_snapshot(detect_hardware())
 
 

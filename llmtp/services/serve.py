@@ -83,14 +83,7 @@ def stop_served(state_dir: Path, port: int, timeout: float = 30.0,
         note(f"port {port}: the record names llmtp pid {record.llmtp_pid}, which llmtp cannot prove is the "
              f"process that wrote it (an older llmtp, or one starting right now); nothing was signalled")
         return orphan_stopped
-    import psutil
-
-    try:
-        supervisor.terminate()  # psutil re-checks the start time: a reused pid is never signalled
-        supervisor.wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
+    if not proctree.terminate_and_wait(supervisor, timeout):
         raise ServeError(f"llmtp (pid {record.llmtp_pid}) did not stop within {timeout:.0f} s",
                          f"Kill it by hand: kill {record.llmtp_pid}.") from None
     if record.server_proc is not None:  # belt and braces: never leave the server behind
@@ -140,13 +133,9 @@ def _status_entries(state_dir: Path) -> list[dict]:
 
 
 def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - max_bytes))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    from llmtp.adapters.files import tail_text
+
+    return tail_text(path, max_bytes)
 
 
 # --- from `llmtp serve MODEL` to a launch -----------------------------------------------------------

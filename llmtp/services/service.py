@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from llmtp import __version__
 from llmtp.adapters import shipped
+from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load
 from llmtp.core.unit import (
@@ -253,16 +254,7 @@ class InstallResult:
 
 def _write_unit(path: Path, text: str) -> None:
     """0644 like every unit (it carries no secret: keys only ever travel as --api-key-file), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # whatever the umask
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, mode=0o644)  # whatever the umask
 
 
 def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan, unit_dir: Path | None = None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from llmtp.adapters import proctree
-from llmtp.adapters.files import write_text_atomic
+from llmtp.adapters.files import replaced_under, write_text_atomic
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.spawn import private_dir
 from llmtp.errors import ServeError
@@ -73,11 +73,7 @@ def log_path(state_dir: Path, port: int) -> Path:
 def log_moved(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
     """Whether a reader of `path` through `f` must reopen it: the log was truncated under it (live
     rotation) or renamed away (rotation at a restart)."""
-    try:
-        now, mine = os.stat(path), os.fstat(f.fileno())
-    except OSError:
-        return False
-    return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
+    return replaced_under(path, f)
 
 
 def supervisor_log_path(state_dir: Path, port: int) -> Path:

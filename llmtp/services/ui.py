@@ -19,33 +19,13 @@ def addresses(base_url: str, api_key_file: str | None, ui_off: bool = False) -> 
 
 
 def probe_served_ui(server: Path, caps) -> bool | None:
-    """Whether a freshly built llama-server serves the UI: started in router mode (no model, an empty
-    models dir, loopback, a free port, its own HOME so it finds no cached model), one GET /, stopped.
-    About 0.1 s. None when it cannot tell: a binary without router mode (`--models-dir`), or one that
-    did not come up."""
-    import tempfile
-
-    from llmtp.adapters.http import get_page
-    from llmtp.adapters.ports import free_port
-    from llmtp.adapters.server_process import ServerProcess
+    """Whether a freshly built llama-server serves the UI: GET / of it started in router mode with no
+    model (adapters/server_process.router_root_page; about 0.1-0.8 s). None when it cannot tell: a binary
+    without router mode (`--models-dir`), or one that did not come up."""
+    from llmtp.adapters.server_process import router_root_page
     from llmtp.core.ui import looks_like_ui
-    from llmtp.errors import ServeError
 
     if not caps.accepts("--models-dir"):
         return None
-    with tempfile.TemporaryDirectory(prefix="llmtp-ui-probe-") as tmp:
-        work = Path(tmp)
-        (work / "models").mkdir()
-        env = {"HOME": str(work), "XDG_CACHE_HOME": str(work / "cache"), "HF_HOME": str(work / "hf"),
-               "LLAMA_CACHE": str(work / "cache")}  # on top of this environment (adapters/spawn.py)
-        port = free_port()
-        proc = ServerProcess([str(server), "--host", "127.0.0.1", "--port", str(port), "--models-dir",
-                              str(work / "models")], log_path=work / "probe.log", host="127.0.0.1", port=port, env=env)
-        try:
-            proc.start().wait_ready(20)
-            page = get_page(proc.base_url, "/", timeout=10.0)
-        except ServeError:
-            return None
-        finally:
-            proc.stop()
-    return page is not None and looks_like_ui(*page)
+    page = router_root_page(server)
+    return None if page is None else looks_like_ui(*page)

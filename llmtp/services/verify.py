@@ -6,36 +6,21 @@ Server launches are injected (`Launcher`), so the steps run against fakes in tes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
 
 from llmtp.core import verify as core
 from llmtp.core.baseline import Baseline, BaselineComparison, baseline_key, compare, regression_reason
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
-from llmtp.core.verify import Case, Marker, Markers, Method, Sample, VerifyReport
+from llmtp.core.tune import break_even_acceptance
+from llmtp.core.verify import Marker, Markers, Method, VerifyReport
 from llmtp.errors import ServeError
-
-
-class ServerHandle(Protocol):
-    """A ready llama-server, as verify and tune use it."""
-
-    def slots(self) -> list[dict]: ...
-
-    def metrics(self) -> str | None: ...  # Prometheus text; None without --metrics
-
-    def complete(self, prompt: str, *, n_predict: int, temperature: float, seed: int) -> dict: ...  # timings
-
-    def log_text(self) -> str: ...
-
-
-Launcher = Callable[[LaunchSpec], AbstractContextManager[ServerHandle]]
-Progress = Callable[[str], None]
+from llmtp.services.verify_arms import Launcher, Progress, cases_of, measure_matrix, measure_plain, measure_sequential
 
 
 @dataclass
@@ -80,42 +65,11 @@ def model_marker(target: Target) -> Marker:
     return Marker(ok=False, detail=f"nextn_predict_layers = 0: {why}")
 
 
-def measure_case(handle: ServerHandle, case: Case, method: Method, on_progress: Progress | None = None,
-                 label: str = "") -> tuple[list[Sample], dict[str, float]]:
-    """Warm-ups (discarded), then `runs` samples; also the speculative counters over the measured runs."""
-    prompt = core.PROMPTS[case.prompt]
-    for i in range(method.warmups):
-        if on_progress:
-            on_progress(f"{label} {case.key} warm-up {i + 1}/{method.warmups}")
-        handle.complete(prompt, n_predict=method.n_predict, temperature=case.temperature, seed=method.seed)
-    before = core.parse_spec_metrics(handle.metrics())
-    samples = []
-    for i in range(method.runs):
-        if on_progress:
-            on_progress(f"{label} {case.key} run {i + 1}/{method.runs}")
-        timings = handle.complete(prompt, n_predict=method.n_predict, temperature=case.temperature,
-                                  seed=method.seed)
-        samples.append(core.sample_from_timings(timings))
-    after = core.parse_spec_metrics(handle.metrics())
-    delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    return samples, delta
-
-
-def cases_of(method: Method) -> list[Case]:
-    return [Case(prompt=p, temperature=t) for t in method.temperatures for p in method.prompts]
-
-
-def measure_plain(cases, method: Method, launcher: Launcher, base_spec: LaunchSpec,
-                  on_progress: Progress | None = None) -> dict[str, list[Sample]]:
-    """The plain arm: every case on one server launched without any speculation."""
-    with launcher(base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})) as handle:
-        return {case.key: measure_case(handle, case, method, on_progress, "plain")[0] for case in cases}
-
-
 def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: LaunchSpec,
            mtp: MtpSettings | None = None, baseline_load: Callable[[str], Baseline | None] = lambda k: None,
            baseline_save: Callable[[Baseline], object] = lambda b: None, tolerance: float = 0.10,
-           update_baseline: bool = False, on_progress: Progress | None = None) -> VerifyReport:
+           update_baseline: bool = False, on_progress: Progress | None = None,
+           clock: Callable[[], float] = time.monotonic) -> VerifyReport:
     mtp = (mtp or MtpSettings()).model_copy(update={"enabled": True})
     caps = target.caps
     # Verify measures the fast path: one slot, unless the caller asked for more (then it warns).
@@ -141,42 +95,42 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
 
     cases = cases_of(method)
     mtp_spec = base_spec.model_copy(update={"mtp": mtp})
-    mtp_samples: dict[str, list[Sample]] = {}
-    counters: dict[str, dict[str, float]] = {}
+    plain_spec = base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})
     try:
-        with launcher(mtp_spec) as handle:
-            slots = handle.slots()
-            speculative = [bool(s.get("speculative")) for s in slots]
-            # Fail fast: one short completion shows whether drafts happen at all.
-            probe = core.sample_from_timings(handle.complete(
-                core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, 32), temperature=0.0,
-                seed=method.seed))
-            runtime = core.runtime_marker(speculative, [probe])
-            if runtime.ok:
-                for case in cases:
-                    mtp_samples[case.key], counters[case.key] = measure_case(handle, case, method, on_progress, "mtp")
-            log = handle.log_text()
+        if method.sequential:
+            got = measure_sequential(cases, method, launcher, mtp_spec, plain_spec,
+                                      exclusive=bool(target.gpu_devices), clock=clock, on_progress=on_progress)
+        else:
+            got = measure_matrix(cases, method, launcher, mtp_spec, plain_spec, on_progress)
     except ServeError as exc:
+        if getattr(exc, "plain_arm", False):
+            raise
         runtime = Marker(ok=False, detail=f"server with MTP failed to start: {exc.message}")
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=runtime))
     warnings += core.warnings_for(temperatures=[], parallel=1, mtp_enabled=False,
-                                  kv_buffers=core.parse_kv_buffers(log), build_has_gpu=build_has_gpu,
+                                  kv_buffers=core.parse_kv_buffers(got.log), build_has_gpu=build_has_gpu,
                                   machine_gpus=0)
-    if not runtime.ok:
-        return finish(Markers(build=build, gpu=gpu, model=model, runtime=runtime))
+    if not got.runtime.ok:
+        return finish(Markers(build=build, gpu=gpu, model=model, runtime=got.runtime))
+    mtp_samples, plain_samples, counters = got.mtp, got.plain, got.counters
     all_mtp = [s for v in mtp_samples.values() for s in v]
-    runtime = core.runtime_marker(speculative, [probe, *all_mtp])
-
-    plain_samples = measure_plain(cases, method, launcher, base_spec, on_progress)
+    runtime = core.runtime_marker(got.speculative, [got.probe, *all_mtp])
+    cases = [c for c in cases if mtp_samples.get(c.key) and plain_samples.get(c.key)]
 
     reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key))
                for c in cases]
-    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts")}
+    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts", "draft_tokens")}
     mtp_tps = core.geomean([r.mtp.median if r.mtp else None for r in reports])
     plain_tps = core.geomean([r.plain.median if r.plain else None for r in reports])
     speedup = core.geomean([r.speedup for r in reports])
     low = [r.speedup_low for r in reports if r.speedup_low is not None]
-    if speedup is not None and speedup > 1.0 and low and min(low) < 1.0:
+    seq = got.sequential
+    if seq is not None:  # the paired estimate decides: it is what the interval was computed on
+        speedup = seq.interval.speedup if seq.interval else None
+        if seq.stopped == "budget":
+            warnings.append(f"the {seq.budget_s:g} s budget ran out before the speedup's interval cleared "
+                            f"1.00x ({seq.pairs} pairs): measure again with a larger --budget or --thorough")
+    elif speedup is not None and speedup > 1.0 and low and min(low) < 1.0:
         warnings.append("the speedup is within the run-to-run spread: measure again with --thorough")
     noisy = [r.case.key for r in reports for st in (r.plain, r.mtp) if st and st.min and st.max / st.min > 1.5]
     if noisy:
@@ -187,21 +141,26 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     key = baseline_key(target.model_key, target.profile, target.gpu_name)
     stored = baseline_load(key)
     mtp_medians = {r.case.key: r.mtp.median for r in reports if r.mtp}
-    cmp: BaselineComparison | None = compare(stored, mtp_medians, method.n_predict, tolerance) if stored else None
+    n_predict = seq.n_predict if seq and seq.n_predict else method.n_predict
+    cmp: BaselineComparison | None = compare(stored, mtp_medians, n_predict, tolerance) if stored else None
+    acc = core.acceptance(all_mtp)
+    per_step = total["draft_tokens"] / total["drafts"] if total["drafts"] and total["draft_tokens"] else None
+    break_even = break_even_acceptance(speedup, acc, per_step or float(mtp.n_max))
     markers = Markers(build=build, gpu=gpu, model=model, runtime=runtime)
     report = finish(
         markers, cases=reports, speedup=speedup, mtp_tokens_per_s=mtp_tps, plain_tokens_per_s=plain_tps,
-        acceptance=core.acceptance(all_mtp),
+        acceptance=acc, break_even_acceptance=break_even,
         mean_accepted_length=core.mean_accepted_length(total["accepted_tokens"], total["drafts"]),
         roofline_plain_pct=core.roofline_pct(plain_tps, bytes_per_token, target.bandwidth_gbps),
         roofline_mtp_pct=core.roofline_pct(mtp_tps, bytes_per_token, target.bandwidth_gbps),
-        baseline=cmp.model_dump(mode="json") if cmp else None, _cmp=cmp)
+        baseline=cmp.model_dump(mode="json") if cmp else None, sequential=seq, _cmp=cmp)
     if report.verdict.code == core.VerdictCode.PASS and (stored is None or update_baseline):
         baseline_save(Baseline(
             key=key, model_key=target.model_key, profile=target.profile, gpu=target.gpu_name,
             build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            n_predict=method.n_predict, mtp_tokens_per_s=mtp_medians,
-            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup))
+            n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
+            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
+            break_even_acceptance=break_even))
         report.warnings.append("baseline stored" if stored is None else "baseline replaced")
     return report
 

@@ -121,9 +121,10 @@ class WarmStart:
     """One invocation's warm start. The entry point makes it, `start`s it before the CLI loads, hands
     it to the command (typer's context object) and closes it when the command returns or raises."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None):
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], cwd: str | None = None):
+        """`env`: the process environment (the entry point passes os.environ; only LLMTP_* keys count)."""
         self.args = list(args)
-        self.env = os.environ if env is None else env
+        self.env = env
         self.cwd = os.getcwd() if cwd is None else cwd
         self.key = invocation_key(self.args, self.cwd, self.env)  # None: not a serve --foreground
         self.warm: Warm | None = None  # the llama-server started early, until handed over
