@@ -1,4 +1,5 @@
-"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion; one GET of a page (the web UI) or of a URL on the internet (the UI bucket)."""
+"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion; one GET of a page
+(the web UI) or of a URL on the internet (the UI bucket)."""
 
 from __future__ import annotations
 

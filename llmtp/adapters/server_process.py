@@ -1,4 +1,5 @@
-"""One llama-server process: start in its own process group, wait for /health, stop the whole group; GET / of a new build started in router mode with no model (the UI probe)."""
+"""One llama-server process: start in its own process group, wait for /health, stop the whole group; GET /
+of a new build started in router mode with no model (the UI probe)."""
 
 from __future__ import annotations
 
