@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     port: limits.Port = Field(8080, description="port llama-server listens on")
     offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
     build_jobs: limits.BuildJobs | None = Field(None, description="parallel compile jobs (default: from cores and RAM)")
+    build_ui: Literal["auto", "on", "off"] = Field(
+        "auto", description="web UI in builds: auto (prebuilt, else npm, else none), on (fail without), off")
     default_model: str | None = Field(None, description="model served when none is named")
 
     @property

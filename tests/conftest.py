@@ -67,6 +67,34 @@ def llama_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_ui_build():
+    """The test bed build with the web UI from an npm build of tools/ui (llmtp/testbed/build.py), built once
+    and cached beside the test bed; skipped where Node.js >= 20 with npm is missing (the build would have
+    no UI to test). LLMTP_TEST_LLAMA_UI_BIN_DIR points at an existing llama-server with a UI instead."""
+    import shutil
+    import subprocess
+
+    override = os.environ.get("LLMTP_TEST_LLAMA_UI_BIN_DIR")
+    if override:
+        return Path(override)
+    from llmtp.core.ui import NODE_MIN_MAJOR, node_major
+
+    node = shutil.which("node")
+    major = node_major(subprocess.run([node, "--version"], capture_output=True, text=True).stdout) if node else None
+    if major is None or major < NODE_MIN_MAJOR or not shutil.which("npm"):
+        pytest.skip(f"the UI build needs Node.js >= {NODE_MIN_MAJOR} with npm on PATH (found: "
+                    f"{'node ' + str(major) if major else 'no node'})")
+    from llmtp.testbed.build import testbed_ui_build
+
+    return testbed_ui_build(testbed_cache_dir() / "llmtp-home")
+
+
+@pytest.fixture(scope="session")
+def llama_ui_bin_dir(llama_ui_build) -> Path:
+    return llama_ui_build if isinstance(llama_ui_build, Path) else llama_ui_build.bin_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """The tiny qwen35 test models (agree, random, plain), generated once and cached."""
     from llmtp.testbed.tiny_models import ensure_tiny_models

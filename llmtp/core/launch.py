@@ -42,4 +42,5 @@ class LaunchSpec(BaseModel):
     api_key_file: str | None = None
     log_file: str | None = None
     seed: int | None = None
+    ui: bool = True  # False: llama-server's own --no-ui (its web UI off; `llmtp serve --no-ui`)
     extra_args: list[str] = Field(default_factory=list)  # user pass-through after `--`

@@ -19,6 +19,7 @@ from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
 from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, build_jobs, effective_cmake_options,
                                  parse_cmake_args)
+from llmtp.core.ui import UiMode, UiPlan, ui_cmake_options
 from llmtp.errors import ConfigError, UsageError
 from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
 from llmtp.settings import Settings
@@ -70,11 +71,14 @@ class BuildRequest(BaseModel):
     jobs: int | None = None
     native: bool = True  # build for this machine (GGML_NATIVE=ON, its own GPU archs)
     make_current: bool = True
+    # The web UI (core/ui.py). "off" here, so a caller that says nothing (the test bed) keeps the build
+    # it had; `llmtp build`, `setup` and `upgrade` pass the build_ui setting ("auto" by default).
+    ui: UiMode = "off"
 
 
 @dataclass(frozen=True)
 class BuildEvent:
-    phase: str  # "source", "preflight", "configure", "compile", "install", "probe", "done", "reused"
+    phase: str  # "source", "ui", "preflight", "configure", "compile", "install", "probe", "done", "reused"
     text: str = ""
     done: int | None = None
     total: int | None = None
@@ -91,6 +95,7 @@ class BuildPlan:
     options: dict[str, str]  # effective cmake options (provenance included once the source is known)
     targets: list[str]
     patches: list[PatchEntry]
+    ui: UiPlan | None = None  # None: a caller that planned without resolving the UI (dry runs of old callers)
 
 
 def _needs_hw(profile: Profile) -> bool:
@@ -121,14 +126,39 @@ def provenance_options(source: SourceKind, ref: str | None, pin: Pin, *, is_git:
 
 
 def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
-         provenance: dict[str, str] | None = None, patches_root: Path | None = None) -> BuildPlan:
+         provenance: dict[str, str] | None = None, patches_root: Path | None = None,
+         ui: UiPlan | None = None) -> BuildPlan:
     name = request.profile or (hw.recommendation.profile if hw else "cpu")
     profile = load_profile(name)
     patches = load_patches(profile, patches_root)
-    overrides = parse_cmake_args(request.cmake_args)
+    # The UI's options sit under the user's --cmake-arg, which may still set them by hand.
+    overrides = ui_cmake_options(ui.how if ui else None) | parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
                                       provenance=provenance, cpu_flags=_cpu_flags(hw, request.native))
-    return BuildPlan(profile, options, list(profile.targets), patches)
+    return BuildPlan(profile, options, list(profile.targets), patches, ui)
+
+
+def resolve_ui(settings: Settings, request: BuildRequest, runner: Runner, pin: Pin) -> UiPlan:
+    """How this build gets its web UI: the bucket asked with a short timeout, then Node.js and npm looked
+    up. Nothing is asked when the request turns the UI off."""
+    from llmtp.core.ui import BUCKET_URL, choose_ui, node_major
+
+    if request.ui == "off":
+        return choose_ui("off", bucket_ok=None, node_version=None, npm=False)
+
+    bucket_ok = None
+    if not settings.offline:
+        from llmtp.adapters.http import url_answers
+
+        bucket_ok = url_answers(BUCKET_URL.format(version=f"b{pin.build}"), timeout=5.0)
+    node, npm = runner.which("node"), runner.which("npm")
+    major = None
+    if node:
+        try:
+            major = node_major(runner.run([node, "--version"], timeout=30).output)
+        except Exception:  # a node that cannot say its version is not one to build with
+            major = None
+    return choose_ui(request.ui, bucket_ok=bucket_ok, node_version=major, npm=npm is not None)
 
 
 def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str] | None:
@@ -181,22 +211,27 @@ def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Ru
 
 def build(settings: Settings, request: BuildRequest, runner: Runner,
           on_progress: ProgressFn | None = None, *, hw: HardwareSnapshot | None = None,
-          configure_only: bool = False) -> InstalledBuild:
+          configure_only: bool = False, ui: UiPlan | None = None) -> InstalledBuild:
     """Build, install, probe; switch current when asked and the probe passed. Reuses an identical build.
 
     `configure_only`: stop after a successful CMake configure (checks a toolchain in seconds) and raise
-    nothing; the return value is then the current build, if any.
+    nothing; the return value is then the current build, if any. `ui`: the UI plan already resolved
+    (`resolve_ui`) by a caller that showed it; resolved here otherwise.
     """
     from filelock import FileLock
 
     emit = on_progress or (lambda e: None)
     pin = load_pin()
     hw = detect_if_needed(request.profile, hw)
+    if ui is None:
+        ui = resolve_ui(settings, request, runner, pin)
+        if request.ui != "off":
+            emit(BuildEvent("ui", ui_line(ui)))
     emit(BuildEvent("source", f"getting the {request.source} source"))
     src = fetch_source(settings, request, pin, runner)
     prov = provenance_options(request.source, src.ref, pin, is_git=src.is_git, commit=src.commit,
                               build_number=src.build_number)
-    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings))
+    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings), ui=ui)
     src.patches = p.patches
     digest = inputs_hash(src.identity, p)
     number = p.options.get("LLAMA_BUILD_NUMBER", "")
@@ -218,7 +253,21 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
         return run_steps(BuildJob(settings, request, runner, emit, p, src, digest, bid, hw), configure_only)
 
 
-def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot | None = None) -> dict:
+def ui_line(ui: UiPlan) -> str:
+    """The one line a build prints about its UI."""
+    from llmtp.core.ui import NO_UI_HINT
+
+    if ui.how == "prebuilt":
+        return "web UI: prebuilt assets from the upstream bucket (checked against their sha256)"
+    if ui.how == "npm":
+        return "web UI: npm build of tools/ui (a few minutes the first time; later builds reuse it)"
+    if ui.mode == "off":
+        return f"web UI: none, {ui.reason}"
+    return f"web UI: none, {ui.reason}. {NO_UI_HINT}"
+
+
+def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot | None = None,
+            ui: UiPlan | None = None) -> dict:
     """What `build` would do, without fetching or compiling: profile, effective options, targets, patches."""
     pin = load_pin()
     hw = detect_if_needed(request.profile, hw)
@@ -232,10 +281,10 @@ def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot |
     else:
         number, is_git, commit, ref = None, (request.path / ".git").exists() if request.path else False, None, None
     prov = provenance_options(request.source, ref, pin, is_git=is_git, commit=commit, build_number=number)
-    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings))
+    p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings), ui=ui)
     return {"profile": p.profile.name, "backend": p.profile.backend, "source": request.source,
             "url": pin.git.url if request.source == "git" else (str(request.path) if request.path else
                                                                  f"pypi:{pin.pypi.name}=={pin.pypi.version}"),
             "ref": ref, "cmake_options": p.options, "targets": p.targets,
             "patches": [e.model_dump() for e in p.patches], "jobs": request.jobs or default_jobs(settings),
-            "make_current": request.make_current}
+            "make_current": request.make_current, "ui": ui.model_dump() if ui else None}

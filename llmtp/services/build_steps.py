@@ -19,6 +19,7 @@ from llmtp.core.buildlog import Progress, distill, parse_progress
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_configure_argv, parse_tool_version, \
     preflight_problems
+from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, ui_log_lines, ui_record
 from llmtp.errors import BuildError, ConfigError
 from llmtp.services.build import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
     user_patches
@@ -59,6 +60,7 @@ class Compiled:
     log_path: Path
     started: str
     seconds: float
+    ui: UiRecord | None = None
 
 
 # --- preflight ------------------------------------------------------------------------------------
@@ -234,6 +236,10 @@ def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled
     from filelock import FileLock
 
     tree = build_tree(job.settings, job.src.identity, job.plan.profile.name)  # type: ignore[attr-defined]
+    if ui_how_from_options(job.plan.options) is not None:
+        # Its own tree: upstream's UI script embeds whatever tools/ui/dist a tree holds, so a tree that
+        # once built the UI would keep putting it into builds that asked for none.
+        tree = tree.with_name(tree.name + "-ui")
     tree.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(tree) + ".lock"):
         src_dir, tree = source_and_tree(job, tree, tools.generator)
@@ -246,8 +252,35 @@ def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled
             if configure_only:
                 job.emit(BuildEvent("done", f"configured {tree}"))
                 return None
+            forget_stale_ui(job, tree)
             targets = compile_targets(job, tools, tree, log, log_path)
-        return Compiled(tree, targets, log_path, started, time.monotonic() - t0)
+        return Compiled(tree, targets, log_path, started, time.monotonic() - t0, check_ui(job, tree, log_path))
+
+
+# --- the web UI -----------------------------------------------------------------------------------
+
+def forget_stale_ui(job: BuildJob, tree: Path) -> None:
+    """A build without the UI must not embed the assets an earlier UI build left in this tree:
+    scripts/ui-assets.cmake embeds any tools/ui/dist it finds, "stale" or not."""
+    if ui_how_from_options(job.plan.options) is None:
+        files.remove_tree(tree / "tools" / "ui" / "dist", ignore_errors=True)
+        (tree / "tools" / "ui" / ".ui-stamp").unlink(missing_ok=True)
+
+
+def check_ui(job: BuildJob, tree: Path, log_path: Path) -> UiRecord | None:
+    """What the compile embedded (tools/ui/ui.h says), reported when a planned UI did not come."""
+    plan = job.plan.ui
+    if plan is None:
+        return None
+    header = tree / "tools" / "ui" / "ui.h"
+    embedded = header.is_file() and ui_header_has_assets(header.read_text(encoding="utf-8", errors="replace"))
+    how = ui_how_from_options(job.plan.options)  # a --cmake-arg may have asked for it by hand
+    if how != plan.how:
+        plan = plan.model_copy(update={"how": how, "reason": None if how else plan.reason})
+    record = ui_record(plan, embedded, ui_log_lines(log_path.read_text(encoding="utf-8", errors="replace")))
+    if plan.how is not None and not embedded:
+        job.emit(BuildEvent("ui", f"web UI: none; {record.note}. Full log: {log_path}"))
+    return record
 
 
 # --- install, probe, switch -----------------------------------------------------------------------
@@ -278,6 +311,13 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
     job.emit(BuildEvent("probe", "llama-server --version / --help / --list-devices"))
     caps = probe_binary(tmp / "bin", job.runner)
     failure = probe_failure(p.profile, caps, p.options, job.hw)
+    ui = built.ui
+    if ui is not None and ui.embedded and failure is None:
+        from llmtp.services.ui import probe_served_ui
+
+        ui = ui.model_copy(update={"served": probe_served_ui(tmp / "bin" / "llama-server", caps)})
+        if ui.served is False:
+            job.emit(BuildEvent("probe", "web UI: embedded, but GET / did not serve it; see the build log"))
     manifest = BuildManifest(
         id=job.bid, status="failed" if failure else "ok", failure=failure, source=job.request.source,
         url=src.url, ref=src.ref, commit=src.commit, build_number=src.build_number,  # type: ignore[attr-defined]
@@ -285,7 +325,7 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
         profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
         patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
         toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
-        build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps)
+        build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=ui)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest
 

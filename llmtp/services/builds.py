@@ -20,6 +20,7 @@ from llmtp.core.capabilities import Capabilities
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.probe import capabilities_from
 from llmtp.core.profiles import DEVICE_PREFIX, FoundTool, Profile, gpus_without_cuda_code, parse_profile
+from llmtp.core.ui import UiRecord
 from llmtp.errors import BuildError, ConfigError, UsageError
 from llmtp.settings import Settings
 
@@ -69,6 +70,7 @@ class BuildManifest(BaseModel):
     build_seconds: float | None = None
     log_file: str | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    ui: UiRecord | None = None  # None: built before llmtp recorded the UI (or adopted): not known
     llmtp_version: str = __version__
 
 

@@ -87,12 +87,14 @@ def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.adapters.server_process import base_url_for
     from llmtp.core.metrics import last_request, server_metrics
     from llmtp.services import state as st
+    from llmtp.services.ui import addresses
 
     out = []
     for record in st.all_states(state_dir):
         entry = record.model_dump()
         entry["uptime_s"] = round(time.time() - record.started_at, 1)
         entry["base_url"] = base_url_for(record.host, record.port)
+        entry.update(addresses(entry["base_url"], record.api_key_file))  # services/ui.py
         entry["tokens_per_second"] = entry["mtp_acceptance"] = None
         # the last finished request, from llama-server's own timing lines in its log
         last = last_request(_log_tail(Path(record.log_path)))
@@ -225,9 +227,10 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                    probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None,
-                   not_counting: frozenset[int] = frozenset()) -> Prepared:
+                   not_counting: frozenset[int] = frozenset(), ui: bool = True) -> Prepared:
     """Resolve build, model and plan into one LaunchSpec, and check it is safe to run.
-    `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server)."""
+    `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server).
+    `ui` False turns llama-server's web UI off."""
     from llmtp.core.passthrough import check_passthrough
     from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
@@ -293,7 +296,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         spec.ctx_size = ctx
     if parallel is not None and not spec.mtp.enabled:
         spec.parallel = parallel
-    spec.api_key_file = api_key_file
+    spec.api_key_file, spec.ui = api_key_file, ui
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
     build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
     size = model_path.stat().st_size if model_path.is_file() else None

@@ -192,7 +192,7 @@ class _Run:
 
             source = self.req.source or self._source()
             self.report.info(f"building llama.cpp b{number} ({profile}) from the {source} source")
-            request = BuildRequest(profile=profile, source=source, make_current=True)
+            request = BuildRequest(profile=profile, source=source, make_current=True, ui=self.settings.build_ui)
             build = self.deps.build(self.settings, request, self.report.build_event, self.hw)
             how = "built"
         self.build = build
@@ -271,14 +271,15 @@ class _Run:
         live = self.deps.server_record(settings, port)
         if (live is not None and live.get("healthy") and live.get("model") == str(self.model_path)
                 and live.get("build") == self.build.id):
-            data.update(action="already_serving", url=live["url"])
+            data.update(action="already_serving", url=live["url"], **_addresses(live))
             self.record("serve", inputs | {"serve": True}, data)
             return StepResult("serve", "done" if pulled else "unchanged", data)
         if live is not None:
             self.report.info(f"stopping the llmtp server on port {port} ({live.get('model')})")
             self.deps.stop_server(settings, port)
         started = self.deps.start_server(settings, self.build, self.model_path, plan, host, port)
-        data.update(action="started", url=started["url"], pid=started.get("pid"), sample=started.get("sample"))
+        data.update(action="started", url=started["url"], pid=started.get("pid"), sample=started.get("sample"),
+                    **_addresses(started))
         self.record("serve", inputs | {"serve": True}, data)
         return StepResult("serve", "done", data)
 
@@ -341,3 +342,9 @@ def run_setup(settings, req: SetupRequest, deps: SetupDeps, report: Reporter | N
     return _Run(settings, req, deps, report or NullReporter()).run()
 
 
+_ADDRESS_KEYS = ("openai_base_url", "ui_url", "ui_asks_for_key", "api_key_file")
+
+
+def _addresses(server: dict) -> dict:
+    """Where the served model answers (OpenAI base URL, web UI), as the server record gave them."""
+    return {k: server[k] for k in _ADDRESS_KEYS if k in server}

@@ -49,9 +49,12 @@ def _server_record(settings, port: int) -> dict | None:
     if record is None:
         return None
     url = base_url_for(record.host, record.port)
+    from llmtp.services.ui import addresses
+
     with LlamaClient(url, read_api_key(record.api_key_file), timeout=2) as client:
         healthy = record.state == "ready" and client.health() == 200
-    return {"model": record.model, "build": record.build, "healthy": healthy, "url": url}
+    return {"model": record.model, "build": record.build, "healthy": healthy, "url": url,
+            "api_key_file": record.api_key_file, **addresses(url, record.api_key_file)}
 
 
 def _start_server(settings, build, model_path: Path, plan, host: str, port: int) -> dict:
@@ -71,7 +74,10 @@ def _start_server(settings, build, model_path: Path, plan, host: str, port: int)
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)
-    return {"url": url, "pid": record.llmtp_pid, "sample": " ".join(str(out.get("content", "")).split())}
+    from llmtp.services.ui import addresses
+
+    return {"url": url, "pid": record.llmtp_pid, "sample": " ".join(str(out.get("content", "")).split()),
+            **addresses(url, None)}
 
 
 def _stop(settings, port: int) -> None:

