@@ -189,9 +189,16 @@ def test_address_lines():
 
 
 def test_setup_serve_step_names_the_addresses():
-    from llmtp.services.setup import _address_text
+    from llmtp.cli._setup_text import _address_text, summary
+    from llmtp.services.setup import StepResult, _addresses
 
     assert _address_text({"url": "http://127.0.0.1:8080"}) == ""  # a server that was not asked (fake deps)
     text = _address_text({"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": "http://127.0.0.1:8080/",
                           "ui_asks_for_key": False})
     assert text == "; OpenAI base URL: http://127.0.0.1:8080/v1; web UI: http://127.0.0.1:8080/"
+    # the serve step keeps the addresses in its data, and its line names them
+    data = {"action": "started", "url": "http://127.0.0.1:8080", "pulled": False,
+            **_addresses({"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": None, "ui_asks_for_key": False,
+                          "pid": 1})}
+    assert "pid" not in data and data["ui_url"] is None
+    assert "OpenAI base URL: http://127.0.0.1:8080/v1" in summary(StepResult("serve", "done", data))
