@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
     build_jobs: limits.BuildJobs | None = Field(None, description="parallel compile jobs (default: from cores and RAM)")
     default_model: str | None = Field(None, description="model served when none is named")
+    pull_missing: bool = Field(True, description="`llmtp serve` downloads a model that is not on disk "
+                                                 "(false: it refuses, as --no-pull)")
 
     @property
     def builds_dir(self) -> Path:

