@@ -97,3 +97,61 @@ def _caps():
     from test_serve_cli import _caps as caps
 
     return caps()
+
+
+def test_a_pull_by_huggingface_hub_lands_in_the_hf_cache_and_is_found_there(tmp_path, monkeypatch):
+    """The real client (huggingface_hub) against the fake hub: the file it writes is what
+    `models list --local` and resolve find, with no llmtp record."""
+    from fake_hub import FakeFile, FakeHubServer, FakeRepo
+    from llmtp.adapters.hf import HfHubClient
+
+    body = _gguf(tmp_path / "t.gguf", nextn=0).read_bytes()
+    repo = FakeRepo(sha="c" * 40, files={"Tiny-Q8_0.gguf": FakeFile(size=len(body), body=body, exact=True)})
+    with FakeHubServer({"someone/Tiny-GGUF": repo}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        HfHubClient._unreachable.clear()
+        s = load_settings().settings
+        done = autopull.ensure_model(s, "hf.co/someone/Tiny-GGUF:Q8_0", allow=True, say=print)
+        assert done is not None and done.files == ["Tiny-Q8_0.gguf"] and done.size_bytes == len(body)
+    cached = Path(os.environ["HF_HUB_CACHE"]) / "models--someone--Tiny-GGUF" / "snapshots" / ("c" * 40) / "Tiny-Q8_0.gguf"
+    assert cached.read_bytes() == body
+    (Path(s.data_dir) / "models" / "pulled.json").unlink()  # the cache alone says it is there
+    assert svc.resolve_model("someone/Tiny-GGUF:Q8_0", s).path == cached
+
+
+@pytest.mark.llama
+def test_serve_a_hub_reference_pulls_it_then_serves_it(tmp_path, monkeypatch, llama_bin_dir, tiny_models):
+    """`llmtp serve org/repo:QUANT` as a user types it: nothing on disk, the (fake) hub has it; serve
+    says what it fetches, huggingface_hub downloads it into the HF cache, the real llama-server
+    serves it. A second serve with HF_HUB_OFFLINE finds it in the cache."""
+    import json
+    import subprocess
+    import sys
+
+    from fake_hub import FakeFile, FakeHubServer, FakeRepo
+    from llmtp.adapters.http import LlamaClient
+    from llmtp.adapters.ports import free_port
+
+    body = tiny_models["agree"].read_bytes()
+    repo = FakeRepo(sha="d" * 40, files={"Tiny-MTP-Q8_0.gguf": FakeFile(size=len(body), body=body, exact=True)})
+    server = str(llama_bin_dir / "llama-server")
+    with FakeHubServer({"someone/Tiny-MTP-GGUF": repo}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint}
+        port = str(free_port())
+        r = subprocess.run([sys.executable, "-m", "llmtp", "serve", "someone/Tiny-MTP-GGUF:Q8_0", "--server", server,
+                            "--port", port, "--ctx", "512", "--json"], env=env, capture_output=True, text=True,
+                           timeout=180)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "someone/Tiny-MTP-GGUF:Q8_0 is not downloaded: fetching Tiny-MTP-Q8_0.gguf from someone/Tiny-MTP-GGUF" \
+            in r.stderr and " free in " in r.stderr
+        assert json.loads(r.stdout)["state"] == "ready"
+        with LlamaClient(f"http://127.0.0.1:{port}") as c:
+            assert c.completion("a b c", n_predict=4)["timings"]["predicted_n"] == 4
+    finally:
+        subprocess.run([sys.executable, "-m", "llmtp", "stop", "--port", port], capture_output=True, timeout=60)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    dry = subprocess.run([sys.executable, "-m", "llmtp", "serve", "hf:someone/Tiny-MTP-GGUF:Q8_0", "--server", server,
+                          "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "models--someone--Tiny-MTP-GGUF/snapshots/" in dry.stdout and "draft-mtp" in dry.stdout
