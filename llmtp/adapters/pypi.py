@@ -250,11 +250,16 @@ def download(cfg: IndexConfig, f: ReleaseFile, dest: Path, *, sha256: str | None
                     digest.update(chunk)
                     dst.write(chunk)
         else:
+            from tqdm.auto import tqdm  # huggingface_hub's own dependency: the same bars as hub downloads
+
             with _client(cfg) as http, http.stream("GET", f.url) as r, out.open("wb") as dst:
                 r.raise_for_status()
-                for chunk in r.iter_bytes(1 << 20):
-                    digest.update(chunk)
-                    dst.write(chunk)
+                total = int(r.headers["content-length"]) if r.headers.get("content-length", "").isdigit() else None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f.filename, disable=None) as bar:
+                    for chunk in r.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        bar.update(len(chunk))
     except NetworkError:
         raise
     except Exception as exc:  # noqa: BLE001
