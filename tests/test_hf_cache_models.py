@@ -159,3 +159,23 @@ def test_inspect_takes_an_alias_or_hub_reference_on_disk(tmp_path):
     link.unlink()
     gone = cli.invoke(app, ["inspect", "qwen3.6-27b"])
     assert "not downloaded" in gone.exception.message
+
+
+def test_rm_never_deletes_outside_the_caches_and_llmtps_folders(tmp_path):
+    from llmtp.adapters.files import write_json_atomic
+
+    victim = tmp_path / "precious.gguf"
+    victim.write_bytes(_gguf_bytes(tmp_path, 0, "v.gguf"))
+    s = load_settings().settings
+    write_json_atomic(Path(s.data_dir) / "models" / "pulled.json",
+                      {"hf:evil/Repo": {"Q8_0": {"path": str(victim), "files": [victim.name]}}})
+    got = CliRunner().invoke(app, ["models", "rm", "evil/Repo:Q8_0"])
+    assert isinstance(got.exception, UsageError) and "outside llmtp's folders" in got.exception.message
+    assert victim.is_file()
+    # a snapshot link that points out of the cache: the link goes, its target stays
+    link = put(_hf_cache(), "evil/Linked", "Linked-Q8_0.gguf", b"x")
+    link.unlink()
+    os.symlink(victim, link)
+    done = CliRunner().invoke(app, ["models", "rm", "evil/Linked:Q8_0", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["freed_bytes"] == 0 and victim.is_file() and not link.is_symlink()

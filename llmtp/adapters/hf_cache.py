@@ -119,6 +119,8 @@ def remove(files: list[CachedFile]) -> int:
             link.unlink()
             if blob is None:
                 freed += size  # a copy, not a link (caches on file systems without symlinks)
+            elif blob.parent != (repo_dir / "blobs").resolve():
+                continue  # a link out of the cache: the link goes, what it points at is not the cache's
             elif blob.exists() and not _linked_elsewhere(snapshots, blob):
                 freed += blob.stat().st_size
                 blob.unlink()

@@ -158,6 +158,11 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
             gone.append(row.sidecar)
         freed = hf_cache.remove(cached)
     else:
+        own = [Path(d).resolve() for d in (settings.models_dir, settings.data_dir, settings.cache_dir) if d]
+        outside = [f for f in row.files if not any(Path(f).resolve().is_relative_to(d) for d in own)]
+        if outside:  # the record is data: it never makes llmtp delete a file outside its own folders
+            raise UsageError(f"{ref} is recorded at {outside[0]}, outside llmtp's folders: not removed",
+                             "Delete the file yourself if it is yours; `llmtp models list --local` shows it.")
         freed = 0
         for name in row.files:
             p = Path(name)
