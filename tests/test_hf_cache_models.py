@@ -179,3 +179,17 @@ def test_rm_never_deletes_outside_the_caches_and_llmtps_folders(tmp_path):
     done = CliRunner().invoke(app, ["models", "rm", "evil/Linked:Q8_0", "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["freed_bytes"] == 0 and victim.is_file() and not link.is_symlink()
+
+
+def test_the_fast_repo_read_agrees_with_huggingface_hubs_scan(tmp_path):
+    from llmtp.adapters import hf_cache
+
+    put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", b"old", revision="1" * 40)
+    put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", b"newer", revision="2" * 40)  # refs/main -> 2...
+    put(_hf_cache(), REPO, "sub/Qwen3.6-27B-BF16-00001-of-00002.gguf", b"a", revision="2" * 40)
+    put(_hf_cache(), REPO, "README.md", b"r", revision="1" * 40, main=False)
+    fast = hf_cache.repo_files(REPO)
+    scanned = {f.name: f for f in hf_cache.all_gguf_files() if f.repo == REPO}
+    assert {n: (f.path, f.size, f.revision) for n, f in fast.items() if n.endswith(".gguf")} == \
+        {n: (f.path, f.size, f.revision) for n, f in scanned.items()}
+    assert fast["Qwen3.6-27B-Q4_K_M.gguf"].revision == "2" * 40 and "README.md" in fast
