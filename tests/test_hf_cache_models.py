@@ -193,3 +193,17 @@ def test_the_fast_repo_read_agrees_with_huggingface_hubs_scan(tmp_path):
     assert {n: (f.path, f.size, f.revision) for n, f in fast.items() if n.endswith(".gguf")} == \
         {n: (f.path, f.size, f.revision) for n, f in scanned.items()}
     assert fast["Qwen3.6-27B-Q4_K_M.gguf"].revision == "2" * 40 and "README.md" in fast
+
+
+def test_cache_locations_follow_huggingface_hub_and_llama_cpp():
+    from llmtp.adapters.hf_cache import cache_dirs, hub_cache_dir, hub_offline
+
+    home = Path.home()
+    assert hub_cache_dir({}) == home / ".cache" / "huggingface" / "hub"
+    assert hub_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/huggingface/hub")
+    assert hub_cache_dir({"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == Path("/h/hub")
+    assert hub_cache_dir({"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == Path("/c")
+    assert cache_dirs({"LLAMA_CACHE": "/l", "HF_HOME": "/h"}) == [Path("/l"), Path("/h/hub")]
+    assert cache_dirs({"LLAMA_CACHE": "/h/hub", "HF_HOME": "/h"}) == [Path("/h/hub")]
+    assert hub_offline({"HF_HUB_OFFLINE": "1"}) and hub_offline({"HF_HUB_OFFLINE": "true"})
+    assert not hub_offline({"HF_HUB_OFFLINE": "0"}) and not hub_offline({})
