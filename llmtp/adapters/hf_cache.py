@@ -40,6 +40,34 @@ def cache_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
     return out
 
 
+def cache_label(cache_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """"LLAMA_CACHE DIR" or "HF cache DIR": which cache a file was found in, for people."""
+    env = os.environ if env is None else env
+    llama = env.get("LLAMA_CACHE")
+    return ("LLAMA_CACHE " if llama and Path(llama).expanduser() == cache_dir else "HF cache ") + str(cache_dir)
+
+
+def free_space(path: Path) -> int:
+    """Free bytes on the file system that holds `path` (or its nearest existing folder: a cache may
+    not exist before its first download)."""
+    import shutil
+
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def remove_files(paths: list[Path]) -> int:
+    """Delete plain files (a pull kept outside the caches); the bytes freed."""
+    freed = 0
+    for p in paths:
+        if p.is_file():
+            freed += p.stat().st_size
+            p.unlink()
+    return freed
+
+
 def hub_offline(env: Mapping[str, str] | None = None) -> bool:
     """HF_HUB_OFFLINE (or the older TRANSFORMERS_OFFLINE) asks for no network call at all."""
     env = os.environ if env is None else env

@@ -5,7 +5,6 @@ download (files, size, free disk), then pulls with progress. Offline, refused (`
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,6 @@ def human_bytes(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def _free(path: Path) -> int:
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent  # the cache may not exist yet: its nearest existing folder holds it
-    return shutil.disk_usage(p).free
-
-
 def _offline(settings) -> str | None:
     from llmtp.adapters.hf_cache import hub_offline
 
@@ -54,12 +46,14 @@ def _offline(settings) -> str | None:
 
 
 def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow: bool = True,
-                     free: Callable[[Path], int] = _free) -> Download | None:
+                     free: Callable[[Path], int] | None = None) -> Download | None:
     """What serving REF would have to download; None when the model is on disk (or REF is a path,
     which is never downloaded). Raises before any download when it cannot happen: pulling refused
     (`allow` False), offline."""
-    from llmtp.adapters.hf_cache import hub_cache_dir
+    from llmtp.adapters.hf_cache import free_space, hub_cache_dir
     from llmtp.services import models
+
+    free = free or free_space
 
     catalog = models.load_catalog()
     resolved = None
@@ -95,7 +89,7 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
 
 
 def ensure_model(settings, ref: str, *, allow: bool, say: Callable[[str], None], hub: HubClient | None = None,
-                 free: Callable[[Path], int] = _free) -> Download | None:
+                 free: Callable[[Path], int] | None = None) -> Download | None:
     """Pull REF when it is missing and `allow`; the Download done (None: nothing was missing)."""
     from llmtp.services import models
 

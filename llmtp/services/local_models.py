@@ -59,13 +59,10 @@ def _heads(path: Path) -> int | None:
 
 def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every model file on disk that llmtp can serve, one row per quant (split parts together)."""
-    import os
-
     from llmtp.adapters import hf_cache
     from llmtp.services.models import _load_registry, load_catalog, package_model_path
 
     catalog = catalog or load_catalog()
-    llama_cache = os.environ.get("LLAMA_CACHE")
     rows: list[LocalModel] = []
     groups: dict[tuple[Path, str, str], list[Any]] = {}
     drafts: dict[tuple[Path, str], list[Any]] = {}
@@ -77,7 +74,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     for (cache_dir, repo, variant), parts in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2])):
         parts.sort(key=lambda f: f.name)
         side = drafts.get((cache_dir, repo))
-        where = ("LLAMA_CACHE " if llama_cache and Path(llama_cache).expanduser() == cache_dir else "HF cache ") + str(cache_dir)
+        where = hf_cache.cache_label(cache_dir)
         rows.append(LocalModel(alias=_alias_for(catalog, repo, variant), repo=repo, quant=quant_of(variant),
                                size_bytes=sum(p.size for p in parts), path=str(parts[0].path),
                                mtp_heads=_heads(parts[0].path), sidecar=str(side[0].path) if side else None,
@@ -130,8 +127,6 @@ def _matches(row: LocalModel, ref: str, settings) -> bool:
 def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
     """Delete the files of REF (alias[:QUANT] or hub reference) from the caches; what it freed.
     Several quants match and none was named: UsageError listing them (nothing is removed)."""
-    import os
-
     from llmtp.adapters import hf_cache
     from llmtp.adapters.files import write_json_atomic
     from llmtp.services.models import _load_registry, _registry_path
@@ -163,12 +158,7 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
         if outside:  # the record is data: it never makes llmtp delete a file outside its own folders
             raise UsageError(f"{ref} is recorded at {outside[0]}, outside llmtp's folders: not removed",
                              "Delete the file yourself if it is yours; `llmtp models list --local` shows it.")
-        freed = 0
-        for name in row.files:
-            p = Path(name)
-            if p.is_file():
-                freed += p.stat().st_size
-                os.unlink(p)
+        freed = hf_cache.remove_files([Path(f) for f in row.files])
     reg = _load_registry(settings)
     kept = {k: {q: rec for q, rec in v.items() if rec.get("path") not in gone} for k, v in reg.items()}
     kept = {k: v for k, v in kept.items() if v}
