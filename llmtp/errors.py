@@ -41,6 +41,10 @@ class ModelFileError(UsageError):
     """A GGUF that is missing, truncated, unreadable or not GGUF at all."""
 
 
+class ModelNotDownloadedError(UsageError):
+    """A catalog or hub model that is not on disk (`llmtp serve` may pull it)."""
+
+
 class ToolMissingError(LlmtpError):
     """A required external tool (cmake, compiler, nvcc, git, ...) is absent or too old."""
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     build_ui: Literal["auto", "on", "off"] = Field(
         "auto", description="web UI in builds: auto (prebuilt, else npm, else none), on (fail without), off")
     default_model: str | None = Field(None, description="model served when none is named")
+    pull_missing: bool = Field(True, description="`llmtp serve` downloads a model that is not on disk "
+                                                 "(false: it refuses, as --no-pull)")
 
     @property
     def builds_dir(self) -> Path:

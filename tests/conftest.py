@@ -40,6 +40,10 @@ def llmtp_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("LLMTP_HOME", str(home))
     # no test reaches the real Hugging Face hub: port 9 refuses at once (tests that need a hub start a fake one)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    # the HF cache is where llmtp finds downloaded models: every test gets an empty one of its own
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-hub"))
+    for key in ("LLAMA_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(key, raising=False)
     return home
 
 

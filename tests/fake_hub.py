@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 class FakeFile:
     size: int  # listed bytes
     body: bytes = b""  # what a GET returns (a GGUF header, or nothing)
+    exact: bool = False  # the body is the whole file: listed with its real sha256 (huggingface_hub downloads it)
 
 
 @dataclass
@@ -75,13 +76,31 @@ class FakeHubServer:
                 for name, f in repo.files.items():
                     s: dict = {"rfilename": name}
                     if blobs:
-                        sha = hashlib.sha256(name.encode()).hexdigest()
+                        sha = hashlib.sha256(f.body if f.exact else name.encode()).hexdigest()
                         s.update({"size": f.size, "blobId": sha[:40],
                                   "lfs": {"size": f.size, "sha256": sha, "pointerSize": 135}})
                     siblings.append(s)
                 self._json(200, {"_id": "x", "id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
                                  "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": ["gguf"],
                                  "siblings": siblings})
+
+            def do_HEAD(self):  # noqa: N802 - hf_hub_download asks for the commit, etag and size first
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append(self.command + " " + self.path)
+                m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+                repo = hub.repos.get(m.group(1)) if m else None
+                f = repo.files.get(m.group(3)) if repo is not None and m else None
+                if f is None or repo is None or m.group(2) not in ("main", repo.sha):
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound" if repo is not None else "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(f.body)))
+                self.send_header("ETag", '"' + hashlib.sha256(f.body).hexdigest() + '"')
+                self.send_header("X-Repo-Commit", repo.sha)
+                self.end_headers()
 
             def _resolve(self, repo_id: str, revision: str, name: str) -> None:
                 repo = hub.repos.get(repo_id)

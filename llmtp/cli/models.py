@@ -1,4 +1,4 @@
-"""`llmtp models list|show|pull|check`: the catalog, downloads, and the catalog against the hub."""
+"""`llmtp models list|show|pull|rm|check`: the catalog, downloads, and the catalog against the hub."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ models_app = typer.Typer(help="Model catalog and downloads.", no_args_is_help=Tr
 
 
 @models_app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+          local: bool = typer.Option(False, "--local", help="List the model files on disk (HF cache, "
+                                     "LLAMA_CACHE, llmtp's pulls) instead of the catalog.")) -> None:
     """List catalog aliases, how MTP is carried, and whether a file is present."""
     from llmtp.cli._out import console, emit_json
     from llmtp.services.models import list_models
     from llmtp.settings import load_settings
 
+    if local:
+        _list_local(json_out)
+        return
     rows = list_models(load_settings().settings)
     if json_out:
         emit_json(rows)
@@ -55,7 +60,7 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
 
 
 @models_app.command("pull")
-def pull(ref: str = typer.Argument(..., help="Alias or hf:org/repo:QUANT."),
+def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT."),
          quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
          draft_quant: str = typer.Option(None, "--draft-quant",
                                          help="Quant of a separate MTP draft file (default: Q8_0)."),
@@ -115,6 +120,47 @@ def check(alias: str = typer.Argument(None, help="Catalog alias (default: every 
             c.print(f"  {r.alias} {r.item} ({r.repo}): {r.detail}")
     if report.differences:
         raise typer.Exit(1)
+
+
+def _list_local(json_out: bool) -> None:
+    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.services.local_models import list_local
+    from llmtp.settings import load_settings
+
+    rows = list_local(load_settings().settings)
+    if json_out:
+        emit_json([r.as_json() for r in rows])
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = console()
+    if not rows:
+        c.print("no model files on disk (HF cache, LLAMA_CACHE or llmtp's pulls); `llmtp models pull ALIAS` gets one")
+        return
+    table = Table("model", "quant", "size", "MTP", "path")
+    for r in rows:
+        table.add_row(escape(r.alias or r.repo or "-"), r.quant or "-", human_bytes(r.size_bytes), r.mtp,
+                      escape(r.path))
+    c.print(table)
+
+
+@models_app.command("rm")
+def rm(ref: str = typer.Argument(..., help="ALIAS[:QUANT] or org/repo:QUANT (as `llmtp models list --local` shows)."),
+       json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Remove a downloaded model from the HF cache (or llmtp's pulls) and say what it freed."""
+    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.services.local_models import remove_model
+    from llmtp.settings import load_settings
+
+    done = remove_model(ref, load_settings().settings)
+    if json_out:
+        emit_json(done)
+        return
+    c = console()
+    for f in done.files:
+        c.print(f"removed {f}", markup=False)
+    c.print(f"freed {human_bytes(done.freed_bytes)}")
 
 
 def register(app: typer.Typer) -> None:

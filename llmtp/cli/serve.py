@@ -17,7 +17,7 @@ def _settings():
 
 def serve(
     context: typer.Context,
-    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT."),
+    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT (also hf:, hf.co/)."),
     extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
     host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080).", **limits.option(limits.Port)),
@@ -32,8 +32,13 @@ def serve(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    no_pull: bool = typer.Option(False, "--no-pull", help="Refuse a model that is not on disk instead of "
+                                 "downloading it (also the setting pull_missing = false)."),
 ) -> None:
-    """Serve MODEL with the current build: plan, start, wait until ready, keep it alive."""
+    """Serve MODEL with the current build: plan, start, wait until ready, keep it alive.
+
+    A model that is not on disk is downloaded first (what, how big, free disk are shown), unless
+    --no-pull; offline or without the space it fails before anything starts."""
     import shlex
     from pathlib import Path
 
@@ -44,10 +49,24 @@ def serve(
     settings = _settings()
     warm = context.obj  # the entry point's WarmStart (services/warm_start.py); None when called otherwise
     early_pid = warm.running_pid() if warm is not None else None
-    prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
+    def prepare():
+        return svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
                                   server=Path(server) if server else None, ui=not no_ui,
                                   not_counting=frozenset([early_pid]) if early_pid else frozenset())
+
+    from llmtp.errors import ModelNotDownloadedError
+
+    try:
+        prepared = prepare()
+    except ModelNotDownloadedError:
+        if dry_run:
+            raise
+        from llmtp.services.autopull import ensure_model
+
+        ensure_model(settings, model, allow=not no_pull and settings.pull_missing,
+                     say=lambda m: typer.echo(m, err=True))
+        prepared = prepare()
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)

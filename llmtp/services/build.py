@@ -200,7 +200,7 @@ def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Ru
         if request.ref and request.ref not in (pin.pypi.version, f"b{pin.build}"):
             raise UsageError(f"--source pypi builds only the pinned version ({pin.pypi.version})",
                              "Use --source git --ref REF for another version.")
-        return sources.fetch_pypi(pin, settings.cache_dir, runner, offline=settings.offline)
+        return sources.fetch_pypi(pin, settings.cache_dir, offline=settings.offline)
     if request.source == "path":
         if request.path is None:
             raise UsageError("--source path needs --path DIR")

@@ -138,7 +138,9 @@ def listed_sizes(settings, hub: HubClient | None, entry: CatalogEntry) -> Listed
 
     Never raises for the network: without any listing the result is empty and labelled as the
     catalog's offline fallback (the planner then uses the catalog's sizes)."""
-    if getattr(settings, "offline", False):
+    from llmtp.adapters.hf_cache import hub_offline
+
+    if getattr(settings, "offline", False) or hub_offline():
         return ListedSizes(source=catalog_fallback_label("offline mode is on"))
     hub = hub or default_hub(settings)
     listings: dict[str, Listing] = {}

@@ -160,11 +160,13 @@ def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps
     resolved = models.resolve_model(model_ref, settings)
     if resolved.path is None and resolved.entry is not None:
         # not the default quant: any quant pulled earlier will do (the plan then fits that file)
-        local = [q.name for q in resolved.entry.quants if models.pulled(settings, resolved.entry.alias, q.name)]
+        local = models.local_quants(settings, resolved.entry)
         if local:
             resolved = models.resolve_model(model_ref, settings, quant=local[0])
     if resolved.path is None:
-        raise UsageError(f"{model_ref} is not downloaded yet",
+        from llmtp.errors import ModelNotDownloadedError
+
+        raise ModelNotDownloadedError(f"{model_ref} is not downloaded yet",
                          f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
     result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps, not_counting=not_counting))
     spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
