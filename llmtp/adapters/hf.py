@@ -186,10 +186,7 @@ def _is_connection_failure(exc: Exception) -> bool:
 
 
 def hub_cache_dir() -> Path | None:
-    """The shared HF hub cache huggingface_hub uses (HF_HUB_CACHE / HF_HOME); None when it cannot say."""
-    try:
-        from huggingface_hub import constants
+    """The shared HF hub cache (HF_HUB_CACHE / HF_HOME), read from the environment now (adapters/hf_cache.py)."""
+    from llmtp.adapters.hf_cache import hub_cache_dir as current
 
-        return Path(constants.HF_HUB_CACHE)
-    except Exception:  # noqa: BLE001 - huggingface_hub missing or broken: the doctor check says so by skipping
-        return None
+    return current()

