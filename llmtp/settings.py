@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
     build_jobs: limits.BuildJobs | None = Field(None, description="parallel compile jobs (default: from cores and RAM)")
     default_model: str | None = Field(None, description="model served when none is named")
+    rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
 
     @property
     def builds_dir(self) -> Path:

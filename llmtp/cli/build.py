@@ -28,6 +28,8 @@ def build_cmd(
     cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="KEY=VALUE, adds or overrides a CMake option"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"),
     portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
+    rpc: bool = typer.Option(False, "--rpc", help="also the RPC backend (GGML_RPC=ON) and ggml-rpc-server, "
+                                                  "for `llmtp worker` and `llmtp serve --rpc`"),
     no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the effective options and stop"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -43,7 +45,7 @@ def build_cmd(
         source = "path"
     settings = _settings()
     request = svc.BuildRequest(profile=profile, source=source, path=path, ref=ref, cmake_args=cmake_arg,
-                               jobs=jobs, native=not portable, make_current=not no_switch)
+                               jobs=jobs, native=not portable, make_current=not no_switch, rpc=rpc)
     hw = svc.detect_if_needed(profile, None)  # once, for both the preview and the build
     preview = svc.dry_run(settings, request, hw=hw)
     out = console(stderr=as_json)
@@ -64,7 +66,7 @@ def build_cmd(
     out.print(f"[green]built[/green] {installed.id}  {installed.server}")
     out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
               f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
-              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}")
+              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}; RPC worker: {caps.rpc_worker or 'no'}")
     out.print(f"  current: {'yes' if installed.current else 'no (llmtp builds use ' + installed.id + ')'}")
 
 
@@ -111,7 +113,8 @@ def _build_row(b) -> dict:
     m = b.manifest
     return {"id": b.id, "current": b.current, "status": m.status, "failure": m.failure, "profile": m.profile,
             "source": m.source, "ref": m.ref, "build_number": m.build_number, "commit": m.commit,
-            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "path": str(b.path)}
+            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "rpc": m.capabilities.rpc_worker,
+            "path": str(b.path)}
 
 
 @builds_app.command("list")
@@ -124,7 +127,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
     rows = [_build_row(b) for b in list_builds(settings)]
     rows += [{"id": b.id, "current": b.current, "status": "broken", "failure": b.error, "profile": None,
               "source": None, "ref": None, "build_number": None, "commit": None, "finished_at": None,
-              "mtp": None, "path": str(b.path)} for b in list_broken(settings)]
+              "mtp": None, "rpc": None, "path": str(b.path)} for b in list_broken(settings)]
     if as_json:
         emit_json(rows)
         return
@@ -139,7 +142,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
             continue
         status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
         out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
-                  f"mtp={r['mtp'] or 'no'}  {r['finished_at']}{status}")
+                  f"mtp={r['mtp'] or 'no'} rpc={'yes' if r['rpc'] else 'no'}  {r['finished_at']}{status}")
 
 
 @builds_app.command("use")

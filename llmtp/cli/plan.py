@@ -18,6 +18,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          gpu: str = typer.Option(None, "--gpu", help="Plan for a known card, e.g. 'RTX 4090' (see data/gpus.toml)."),
          ram_bw: float = typer.Option(None, "--ram-bw", **limits.option(limits.Bandwidth),
                                       help="System RAM bandwidth in GB/s, for layers left on the CPU."),
+         rpc: str = typer.Option(None, "--rpc", help="Plan across these RPC workers too: HOST:PORT,... "
+                                 "(`llmtp worker start`; default from settings: rpc)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
@@ -36,6 +38,11 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
     result = plan_model(ref, settings, request, hardware)
+    distributed = None
+    if rpc or settings.rpc:
+        from llmtp.services.rpc import plan_distributed
+
+        distributed = plan_distributed(settings, result, rpc or settings.rpc)
     fit = None
     if check:
         from llmtp.services.plan import check_with_fit_params
@@ -44,7 +51,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
                    "sizes_from": _sizes_from(result), "hardware": result.hardware, "rule": quant_rule(),
-                   "plan": result.plan, "fit_params": fit})
+                   "plan": result.plan, "fit_params": fit, "rpc": distributed})
         return
     p = result.plan
     c = console()
@@ -70,6 +77,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
                 f"bottleneck: {p.bottleneck}")
     elif p.bottleneck:
         c.print(f"bottleneck: {p.bottleneck}")
+    if distributed is not None:
+        _print_distributed(c, distributed, human_bytes)
     for w in p.warnings:
         c.print(f"[yellow]warning:[/] {w}")
     if fit is not None:
@@ -104,6 +113,20 @@ def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None
     for a in assumed:
         fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
         c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
+
+
+def _print_distributed(c, d: dict, human_bytes) -> None:
+    c.print(f"devices over RPC ({len(d['devices'])}, in llama.cpp's order; {d['reason']}):", markup=False)
+    for row in d["devices"]:
+        mem = (f"{human_bytes(row['free_mib'] * 2**20)} free of {human_bytes(row['total_mib'] * 2**20)}"
+               if row["free_mib"] is not None and row["total_mib"] is not None else "memory unknown")
+        share = (f"weights {row['weights_share']:.0%} ({human_bytes(row['weights_bytes'])})"
+                 if row["weights_share"] is not None and row["weights_bytes"] is not None
+                 else row.get("holds") or "-")
+        c.print(f"  {row['id']:<6} {row['name']:<24} {mem:<28} {share}", markup=False)
+    c.print(f"launch: {' '.join(d['argv'])}", markup=False)
+    c.print("decode over RPC: unknown (the roofline above is this host alone; every token crosses the network "
+            "once per device boundary: see docs/distributed.md for measured figures)", markup=False)
 
 
 def _sizes_from(result) -> str | None:

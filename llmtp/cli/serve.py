@@ -28,6 +28,8 @@ def serve(
                                            **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="RPC workers HOST:PORT,... to spread the model over "
+                                      "(`llmtp worker start`; default from settings: rpc)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -46,7 +48,8 @@ def serve(
     prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
                                   server=Path(server) if server else None,
-                                  not_counting=frozenset([early_pid]) if early_pid else frozenset())
+                                  not_counting=frozenset([early_pid]) if early_pid else frozenset(),
+                                  rpc=rpc or settings.rpc)
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)
@@ -56,7 +59,7 @@ def serve(
         if as_json:
             emit_json({"argv": argv, "command": shlex.join(argv), "build": prepared.build_id,
                        "ready_timeout_s": prepared.ready_timeout_s, "reasons": prepared.reasons,
-                       "warnings": prepared.warnings})
+                       "warnings": prepared.warnings, "devices": prepared.devices})
         else:
             # reasons as shell comments: the output still pastes into a shell as is
             for r in prepared.reasons:
@@ -64,6 +67,8 @@ def serve(
             typer.echo(shlex.join(argv))
         return
     if foreground:
+        from llmtp.services.rpc import rpc_supervision
+
         def on_event(sup, message: str) -> None:
             typer.echo(f"[{sup.state.value}] {message}", err=True)
 
@@ -72,7 +77,7 @@ def serve(
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                              on_event=on_event,
                              on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
-                             warm_start=warm)
+                             warm_start=warm, **rpc_supervision(prepared.spec))
         return
     from llmtp.services.state import detach_out_path
 
@@ -104,7 +109,10 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    entries = status_report(_settings().state_dir, on_note=_note)
+    from llmtp.services.rpc import worker_status
+
+    settings = _settings()
+    entries = status_report(settings.state_dir, on_note=_note) + worker_status(settings.state_dir)
     if as_json:
         emit_json(entries)
         return
@@ -114,14 +122,21 @@ def status(
     from rich.table import Table
 
     table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept")
+                  "MTP accept", "RPC workers")
     for e in entries:
+        if e["kind"] == "worker":
+            used = ", ".join(f"port {p}" for p in e["used_by"]) or "no server"
+            table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                          str(e["restarts"]), f"RPC worker {e['host']}:{e['port']} (used by {used})",
+                          e["build"] or "external", "-", "-", "-", "-")
+            continue
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
+                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
+                      ", ".join(e.get("rpc") or []) or "-")
     console().print(table)
 
 

