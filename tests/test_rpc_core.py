@@ -82,7 +82,7 @@ def test_split_refuses_to_guess_free_memory():
         plan_split(devices)
 
 
-def test_attach_keeps_the_output_layer_on_a_cpu_host():
+def test_attach_on_a_cpu_host_keeps_block_0_here():
     from llmtp.services.rpc import attach_workers
 
     devices = parse_list_devices("Available devices:\n  RPC0: 127.0.0.1:50071 (100 MiB, 90 MiB free)\n"

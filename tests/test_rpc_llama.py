@@ -79,7 +79,8 @@ def test_worker_start_status_stop_leaves_no_process(workers):
 def test_plan_lists_both_workers_and_this_host(workers, tiny_models):
     out = json.loads(llmtp("plan", str(tiny_models["agree"]), "--rpc", ",".join(workers), "--json").stdout)
     devices = out["rpc"]["devices"]
-    assert [d["id"] for d in devices] == ["RPC0", "RPC1", "CPU"]  # RPC first, this host keeps the output
+    assert [d["id"] for d in devices] == ["RPC0", "RPC1", "CPU"]  # RPC first; this host keeps block 0
+    assert devices[2]["holds"] == "token embeddings, block 0"
     assert [d["name"] for d in devices[:2]] == workers
     assert all(d["free_mib"] for d in devices[:2])
     assert out["rpc"]["argv"][:2] == ["--rpc", ",".join(workers)]
@@ -132,10 +133,13 @@ def test_greedy_output_over_rpc_equals_local_with_mtp_on_then_a_dead_worker_reco
 
 
 def test_verify_passes_across_rpc_with_mtp(workers, bench_models):
+    # --threads 1: llama-server and the two workers share this box's 2 cores; oversubscribed, compute
+    # drowns the round trips MTP saves (a verify pass over RPC measured 1.03x with 2 threads, 1.6x with 1)
     result = llmtp("verify", str(bench_models["agree"]), "--rpc", ",".join(workers), "--runs", "2", "--warmups",
-                   "1", "--n-predict", "48", "--temperature", "0", "--json", check=False, timeout=900)
+                   "1", "--n-predict", "64", "--temperature", "0", "--threads", "1", "--json", check=False,
+                   timeout=900)
     report = json.loads(result.stdout)
-    assert result.returncode == 0, report["verdict"]
+    assert result.returncode == 0, (report["verdict"], report["plain_tokens_per_s"], report["mtp_tokens_per_s"])
     assert report["markers"]["runtime"]["ok"] is True and report["acceptance"] == 1.0
 
 

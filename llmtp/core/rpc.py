@@ -117,8 +117,9 @@ class Split:
 def plan_split(devices: list[Device]) -> Split:
     """RPC devices first, then the local GPUs, each weighted by its free memory.
 
-    Order matters: llama.cpp puts the output layer on the last device; with an RPC device last the
-    logits cross the network for every token, which upstream reports breaking MTP. A device whose free
+    Order matters: llama.cpp puts the output layer on the last device; with an RPC device last (and a
+    local GPU that could hold it) the logits cross the network for every token, which upstream reports
+    breaking MTP. A device whose free
     memory is unknown gets no share: llmtp never guesses one (UsageError when none is known).
     """
     ordered = rpc_devices(devices) + local_devices(devices)

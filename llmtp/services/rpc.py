@@ -78,9 +78,13 @@ def host_device(free_mib: int | None, total_mib: int | None) -> Device:
 
 def attach_workers(spec: LaunchSpec, endpoints: list[Endpoint], devices: list[Device],
                    block_count: int | None) -> Split:
-    """Point `spec` at the workers: --rpc, -dev (RPC first), -ts by free memory, and every block layer
-    offloaded. With no local GPU the output layer stays on this host (-ngl = block count, not "all"), so
-    the logits never cross the network; with a local GPU it is the last device and holds it."""
+    """Point `spec` at the workers: --rpc, -dev (RPC first), -ts by free memory, and the layers offloaded.
+
+    llama.cpp offloads from the end (output layer first) and gives the last -dev device the last layers and
+    the output. With a local GPU that device is local (RPC first), so the logits and the MTP layer stay
+    here. A CPU-only host is no -dev device: -ngl = block count keeps the token embeddings and block 0 here
+    and puts the output on the last worker (b11434 over loopback: MTP still drafts and accepts, and the
+    text equals the local run, tests/test_rpc_llama.py)."""
     split = plan_split(devices)
     spec.rpc = [str(e) for e in endpoints]
     spec.devices, spec.tensor_split = split.devices, split.shares
@@ -110,13 +114,13 @@ def split_launch(settings, server: Path, spec: LaunchSpec, endpoints: list[Endpo
     info = read_model_info(spec.model, cache_dir=settings.cache_dir)
     split = attach_workers(spec, endpoints, devices, info.block_count)
     vm = psutil.virtual_memory()
+    host_holds = "token embeddings" + ("" if spec.n_gpu_layers == "all" else ", block 0")
     table = device_table(devices, split, host_device(vm.available // 2**20, vm.total // 2**20),
-                         info.file_size_bytes, keeps_output=spec.n_gpu_layers != "all")
+                         info.file_size_bytes, host_holds=host_holds)
     where = ", ".join(f"{d['id']} {d['weights_share']:.0%}" for d in table if d["weights_share"] is not None)
     reason = {"what": "RPC", "value": f"--rpc {','.join(spec.rpc)} -dev {','.join(split.devices)}",
-              "reason": f"layers split by free memory, RPC devices first ({where}); "
-                        + ("the output layer stays on this host" if spec.n_gpu_layers != "all"
-                           else "the output layer on the last (local) device")}
+              "reason": f"layers split by free memory, RPC devices first ({where}); the output layer on "
+                        f"{split.devices[-1]}" + (" (local)" if local_devices(devices) else "")}
     return table, reason
 
 
@@ -152,7 +156,7 @@ def _ngl(argv: list[str]) -> list[str]:
 
 
 def device_table(devices: list[Device], split: Split, host: Device, model_bytes: int | None,
-                 *, keeps_output: bool) -> list[dict]:
+                 *, host_holds: str) -> list[dict]:
     """One row per device of the launch: id, what it is, memory, and its share of the layers (by -ts)."""
     total = sum(split.shares) or 1
     by_id = {d.id: d for d in devices}
@@ -166,7 +170,7 @@ def device_table(devices: list[Device], split: Split, host: Device, model_bytes:
     if not local_devices(devices):
         rows.append({"id": host.id, "backend": host.backend, "name": host.name, "total_mib": host.total_mib,
                      "free_mib": host.free_mib, "weights_share": None, "weights_bytes": None,
-                     "holds": "token embeddings" + (" and the output layer" if keeps_output else "")})
+                     "holds": host_holds})
     return rows
 
 
