@@ -134,7 +134,8 @@ def test_greedy_output_over_rpc_equals_local_with_mtp_on_then_a_dead_worker_reco
 
 def test_verify_passes_across_rpc_with_mtp(workers, bench_models):
     # --threads 1: llama-server and the two workers share this box's 2 cores; oversubscribed, compute
-    # drowns the round trips MTP saves (a verify pass over RPC measured 1.03x with 2 threads, 1.6x with 1)
+    # drowns the round trips MTP saves (a verify pass over RPC measured 1.03x with 2 threads; bench/rpc.py
+    # with 1 thread: MTP 17.6 against plain 11.6 tok/s over the two workers, docs/distributed.md)
     result = llmtp("verify", str(bench_models["agree"]), "--rpc", ",".join(workers), "--runs", "2", "--warmups",
                    "1", "--n-predict", "64", "--temperature", "0", "--threads", "1", "--json", check=False,
                    timeout=900)
