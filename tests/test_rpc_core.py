@@ -176,3 +176,33 @@ def test_supervisor_restarts_when_watch_reports_a_dead_worker_and_waits_for_it()
     _run_until(sup, kill_then_revive)
     assert len(launches) == 2 and sup.restarts == 1
     assert any(m.startswith("RPC worker 127.0.0.1:50072 stopped answering") for m in messages)
+
+
+def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
+    from llmtp.services import state as st
+    from llmtp.services.rpc import stop_workers
+
+    record = st.ServeState(llmtp_pid=1, host="127.0.0.1", port=8080, model="m.gguf", log_path="x")
+    st.state_path(tmp_path, 8080).write_text(record.model_dump_json())
+    with pytest.raises(UsageError, match="not an RPC worker") as exc:
+        stop_workers(tmp_path, 8080)
+    assert exc.value.hint == "Stop it with `llmtp stop --port 8080`."
+    assert st.state_path(tmp_path, 8080).exists()  # nothing touched
+
+
+def test_worker_mem_is_refused_on_a_build_without_it(tmp_path):
+    from types import SimpleNamespace
+
+    from llmtp.services.rpc import prepare_worker
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ggml-rpc-server").write_text("")
+    build = SimpleNamespace(id="b11434-cpu-x", bin_dir=bin_dir, manifest=SimpleNamespace(capabilities=Capabilities()))
+    with pytest.raises(UsageError, match="--mem needs a ggml-rpc-server with -m/--mem; build b11434-cpu-x"):
+        prepare_worker(None, host="127.0.0.1", port=50052, mem=1024, current_build=lambda s: build)
+    no_worker = SimpleNamespace(id="b1", bin_dir=tmp_path, manifest=build.manifest)
+    from llmtp.errors import BuildError
+
+    with pytest.raises(BuildError, match="no RPC worker"):
+        prepare_worker(None, host="127.0.0.1", port=50052, current_build=lambda s: no_worker)
