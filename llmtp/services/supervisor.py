@@ -352,8 +352,10 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                     and sup.proc.pid not in seen_ready:
                 seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
                 on_ready(sup)
+            # not with RPC workers: a warm start would hold them (one client each) while this serve's
+            # own checks list their devices, and would skip the check that names a dead one
             if warm_start is not None and sup.state is State.READY and sup.proc is not None \
-                    and sup.proc.argv == argv and not remembered:
+                    and sup.proc.argv == argv and not remembered and not spec.rpc:
                 remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
                 warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
                                     port=spec.port, files=[str(server), spec.model], state_dir=state_dir,
