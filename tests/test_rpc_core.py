@@ -180,7 +180,7 @@ def test_supervisor_restarts_when_watch_reports_a_dead_worker_and_waits_for_it()
 
 def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
     from llmtp.services import state as st
-    from llmtp.services.rpc import stop_workers
+    from llmtp.services.worker import stop_workers
 
     record = st.ServeState(llmtp_pid=1, host="127.0.0.1", port=8080, model="m.gguf", log_path="x")
     st.state_path(tmp_path, 8080).write_text(record.model_dump_json())
@@ -193,7 +193,7 @@ def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
 def test_worker_mem_is_refused_on_a_build_without_it(tmp_path):
     from types import SimpleNamespace
 
-    from llmtp.services.rpc import prepare_worker
+    from llmtp.services.worker import prepare_worker
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -206,3 +206,23 @@ def test_worker_mem_is_refused_on_a_build_without_it(tmp_path):
 
     with pytest.raises(BuildError, match="no RPC worker"):
         prepare_worker(None, host="127.0.0.1", port=50052, current_build=lambda s: no_worker)
+
+
+def test_network_enters_the_roofline_as_a_lower_bound_on_time():
+    from llmtp.core.rpc import Link, decode_bound, network_s_per_token
+
+    links = [Link(rtt_s=0.001, bytes_per_s=4096 * 1000), Link(rtt_s=0.002, bytes_per_s=4096 * 1000)]
+    # hidden 1024 -> 4 KiB of f32 activations per boundary; host->w1, w1->w2 (w2's link), w2->host
+    assert network_s_per_token(links, 1024) == pytest.approx(0.001 + 0.001 + 0.002 + 0.001 + 0.002 + 0.001)
+    assert network_s_per_token(links, None) is None and network_s_per_token([], 1024) is None
+    assert decode_bound(100.0, 0.008) == pytest.approx(1 / (0.01 + 0.008), abs=0.05)
+    assert decode_bound(None, 0.008) is None and decode_bound(100.0, None) is None
+
+
+def test_rpc_tensor_is_packed_like_b11434():
+    from llmtp.adapters.rpc_wire import rpc_tensor
+
+    raw = rpc_tensor(buffer=0x1000, data=0x2000, nbytes=64)
+    assert len(raw) == 296  # sizeof(rpc_tensor) with #pragma pack(1), GGML_MAX_SRC 10, GGML_MAX_NAME 64
+    assert raw[12:20] == (0x1000).to_bytes(8, "little")  # buffer after id (8) and type (4)
+    assert raw[220:228] == (0x2000).to_bytes(8, "little")  # data after src[10], view_src, view_offs

@@ -84,6 +84,13 @@ def test_plan_lists_both_workers_and_this_host(workers, tiny_models):
     assert [d["name"] for d in devices[:2]] == workers
     assert all(d["free_mib"] for d in devices[:2])
     assert out["rpc"]["argv"][:2] == ["--rpc", ",".join(workers)]
+    # each worker's network, measured once by a timed transfer over the RPC protocol, then cached
+    network = out["rpc"]["network"]
+    assert set(network) == set(workers) and all(v["bytes_per_s"] > 0 and v["rtt_s"] > 0 for v in network.values())
+    assert out["rpc"]["network_s_per_token_min"] > 0
+    again = json.loads(llmtp("plan", str(tiny_models["agree"]), "--rpc", ",".join(workers), "--json").stdout)
+    assert again["rpc"]["network"] == network  # from the cache, not measured again
+    assert all(e["restarts"] == 0 for e in _status())  # the probe never crashed a worker
 
 
 def test_unreachable_worker_is_named_before_anything_starts(rpc_home, tiny_models):

@@ -124,9 +124,20 @@ def _print_distributed(c, d: dict, human_bytes) -> None:
                  if row["weights_share"] is not None and row["weights_bytes"] is not None
                  else row.get("holds") or "-")
         c.print(f"  {row['id']:<6} {row['name']:<24} {mem:<28} {share}", markup=False)
+    for address, link in d["network"].items():
+        c.print(f"  network to {address}: " + (f"round trip {link['rtt_s'] * 1e3:.2f} ms, "
+                f"{link['bytes_per_s'] / 2**20:.0f} MiB/s (timed transfer, cached)" if link.get("bytes_per_s")
+                else f"not measured ({link.get('error')})"), markup=False)
     c.print(f"launch: {' '.join(d['argv'])}", markup=False)
-    c.print("decode over RPC: unknown (the roofline above is this host alone; every token crosses the network "
-            "once per device boundary: see docs/distributed.md for measured figures)", markup=False)
+    net = d["network_s_per_token_min"]
+    if d["decode_tok_s"] is not None:
+        mtp = f", <= {d['decode_tok_s_mtp']} with MTP" if d["decode_tok_s_mtp"] is not None else ""
+        c.print(f"decode over RPC: <= {d['decode_tok_s']} tok/s{mtp} (the roofline plus >= {net * 1e3:.2f} ms "
+                "of network per token)", markup=False)
+    else:
+        c.print("decode over RPC: unknown (" + ("this host's roofline is unknown" if net is not None else
+                "the network is not measured") + (f"; the network adds >= {net * 1e3:.2f} ms per token"
+                                                  if net is not None else "") + ")", markup=False)
 
 
 def _sizes_from(result) -> str | None:

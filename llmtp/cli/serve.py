@@ -109,7 +109,7 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    from llmtp.services.rpc import worker_status
+    from llmtp.services.worker import worker_status
 
     settings = _settings()
     entries = status_report(settings.state_dir, on_note=_note) + worker_status(settings.state_dir)

@@ -43,7 +43,7 @@ def start(
     import sys
 
     from llmtp.cli._out import emit_json
-    from llmtp.services import rpc as svc
+    from llmtp.services import worker as svc
 
     settings = _settings()
     prepared = svc.prepare_worker(settings, host=host, port=port, mem=mem, cache=cache, threads=threads,
@@ -74,7 +74,7 @@ def start(
 def stop(port: Optional[int] = typer.Option(None, "--port", "-p", help="Port of the worker (default: all workers).",
                                             **limits.option(limits.Port))) -> None:
     """Stop llmtp's RPC worker(s): SIGTERM to its llmtp, which stops ggml-rpc-server's whole group."""
-    from llmtp.services import rpc as svc
+    from llmtp.services import worker as svc
 
     stopped = svc.stop_workers(_settings().state_dir, port, on_note=_note)
     typer.echo(f"stopped worker(s) on port(s) {', '.join(map(str, stopped))}" if stopped else "no worker running")
@@ -84,7 +84,7 @@ def stop(port: Optional[int] = typer.Option(None, "--port", "-p", help="Port of 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Running workers: address, state, pids, restarts, build, and the servers using them."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services import rpc as svc
+    from llmtp.services import worker as svc
 
     entries = svc.worker_status(_settings().state_dir)
     if as_json:

@@ -134,3 +134,31 @@ def missing_workers(wanted: list[Endpoint], devices: list[Device]) -> list[Endpo
     """Workers llama-server did not list as a device (it reached them not, or they offer none)."""
     listed = {d.name.split(" ")[0] for d in rpc_devices(devices)}
     return [e for e in wanted if str(e) not in listed]
+
+
+@dataclass(frozen=True)
+class Link:
+    """The network to one worker, measured once by a timed transfer (services/rpc.py caches it)."""
+
+    rtt_s: float
+    bytes_per_s: float
+
+
+def network_s_per_token(links: list[Link], hidden_size: int | None) -> float | None:
+    """A lower bound on the network time of one decoded token: the activations (hidden_size f32 values)
+    cross every boundary host -> worker 1 -> ... -> last worker -> host, each boundary costing at least
+    the slower side's round trip plus the bytes at its bandwidth. Measured on loopback (bench/rpc.py) the
+    real traffic was about 2x these bytes (graph descriptions, positions), hence "lower bound".
+    None when the hidden size is unknown."""
+    if not links or not hidden_size:
+        return None
+    act = 4 * hidden_size
+    hops = [*links, links[-1]]  # the way back to the host leaves the last worker
+    return sum(link.rtt_s + act / link.bytes_per_s for link in hops)
+
+
+def decode_bound(local_tok_s: float | None, net_s: float | None) -> float | None:
+    """The roofline with the network in it: an upper bound on decode tok/s (None when either is unknown)."""
+    if not local_tok_s or net_s is None:
+        return None
+    return round(1.0 / (1.0 / local_tok_s + net_s), 1)

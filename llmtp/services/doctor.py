@@ -100,7 +100,7 @@ def _worker_checks(settings, client_build: int | None) -> list[Check]:
     from llmtp.core.rpc import Endpoint, is_loopback, parse_endpoints
     from llmtp.errors import LlmtpError
     from llmtp.services import builds
-    from llmtp.services.rpc import worker_records
+    from llmtp.services.worker import worker_records
 
     numbers = {b.id: b.manifest.build_number for b in builds.list_builds(settings)}
     local = {str(Endpoint(r.host, r.port)): r for r in worker_records(settings.state_dir)}
