@@ -68,6 +68,8 @@ def test_worker_start_status_stop_leaves_no_process(workers):
     assert all(e["state"] == "ready" for e in entries) and all(psutil.pid_exists(p) for p in pids)
     procs = [psutil.Process(p) for p in pids]
     assert any("ggml-rpc-server" in " ".join(p.cmdline()) for p in procs)
+    log = llmtp("worker", "logs", "--port", workers[0].split(":")[1], "-n", "100").stdout
+    assert "Starting RPC server" in log and f"endpoint       : {workers[0]}" in log
     assert "stopped worker(s)" in llmtp("worker", "stop").stdout
     gone, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive, [p.pid for p in alive]

@@ -105,18 +105,18 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 @worker_app.command("logs")
 def logs(port: int = typer.Option(50052, "--port", "-p", help="Port of the worker.", **limits.option(limits.Port)),
+         follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
          lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end.",
                                    **limits.option(limits.LogLines))) -> None:
-    """Print ggml-rpc-server's log (under the state dir)."""
+    """Print ggml-rpc-server's log (under the state dir, rotated like llama-server's)."""
+    from llmtp.cli.serve import logs as serve_logs
     from llmtp.errors import UsageError
     from llmtp.services import state as st
 
     path = st.log_path(_settings().state_dir, port)
     if not path.is_file():
         raise UsageError(f"No worker log at {path}", "Start a worker with `llmtp worker start` first.")
-    tail = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-    for line in tail[len(tail) - lines:]:
-        typer.echo(line, nl=False)
+    serve_logs(follow=follow, port=port, lines=lines)  # the same file layout: one reader for both
 
 
 def register(app: typer.Typer) -> None:
