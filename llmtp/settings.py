@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="model served when none is named")
     pull_missing: bool = Field(True, description="`llmtp serve` downloads a model that is not on disk "
                                                  "(false: it refuses, as --no-pull)")
+    rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
 
     @property
     def builds_dir(self) -> Path:

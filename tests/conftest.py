@@ -99,6 +99,23 @@ def llama_ui_bin_dir(llama_ui_build) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rpc_bin_dir() -> Path:
+    """Directory holding the test bed's RPC build: llama-server and ggml-rpc-server with GGML_RPC=ON.
+
+    A build of its own (`llmtp build --rpc` of the cpu profile), cached beside the CPU test bed under its
+    own lock and inputs hash; LLMTP_TEST_RPC_BIN_DIR points at an existing one instead.
+    """
+    override = os.environ.get("LLMTP_TEST_RPC_BIN_DIR")
+    if override:
+        path = Path(override)
+        assert (path / "ggml-rpc-server").is_file(), f"LLMTP_TEST_RPC_BIN_DIR has no ggml-rpc-server: {path}"
+        return path
+    from llmtp.testbed.build import testbed_rpc_build
+
+    return testbed_rpc_build(testbed_cache_dir() / "llmtp-home")
+
+
+@pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """The tiny qwen35 test models (agree, random, plain), generated once and cached."""
     from llmtp.testbed.tiny_models import ensure_tiny_models

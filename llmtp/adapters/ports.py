@@ -35,3 +35,17 @@ def tcp_reachable(url: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def connect_error(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """None when something accepts a TCP connection on `host:port`; else why not ("connection refused",
+    "timed out", ...). Used for RPC workers, which speak no HTTP: a connection is all they answer.
+    A busy ggml-rpc-server (one client at a time, listen backlog 1) may time out: callers treat only a
+    refusal as proof that nothing listens."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.timeout:
+        return "timed out"
+    except OSError as exc:
+        return exc.strerror or str(exc)

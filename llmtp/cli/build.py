@@ -28,6 +28,8 @@ def build_cmd(
     cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="KEY=VALUE, adds or overrides a CMake option"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"),
     portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
+    rpc: bool = typer.Option(False, "--rpc", help="also the RPC backend (GGML_RPC=ON) and ggml-rpc-server, "
+                                                  "for `llmtp worker` and `llmtp serve --rpc`"),
     no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
     ui: Optional[bool] = typer.Option(None, "--ui/--no-ui", help="web UI: --ui fails without a way to get it, "
                                       "--no-ui builds none (default: the build_ui setting, auto)"),
@@ -46,7 +48,8 @@ def build_cmd(
     settings = _settings()
     ui_mode = settings.build_ui if ui is None else ("on" if ui else "off")
     request = svc.BuildRequest(profile=profile, source=source, path=path, ref=ref, cmake_args=cmake_arg,
-                               jobs=jobs, native=not portable, make_current=not no_switch, ui=ui_mode)
+                               jobs=jobs, native=not portable, make_current=not no_switch, ui=ui_mode,
+                               rpc=rpc)
     from llmtp.adapters.runner import SubprocessRunner
 
     hw = svc.detect_if_needed(profile, None)  # once, for both the preview and the build
@@ -70,7 +73,7 @@ def build_cmd(
     out.print(f"[green]built[/green] {installed.id}  {installed.server}")
     out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
               f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
-              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}")
+              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}; RPC worker: {caps.rpc_worker or 'no'}")
     out.print(f"  web UI: {ui_words(installed.manifest.ui)}", markup=False)
     out.print(f"  current: {'yes' if installed.current else 'no (llmtp builds use ' + installed.id + ')'}")
 
@@ -128,7 +131,7 @@ def _build_row(b) -> dict:
     m = b.manifest
     return {"id": b.id, "current": b.current, "status": m.status, "failure": m.failure, "profile": m.profile,
             "source": m.source, "ref": m.ref, "build_number": m.build_number, "commit": m.commit,
-            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "path": str(b.path),
+            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "rpc": m.capabilities.rpc_worker, "path": str(b.path),
             "ui": (m.ui.how if m.ui.embedded else "none") if m.ui and m.ui.embedded is not None else None}
 
 
@@ -142,7 +145,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
     rows = [_build_row(b) for b in list_builds(settings)]
     rows += [{"id": b.id, "current": b.current, "status": "broken", "failure": b.error, "profile": None,
               "source": None, "ref": None, "build_number": None, "commit": None, "finished_at": None,
-              "mtp": None, "path": str(b.path), "ui": None} for b in list_broken(settings)]
+              "mtp": None, "rpc": None, "path": str(b.path), "ui": None} for b in list_broken(settings)]
     if as_json:
         emit_json(rows)
         return
@@ -157,7 +160,7 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
             continue
         status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
         out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
-                  f"mtp={r['mtp'] or 'no'}  ui={r['ui'] or '?'}  {r['finished_at']}{status}")
+                  f"mtp={r['mtp'] or 'no'}  rpc={'yes' if r['rpc'] else 'no'}  ui={r['ui'] or '?'}  {r['finished_at']}{status}")
 
 
 @builds_app.command("use")

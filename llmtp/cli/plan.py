@@ -18,6 +18,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          gpu: str = typer.Option(None, "--gpu", help="Plan for a known card, e.g. 'RTX 4090' (see data/gpus.toml)."),
          ram_bw: float = typer.Option(None, "--ram-bw", **limits.option(limits.Bandwidth),
                                       help="System RAM bandwidth in GB/s, for layers left on the CPU."),
+         rpc: str = typer.Option(None, "--rpc", help="Plan across these RPC workers too: HOST:PORT,... "
+                                 "(`llmtp worker start`; default from settings: rpc)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
@@ -37,6 +39,11 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
     result = plan_model(ref, settings, request, hardware)
+    distributed = None
+    if rpc or settings.rpc:
+        from llmtp.services.rpc import plan_distributed
+
+        distributed = plan_distributed(settings, result, rpc or settings.rpc)
     fit = None
     if check:
         from llmtp.services.plan import check_with_fit_params
@@ -45,7 +52,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
                    "sizes_from": _sizes_from(result), "hardware": result.hardware, "rule": quant_rule(),
-                   "plan": result.plan, "fit_params": fit})
+                   "plan": result.plan, "fit_params": fit, "rpc": distributed})
         return
     p = result.plan
     c = console()
@@ -71,6 +78,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
                 f"bottleneck: {p.bottleneck}")
     elif p.bottleneck:
         c.print(f"bottleneck: {p.bottleneck}")
+    if distributed is not None:
+        _print_distributed(c, distributed, human_bytes)
     for w in p.warnings:
         c.print(f"[yellow]warning:[/] {w}")
     if fit is not None:
@@ -105,6 +114,31 @@ def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None
     for a in assumed:
         fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
         c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
+
+
+def _print_distributed(c, d: dict, human_bytes) -> None:
+    c.print(f"devices over RPC ({len(d['devices'])}, in llama.cpp's order; {d['reason']}):", markup=False)
+    for row in d["devices"]:
+        mem = (f"{human_bytes(row['free_mib'] * 2**20)} free of {human_bytes(row['total_mib'] * 2**20)}"
+               if row["free_mib"] is not None and row["total_mib"] is not None else "memory unknown")
+        share = (f"weights {row['weights_share']:.0%} ({human_bytes(row['weights_bytes'])})"
+                 if row["weights_share"] is not None and row["weights_bytes"] is not None
+                 else row.get("holds") or "-")
+        c.print(f"  {row['id']:<6} {row['name']:<24} {mem:<28} {share}", markup=False)
+    for address, link in d["network"].items():
+        c.print(f"  network to {address}: " + (f"round trip {link['rtt_s'] * 1e3:.2f} ms, "
+                f"{link['bytes_per_s'] / 2**20:.0f} MiB/s (timed transfer, cached)" if link.get("bytes_per_s")
+                else f"not measured ({link.get('error')})"), markup=False)
+    c.print(f"launch: {' '.join(d['argv'])}", markup=False)
+    net = d["network_s_per_token_min"]
+    if d["decode_tok_s"] is not None:
+        mtp = f", <= {d['decode_tok_s_mtp']} with MTP" if d["decode_tok_s_mtp"] is not None else ""
+        c.print(f"decode over RPC: <= {d['decode_tok_s']} tok/s{mtp} (the roofline plus >= {net * 1e3:.2f} ms "
+                "of network per token)", markup=False)
+    else:
+        c.print("decode over RPC: unknown (" + ("this host's roofline is unknown" if net is not None else
+                "the network is not measured") + (f"; the network adds >= {net * 1e3:.2f} ms per token"
+                                                  if net is not None else "") + ")", markup=False)
 
 
 def _sizes_from(result) -> str | None:

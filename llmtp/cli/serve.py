@@ -29,6 +29,8 @@ def serve(
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Turn llama-server's web UI off (its own --no-ui)."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="RPC workers HOST:PORT,... to spread the model over "
+                                      "(`llmtp worker start`; default from settings: rpc)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -53,7 +55,8 @@ def serve(
         return svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
                                   server=Path(server) if server else None, ui=not no_ui,
-                                  not_counting=frozenset([early_pid]) if early_pid else frozenset())
+                                  not_counting=frozenset([early_pid]) if early_pid else frozenset(),
+                                  rpc=rpc or settings.rpc)
 
     from llmtp.errors import ModelNotDownloadedError
 
@@ -76,7 +79,7 @@ def serve(
         if as_json:
             emit_json({"argv": argv, "command": shlex.join(argv), "build": prepared.build_id,
                        "ready_timeout_s": prepared.ready_timeout_s, "reasons": prepared.reasons,
-                       "warnings": prepared.warnings})
+                       "warnings": prepared.warnings, "devices": prepared.devices})
         else:
             # reasons as shell comments: the output still pastes into a shell as is
             for r in prepared.reasons:
@@ -87,6 +90,7 @@ def serve(
         from llmtp.services.live_check import live_check_hook
         from llmtp.services.state import log_path as state_log_path
         from llmtp.services.supervisor import SupervisorConfig, serve_foreground
+        from llmtp.services.rpc import rpc_supervision
 
         def on_event(sup, message: str) -> None:
             typer.echo(f"[{sup.state.value}] {message}", err=True)
@@ -98,7 +102,8 @@ def serve(
                          on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
                          warm_start=warm,
                          on_tick=live_check_hook(settings, prepared.spec.model,
-                                                 state_log_path(settings.state_dir, prepared.spec.port)))
+                                                 state_log_path(settings.state_dir, prepared.spec.port)),
+                         **rpc_supervision(prepared.spec))
         return
     from llmtp.services.state import detach_out_path
 
@@ -141,7 +146,9 @@ def status(
     from llmtp.services.live_check import annotate
 
     settings = _settings()
-    entries = annotate(settings, status_report(settings.state_dir, on_note=_note))
+    from llmtp.services.worker import worker_status
+
+    entries = annotate(settings, status_report(settings.state_dir, on_note=_note)) + worker_status(settings.state_dir)
     if as_json:
         emit_json(entries)
         return
@@ -151,19 +158,27 @@ def status(
     from rich.table import Table
 
     table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept", "MTP live")
+                  "MTP accept", "MTP live", "RPC workers")
     for e in entries:
+        if e["kind"] == "worker":
+            used = ", ".join(f"port {p}" for p in e["used_by"]) or "no server"
+            table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                          str(e["restarts"]), f"RPC worker {e['host']}:{e['port']} (used by {used})",
+                          e["build"] or "external", "-", "-", "-", "-", "-")
+            continue
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
                       str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
-                      e["mtp_live"]["state"])
+                      e["mtp_live"]["state"], ", ".join(e.get("rpc") or []) or "-")
     console().print(table)
     from llmtp.core.ui import address_lines
 
     for e in entries:
+        if e["kind"] == "worker":
+            continue
         typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
         if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
             console().print(f"[yellow]port {e['port']}:[/] {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`")

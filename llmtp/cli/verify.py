@@ -112,6 +112,8 @@ def verify_cmd(
                                            **limits.option(limits.Parallel)),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
                                           **limits.option(limits.Threads)),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Run across these RPC workers, HOST:PORT,... "
+                                      "(default from settings: rpc)."),
 ) -> None:
     """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B.
 
@@ -126,12 +128,13 @@ def verify_cmd(
     err = console(stderr=True)
     if json_out:
         report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
-                            parallel=parallel, threads=threads)
+                            parallel=parallel, threads=threads, rpc=rpc or settings.rpc)
         emit_json(report)
     else:
         with err.status("verifying") as status:
             report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
-                                parallel=parallel, threads=threads, on_progress=lambda t: status.update(t))
+                                parallel=parallel, threads=threads, on_progress=lambda t: status.update(t),
+                                rpc=rpc or settings.rpc)
         render(report, console())
     raise typer.Exit(int(report.verdict.code))
 

@@ -213,6 +213,17 @@ def _append_seed(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         argv += [_flag(caps, "-s", "--seed", what="the seed"), str(spec.seed)]
 
 
+def _append_rpc(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
+    # --rpc registers the workers' devices before -dev names them (llama.cpp parses in order).
+    if spec.rpc:
+        argv += [_flag(caps, "--rpc", what="RPC workers"), ",".join(spec.rpc)]
+    if spec.devices:
+        argv += [_flag(caps, "-dev", "--device", what="the device order"), ",".join(spec.devices)]
+    if spec.tensor_split:
+        argv += [_flag(caps, "-ts", "--tensor-split", what="the tensor split"),
+                 ",".join(str(s) for s in spec.tensor_split)]
+
+
 def check_extra_args(spec: LaunchSpec, set_by_llmtp: list[str] | None = None) -> None:
     """Refuse pass-through flags that llmtp owns, that change exposure (core/passthrough.py), or
     that fight the MTP settings. `set_by_llmtp`: the argv llmtp built before the pass-through."""
@@ -233,7 +244,7 @@ def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
 
 
 _APPENDERS: tuple[_Appender, ...] = (
-    _append_model, _append_listen, _append_gpu_layers, _append_context, _append_cache_types,
+    _append_model, _append_listen, _append_rpc, _append_gpu_layers, _append_context, _append_cache_types,
     _append_flash_attn, _append_moe, _append_cpu_ffn, _append_parallel, _append_threads, _append_fit, _append_mtp,
     _append_metrics, _append_api_key, _append_ui, _append_log_file, _append_seed, _append_extra,
 )

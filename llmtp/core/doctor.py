@@ -125,3 +125,23 @@ def check_hf_cache(path: str | None, exists: bool, size_bytes: int | None, writa
 def overall(checks: list[Check]) -> Status:
     statuses = {c.status for c in checks}
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
+
+
+def check_rpc_worker(address: str, unreachable: str | None, worker_build: int | None, client_build: int | None,
+                     exposed_on: str | None) -> Check:
+    """One RPC worker: it answers, runs the client's llama.cpp build (the RPC protocol has no version
+    negotiation across builds), and binds to loopback (`exposed_on`: its non-loopback bind address)."""
+    name = f"RPC worker {address}"
+    if unreachable is not None:
+        return Check(name=name, status="fail", detail=f"not reachable ({unreachable})",
+                     fix="start it there with `llmtp worker start`, or drop it from the rpc setting")
+    if worker_build is not None and client_build is not None and worker_build != client_build:
+        return Check(name=name, status="fail", detail=f"worker runs build {worker_build}, this client {client_build}",
+                     fix="build the same llama.cpp on both (`llmtp build --rpc`), then restart the worker")
+    build = (f"build {worker_build}" if worker_build is not None
+             else "build unknown (not started by this llmtp: run `llmtp doctor` on its host)")
+    if exposed_on is not None:
+        return Check(name=name, status="warn", detail=f"answers, {build}, bound to {exposed_on}: the RPC protocol has "
+                     "no authentication, anyone reaching it can run tensors there",
+                     fix="bind to 127.0.0.1 unless every host on that network is trusted")
+    return Check(name=name, status="ok", detail=f"answers, {build}")

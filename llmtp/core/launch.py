@@ -44,3 +44,6 @@ class LaunchSpec(BaseModel):
     seed: int | None = None
     ui: bool = True  # False: llama-server's own --no-ui (its web UI off; `llmtp serve --no-ui`)
     extra_args: list[str] = Field(default_factory=list)  # user pass-through after `--`
+    rpc: list[str] = Field(default_factory=list)  # RPC workers HOST:PORT (--rpc); see core/rpc.py
+    devices: list[str] = Field(default_factory=list)  # -dev order (RPC devices first); empty: llama.cpp's
+    tensor_split: list[int] = Field(default_factory=list)  # -ts proportions, one per entry of `devices`

@@ -53,6 +53,8 @@ _ALWAYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("-ngl", "--gpu-layers", "--n-gpu-layers"), f"the GPU offload: {_OWNED}", _PLAN),
     (("--log-file",), f"llama-server's log file: {_OWNED}", "`llmtp logs` (the log lives under llmtp's state dir)"),
     (("--metrics",), f"the /metrics endpoint: {_OWNED}", "nothing: llmtp turns --metrics on itself"),
+    (("--rpc",), "RPC workers: llmtp checks each answers, splits the layers over them (RPC devices first) and "
+     "watches them while serving", "`--rpc HOST:PORT,...` (`llmtp worker start` on each host)"),
 )
 
 # Alias groups of flags llmtp sets from its plan (llmtp/core/argv.py): refused when this launch

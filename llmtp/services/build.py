@@ -25,6 +25,10 @@ from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_ins
 from llmtp.settings import Settings
 
 
+# The RPC worker binary of `llmtp build --rpc` (tools/rpc/ in b11434; older trees called it rpc-server).
+RPC_WORKER = "ggml-rpc-server"
+
+
 # --- shipped data ---------------------------------------------------------------------------------
 
 def load_pin() -> Pin:
@@ -74,6 +78,7 @@ class BuildRequest(BaseModel):
     # The web UI (core/ui.py). "off" here, so a caller that says nothing (the test bed) keeps the build
     # it had; `llmtp build`, `setup` and `upgrade` pass the build_ui setting ("auto" by default).
     ui: UiMode = "off"
+    rpc: bool = False  # also the RPC backend (GGML_RPC=ON) and its worker binary, for `llmtp worker`
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,15 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
     overrides = ui_cmake_options(ui.how if ui else None) | parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
                                       provenance=provenance, cpu_flags=_cpu_flags(hw, request.native))
-    return BuildPlan(profile, options, list(profile.targets), patches, ui)
+    targets = list(profile.targets)
+    if request.rpc:
+        if options.get("GGML_RPC", "ON").upper() not in ("ON", "1", "TRUE"):
+            raise UsageError(f"--rpc builds with GGML_RPC=ON, but --cmake-arg sets GGML_RPC={options['GGML_RPC']}",
+                             "Drop that --cmake-arg, or build without --rpc.")
+        # Added only on request: a build without --rpc keeps its options, and so its inputs hash.
+        options["GGML_RPC"] = "ON"
+        targets.append(RPC_WORKER)
+    return BuildPlan(profile, options, targets, patches, ui)
 
 
 def resolve_ui(settings: Settings, request: BuildRequest, runner: Runner, pin: Pin) -> UiPlan:

@@ -326,7 +326,11 @@ def probe_binary(bin_dir: Path, runner: Runner, server: Path | None = None) -> C
     version = runner.run([server, "--version"], timeout=60)
     help_ = runner.run([server, "--help"], timeout=60)
     devices = runner.run([server, "--list-devices"], timeout=120)
-    return capabilities_from(version.output, help_.output, devices.output)
+    caps = capabilities_from(version.output, help_.output, devices.output)
+    worker = Path(server).parent / "ggml-rpc-server"  # services/build.RPC_WORKER (a --rpc build)
+    if worker.is_file():
+        caps.rpc_worker = worker.name
+    return caps
 
 
 def probe_failure(profile: Profile, caps: Capabilities, options: dict[str, str] | None = None,

@@ -59,7 +59,34 @@ def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | N
     checks.append(core.check_hf_cache(str(cache) if cache else None, exists,
                                       tree_size(cache) if exists else None,
                                       exists and writable(cache)))
+    checks += _worker_checks(settings, current.manifest.build_number if current else None)
     return DoctorReport(status=core.overall(checks), checks=checks)
+
+
+def _worker_checks(settings, client_build: int | None) -> list[Check]:
+    """Every worker llmtp runs here, and every worker the rpc setting names."""
+    from llmtp.adapters.ports import connect_error
+    from llmtp.core.rpc import Endpoint, is_loopback, parse_endpoints
+    from llmtp.errors import LlmtpError
+    from llmtp.services import builds
+    from llmtp.services.worker import worker_records
+
+    numbers = {b.id: b.manifest.build_number for b in builds.list_builds(settings)}
+    local = {str(Endpoint(r.host, r.port)): r for r in worker_records(settings.state_dir)}
+    try:
+        wanted = [str(e) for e in parse_endpoints(settings.rpc)] if settings.rpc else []
+    except LlmtpError as exc:
+        return [Check(name="rpc setting", status="fail", detail=exc.message, fix=exc.hint)]
+    out = []
+    for address in dict.fromkeys([*local, *wanted]):
+        record = local.get(address)
+        host, _, port = address.rpartition(":")
+        why = connect_error(host.strip("[]"), int(port), 2.0)
+        out.append(core.check_rpc_worker(
+            address, None if why == "timed out" and record is not None else why,  # busy: one client at a time
+            numbers.get(record.build) if record is not None and record.build else None, client_build,
+            None if record is None or is_loopback(record.host) else record.host))
+    return out
 
 
 def _default_model_check(settings) -> Check:

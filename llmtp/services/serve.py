@@ -90,7 +90,7 @@ def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.services.ui import addresses
 
     out = []
-    for record in st.all_states(state_dir):
+    for record in (r for r in st.all_states(state_dir) if r.kind != "worker"):  # workers: services/rpc.py
         entry = record.model_dump()
         entry["uptime_s"] = round(time.time() - record.started_at, 1)
         entry["base_url"] = base_url_for(record.host, record.port)
@@ -134,6 +134,7 @@ class Prepared:
     reasons: list[dict] = field(default_factory=list)  # {what, value, reason}: the plan, explained
     warnings: list[str] = field(default_factory=list)
     planned: Planned | None = None
+    devices: list[dict] = field(default_factory=list)  # with --rpc: every device of the split, RPC first
 
 
 @dataclass
@@ -153,7 +154,6 @@ def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps
                 hardware=None, not_counting: frozenset[int] = frozenset()) -> Planned:
     """Resolve MODEL (alias, path, hf:org/repo:quant), plan it for this machine and this build.
     `not_counting`: pids whose memory the plan may use (a warm-started llama-server)."""
-    from llmtp.errors import UsageError
     from llmtp.services import models
     from llmtp.services.plan import hardware_for_build, plan_resolved
 
@@ -229,7 +229,8 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
                    probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None,
-                   not_counting: frozenset[int] = frozenset(), ui: bool = True) -> Prepared:
+                   not_counting: frozenset[int] = frozenset(), ui: bool = True,
+                   rpc: str | None = None) -> Prepared:
     """Resolve build, model and plan into one LaunchSpec, and check it is safe to run.
     `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server).
     `ui` False turns llama-server's web UI off."""
@@ -237,6 +238,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     from llmtp.core.plan import PlanRequest
     from llmtp.core.supervisor import load_budget_s
     from llmtp.errors import UsageError
+    from llmtp.services.rpc import rpc_split
 
     check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
     host = host or settings.host
@@ -300,11 +302,12 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         spec.parallel = parallel
     spec.api_key_file, spec.ui = api_key_file, ui
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
+    devices = rpc_split(settings, server, spec, rpc, reasons) if rpc else []  # names a dead worker first
     build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
     size = model_path.stat().st_size if model_path.is_file() else None
     return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
                     ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
-                    planned=planned)
+                    planned=planned, devices=devices)
 
 
 def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], None] | None:

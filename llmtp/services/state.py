@@ -55,6 +55,8 @@ class ServeState(BaseModel):
     api_key_file: str | None = None
     llmtp_proc: ProcRecord | None = None  # filled in by PortClaim.write: the writer itself
     server_proc: ProcRecord | None = None  # filled in by PortClaim.write: its llama-server child
+    kind: str = "server"  # "server" (llama-server) or "worker" (ggml-rpc-server, `llmtp worker`)
+    rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
 
 
 def state_path(state_dir: Path, port: int) -> Path:

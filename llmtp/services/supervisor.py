@@ -90,9 +90,15 @@ class Supervisor:
 
     def __init__(self, spec: LaunchSpec, launch: Launch, *, config: SupervisorConfig | None = None,
                  replan: Replan | None = default_replan, on_event: OnEvent | None = None,
-                 clock: Callable[[], float] = time.monotonic, on_tick: Callable[[Supervisor], None] | None = None):
+                 clock: Callable[[], float] = time.monotonic, on_tick: Callable[[Supervisor], None] | None = None,
+                 watch: Callable[[], str | None] | None = None,
+                 before_start: Callable[[threading.Event], None] | None = None):
+        """`on_tick`: advisory watchers (the live MTP check), called on health ticks, never a restart.
+        `watch`: checked with /health; a reason it returns is a crash (an RPC worker gone).
+        `before_start`: waits before each launch until it may run (the RPC workers answer) or stop is set."""
         self.spec, self._launch, self.config = spec, launch, config or SupervisorConfig()
-        self._on_tick = on_tick  # advisory watchers (the live MTP check): called on health ticks, never restart
+        self._on_tick = on_tick
+        self._watch_fn, self._before_start = watch, before_start
         self._replan, self._on_event, self._clock = replan, on_event, clock
         self.state = State.STOPPED
         self.proc: ServerProcess | None = None
@@ -133,7 +139,12 @@ class Supervisor:
                 self._fire(Event.STOP, "stopped")
 
     def _start_once(self) -> bool:
-        self._fire(Event.START, f"starting llama-server on {self.spec.host}:{self.spec.port}")
+        if self._before_start is not None:
+            self._before_start(self._stop)
+            if self._stop.is_set():
+                raise _Stopping
+        what = "ggml-rpc-server" if self.spec.model == "ggml-rpc-server" else "llama-server"
+        self._fire(Event.START, f"starting {what} on {self.spec.host}:{self.spec.port}")
         self.proc = self._launch(self.spec)
 
         def on_poll(_status: int | None) -> None:
@@ -190,6 +201,10 @@ class Supervisor:
                     return
                 if now - last_health >= cfg.health_every_s:
                     last_health = now
+                    gone = self._watch_fn() if self._watch_fn is not None else None
+                    if gone is not None:
+                        self._crashed(gone, uptime)
+                        return
                     if self._on_tick is not None:
                         self._on_tick(self)
                     if client.health(timeout=2.0) == 200:
@@ -282,12 +297,16 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                      on_event: OnEvent | None = None,
                      on_ready: Callable[[Supervisor], None] | None = None,
                      warm_start: WarmStart | None = None,
-                     on_tick: Callable[[Supervisor], None] | None = None) -> Supervisor:
+                     on_tick: Callable[[Supervisor], None] | None = None, kind: str = "server",
+                     launch: Launch | None = None, watch: Callable[[], str | None] | None = None,
+                     before_start: Callable[[threading.Event], None] | None = None) -> Supervisor:
     """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
     `warm_start`: the entry point's (services/warm_start.py): its llama-server is adopted when it runs
     what was planned now, and this launch is recorded for the next identical command line.
 
     SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
+    `kind`/`launch`: an RPC worker (services/rpc.py) runs under this same claim, record and supervisor
+    with its own launcher; `watch`/`before_start`: see Supervisor (a server's RPC workers).
     """
     import os
 
@@ -298,7 +317,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
 
     server_log = st.log_path(state_dir, spec.port)
     lock_file = st.lock_path(state_dir, spec.port)
-    argv = build_server_argv(str(server), caps, spec)
+    argv = build_server_argv(str(server), caps, spec) if launch is None else []
     # a warm start already holds the port's lock and runs llama-server: adopted only when it runs
     # exactly what was planned now, else stopped here (before the port check it would fail)
     warm, held, warm_note = (warm_start.handover(argv, server_log, lock_file) if warm_start is not None
@@ -317,10 +336,12 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             if note:
                 log.info("%s", note)
         rotation = LiveRotation(server_log).start()  # -lv 4 logs every request: bounded while serving
-        launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
-                               warm=warm)
+        if launch is None:
+            launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
+                                   warm=warm)
         record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
-                               build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file)
+                               build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file,
+                               kind=kind, rpc=list(spec.rpc))
 
         seen_ready: set[int] = set()
         remembered: list[int] = []
@@ -336,8 +357,10 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                     and sup.proc.pid not in seen_ready:
                 seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
                 on_ready(sup)
+            # not with RPC workers: a warm start would hold them (one client each) while this serve's
+            # own checks list their devices, and would skip the check that names a dead one
             if warm_start is not None and sup.state is State.READY and sup.proc is not None \
-                    and sup.proc.argv == argv and not remembered:
+                    and sup.proc.argv == argv and not remembered and not spec.rpc:
                 remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
                 warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
                                     port=spec.port, files=[str(server), spec.model], state_dir=state_dir,
@@ -345,7 +368,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             if on_event is not None:
                 on_event(sup, message)
 
-        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick)
+        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick,
+                         watch=watch, before_start=before_start)
         with on_stop_signals(sup.request_stop, install=install_signals):
             sup.run()
         return sup

@@ -281,18 +281,25 @@ def base_spec_for(target: Target, settings, mtp: MtpSettings | None = None, *,
 
 def run_verify(settings, model_ref: str | None, method: Method, *, tolerance: float = 0.10,
                update_baseline: bool = False, parallel: int | None = None, threads: int | None = None,
-               build=None, on_progress: Progress | None = None) -> VerifyReport:
+               build=None, on_progress: Progress | None = None, rpc: str | None = None) -> VerifyReport:
+    """`rpc`: HOST:PORT,... workers every launch (plain and MTP) spreads the model over, RPC devices first."""
     from llmtp.services import baseline as store
     from llmtp.services import model_settings
 
     target, build = gather_target(settings, model_ref, build=build)
+    base = base_spec_for(target, settings, parallel=parallel, threads=threads)
+    if rpc:
+        from llmtp.core.rpc import parse_endpoints
+        from llmtp.services.rpc import require_workers, split_launch
+
+        endpoints = parse_endpoints(rpc)
+        require_workers(endpoints)
+        split_launch(settings, build.server, base, endpoints)
     tuned = model_settings.load(settings, target.model_key)
     mtp = tuned if tuned is not None and tuned.enabled else MtpSettings(
         draft_model=str(target.sidecar) if target.sidecar else None)
     launcher = real_launcher(build.server, target.caps, Path(settings.state_dir) / "verify")
-    return verify(target, method, launcher, base_spec=base_spec_for(target, settings, parallel=parallel,
-                                                                     threads=threads),
-                  mtp=mtp, baseline_load=lambda k: store.load(settings, k),
+    return verify(target, method, launcher, base_spec=base, mtp=mtp, baseline_load=lambda k: store.load(settings, k),
                   baseline_save=lambda b: store.save(settings, b), tolerance=tolerance,
                   update_baseline=update_baseline, on_progress=on_progress)
 

@@ -14,6 +14,9 @@ TESTBED_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_c
 # current, so the test bed above is untouched. Built only by the tests that need the UI (`llama_ui_bin_dir`).
 TESTBED_UI_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, ui="on")
 TESTBED_UI_PLAN = UiPlan(mode="on", how="npm")
+# The same build with the RPC backend and its worker, for the distributed tests: a build of its own (its own
+# inputs hash), never made current, so the CPU test bed above keeps its hash and its current link.
+TESTBED_RPC_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, rpc=True, ui="off")
 
 
 def testbed_settings(home: Path):
@@ -80,6 +83,27 @@ def testbed_ui_build(home: Path, on_progress=None):
                      ui=TESTBED_UI_PLAN)
 
 
+def testbed_rpc_build(home: Path, on_progress=None) -> Path:
+    """Bin dir of the test bed's RPC build (llama-server + ggml-rpc-server) in `home`, built once.
+
+    Its own lock: a CPU test bed run never waits on this (longer) build, and two pytest processes that both
+    need it build it once.
+    """
+    from filelock import FileLock
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build import build
+    from llmtp.services.builds import find_installed
+
+    home.mkdir(parents=True, exist_ok=True)
+    settings = testbed_settings(home)
+    with FileLock(str(home / "testbed-rpc-build.lock")):
+        existing = find_installed(settings, testbed_inputs_hash(TESTBED_RPC_REQUEST))
+        if existing is not None:
+            return existing.bin_dir
+        return build(settings, TESTBED_RPC_REQUEST, SubprocessRunner(), on_progress or _print_progress).bin_dir
+
+
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
     import sys
@@ -92,5 +116,6 @@ def _print_progress(event: BuildEvent) -> None:
 # Names start with "test": keep pytest from collecting them when a test module imports them.
 testbed_build.__test__ = False  # type: ignore[attr-defined]
 testbed_settings.__test__ = False  # type: ignore[attr-defined]
+testbed_rpc_build.__test__ = False  # type: ignore[attr-defined]
 testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
 testbed_ui_build.__test__ = False  # type: ignore[attr-defined]
