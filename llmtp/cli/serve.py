@@ -28,6 +28,8 @@ def serve(
                                            **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models "
+                                        "(default: the llmtp alias, else the file name without .gguf)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -45,7 +47,7 @@ def serve(
     early_pid = warm.running_pid() if warm is not None else None
     prepared = svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
-                                  server=Path(server) if server else None,
+                                  server=Path(server) if server else None, alias=alias,
                                   not_counting=frozenset([early_pid]) if early_pid else frozenset())
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     for note in prepared.notes:
@@ -79,13 +81,22 @@ def serve(
     argv = _foreground_argv()
     early = warm.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port)) if warm else None
     record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
+    from llmtp.adapters.server_process import base_url_for
+
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
-            "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}
+            "url": base_url_for(record.host, record.port), "model": record.model, "build": record.build,
+            **svc.client_endpoint(record.host, record.port, record.api_key_file, record.alias)}
     if as_json:
         emit_json(data)
     else:
         typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
                    f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
+        typer.echo(_client_line(data))
+
+
+def _client_line(e: dict) -> str:
+    key = "an API key (from --api-key-file)" if e["api_key_required"] else "no API key (any value works)"
+    return f"OpenAI clients: base URL {e['openai_base_url']}, model \"{e['model_name']}\", {key}"
 
 
 def _foreground_argv() -> list[str]:
@@ -123,6 +134,8 @@ def status(
         table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
                       str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
     console().print(table)
+    for e in entries:
+        typer.echo(f"port {e['port']}: {_client_line(e)}")
 
 
 def _note(line: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.launch import LaunchSpec
+from llmtp.core.launch import LaunchSpec, alias_problem, default_alias
 from llmtp.errors import ConfigError, NetworkError, ServeError
 from llmtp.services.supervisor import (  # noqa: F401 re-exported: callers import these from here
     Launch,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run n
 # pyflakes reads __all__ (not noqa): the supervision names stay importable from here as before.
 __all__ = [
     "LOOPBACK", "Launch", "OnEvent", "PlanFn", "Planned", "Prepared", "Replan", "Supervisor",
-    "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "default_replan",
+    "SupervisorConfig", "cached_capabilities", "calibration_hook", "check_port_free", "client_endpoint", "default_replan",
     "detach", "launched", "make_launcher", "notify_ready", "plan_launch", "prepare_launch", "read_api_key",
     "serve_foreground", "status_report", "stop_served",
 ]
@@ -120,6 +120,7 @@ def _status_entries(state_dir: Path) -> list[dict]:
         entry = record.model_dump()
         entry["uptime_s"] = round(time.time() - record.started_at, 1)
         entry["base_url"] = base_url_for(record.host, record.port)
+        entry.update(client_endpoint(record.host, record.port, record.api_key_file, record.alias))
         entry["tokens_per_second"] = entry["mtp_acceptance"] = None
         # the last finished request, from llama-server's own timing lines in its log
         last = last_request(_log_tail(Path(record.log_path)))
@@ -135,6 +136,14 @@ def _status_entries(state_dir: Path) -> list[dict]:
             pass  # not ready, --metrics off, or the key refused: unknown stays None
         out.append(entry)
     return out
+
+
+def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str | None) -> dict:
+    """What an OpenAI client needs: the base URL (`.../v1`), whether it must send a key, the model name."""
+    from llmtp.adapters.server_process import base_url_for
+
+    return {"openai_base_url": base_url_for(host, port) + "/v1", "api_key_required": api_key_file is not None,
+            "model_name": alias}
 
 
 def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
@@ -197,6 +206,7 @@ def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps
                          f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
     result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps, not_counting=not_counting))
     spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
+    spec.alias = default_alias(str(resolved.path), resolved.alias or (resolved.entry.alias if resolved.entry else None))
     return Planned(spec=spec, plan=result.plan, calibration_key=result.calibration_key,
                    corrections=result.corrections)
 
@@ -249,7 +259,7 @@ def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
 def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: int | None = None,
                    ctx: int | None = None, no_mtp: bool = False, parallel: int | None = None,
                    api_key_file: str | None = None, extra: list[str] | None = None,
-                   server: Path | None = None, plan: PlanFn = plan_launch,
+                   server: Path | None = None, alias: str | None = None, plan: PlanFn = plan_launch,
                    probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None,
@@ -262,6 +272,9 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     from llmtp.errors import UsageError
 
     check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
+    if alias is not None and (why := alias_problem(alias)) is not None:
+        raise UsageError(f"--alias {alias!r} cannot name the model: {why}",
+                         "Pass one name without commas, e.g. `--alias my-model`.")
     host = host or settings.host
     port = port or settings.port
     notes: list[str] = []
@@ -322,6 +335,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     if parallel is not None and not spec.mtp.enabled:
         spec.parallel = parallel
     spec.api_key_file = api_key_file
+    spec.alias = alias or spec.alias or default_alias(spec.model, None)
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
     build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
     size = model_path.stat().st_size if model_path.is_file() else None
