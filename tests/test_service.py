@@ -174,7 +174,7 @@ def test_gpu_device_nodes(model, devices, allowed):
     ("model", "/m/x.gguf\nExecStartPre=evil"),
     ("model", "/m/x\r.gguf"),
     ("extra", ["--chat-template", "a\nExecStartPre=/bin/evil"]),
-    ("extra", ["--alias", "x\x1b[2J"]),
+    ("extra", ["--chat-template", "x\x1b[2J"]),
 ])
 def test_control_characters_are_refused(tmp_path, field, value):
     model = tmp_path / ("x.gguf" if field != "model" else value.rsplit("/", 1)[1])

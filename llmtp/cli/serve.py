@@ -122,18 +122,20 @@ def status(
     if not entries:
         typer.echo("no server running")
         return
-    from rich.table import Table
+    from llmtp.cli._out import human_bytes, table
 
-    table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept")
+    t = table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
+              "MTP accept", "RSS", "VRAM")
     for e in entries:
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
-        table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc)
-    console().print(table)
+        vram = "not seen by NVML" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
+        t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                  str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
+                  human_bytes(e["rss_bytes"]), vram)
+    console().print(t)
     for e in entries:
         typer.echo(f"port {e['port']}: {_client_line(e)}")
 
