@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "inspect",
     "build",
     "serve",
+    "run",
     "service",
     "verify",
     "tune",
