@@ -35,13 +35,23 @@ def to_jsonable(data: Any) -> Any:
 PIPE_WIDTH = 1000
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False, markup: bool = True):
+    """A rich console for people. markup=False for output that is all data (names, paths, notes), which
+    may hold brackets: `[default]` would otherwise be read as a style and vanish. Where a line mixes
+    llmtp's own markup with data, the data goes through `esc`."""
     from rich.console import Console
 
-    con = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=markup)
     if not con.is_terminal:
-        con = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=markup, width=PIPE_WIDTH)
     return con
+
+
+def esc(value: object) -> str:
+    """`value` as text that rich prints as written, inside a line that carries markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 class _PlainTable:

@@ -145,7 +145,8 @@ def _note(line: str) -> None:
 
 
 def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).",
-                                           **limits.option(limits.Port))) -> None:
+                                           **limits.option(limits.Port)),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
     from llmtp.services import state as st
     from llmtp.services.serve import stop_served
@@ -153,6 +154,11 @@ def stop(port: Optional[int] = typer.Option(None, help="Port of the server to st
     state_dir = _settings().state_dir
     ports = [port] if port is not None else st.recorded_ports(state_dir)
     stopped = [p for p in ports if stop_served(state_dir, p, on_note=_note)]
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"stopped": stopped})
+        return
     typer.echo(f"stopped port(s) {', '.join(map(str, stopped))}" if stopped else "no server running")
 
 

@@ -20,17 +20,21 @@ class _RichReporter:
         self.phase = None
 
     def step(self, index: int, name: str, title: str) -> None:
-        self.con.print(f"[bold][{index}/6] {title}[/]")
+        from llmtp.cli._out import esc
+        self.con.print(f"[bold]\\[{index}/6] {esc(title)}[/]")
 
     def info(self, text: str) -> None:
-        self.con.print(f"  {text}")
+        from llmtp.cli._out import esc
+        self.con.print(f"  {esc(text)}")
 
     def warn(self, text: str) -> None:
-        self.con.print(f"  [yellow]warning:[/] {text}")
+        from llmtp.cli._out import esc
+        self.con.print(f"  [yellow]warning:[/] {esc(text)}")
 
     def result(self, step) -> None:
+        from llmtp.cli._out import esc
         self.compile.close()
-        self.con.print(f"  {self.MARK[step.status]}: {step.summary}")
+        self.con.print(f"  {self.MARK[step.status]}: {esc(step.summary)}")
 
     def build_event(self, event) -> None:
         if event.phase != self.phase:
@@ -56,6 +60,7 @@ def setup(
                                                                 "answers, else the pinned PyPI source)."),
 ) -> None:
     """Detect, build, choose a model, pull/plan/serve it, verify it; re-running changes nothing."""
+    from llmtp.cli._out import esc
     import sys
 
     from llmtp.cli._out import console, emit_json
@@ -79,7 +84,7 @@ def setup(
         emit_json(result.as_dict())
         return
     color = "green" if result.changed else "cyan"
-    con.print(f"[bold {color}]{result.message}[/]")
+    con.print(f"[bold {color}]{esc(result.message)}[/]")
     if any(s.name == "serve" and s.data.get("url") for s in result.steps):
         con.print("next: `llmtp status`, `llmtp logs -f`, `llmtp stop`")
 

@@ -10,9 +10,10 @@ from llmtp.core import limits
 
 
 def render(decision, target, con) -> None:
+    from llmtp.cli._out import esc
     from rich.table import Table
 
-    con.print(f"[bold]llmtp tune[/] {target.model_path}")
+    con.print(f"[bold]llmtp tune[/] {esc(target.model_path)}")
     t = Table(show_edge=False, pad_edge=False)
     for col in ("configuration", "tok/s (median)", "min-max", "accept", ""):
         t.add_column(col, justify="left" if col in ("configuration", "") else "right")
@@ -24,7 +25,7 @@ def render(decision, target, con) -> None:
     if decision.trials:
         con.print(t)
     color = "green" if decision.chosen.enabled else "yellow"
-    con.print(f"[bold {color}]{decision.label}[/]: {decision.reason}")
+    con.print(f"[bold {color}]{esc(decision.label)}[/]: {esc(decision.reason)}")
     con.print("stored for `llmtp serve` in this model's settings")
 
 

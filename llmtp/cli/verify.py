@@ -38,16 +38,17 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 
 def render(report, con) -> None:
     """The human report; --json prints the same `report` as data."""
+    from llmtp.cli._out import esc
     from rich.table import Table
 
     mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[dim]-   [/]"}
-    con.print(f"[bold]llmtp verify[/] {report.model}")
+    con.print(f"[bold]llmtp verify[/] {esc(report.model)}")
     con.print(f"build {report.build_id or '?'} ({report.profile or '?'}), GPU {report.gpu or 'none'}; "
               f"{report.method.n_predict} tokens, {report.method.warmups} warm-up(s), median of "
               f"{report.method.runs}, seed {report.method.seed}")
     for name in ("build", "gpu", "model", "runtime"):
         m = getattr(report.markers, name)
-        con.print(f"  {name:<8} {mark[m.ok]} {m.detail}")
+        con.print(f"  {name:<8} {mark[m.ok]} {esc(m.detail)}")
     if report.cases:
         t = Table(show_edge=False, pad_edge=False)
         for col in ("case", "plain tok/s", "MTP tok/s", "speedup (min-max)", "accept", "PP change"):
@@ -68,9 +69,9 @@ def render(report, con) -> None:
         con.print(f"baseline (build {b['build_id'] or '?'}): MTP tok/s {change}, tolerance "
                   f"{b['tolerance'] * 100:.0f}%" + (f" ({b['note']})" if b.get("note") else ""))
     for w in report.warnings:
-        con.print(f"[yellow]note:[/] {w}")
+        con.print(f"[yellow]note:[/] {esc(w)}")
     color = "green" if report.verdict.code == 0 else "red"
-    con.print(f"[bold {color}]{report.verdict.title}[/] (exit {int(report.verdict.code)}): {report.verdict.reason}")
+    con.print(f"[bold {color}]{report.verdict.title}[/] (exit {int(report.verdict.code)}): {esc(report.verdict.reason)}")
 
 
 def verify_cmd(
