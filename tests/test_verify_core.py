@@ -139,8 +139,60 @@ def test_method_presets():
     assert v.Method.preset("thorough").model_dump(include={"n_predict", "warmups", "runs"}) == \
         {"n_predict": 2000, "warmups": 5, "runs": 10}
     d = v.Method.preset("default")
-    assert (d.n_predict, d.warmups, d.runs, d.temperatures) == (512, 2, 5, [0.0, 0.7])
-    assert v.Method.preset("quick").runs < d.runs
+    assert (d.sequential, d.budget_s, d.n_predict, d.warmups, d.runs, d.temperatures) == \
+        (True, 60.0, 128, 1, 3, [0.0, 0.7])
+    assert not v.Method.preset("thorough").sequential and not v.Method.preset("quick").sequential
+
+
+def test_speedup_interval_on_paired_ratios():
+    iv = v.speedup_interval([1.5, 1.5, 1.5])
+    assert iv.pairs == 3 and iv.speedup == pytest.approx(1.5) and iv.low == pytest.approx(1.5)
+    one = v.speedup_interval([2.0])
+    assert one.speedup == pytest.approx(2.0) and one.low is None and one.high is None
+    assert v.speedup_interval([]) is None
+    wide = v.speedup_interval([0.8, 1.6, 1.1])
+    assert wide.low < 1.0 < wide.high  # 3 pairs this spread cannot tell
+
+
+def test_sequential_stops_as_soon_as_the_interval_clears_the_threshold():
+    def stop(ratios, spent=1.0, budget=60.0, min_pairs=3):
+        return v.sequential_stop(ratios, 1.0, min_pairs=min_pairs, spent_s=spent, budget_s=budget)
+
+    assert stop([1.50, 1.52]) is None  # clear, but fewer pairs than asked for
+    assert stop([1.50, 1.52, 1.49]) == "above"
+    assert stop([0.61, 0.60, 0.62]) == "below"
+    assert stop([0.9, 1.2, 1.05]) is None  # straddles 1.0: measure on
+    assert stop([0.9, 1.2, 1.05], spent=60.0) == "budget"
+    assert stop([1.5], min_pairs=1) is None  # one pair has no spread: never decided by it
+    # the next pair would overrun the budget: stop now, even before min_pairs (the wall time stays bounded)
+    assert v.sequential_stop([0.9, 1.2], 1.0, min_pairs=3, spent_s=50, budget_s=60, next_cost_s=12) == "budget"
+    assert v.sequential_stop([0.9, 1.2], 1.0, min_pairs=3, spent_s=50, budget_s=60, next_cost_s=8) is None
+    assert v.sequential_stop([], 1.0, min_pairs=3, spent_s=70, budget_s=60) is None  # no pair yet: measure one
+
+
+def test_sequential_decides_for_synthetic_arms_in_few_pairs():
+    # Noisy samples (+-10% per run) of a 1.5x speedup and of a 0.6x slowdown: a handful of pairs decides.
+    import random
+
+    rng = random.Random(7)
+    for true, want in ((1.5, "above"), (0.6, "below")):
+        ratios: list[float] = []
+        while (got := v.sequential_stop(ratios, 1.0, min_pairs=3, spent_s=len(ratios), budget_s=60)) is None:
+            ratios.append(true * rng.uniform(0.9, 1.1) / rng.uniform(0.9, 1.1))
+        assert got == want and len(ratios) <= 6
+
+def test_sequential_rarely_decides_when_there_is_no_effect():
+    # 200 streams of 20 pairs with a true speedup of 1.0: looking after every pair must not turn noise
+    # into a verdict often (the per-look 99% level keeps the overall error near the nominal 5%).
+    import random
+
+    rng = random.Random(11)
+    wrong = 0
+    for _ in range(200):
+        ratios = [rng.uniform(0.9, 1.1) / rng.uniform(0.9, 1.1) for _ in range(20)]
+        wrong += any(v.sequential_stop(ratios[:n], 1.0, min_pairs=3, spent_s=0, budget_s=60) is not None
+                     for n in range(3, 21))
+    assert wrong <= 20
 
 
 def _baseline(**mtp):
@@ -169,3 +221,14 @@ def test_baseline_key_is_a_safe_file_name():
     assert bl.baseline_key("Qwen 3.6-27B-123-abc", "cuda", "NVIDIA GeForce RTX 4090") == \
         "Qwen_3.6-27B-123-abc__cuda__NVIDIA_GeForce_RTX_4090"
     assert bl.baseline_key("m", None, None) == "m__unknown__nogpu"
+
+
+def test_run_tokens_fit_the_minimum_pairs_into_the_budget():
+    # 100 and 50 tok/s: a token pair costs 0.03 s; 3 pairs in 45 s fit 500 tokens, so the asked 128 stand
+    assert v.run_tokens(128, 45.0, 3, 100.0, 50.0) == 128
+    # rejected drafts on a busy CPU: 1 tok/s MTP, 10 plain: 1.1 s per token pair, 3 pairs in 45 s -> 13,
+    # floored at 32
+    assert v.run_tokens(128, 45.0, 3, 1.0, 10.0) == 32
+    assert v.run_tokens(128, 45.0, 3, 4.0, 20.0) == 50
+    assert v.run_tokens(128, 45.0, 3, None, 20.0) == 128  # speed unknown: as asked
+    assert v.run_tokens(16, 45.0, 3, 1.0, 1.0) == 16  # never more than asked, even under the floor

@@ -196,3 +196,185 @@ def test_busy_machine_warning(tmp_path):
 
     report, _ = run(tmp_path, launch)
     assert any(w.startswith("runs varied by more than 1.5x (code@0") for w in report.warnings)
+
+
+class Clock:
+    """Each completion takes `step` seconds of fake time."""
+
+    def __init__(self, step=1.0):
+        self.t, self.step = 0.0, step
+
+    def __call__(self):
+        self.t += self.step
+        return self.t
+
+
+SEQ = Method.preset("default").model_copy(update={"n_predict": 16})
+
+
+def ordered_launcher(events, plain_tps=10.0, mtp_tps=20.0, draft=(16, 16)):
+    """Like fake_launcher, but records launches, completions and closes in one list, in order."""
+
+    class H(FakeHandle):
+        def __init__(self, name, *a):
+            super().__init__(*a)
+            self.name = name
+
+        def complete(self, prompt, **kw):
+            events.append(f"{self.name} run")
+            return super().complete(prompt, **kw)
+
+    @contextmanager
+    def launch(spec):
+        name = "mtp" if spec.mtp.enabled else "plain"
+        events.append(f"{name} up")
+        try:
+            yield H(name, mtp_tps, True, draft) if spec.mtp.enabled else H(name, plain_tps, False, None)
+        finally:
+            events.append(f"{name} down")
+
+    return launch
+
+
+def test_sequential_alternates_arms_and_stops_once_the_interval_is_clear(tmp_path):
+    events = []
+    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base_spec=SPEC, clock=Clock())
+    assert report.verdict.code == VerdictCode.PASS
+    seq = report.sequential
+    assert seq.stopped == "above" and 3 <= seq.pairs <= 4 and seq.interval.low > 1.0
+    assert report.speedup == pytest.approx(seq.interval.speedup)
+    # CPU build: both servers up at once; after the probe (MTP's warm-up) and plain's warm-up, runs alternate.
+    assert events[:4] == ["mtp up", "mtp run", "plain up", "plain run"]
+    runs = [e for e in events[4:] if e.endswith("run")]
+    assert runs[:6] == ["mtp run", "plain run", "plain run", "mtp run", "mtp run", "plain run"]
+    assert sorted(events[-2:]) == ["mtp down", "plain down"]
+    assert report.acceptance == 1.0 and report.cases[0].case.key == "code@0"
+
+
+def test_sequential_slower_arm_exits_13_and_budget_bounds_an_undecided_check(tmp_path):
+    report = verify(target(tmp_path), SEQ, ordered_launcher([], plain_tps=20.0, mtp_tps=8.0, draft=(16, 1)),
+                    base_spec=SPEC, clock=Clock())
+    assert report.verdict.code == VerdictCode.MTP_SLOWER and report.sequential.stopped == "below"
+
+    class Coin(FakeHandle):  # MTP wins and loses by turns: no interval ever clears 1.0
+        def complete(self, prompt, **kw):
+            t = super().complete(prompt, **kw)
+            t["predicted_per_second"] = 13.0 if self.calls % 2 else 7.0
+            return t
+
+    @contextmanager
+    def launch(spec):
+        yield Coin(10.0, True, (16, 8)) if spec.mtp.enabled else FakeHandle(10.0, False, None)
+
+    clock = Clock(step=2.0)
+    report = verify(target(tmp_path), SEQ.model_copy(update={"budget_s": 20.0}), launch, base_spec=SPEC, clock=clock)
+    seq = report.sequential
+    # probe 2 s + one warm-up per server 4 s + 4 s per pair: a fourth pair would end at 22 s, past the budget
+    assert seq.stopped == "budget" and seq.generation_s == 18.0 and seq.pairs == 3
+    assert any(w.startswith("the 20 s budget ran out before the speedup's interval cleared") for w in report.warnings)
+
+
+def test_sequential_on_a_gpu_build_runs_one_server_at_a_time(tmp_path):
+    from llmtp.core.capabilities import Device
+
+    caps = MTP_CAPS.model_copy(update={"devices": [Device(id="CUDA0", backend="CUDA", name="RTX")]})
+    events = []
+    report = verify(target(tmp_path, caps=caps), SEQ, ordered_launcher(events), base_spec=SPEC, clock=Clock())
+    assert report.verdict.code == VerdictCode.PASS
+    up = 0
+    for e in events:  # never two servers at once
+        up += {"up": 1, "down": -1}.get(e.split()[1], 0)
+        assert up <= 1
+    assert events.count("mtp up") == report.sequential.pairs // 4 + (report.sequential.pairs % 4 > 0)
+    assert report.sequential.pairs % 4 == 0  # whole rounds: every case on both arms
+
+
+def test_a_plain_server_that_fails_to_start_is_an_error_not_an_inactive_mtp(tmp_path):
+    @contextmanager
+    def launch(spec):
+        if not spec.mtp.enabled:
+            raise ServeError("llama-server exited with code 1 while loading")
+        yield FakeHandle(20.0, True, (16, 16))
+
+    with pytest.raises(ServeError):
+        verify(target(tmp_path), SEQ, launch, base_spec=SPEC, clock=Clock())
+    with pytest.raises(ServeError):
+        verify(target(tmp_path), METHOD, launch, base_spec=SPEC)
+
+
+def test_cli_budget_goes_to_the_method_and_not_with_thorough(tmp_path, monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+    from llmtp.services import verify as svc
+
+    seen = {}
+
+    def fake_run_verify(settings, model, method, **kw):
+        seen["method"] = method
+        return verify(target(tmp_path), method, fake_launcher(), base_spec=SPEC, clock=Clock())
+
+    monkeypatch.setattr(svc, "run_verify", fake_run_verify)
+    ok = CliRunner().invoke(app, ["verify", "m.gguf", "--budget", "30"])
+    assert ok.exit_code == 0, ok.output
+    assert seen["method"].sequential and seen["method"].budget_s == 30.0
+    assert "alternating plain and MTP runs, " in ok.output
+    assert "99% interval" in ok.output and "stopped early" in ok.output
+    from llmtp.cli.main import run as entry
+
+    with pytest.raises(SystemExit) as exc:
+        entry(["verify", "m.gguf", "--thorough", "--budget", "30"])
+    assert exc.value.code == 2
+    assert "--budget applies to the default sequential check" in " ".join(capsys.readouterr().err.split())
+    CliRunner().invoke(app, ["verify", "m.gguf", "--thorough"])
+    assert seen["method"].sequential is False and seen["method"].n_predict == 2000
+
+
+def test_sequential_runs_are_shortened_so_a_slow_arm_still_makes_pairs(tmp_path):
+    seen = []
+
+    class Slow(FakeHandle):
+        def complete(self, prompt, *, n_predict, **kw):
+            seen.append(n_predict)
+            return super().complete(prompt, n_predict=n_predict, **kw)
+
+    @contextmanager
+    def launch(spec):
+        yield Slow(2.0, True, (16, 0)) if spec.mtp.enabled else Slow(20.0, False, None)
+
+    method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 20.0})
+    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    # warm-ups at 4 and 21 tok/s: a 128-token pair would cost 38 s of a 20 s budget; 3 pairs fit 22
+    # tokens per run, raised to the 32-token floor
+    assert report.sequential.n_predict == 32 and set(seen[3:]) == {32}
+    assert report.verdict.code == VerdictCode.MTP_SLOWER
+
+
+def test_sequential_refits_the_run_length_to_the_mean_time_per_token_seen(tmp_path):
+    seen = []
+
+    class PromptSpeed(FakeHandle):  # MTP drafts badly on prose: 2 tok/s there, 40 on code
+        def complete(self, prompt, *, n_predict, **kw):
+            t = super().complete(prompt, n_predict=n_predict, **kw)
+            if self.draft:
+                t["predicted_per_second"] = 40.0 if "python" in prompt else 2.0
+                seen.append(n_predict)
+            return t
+
+    @contextmanager
+    def launch(spec):
+        yield PromptSpeed(20.0, True, (16, 1)) if spec.mtp.enabled else FakeHandle(20.0, False, None)
+
+    method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 60.0})
+    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    seq = report.sequential
+    assert seq.n_predict == 128 and seq.n_predict_last < 128  # after the 2 tok/s prose pair: shorter runs
+    assert seen[0] == 32 and seen[1] == 128 and seen[2] == 128 and min(seen[3:]) < 128  # probe, code, prose
+
+
+def test_a_pass_stores_the_break_even_acceptance_for_the_live_check(tmp_path):
+    # acceptance 1.0; the fake's /metrics has no draft_tokens counter, so n-max 3 stands in for the drafted
+    # tokens per step: a step costs c = (1 + 3) / speedup plain tokens, and a* = (c - 1) / 3
+    report, settings = run(tmp_path, fake_launcher())
+    assert report.break_even_acceptance == pytest.approx((4 / report.speedup - 1) / 3)
+    assert store.load(settings, "m-1000-abc__cpu__nogpu").break_even_acceptance == report.break_even_acceptance

@@ -66,6 +66,9 @@ def serve(
             typer.echo(shlex.join(argv))
         return
     if foreground:
+        from llmtp.services.live_check import live_check_hook
+        from llmtp.services.state import log_path as state_log_path
+
         def on_event(sup, message: str) -> None:
             typer.echo(f"[{sup.state.value}] {message}", err=True)
 
@@ -74,6 +77,8 @@ def serve(
                              config=svc.SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
                              on_event=on_event,
                              on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
+                             on_tick=live_check_hook(settings, prepared.spec.model,
+                                                     state_log_path(settings.state_dir, prepared.spec.port)),
                              warm_start=warm)
         return
     from llmtp.services.state import detach_out_path
@@ -115,17 +120,20 @@ def status(
     from llmtp.cli._out import console, emit_json
     from llmtp.services.serve import status_report
 
-    entries = status_report(_settings().state_dir, on_note=_note)
+    from llmtp.services.live_check import annotate
+
+    settings = _settings()
+    entries = annotate(settings, status_report(settings.state_dir, on_note=_note))
     if as_json:
         emit_json(entries)
         return
     if not entries:
         typer.echo("no server running")
         return
-    from llmtp.cli._out import human_bytes, table
+    from llmtp.cli._out import esc, human_bytes, table
 
     t = table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-              "MTP accept", "RSS", "VRAM")
+              "MTP accept", "MTP live", "RSS", "VRAM")
     for e in entries:
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
@@ -134,10 +142,14 @@ def status(
         vram = "not seen by NVML" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
         t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
                   str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
-                  human_bytes(e["rss_bytes"]), vram)
+                  e["mtp_live"]["state"], human_bytes(e["rss_bytes"]), vram)
     console().print(t)
     for e in entries:
         typer.echo(f"port {e['port']}: {_client_line(e)}")
+    for e in entries:
+        if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
+            console().print(f"[yellow]port {e['port']}:[/] {esc(e['mtp_live']['detail'])}; "
+                            f"fix: `{esc(e['mtp_live']['fix'])}`")
 
 
 def _note(line: str) -> None:

@@ -14,50 +14,61 @@ def render(decision, target, con) -> None:
     from rich.table import Table
 
     con.print(f"[bold]llmtp tune[/] {esc(target.model_path)}")
-    t = Table(show_edge=False, pad_edge=False)
-    for col in ("configuration", "tok/s (median)", "min-max", "accept", ""):
+    t = Table(show_edge=False, pad_edge=False, title="selection prompts")
+    for col in ("configuration", "tok/s (median)", "min-max", "vs plain", "accept", ""):
         t.add_column(col, justify="left" if col in ("configuration", "") else "right")
     for tr in decision.trials:
         st = tr.tokens_per_s
         chosen = "<- chosen" if tr.mtp == decision.chosen else ""
         t.add_row(tr.label, f"{st.median:.1f}" if st else "-", f"{st.min:.1f}-{st.max:.1f}" if st else "-",
+                  f"{tr.speedup:.2f}x" if tr.speedup is not None else "-",
                   f"{tr.acceptance:.2f}" if tr.acceptance is not None else "-", tr.error or chosen)
     if decision.trials:
         con.print(t)
+    if decision.heldout:
+        h = Table(show_edge=False, pad_edge=False, title="held-out prompts (speedup against plain)")
+        names = list(dict.fromkeys(n for j in decision.heldout for n in j.speedups))
+        for col in ("configuration", *names, "median", "min-max", ""):
+            h.add_column(col, justify="left" if col in ("configuration", "") else "right")
+        for j in decision.heldout:
+            sp = j.spread
+            h.add_row(j.label, *[f"{j.speedups[n]:.2f}x" if n in j.speedups else "-" for n in names],
+                      f"{sp.median:.2f}x" if sp else "-", f"{sp.min:.2f}-{sp.max:.2f}x" if sp else "-",
+                      "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected"))
+        con.print(h)
     color = "green" if decision.chosen.enabled else "yellow"
     con.print(f"[bold {color}]{esc(decision.label)}[/]: {esc(decision.reason)}")
+    if decision.chosen.enabled and decision.speedup is not None:
+        con.print(f"held-out speedup {decision.speedup:.2f}x plain"
+                  + (f", break-even acceptance {decision.break_even_acceptance:.2f}"
+                     if decision.break_even_acceptance is not None else ""))
     con.print("stored for `llmtp serve` in this model's settings")
 
 
 def tune_cmd(
     model: Optional[str] = typer.Argument(None, help="GGUF path or alias (default: the default model)."),
     json_out: bool = typer.Option(False, "--json", help="Print the decision and every trial as JSON."),
-    runs: int = typer.Option(3, "--runs", **limits.option(limits.Runs), help="Measured runs per prompt and configuration."),
-    warmups: int = typer.Option(1, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per prompt and configuration."),
-    n_predict: int = typer.Option(256, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run."),
+    runs: int = typer.Option(2, "--runs", **limits.option(limits.Runs), help="Measured runs per prompt and configuration."),
+    warmups: int = typer.Option(1, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per configuration."),
+    n_predict: int = typer.Option(128, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run."),
     min_gain: float = typer.Option(0.03, "--min-gain", **limits.option(limits.Gain),
-                                   help="Keep MTP only when at least this much faster than plain (0.03 = 3%)."),
-    prompt: Optional[list[str]] = typer.Option(None, "--prompt",
-                                               help="Prompt kind to measure: code, prose (repeatable; default both)."),
+                                   help="Keep MTP only when its held-out median is this much faster (0.03 = 3%)."),
+    noise_band: float = typer.Option(0.05, "--noise-band", **limits.option(limits.Fraction),
+                                     help="No held-out prompt may be slower than plain by more (0.05 = 5%)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
                                           **limits.option(limits.Threads)),
 ) -> None:
-    """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod; keep the fastest, or MTP off."""
+    """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod on half of the prompt
+    suite; keep the winner only if it also wins on the held-out half, else MTP off."""
     from llmtp.cli._out import console, emit_json
     from llmtp.services.tune import run_tune, tune_method
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     method = tune_method(n_predict=n_predict, warmups=warmups, runs=runs)
-    if prompt:
-        bad = sorted(set(prompt) - {"code", "prose"})
-        if bad:
-            from llmtp.errors import UsageError
-
-            raise UsageError(f"Unknown prompt kind {', '.join(bad)}", "Use code or prose.")
-        method = method.model_copy(update={"prompts": prompt})
+    kw = dict(min_gain=min_gain, noise_band=noise_band, threads=threads)
     if json_out:
-        decision, target = run_tune(settings, model, method, min_gain=min_gain, threads=threads)
+        decision, target = run_tune(settings, model, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})
         return
     from rich.progress import Progress
@@ -68,7 +79,7 @@ def tune_cmd(
         def on_trial(trial, done, total):
             progress.update(task, completed=done, total=total, description=f"measured {trial.label}")
 
-        decision, target = run_tune(settings, model, method, min_gain=min_gain, threads=threads, on_trial=on_trial)
+        decision, target = run_tune(settings, model, method, on_trial=on_trial, **kw)
     render(decision, target, console())
 
 

@@ -16,15 +16,19 @@ EXIT_CODES_HELP = (
 
 
 def method_from(quick: bool, thorough: bool, runs: int | None, warmups: int | None, n_predict: int | None,
-                temperatures: list[float] | None):
+                temperatures: list[float] | None, budget: float | None = None):
     from llmtp.core.verify import Method
     from llmtp.errors import UsageError
 
     if quick and thorough:
         raise UsageError("--quick and --thorough exclude each other", "Pick one.")
+    if budget is not None and (quick or thorough):
+        which = "--quick" if quick else "--thorough"
+        raise UsageError(f"--budget applies to the default sequential check, not to {which}",
+                         "Drop --budget, or drop --quick/--thorough to stop on the budget.")
     method = Method.preset("quick" if quick else "thorough" if thorough else "default")
     updates = {k: v for k, v in {"runs": runs, "warmups": warmups, "n_predict": n_predict,
-                                 "temperatures": temperatures or None}.items() if v is not None}
+                                 "temperatures": temperatures or None, "budget_s": budget}.items() if v is not None}
     return method.model_copy(update=updates)
 
 
@@ -43,9 +47,15 @@ def render(report, con) -> None:
 
     mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[dim]-   [/]"}
     con.print(f"[bold]llmtp verify[/] {esc(report.model)}")
+    seq = report.sequential
+    how = (f"alternating plain and MTP runs, {seq.pairs} pair(s) in {seq.generation_s:.0f} s of generation "
+           f"(budget {seq.budget_s:g} s)" if seq else
+           f"{report.method.warmups} warm-up(s), median of {report.method.runs}")
+    tokens: object = seq.n_predict if seq and seq.n_predict else report.method.n_predict
+    if seq and seq.n_predict_last and seq.n_predict_last != seq.n_predict:
+        tokens = f"{seq.n_predict}-{seq.n_predict_last}"
     con.print(f"build {report.build_id or '?'} ({report.profile or '?'}), GPU {report.gpu or 'none'}; "
-              f"{report.method.n_predict} tokens, {report.method.warmups} warm-up(s), median of "
-              f"{report.method.runs}, seed {report.method.seed}")
+              f"{tokens} tokens, {how}, seed {report.method.seed}")
     for name in ("build", "gpu", "model", "runtime"):
         m = getattr(report.markers, name)
         con.print(f"  {name:<8} {mark[m.ok]} {esc(m.detail)}")
@@ -58,6 +68,12 @@ def render(report, con) -> None:
                       f"{_f(c.speedup, '.2f')}x ({_f(c.speedup_low, '.2f')}-{_f(c.speedup_high, '.2f')})",
                       _f(c.acceptance, ".2f"), _pct(-c.prompt_cost if c.prompt_cost is not None else None))
         con.print(t)
+        if seq and seq.interval and seq.interval.low is not None:
+            stop = {"above": "clear of 1.00x: stopped early", "below": "below 1.00x: stopped early",
+                    "budget": "budget spent"}[seq.stopped]
+            high = f"{seq.interval.high:.2f}x" if seq.interval.high < 100 else "over 100x"
+            con.print(f"paired speedup {seq.interval.speedup:.2f}x, 99% interval {seq.interval.low:.2f}x to "
+                      f"{high} ({stop})")
         con.print(f"speedup {_f(report.speedup, '.2f')}x (geometric mean), acceptance "
                   f"{_f(report.acceptance, '.2f')}, mean accepted length {_f(report.mean_accepted_length, '.2f')}")
         if report.roofline_plain_pct is not None:
@@ -78,10 +94,16 @@ def verify_cmd(
     model: Optional[str] = typer.Argument(None, help="GGUF path or alias (default: the default model)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quick: bool = typer.Option(False, "--quick", help="Short check for setup: 128 tokens, median of 3."),
-    thorough: bool = typer.Option(False, "--thorough", help="2000 tokens, 5 warm-ups, median of 10."),
-    runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs), help="Measured runs per case (default 5)."),
-    warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per case (default 2)."),
-    n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run (default 512)."),
+    thorough: bool = typer.Option(False, "--thorough",
+                                  help="The full matrix: every case, 2000 tokens, 5 warm-ups, median of 10."),
+    budget: Optional[float] = typer.Option(None, "--budget", metavar="SECONDS", **limits.option(limits.BudgetSeconds),
+                                           help="Default check: stop after this much generation (default 60)."),
+    runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs),
+                                       help="Measured runs per case; default check: pairs before it may stop (3)."),
+    warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups),
+                                          help="Warm-up runs per case/server (default 1)."),
+    n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict),
+                                            help="Tokens per run (default 128)."),
     temperature: Optional[list[float]] = typer.Option(None, "--temperature", **limits.option(limits.Temperature, many=True),
                                                       help="Temperatures to measure (repeatable; default 0 and 0.7)."),
     tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction),
@@ -92,12 +114,15 @@ def verify_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
                                           **limits.option(limits.Threads)),
 ) -> None:
-    """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B."""
+    """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B.
+
+    By default plain and MTP runs alternate until the speedup's 99% interval is clearly above or below
+    1.0x, or --budget seconds of generation are spent; --thorough measures the full matrix."""
     from llmtp.cli._out import console, emit_json
     from llmtp.services.verify import run_verify
     from llmtp.settings import load_settings
 
-    method = method_from(quick, thorough, runs, warmups, n_predict, temperature)
+    method = method_from(quick, thorough, runs, warmups, n_predict, temperature, budget)
     settings = load_settings().settings
     err = console(stderr=True)
     if json_out:

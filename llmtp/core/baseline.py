@@ -26,6 +26,7 @@ class Baseline(BaseModel):
     mtp_tokens_per_s: dict[str, float] = Field(default_factory=dict)  # case key -> median
     plain_tokens_per_s: dict[str, float] = Field(default_factory=dict)
     speedup: float | None = None
+    break_even_acceptance: float | None = None  # for the live check while serving
 
 
 class CaseDelta(BaseModel):

@@ -41,6 +41,7 @@ LogLines = Annotated[int, Interval(ge=0, le=1_000_000)]
 Keep = Annotated[int, Interval(ge=0, le=1000)]
 VramBytes = Annotated[int, Interval(ge=256 * 2**20, le=16 * 2**40)]  # --vram: 256 MiB .. 16 TiB
 Bandwidth = Annotated[float, Interval(ge=1.0, le=100_000.0)]  # GB/s: DDR3 single channel .. HBM3e
+BudgetSeconds = Annotated[float, Interval(ge=1.0, le=86400.0)]  # verify --budget: a second .. a day
 
 
 def bounds(kind: Any) -> tuple[float | int | None, float | int | None]:

@@ -75,6 +75,7 @@ class LastRequest(BaseModel):
     task: int
     tokens: int
     tokens_per_second: float | None  # None for a request that generated nothing
+    eval_ms: float | None = None
     drafted: int | None = None  # None: no draft line (MTP off, or nothing drafted)
     accepted: int | None = None
 
@@ -84,14 +85,21 @@ class LastRequest(BaseModel):
 
 
 def last_request(log_text: str) -> LastRequest | None:
-    last: LastRequest | None = None
+    found = requests(log_text)
+    return found[-1] if found else None
+
+
+def requests(log_text: str) -> list[LastRequest]:
+    """Every finished request in a log, in order, with its draft counts when it drafted."""
+    out: list[LastRequest] = []
     for line in log_text.splitlines():
         m = _EVAL.search(line)
         if m:
             tps = float(m.group("tps")) if m.group("tps") not in ("inf", "nan") and int(m.group("n")) else None
-            last = LastRequest(task=int(m.group("task")), tokens=int(m.group("n")), tokens_per_second=tps)
+            out.append(LastRequest(task=int(m.group("task")), tokens=int(m.group("n")), tokens_per_second=tps,
+                                   eval_ms=float(m.group("ms"))))
             continue
         m = _DRAFT.search(line)
-        if m and last is not None and int(m.group("task")) == last.task:
-            last.drafted, last.accepted = int(m.group("gen")), int(m.group("acc"))
-    return last
+        if m and out and int(m.group("task")) == out[-1].task:
+            out[-1].drafted, out[-1].accepted = int(m.group("gen")), int(m.group("acc"))
+    return out

@@ -41,6 +41,12 @@ class ModelSettingsRecord(BaseModel):
     source: str = "tune"
     build_id: str | None = None
     updated: str | None = None
+    # what the measurement behind the choice found (held-out figures from `llmtp tune`); the live
+    # check while serving compares served requests with break_even_acceptance
+    speedup: float | None = None
+    acceptance: float | None = None
+    break_even_acceptance: float | None = None
+    plain_tokens_per_s: float | None = None
 
 
 def _dir(settings) -> Path:
@@ -63,8 +69,12 @@ def load(settings, model_key: str) -> MtpSettings | None:
 
 
 def save(settings, model_key: str, mtp: MtpSettings, *, reason: str | None = None,
-         source: str = "tune", build_id: str | None = None, acceptance: float | None = None) -> Path:
+         source: str = "tune", build_id: str | None = None, speedup: float | None = None,
+         acceptance: float | None = None, break_even_acceptance: float | None = None,
+         plain_tokens_per_s: float | None = None) -> Path:
     record = ModelSettingsRecord(model_key=model_key, mtp=mtp, reason=reason, source=source, build_id=build_id,
-                                 acceptance=acceptance,
-                                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                 updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 speedup=speedup, acceptance=acceptance,
+                                 break_even_acceptance=break_even_acceptance,
+                                 plain_tokens_per_s=plain_tokens_per_s)
     return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))

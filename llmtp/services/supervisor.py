@@ -90,8 +90,9 @@ class Supervisor:
 
     def __init__(self, spec: LaunchSpec, launch: Launch, *, config: SupervisorConfig | None = None,
                  replan: Replan | None = default_replan, on_event: OnEvent | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_tick: Callable[[Supervisor], None] | None = None):
         self.spec, self._launch, self.config = spec, launch, config or SupervisorConfig()
+        self._on_tick = on_tick  # advisory watchers (the live MTP check): called on health ticks, never restart
         self._replan, self._on_event, self._clock = replan, on_event, clock
         self.state = State.STOPPED
         self.proc: ServerProcess | None = None
@@ -189,6 +190,8 @@ class Supervisor:
                     return
                 if now - last_health >= cfg.health_every_s:
                     last_health = now
+                    if self._on_tick is not None:
+                        self._on_tick(self)
                     if client.health(timeout=2.0) == 200:
                         failures = 0
                         if self.state is State.UNHEALTHY:
@@ -278,7 +281,8 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
                      replan: Replan | None = default_replan, install_signals: bool = True,
                      on_event: OnEvent | None = None,
                      on_ready: Callable[[Supervisor], None] | None = None,
-                     warm_start: WarmStart | None = None) -> Supervisor:
+                     warm_start: WarmStart | None = None,
+                     on_tick: Callable[[Supervisor], None] | None = None) -> Supervisor:
     """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
     `warm_start`: the entry point's (services/warm_start.py): its llama-server is adopted when it runs
     what was planned now, and this launch is recorded for the next identical command line.
@@ -341,7 +345,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             if on_event is not None:
                 on_event(sup, message)
 
-        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change)
+        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick)
         previous = {}
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,8 +6,10 @@ Server launches are injected (`Launcher`), so the steps run against fakes in tes
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +20,7 @@ from llmtp.core.baseline import Baseline, BaselineComparison, baseline_key, comp
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.tune import break_even_acceptance
 from llmtp.core.verify import Case, Marker, Markers, Method, Sample, VerifyReport
 from llmtp.errors import ServeError
 
@@ -112,10 +115,202 @@ def measure_plain(cases, method: Method, launcher: Launcher, base_spec: LaunchSp
         return {case.key: measure_case(handle, case, method, on_progress, "plain")[0] for case in cases}
 
 
+@dataclass
+class Measured:
+    """What the MTP and plain arms gave, whichever way they were run."""
+
+    runtime: Marker
+    speculative: list[bool]
+    probe: Sample | None
+    log: str = ""
+    mtp: dict[str, list[Sample]] = field(default_factory=dict)
+    plain: dict[str, list[Sample]] = field(default_factory=dict)
+    counters: dict[str, dict[str, float]] = field(default_factory=dict)  # case key -> spec counters
+    sequential: core.Sequential | None = None
+
+
+def _probe(handle: ServerHandle, case: Case, method: Method) -> tuple[list[bool], Sample, Marker]:
+    """Fail fast: the slots and one short completion show whether drafts happen at all."""
+    speculative = [bool(s.get("speculative")) for s in handle.slots()]
+    probe = core.sample_from_timings(handle.complete(
+        core.PROMPTS[case.prompt], n_predict=min(method.n_predict, 32), temperature=0.0, seed=method.seed))
+    return speculative, probe, core.runtime_marker(speculative, [probe])
+
+
+@contextmanager
+def _plain_arm(launcher: Launcher, spec: LaunchSpec):
+    """The plain server; its launch failure is not the MTP runtime's failure, so it is marked to pass on."""
+    try:
+        cm = launcher(spec)
+        handle = cm.__enter__()
+    except ServeError as exc:
+        exc.plain_arm = True  # type: ignore[attr-defined]
+        raise
+    try:
+        yield handle
+    except BaseException as exc:
+        if not cm.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        cm.__exit__(None, None, None)
+
+
+def _measure_matrix(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
+                    plain_spec: LaunchSpec, on_progress: Progress | None) -> Measured:
+    """The full matrix: every case on the MTP server, then every case on a plain one."""
+    with launcher(mtp_spec) as handle:
+        speculative, probe, runtime = _probe(handle, cases[0], method)
+        got = Measured(runtime=runtime, speculative=speculative, probe=probe)
+        if runtime.ok:
+            for case in cases:
+                got.mtp[case.key], got.counters[case.key] = measure_case(handle, case, method, on_progress, "mtp")
+        got.log = handle.log_text()
+    if runtime.ok:
+        with _plain_arm(launcher, plain_spec) as handle:
+            got.plain = {case.key: measure_case(handle, case, method, on_progress, "plain")[0] for case in cases}
+    return got
+
+
+WARMUP_TOKENS = 32
+
+
+def _harmonic(speeds: list[float]) -> float | None:
+    positive = [x for x in speeds if x and x > 0]
+    return statistics.harmonic_mean(positive) if positive else None
+
+
+def _measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
+                        plain_spec: LaunchSpec, *, exclusive: bool, clock: Callable[[], float],
+                        on_progress: Progress | None) -> Measured:
+    """Alternate plain and MTP runs case by case until the speedup's interval clears 1.0 or the budget
+    is spent: every request counts (probe, warm-ups, runs), and no pair starts that would overrun it.
+
+    On a CPU build both servers stay up side by side: the weights are mmapped, so the page cache holds
+    them once, and an idle server costs nothing. A GPU build copies the weights into device memory per
+    process, so there (`exclusive`) one server runs at a time and each round is an MTP block then a plain
+    block over the same cases, relaunching between blocks.
+    """
+    got: Measured | None = None
+    ratios: list[float] = []
+    spent = 0.0
+    stopped: core.Stop | None = None
+    totals: dict[str, float] = {}
+
+    n_predict = first_n = method.n_predict
+
+    def timed(handle: ServerHandle, case: Case) -> Sample:
+        nonlocal spent
+        t0 = clock()
+        sample = core.sample_from_timings(handle.complete(core.PROMPTS[case.prompt], n_predict=n_predict,
+                                                          temperature=case.temperature, seed=method.seed))
+        spent += clock() - t0
+        return sample
+
+    def warm(handle: ServerHandle, count: int) -> float | None:
+        """Short warm-ups, counted in the budget: they page the weights in and show the arm's speed."""
+        nonlocal spent
+        t0 = clock()
+        tps = None
+        for _ in range(count):
+            tps = core.sample_from_timings(handle.complete(
+                core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, WARMUP_TOKENS), temperature=0.0,
+                seed=method.seed)).tokens_per_s
+        spent += clock() - t0
+        return tps
+
+    def add_counters(handle: ServerHandle, start: dict[str, float]) -> None:
+        after = core.parse_spec_metrics(handle.metrics())
+        for k, v in after.items():
+            totals[k] = totals.get(k, 0.0) + v - start.get(k, 0.0)
+
+    def check(pair_cost: float) -> core.Stop | None:
+        return core.sequential_stop(ratios, 1.0, min_pairs=method.runs, spent_s=spent, budget_s=method.budget_s,
+                                    next_cost_s=pair_cost)
+
+    def pair(case: Case, m: Sample, p: Sample) -> None:
+        assert got is not None
+        got.mtp.setdefault(case.key, []).append(m)
+        got.plain.setdefault(case.key, []).append(p)
+        ratios.append(m.tokens_per_s / p.tokens_per_s if p.tokens_per_s else 0.0)
+        if on_progress:
+            iv = core.speedup_interval(ratios)
+            span = f" ({iv.low:.2f}-{iv.high:.2f})" if iv and iv.low is not None else ""
+            on_progress(f"pair {len(ratios)}: speedup {iv.speedup if iv else 0:.2f}x{span}, {spent:.0f} s of "
+                        f"{method.budget_s:g} s")
+
+    with ExitStack() as stack:
+        mtp_h = stack.enter_context(launcher(mtp_spec))
+        t0 = clock()
+        speculative, probe, runtime = _probe(mtp_h, cases[0], method)
+        spent += clock() - t0
+        got = Measured(runtime=runtime, speculative=speculative, probe=probe)
+        if not runtime.ok:
+            got.log = mtp_h.log_text()
+            return got
+        if exclusive:
+            h: ServerHandle | None = mtp_h
+            while stopped is None:
+                round_start = spent
+                with ExitStack() as arm:
+                    if h is None:  # later rounds: relaunch, the plain block needed the memory
+                        h = arm.enter_context(launcher(mtp_spec))
+                    else:
+                        arm.enter_context(stack.pop_all())  # the probe's server ends with this block
+                    warm(h, method.warmups)
+                    start = core.parse_spec_metrics(h.metrics())
+                    block_m = [timed(h, c) for c in cases]
+                    add_counters(h, start)
+                    got.log = h.log_text()
+                h = None
+                with _plain_arm(launcher, plain_spec) as ph:
+                    warm(ph, method.warmups)
+                    block_p = [timed(ph, c) for c in cases]
+                for c, m, p in zip(cases, block_m, block_p):
+                    pair(c, m, p)
+                stopped = check(spent - round_start)
+        else:
+            plain_h = stack.enter_context(_plain_arm(launcher, plain_spec))
+            # the probe was the MTP server's first 32-token request: it is that arm's first warm-up
+            mtp_tps = warm(mtp_h, method.warmups - 1) or probe.tokens_per_s
+            plain_tps = warm(plain_h, method.warmups)
+            mtp_seen = [x for x in (mtp_tps,) if x]
+            plain_seen = [x for x in (plain_tps,) if x]
+            n_predict = core.run_tokens(method.n_predict, method.budget_s - spent, method.runs, mtp_tps, plain_tps)
+            first_n = n_predict
+            before = core.parse_spec_metrics(mtp_h.metrics())
+            i = 0
+            measuring_since = spent
+            while stopped is None:
+                case = cases[i % len(cases)]
+                if (i + i // len(cases)) % 2 == 0:  # alternate which arm goes first, per case too
+                    m = timed(mtp_h, case)
+                    p = timed(plain_h, case)
+                else:
+                    p = timed(plain_h, case)
+                    m = timed(mtp_h, case)
+                pair(case, m, p)
+                i += 1
+                stopped = check((spent - measuring_since) / i)
+                # prompts differ in speed (rejected drafts cost more on some): refit to the mean time per token
+                # seen (the harmonic mean speed), not to the slowest run, which on a busy machine is a spike
+                mtp_seen.append(m.tokens_per_s)
+                plain_seen.append(p.tokens_per_s)
+                n_predict = core.run_tokens(n_predict, method.budget_s - spent, max(method.runs - i, 2),
+                                            _harmonic(mtp_seen), _harmonic(plain_seen))
+            add_counters(mtp_h, before)
+            got.log = mtp_h.log_text()
+    got.counters = {"all": totals}
+    got.sequential = core.Sequential(pairs=len(ratios), n_predict=first_n, n_predict_last=n_predict, stopped=stopped,
+                                     generation_s=round(spent, 1),
+                                     budget_s=method.budget_s, interval=core.speedup_interval(ratios))
+    return got
+
+
 def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: LaunchSpec,
            mtp: MtpSettings | None = None, baseline_load: Callable[[str], Baseline | None] = lambda k: None,
            baseline_save: Callable[[Baseline], object] = lambda b: None, tolerance: float = 0.10,
-           update_baseline: bool = False, on_progress: Progress | None = None) -> VerifyReport:
+           update_baseline: bool = False, on_progress: Progress | None = None,
+           clock: Callable[[], float] = time.monotonic) -> VerifyReport:
     mtp = (mtp or MtpSettings()).model_copy(update={"enabled": True})
     caps = target.caps
     # Verify measures the fast path: one slot, unless the caller asked for more (then it warns).
@@ -141,42 +336,42 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
 
     cases = cases_of(method)
     mtp_spec = base_spec.model_copy(update={"mtp": mtp})
-    mtp_samples: dict[str, list[Sample]] = {}
-    counters: dict[str, dict[str, float]] = {}
+    plain_spec = base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})
     try:
-        with launcher(mtp_spec) as handle:
-            slots = handle.slots()
-            speculative = [bool(s.get("speculative")) for s in slots]
-            # Fail fast: one short completion shows whether drafts happen at all.
-            probe = core.sample_from_timings(handle.complete(
-                core.PROMPTS[cases[0].prompt], n_predict=min(method.n_predict, 32), temperature=0.0,
-                seed=method.seed))
-            runtime = core.runtime_marker(speculative, [probe])
-            if runtime.ok:
-                for case in cases:
-                    mtp_samples[case.key], counters[case.key] = measure_case(handle, case, method, on_progress, "mtp")
-            log = handle.log_text()
+        if method.sequential:
+            got = _measure_sequential(cases, method, launcher, mtp_spec, plain_spec,
+                                      exclusive=bool(target.gpu_devices), clock=clock, on_progress=on_progress)
+        else:
+            got = _measure_matrix(cases, method, launcher, mtp_spec, plain_spec, on_progress)
     except ServeError as exc:
+        if getattr(exc, "plain_arm", False):
+            raise
         runtime = Marker(ok=False, detail=f"server with MTP failed to start: {exc.message}")
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=runtime))
     warnings += core.warnings_for(temperatures=[], parallel=1, mtp_enabled=False,
-                                  kv_buffers=core.parse_kv_buffers(log), build_has_gpu=build_has_gpu,
+                                  kv_buffers=core.parse_kv_buffers(got.log), build_has_gpu=build_has_gpu,
                                   machine_gpus=0)
-    if not runtime.ok:
-        return finish(Markers(build=build, gpu=gpu, model=model, runtime=runtime))
+    if not got.runtime.ok:
+        return finish(Markers(build=build, gpu=gpu, model=model, runtime=got.runtime))
+    mtp_samples, plain_samples, counters = got.mtp, got.plain, got.counters
     all_mtp = [s for v in mtp_samples.values() for s in v]
-    runtime = core.runtime_marker(speculative, [probe, *all_mtp])
-
-    plain_samples = measure_plain(cases, method, launcher, base_spec, on_progress)
+    runtime = core.runtime_marker(got.speculative, [got.probe, *all_mtp])
+    cases = [c for c in cases if mtp_samples.get(c.key) and plain_samples.get(c.key)]
 
     reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key))
                for c in cases]
-    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts")}
+    total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts", "draft_tokens")}
     mtp_tps = core.geomean([r.mtp.median if r.mtp else None for r in reports])
     plain_tps = core.geomean([r.plain.median if r.plain else None for r in reports])
     speedup = core.geomean([r.speedup for r in reports])
     low = [r.speedup_low for r in reports if r.speedup_low is not None]
-    if speedup is not None and speedup > 1.0 and low and min(low) < 1.0:
+    seq = got.sequential
+    if seq is not None:  # the paired estimate decides: it is what the interval was computed on
+        speedup = seq.interval.speedup if seq.interval else None
+        if seq.stopped == "budget":
+            warnings.append(f"the {seq.budget_s:g} s budget ran out before the speedup's interval cleared "
+                            f"1.00x ({seq.pairs} pairs): measure again with a larger --budget or --thorough")
+    elif speedup is not None and speedup > 1.0 and low and min(low) < 1.0:
         warnings.append("the speedup is within the run-to-run spread: measure again with --thorough")
     noisy = [r.case.key for r in reports for st in (r.plain, r.mtp) if st and st.min and st.max / st.min > 1.5]
     if noisy:
@@ -187,21 +382,26 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     key = baseline_key(target.model_key, target.profile, target.gpu_name)
     stored = baseline_load(key)
     mtp_medians = {r.case.key: r.mtp.median for r in reports if r.mtp}
-    cmp: BaselineComparison | None = compare(stored, mtp_medians, method.n_predict, tolerance) if stored else None
+    n_predict = seq.n_predict if seq and seq.n_predict else method.n_predict
+    cmp: BaselineComparison | None = compare(stored, mtp_medians, n_predict, tolerance) if stored else None
+    acc = core.acceptance(all_mtp)
+    per_step = total["draft_tokens"] / total["drafts"] if total["drafts"] and total["draft_tokens"] else None
+    break_even = break_even_acceptance(speedup, acc, per_step or float(mtp.n_max))
     markers = Markers(build=build, gpu=gpu, model=model, runtime=runtime)
     report = finish(
         markers, cases=reports, speedup=speedup, mtp_tokens_per_s=mtp_tps, plain_tokens_per_s=plain_tps,
-        acceptance=core.acceptance(all_mtp),
+        acceptance=acc, break_even_acceptance=break_even,
         mean_accepted_length=core.mean_accepted_length(total["accepted_tokens"], total["drafts"]),
         roofline_plain_pct=core.roofline_pct(plain_tps, bytes_per_token, target.bandwidth_gbps),
         roofline_mtp_pct=core.roofline_pct(mtp_tps, bytes_per_token, target.bandwidth_gbps),
-        baseline=cmp.model_dump(mode="json") if cmp else None, _cmp=cmp)
+        baseline=cmp.model_dump(mode="json") if cmp else None, sequential=seq, _cmp=cmp)
     if report.verdict.code == core.VerdictCode.PASS and (stored is None or update_baseline):
         baseline_save(Baseline(
             key=key, model_key=target.model_key, profile=target.profile, gpu=target.gpu_name,
             build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            n_predict=method.n_predict, mtp_tokens_per_s=mtp_medians,
-            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup))
+            n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
+            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
+            break_even_acceptance=break_even))
         report.warnings.append("baseline stored" if stored is None else "baseline replaced")
     return report
 

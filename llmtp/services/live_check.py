@@ -1,0 +1,108 @@
+"""The live MTP check while serving: feed llama-server's timing lines to core.live, tell the supervisor
+log when MTP starts or stops losing, and add the verdict to `llmtp status`. It never restarts a server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from llmtp.core.live import LiveMtp, RollingMtp, assess
+from llmtp.core.metrics import requests
+
+log = logging.getLogger("llmtp.serve")
+
+
+def break_even_for(settings, model_path: str) -> float | None:
+    """The break-even acceptance tune stored for this model file, else the one its newest passing verify
+    stored; None when neither measured it (or the records cannot be read: the check then says so
+    instead of guessing)."""
+    from llmtp.errors import LlmtpError
+    from llmtp.services import model_settings
+
+    try:
+        key = model_settings.model_key(Path(model_path))
+        record = model_settings.load_record(settings, key)
+    except (OSError, LlmtpError):
+        return None
+    if record is not None and record.break_even_acceptance is not None:
+        return record.break_even_acceptance
+    return _from_verify(settings, key)
+
+
+def _from_verify(settings, model_key: str) -> float | None:
+    """The newest verify baseline of this model file (any build profile or GPU) that has one."""
+    from llmtp.core.baseline import Baseline
+    from llmtp.errors import LlmtpError
+    from llmtp.services import baseline as store
+
+    found: list[Baseline] = []
+    for path in (Path(settings.data_dir) / "baselines").glob("*.json"):
+        try:
+            b = store.load(settings, path.stem)
+        except (OSError, LlmtpError):
+            continue
+        if b is not None and b.model_key == model_key and b.break_even_acceptance is not None:
+            found.append(b)
+    found.sort(key=lambda b: b.created or "")
+    return found[-1].break_even_acceptance if found else None
+
+
+class LogFollower:
+    """New complete lines of a log since the last read; starts over when the file was rotated."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = Path(path), 0
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.offset:  # rotated or truncated at a restart
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return ""
+        end = data.rfind(b"\n") + 1  # a half-written line waits for the next read
+        self.offset += end
+        return data[:end].decode("utf-8", errors="replace")
+
+
+def live_check_hook(settings, model_path: str, log_path: Path) -> Callable[[object], None]:
+    """What the supervisor calls on its health ticks: read new timing lines, log state changes."""
+    rolling = RollingMtp()
+    follower = LogFollower(log_path)
+    break_even = break_even_for(settings, model_path)
+    last: list[str] = []
+
+    def on_tick(_sup) -> None:
+        try:
+            rolling.add(requests(follower.read()))
+            verdict = rolling.assess(break_even, model_path)
+        except Exception as exc:  # advisory: a surprise here must never stop the supervision loop
+            log.debug("live MTP check skipped: %s", exc)
+            return
+        if verdict.state == "losing" and last != ["losing"]:
+            log.warning("%s; fix: `%s` (the server keeps running as it is)", verdict.detail, verdict.fix)
+        elif verdict.state == "winning" and last == ["losing"]:
+            log.info("MTP wins again: %s", verdict.detail)
+        last[:] = [verdict.state]
+
+    return on_tick
+
+
+def status_live(settings, model_path: str, log_text: str) -> LiveMtp:
+    """The same verdict for `llmtp status`, from the log tail it already reads."""
+    from llmtp.core.live import WINDOW
+
+    return assess(requests(log_text)[-WINDOW:], break_even_for(settings, model_path), model_path)
+
+
+def annotate(settings, entries: list[dict]) -> list[dict]:
+    """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
+    from llmtp.services.serve import _log_tail
+
+    for e in entries:
+        e["mtp_live"] = status_live(settings, e["model"], _log_tail(Path(e["log_path"]))).model_dump(mode="json")
+    return entries
