@@ -113,6 +113,9 @@ def verify_cmd(
                                            **limits.option(limits.Parallel)),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
                                           **limits.option(limits.Threads)),
+    html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
+                                       help="Also write a self-contained HTML report (charts, per-prompt speedups, "
+                                            "acceptance, configuration) for a bug report."),
 ) -> None:
     """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B.
 
@@ -122,6 +125,10 @@ def verify_cmd(
     from llmtp.services.verify import run_verify
     from llmtp.settings import load_settings
 
+    from llmtp.cli._charts import html_target, print_chart, write_html
+    from llmtp.core.report import verify_report
+
+    target = html_target(html)
     method = method_from(quick, thorough, runs, warmups, n_predict, temperature, budget)
     settings = load_settings().settings
     err = console(stderr=True)
@@ -133,7 +140,12 @@ def verify_cmd(
         with err.status("verifying") as status:
             report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
                                 parallel=parallel, threads=threads, on_progress=lambda t: status.update(t))
-        render(report, console())
+        con = console()
+        render(report, con)
+        print_chart(con, verify_report(report).groups)
+    if target is not None:
+        write_html(target, verify_report(report))
+        typer.echo(f"report written to {target}", err=True)
     raise typer.Exit(int(report.verdict.code))
 
 
