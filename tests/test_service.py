@@ -120,6 +120,15 @@ def test_user_unit(model):
     assert _lines(text, "User") == [] and "$" not in text.replace("$$", "").replace("$NOTIFY_SOCKET", "")
 
 
+def test_unit_keeps_the_alias_clients_see(model):
+    text = _unit(False, model, alias="my model")
+    assert _lines(text, "ExecStart") == [systemd_exec_line(
+        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081",
+         "--alias", "my model", "--foreground"])]
+    with pytest.raises(UsageError, match="comma"):
+        _unit(False, model, alias="a,b")
+
+
 def test_system_unit_serves_from_system_paths(model):
     text = _unit(True, model)
     assert _lines(text, "User") == ["llmtp"]

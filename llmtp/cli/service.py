@@ -28,6 +28,7 @@ def install(
                                           **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models (as for `llmtp serve`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
@@ -47,7 +48,7 @@ def install(
     path = Path(model).expanduser()
     req = svc.ServiceRequest(model=str(path.resolve()) if path.exists() else model, host=host, port=port, ctx=ctx,
                              no_mtp=no_mtp, parallel=parallel, api_key_file=absolute(api_key_file),
-                             server=absolute(server), extra=list(extra or []), system=system)
+                             server=absolute(server), alias=alias, extra=list(extra or []), system=system)
     prepared = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)
