@@ -56,6 +56,8 @@ def _help_groups() -> list[list[str]]:
     (["-np", "4"], "-np", "--parallel N"),
     (["--log-file", "/tmp/x"], "--log-file", "llmtp logs"),
     (["--metrics"], "--metrics", "turns --metrics on itself"),
+    (["-a", "mymodel"], "-a", "serve MODEL --alias NAME"),  # llmtp sets --alias itself now
+    (["--alias", "x"], "--alias", "serve MODEL --alias NAME"),
     (["--jinja", "--host", "::"], "--host", "--host ADDR"),  # found after an allowed flag
 ])
 def test_refused(extra, flag, instead):
@@ -65,7 +67,7 @@ def test_refused(extra, flag, instead):
 
 
 @pytest.mark.parametrize("extra", [
-    [], ["--jinja"], ["--temp", "0.6"], ["--temp=0.6"], ["-a", "mymodel"], ["--alias", "x"], ["-lv", "3"],
+    [], ["--jinja"], ["--temp", "0.6"], ["--temp=0.6"], ["-lv", "3"],
     ["-ctk", "q8_0"], ["--threads", "4"], ["--cors-origins", "localhost"], ["--chat-template-file", "/t.jinja"],
 ])
 def test_allowed(extra):

@@ -411,7 +411,7 @@ def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_
     from llmtp.core.launch import LaunchSpec, MtpSettings
     from llmtp.core.probe import parse_help
     from llmtp.core.supervisor import State
-    from llmtp.services.serve import status_report
+    from llmtp.services.status import status_report
     from llmtp.services.supervisor import SupervisorConfig, serve_foreground
 
     help_text = (Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text(encoding="utf-8")

@@ -94,7 +94,7 @@ def test_dry_run_prints_the_command(llama_bin_dir, tiny_models):
                                  "--ctx", "1024", "--dry-run", "--", "--jinja"])
     assert r.exit_code == 0, r.output
     *reasons, command = r.stdout.splitlines()
-    assert command == (f"{server} -m {tiny_models['agree']} --host 127.0.0.1 --port 9001 -c 1024 -ctk f16 -ctv f16 "
+    assert command == (f"{server} -m {tiny_models['agree']} -a {tiny_models['agree'].stem} --host 127.0.0.1 --port 9001 -c 1024 -ctk f16 -ctv f16 "
                        "-fa on -np 1 --spec-type draft-mtp --spec-draft-n-max 3 --metrics -lv 4 --jinja")
     assert reasons[0] == "# ctx 1024: requested with --ctx"
     assert reasons[-2] == "# MTP draft-mtp, n-max 3: 1 nextn layer(s) in the file and qwen35 has an MTP graph upstream"

@@ -67,9 +67,9 @@ def test_alias_with_12gib_plans_full_offload(tiny):
     _pull_as(_settings(), "qwen3.6-27b", "Q4_K_M", tiny)
     p = _prepare("qwen3.6-27b", _gpu(12 * 1024))
     argv = build_server_argv(str(SERVER), p.caps, p.spec)
-    # -ngl 4: the 3 blocks in the file (2 trunk + the nextn block) and the output layer; b11434 left block 0
+    # -a: the llmtp alias, not the file name. -ngl 4: the 3 blocks in the file (2 trunk + the nextn block) and the output layer; b11434 left block 0
     # on the CPU with the 3 it got before
-    assert argv == [str(SERVER), "-m", str(tiny), "--host", "127.0.0.1", "--port", "8080", "-ngl", "4",
+    assert argv == [str(SERVER), "-m", str(tiny), "-a", "qwen3.6-27b", "--host", "127.0.0.1", "--port", "8080", "-ngl", "4",
                     "-c", "4096", "-ctk", "f16", "-ctv", "f16", "-fa", "on", "-np", "1", "--fit", "off",
                     "--spec-type", "draft-mtp", "--spec-draft-n-max", "3", "--metrics", "-lv", "4"]
     assert [(r["what"], r["value"]) for r in p.reasons] == [
@@ -151,7 +151,7 @@ def test_dry_run_cli_shows_reasons_human_and_json(tiny, monkeypatch):
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "# -ngl all: all 2 layers and the output head fit in VRAM"
-    assert lines[-1].startswith(f"{SERVER} -m {tiny} --host 127.0.0.1 --port 9001 -ngl 4 -c 4096 ")
+    assert lines[-1].startswith(f"{SERVER} -m {tiny} -a {tiny.stem} --host 127.0.0.1 --port 9001 -ngl 4 -c 4096 ")
     data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
     assert data["reasons"][0] == {"what": "-ngl", "value": "all", "reason": "all 2 layers and the output head fit in VRAM"}
     assert data["argv"][-2:] == ["-lv", "4"]

@@ -120,6 +120,15 @@ def test_user_unit(model):
     assert _lines(text, "User") == [] and "$" not in text.replace("$$", "").replace("$NOTIFY_SOCKET", "")
 
 
+def test_unit_keeps_the_alias_clients_see(model):
+    text = _unit(False, model, alias="my model")
+    assert _lines(text, "ExecStart") == [systemd_exec_line(
+        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081",
+         "--alias", "my model", "--foreground"])]
+    with pytest.raises(UsageError, match="comma"):
+        _unit(False, model, alias="a,b")
+
+
 def test_system_unit_serves_from_system_paths(model):
     text = _unit(True, model)
     assert _lines(text, "User") == ["llmtp"]
@@ -174,7 +183,7 @@ def test_gpu_device_nodes(model, devices, allowed):
     ("model", "/m/x.gguf\nExecStartPre=evil"),
     ("model", "/m/x\r.gguf"),
     ("extra", ["--chat-template", "a\nExecStartPre=/bin/evil"]),
-    ("extra", ["--alias", "x\x1b[2J"]),
+    ("extra", ["--chat-template", "x\x1b[2J"]),
 ])
 def test_control_characters_are_refused(tmp_path, field, value):
     model = tmp_path / ("x.gguf" if field != "model" else value.rsplit("/", 1)[1])

@@ -1,8 +1,9 @@
-"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion; one GET of a page
-(the web UI) or of a URL on the internet (the UI bucket)."""
+"""HTTP client for one llama-server (httpx): health, props, slots, metrics, completion, chat stream;
+one GET of a page (the web UI) or of a URL on the internet (the UI bucket)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -44,12 +45,34 @@ class LlamaClient:
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kw)
-        except httpx.TimeoutException as exc:
-            raise NetworkError(f"llama-server at {self.base_url} did not answer {path} in time",
-                               "Check `llmtp status` and `llmtp logs`.") from exc
         except httpx.HTTPError as exc:
-            raise NetworkError(f"Cannot reach llama-server at {self.base_url}{path}: {exc}",
-                               "Is it running? See `llmtp status`.") from exc
+            raise self._network_error(path, exc) from exc
+        self._check(resp, path)
+        return resp
+
+    def _network_error(self, path: str, exc: httpx.HTTPError) -> NetworkError:
+        if isinstance(exc, httpx.TimeoutException):
+            return NetworkError(f"llama-server at {self.base_url} did not answer {path} in time",
+                                "Check `llmtp status` and `llmtp logs`.")
+        return NetworkError(f"Cannot reach llama-server at {self.base_url}{path}: {exc}",
+                            "Is it running? See `llmtp status`.")
+
+    def chat_stream(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+                    timeout: float = 600.0) -> Iterator[str]:
+        """POST /v1/chat/completions with stream=true; yields the event-stream lines as they arrive
+        (core.chat.parse_sse_line reads them). `timeout`: the longest wait for the next bytes."""
+        body = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, "stream": True}
+        path = "/v1/chat/completions"
+        try:
+            with self._http.stream("POST", path, json=body, timeout=timeout) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    self._check(resp, path)
+                yield from resp.iter_lines()
+        except httpx.HTTPError as exc:
+            raise self._network_error(path, exc) from exc
+
+    def _check(self, resp: httpx.Response, path: str) -> None:
         if resp.status_code in (401, 403):
             raise ConfigError(f"llama-server at {self.base_url} refused llmtp's API key ({resp.status_code} on {path})",
                               "llmtp sends the first key of the server's --api-key-file; check that file (and "
@@ -57,7 +80,6 @@ class LlamaClient:
         if resp.status_code != 200:
             raise NetworkError(f"llama-server answered {resp.status_code} on {path}: {resp.text[:200]}",
                                "See `llmtp logs` for the server's side.")
-        return resp
 
     def props(self) -> dict[str, Any]:
         return self._get_json("/props")

@@ -99,6 +99,35 @@ def _used_by(nvml: Any, handle: Any, pids: frozenset[int]) -> int:
     return sum(int(p.usedGpuMemory or 0) for p in procs if p.pid in pids)
 
 
+def process_vram(pids: list[int], nvml: Any | None = None) -> dict[int, int | None]:
+    """GPU memory each of `pids` holds, summed over every GPU NVML sees; None where NVML does not
+    see the pid (no NVIDIA driver, a CPU-only process, another pid namespace) or hides its usage."""
+    out: dict[int, int | None] = {pid: None for pid in pids}
+    if nvml is None:
+        nvml = load_pynvml()
+    if nvml is None or not pids:
+        return out
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return out
+    try:
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = _opt(nvml, nvml.nvmlDeviceGetHandleByIndex, i)
+            procs = (_opt(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []) if handle is not None else []
+            for p in procs:
+                if p.pid in out and p.usedGpuMemory is not None:
+                    out[p.pid] = (out[p.pid] or 0) + int(p.usedGpuMemory)
+    except nvml.NVMLError:
+        pass  # what was read so far stands; the rest stays unknown
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+    return out
+
+
 def _read_one(nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[str],
               not_counting: frozenset[int] = frozenset()) -> GPU:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)

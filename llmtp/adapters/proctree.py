@@ -150,6 +150,17 @@ def terminate_and_wait(proc: psutil.Process, timeout: float) -> bool:
     return True
 
 
+def rss_bytes(recorded: Identity) -> int | None:
+    """Resident memory of the recorded process, once proven to be it (`matches`); None otherwise."""
+    proc = matches(recorded)
+    if proc is None:
+        return None
+    try:
+        return int(proc.memory_info().rss)
+    except psutil.Error:
+        return None
+
+
 def terminate_proven(recorded: Identity, grace: float = 5.0, *, group: bool = False) -> bool:
     """Stop the process `recorded` describes, only once proven to be it: SIGTERM, bounded wait,
     SIGKILL. `group`: the whole group it leads (only when it does lead one). False: not ours, nothing

@@ -30,10 +30,50 @@ def to_jsonable(data: Any) -> Any:
     return data
 
 
-def console(stderr: bool = False):
+# Width of a console that is not a terminal (a pipe, a file, CI): wide enough that a table never cuts
+# a model name or a path for `grep` and `awk`; rich would otherwise assume 80 columns.
+PIPE_WIDTH = 1000
+
+
+def console(stderr: bool = False, markup: bool = True):
+    """A rich console for people. markup=False for output that is all data (names, paths, notes), which
+    may hold brackets: `[default]` would otherwise be read as a style and vanish. Where a line mixes
+    llmtp's own markup with data, the data goes through `esc`."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=markup)
+    if not con.is_terminal:
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, markup=markup, width=PIPE_WIDTH)
+    return con
+
+
+def esc(value: object) -> str:
+    """`value` as text that rich prints as written, inside a line that carries markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+class _PlainTable:
+    """A rich Table whose cells are data, never markup: `[default]` in a name prints as written."""
+
+    def __init__(self, *columns: str, **kwargs):
+        from rich.table import Table
+
+        self.table = Table(*columns, **kwargs)
+
+    def add_row(self, *cells) -> None:
+        from rich.text import Text
+
+        self.table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+    def __rich__(self):
+        return self.table
+
+
+def table(*columns: str, **kwargs) -> _PlainTable:
+    """A table for data (see _PlainTable); rendered with console().print(...)."""
+    return _PlainTable(*columns, **kwargs)
 
 
 def human_bytes(n: int | float | None) -> str:

@@ -37,6 +37,7 @@ def build_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Build llama.cpp for this machine, probe it, and make it current."""
+    from llmtp.cli._out import esc
     from llmtp.cli._out import console, emit_json
     from llmtp.errors import UsageError
     from llmtp.services import build as svc
@@ -70,7 +71,7 @@ def build_cmd(
         emit_json(_build_row(installed) | {"manifest": installed.manifest})
         return
     caps = installed.manifest.capabilities
-    out.print(f"[green]built[/green] {installed.id}  {installed.server}")
+    out.print(f"[green]built[/green] {esc(installed.id)}  {esc(installed.server)}")
     out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
               f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
               f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}; RPC worker: {caps.rpc_worker or 'no'}")
@@ -164,18 +165,29 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
 
 
 @builds_app.command("use")
-def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`")) -> None:
+def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`"),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Make an installed build current."""
     from llmtp.services.builds import use_build
 
     b = use_build(_settings(), build_id)
-    typer.echo(f"current: {b.id}")
+    _done(as_json, {"current": b.id}, f"current: {b.id}")
+
+
+def _done(as_json: bool, data: dict, text: str) -> None:
+    """What a changing command did: `data` as JSON, or `text` for people."""
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json(data)
+    else:
+        typer.echo(text)
 
 
 @builds_app.command("adopt")
 def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ directory holding llama-server"),
-                 no_switch: bool = typer.Option(False, "--no-switch", help="register it without making it current")
-                 ) -> None:
+                 no_switch: bool = typer.Option(False, "--no-switch", help="register it without making it current"),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Register an existing llama.cpp build (linked, not copied); probed before it can be current."""
     from pathlib import Path
 
@@ -183,26 +195,27 @@ def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ direc
     from llmtp.services.builds import adopt
 
     b = adopt(_settings(), Path(bin_dir), SubprocessRunner(), make_current=not no_switch)
-    typer.echo(f"adopted {b.id}" + ("" if no_switch else " (current)"))
+    _done(as_json, {"adopted": b.id, "current": not no_switch}, f"adopted {b.id}" + ("" if no_switch else " (current)"))
 
 
 @builds_app.command("rollback")
-def builds_rollback() -> None:
+def builds_rollback(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Switch back to the build that was current before."""
     from llmtp.services.builds import rollback
 
     b = rollback(_settings())
-    typer.echo(f"current: {b.id}")
+    _done(as_json, {"current": b.id}, f"current: {b.id}")
 
 
 @builds_app.command("prune")
 def builds_prune(keep: int = typer.Option(2, "--keep", **limits.option(limits.Keep), help="newest builds to keep "
-                                                                  "(current and previous always stay)")) -> None:
+                                                                  "(current and previous always stay)"),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Delete old builds."""
     from llmtp.services.builds import prune
 
     removed = prune(_settings(), keep)
-    typer.echo("removed: " + (", ".join(removed) if removed else "nothing"))
+    _done(as_json, {"removed": list(removed)}, "removed: " + (", ".join(removed) if removed else "nothing"))
 
 
 def register(app: typer.Typer) -> None:

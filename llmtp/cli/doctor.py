@@ -6,12 +6,13 @@ import typer
 
 
 def render(report, con) -> None:
+    from llmtp.cli._out import esc
     color = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     tag = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
     for c in report.checks:
-        con.print(f"[{color[c.status]}]{tag[c.status]:<5}[/] {c.name}: {c.detail}")
+        con.print(f"[{color[c.status]}]{tag[c.status]:<5}[/] {esc(c.name)}: {esc(c.detail)}")
         if c.fix and c.status in ("warn", "fail"):
-            con.print(f"      fix: {c.fix}")
+            con.print(f"      fix: {esc(c.fix)}")
     con.print(f"overall: [{color[report.status]}]{tag[report.status]}[/]")
 
 

@@ -18,7 +18,7 @@ app = typer.Typer(
     name="llmtp",
     help="Local LLM serving with llama.cpp: detect, build, plan, serve and verify MTP.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "inspect",
     "build",
     "serve",
+    "run",
     "service",
     "verify",
     "tune",
@@ -76,6 +77,20 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
     return tuple(dict.fromkeys([*found, click.ClickException]))
 
 
+def _wants_json(args: list[str]) -> bool:
+    """Whether this command line asked for --json (before a `--`, after which words are llama-server's)."""
+    args = list(args)
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _json_error(message: str, hint: str | None, exit_code: int, details: list[str] | None = None) -> None:
+    """The error as JSON on stdout, where a program that asked for --json reads (people still get
+    the paragraph on stderr)."""
+    import json
+
+    typer.echo(json.dumps({"error": message, "hint": hint, "exit_code": exit_code, "details": details or []}))
+
+
 def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.warm_start.WarmStart
     """Console entry point: the only place that turns an LlmtpError into an exit code. `warm`: the
     entry point's warm start, handed to the commands as typer's context object (`serve` uses it).
@@ -83,22 +98,33 @@ def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - ser
     A usage error (unknown command or option, missing argument, bad value; also a bare `llmtp` or
     command group, which prints its help) exits 2 with typer's own usage message, as click does.
     """
+    as_json = _wants_json(sys.argv[1:] if argv is None else argv)
     try:
         # Without standalone mode click returns a typer.Exit's code instead of raising it
         # (verify's verdict codes travel this way).
         rc = app(args=argv, standalone_mode=False, obj=warm)
     except LlmtpError as exc:
+        if as_json:
+            _json_error(exc.message, exc.hint, exc.exit_code, exc.details)
         typer.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        if as_json:
+            _json_error("interrupted", None, 130)
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
+        if as_json:
+            _json_error("aborted", None, 1)
         typer.echo("aborted", err=True)
         sys.exit(1)
     except _click_exceptions() as exc:  # usage errors arrive here with standalone_mode=False
+        if as_json:
+            ctx = getattr(exc, "ctx", None)
+            where = f"`{ctx.command_path} --help`" if ctx is not None else "`llmtp --help`"
+            _json_error(exc.format_message(), f"See {where}.", exc.exit_code)
         exc.show()
         sys.exit(exc.exit_code)
     if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:

@@ -29,7 +29,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
     for r in rows:
         table.add_row(r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"],
                       ", ".join(r["local"]) or "-")
-    console().print(table)
+    console(markup=False).print(table)
 
 
 @models_app.command("show")
@@ -43,7 +43,7 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
     if json_out:
         emit_json(entry)
         return
-    c = console()
+    c = console(markup=False)  # all of it is data
     c.print(f"{entry.alias}: {entry.name}\n  {entry.description}")
     c.print(f"  source: {', '.join(entry.repos) or 'PyPI ' + entry.package.distribution}")  # type: ignore[union-attr]
     c.print(f"  MTP: {entry.mtp}" + (f" (sidecar {entry.sidecar})" if entry.sidecar else ""))
@@ -66,19 +66,19 @@ def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/r
                                          help="Quant of a separate MTP draft file (default: Q8_0)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Download a model (and its MTP sidecar) into the shared HF cache, then verify it."""
-    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.cli._out import console, emit_json, esc, human_bytes
     from llmtp.services.models import pull as do_pull
     from llmtp.settings import load_settings
 
     err = console(stderr=True)
     result = do_pull(ref, load_settings().settings, quant=quant, draft_quant=draft_quant,
-                     on_progress=lambda m: err.print(m))
+                     on_progress=lambda m: err.print(m, markup=False))
     for w in result.warnings:
-        err.print(f"[bold red]{w}[/]")
+        err.print(f"[bold red]{esc(w)}[/]")
     if json_out:
         emit_json(result)
         return
-    c = console()
+    c = console(markup=False)  # all of it is data
     c.print(f"{result.path} ({human_bytes(result.size_bytes)}, sha256 {'verified' if result.sha256_verified else 'not given by the hub'})")
     if result.revision:
         c.print(f"from {result.repo} at revision {result.revision[:12]}")
@@ -107,7 +107,7 @@ def check(alias: str = typer.Argument(None, help="Catalog alias (default: every 
     else:
         from rich.table import Table
 
-        c = console()
+        c = console(markup=False)  # all of it is data
         for repo, rev in report.revisions.items():
             c.print(f"{repo} at revision {(rev or 'unknown')[:12]}")
         table = Table("alias", "item", "status", "repo", "detail")

@@ -25,6 +25,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
                                       "tok/s plain and with MTP, memory, and why it lost.")) -> None:
     """Predict memory per device and choose the launch settings, with a reason for each."""
+    from llmtp.cli._out import esc
     from llmtp.cli._out import console, emit_json, human_bytes
     from llmtp.core.plan import PlanRequest
     from llmtp.core.quant_choice import quant_rule
@@ -81,7 +82,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     if distributed is not None:
         _print_distributed(c, distributed, human_bytes)
     for w in p.warnings:
-        c.print(f"[yellow]warning:[/] {w}")
+        c.print(f"[yellow]warning:[/] {esc(w)}")
     if fit is not None:
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
 

@@ -31,6 +31,8 @@ def serve(
     no_ui: bool = typer.Option(False, "--no-ui", help="Turn llama-server's web UI off (its own --no-ui)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="RPC workers HOST:PORT,... to spread the model over "
                                       "(`llmtp worker start`; default from settings: rpc)."),
+    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models "
+                                        "(default: the llmtp alias, else the file name without .gguf)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -54,7 +56,7 @@ def serve(
     def prepare():
         return svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
                                   parallel=parallel, api_key_file=api_key_file, extra=extra,
-                                  server=Path(server) if server else None, ui=not no_ui,
+                                  server=Path(server) if server else None, ui=not no_ui, alias=alias,
                                   not_counting=frozenset([early_pid]) if early_pid else frozenset(),
                                   rpc=rpc or settings.rpc)
 
@@ -111,9 +113,11 @@ def serve(
     early = warm.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port)) if warm else None
     record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
     from llmtp.adapters.server_process import base_url_for
+    from llmtp.services.status import client_endpoint
 
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
-            "url": f"http://{record.host}:{record.port}", "model": record.model, "build": record.build}
+            "url": base_url_for(record.host, record.port), "model": record.model, "build": record.build,
+            **client_endpoint(record.host, record.port, record.api_key_file, record.alias)}
     from llmtp.core.ui import address_lines
     from llmtp.services.ui import addresses
 
@@ -123,8 +127,14 @@ def serve(
     else:
         typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
                    f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
+        typer.echo(_client_line(data))
         for line in address_lines(data, record.api_key_file):
             typer.echo(f"  {line}")
+
+
+def _client_line(e: dict) -> str:
+    key = "an API key (from --api-key-file)" if e["api_key_required"] else "no API key (any value works)"
+    return f"OpenAI clients: base URL {e['openai_base_url']}, model \"{e['model_name']}\", {key}"
 
 
 def _foreground_argv() -> list[str]:
@@ -141,7 +151,7 @@ def status(
 ) -> None:
     """Running servers: pid, state, uptime, restarts, model, build, port, tok/s, MTP acceptance."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.serve import status_report
+    from llmtp.services.status import status_report
 
     from llmtp.services.live_check import annotate
 
@@ -155,33 +165,36 @@ def status(
     if not entries:
         typer.echo("no server running")
         return
-    from rich.table import Table
+    from llmtp.cli._out import esc, human_bytes, table
 
-    table = Table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-                  "MTP accept", "MTP live", "RPC workers")
+    t = table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
+              "MTP accept", "MTP live", "RPC workers", "RSS", "VRAM")
     for e in entries:
         if e["kind"] == "worker":
             used = ", ".join(f"port {p}" for p in e["used_by"]) or "no server"
-            table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                          str(e["restarts"]), f"RPC worker {e['host']}:{e['port']} (used by {used})",
-                          e["build"] or "external", "-", "-", "-", "-", "-")
+            t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                      str(e["restarts"]), f"RPC worker {e['host']}:{e['port']} (used by {used})",
+                      e["build"] or "external", "-", "-", "-", "-", "-", "-", "-")
             continue
         last = e["last_request"] or {}
         tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
-        table.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
-                      e["mtp_live"]["state"], ", ".join(e.get("rpc") or []) or "-")
-    console().print(table)
+        vram = "not seen by NVML" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
+        t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
+                  str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
+                  e["mtp_live"]["state"], ", ".join(e.get("rpc") or []) or "-", human_bytes(e["rss_bytes"]), vram)
+    console().print(t)
     from llmtp.core.ui import address_lines
 
     for e in entries:
         if e["kind"] == "worker":
             continue
+        typer.echo(f"port {e['port']}: {_client_line(e)}")
         typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
         if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
-            console().print(f"[yellow]port {e['port']}:[/] {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`")
+            console().print(f"[yellow]port {e['port']}:[/] {esc(e['mtp_live']['detail'])}; "
+                            f"fix: `{esc(e['mtp_live']['fix'])}`")
 
 
 def _note(line: str) -> None:
@@ -189,7 +202,8 @@ def _note(line: str) -> None:
 
 
 def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).",
-                                           **limits.option(limits.Port))) -> None:
+                                           **limits.option(limits.Port)),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
     from llmtp.services import state as st
     from llmtp.services.serve import stop_served
@@ -197,6 +211,11 @@ def stop(port: Optional[int] = typer.Option(None, help="Port of the server to st
     state_dir = _settings().state_dir
     ports = [port] if port is not None else st.recorded_ports(state_dir)
     stopped = [p for p in ports if stop_served(state_dir, p, on_note=_note)]
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"stopped": stopped})
+        return
     typer.echo(f"stopped port(s) {', '.join(map(str, stopped))}" if stopped else "no server running")
 
 

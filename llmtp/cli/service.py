@@ -28,9 +28,11 @@ def install(
                                           **limits.option(limits.Parallel)),
     api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
     server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
+    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models (as for `llmtp serve`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --dry-run: the unit text)."),
 ) -> None:
     """Install and start the service (user unit by default), after the checks `llmtp serve` makes."""
     import sys
@@ -46,7 +48,7 @@ def install(
     path = Path(model).expanduser()
     req = svc.ServiceRequest(model=str(path.resolve()) if path.exists() else model, host=host, port=port, ctx=ctx,
                              no_mtp=no_mtp, parallel=parallel, api_key_file=absolute(api_key_file),
-                             server=absolute(server), extra=list(extra or []), system=system)
+                             server=absolute(server), alias=alias, extra=list(extra or []), system=system)
     prepared = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
     for note in prepared.notes:
         typer.echo(f"note: {note}", err=True)
@@ -59,6 +61,12 @@ def install(
     plan = svc.plan_install(settings, req, prepared)
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
+    if dry_run and as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"unit": plan.text, "stages": [{"source": s.source, "target": s.target} for s in plan.stages],
+                   "notes": plan.notes})
+        return
     if dry_run:
         for stage in plan.stages:
             typer.echo(f"would link or copy {stage.source} -> {stage.target}", err=True)
@@ -81,13 +89,19 @@ def install(
                    "(hard links where the filesystem allows, else copies).", err=True)
     result = svc.install(settings, req, SubprocessRunner(), plan=plan,
                          unit_dir=Path(unit_dir) if unit_dir else None, start=not no_start, on_progress=on_progress)
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json(result)
+        return
     for action in result.actions:
         typer.echo(action)
 
 
 @service_app.command("uninstall")
 def uninstall(system: bool = typer.Option(False, "--system"),
-              unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP)) -> None:
+              unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Stop, disable and remove the unit (your override.conf stays)."""
     from pathlib import Path
 
@@ -95,8 +109,14 @@ def uninstall(system: bool = typer.Option(False, "--system"),
     from llmtp.services import service as svc
     from llmtp.settings import load_settings
 
-    for action in svc.uninstall(load_settings().settings, SubprocessRunner(), system=system,
-                                unit_dir=Path(unit_dir) if unit_dir else None):
+    actions = svc.uninstall(load_settings().settings, SubprocessRunner(), system=system,
+                            unit_dir=Path(unit_dir) if unit_dir else None)
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"actions": list(actions)})
+        return
+    for action in actions:
         typer.echo(action)
 
 
@@ -111,7 +131,7 @@ def status(system: bool = typer.Option(False, "--system")) -> None:
 
 
 @service_app.command("restart")
-def restart_cmd() -> None:
+def restart_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Restart the installed unit (user or system scope), e.g. after `llmtp builds use`."""
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.errors import UsageError
@@ -120,6 +140,11 @@ def restart_cmd() -> None:
 
     if not restart(load_settings().settings, SubprocessRunner()):
         raise UsageError("No llmtp service is installed", "Install one with `llmtp service install MODEL`.")
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"restarted": "llmtp.service"})
+        return
     typer.echo("restarted llmtp.service")
 
 

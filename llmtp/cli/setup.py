@@ -20,21 +20,25 @@ class _RichReporter:
         self.phase = None
 
     def step(self, index: int, name: str) -> None:
+        from llmtp.cli._out import esc
         from llmtp.cli._setup_text import TITLES
 
-        self.con.print(f"[bold][{index}/6] {TITLES[name]}[/]")
+        self.con.print(f"[bold]\\[{index}/6] {esc(TITLES[name])}[/]")
 
     def info(self, text: str) -> None:
-        self.con.print(f"  {text}")
+        from llmtp.cli._out import esc
+        self.con.print(f"  {esc(text)}")
 
     def warn(self, text: str) -> None:
-        self.con.print(f"  [yellow]warning:[/] {text}")
+        from llmtp.cli._out import esc
+        self.con.print(f"  [yellow]warning:[/] {esc(text)}")
 
     def result(self, step) -> None:
+        from llmtp.cli._out import esc
         from llmtp.cli._setup_text import summary
 
         self.compile.close()
-        self.con.print(f"  {self.MARK[step.status]}: {summary(step)}")
+        self.con.print(f"  {self.MARK[step.status]}: {esc(summary(step))}")
 
     def build_event(self, event) -> None:
         if event.phase != self.phase:
@@ -60,6 +64,7 @@ def setup(
                                                                 "answers, else the pinned PyPI source)."),
 ) -> None:
     """Detect, build, choose a model, pull/plan/serve it, verify it; re-running changes nothing."""
+    from llmtp.cli._out import esc
     import sys
 
     from llmtp.cli import _setup_text as text
@@ -85,7 +90,7 @@ def setup(
         emit_json(text.as_dict(result))
         return
     color = "green" if result.changed else "cyan"
-    con.print(f"[bold {color}]{text.message(result)}[/]")
+    con.print(f"[bold {color}]{esc(text.message(result))}[/]")
     if any(s.name == "serve" and s.data.get("url") for s in result.steps):
         con.print("next: `llmtp status`, `llmtp logs -f`, `llmtp stop`")
 

@@ -10,9 +10,10 @@ from llmtp.core import limits
 
 
 def render(decision, target, con) -> None:
+    from llmtp.cli._out import esc
     from rich.table import Table
 
-    con.print(f"[bold]llmtp tune[/] {target.model_path}")
+    con.print(f"[bold]llmtp tune[/] {esc(target.model_path)}")
     t = Table(show_edge=False, pad_edge=False, title="selection prompts")
     for col in ("configuration", "tok/s (median)", "min-max", "vs plain", "accept", ""):
         t.add_column(col, justify="left" if col in ("configuration", "") else "right")
@@ -36,7 +37,7 @@ def render(decision, target, con) -> None:
                       "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected"))
         con.print(h)
     color = "green" if decision.chosen.enabled else "yellow"
-    con.print(f"[bold {color}]{decision.label}[/]: {decision.reason}")
+    con.print(f"[bold {color}]{esc(decision.label)}[/]: {esc(decision.reason)}")
     if decision.chosen.enabled and decision.speedup is not None:
         con.print(f"held-out speedup {decision.speedup:.2f}x plain"
                   + (f", break-even acceptance {decision.break_even_acceptance:.2f}"
@@ -56,6 +57,9 @@ def tune_cmd(
                                      help="No held-out prompt may be slower than plain by more (0.05 = 5%)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
                                           **limits.option(limits.Threads)),
+    html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
+                                       help="Also write a self-contained HTML report (charts, per-prompt speedups, "
+                                            "acceptance, configurations tried) for a bug report."),
 ) -> None:
     """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod on half of the prompt
     suite; keep the winner only if it also wins on the held-out half, else MTP off."""
@@ -63,12 +67,18 @@ def tune_cmd(
     from llmtp.services.tune import run_tune, tune_method
     from llmtp.settings import load_settings
 
+    from llmtp.cli._charts import html_target, print_chart, write_html
+    from llmtp.core.report import tune_report
+
+    out_html = html_target(html)
     settings = load_settings().settings
     method = tune_method(n_predict=n_predict, warmups=warmups, runs=runs)
     kw = dict(min_gain=min_gain, noise_band=noise_band, threads=threads)
     if json_out:
         decision, target = run_tune(settings, model, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})
+        if out_html is not None:
+            write_html(out_html, tune_report(decision, target.model_path))
         return
     from rich.progress import Progress
 
@@ -79,7 +89,12 @@ def tune_cmd(
             progress.update(task, completed=done, total=total, description=f"measured {trial.label}")
 
         decision, target = run_tune(settings, model, method, on_trial=on_trial, **kw)
-    render(decision, target, console())
+    con = console()
+    render(decision, target, con)
+    print_chart(con, tune_report(decision, target.model_path).groups)
+    if out_html is not None:
+        write_html(out_html, tune_report(decision, target.model_path))
+        typer.echo(f"report written to {out_html}", err=True)
 
 
 def register(app: typer.Typer) -> None:

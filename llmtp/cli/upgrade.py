@@ -10,6 +10,7 @@ from llmtp.core import limits
 
 
 def render(result, con) -> None:
+    from llmtp.cli._out import esc
     from llmtp.cli.verify import render as render_verify
 
     for label, report in (("old build", result.old_report), ("new build", result.new_report)):
@@ -17,7 +18,7 @@ def render(result, con) -> None:
             con.rule(label)
             render_verify(report, con)
     color = {"switched": "green", "unchanged": "green"}.get(result.outcome, "red")
-    con.print(f"[bold {color}]{result.outcome}[/]: {result.reason}")
+    con.print(f"[bold {color}]{esc(result.outcome)}[/]: {esc(result.reason)}")
 
 
 def upgrade_cmd(
@@ -38,6 +39,7 @@ def upgrade_cmd(
 
     A running service is restarted only after the switch; `llmtp builds rollback` returns to the previous build.
     """
+    from llmtp.cli._out import esc
     from pathlib import Path
 
     from llmtp.cli._out import console, emit_json
@@ -55,7 +57,7 @@ def upgrade_cmd(
         **({"source": source} if source else {}), **({"path": Path(path)} if path else {}))
     method = method_from(quick, False, runs, warmups, n_predict, None)
     err = console(stderr=True)
-    on_build = None if json_out else (lambda e: err.print(f"[dim]{e.phase}[/] {e.text}") if e.text else None)
+    on_build = None if json_out else (lambda e: err.print(f"[dim]{esc(e.phase)}[/] {esc(e.text)}") if e.text else None)
     result = run_upgrade(settings, request, model, method, tolerance=tolerance, restart=_restart_service(),
                          on_build_progress=on_build)
     if json_out:

@@ -42,10 +42,11 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 
 def render(report, con) -> None:
     """The human report; --json prints the same `report` as data."""
+    from llmtp.cli._out import esc
     from rich.table import Table
 
     mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[dim]-   [/]"}
-    con.print(f"[bold]llmtp verify[/] {report.model}")
+    con.print(f"[bold]llmtp verify[/] {esc(report.model)}")
     seq = report.sequential
     how = (f"alternating plain and MTP runs, {seq.pairs} pair(s) in {seq.generation_s:.0f} s of generation "
            f"(budget {seq.budget_s:g} s)" if seq else
@@ -57,7 +58,7 @@ def render(report, con) -> None:
               f"{tokens} tokens, {how}, seed {report.method.seed}")
     for name in ("build", "gpu", "model", "runtime"):
         m = getattr(report.markers, name)
-        con.print(f"  {name:<8} {mark[m.ok]} {m.detail}")
+        con.print(f"  {name:<8} {mark[m.ok]} {esc(m.detail)}")
     if report.cases:
         t = Table(show_edge=False, pad_edge=False)
         for col in ("case", "plain tok/s", "MTP tok/s", "speedup (min-max)", "accept", "PP change"):
@@ -84,9 +85,9 @@ def render(report, con) -> None:
         con.print(f"baseline (build {b['build_id'] or '?'}): MTP tok/s {change}, tolerance "
                   f"{b['tolerance'] * 100:.0f}%" + (f" ({b['note']})" if b.get("note") else ""))
     for w in report.warnings:
-        con.print(f"[yellow]note:[/] {w}")
+        con.print(f"[yellow]note:[/] {esc(w)}")
     color = "green" if report.verdict.code == 0 else "red"
-    con.print(f"[bold {color}]{report.verdict.title}[/] (exit {int(report.verdict.code)}): {report.verdict.reason}")
+    con.print(f"[bold {color}]{report.verdict.title}[/] (exit {int(report.verdict.code)}): {esc(report.verdict.reason)}")
 
 
 def verify_cmd(
@@ -114,6 +115,9 @@ def verify_cmd(
                                           **limits.option(limits.Threads)),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Run across these RPC workers, HOST:PORT,... "
                                       "(default from settings: rpc)."),
+    html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
+                                       help="Also write a self-contained HTML report (charts, per-prompt speedups, "
+                                            "acceptance, configuration) for a bug report."),
 ) -> None:
     """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B.
 
@@ -123,6 +127,10 @@ def verify_cmd(
     from llmtp.services.verify import run_verify
     from llmtp.settings import load_settings
 
+    from llmtp.cli._charts import html_target, print_chart, write_html
+    from llmtp.core.report import verify_report
+
+    target = html_target(html)
     method = method_from(quick, thorough, runs, warmups, n_predict, temperature, budget)
     settings = load_settings().settings
     err = console(stderr=True)
@@ -135,7 +143,12 @@ def verify_cmd(
             report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
                                 parallel=parallel, threads=threads, on_progress=lambda t: status.update(t),
                                 rpc=rpc or settings.rpc)
-        render(report, console())
+        con = console()
+        render(report, con)
+        print_chart(con, verify_report(report).groups)
+    if target is not None:
+        write_html(target, verify_report(report))
+        typer.echo(f"report written to {target}", err=True)
     raise typer.Exit(int(report.verdict.code))
 
 

@@ -47,6 +47,13 @@ def _append_model(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
     argv += [_flag(caps, "-m", "--model", what="the model path"), spec.model]
 
 
+def _append_alias(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
+    # The name OpenAI clients see in /v1/models and may send as "model"; without it llama-server
+    # shows the file path.
+    if spec.alias is not None:
+        argv += [_flag(caps, "-a", "--alias", what="the model name clients see"), spec.alias]
+
+
 def _append_listen(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
     # --port always explicit: upstream's default port has changed before.
     argv += [_flag(caps, "--host", what="the bind address"), spec.host]
@@ -244,7 +251,7 @@ def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
 
 
 _APPENDERS: tuple[_Appender, ...] = (
-    _append_model, _append_listen, _append_rpc, _append_gpu_layers, _append_context, _append_cache_types,
+    _append_model, _append_alias, _append_listen, _append_rpc, _append_gpu_layers, _append_context, _append_cache_types,
     _append_flash_attn, _append_moe, _append_cpu_ffn, _append_parallel, _append_threads, _append_fit, _append_mtp,
     _append_metrics, _append_api_key, _append_ui, _append_log_file, _append_seed, _append_extra,
 )

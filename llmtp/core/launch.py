@@ -25,6 +25,7 @@ class MtpSettings(BaseModel):
 
 class LaunchSpec(BaseModel):
     model: str  # path to the GGUF
+    alias: str | None = None  # --alias: the model name /v1/models shows (llmtp alias or file stem)
     host: str = "127.0.0.1"
     port: int
     n_gpu_layers: int | Literal["auto", "all"] | None = None  # None: leave to the binary
@@ -47,3 +48,29 @@ class LaunchSpec(BaseModel):
     rpc: list[str] = Field(default_factory=list)  # RPC workers HOST:PORT (--rpc); see core/rpc.py
     devices: list[str] = Field(default_factory=list)  # -dev order (RPC devices first); empty: llama.cpp's
     tensor_split: list[int] = Field(default_factory=list)  # -ts proportions, one per entry of `devices`
+
+
+ALIAS_MAX_CHARS = 128
+
+
+def alias_problem(name: str) -> str | None:
+    """Why `name` cannot be the model name llama-server shows (--alias), or None when it can.
+    llama-server splits --alias at commas into several names (common/arg.cpp, b11434)."""
+    if not name.strip():
+        return "it is empty"
+    if "," in name:
+        return "llama-server reads a comma as a separator between several names"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it holds a control character"
+    if len(name) > ALIAS_MAX_CHARS:
+        return f"it is longer than {ALIAS_MAX_CHARS} characters"
+    return None
+
+
+def default_alias(model_path: str, catalog_alias: str | None) -> str:
+    """The name clients see when the user gave none: the llmtp alias, else the file name without .gguf."""
+    if catalog_alias:
+        return catalog_alias
+    name = model_path.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name[:-5] if name.lower().endswith(".gguf") else name
+    return stem.replace(",", "_")[:ALIAS_MAX_CHARS] or "model"

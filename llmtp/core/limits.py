@@ -43,6 +43,7 @@ VramBytes = Annotated[int, Interval(ge=256 * 2**20, le=16 * 2**40)]  # --vram: 2
 BudgetSeconds = Annotated[float, Interval(ge=1.0, le=86_400.0)]  # verify --budget: 1 s .. a day
 WorkerMemMiB = Annotated[int, Interval(ge=1, le=16 * 2**20)]  # `worker start --mem`: 1 MiB .. 16 TiB per device
 Bandwidth = Annotated[float, Interval(ge=1.0, le=100_000.0)]  # GB/s: DDR3 single channel .. HBM3e
+BudgetSeconds = Annotated[float, Interval(ge=1.0, le=86400.0)]  # verify --budget: a second .. a day
 
 
 def bounds(kind: Any) -> tuple[float | int | None, float | int | None]:

@@ -48,6 +48,7 @@ _ALWAYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
      "nothing: llmtp does not expose tools (upstream: do not enable in untrusted environments)"),
     (("-m", "--model", "-mu", "--model-url", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-dr",
       "--docker-repo", "--models-dir", "--models-preset"), f"the model: {_OWNED}", _MODEL),
+    (("-a", "--alias"), f"the model name clients see in /v1/models: {_OWNED}", "`llmtp serve MODEL --alias NAME`"),
     (("-c", "--ctx-size"), f"the context size: {_OWNED}", "`--ctx N`"),
     (("-np", "--parallel"), f"the slot count: {_OWNED}", "`--parallel N`"),
     (("-ngl", "--gpu-layers", "--n-gpu-layers"), f"the GPU offload: {_OWNED}", _PLAN),

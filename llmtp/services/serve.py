@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.launch import LaunchSpec
-from llmtp.errors import ConfigError, NetworkError, ServeError
+from llmtp.core.launch import LaunchSpec, alias_problem, default_alias
+from llmtp.errors import ServeError
 from llmtp.services.supervisor import Supervisor, log, read_api_key
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
@@ -71,53 +71,6 @@ def stop_served(state_dir: Path, port: int, timeout: float = 30.0,
     return True
 
 
-def status_report(state_dir: Path, on_note: Callable[[str], None] | None = None) -> list[dict]:
-    """One entry per live serve: the state file plus what the server says right now. Servers
-    orphaned by an llmtp that died are stopped first (proven ones only), stale records dropped."""
-    from llmtp.services import state as st
-
-    for line in st.sweep(state_dir):
-        if on_note is not None:
-            on_note(line)
-    return _status_entries(state_dir)
-
-
-def _status_entries(state_dir: Path) -> list[dict]:
-    from llmtp.adapters.http import LlamaClient
-    from llmtp.adapters.server_process import base_url_for
-    from llmtp.core.metrics import last_request, server_metrics
-    from llmtp.services import state as st
-    from llmtp.services.ui import addresses
-
-    out = []
-    for record in (r for r in st.all_states(state_dir) if r.kind != "worker"):  # workers: services/rpc.py
-        entry = record.model_dump()
-        entry["uptime_s"] = round(time.time() - record.started_at, 1)
-        entry["base_url"] = base_url_for(record.host, record.port)
-        entry.update(addresses(entry["base_url"], record.api_key_file))  # services/ui.py
-        entry["tokens_per_second"] = entry["mtp_acceptance"] = None
-        # the last finished request, from llama-server's own timing lines in its log
-        last = last_request(_log_tail(Path(record.log_path)))
-        entry["last_request"] = None if last is None else {
-            "tokens": last.tokens, "tokens_per_second": last.tokens_per_second,
-            "mtp_acceptance": last.mtp_acceptance}
-        try:
-            with LlamaClient(entry["base_url"], read_api_key(record.api_key_file), timeout=2) as c:
-                m = server_metrics(c.metrics())
-            entry["tokens_per_second"] = m.predicted_tokens_per_second
-            entry["mtp_acceptance"] = m.mtp_acceptance
-        except (NetworkError, ConfigError, OSError):
-            pass  # not ready, --metrics off, or the key refused: unknown stays None
-        out.append(entry)
-    return out
-
-
-def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
-    from llmtp.adapters.files import tail_text
-
-    return tail_text(path, max_bytes)
-
-
 # --- from `llmtp serve MODEL` to a launch -----------------------------------------------------------
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -170,6 +123,7 @@ def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps
                          f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
     result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps, not_counting=not_counting))
     spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
+    spec.alias = default_alias(str(resolved.path), resolved.alias or (resolved.entry.alias if resolved.entry else None))
     return Planned(spec=spec, plan=result.plan, calibration_key=result.calibration_key,
                    corrections=result.corrections)
 
@@ -225,7 +179,7 @@ def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
 def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: int | None = None,
                    ctx: int | None = None, no_mtp: bool = False, parallel: int | None = None,
                    api_key_file: str | None = None, extra: list[str] | None = None,
-                   server: Path | None = None, plan: PlanFn = plan_launch,
+                   server: Path | None = None, alias: str | None = None, plan: PlanFn = plan_launch,
                    probe: Callable[[Path], Capabilities] | None = None,
                    current_build: Callable | None = None,
                    tuned: Callable[[Path], object] | None = None, hardware=None,
@@ -241,6 +195,9 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     from llmtp.services.rpc import rpc_split
 
     check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
+    if alias is not None and (why := alias_problem(alias)) is not None:
+        raise UsageError(f"--alias {alias!r} cannot name the model: {why}",
+                         "Pass one name without commas, e.g. `--alias my-model`.")
     host = host or settings.host
     port = port or settings.port
     notes: list[str] = []
@@ -301,6 +258,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     if parallel is not None and not spec.mtp.enabled:
         spec.parallel = parallel
     spec.api_key_file, spec.ui = api_key_file, ui
+    spec.alias = alias or spec.alias or default_alias(spec.model, None)
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
     devices = rpc_split(settings, server, spec, rpc, reasons) if rpc else []  # names a dead worker first
     build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)

@@ -69,6 +69,7 @@ class ServiceRequest:
     parallel: int | None = None
     api_key_file: str | None = None
     server: str | None = None
+    alias: str | None = None  # the model name clients see (`llmtp serve --alias`)
     extra: list[str] = field(default_factory=list)  # after `--`: passed to llama-server
     system: bool = False
 
@@ -91,7 +92,7 @@ def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
 
     return prepare_launch(settings, req.model, host=req.host, port=req.port, ctx=req.ctx, no_mtp=req.no_mtp,
                           parallel=req.parallel, api_key_file=req.api_key_file, extra=list(req.extra),
-                          server=Path(req.server) if req.server else None, **serve_kw)
+                          server=Path(req.server) if req.server else None, alias=req.alias, **serve_kw)
 
 
 def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str | None) -> list[str]:
@@ -99,7 +100,7 @@ def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str
     # the service. Files as absolute paths: the service does not start in the current directory.
     args = ["--host", prepared.spec.host, "--port", str(prepared.spec.port)]
     for flag, value in (("--ctx", req.ctx), ("--parallel", req.parallel),
-                        ("--api-key-file", prepared.spec.api_key_file), ("--server", server)):
+                        ("--api-key-file", prepared.spec.api_key_file), ("--server", server), ("--alias", req.alias)):
         if value is not None:
             args += [flag, str(value)]
     if req.no_mtp:

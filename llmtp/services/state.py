@@ -46,6 +46,7 @@ class ServeState(BaseModel):
     host: str
     port: int
     model: str
+    alias: str | None = None  # the name /v1/models shows (llama-server --alias)
     build: str | None = None
     argv: list[str] = Field(default_factory=list)
     log_path: str
