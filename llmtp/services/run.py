@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,25 +40,26 @@ def ensure_server(settings, model_ref: str, *, server: Path | None = None, ctx: 
     from llmtp.adapters.server_process import base_url_for
     from llmtp.services import serve as svc
     from llmtp.services import state as st
+    from llmtp.services.supervisor import read_api_key
 
     prepared = svc.prepare_launch(settings, model_ref, server=server, ctx=ctx)
     record = running_for(settings.state_dir, prepared.spec.model, on_note)
     if record is not None:
         on_note(f"using the llmtp server of {record.alias or record.model} on port {record.port}")
-        return Target(base_url_for(record.host, record.port), svc.read_api_key(record.api_key_file), record.port,
+        return Target(base_url_for(record.host, record.port), read_api_key(record.api_key_file), record.port,
                       record.alias, started=False)
     port = settings.port
     if st.read_state(settings.state_dir, port) is not None or not port_free(settings.host, port):
         port = free_port()
     on_note(f"no llmtp server of {model_ref} is running: starting one on port {port} "
             f"(it keeps running for the next question; `llmtp stop --port {port}` stops it)")
-    argv = [sys.executable, "-m", "llmtp", "serve", model_ref, "--port", str(port), "--foreground"]
-    if server is not None:
-        argv += ["--server", str(server)]
-    if ctx is not None:
-        argv += ["--ctx", str(ctx)]
+    from llmtp.services.serve_command import foreground_command
+
+    argv = foreground_command(["serve", model_ref, "--port", str(port),
+                               *(["--server", str(server)] if server is not None else []),
+                               *(["--ctx", str(ctx)] if ctx is not None else [])])
     record = svc.detach(settings.state_dir, port, argv, prepared.ready_timeout_s)
-    return Target(base_url_for(record.host, record.port), svc.read_api_key(record.api_key_file), record.port,
+    return Target(base_url_for(record.host, record.port), read_api_key(record.api_key_file), record.port,
                   record.alias, started=True)
 
 
