@@ -21,7 +21,7 @@ from llmtp.adapters.ports import free_port
 from llmtp.core import memory as mem
 from llmtp.core.calibrate import parse_load_log
 from llmtp.services.calibration import DRAFT_CONTEXT_MARK
-from llmtp.services.models import read_model_info
+from llmtp.services.model_catalog import read_model_info
 from llmtp.testbed import cache_root
 
 CASES = [(2048, "f16"), (8192, "q8_0"), (16384, "q4_0")]

@@ -59,9 +59,9 @@ def test_no_shell_true_anywhere():
                 assert not (isinstance(node.value, ast.Constant) and node.value.value is True), path
 
 
-# Modules over the size limit today, each waiting for its split (they grew past it in later slices).
-# The list only shrinks.
-OVERSIZE = {"services/models.py"}
+# Modules over the size limit, each waiting for its split: none today (services/models.py, the last, was
+# split into models, model_catalog and model_pulls). The list only shrinks.
+OVERSIZE: set[str] = set()
 MAX_LINES = 400
 
 

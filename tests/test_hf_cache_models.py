@@ -15,6 +15,7 @@ from fake_hub import FakeHubServer
 from llmtp.cli.main import app
 from llmtp.core.model_ref import HubRef, parse_hub_ref
 from llmtp.errors import NetworkError, UsageError
+from llmtp.services import model_pulls
 from llmtp.services import models as svc
 from llmtp.settings import load_settings
 
@@ -139,7 +140,7 @@ def test_hf_hub_offline_makes_no_network_call_and_uses_the_cache(tmp_path, monke
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         s = load_settings().settings
         with pytest.raises(NetworkError, match="offline"):
-            svc.pull("qwen3.6-27b", s)
+            model_pulls.pull("qwen3.6-27b", s)
         r = svc.resolve_model("qwen3.6-27b", s)  # plan data without the hub: the catalog's sizes
         assert r.path is None and "offline" in (r.size_source or "")
         link = put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", _gguf_bytes(tmp_path, 1))

@@ -17,6 +17,7 @@ from llmtp.core.catalog import choose_quant_file, choose_sidecar, parse_catalog,
 from llmtp.core.gguf_header import read_kv_prefix
 from llmtp.errors import NetworkError, UsageError
 from llmtp.services import hub as hubsvc
+from llmtp.services import model_catalog
 from llmtp.services import models as svc
 from llmtp.settings import load_settings
 
@@ -88,7 +89,7 @@ def public_hub(tmp_path, monkeypatch):
 # ---- patterns and choice rules (pure) ------------------------------------------------------------------
 
 def test_catalog_patterns_resolve_against_the_public_listings():
-    cat = svc.load_catalog()
+    cat = model_catalog.load_catalog()
     expect = {
         ("qwen3.6-27b", "IQ3_XXS"): "Qwen3.6-27B-UD-IQ3_XXS.gguf",
         ("qwen3.6-27b", "IQ4_XS"): "Qwen3.6-27B-IQ4_XS.gguf",
@@ -148,7 +149,7 @@ def test_sidecar_rule_is_q8_0_unless_asked_and_says_which():
 
 
 def test_an_entry_may_carry_its_mtp_head_either_way_per_repo():
-    cat = svc.load_catalog()
+    cat = model_catalog.load_catalog()
     q = cat.get("qwen3.6-27b")
     assert q.mtp_for("unsloth/Qwen3.6-27B-MTP-GGUF").mtp == "embedded"
     side = q.mtp_for("ggml-org/Qwen3.6-27B-GGUF")
@@ -249,7 +250,7 @@ def test_models_check_against_the_public_listings(public_hub):
 
 
 def test_models_check_finds_the_old_seed_sizes_and_stripped_heads(public_hub, tmp_path):
-    cat = svc.load_catalog()
+    cat = model_catalog.load_catalog()
     entry = cat.get("qwen3.6-27b")
     old = entry.model_copy(update={"quants": [q.model_copy(update={"size_gb": {"IQ3_XXS": 11.2, "IQ4_XS": 13.8,
                                    "Q4_K_M": 15.5}.get(q.name, q.size_gb)}) for q in entry.quants]})
@@ -298,11 +299,11 @@ def test_models_check_exit_status_says_whether_anything_differs(public_hub, caps
 
 def test_models_check_unknown_repo_is_a_difference(public_hub):
     del public_hub.repos["unsloth/gemma-4-26B-A4B-it-GGUF"]
-    report = hubsvc.check_catalog(load_settings().settings, svc.load_catalog(), "gemma-4-26b")
+    report = hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-26b")
     assert [r.status for r in report.rows if r.item == "repo"] == ["missing"]
     assert all(r.status == "missing" for r in report.rows)
     with pytest.raises(UsageError):
-        hubsvc.check_catalog(load_settings().settings, svc.load_catalog(), "gemma-4-2b")
+        hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-2b")
 
 
 def test_a_gemma_plan_counts_the_listed_q8_0_draft(public_hub):
@@ -319,7 +320,7 @@ def test_models_check_of_a_gated_repo_without_a_token_lists_but_cannot_read_head
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     public_hub.repos["unsloth/gemma-4-31B-it-GGUF"].gated = True
-    report = hubsvc.check_catalog(load_settings().settings, svc.load_catalog(), "gemma-4-31b")
+    report = hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-31b")
     rows = {r.item: r for r in report.rows}
     assert rows["Q4_K_M"].status == "ok" and rows["Q4_K_M"].listed_bytes == 18_323_733_440
     draft = rows["MTP draft"]

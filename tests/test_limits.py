@@ -100,7 +100,7 @@ def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     it does not fit."""
     from llmtp.core.catalog_model import model_info_from_catalog
     from llmtp.core.plan import GiB, PlanHardware, PlanRequest, make_plan
-    from llmtp.services.models import load_catalog
+    from llmtp.services.model_catalog import load_catalog
 
     info = model_info_from_catalog(load_catalog().get("qwen3.6-27b"), "Q4_K_M")
     plan = make_plan(info, PlanHardware(ram_bytes=32 * GiB, backend="cpu"), PlanRequest(ctx=limits.CTX_MAX))

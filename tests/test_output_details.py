@@ -24,15 +24,15 @@ def _llmtp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_models_show_prints_brackets_in_data_as_written(monkeypatch):
-    from llmtp.services import models
+    from llmtp.services import model_catalog
 
-    real = models.lookup
+    real = model_catalog.lookup
 
     def lookup(catalog, alias):
         entry = real(catalog, alias)
         return entry.model_copy(update={"description": "Q4 [default] and [bold]not bold[/bold] [/]"})
 
-    monkeypatch.setattr(models, "lookup", lookup)
+    monkeypatch.setattr(model_catalog, "lookup", lookup)
     r = CliRunner().invoke(app, ["models", "show", "smollm2-135m"])
     assert r.exit_code == 0, r.output
     assert "Q4 [default] and [bold]not bold[/bold] [/]" in r.stdout

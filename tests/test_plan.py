@@ -16,7 +16,7 @@ from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.plan import FFN_SPILL_TOLERANCE, SPEED_FRACTION, Candidate, GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
 from llmtp.core.speed import DEFAULT_ACCEPTANCE, Bandwidths, Placement, predict
 from llmtp.errors import UsageError
-from llmtp.services.models import load_catalog
+from llmtp.services.model_catalog import load_catalog
 from llmtp.services.plan import find_gpu, parse_size
 
 

@@ -20,7 +20,7 @@ from llmtp.core.launch import MtpSettings
 from llmtp.core.plan import GiB, MiB, PlanDevice, PlanHardware
 from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
-from llmtp.services import calibration, model_settings, models
+from llmtp.services import calibration, model_pulls, model_settings
 from llmtp.services.plan import hardware_for_build
 from llmtp.services.serve import prepare_launch
 from llmtp.settings import load_settings
@@ -47,7 +47,7 @@ def _settings():
 
 def _pull_as(settings, alias: str, quant: str, path: Path) -> None:
     """What `llmtp models pull` records after a verified download."""
-    models._record(settings, alias, quant, {"path": str(path), "sidecar": None})
+    model_pulls._record(settings, alias, quant, {"path": str(path), "sidecar": None})
 
 
 @pytest.fixture

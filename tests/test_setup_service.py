@@ -333,7 +333,7 @@ def _real_plan(ref, settings, hw):
 
 
 def _aliases():
-    from llmtp.services.models import load_catalog
+    from llmtp.services.model_catalog import load_catalog
 
     return list(load_catalog().models)
 

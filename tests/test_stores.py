@@ -108,13 +108,13 @@ def test_a_failed_write_keeps_the_old_record(tmp_path):
 
 @pytest.mark.parametrize("data", [b"not json", b"[]", b"{\"alias\": {\"Q4\": {\"repo\": \"x\"}}}", b"5"])
 def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, capsys):
-    from llmtp.services import models
+    from llmtp.services import model_pulls
 
-    reg = models._registry_path(settings)
+    reg = model_pulls._registry_path(settings)
     reg.parent.mkdir(parents=True, exist_ok=True)
     reg.write_bytes(data)
     with pytest.raises(ConfigError, match="record of pulled models .* is damaged"):
-        models.pulled(settings, "alias", None)
+        model_pulls.pulled(settings, "alias", None)
     assert aside(reg)[0].read_bytes() == data
     reg.write_bytes(data)
     code, _, err = cli(["models", "list"], capsys)
@@ -122,10 +122,10 @@ def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, caps
 
 
 def test_pulled_json_with_extra_fields_round_trips(settings):
-    from llmtp.services import models
+    from llmtp.services import model_pulls
 
-    models._record(settings, "k", "Q4", {"path": "/x.gguf", "repo": "r", "size": 5})
-    assert models._load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
+    model_pulls._record(settings, "k", "Q4", {"path": "/x.gguf", "repo": "r", "size": 5})
+    assert model_pulls._load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
 
 
 @pytest.mark.parametrize("data", [b"5", b"{\"a\": 1}", b"[{\"model\": 1}]", b"[{"])

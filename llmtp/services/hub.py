@@ -296,7 +296,7 @@ def check_catalog(settings, catalog: Catalog, alias: str | None = None, hub: Hub
     if getattr(settings, "offline", False):
         raise NetworkError("Cannot check the catalog against the hub: offline mode is on",
                            "Unset LLMTP_OFFLINE and run it where huggingface.co is reachable.")
-    from llmtp.services.models import lookup
+    from llmtp.services.model_catalog import lookup
 
     entries = [lookup(catalog, alias)] if alias else list(catalog.models.values())
     hub = hub or default_hub(settings)

@@ -49,7 +49,7 @@ def _alias_for(catalog: Catalog, repo: str, name: str) -> str | None:
 
 
 def _heads(path: Path) -> int | None:
-    from llmtp.services.models import read_model_info
+    from llmtp.services.model_catalog import read_model_info
 
     try:
         return read_model_info(path).nextn_predict_layers
@@ -60,7 +60,8 @@ def _heads(path: Path) -> int | None:
 def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every model file on disk that llmtp can serve, one row per quant (split parts together)."""
     from llmtp.adapters import hf_cache
-    from llmtp.services.models import _load_registry, load_catalog, package_model_path
+    from llmtp.services.model_catalog import load_catalog, package_model_path
+    from llmtp.services.model_pulls import _load_registry
 
     catalog = catalog or load_catalog()
     rows: list[LocalModel] = []
@@ -115,7 +116,7 @@ class Removed:
 
 
 def _matches(row: LocalModel, ref: str, settings) -> bool:
-    from llmtp.services.models import hub_ref
+    from llmtp.services.model_catalog import hub_ref
 
     href = hub_ref(ref) if "/" in ref else None
     if href is not None:
@@ -129,7 +130,7 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
     Several quants match and none was named: UsageError listing them (nothing is removed)."""
     from llmtp.adapters import hf_cache
     from llmtp.adapters.files import write_json_atomic
-    from llmtp.services.models import _load_registry, _registry_path
+    from llmtp.services.model_pulls import _load_registry, _registry_path
 
     rows = [r for r in list_local(settings, catalog) if _matches(r, ref, settings)]
     if not rows:

@@ -13,6 +13,7 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services import build as b
     from llmtp.services import builds
+    from llmtp.services import model_catalog
     from llmtp.services import models as m
     from llmtp.services.detect import detect_hardware
     from llmtp.services.model_settings import model_key
@@ -33,7 +34,7 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
         detect=detect_hardware, pin_build=lambda: b.load_pin().build, git_url=lambda: b.load_pin().git.url,
         reachable=tcp_reachable, list_builds=builds.list_builds,
         current_build=builds.current_build, use_build=builds.use_build, build=do_build, resolve=resolve, plan=plan,
-        catalog_aliases=lambda: list(m.load_catalog().models), server_record=_server_record,
+        catalog_aliases=lambda: list(model_catalog.load_catalog().models), server_record=_server_record,
         start_server=_start_server, stop_server=lambda s, port: _stop(s, port), verify=_verify,
         plain_tok_s=_plain_tok_s, model_key=model_key, service_installed=_service_installed,
         install_service=_install_service, confirm=confirm)
