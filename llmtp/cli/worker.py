@@ -139,6 +139,8 @@ def install(
                                "llmtp's cache dir)."),
     trusted_network: bool = typer.Option(False, "--trusted-network",
                                          help="Allow a non-loopback bind (the RPC protocol has no authentication)."),
+    server: Optional[str] = typer.Option(None, "--server", help="Run this ggml-rpc-server instead of the "
+                                         "current build's."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
@@ -158,7 +160,8 @@ def install(
                                    trusted_network=trusted_network, system=system)
     # start's own checks (a reinstall may find its own unit on the port: the port is checked at start)
     prepared = svc.prepare_worker(settings, host=host, port=port, cache=cache, threads=threads,
-                                  trusted_network=trusted_network, check_port=False)
+                                  trusted_network=trusted_network, check_port=False,
+                                  server=Path(server).expanduser().resolve() if server else None)
     if prepared.warning:
         typer.echo(f"warning: {prepared.warning}", err=True)
     plan = svc.plan_worker_install(settings, req, prepared)

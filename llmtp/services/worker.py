@@ -234,7 +234,8 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
         svc._check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
         # --cache writes under LLAMA_CACHE (else ~/.cache, read-only to the unit): the cache dir is writable
         env = {**svc.user_environment(settings), "LLAMA_CACHE": str(settings.cache_dir / "llama.cpp")}
-        spec = UnitSpec(scope="user", exec_argv=_worker_start_argv(req, None), environment=env,
+        external = str(prepared.binary) if prepared.build_id is None else None  # else the current build
+        spec = UnitSpec(scope="user", exec_argv=_worker_start_argv(req, external), environment=env,
                         environment_file=str(settings.config_dir / "service.env"),
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         **common)
