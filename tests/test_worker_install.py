@@ -230,3 +230,50 @@ def test_dry_run_through_the_entry_point(tmp_path):
     r = _entry_point(home, "worker", "install", "--server", str(home / "missing"), "--dry-run")
     assert r.returncode == 2 and "No ggml-rpc-server" in r.stderr, r.stderr
     assert not unit_dir.exists()
+
+
+@pytest.mark.llama
+def test_the_units_command_notifies_ready_and_stops_its_group(tmp_path, rpc_bin_dir):
+    """The exact ExecStart argv of a rendered worker unit, run as systemd would (NOTIFY_SOCKET set,
+    under the kernel's W^X switch where it exists, as MemoryDenyWriteExecute=yes demands), against the
+    test bed's real ggml-rpc-server: READY=1 once it accepts connections, and SIGTERM leaves no process."""
+    import signal
+    import socket
+
+    import psutil
+
+    from llmtp.adapters.ports import connect_error, free_port
+    from test_service_unit import _mdwe_available, _refuse_exec_gain
+
+    # the RPC build as this home's current build (adopted: linked, probed, nothing compiled)
+    r = subprocess.run([sys.executable, "-m", "llmtp", "builds", "adopt", str(rpc_bin_dir)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    settings = load_settings().settings
+    port = free_port()
+    req = wsvc.WorkerInstallRequest(port=port, threads=1)
+    prepared = wsvc.prepare_worker(settings, host=req.host, port=port, threads=1)
+    plan = wsvc.plan_worker_install(settings, req, prepared)
+    assert "MemoryDenyWriteExecute=yes" in plan.text  # a CPU build: what this run checks under W^X
+    notify_path = str(tmp_path / "notify")
+    mdwe = sys.platform.startswith("linux") and _mdwe_available()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(notify_path)
+        sock.settimeout(90)
+        env = {**os.environ, **plan.unit.environment, "NOTIFY_SOCKET": notify_path}
+        proc = subprocess.Popen(plan.unit.exec_argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, preexec_fn=_refuse_exec_gain if mdwe else None)
+        try:
+            message = sock.recv(4096).decode()
+            assert message.startswith(f"READY=1\nSTATUS=serving ggml-rpc-server at 127.0.0.1:{port}"), message
+            assert connect_error("127.0.0.1", port, 2.0) is None  # ready means it accepts connections now
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            assert any(p.name() == "ggml-rpc-server" for p in tree)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, proc.stderr.read()
+            gone, alive = psutil.wait_procs(tree, timeout=10)
+            assert not alive
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
