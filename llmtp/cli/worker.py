@@ -1,4 +1,5 @@
-"""`llmtp worker start|stop|status|logs`: a ggml-rpc-server (llama.cpp's RPC worker) under serve's supervisor."""
+"""`llmtp worker start|stop|status|logs|install|uninstall`: a ggml-rpc-server (llama.cpp's RPC worker)
+under serve's supervisor, or as a systemd unit."""
 
 from __future__ import annotations
 
@@ -37,17 +38,21 @@ def start(
     trusted_network: bool = typer.Option(False, "--trusted-network",
                                          help="Allow a non-loopback bind (the RPC protocol has no authentication)."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
+    server: Optional[str] = typer.Option(None, "--server", help="Run this ggml-rpc-server instead of the "
+                                         "current build's (a system unit runs its staged copy)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start a supervised, detached ggml-rpc-server; prints its address once it accepts connections."""
     import sys
+    from pathlib import Path
 
     from llmtp.cli._out import emit_json
     from llmtp.services import worker as svc
 
     settings = _settings()
     prepared = svc.prepare_worker(settings, host=host, port=port, mem=mem, cache=cache, threads=threads,
-                                  trusted_network=trusted_network)
+                                  trusted_network=trusted_network,
+                                  server=Path(server).expanduser().resolve() if server else None)
     if prepared.warning:
         typer.echo(f"warning: {prepared.warning}", err=True)
     if foreground:
@@ -117,6 +122,92 @@ def logs(port: int = typer.Option(50052, "--port", "-p", help="Port of the worke
     if not path.is_file():
         raise UsageError(f"No worker log at {path}", "Start a worker with `llmtp worker start` first.")
     serve_logs(follow=follow, port=port, lines=lines)  # the same file layout: one reader for both
+
+
+_UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests and packaging)."
+
+
+@worker_app.command("install")
+def install(
+    system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
+    host: str = typer.Option("127.0.0.1", "--host", "-H", help="Bind address (loopback unless --trusted-network)."),
+    port: int = typer.Option(50052, "--port", "-p", help="Port (ggml-rpc-server's default 50052).",
+                             **limits.option(limits.Port)),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads of a CPU worker.",
+                                          **limits.option(limits.Threads)),
+    cache: bool = typer.Option(False, "--cache", "-c", help="Keep received tensors in a file cache (under "
+                               "llmtp's cache dir)."),
+    trusted_network: bool = typer.Option(False, "--trusted-network",
+                                         help="Allow a non-loopback bind (the RPC protocol has no authentication)."),
+    server: Optional[str] = typer.Option(None, "--server", help="Run this ggml-rpc-server instead of the "
+                                         "current build's."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
+    no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
+    unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --dry-run: the unit text)."),
+) -> None:
+    """Install and start `llmtp worker start --foreground` as a systemd unit (llmtp-worker-PORT.service),
+    after the checks `llmtp worker start` makes; the hardening of `llmtp service install`."""
+    from pathlib import Path
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.cli._out import emit_json
+    from llmtp.services import service
+    from llmtp.services import worker as svc
+
+    settings = _settings()
+    req = svc.WorkerInstallRequest(host=host, port=port, threads=threads, cache=cache,
+                                   trusted_network=trusted_network, system=system)
+    # start's own checks (a reinstall may find its own unit on the port: the port is checked at start)
+    prepared = svc.prepare_worker(settings, host=host, port=port, cache=cache, threads=threads,
+                                  trusted_network=trusted_network, check_port=False,
+                                  server=Path(server).expanduser().resolve() if server else None)
+    if prepared.warning:
+        typer.echo(f"warning: {prepared.warning}", err=True)
+    plan = svc.plan_worker_install(settings, req, prepared)
+    if dry_run:
+        if as_json:
+            emit_json({"unit_name": plan.unit.unit_name, "unit": plan.text,
+                       "stages": [{"source": s.source, "target": s.target} for s in plan.stages]})
+            return
+        for stage in plan.stages:
+            typer.echo(f"would link or copy {stage.source} -> {stage.target}", err=True)
+        typer.echo(plan.text, nl=False)
+        return
+    if plan.stages:
+        typer.echo(f"The system service cannot read your home directory: running the build from "
+                   f"{service.SYSTEM_ROOT} (hard links where the filesystem allows, else copies).", err=True)
+    result = service.install(settings, req, SubprocessRunner(), plan=plan,
+                             unit_dir=Path(unit_dir) if unit_dir else None, start=not no_start)
+    if as_json:
+        emit_json(result)
+        return
+    for action in result.actions:
+        typer.echo(action)
+
+
+@worker_app.command("uninstall")
+def uninstall(system: bool = typer.Option(False, "--system"),
+              port: int = typer.Option(50052, "--port", "-p", help="Port of the installed worker.",
+                                       **limits.option(limits.Port)),
+              unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Stop, disable and remove the worker's unit (your override.conf stays)."""
+    from pathlib import Path
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.cli._out import emit_json
+    from llmtp.services import service
+    from llmtp.services.worker import worker_unit_name
+
+    actions = service.uninstall(_settings(), SubprocessRunner(), system=system,
+                                unit_dir=Path(unit_dir) if unit_dir else None, unit=worker_unit_name(port),
+                                status_command="llmtp worker status")
+    if as_json:
+        emit_json({"actions": list(actions)})
+        return
+    for action in actions:
+        typer.echo(action)
 
 
 def register(app: typer.Typer) -> None:

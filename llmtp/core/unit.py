@@ -68,6 +68,8 @@ class UnitSpec(BaseModel):
     # GPU device groups (/proc/devices names) the build needs; [] = none: PrivateDevices=yes
     device_allow: list[str] = Field(default_factory=list)
     llmtp_version: str = "0"
+    generated_by: str = "llmtp service install"  # the command that writes (and rewrites) the unit
+    ready_when: str = "llama-server's /health answers 200"  # when READY=1 goes out (Type=notify)
 
 
 # /proc/devices group names behind each backend's device nodes: /dev/nvidia* (nvidia-frontend:
@@ -128,7 +130,8 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     for p in spec.read_write_paths:
         _check_path(p, "writable path")
     _check_path(spec.environment_file, "environment file")
-    for text, what in ((spec.description, "description"), (spec.unit_name, "unit name")):
+    for text, what in ((spec.description, "description"), (spec.unit_name, "unit name"),
+                       (spec.generated_by, "generator"), (spec.ready_when, "readiness")):
         check_unit_value(text, what)
         if text.endswith("\\"):  # a trailing backslash continues the line in a unit file
             raise UsageError(f"The {what} {text!r} ends in a backslash", "Drop the trailing backslash.")
@@ -156,6 +159,8 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     env_lines = "".join(systemd_environment(k, v) + "\n" for k, v in sorted(spec.environment.items()))
     values = {
         "llmtp_version": spec.llmtp_version,
+        "generated_by": systemd_specifiers(spec.generated_by),
+        "ready_when": systemd_specifiers(spec.ready_when),
         "dropin": f"{spec.unit_name}.d/override.conf",
         "edit_command": f"systemctl {'' if system else '--user '}edit {spec.unit_name}",
         "description": systemd_specifiers(spec.description),

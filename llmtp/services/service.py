@@ -50,7 +50,7 @@ SYSTEM_CACHE_DIR = "/var/cache/llmtp"  # CacheDirectory=llmtp
 SYSTEM_CONFIG_DIR = "/etc/llmtp"
 
 OVERRIDE_TEMPLATE = """\
-# Your changes to llmtp.service go here; `llmtp service install` never overwrites this file.
+# Your changes to {unit} go here; `{generated_by}` never overwrites this file.
 # Example:
 # [Service]
 # Environment="CUDA_VISIBLE_DEVICES=0"
@@ -141,6 +141,43 @@ def _check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
                              "install again.")
 
 
+def user_environment(settings) -> dict[str, str]:
+    """A user unit pins llmtp's directories, so the service sees the same builds and state as you."""
+    return {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
+            "LLMTP_CACHE_DIR": str(settings.cache_dir), "LLMTP_CONFIG_DIR": str(settings.config_dir),
+            "LLMTP_MODELS_DIR": str(settings.models_dir)}
+
+
+SYSTEM_ENVIRONMENT = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR, "LLMTP_DATA_DIR": SYSTEM_DATA_DIR,
+                      "LLMTP_CACHE_DIR": SYSTEM_CACHE_DIR, "LLMTP_CONFIG_DIR": SYSTEM_CONFIG_DIR,
+                      "LLMTP_MODELS_DIR": SYSTEM_MODELS_DIR}
+
+
+def check_user_runtime(settings) -> None:
+    """What a user unit needs to see: llmtp itself and its directories, outside the private /tmp."""
+    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()] + [
+        (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir")])
+
+
+def check_system_runtime() -> None:
+    """A system unit cannot run llmtp from a home directory (ProtectHome=yes) or the private /tmp."""
+    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
+    hidden = [p for p in _runtime_paths() if _under_home(p)]
+    if hidden:
+        raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
+                         "directories from it",
+                         "Install llmtp outside any home directory, e.g. `python3 -m venv /opt/llmtp && "
+                         "/opt/llmtp/bin/pip install llmtp`, and install the unit with that llmtp.")
+
+
+def build_stages(build_id: str, binary: Path) -> tuple[list[Stage], str]:
+    """An llmtp build's whole bin dir (libraries live next to the binary) staged under
+    /var/lib/llmtp/builds/BUILD_ID, and where `binary` lands there."""
+    target_dir = Path(SYSTEM_BUILDS_DIR) / build_id
+    stages = [Stage(f, target_dir / f.name) for f in sorted(binary.parent.iterdir()) if f.is_file()]
+    return stages, str(target_dir / binary.name)
+
+
 def _runtime_paths() -> list[str]:
     """Where the service's own Python and llmtp live: a system unit must be able to see them."""
     import llmtp
@@ -160,28 +197,20 @@ def _devices(prepared: Prepared) -> list[str]:
 
 def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPlan:
     """The unit (and, for --system, the files to stage) for a request serve has validated."""
-    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()]
-                              + [("llama-server", str(prepared.server)),
-                                 ("API key file", prepared.spec.api_key_file or "")])
+    key = prepared.spec.api_key_file
+    _check_not_in_private_tmp([("llama-server", str(prepared.server)), ("API key file", key or "")])
     if not req.system:
-        _check_not_in_private_tmp([("model", prepared.spec.model), *(
-            (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir"))])
-        env = {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
-               "LLMTP_CACHE_DIR": str(settings.cache_dir), "LLMTP_CONFIG_DIR": str(settings.config_dir),
-               "LLMTP_MODELS_DIR": str(settings.models_dir)}
+        check_user_runtime(settings)
+        _check_not_in_private_tmp([("model", prepared.spec.model)])
         server = str(prepared.server) if req.server else None
         spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, prepared, prepared.spec.model, server),
-                        environment=env, environment_file=str(settings.config_dir / "service.env"),
+                        environment=user_environment(settings),
+                        environment_file=str(settings.config_dir / "service.env"),
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                         llmtp_version=__version__)
         return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
-    hidden = [p for p in _runtime_paths() if _under_home(p)]
-    if hidden:
-        raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
-                         "directories from it",
-                         "Install llmtp outside any home directory, e.g. `python3 -m venv /opt/llmtp && "
-                         "/opt/llmtp/bin/pip install llmtp`, and run that `llmtp service install --system`.")
+    check_system_runtime()
     stages: list[Stage] = []
     notes: list[str] = []
     model = Path(prepared.spec.model)
@@ -191,10 +220,8 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
     if draft is not None:  # the Gemma 4 MTP sidecar sits next to its model, as serve finds it
         stages.append(Stage(Path(draft), models / Path(draft).name))
     if prepared.build_id is not None:  # an llmtp build: its whole bin dir (libraries live next to the binary)
-        bin_dir = Path(prepared.server).parent
-        target_dir = Path(SYSTEM_BUILDS_DIR) / prepared.build_id
-        stages += [Stage(f, target_dir / f.name) for f in sorted(bin_dir.iterdir()) if f.is_file()]
-        server = str(target_dir / Path(prepared.server).name)
+        build, server = build_stages(prepared.build_id, Path(prepared.server))
+        stages += build
     else:
         server = str(prepared.server)
         if _under_home(server):
@@ -202,7 +229,6 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                              "from it",
                              "Install that llama-server under /opt or /usr/local (or build one with `llmtp build` "
                              "and drop --server: llmtp then copies the build to /var/lib/llmtp).")
-    key = prepared.spec.api_key_file
     if key is not None:
         if _under_home(key):
             raise UsageError(f"The system service cannot read the API key file {key}: ProtectHome=yes hides "
@@ -210,12 +236,9 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                              f"Move it to /etc/llmtp/api-keys, `chown root:{SYSTEM_USER}` it, `chmod 640` it, and "
                              "pass that path to --api-key-file.")
         notes.append(f"the {SYSTEM_USER} user must be able to read {key} (chown root:{SYSTEM_USER}, chmod 640)")
-    env = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR, "LLMTP_DATA_DIR": SYSTEM_DATA_DIR,
-           "LLMTP_CACHE_DIR": SYSTEM_CACHE_DIR, "LLMTP_CONFIG_DIR": SYSTEM_CONFIG_DIR,
-           "LLMTP_MODELS_DIR": SYSTEM_MODELS_DIR}
     spec = UnitSpec(scope="system", unit_name=UNIT,
                     exec_argv=_serve_argv(req, prepared, str(stages[0].target), server),
-                    environment=env, environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
+                    environment=dict(SYSTEM_ENVIRONMENT), environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
                     read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
                     timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                     llmtp_version=__version__)
@@ -264,8 +287,9 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     """Stage what a system unit serves, write the unit, keep (or seed) the override drop-in,
     daemon-reload, enable --now. `plan` comes from plan_install on serve's validation."""
     unit_dir = unit_dir or default_unit_dir(settings, req.system)
+    unit = plan.unit.unit_name
     if req.system and root == Path("/") and os.geteuid() != 0:
-        raise UsageError("`llmtp service install --system` creates a user, writes /var/lib/llmtp and "
+        raise UsageError(f"`{plan.unit.generated_by} --system` creates a user, writes /var/lib/llmtp and "
                          "/etc/systemd/system, and so needs root",
                          "Run it with sudo (keeping your LLMTP_* settings: sudo -E), or drop --system for a user unit.")
     actions: list[str] = []
@@ -278,18 +302,19 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
             Path(p).mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
-        unit_path = unit_dir / UNIT
+        unit_path = unit_dir / unit
         _write_unit(unit_path, plan.text)
     except OSError as exc:
         raise UsageError(f"Cannot write the unit into {unit_dir}: {exc.strerror or exc}",
                          "A system unit needs root (sudo); a user unit needs a writable ~/.config.") from exc
     actions.append(f"wrote {unit_path}")
-    dropin = unit_dir / f"{UNIT}.d"
+    dropin = unit_dir / f"{unit}.d"
     override = dropin / "override.conf"
     created = False
     if not override.exists():  # a person's customizations survive every reinstall
         dropin.mkdir(parents=True, exist_ok=True)
-        override.write_text(OVERRIDE_TEMPLATE, encoding="utf-8")
+        override.write_text(OVERRIDE_TEMPLATE.format(unit=unit, generated_by=plan.unit.generated_by),
+                            encoding="utf-8")
         created = True
         actions.append(f"created {override}")
     else:
@@ -298,22 +323,23 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     ctl.daemon_reload()
     actions.append("daemon-reload")
     if start:
-        ctl.enable_now(UNIT)
-        actions.append(f"enable --now {UNIT}")
+        ctl.enable_now(unit)
+        actions.append(f"enable --now {unit}")
     return InstallResult(unit_path, override, created, actions)
 
 
-def uninstall(settings, runner: Runner, *, system: bool = False, unit_dir: Path | None = None) -> list[str]:
+def uninstall(settings, runner: Runner, *, system: bool = False, unit_dir: Path | None = None,
+              unit: str = UNIT, status_command: str = "llmtp service status") -> list[str]:
     """Stop, disable and remove the unit; the override drop-in (a person's file) stays."""
     unit_dir = unit_dir or default_unit_dir(settings, system)
     ctl = Systemctl(runner, user=not system)
-    ctl.disable_now(UNIT)
-    unit_path = unit_dir / UNIT
+    ctl.disable_now(unit)
+    unit_path = unit_dir / unit
     if not unit_path.exists():
-        raise UsageError(f"No llmtp unit at {unit_path}", "Nothing to uninstall; `llmtp service status`.")
+        raise UsageError(f"No llmtp unit at {unit_path}", f"Nothing to uninstall; `{status_command}`.")
     unit_path.unlink()
     ctl.daemon_reload()
-    return [f"disabled {UNIT}", f"removed {unit_path}", "daemon-reload"]
+    return [f"disabled {unit}", f"removed {unit_path}", "daemon-reload"]
 
 
 def installed_scope(settings, *, unit_dirs: dict[bool, Path] | None = None) -> bool | None:

@@ -14,7 +14,7 @@ from llmtp.adapters.server_process import ServerProcess
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.rpc import Endpoint
-from llmtp.errors import BuildError, ServeError
+from llmtp.errors import BuildError, ServeError, UsageError
 
 log = logging.getLogger("llmtp.serve")
 
@@ -87,13 +87,25 @@ class PreparedWorker:
 
 def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, cache: bool = False,  # noqa: ANN001
                    threads: int | None = None, trusted_network: bool = False,
-                   current_build: Callable | None = None) -> PreparedWorker:
-    """Check everything a worker start needs before anything runs: exposure, build, --mem, the port."""
+                   current_build: Callable | None = None, server: Path | None = None,
+                   check_port: bool = True) -> PreparedWorker:
+    """Check everything a worker start needs before anything runs: exposure, build, --mem, the port.
+    `server`: a ggml-rpc-server outside llmtp's builds (a system unit runs its staged copy)."""
     from llmtp.core.rpc import check_exposure, worker_argv
     from llmtp.errors import UsageError
     from llmtp.services.supervisor import check_port_free
 
     warning = check_exposure(host, trusted_network)
+    if server is not None:
+        if not server.is_file():
+            raise UsageError(f"No ggml-rpc-server at {server}", "Pass the path of an existing ggml-rpc-server "
+                             "(or leave --server out to use the current build's).")
+        if mem is not None:
+            raise UsageError("--mem is not passed to a ggml-rpc-server llmtp did not build", "Leave --mem out.")
+        if check_port:
+            check_port_free(host, port)
+        argv = worker_argv(str(server), host=host, port=port, threads=threads, cache=cache)
+        return PreparedWorker(server, Capabilities(), argv, host, port, None, warning)
     if current_build is None:
         from llmtp.services.builds import current_build
     build = current_build(settings)
@@ -106,7 +118,8 @@ def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, ca
                          "(llama.cpp b11434 dropped it: a worker offers all its free memory)",
                          "Leave --mem out; to keep memory free on the worker, start fewer workers or limit "
                          "what the client puts there (llmtp plans by the free memory each worker reports).")
-    check_port_free(host, port)
+    if check_port:
+        check_port_free(host, port)
     argv = worker_argv(str(binary), host=host, port=port, threads=threads, cache=cache)
     return PreparedWorker(binary, build.manifest.capabilities, argv, host, port, build.id, warning)
 
@@ -114,6 +127,7 @@ def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, ca
 def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=None):  # noqa: ANN001
     """Supervise one worker until stopped: serve's port claim, state file, restart policy and group stop."""
     from llmtp.services import state as st
+    from llmtp.services.serve import notify_ready
     from llmtp.services.supervisor import SupervisorConfig, serve_foreground
 
     spec = LaunchSpec(model=WORKER_MODEL, host=prepared.host, port=prepared.port)
@@ -123,6 +137,7 @@ def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=Non
         log.warning("%s", prepared.warning)
     return serve_foreground(prepared.binary, prepared.caps, spec, state_dir=state_dir,
                             build_id=prepared.build_id, config=config, replan=None, on_event=on_event,
+                            on_ready=notify_ready(None),  # Type=notify: READY=1 once it accepts connections
                             kind="worker", launch=worker_launcher(prepared.argv, st.log_path(state_dir, prepared.port)))
 
 
@@ -164,3 +179,79 @@ def worker_records(state_dir: Path) -> list:
     from llmtp.services import state as st
 
     return [r for r in st.all_states(state_dir) if r.kind == "worker"]
+
+
+# --- `llmtp worker install`: the worker as a systemd unit, through the server unit's own machinery ---
+
+WORKER_GENERATOR = "llmtp worker install"
+WORKER_READY_TIMEOUT_S = 60.0  # worker_foreground's readiness budget
+
+
+def worker_unit_name(port: int) -> str:
+    """One unit per port, so that one machine can offer several workers (one per device)."""
+    return f"llmtp-worker-{port}.service"
+
+
+@dataclass
+class WorkerInstallRequest:
+    host: str = "127.0.0.1"
+    port: int = 50052
+    threads: int | None = None
+    cache: bool = False
+    trusted_network: bool = False
+    system: bool = False
+
+
+def _worker_start_argv(req: WorkerInstallRequest, server: str | None) -> list[str]:
+    from llmtp.services.serve_command import foreground_command
+
+    args = ["worker", "start", "--host", req.host, "--port", str(req.port)]
+    if req.threads is not None:
+        args += ["--threads", str(req.threads)]
+    if req.cache:
+        args.append("--cache")
+    if req.trusted_network:
+        args.append("--trusted-network")
+    if server is not None:
+        args += ["--server", server]
+    return foreground_command(args)
+
+
+def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedWorker):  # noqa: ANN001
+    """The unit (and, for --system, the build to stage) for a worker `prepare_worker` has validated:
+    the server unit's template, hardening, escaping and staging rules with this unit's name and command."""
+    from llmtp import __version__
+    from llmtp.core.unit import UnitSpec, device_groups, render_systemd
+    from llmtp.services import service as svc
+
+    devices = device_groups(None if prepared.caps.devices is None else [d.backend for d in prepared.caps.devices])
+    common = dict(unit_name=worker_unit_name(req.port), description=f"llmtp: RPC worker (ggml-rpc-server) on "
+                  f"{Endpoint(req.host, req.port)}", timeout_start_s=int(WORKER_READY_TIMEOUT_S) + 120,
+                  device_allow=devices, llmtp_version=__version__, generated_by=WORKER_GENERATOR,
+                  ready_when="ggml-rpc-server accepts connections")
+    if not req.system:
+        svc.check_user_runtime(settings)
+        svc._check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
+        # --cache writes under LLAMA_CACHE (else ~/.cache, read-only to the unit): the cache dir is writable
+        env = {**svc.user_environment(settings), "LLAMA_CACHE": str(settings.cache_dir / "llama.cpp")}
+        external = str(prepared.binary) if prepared.build_id is None else None  # else the current build
+        spec = UnitSpec(scope="user", exec_argv=_worker_start_argv(req, external), environment=env,
+                        environment_file=str(settings.config_dir / "service.env"),
+                        read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
+                        **common)
+        return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec))
+    svc.check_system_runtime()
+    stages: list = []
+    if prepared.build_id is not None:
+        stages, server = svc.build_stages(prepared.build_id, prepared.binary)
+    else:
+        server = str(prepared.binary)
+        if svc._under_home(server) or server.startswith(svc.PRIVATE_TMP):
+            raise UsageError(f"The system service cannot run {server}: it hides home directories and /tmp",
+                             "Install that ggml-rpc-server under /opt or /usr/local, or build one with "
+                             "`llmtp build --rpc` (llmtp then copies the build to /var/lib/llmtp).")
+    env = {**svc.SYSTEM_ENVIRONMENT, "LLAMA_CACHE": f"{svc.SYSTEM_CACHE_DIR}/llama.cpp"}
+    spec = UnitSpec(scope="system", exec_argv=_worker_start_argv(req, server), environment=env,
+                    environment_file=f"{svc.SYSTEM_CONFIG_DIR}/service.env",
+                    read_write_paths=[svc.SYSTEM_STATE_DIR, svc.SYSTEM_CACHE_DIR], **common)
+    return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec), stages)
