@@ -339,7 +339,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
         if launch is None:
             launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
                                    warm=warm)
-        record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model,
+        record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model, alias=spec.alias,
                                build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file,
                                kind=kind, rpc=list(spec.rpc))
 
