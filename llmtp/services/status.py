@@ -84,6 +84,11 @@ def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str |
 
 
 def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
+    """The last `max_bytes` of llama-server's log, reaching into the previous file (`.1`) when the log was
+    rotated moments ago: the last finished request may sit just before the rotation."""
     from llmtp.adapters.files import tail_text
 
-    return tail_text(path, max_bytes)
+    text = tail_text(path, max_bytes)
+    if len(text) < max_bytes:
+        text = tail_text(path.with_name(path.name + ".1"), max_bytes - len(text)) + text
+    return text
