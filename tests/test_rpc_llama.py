@@ -149,6 +149,7 @@ def test_verify_passes_across_rpc_with_mtp(workers, bench_models):
                    "1", "--n-predict", "64", "--temperature", "0", "--threads", "1", "--json", check=False,
                    timeout=900)
     report = json.loads(result.stdout)
+    assert "error" not in report, (report, result.stderr[-2000:])
     assert result.returncode == 0, (report["verdict"], report["plain_tokens_per_s"], report["mtp_tokens_per_s"])
     assert report["markers"]["runtime"]["ok"] is True and report["acceptance"] == 1.0
 
