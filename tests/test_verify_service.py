@@ -289,6 +289,19 @@ def test_sequential_on_a_gpu_build_runs_one_server_at_a_time(tmp_path):
     assert report.sequential.pairs % 4 == 0  # whole rounds: every case on both arms
 
 
+def test_sequential_over_rpc_workers_runs_one_server_at_a_time(tmp_path):
+    """A ggml-rpc-server serves one client at a time: a second llama-server on the same workers would wait
+    forever (the plain arm never became ready over RPC while the MTP server held the workers)."""
+    events = []
+    spec = SPEC.model_copy(update={"rpc": ["127.0.0.1:50052"]})
+    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base_spec=spec, clock=Clock())
+    assert report.verdict.code == VerdictCode.PASS
+    up = 0
+    for e in events:
+        up += {"up": 1, "down": -1}.get(e.split()[1], 0)
+        assert up <= 1
+
+
 def test_a_plain_server_that_fails_to_start_is_an_error_not_an_inactive_mtp(tmp_path):
     @contextmanager
     def launch(spec):

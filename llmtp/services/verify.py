@@ -99,7 +99,8 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     try:
         if method.sequential:
             got = measure_sequential(cases, method, launcher, mtp_spec, plain_spec,
-                                      exclusive=bool(target.gpu_devices), clock=clock, on_progress=on_progress)
+                                      exclusive=bool(target.gpu_devices) or bool(base_spec.rpc), clock=clock,
+                                      on_progress=on_progress)
         else:
             got = measure_matrix(cases, method, launcher, mtp_spec, plain_spec, on_progress)
     except ServeError as exc:

@@ -138,7 +138,8 @@ def measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mt
     On a CPU build both servers stay up side by side: the weights are mmapped, so the page cache holds
     them once, and an idle server costs nothing. A GPU build copies the weights into device memory per
     process, so there (`exclusive`) one server runs at a time and each round is an MTP block then a plain
-    block over the same cases, relaunching between blocks.
+    block over the same cases, relaunching between blocks. A launch on RPC workers is exclusive too: a
+    ggml-rpc-server serves one client at a time, so a second server would wait on it forever.
     """
     got: Measured | None = None
     ratios: list[float] = []
