@@ -1,15 +1,18 @@
 """Delivered decode speed: bare `llama-server -m FILE` with its defaults vs `llmtp serve FILE`.
 
 Usage: python bench/delivered_speed.py [--bin-dir DIR] [--size bench|tiny] [--n-predict 256]
-                                       [--threads N] [--tune-runs 2] [--tune-n-predict 128]
+                                       [--threads N] [--runs 3] [--tune-runs 2] [--tune-n-predict 128]
 
-Same llama-server binary for both arms (from --bin-dir or LLMTP_TEST_LLAMA_BIN_DIR), adopted as the
-current build of a throw-away LLMTP_HOME. Three arms, one run each (after one warm-up request):
+Same llama-server binary for both sides (from --bin-dir or LLMTP_TEST_LLAMA_BIN_DIR), adopted as the
+current build of a throw-away LLMTP_HOME. Both servers run side by side and take turns: per prompt,
+`--runs` pairs of requests (after one warm-up each), the side that goes first alternating, so a machine
+whose speed drifts during the run moves both sides alike. Three arms:
   agree   the bench-size model whose every draft is accepted: `llmtp serve` as it is, no tune
   random  the bench-size model whose drafts are rejected: `llmtp tune` first, then `llmtp serve`
   plain   a bench-size model without MTP heads: `llmtp serve` as it is (expect 1.0x within noise)
 Each arm decodes the suite's held-out prompts (llmtp/data/prompts.toml: prompts tune never selects
-on) greedily, and prints decode tok/s per prompt, the ratio llmtp / bare per prompt, and their median.
+on) greedily, and prints median decode tok/s per prompt for each side, their ratio llmtp / bare with
+the spread of the pairs' ratios, and the median ratio over the prompts.
 `--size tiny` runs the same thing on the tiny test models: a quick proof that the bench runs.
 """
 
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,23 +57,47 @@ def wait_health(proc: subprocess.Popen, port: int, timeout: float = 300.0) -> No
     raise SystemExit(f"not ready in {timeout:.0f} s: {' '.join(map(str, proc.args))}")
 
 
-def decode_speeds(argv: list[str], port: int, env: dict, prompts, n_predict: int, log: Path) -> dict[str, float]:
-    """Start a server (bare or llmtp), one warm-up, then one greedy run per prompt: decode tok/s."""
+@contextmanager
+def server_up(argv: list[str], port: int, env: dict, log: Path):
+    """A server (bare, or `llmtp serve` which starts its own), up until the block ends."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_health(proc, port)
-        speeds = {}
         with LlamaClient(f"http://127.0.0.1:{port}", None, timeout=900) as client:
-            client.completion(prompts[0].render(), n_predict=16, temperature=0.0, seed=42)
-            for p in prompts:
-                t = client.completion(p.render(), n_predict=n_predict, temperature=0.0, seed=42)["timings"]
-                speeds[p.name] = t["predicted_per_second"]
-        return speeds
+            yield client
     finally:
         terminate_group(proc.pid, grace=10, reap=proc.poll)  # llmtp stops its llama-server group in turn
         proc.wait()
         time.sleep(0.5)
+
+
+def paired_speeds(bare: LlamaClient, served: LlamaClient, prompts, n_predict: int,
+                  runs: int) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """Both servers up side by side (the weights are mmapped once); one warm-up each, then per prompt
+    `runs` pairs of greedy requests, the side that goes first alternating. A pair shares the moment, so
+    a machine whose speed drifts (a VM's neighbours, turbo) moves both sides alike.
+    Returns median decode tok/s per prompt for each side and the per-pair ratios llmtp / bare."""
+    for client in (bare, served):
+        client.completion(prompts[0].render(), n_predict=16, temperature=0.0, seed=42)
+    speeds: dict[str, dict[str, list[float]]] = {"bare": {}, "llmtp": {}}
+    pairs: dict[str, list[float]] = {}
+    turn = 0
+    for p in prompts:
+        for _ in range(runs):
+            order = [("bare", bare), ("llmtp", served)]
+            if turn % 2:
+                order.reverse()
+            turn += 1
+            got = {}
+            for side, client in order:
+                t = client.completion(p.render(), n_predict=n_predict, temperature=0.0, seed=42)["timings"]
+                got[side] = t["predicted_per_second"]
+                speeds[side].setdefault(p.name, []).append(got[side])
+            if got["bare"]:
+                pairs.setdefault(p.name, []).append(got["llmtp"] / got["bare"])
+    med = {side: {k: statistics.median(v) for k, v in per.items()} for side, per in speeds.items()}
+    return med["bare"], med["llmtp"], pairs
 
 
 def main() -> None:
@@ -81,6 +109,7 @@ def main() -> None:
     ap.add_argument("--tune-runs", type=int, default=2)
     ap.add_argument("--tune-n-predict", type=int, default=128)
     ap.add_argument("--arms", default="agree,random,plain")
+    ap.add_argument("--runs", type=int, default=3, help="pairs per prompt (median per side)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not args.bin_dir or not (Path(args.bin_dir) / "llama-server").is_file():
@@ -93,7 +122,7 @@ def main() -> None:
     passthrough = ["--", *threads] if threads else []  # `llmtp serve` hands flags after `--` to llama-server
     wanted = args.arms.split(",")
     print(f"llama-server {server}; {args.size} models; held-out prompts {', '.join(p.name for p in prompts)}; "
-          f"{args.n_predict} tokens, temperature 0, one run each", flush=True)
+          f"{args.n_predict} tokens, temperature 0, {args.runs} pairs per prompt side by side", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "LLMTP_HOME": home}
@@ -112,15 +141,14 @@ def main() -> None:
                     sys.exit(f"llmtp tune failed ({done.returncode}):\n{done.stderr[-2000:]}")
                 d = json.loads(done.stdout)
                 note = f"tune chose {d['label']}: {d['reason']}"
-            port = free_port()
-            bare = decode_speeds([server, "-m", model, "--host", "127.0.0.1", "--port", str(port), *threads],
-                                 port, env, prompts, args.n_predict, Path(home) / f"bare-{kind}.log")
-            port = free_port()
+            bare_port, port = free_port(), free_port()
             dry = subprocess.run([*llmtp, "serve", model, "--server", server, "--port", str(port), "--dry-run",
                                   "--json", *passthrough], env=env, capture_output=True, text=True, check=True)
-            served = decode_speeds([*llmtp, "serve", model, "--server", server, "--port", str(port),
-                                    "--foreground", *passthrough], port, env, prompts, args.n_predict,
-                                   Path(home) / f"llmtp-{kind}.log")
+            with server_up([server, "-m", model, "--host", "127.0.0.1", "--port", str(bare_port), *threads],
+                           bare_port, env, Path(home) / f"bare-{kind}.log") as bare_client, \
+                 server_up([*llmtp, "serve", model, "--server", server, "--port", str(port), "--foreground",
+                            *passthrough], port, env, Path(home) / f"llmtp-{kind}.log") as served_client:
+                bare, served, pairs = paired_speeds(bare_client, served_client, prompts, args.n_predict, args.runs)
             ratios = {p: served[p] / bare[p] for p in bare if bare[p]}
             results.append((kind, bare, served, ratios, note, json.loads(dry.stdout)["argv"]))
             med = statistics.median(ratios.values())
@@ -130,7 +158,8 @@ def main() -> None:
                 print(f"  {note}")
             print(f"  llmtp argv: {' '.join(results[-1][5][1:])}")
             for p in bare:
-                print(f"  {p:10} bare {bare[p]:8.1f} tok/s   llmtp {served[p]:8.1f} tok/s   {ratios[p]:.2f}x",
+                spread = f"   pairs {min(pairs[p]):.2f}-{max(pairs[p]):.2f}x" if pairs.get(p) else ""
+                print(f"  {p:10} bare {bare[p]:8.1f} tok/s   llmtp {served[p]:8.1f} tok/s   {ratios[p]:.2f}x{spread}",
                       flush=True)
     print("\nsummary (median ratio over held-out prompts):")
     for kind, _, _, ratios, _, _ in results:
