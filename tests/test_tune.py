@@ -203,9 +203,9 @@ def test_sweep_stages_then_held_out_and_choice(tmp_path):
     assert d.speedup == pytest.approx(1.65)
     assert [x[2] for x in seen] == ["plain"] + [f"n-max {n}, p-min 0" for n in range(1, 7)] + [
         "n-max 6, p-min 0.5", "n-max 6, p-min 0.75", "n-max 6, p-min 0 + ngram-mod",
-        "plain", "n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0"]
+        "plain", "n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0", "plain"]
     assert seen[5][3] == "boom"  # a failed launch is recorded and skipped
-    assert seen[-1][:2] == (13, 13)
+    assert seen[-1][:2] == (14, 14)
     assert all(s.parallel == 1 for s, _ in launch.specs)
     from llmtp.services.tune import load_suite
 
@@ -216,6 +216,46 @@ def test_sweep_stages_then_held_out_and_choice(tmp_path):
     assert all(set(prompts) <= select for _, prompts in launch.specs[:10])
     assert all(set(prompts) <= held for _, prompts in launch.specs[10:])
     assert [h.label for h in d.heldout] == ["n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0"]
+
+
+def test_held_out_plain_is_measured_before_and_after_so_a_drifting_machine_moves_both_sides(tmp_path):
+    # The machine slows down steadily through the held-out runs: each launch 5% slower than the last.
+    # MTP n-max 6 is really 1.10x plain at any one moment. Measured against plain run once before it,
+    # it would look like ~1.05x (the drift eats half the gain); against plain before and after, 1.10x.
+    launches = []
+
+    def drifting(mtp, prompt):
+        slow = 0.95 ** max(0, len(launches) - 11)  # 10 selection launches, then plain, finalist, plain
+        return (110.0 if mtp.enabled and mtp.n_max == 6 and not mtp.extra_types else
+                100.0 if not mtp.enabled else 50.0) * slow
+
+    inner = fake_launcher(drifting)
+
+    @contextmanager
+    def launch(spec):
+        launches.append(spec)
+        with inner(spec) as h:
+            yield h
+
+    d = tune(target(tmp_path), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
+    assert d.chosen.n_max == 6 and d.chosen.enabled
+    # plain before at 1.0, the finalist at 0.95, plain after at 0.9025: the finalist is judged against
+    # their mean, 0.95125: 1.10x as at any one moment (against plain before alone, 1.045x)
+    assert d.speedup == pytest.approx(1.10 * 0.95 / ((1 + 0.95 ** 2) / 2), rel=1e-6)
+    assert "plain decoding moved -10% between the start and end of the held-out runs" in d.reason
+
+
+def test_bracket_takes_the_mean_of_both_plain_runs_and_reports_the_drift():
+    before = PLAIN_HELD
+    after = PLAIN_HELD.model_copy(update={"per_prompt": {k: summarize([v.median * 1.02]) for k, v in
+                                                         PLAIN_HELD.per_prompt.items()},
+                                          "tokens_per_s": summarize([PLAIN_HELD.tokens_per_s.median * 1.02])})
+    merged, drift = core.bracket(before, after)
+    assert drift == pytest.approx(1.02)
+    assert all(merged.per_prompt[k].median == pytest.approx(v.median * 1.01) for k, v in before.per_prompt.items())
+    assert core.drift_note(drift, 0.05) == ""  # within the noise band: no warning
+    failed = PLAIN_HELD.model_copy(update={"per_prompt": {}, "tokens_per_s": None, "error": "boom"})
+    assert core.bracket(before, failed) == (before, None) and core.bracket(failed, after) == (after, None)
 
 
 def test_a_setting_that_wins_only_on_copying_prompts_is_turned_off(tmp_path):
@@ -249,7 +289,7 @@ def test_branch_dialect_sweeps_n_max_only(tmp_path):
     caps = Capabilities(flags=["--mtp", "--mtp-draft-tokens"])
     launch = fake_launcher(speed)
     d = tune(target(tmp_path, caps=caps), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
-    assert len(launch.specs) == 7 + 2 and d.chosen.n_max == 6
+    assert len(launch.specs) == 7 + 3 and d.chosen.n_max == 6  # held-out: plain, best, plain
 
 
 def test_stored_record_carries_the_held_out_figures(tmp_path, monkeypatch):

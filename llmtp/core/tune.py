@@ -143,6 +143,23 @@ def finalists(trials: list[Trial]) -> list[Trial]:
     return out
 
 
+def bracket(before: Trial, after: Trial) -> tuple[Trial, float | None]:
+    """Plain on the held-out half is measured before and after the finalists; per prompt the reference
+    is the mean of the two medians, so a machine whose speed drifts in a straight line through the
+    held-out runs moves the reference with the finalists. Also returns the drift: the geometric mean
+    over prompts of after / before (1.0: steady), None where either run measured nothing."""
+    if after.tokens_per_s is None:
+        return before, None
+    if before.tokens_per_s is None:
+        return after, None
+    per_prompt = {name: summarize([st.median, after.per_prompt[name].median]) for name, st in before.per_prompt.items()
+                  if name in after.per_prompt}
+    merged = before.model_copy(update={
+        "per_prompt": {k: v for k, v in per_prompt.items() if v is not None},
+        "tokens_per_s": summarize([before.tokens_per_s.median, after.tokens_per_s.median])})
+    return merged, speedup_against(after, before)
+
+
 class HeldOut(BaseModel):
     """A finalist on the held-out half: per-prompt speedups against plain and their spread."""
 
@@ -203,10 +220,20 @@ class TuneDecision(BaseModel):
     break_even_acceptance: float | None = None
 
 
+def drift_note(drift: float | None, noise_band: float) -> str:
+    """A warning when plain decoding itself moved by more than the noise band during the held-out runs."""
+    if drift is None or abs(math.log(drift)) <= math.log(1.0 + noise_band):
+        return ""
+    return (f"; plain decoding moved {drift - 1:+.0%} between the start and end of the held-out runs (a busy "
+            f"machine?): run `llmtp tune` again when it is idle")
+
+
 def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Trial],
-           min_gain: float = DEFAULT_MIN_GAIN, noise_band: float = DEFAULT_NOISE_BAND) -> TuneDecision:
+           min_gain: float = DEFAULT_MIN_GAIN, noise_band: float = DEFAULT_NOISE_BAND,
+           drift: float | None = None) -> TuneDecision:
     """`selection`: every trial on the select half (plain included); `heldout`: the finalists (in
-    `finalists` order) on the held-out half, judged against `plain_heldout`."""
+    `finalists` order) on the held-out half, judged against `plain_heldout` (see `bracket`; `drift`
+    is its after / before, a warning when plain moved beyond the noise band)."""
     off = MtpSettings(enabled=False)
     plain_sel = next((t for t in selection if not t.mtp.enabled), None)
     base = dict(plain_tokens_per_s=plain_sel.tokens_per_s.median if plain_sel and plain_sel.tokens_per_s else None,
@@ -242,7 +269,8 @@ def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Tr
             chosen=off, label="plain", chosen_tokens_per_s=None, heldout=judged,
             speedup=first.spread.median if first and first.spread else None, selection_speedup=best.speedup,
             acceptance=best.acceptance, **base,
-            reason=f"no setting holds up on the held-out prompts ({why}); MTP off for this model")
+            reason=f"no setting holds up on the held-out prompts ({why}); MTP off for this model"
+                   f"{drift_note(drift, noise_band)}")
     trial = next(t for t in heldout if t.mtp == chosen.mtp)
     sel = next((t for t in selection if t.mtp == chosen.mtp), None)
     median = chosen.spread.median  # type: ignore[union-attr]
@@ -255,4 +283,4 @@ def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Tr
         selection_speedup=sel.speedup if sel else None, acceptance=trial.acceptance,
         break_even_acceptance=break_even_acceptance(median, trial.acceptance,
                                                     trial.draft_tokens_per_step or float(chosen.mtp.n_max)),
-        reason=f"{chosen.label}: {chosen.why}{stacked_note}", **base)
+        reason=f"{chosen.label}: {chosen.why}{stacked_note}{drift_note(drift, noise_band)}", **base)

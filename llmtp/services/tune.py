@@ -2,8 +2,8 @@
 
 One server launch per configuration (draft settings are launch flags). A configuration that fails to
 launch is recorded and skipped; plain decoding is always measured first as the reference. The stages
-run on the suite's selection half; plain and the finalists then run on the held-out half, and the
-held-out figure decides and is stored.
+run on the suite's selection half; plain, the finalists and plain again then run on the held-out half
+(the reference is the mean of the two plain runs), and the held-out figure decides and is stored.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: M
     base_spec = base_spec.model_copy(update={"parallel": base_spec.parallel or 1})
     upstream = target.caps.mtp_dialect == "upstream"
     select, heldout = suite.half("select"), suite.half("heldout")
-    # Planned total for the progress bar: plain + n-max stage + p-min stage + stacked + held-out (plain, best).
-    total = 1 + len(core.N_MAX_RANGE) + (len(core.P_MIN_VALUES) + 1 if upstream else 0) + 2
+    # Planned total for the progress bar: plain + n-max stage + p-min stage + stacked + held-out (plain, best, plain).
+    total = 1 + len(core.N_MAX_RANGE) + (len(core.P_MIN_VALUES) + 1 if upstream else 0) + 3
     done = 0
 
     def run(mtp: MtpSettings, prompts: list[core.Prompt], plain: core.Trial | None = None) -> core.Trial:
@@ -110,12 +110,17 @@ def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: M
     best = core.best_trial(trials)
     plain_held: core.Trial | None = None
     held: list[core.Trial] = []
+    drift = None
     if best is not None and best.speedup is not None and best.speedup >= 1.0 + min_gain:
         finalists = core.finalists(trials)
         total += len(finalists) - 1
-        plain_held = run(off, heldout)
-        held = [run(f.mtp, heldout, plain_held) for f in finalists]
-    return core.decide(plain_held, [plain, *trials], held, min_gain, noise_band)
+        # plain before and after the finalists: the reference is their mean, so drift moves both sides
+        before = run(off, heldout)
+        held = [run(f.mtp, heldout, before) for f in finalists]  # progress shows it against `before`
+        plain_held, drift = core.bracket(before, run(off, heldout))
+        for trial in held:
+            trial.speedup = core.speedup_against(trial, plain_held)
+    return core.decide(plain_held, [plain, *trials], held, min_gain, noise_band, drift)
 
 
 def run_tune(settings, model_ref: str | None, method: Method | None = None, *,
