@@ -36,11 +36,12 @@ def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | No
     return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(request, None, pin, provenance=prov, ui=ui))
 
 
-def testbed_build(home: Path, on_progress=None) -> Path:
-    """Bin dir of the current test bed build in `home`, building it first when its inputs changed.
+def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | None, on_progress):
+    """The installed build of `request` in `home`, built first when no build has its inputs hash.
 
-    Safe when several pytest processes call it at once: the first builds, the others wait on the lock.
-    """
+    Safe when several pytest processes call it at once: under the lock file `lock`, the first builds and
+    the others wait and reuse it. A request that makes its build current is made current again when an
+    installed build with its hash exists but another one is current."""
     from filelock import FileLock
 
     from llmtp.adapters.runner import SubprocessRunner
@@ -49,59 +50,33 @@ def testbed_build(home: Path, on_progress=None) -> Path:
 
     home.mkdir(parents=True, exist_ok=True)
     settings = testbed_settings(home)
-    with FileLock(str(home / "testbed-build.lock")):
-        digest = testbed_inputs_hash()
-        cur = current_build(settings)
-        if cur is not None and cur.manifest.inputs_hash == digest and cur.server.is_file():
-            return cur.bin_dir
+    with FileLock(str(home / lock)):
+        digest = testbed_inputs_hash(request, ui)
+        if request.make_current:
+            cur = current_build(settings)
+            if cur is not None and cur.manifest.inputs_hash == digest and cur.server.is_file():
+                return cur
         existing = find_installed(settings, digest)
         if existing is not None:
-            return use_build(settings, existing.id).bin_dir
-        progress = on_progress or _print_progress
-        return build(settings, TESTBED_REQUEST, SubprocessRunner(), progress).bin_dir
+            return use_build(settings, existing.id) if request.make_current else existing
+        return build(settings, request, SubprocessRunner(), on_progress or _print_progress, ui=ui)
+
+
+def testbed_build(home: Path, on_progress=None) -> Path:
+    """Bin dir of the current test bed build in `home`, building it first when its inputs changed."""
+    return _cached_build(home, "testbed-build.lock", TESTBED_REQUEST, None, on_progress).bin_dir
 
 
 def testbed_ui_build(home: Path, on_progress=None):
-    """The installed test bed build with the npm-built web UI, building it first when its inputs changed.
-
-    Like `testbed_build`, under its own lock: the first pytest process builds (several minutes on 2 cores:
-    npm ci, vite, then the server), the others wait and reuse it.
-    """
-    from filelock import FileLock
-
-    from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import build
-    from llmtp.services.builds import find_installed
-
-    home.mkdir(parents=True, exist_ok=True)
-    settings = testbed_settings(home)
-    with FileLock(str(home / "testbed-ui-build.lock")):
-        existing = find_installed(settings, testbed_inputs_hash(TESTBED_UI_REQUEST, TESTBED_UI_PLAN))
-        if existing is not None:
-            return existing
-        return build(settings, TESTBED_UI_REQUEST, SubprocessRunner(), on_progress or _print_progress,
-                     ui=TESTBED_UI_PLAN)
+    """The installed test bed build with the npm-built web UI (several minutes on 2 cores the first time:
+    npm ci, vite, then the server), under its own lock."""
+    return _cached_build(home, "testbed-ui-build.lock", TESTBED_UI_REQUEST, TESTBED_UI_PLAN, on_progress)
 
 
 def testbed_rpc_build(home: Path, on_progress=None) -> Path:
-    """Bin dir of the test bed's RPC build (llama-server + ggml-rpc-server) in `home`, built once.
-
-    Its own lock: a CPU test bed run never waits on this (longer) build, and two pytest processes that both
-    need it build it once.
-    """
-    from filelock import FileLock
-
-    from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import build
-    from llmtp.services.builds import find_installed
-
-    home.mkdir(parents=True, exist_ok=True)
-    settings = testbed_settings(home)
-    with FileLock(str(home / "testbed-rpc-build.lock")):
-        existing = find_installed(settings, testbed_inputs_hash(TESTBED_RPC_REQUEST))
-        if existing is not None:
-            return existing.bin_dir
-        return build(settings, TESTBED_RPC_REQUEST, SubprocessRunner(), on_progress or _print_progress).bin_dir
+    """Bin dir of the test bed's RPC build (llama-server + ggml-rpc-server) in `home`, built once, under
+    its own lock: a CPU test bed run never waits on this (longer) build."""
+    return _cached_build(home, "testbed-rpc-build.lock", TESTBED_RPC_REQUEST, None, on_progress).bin_dir
 
 
 def _print_progress(event: BuildEvent) -> None:
