@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlparse
+
+from local_http import LocalHTTPServer
 
 
 @dataclass
@@ -31,7 +32,7 @@ class FakeRepo:
     gated: bool = False  # lists its files to anyone, serves them only with a token (like Gemma's)
 
 
-class FakeHubServer:
+class FakeHubServer(LocalHTTPServer):
     def __init__(self, repos: dict[str, FakeRepo]):
         self.repos = repos
         self.requests: list[str] = []
@@ -127,19 +128,8 @@ class FakeHubServer:
                 self.end_headers()
                 self.wfile.write(part)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(Handler)
 
     @property
     def endpoint(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeHubServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        return self.base + ""

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from local_http import LocalHTTPServer
 
-class FakeIndex:
+
+class FakeIndex(LocalHTTPServer):
     def __init__(self, projects: dict[str, dict[str, bytes]], *, json_api: bool = True):
         self.projects = projects  # normalized name -> {filename: bytes}
         self.requests: list[str] = []
@@ -45,22 +46,11 @@ class FakeIndex:
                     return self._send(200, html_page(parts[1], files, "../../files").encode(), "text/html")
                 self._send(404, b"not found", "text/plain")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/simple"
-
-    def __enter__(self) -> FakeIndex:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        return self.base + "/simple"
 
 
 def html_page(project: str, files: dict[str, bytes], files_url: str) -> str:

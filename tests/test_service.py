@@ -18,6 +18,7 @@ from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_
 from llmtp.errors import UsageError
 from llmtp.services import service as svc
 from llmtp.settings import load_settings
+from systemd_analyze import exposure, needs_systemd_analyze, verify
 
 
 @pytest.mark.parametrize("arg, word", [
@@ -252,18 +253,6 @@ def test_install_validates_as_serve_does(model, tmp_path):
         _prepare(svc.ServiceRequest(model=str(model), extra=["--api-key", "SECRET"]), model)
 
 
-def _verify(path: Path, user: bool, tmp_path: Path) -> subprocess.CompletedProcess:
-    return _analyze(["verify", str(path)], user, tmp_path)
-
-
-def _analyze(args: list[str], user: bool, tmp_path: Path) -> subprocess.CompletedProcess:
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    argv = ["systemd-analyze", *(["--user"] if user else []), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
-
-
 def _odd_model(tmp_path) -> Path:
     # A model path with every character systemd treats specially in ExecStart=.
     m = tmp_path / '50% $HOME "q" x.gguf'
@@ -271,44 +260,35 @@ def _odd_model(tmp_path) -> Path:
     return m
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@needs_systemd_analyze
 @pytest.mark.parametrize("system, devices", [(False, ()), (True, ()), (True, ("CUDA",)), (True, None)])
 def test_units_pass_systemd_analyze_verify(tmp_path, system, devices):
     model = _odd_model(tmp_path)
     path = tmp_path / ("sys" if system else "user") / "llmtp.service"
     path.parent.mkdir()
     path.write_text(_plan(svc.ServiceRequest(model=str(model), system=system), model, devices=devices).text)
-    r = _verify(path, not system, tmp_path)
+    r = verify(path, not system, tmp_path)
     assert r.returncode == 0 and str(path) not in r.stderr, r.stderr  # no warning about our unit
     # and the check does catch a broken quote
     path.write_text(path.read_text().replace("--foreground", '--foreground "'))
-    assert _verify(path, not system, tmp_path).returncode != 0
+    assert verify(path, not system, tmp_path).returncode != 0
 
 
-def _exposure(path: Path, user: bool, tmp_path: Path) -> float:
-    import re
-
-    r = _analyze(["security", "--offline=true", str(path)], user, tmp_path)
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
-    assert m, r.stdout + r.stderr
-    return float(m.group(1))
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@needs_systemd_analyze
 @pytest.mark.parametrize("system, devices, limit", [(False, (), 6.0), (False, ("CUDA",), 6.0), (True, (), 4.5),
                                                     (True, ("CUDA",), 4.5), (True, None, 4.5)])
 def test_security_exposure(tmp_path, system, devices, limit):
     model = _odd_model(tmp_path)
     path = tmp_path / "llmtp.service"
     path.write_text(_plan(svc.ServiceRequest(model=str(model), system=system), model, devices=devices).text)
-    exposure = _exposure(path, not system, tmp_path)
-    assert exposure <= limit
+    score = exposure(path, not system, tmp_path)
+    assert score <= limit
     # the figure moves with the hardening: without it the same unit scores far worse
     bare = "\n".join(ln for ln in path.read_text().splitlines()
                      if not ln.startswith(("SystemCallFilter", "CapabilityBoundingSet", "RestrictAddressFamilies",
                                            "ProtectSystem", "RestrictNamespaces", "PrivateDevices")))
     path.write_text(bare + "\n")
-    assert _exposure(path, not system, tmp_path) > exposure + 1
+    assert exposure(path, not system, tmp_path) > score + 1
 
 
 class FakeRunner:

@@ -4,8 +4,6 @@ escaping, staging and install; systemd-analyze on what it renders; a dry run thr
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from llmtp.errors import UsageError
 from llmtp.services import service
 from llmtp.services import worker as wsvc
 from llmtp.settings import load_settings
+from systemd_analyze import analyze, exposure, needs_systemd_analyze
 
 
 @pytest.fixture(autouse=True)
@@ -158,22 +157,7 @@ def test_system_install_stages_the_build_as_root_would(tmp_path):
     assert any(a.startswith("system user llmtp") for a in result.actions)
 
 
-def _analyze(args: list[str], user: bool, tmp_path: Path) -> subprocess.CompletedProcess:
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    return subprocess.run(["systemd-analyze", *(["--user"] if user else []), *args], capture_output=True,
-                          text=True, env=env, timeout=120)
-
-
-def _exposure(path: Path, user: bool, tmp_path: Path) -> float:
-    r = _analyze(["security", "--offline=true", str(path)], user, tmp_path)
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
-    assert m, r.stdout + r.stderr
-    return float(m.group(1))
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@needs_systemd_analyze
 @pytest.mark.parametrize("system, devices, limit", [(False, (), 6.0), (False, ("CUDA",), 6.0), (True, (), 4.5),
                                                     (True, ("CUDA",), 4.5), (True, None, 4.5)])
 def test_systemd_analyze_verify_and_security(tmp_path, system, devices, limit):
@@ -181,16 +165,16 @@ def test_systemd_analyze_verify_and_security(tmp_path, system, devices, limit):
     path = tmp_path / ("sys" if system else "user") / plan.unit.unit_name
     path.parent.mkdir()
     path.write_text(plan.text)
-    r = _analyze(["verify", str(path)], not system, tmp_path)
+    r = analyze(["verify", str(path)], not system, tmp_path)
     assert r.returncode == 0 and str(path) not in r.stderr, r.stderr
-    exposure = _exposure(path, not system, tmp_path)
-    print(f"exposure {'system' if system else 'user'} devices={devices}: {exposure}")
-    assert exposure <= limit
+    score = exposure(path, not system, tmp_path)
+    print(f"exposure {'system' if system else 'user'} devices={devices}: {score}")
+    assert score <= limit
     bare = "\n".join(ln for ln in plan.text.splitlines()
                      if not ln.startswith(("SystemCallFilter", "CapabilityBoundingSet", "RestrictAddressFamilies",
                                            "ProtectSystem", "RestrictNamespaces", "PrivateDevices")))
     path.write_text(bare + "\n")
-    assert _exposure(path, not system, tmp_path) > exposure + 1
+    assert exposure(path, not system, tmp_path) > score + 1
 
 
 def _entry_point(home: Path, *args: str) -> subprocess.CompletedProcess:
