@@ -117,6 +117,19 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     assert builds.rollback(settings).id == first.id
     assert [b.id for b in builds.list_builds(settings)] == [first.id, second.id]
 
+    # The RPC backend gets a tree of its own: switching it on and off must not rebuild the plain tree.
+    req3 = req.model_copy(update={"cmake_args": ["LLAMA_BUILD_NUMBER=42", "GGML_RPC=ON"], "make_current": False})
+    svc.build(settings, req3, SubprocessRunner())
+    trees = sorted(p.name.split("-", 1)[1] for p in (settings.cache_dir / "build-trees").iterdir() if p.is_dir())
+    assert trees == ["cpu", "cpu-rpc"]
+
+
+def test_tree_variants():
+    assert build_steps.tree_variant({"GGML_NATIVE": "ON"}) == ""
+    assert build_steps.tree_variant({"GGML_RPC": "ON"}) == "-rpc"
+    assert build_steps.tree_variant({"GGML_RPC": "OFF", "LLAMA_BUILD_UI": "ON"}) == "-ui"
+    assert build_steps.tree_variant({"GGML_RPC": "on", "LLAMA_USE_PREBUILT_UI": "ON"}) == "-rpc-ui"
+
 
 @needs_cmake
 def test_configure_failure_is_distilled(settings, fake_tree):

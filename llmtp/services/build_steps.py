@@ -146,6 +146,17 @@ def build_tree(settings: Settings, identity: str, profile: str) -> Path:
     return settings.cache_dir / "build-trees" / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{profile}"
 
 
+def tree_variant(options: dict[str, str]) -> str:
+    """The build tree's suffix for options that must not share a tree with the plain build:
+    - `-rpc` (GGML_RPC=ON): toggling the RPC backend rewrites ggml's configuration, so a tree shared
+      between `llmtp build` and `llmtp build --rpc` recompiled nearly everything at each switch
+      (measured: 216 of 216 steps for the next plain build after an RPC one);
+    - `-ui` (the web UI): upstream's UI script embeds whatever tools/ui/dist a tree holds, so a tree
+      that once built the UI would keep putting it into builds that asked for none."""
+    rpc = options.get("GGML_RPC", "").upper() in ("ON", "1", "TRUE", "YES")
+    return ("-rpc" if rpc else "") + ("-ui" if ui_how_from_options(options) is not None else "")
+
+
 def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[Path, Path]:
     """(source dir, build tree): the patched copy and its own tree when the plan has patches; a tree
     CMake cannot reuse (another generator or source dir, a damaged state) is started clean."""
@@ -236,10 +247,7 @@ def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled
     from filelock import FileLock
 
     tree = build_tree(job.settings, job.src.identity, job.plan.profile.name)  # type: ignore[attr-defined]
-    if ui_how_from_options(job.plan.options) is not None:
-        # Its own tree: upstream's UI script embeds whatever tools/ui/dist a tree holds, so a tree that
-        # once built the UI would keep putting it into builds that asked for none.
-        tree = tree.with_name(tree.name + "-ui")
+    tree = tree.with_name(tree.name + tree_variant(job.plan.options))
     tree.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(tree) + ".lock"):
         src_dir, tree = source_and_tree(job, tree, tools.generator)
