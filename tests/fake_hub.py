@@ -132,4 +132,4 @@ class FakeHubServer(LocalHTTPServer):
 
     @property
     def endpoint(self) -> str:
-        return self.base + ""
+        return self.base

@@ -144,6 +144,11 @@ def parse_cmake_args(args: list[str]) -> dict[str, str]:
     return out
 
 
+def cmake_on(value: str | None) -> bool:
+    """A CMake option value that switches the option on, as llmtp reads its effective options."""
+    return (value or "").upper() in ("ON", "1", "TRUE", "YES")
+
+
 def effective_cmake_options(profile: Profile, hw: HardwareSnapshot | None, *, native: bool,
                             overrides: dict[str, str] | None = None,
                             provenance: dict[str, str] | None = None,

@@ -152,10 +152,9 @@ def bracket(before: Trial, after: Trial) -> tuple[Trial, float | None]:
         return before, None
     if before.tokens_per_s is None:
         return after, None
-    per_prompt = {name: summarize([st.median, after.per_prompt[name].median]) for name, st in before.per_prompt.items()
-                  if name in after.per_prompt}
     merged = before.model_copy(update={
-        "per_prompt": {k: v for k, v in per_prompt.items() if v is not None},
+        "per_prompt": {name: summarize([st.median, after.per_prompt[name].median])
+                       for name, st in before.per_prompt.items() if name in after.per_prompt},
         "tokens_per_s": summarize([before.tokens_per_s.median, after.tokens_per_s.median])})
     return merged, speedup_against(after, before)
 

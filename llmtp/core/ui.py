@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from llmtp.core.profiles import cmake_on
 from llmtp.errors import UsageError
 
 UiMode = Literal["auto", "on", "off"]
@@ -81,7 +82,7 @@ def ui_cmake_options(how: UiHow | None) -> dict[str, str]:
 
 def ui_how_from_options(options: dict[str, str]) -> UiHow | None:
     """What the effective options ask for (a --cmake-arg may have set them by hand)."""
-    on = {k: options.get(k, "").upper() in ("ON", "1", "TRUE", "YES") for k in
+    on = {k: cmake_on(options.get(k)) for k in
           ("LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI")}
     if on["LLAMA_BUILD_UI"]:
         return "npm"

@@ -17,8 +17,8 @@ from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
 from llmtp.core.buildlog import Progress, distill, parse_progress
 from llmtp.core.hardware import HardwareSnapshot
-from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_configure_argv, parse_tool_version, \
-    preflight_problems
+from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_configure_argv, cmake_on, \
+    parse_tool_version, preflight_problems
 from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, ui_log_lines, ui_record
 from llmtp.errors import BuildError, ConfigError
 from llmtp.services.build import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
@@ -153,8 +153,8 @@ def tree_variant(options: dict[str, str]) -> str:
       (measured: 216 of 216 steps for the next plain build after an RPC one);
     - `-ui` (the web UI): upstream's UI script embeds whatever tools/ui/dist a tree holds, so a tree
       that once built the UI would keep putting it into builds that asked for none."""
-    rpc = options.get("GGML_RPC", "").upper() in ("ON", "1", "TRUE", "YES")
-    return ("-rpc" if rpc else "") + ("-ui" if ui_how_from_options(options) is not None else "")
+    return ("-rpc" if cmake_on(options.get("GGML_RPC")) else "") + \
+        ("-ui" if ui_how_from_options(options) is not None else "")
 
 
 def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[Path, Path]:
