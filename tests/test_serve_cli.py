@@ -1,4 +1,4 @@
-"""`llmtp serve/status/stop/logs` and prepare_launch: safety checks, dry-run, signals, no orphans."""
+"""`llmtp serve/status/stop/logs` and resolve_launch: safety checks, dry-run, signals, no orphans."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
-from llmtp.services.serve import Planned, prepare_launch
+from llmtp.core.launch_plan import LaunchRequest
+from llmtp.core.plan import GiB, PlanHardware
+from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.settings import load_settings
 
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -29,60 +31,105 @@ def _caps() -> Capabilities:
     return Capabilities(flags=flags, enums=enums)
 
 
-def _prepare(tmp_path, **kw):
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF" + b"\0" * 100)
-
-    def plan(settings, ref, *, host, port, request, caps):
-        return Planned(LaunchSpec(model=str(model), host=host, port=port, mtp=MtpSettings(enabled=True), parallel=1))
-
-    kw.setdefault("tuned", lambda p: None)
-    return prepare_launch(load_settings().settings, "m", server=Path("/bin/llama-server"),
-                          probe=lambda p: _caps(), plan=plan, **kw)
+@pytest.fixture
+def model(tiny_models) -> Path:
+    """A real tiny qwen35 MTP GGUF: the planner reads its header."""
+    return tiny_models["agree"]
 
 
-def test_prepare_defaults(tmp_path):
-    p = _prepare(tmp_path)
+def _record(mtp):
+    from llmtp.services.model_settings import ModelSettingsRecord
+
+    return ModelSettingsRecord(model_key="k", mtp=mtp)
+
+
+def _prepare(model: Path, tuned=None, **kw):
+    request = LaunchRequest(model=str(model), server="/bin/llama-server", **kw)
+    deps = LaunchDeps(probe=lambda p: _caps(), hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"),
+                      tune_record=lambda p: None if tuned is None else _record(tuned))
+    return resolve_launch(load_settings().settings, request, deps)
+
+
+def test_prepare_defaults(model):
+    p = _prepare(model)
     assert (p.spec.host, p.spec.port, p.spec.mtp.enabled, p.build_id) == ("127.0.0.1", 8080, True, None)
-    assert p.ready_timeout_s == pytest.approx(60.0 + 20 * 104 / 2**30)
+    assert p.ready_timeout_s == pytest.approx(60.0 + 20 * model.stat().st_size / 2**30)
+    assert p.argv == tuple(p.argv_list) and p.argv[0] == "/bin/llama-server"
 
 
-def test_non_loopback_needs_an_api_key_file(tmp_path):
+def test_non_loopback_needs_an_api_key_file(model, tmp_path):
     with pytest.raises(UsageError, match="Binding to 0.0.0.0 exposes the server"):
-        _prepare(tmp_path, host="0.0.0.0")
+        _prepare(model, host="0.0.0.0")
     key = tmp_path / "key"
     key.write_text("# comment\nsecret\n")
     key.chmod(0o600)
-    p = _prepare(tmp_path, host="0.0.0.0", api_key_file=str(key))
-    assert p.spec.api_key_file == str(key) and p.notes == []
+    p = _prepare(model, host="0.0.0.0", api_key_file=str(key))
+    assert p.spec.api_key_file == str(key) and p.notes == ()
     key.chmod(0o644)
-    assert p.notes == [] and _prepare(tmp_path, host="0.0.0.0", api_key_file=str(key)).notes == [
-        f"{key} is readable by other users; chmod 600 it"]
+    assert _prepare(model, host="0.0.0.0", api_key_file=str(key)).notes == (
+        f"{key} is readable by other users; chmod 600 it",)
 
 
-def test_empty_key_file_refused(tmp_path):
+def test_empty_key_file_refused(model, tmp_path):
     key = tmp_path / "key"
     key.write_text("# nothing\n")
     with pytest.raises(UsageError, match="missing or holds no key"):
-        _prepare(tmp_path, host="0.0.0.0", api_key_file=str(key))
+        _prepare(model, host="0.0.0.0", api_key_file=str(key))
 
 
-def test_no_mtp_tuned_and_conflicts(tmp_path):
-    assert not _prepare(tmp_path, no_mtp=True).spec.mtp.enabled
-    tuned = MtpSettings(enabled=True, n_max=2)
-    assert _prepare(tmp_path, tuned=lambda p: tuned).spec.mtp.n_max == 2
+def test_no_mtp_tuned_and_conflicts(model):
+    assert not _prepare(model, no_mtp=True).spec.mtp.enabled
+    assert _prepare(model, tuned=MtpSettings(enabled=True, n_max=2)).spec.mtp.n_max == 2
+    # the user's draft settings win over tune's
+    assert _prepare(model, tuned=MtpSettings(enabled=True, n_max=2), draft_n_max=5).spec.mtp.n_max == 5
     with pytest.raises(UsageError, match="-md conflicts with MTP"):
-        _prepare(tmp_path, extra=["-md", "x.gguf"])
+        _prepare(model, extra=("-md", "x.gguf"))
     # -lv 4 (buffer sizes for calibration) comes first; the user's pass-through follows as given
-    assert _prepare(tmp_path, no_mtp=True, extra=["-md", "x.gguf"]).spec.extra_args == ["-lv", "4", "-md", "x.gguf"]
-    assert _prepare(tmp_path, extra=["-lv", "2"]).spec.extra_args == ["-lv", "2"]
+    assert _prepare(model, no_mtp=True, extra=("-md", "x.gguf")).spec.extra_args == ["-lv", "4", "-md", "x.gguf"]
+    assert _prepare(model, extra=("-lv", "2")).spec.extra_args == ["-lv", "2"]
 
 
-def test_no_build_is_a_clear_error(tmp_path):
+def test_no_build_is_a_clear_error():
     from llmtp.errors import ServeError
 
     with pytest.raises(ServeError, match="No llama.cpp build is installed yet"):
-        prepare_launch(load_settings().settings, "m", current_build=lambda s: None)
+        resolve_launch(load_settings().settings, LaunchRequest(model="m"), LaunchDeps(current_build=lambda s: None))
+
+
+def test_a_plan_is_frozen_and_its_variants_rebuild_argv(model):
+    """Nothing edits a plan: a variant (verify's plain arm, a tune trial) is a new plan with its own argv."""
+    import dataclasses
+
+    p = _prepare(model)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.argv = ()  # type: ignore[misc]
+    plain = p.plain()
+    assert "--spec-type" in p.argv and "--spec-type" not in plain.argv
+    assert p.spec.mtp.enabled  # the original is untouched
+    assert [a for a in plain.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")] == \
+        [a for a in p.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")]
+
+
+def _exit(argv: list[str], capsys) -> tuple[int, str]:
+    from llmtp.cli.main import run
+
+    with pytest.raises(SystemExit) as exc:
+        run(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out + out.err
+
+
+def test_llama_server_habits_get_the_llmtp_spelling(capsys):
+    """-hf and -ngl (llama-server's) are answered with llmtp's way to say them; -c is --ctx, as for plan."""
+    code, text = _exit(["serve", "-hf", "unsloth/Qwen3.6-27B-GGUF:Q4_K_M"], capsys)
+    assert code == 2 and "`llmtp serve unsloth/Qwen3.6-27B-GGUF:Q4_K_M`" in text and "No such option" not in text
+    code, text = _exit(["serve", "m.gguf", "-ngl", "99"], capsys)
+    assert code == 2 and "--gpu-layers 99" in text
+    code, text = _exit(["service", "install", "m.gguf", "-ngl", "all"], capsys)
+    assert code == 2 and "--gpu-layers all" in text
+    for command in (["serve"], ["service", "install"]):
+        code, text = _exit([*command, "/nonexistent/m.gguf", "-c", "4096", "--dry-run"], capsys)
+        assert "No such option" not in text and "No llama.cpp build" in text  # -c was taken; the build is next
 
 
 # --- against the real binary ----------------------------------------------------------------------

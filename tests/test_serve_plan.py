@@ -22,7 +22,8 @@ from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
 from llmtp.services import calibration, model_pulls, model_settings
 from llmtp.services.plan import hardware_for_build
-from llmtp.services.serve import prepare_launch
+from llmtp.core.launch_plan import LaunchRequest
+from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.settings import load_settings
 
 FIX = Path(__file__).parent / "fixtures"
@@ -57,8 +58,15 @@ def tiny(tiny_models) -> Path:
 
 
 def _prepare(ref: str, hardware: PlanHardware | None = None, **kw):
-    kw.setdefault("tuned", lambda p: None)
-    return prepare_launch(_settings(), ref, server=SERVER, probe=lambda p: _caps(), hardware=hardware, **kw)
+    """serve's plan with the binary's capabilities and the hardware given, and no tune record."""
+    deps = LaunchDeps(probe=lambda p: _caps(), hardware=hardware, tune_record=lambda p: None)
+    return resolve_launch(_settings(), LaunchRequest(model=ref, server=str(SERVER), **kw), deps)
+
+
+def _prepare_tuned(settings, ref: str, hardware: PlanHardware):
+    """serve's plan with the tune record on disk."""
+    return resolve_launch(settings, LaunchRequest(model=ref, server=str(SERVER)),
+                          LaunchDeps(probe=lambda p: _caps(), hardware=hardware))
 
 
 def test_alias_with_12gib_plans_full_offload(tiny):
@@ -66,7 +74,7 @@ def test_alias_with_12gib_plans_full_offload(tiny):
 
     _pull_as(_settings(), "qwen3.6-27b", "Q4_K_M", tiny)
     p = _prepare("qwen3.6-27b", _gpu(12 * 1024))
-    argv = build_server_argv(str(SERVER), p.caps, p.spec)
+    argv = p.argv_list
     # -a: the llmtp alias, not the file name. -ngl 4: the 3 blocks in the file (2 trunk + the nextn block) and the output layer; b11434 left block 0
     # on the CPU with the 3 it got before
     assert argv == [str(SERVER), "-m", str(tiny), "-a", "qwen3.6-27b", "--host", "127.0.0.1", "--port", "8080", "-ngl", "4",
@@ -116,18 +124,18 @@ def test_no_mtp_and_parallel(tiny):
     assert {r["what"]: r["value"] for r in p.reasons}["MTP"] == "off"
     # with MTP on, one slot stays (the planner warns that --parallel was ignored)
     p = _prepare(str(tiny), _gpu(12 * 1024), parallel=4)
-    assert p.spec.parallel == 1 and p.warnings == ["--parallel 4 ignored: parallel slots with MTP are slower in aggregate"]
+    assert p.spec.parallel == 1 and p.warnings == ("--parallel 4 ignored: parallel slots with MTP are slower in aggregate",)
 
 
 def test_tuned_settings_win_over_the_plan(tiny):
     settings = _settings()
     model_settings.save(settings, model_settings.model_key(tiny), MtpSettings(enabled=True, n_max=2, p_min=0.1))
-    p = prepare_launch(settings, str(tiny), server=SERVER, probe=lambda _: _caps(), hardware=_gpu(12 * 1024))
+    p = _prepare_tuned(settings, str(tiny), _gpu(12 * 1024))
     assert (p.spec.mtp.n_max, p.spec.mtp.p_min) == (2, 0.1)
     assert {r["what"]: (r["value"], r["reason"]) for r in p.reasons}["MTP"] == \
         ("draft-mtp, n-max 2", "measured by `llmtp tune` on this machine")
     model_settings.save(settings, model_settings.model_key(tiny), MtpSettings(enabled=False))
-    p = prepare_launch(settings, str(tiny), server=SERVER, probe=lambda _: _caps(), hardware=_gpu(12 * 1024))
+    p = _prepare_tuned(settings, str(tiny), _gpu(12 * 1024))
     assert not p.spec.mtp.enabled
 
 
@@ -249,5 +257,5 @@ def test_unknown_backend_stays_none_and_plans_and_launches_on_the_gpu(tiny):
     from llmtp.core.argv import build_server_argv
 
     p = _prepare(str(tiny), unprobed, ctx=2048)
-    argv = build_server_argv(str(SERVER), p.caps, p.spec)
+    argv = p.argv_list
     assert argv[argv.index("-ngl") + 1] == "4"  # every block and the output layer, as with backend "cuda"

@@ -15,6 +15,7 @@ import pytest
 
 from llmtp.adapters.runner import Completed
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
+from llmtp.core.launch_plan import LaunchRequest
 from llmtp.errors import UsageError
 from llmtp.services import service as svc
 from llmtp.settings import load_settings
@@ -64,14 +65,9 @@ def _caps(devices=()):
 
 
 def _prepare(req: svc.ServiceRequest, model: Path, *, devices=(), server: Path | None = None):
-    """svc.validate (serve's prepare_launch) with the plan, probe and build replaced."""
-    from llmtp.core.launch import LaunchSpec, MtpSettings
-    from llmtp.services.serve import Planned
-
-    def plan(settings, ref, *, host, port, request, caps):
-        if not Path(ref).is_file():
-            raise UsageError(f"{ref} is not downloaded yet", "pull it")
-        return Planned(LaunchSpec(model=str(model), host=host, port=port, mtp=MtpSettings(enabled=True), parallel=1))
+    """svc.validate (serve's resolve_launch) with the build, probe, hardware and tune record replaced."""
+    from llmtp.core.plan import GiB, PlanHardware
+    from llmtp.services.launch_plan import LaunchDeps
 
     if server is None:  # an installed build: its bin dir is what a system unit stages
         server = model.parent / "build" / "bin" / "llama-server"
@@ -80,15 +76,23 @@ def _prepare(req: svc.ServiceRequest, model: Path, *, devices=(), server: Path |
         server.chmod(0o755)
     build = SimpleNamespace(id="b11434-cpu-12345678", server=server,
                             manifest=SimpleNamespace(capabilities=_caps(devices)))
-    return svc.validate(_settings(), req, plan=plan, probe=lambda p: _caps(devices), tuned=lambda p: None,
-                        current_build=lambda s: build)
+    deps = LaunchDeps(current_build=lambda s: build, probe=lambda p: _caps(devices), tune_record=lambda p: None,
+                      hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"))
+    return svc.validate(_settings(), req, deps)
+
+
+def _req(model: str, *, system: bool = False, extra=(), **launch) -> svc.ServiceRequest:
+    return svc.ServiceRequest(launch=LaunchRequest(model=model, extra=tuple(extra), **launch), system=system)
 
 
 @pytest.fixture
-def model(tmp_path) -> Path:
+def model(tmp_path, tiny_models) -> Path:
+    """A real tiny GGUF (the planner reads its header) under a directory of its own."""
+    import shutil
+
     m = tmp_path / "models" / "q.gguf"
     m.parent.mkdir()
-    m.write_bytes(b"GGUF" + b"\0" * 100)
+    shutil.copyfile(tiny_models["agree"], m)
     return m
 
 
@@ -97,7 +101,7 @@ def _plan(req, model, **kw):
 
 
 def _unit(system: bool, model: Path, extra=(), **req_kw) -> str:
-    req = svc.ServiceRequest(model=str(model), port=8081, extra=list(extra), system=system, **req_kw)
+    req = _req(str(model), port=8081, extra=list(extra), system=system, **req_kw)
     return _plan(req, model).text
 
 
@@ -109,7 +113,8 @@ def test_user_unit(model):
     text = _unit(False, model, extra=("--jinja",))
     s = _settings()
     assert _lines(text, "ExecStart") == [systemd_exec_line(
-        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081", "--foreground",
+        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081", "--alias", "q",
+         "--foreground",
          "--", "--jinja"])]
     assert _lines(text, "Type") == ["notify"] and _lines(text, "NotifyAccess") == ["main"]
     assert _lines(text, "Restart") == ["on-failure"]
@@ -167,10 +172,10 @@ def test_system_unit_hardening(model):
     (None, ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps", "char-kfd", "char-drm"]),
 ])
 def test_gpu_device_nodes(model, devices, allowed):
-    user = _plan(svc.ServiceRequest(model=str(model)), model, devices=devices).text
+    user = _plan(_req(str(model)), model, devices=devices).text
     assert _lines(user, "DeviceAllow") == [] and _lines(user, "DevicePolicy") == []
     assert _lines(user, "PrivateDevices") == ([] if allowed else ["yes"])
-    req = svc.ServiceRequest(model=str(model), system=True)
+    req = _req(str(model), system=True)
     text = _plan(req, model, devices=devices).text
     assert _lines(text, "DeviceAllow") == [f"{g} rw" for g in allowed]
     if allowed:
@@ -186,10 +191,10 @@ def test_gpu_device_nodes(model, devices, allowed):
     ("extra", ["--chat-template", "a\nExecStartPre=/bin/evil"]),
     ("extra", ["--chat-template", "x\x1b[2J"]),
 ])
-def test_control_characters_are_refused(tmp_path, field, value):
+def test_control_characters_are_refused(tmp_path, tiny_models, field, value):
     model = tmp_path / ("x.gguf" if field != "model" else value.rsplit("/", 1)[1])
-    model.write_bytes(b"GGUF")
-    req = svc.ServiceRequest(model=str(model), **({"extra": value} if field == "extra" else {}))
+    shutil.copyfile(tiny_models["agree"], model)
+    req = _req(str(model), **({"extra": value} if field == "extra" else {}))
     with pytest.raises(UsageError, match="control character"):
         _plan(req, model)
 
@@ -217,23 +222,25 @@ def test_system_unit_refuses_home_paths(model, tmp_path):
     key = tmp_path / "key"
     key.write_text("k\n")
     key.chmod(0o600)
-    req = svc.ServiceRequest(model=str(model), system=True, host="0.0.0.0", api_key_file="/home/alice/key")
-    prepared = _prepare(svc.ServiceRequest(model=str(model), host="0.0.0.0", api_key_file=str(key)), model)
-    prepared.spec.api_key_file = "/home/alice/key"
+    req = _req(str(model), system=True, host="0.0.0.0", api_key_file="/home/alice/key")
+    import dataclasses
+
+    prepared = _prepare(_req(str(model), host="0.0.0.0", api_key_file=str(key)), model)
+    prepared = dataclasses.replace(prepared, spec=prepared.spec.model_copy(update={"api_key_file": "/home/alice/key"}))
     with pytest.raises(UsageError, match="cannot read the API key file /home/alice/key"):
         svc.plan_install(_settings(), req, prepared)
-    prepared = _prepare(svc.ServiceRequest(model=str(model)), model)
-    prepared.build_id, prepared.server = None, Path("/home/alice/llama/llama-server")
+    prepared = dataclasses.replace(_prepare(_req(str(model)), model), build_id=None,
+                                   server="/home/alice/llama/llama-server")
     with pytest.raises(UsageError, match="cannot run /home/alice/llama/llama-server"):
-        svc.plan_install(_settings(), svc.ServiceRequest(model=str(model), system=True, server="/x"), prepared)
+        svc.plan_install(_settings(), _req(str(model), system=True, server="/x"), prepared)
 
 
 def test_system_unit_refuses_llmtp_installed_in_a_home(model, monkeypatch):
     monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3", "/home/alice/.venv"])
-    req = svc.ServiceRequest(model=str(model), system=True)
+    req = _req(str(model), system=True)
     with pytest.raises(UsageError, match="cannot run llmtp from /home/alice/.venv"):
         _plan(req, model)
-    assert _plan(svc.ServiceRequest(model=str(model)), model).text  # a user unit runs from home, fine
+    assert _plan(_req(str(model)), model).text  # a user unit runs from home, fine
 
 
 @pytest.mark.parametrize("system", [False, True])
@@ -241,32 +248,32 @@ def test_files_in_tmp_are_refused(model, monkeypatch, system):
     monkeypatch.setattr(svc, "PRIVATE_TMP", ("/tmp/", "/var/tmp/"))
     assert str(model).startswith("/tmp/")  # the test's model and build live there
     with pytest.raises(UsageError, match="PrivateTmp=yes gives it a /tmp"):
-        _plan(svc.ServiceRequest(model=str(model), system=system), model)
+        _plan(_req(str(model), system=system), model)
 
 
 def test_install_validates_as_serve_does(model, tmp_path):
     with pytest.raises(UsageError, match="Binding to 0.0.0.0 exposes the server"):
-        _prepare(svc.ServiceRequest(model=str(model), host="0.0.0.0"), model)
-    with pytest.raises(UsageError, match="not downloaded"):
-        _prepare(svc.ServiceRequest(model=str(tmp_path / "missing.gguf")), model)
+        _prepare(_req(str(model), host="0.0.0.0"), model)
+    with pytest.raises(UsageError, match="[Mm]odel file not found"):
+        _prepare(_req(str(tmp_path / "missing.gguf")), model)
     with pytest.raises(UsageError, match="--api-key after `--`"):
-        _prepare(svc.ServiceRequest(model=str(model), extra=["--api-key", "SECRET"]), model)
+        _prepare(_req(str(model), extra=["--api-key", "SECRET"]), model)
 
 
-def _odd_model(tmp_path) -> Path:
+def _odd_model(tmp_path, tiny_models) -> Path:
     # A model path with every character systemd treats specially in ExecStart=.
     m = tmp_path / '50% $HOME "q" x.gguf'
-    m.write_bytes(b"GGUF")
+    shutil.copyfile(tiny_models["agree"], m)
     return m
 
 
 @needs_systemd_analyze
 @pytest.mark.parametrize("system, devices", [(False, ()), (True, ()), (True, ("CUDA",)), (True, None)])
-def test_units_pass_systemd_analyze_verify(tmp_path, system, devices):
-    model = _odd_model(tmp_path)
+def test_units_pass_systemd_analyze_verify(tmp_path, tiny_models, system, devices):
+    model = _odd_model(tmp_path, tiny_models)
     path = tmp_path / ("sys" if system else "user") / "llmtp.service"
     path.parent.mkdir()
-    path.write_text(_plan(svc.ServiceRequest(model=str(model), system=system), model, devices=devices).text)
+    path.write_text(_plan(_req(str(model), system=system), model, devices=devices).text)
     r = verify(path, not system, tmp_path)
     assert r.returncode == 0 and str(path) not in r.stderr, r.stderr  # no warning about our unit
     # and the check does catch a broken quote
@@ -277,10 +284,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path, system, devices):
 @needs_systemd_analyze
 @pytest.mark.parametrize("system, devices, limit", [(False, (), 6.0), (False, ("CUDA",), 6.0), (True, (), 4.5),
                                                     (True, ("CUDA",), 4.5), (True, None, 4.5)])
-def test_security_exposure(tmp_path, system, devices, limit):
-    model = _odd_model(tmp_path)
+def test_security_exposure(tmp_path, tiny_models, system, devices, limit):
+    model = _odd_model(tmp_path, tiny_models)
     path = tmp_path / "llmtp.service"
-    path.write_text(_plan(svc.ServiceRequest(model=str(model), system=system), model, devices=devices).text)
+    path.write_text(_plan(_req(str(model), system=system), model, devices=devices).text)
     score = exposure(path, not system, tmp_path)
     assert score <= limit
     # the figure moves with the hardening: without it the same unit scores far worse
@@ -320,7 +327,7 @@ def first_plan_paths(req, model) -> list[str]:
 def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     runner = FakeRunner()
     unit_dir = tmp_path / "units"
-    req = svc.ServiceRequest(model=str(model), port=8081)
+    req = _req(str(model), port=8081)
     old = os.umask(0o077)
     try:
         first = _install(req, model, runner, unit_dir)
@@ -335,7 +342,7 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     first.override_path.write_text(custom)
     # "upgrade": the unit changes, the person's drop-in does not
     (unit_dir / "llmtp.service").write_text("old unit from a previous version\n")
-    second = _install(svc.ServiceRequest(model=str(model), port=9000), model, runner, unit_dir)
+    second = _install(_req(str(model), port=9000), model, runner, unit_dir)
     assert not second.override_created and f"kept {second.override_path}" in second.actions
     assert second.override_path.read_text() == custom
     assert "--port 9000" in (unit_dir / "llmtp.service").read_text()
@@ -355,7 +362,7 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     (build / "libggml.so").write_bytes(b"lib")
     (build / "libggml.so").chmod(0o644)
     model.chmod(0o600)  # not readable by the llmtp user: copied, never linked
-    req = svc.ServiceRequest(model=str(model), system=True)
+    req = _req(str(model), system=True)
     plan = svc.plan_install(_settings(), req, _prepare(req, model, server=build / "llama-server"))
     root = tmp_path / "root"
     seen = []
@@ -366,7 +373,8 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     assert ["systemctl", "enable", "--now", "llmtp.service"] in runner.calls
     staged = root / "var/lib/llmtp/models/q.gguf"
     assert staged.read_bytes() == model.read_bytes() and staged.stat().st_mode & 0o777 == 0o644
-    assert not staged.samefile(model) and ("q.gguf", 104, 104) in seen
+    size = model.stat().st_size
+    assert not staged.samefile(model) and ("q.gguf", size, size) in seen
     assert f"copied {model} -> /var/lib/llmtp/models/q.gguf" in result.actions
     server = root / "var/lib/llmtp/builds/b11434-cpu-12345678/llama-server"
     assert server.samefile(build / "llama-server")  # world-readable and executable: a hard link
@@ -376,7 +384,7 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
 
 
 def test_system_install_needs_root(model, tmp_path, monkeypatch):
-    req = svc.ServiceRequest(model=str(model), system=True)
+    req = _req(str(model), system=True)
     plan = _plan(req, model)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     runner = FakeRunner()
@@ -385,14 +393,14 @@ def test_system_install_needs_root(model, tmp_path, monkeypatch):
     assert runner.calls == [] and not (tmp_path / "units").exists()
 
 
-def test_launchd_plist_parses(tmp_path):
+def test_launchd_plist_parses(tmp_path, tiny_models):
     model = tmp_path / "a&b <x>.gguf"
-    model.write_bytes(b"GGUF")
-    req = svc.ServiceRequest(model=str(model), port=8081)
+    shutil.copyfile(tiny_models["agree"], model)
+    req = _req(str(model), port=8081)
     text = svc.launchd_plist(_settings(), req, _prepare(req, model))
     data = plistlib.loads(text.encode())
     assert data["ProgramArguments"] == [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1",
-                                        "--port", "8081", "--foreground"]
+                                        "--port", "8081", "--alias", "a&b <x>", "--foreground"]
     assert data["KeepAlive"] == {"SuccessfulExit": False}
     assert data["EnvironmentVariables"]["LLMTP_STATE_DIR"] == str(_settings().state_dir)
 
@@ -480,7 +488,7 @@ def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     from llmtp.services import setup_deps as setup
 
     seen = {}
-    prepared = _prepare(svc.ServiceRequest(model=str(model), port=8099), model)
+    prepared = _prepare(_req(str(model), port=8099), model)
     monkeypatch.setattr(svc, "validate", lambda settings, req: prepared)
     monkeypatch.setattr(sys, "platform", "linux")
 
@@ -489,8 +497,8 @@ def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
         return svc.InstallResult(tmp_path / "u", tmp_path / "o", True, ["wrote u"])
 
     monkeypatch.setattr(svc, "install", install)
-    assert setup._install_service(_settings(), model, "127.0.0.1", 8099) == ["wrote u"]
-    assert (seen["req"].host, seen["req"].port) == ("127.0.0.1", 8099)
+    assert setup._install_service(_settings(), str(model), "127.0.0.1", 8099) == ["wrote u"]
+    assert (seen["req"].launch.host, seen["req"].launch.port) == ("127.0.0.1", 8099)
     assert "--port 8099" in seen["plan"].text
 
 

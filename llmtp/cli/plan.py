@@ -4,47 +4,60 @@ from __future__ import annotations
 
 import typer
 
+from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
 
-def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QUANT."),
-         ctx: int = typer.Option(None, "--ctx", "-c", help="Context size to plan for (default: choose).",
-                                  **limits.option(limits.Ctx)),
-         parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel slots (1 with MTP).",
-                                       **limits.option(limits.Parallel)),
-         no_mtp: bool = typer.Option(False, "--no-mtp", help="Plan without MTP speculative decoding."),
+def plan(ref: o.Model,
+         ctx: o.Ctx = None,
+         parallel: o.Parallel = None,
+         no_mtp: o.NoMtp = False,
          quant: str = typer.Option(None, "--quant", "-q", help="Plan for this quant instead of choosing."),
+         cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
+         draft_n_max: o.DraftNMax = None, draft_p_min: o.DraftPMin = None, alias: o.Alias = None,
+         host: o.Host = None, port: o.Port = None, api_key_file: o.ApiKeyFile = None, server: o.Server = None,
          vram: str = typer.Option(None, "--vram", help="Plan for this much GPU memory, e.g. 12GiB."),
          gpu: str = typer.Option(None, "--gpu", help="Plan for a known card, e.g. 'RTX 4090' (see data/gpus.toml)."),
          ram_bw: float = typer.Option(None, "--ram-bw", **limits.option(limits.Bandwidth),
                                       help="System RAM bandwidth in GB/s, for layers left on the CPU."),
-         rpc: str = typer.Option(None, "--rpc", help="Plan across these RPC workers too: HOST:PORT,... "
-                                 "(`llmtp worker start`; default from settings: rpc)."),
+         rpc: o.Rpc = None,
+         argv: bool = typer.Option(False, "--argv", help="Print exactly the command line `llmtp serve` would run "
+                                   "here with the same options (with --json: as data)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
                                       "tok/s plain and with MTP, memory, and why it lost.")) -> None:
-    """Predict memory per device and choose the launch settings, with a reason for each."""
+    """Predict memory per device and choose the launch settings, with a reason for each: the very plan
+    `llmtp serve` runs (--argv prints its command line)."""
     from llmtp.cli._out import esc
     from llmtp.cli._out import console, emit_json, human_bytes
-    from llmtp.core.plan import PlanRequest
     from llmtp.core.quant_choice import quant_rule
-    from llmtp.services.plan import hardware_from_flags, plan_model
+    from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+    from llmtp.services.plan import hardware_from_flags
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    request = PlanRequest(ctx=ctx, parallel=parallel, no_mtp=no_mtp, quant=quant)
+    request = o.launch_request(ref, None, host=host, port=port, ctx=ctx, no_mtp=no_mtp, parallel=parallel,
+                               cache_type=cache_type, gpu_layers=gpu_layers, threads=threads, draft_n_max=draft_n_max,
+                               draft_p_min=draft_p_min, alias=alias, api_key_file=api_key_file, rpc=rpc,
+                               server=server, quant=quant)
     hardware = hardware_from_flags(vram, gpu)
     if ram_bw is not None:
         from llmtp.services.plan import detected_hardware
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
-    result = plan_model(ref, settings, request, hardware)
+    launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware, launching=argv))
+    if argv:
+        from llmtp.cli.serve import print_plan_argv
+
+        print_plan_argv(launch, json_out)
+        return
+    result = launch.planned
     distributed = None
-    if rpc or settings.rpc:
+    if request.rpc or settings.rpc:
         from llmtp.services.rpc import plan_distributed
 
-        distributed = plan_distributed(settings, result, rpc or settings.rpc)
+        distributed = plan_distributed(settings, launch)
     fit = None
     if check:
         from llmtp.services.plan import check_with_fit_params
@@ -53,7 +66,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     if json_out:
         emit_json({"ref": ref, "downloaded": result.downloaded, "source": result.source,
                    "sizes_from": _sizes_from(result), "hardware": result.hardware, "rule": quant_rule(),
-                   "plan": result.plan, "fit_params": fit, "rpc": distributed})
+                   "plan": result.plan, "fit_params": fit, "rpc": distributed, "argv": launch.argv,
+                   "reasons": list(launch.reasons)})
         return
     p = result.plan
     c = console()
@@ -64,8 +78,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     c.print(f"{p.model} {p.quant or ''} - planned from {where}")
     if _sizes_from(result):
         c.print(f"  sizes from {_sizes_from(result)}")
-    for d in p.decisions:
-        c.print(f"  {d.what:<12} {d.value:<22} {d.reason}")
+    for d in launch.reasons:  # the planner's, then tune's and the overrides': what serve runs
+        c.print(f"  {d['what']:<12} {d['value']:<22} {d['reason']}")
     c.print("memory:")
     for m in p.memory:
         budget = f" of {human_bytes(m.budget)}" if m.budget else ""

@@ -37,7 +37,10 @@ def run(
     def note(line: str) -> None:
         typer.echo(f"note: {line}", err=True)
 
-    target = svc.ensure_server(settings, model, server=Path(server) if server else None, ctx=ctx, on_note=note)
+    from llmtp.core.launch_plan import LaunchRequest
+
+    request = LaunchRequest(model=model, ctx=ctx, server=str(Path(server).expanduser().resolve()) if server else None)
+    target = svc.ensure_server(settings, request, on_note=note)
     if prompt is not None:
         messages = [{"role": "user", "content": prompt}]
         if as_json:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
 
@@ -16,23 +17,11 @@ def _settings():
 
 
 def serve(
-    context: typer.Context,
-    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT (also hf:, hf.co/)."),
-    extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server as is."),
-    host: Optional[str] = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (default from settings: 8080).", **limits.option(limits.Port)),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan.",
-                                      **limits.option(limits.Ctx)),
-    no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1.",
-                                           **limits.option(limits.Parallel)),
-    api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
-    server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
-    no_ui: bool = typer.Option(False, "--no-ui", help="Turn llama-server's web UI off (its own --no-ui)."),
-    rpc: Optional[str] = typer.Option(None, "--rpc", help="RPC workers HOST:PORT,... to spread the model over "
-                                      "(`llmtp worker start`; default from settings: rpc)."),
-    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models "
-                                        "(default: the llmtp alias, else the file name without .gguf)."),
+    context: typer.Context, model: o.Model, extra: o.Extra = None, host: o.Host = None, port: o.Port = None,
+    ctx: o.Ctx = None, no_mtp: o.NoMtp = False, parallel: o.Parallel = None, cache_type: o.CacheType = None,
+    gpu_layers: o.GpuLayers = None, threads: o.Threads = None, draft_n_max: o.DraftNMax = None,
+    draft_p_min: o.DraftPMin = None, alias: o.Alias = None, api_key_file: o.ApiKeyFile = None, rpc: o.Rpc = None,
+    server: o.Server = None, no_ui: o.NoUi = False, hf: o.HfHabit = None, ngl: o.NglHabit = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command line and exit."),
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -43,93 +32,69 @@ def serve(
 
     A model that is not on disk is downloaded first (what, how big, free disk are shown), unless
     --no-pull; offline or without the space it fails before anything starts."""
-    import shlex
-    from pathlib import Path
-
-    from llmtp.cli._out import emit_json
-    from llmtp.core.argv import build_server_argv
     from llmtp.services import serve as svc
 
-    settings = _settings()
-    warm = context.obj  # the entry point's WarmStart (services/warm_start.py); None when called otherwise
-    early_pid = warm.running_pid() if warm is not None else None
-    def prepare():
-        return svc.prepare_launch(settings, model, host=host, port=port, ctx=ctx, no_mtp=no_mtp,
-                                  parallel=parallel, api_key_file=api_key_file, extra=extra,
-                                  server=Path(server) if server else None, ui=not no_ui, alias=alias,
-                                  not_counting=frozenset([early_pid]) if early_pid else frozenset(),
-                                  rpc=rpc or settings.rpc)
-
-    from llmtp.errors import ModelNotDownloadedError
-
-    try:
-        prepared = prepare()
-    except ModelNotDownloadedError:
-        if dry_run:
-            raise
-        from llmtp.services.autopull import ensure_model
-
-        ensure_model(settings, model, allow=not no_pull and settings.pull_missing,
-                     say=lambda m: typer.echo(m, err=True))
-        prepared = prepare()
-    argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
-    for note in prepared.notes:
+    settings, warm = _settings(), context.obj  # the entry point's WarmStart (services/warm_start.py) or None
+    request = o.launch_request(model, extra, host=host, port=port, ctx=ctx, no_mtp=no_mtp, parallel=parallel,
+                               cache_type=cache_type, gpu_layers=gpu_layers, threads=threads, draft_n_max=draft_n_max,
+                               draft_p_min=draft_p_min, alias=alias, api_key_file=api_key_file, rpc=rpc,
+                               server=server, no_ui=no_ui)
+    plan = svc.plan_for_serve(settings, request, warm=warm, pull=None if dry_run else not no_pull,
+                              say=lambda m: typer.echo(m, err=True))
+    for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
-    for warning in prepared.warnings:
+    for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if dry_run:
-        if as_json:
-            emit_json({"argv": argv, "command": shlex.join(argv), "build": prepared.build_id,
-                       "ready_timeout_s": prepared.ready_timeout_s, "reasons": prepared.reasons,
-                       "warnings": prepared.warnings, "devices": prepared.devices})
-        else:
-            # reasons as shell comments: the output still pastes into a shell as is
-            for r in prepared.reasons:
-                typer.echo(f"# {r['what']} {r['value']}: {r['reason']}")
-            typer.echo(shlex.join(argv))
+        print_plan_argv(plan, as_json)
+    elif foreground:
+        svc.foreground(settings, plan, warm=warm, on_event=lambda sup, m: typer.echo(f"[{sup.state.value}] {m}", err=True))
+    else:
+        _detach(settings, plan, warm, as_json)
+
+
+def print_plan_argv(plan, as_json: bool) -> None:
+    """The plan's command line (`serve --dry-run`, `plan --argv`): reasons as shell comments, so the output
+    still pastes into a shell as is; --json: the same data."""
+    import shlex
+
+    from llmtp.cli._out import emit_json
+
+    argv = plan.argv_list
+    if as_json:
+        emit_json({"argv": argv, "command": shlex.join(argv), "build": plan.build_id,
+                   "ready_timeout_s": plan.ready_timeout_s, "reasons": list(plan.reasons),
+                   "warnings": list(plan.warnings), "devices": list(plan.devices)})
         return
-    if foreground:
-        from llmtp.services.live_check import live_check_hook
-        from llmtp.services.state import log_path as state_log_path
-        from llmtp.services.supervisor import SupervisorConfig, serve_foreground
-        from llmtp.services.rpc import rpc_supervision
+    for r in plan.reasons:
+        typer.echo(f"# {r['what']} {r['value']}: {r['reason']}")
+    typer.echo(shlex.join(argv))
 
-        def on_event(sup, message: str) -> None:
-            typer.echo(f"[{sup.state.value}] {message}", err=True)
 
-        serve_foreground(prepared.server, prepared.caps, prepared.spec, state_dir=settings.state_dir,
-                         build_id=prepared.build_id,
-                         config=SupervisorConfig(ready_timeout_s=prepared.ready_timeout_s),
-                         on_event=on_event,
-                         on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
-                         warm_start=warm,
-                         on_tick=live_check_hook(settings, prepared.spec.model,
-                                                 state_log_path(settings.state_dir, prepared.spec.port)),
-                         **rpc_supervision(prepared.spec))
-        return
-    from llmtp.services.state import detach_out_path
-
-    argv = _foreground_argv()
-    early = warm.take_child(argv, detach_out_path(settings.state_dir, prepared.spec.port)) if warm else None
-    record = svc.detach(settings.state_dir, prepared.spec.port, argv, prepared.ready_timeout_s, child=early)
+def _detach(settings, plan, warm, as_json: bool) -> None:
     from llmtp.adapters.server_process import base_url_for
+    from llmtp.cli._out import emit_json
+    from llmtp.core.ui import address_lines
+    from llmtp.services import serve as svc
+    from llmtp.services.state import detach_out_path
     from llmtp.services.status import client_endpoint
+    from llmtp.services.ui import addresses
 
+    argv, port = _foreground_argv(), plan.spec.port
+    early = warm.take_child(argv, detach_out_path(settings.state_dir, port)) if warm else None
+    record = svc.detach(settings.state_dir, port, argv, plan.ready_timeout_s, child=early)
     data = {"state": record.state, "pid": record.llmtp_pid, "server_pid": record.server_pid,
             "url": base_url_for(record.host, record.port), "model": record.model, "build": record.build,
             **client_endpoint(record.host, record.port, record.api_key_file, record.alias)}
-    from llmtp.core.ui import address_lines
-    from llmtp.services.ui import addresses
-
-    data |= addresses(base_url_for(record.host, record.port), record.api_key_file, ui_off=no_ui)
+    data |= addresses(base_url_for(record.host, record.port), record.api_key_file, ui_off=not plan.spec.ui)
     if as_json:
         emit_json(data)
-    else:
-        typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
-                   f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
-        typer.echo(_client_line(data))
-        for line in address_lines(data, record.api_key_file):
-            typer.echo(f"  {line}")
+        return
+    typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
+               f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
+    typer.echo(_client_line(data))
+    for line in address_lines(data, record.api_key_file):
+        typer.echo(f"  {line}")
 
 
 def _client_line(e: dict) -> str:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
 service_app = typer.Typer(help="Run `llmtp serve` at boot as a systemd unit (macOS: a launchd agent).",
@@ -16,25 +17,20 @@ _UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests 
 
 @service_app.command("install")
 def install(
-    model: str = typer.Argument(..., help="Model to serve (as for `llmtp serve`)."),
-    extra: Optional[list[str]] = typer.Argument(None, help="After `--`: flags passed to llama-server."),
+    model: o.Model, extra: o.Extra = None,
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
-    host: Optional[str] = typer.Option(None, help="Bind address (as for `llmtp serve`)."),
-    port: Optional[int] = typer.Option(None, help="Port (as for `llmtp serve`).", **limits.option(limits.Port)),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size; overrides the plan.",
-                                     **limits.option(limits.Ctx)),
-    no_mtp: bool = typer.Option(False, "--no-mtp", help="Serve without MTP speculative decoding."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (-np); MTP keeps 1.",
-                                          **limits.option(limits.Parallel)),
-    api_key_file: Optional[str] = typer.Option(None, help="File with the API key(s); required off loopback."),
-    server: Optional[str] = typer.Option(None, help="Use this llama-server instead of the current build."),
-    alias: Optional[str] = typer.Option(None, help="Model name clients see in /v1/models (as for `llmtp serve`)."),
+    host: o.Host = None, port: o.Port = None, ctx: o.Ctx = None, no_mtp: o.NoMtp = False, parallel: o.Parallel = None,
+    cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
+    draft_n_max: o.DraftNMax = None, draft_p_min: o.DraftPMin = None, alias: o.Alias = None,
+    api_key_file: o.ApiKeyFile = None, rpc: o.Rpc = None, server: o.Server = None, no_ui: o.NoUi = False,
+    hf: o.HfHabit = None, ngl: o.NglHabit = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --dry-run: the unit text)."),
 ) -> None:
-    """Install and start the service (user unit by default), after the checks `llmtp serve` makes."""
+    """Install and start the service (user unit by default): it runs `llmtp serve` with these options,
+    after the checks `llmtp serve` makes."""
     import sys
     from pathlib import Path
 
@@ -43,22 +39,22 @@ def install(
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    # Files as absolute paths: the service does not start in the current directory.
-    absolute = (lambda p: str(Path(p).expanduser().resolve()) if p else None)  # noqa: E731
     path = Path(model).expanduser()
-    req = svc.ServiceRequest(model=str(path.resolve()) if path.exists() else model, host=host, port=port, ctx=ctx,
-                             no_mtp=no_mtp, parallel=parallel, api_key_file=absolute(api_key_file),
-                             server=absolute(server), alias=alias, extra=list(extra or []), system=system)
-    prepared = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
-    for note in prepared.notes:
+    launch = o.launch_request(str(path.resolve()) if path.exists() else model, extra, host=host, port=port, ctx=ctx,
+                              no_mtp=no_mtp, parallel=parallel, cache_type=cache_type, gpu_layers=gpu_layers,
+                              threads=threads, draft_n_max=draft_n_max, draft_p_min=draft_p_min, alias=alias,
+                              api_key_file=o.absolute(api_key_file), rpc=rpc, server=o.absolute(server), no_ui=no_ui)
+    req = svc.ServiceRequest(launch=launch, system=system)
+    launch_plan = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
+    for note in launch_plan.notes:
         typer.echo(f"note: {note}", err=True)
     if sys.platform == "darwin":
         if dry_run:
-            typer.echo(svc.launchd_plist(settings, req, prepared), nl=False)
+            typer.echo(svc.launchd_plist(settings, req, launch_plan), nl=False)
             return
-        typer.echo(f"loaded {svc.install_launchd(settings, req, prepared, SubprocessRunner())}")
+        typer.echo(f"loaded {svc.install_launchd(settings, req, launch_plan, SubprocessRunner())}")
         return
-    plan = svc.plan_install(settings, req, prepared)
+    plan = svc.plan_install(settings, req, launch_plan)
     for note in plan.notes:
         typer.echo(f"note: {note}", err=True)
     if dry_run and as_json:

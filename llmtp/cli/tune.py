@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
 
@@ -55,8 +56,8 @@ def tune_cmd(
                                    help="Keep MTP only when its held-out median is this much faster (0.03 = 3%)."),
     noise_band: float = typer.Option(0.05, "--noise-band", **limits.option(limits.Fraction),
                                      help="No held-out prompt may be slower than plain by more (0.05 = 5%)."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
-                                          **limits.option(limits.Threads)),
+    ctx: o.Ctx = None, cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
+    rpc: o.Rpc = None,
     html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
                                        help="Also write a self-contained HTML report (charts, per-prompt speedups, "
                                             "acceptance, configurations tried) for a bug report."),
@@ -73,9 +74,14 @@ def tune_cmd(
     out_html = html_target(html)
     settings = load_settings().settings
     method = tune_method(n_predict=n_predict, warmups=warmups, runs=runs)
-    kw = dict(min_gain=min_gain, noise_band=noise_band, threads=threads)
+    from llmtp.services.verify_plan import model_ref_or_default
+
+    # the launch serve would run, with the same overrides: each trial is that plan with other draft settings
+    request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, cache_type=cache_type,
+                               gpu_layers=gpu_layers, threads=threads, rpc=rpc)
+    kw = dict(min_gain=min_gain, noise_band=noise_band)
     if json_out:
-        decision, target = run_tune(settings, model, method, **kw)
+        decision, target = run_tune(settings, request, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})
         if out_html is not None:
             write_html(out_html, tune_report(decision, target.model_path))
@@ -88,7 +94,7 @@ def tune_cmd(
         def on_trial(trial, done, total):
             progress.update(task, completed=done, total=total, description=f"measured {trial.label}")
 
-        decision, target = run_tune(settings, model, method, on_trial=on_trial, **kw)
+        decision, target = run_tune(settings, request, method, on_trial=on_trial, **kw)
     con = console()
     render(decision, target, con)
     print_chart(con, tune_report(decision, target.model_path).groups)

@@ -58,8 +58,10 @@ def upgrade_cmd(
     method = method_from(quick, False, runs, warmups, n_predict, None)
     err = console(stderr=True)
     on_build = None if json_out else (lambda e: err.print(f"[dim]{esc(e.phase)}[/] {esc(e.text)}") if e.text else None)
-    result = run_upgrade(settings, request, model, method, tolerance=tolerance, restart=_restart_service(),
-                         on_build_progress=on_build)
+    from llmtp.services.verify import VerifyOptions
+
+    result = run_upgrade(settings, request, model, method, restart=_restart_service(), on_build_progress=on_build,
+                         verify_options=VerifyOptions(tolerance=tolerance))
     if json_out:
         emit_json(result)
     else:

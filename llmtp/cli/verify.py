@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
 EXIT_CODES_HELP = (
@@ -42,6 +43,8 @@ def _f(x: float | None, fmt: str = ".1f") -> str:
 
 def render(report, con) -> None:
     """The human report; --json prints the same `report` as data."""
+    import shlex
+
     from llmtp.cli._out import esc
     from rich.table import Table
 
@@ -84,6 +87,8 @@ def render(report, con) -> None:
         change = "-" if b["change"] is None else f"{b['change'] * 100:+.1f}%"
         con.print(f"baseline (build {b['build_id'] or '?'}): MTP tok/s {change}, tolerance "
                   f"{b['tolerance'] * 100:.0f}%" + (f" ({b['note']})" if b.get("note") else ""))
+    for name, argv in report.arms.items():  # what each arm ran (the live check: what the server runs)
+        con.print(f"{name} arm: {esc(shlex.join(argv))}" if report.mode == "ab" else f"server: {esc(shlex.join(argv))}")
     for w in report.warnings:
         con.print(f"[yellow]note:[/] {esc(w)}")
     color = "green" if report.verdict.code == 0 else "red"
@@ -109,40 +114,53 @@ def verify_cmd(
     tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction),
                                     help="Allowed drop against the baseline (0.10 = 10%)."),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Replace the stored baseline on a pass."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", "-np", help="Slots (default 1, the MTP fast path).",
-                                           **limits.option(limits.Parallel)),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server.",
-                                          **limits.option(limits.Threads)),
-    rpc: Optional[str] = typer.Option(None, "--rpc", help="Run across these RPC workers, HOST:PORT,... "
-                                      "(default from settings: rpc)."),
+    ctx: o.Ctx = None, parallel: o.Parallel = None, cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None,
+    threads: o.Threads = None, draft_n_max: o.DraftNMax = None, draft_p_min: o.DraftPMin = None, rpc: o.Rpc = None,
+    server: o.Server = None,
+    port: Optional[int] = typer.Option(None, "--port", **limits.option(limits.Port),
+                                       help="Check the llmtp server running on this port without restarting it."),
+    restart: bool = typer.Option(False, "--restart", help="When llmtp already serves the model here: stop that "
+                                 "server, run the comparison, start it again."),
     html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
                                        help="Also write a self-contained HTML report (charts, per-prompt speedups, "
                                             "acceptance, configuration) for a bug report."),
 ) -> None:
-    """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B.
+    """Prove MTP is on and faster: build, model and runtime markers, then a plain vs MTP A/B of the launch
+    plan `llmtp serve` would run (the same overrides apply; the MTP arm is that plan, the plain arm the same
+    plan with MTP off).
 
     By default plain and MTP runs alternate until the speedup's 99% interval is clearly above or below
-    1.0x, or --budget seconds of generation are spent; --thorough measures the full matrix."""
-    from llmtp.cli._out import console, emit_json
-    from llmtp.services.verify import run_verify
-    from llmtp.settings import load_settings
-
+    1.0x, or --budget seconds of generation are spent; --thorough measures the full matrix. --port checks a
+    running server instead (see docs/verify.md)."""
     from llmtp.cli._charts import html_target, print_chart, write_html
+    from llmtp.cli._out import console, emit_json
     from llmtp.core.report import verify_report
+    from llmtp.services.verify import VerifyOptions
+    from llmtp.services.verify_live import verify_live
+    from llmtp.services.verify_plan import model_ref_or_default, run_verify
+    from llmtp.settings import load_settings
 
     target = html_target(html)
     method = method_from(quick, thorough, runs, warmups, n_predict, temperature, budget)
     settings = load_settings().settings
     err = console(stderr=True)
+
+    def measure(on_progress=None):
+        if port is not None:
+            return verify_live(settings, port, method, tolerance)
+        request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, parallel=parallel,
+                                   cache_type=cache_type, gpu_layers=gpu_layers, threads=threads,
+                                   draft_n_max=draft_n_max, draft_p_min=draft_p_min, rpc=rpc, server=server)
+        return run_verify(settings, request, method, served="restart" if restart else "refuse",
+                          options=VerifyOptions(tolerance=tolerance, update_baseline=update_baseline,
+                                                on_progress=on_progress))
+
     if json_out:
-        report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
-                            parallel=parallel, threads=threads, rpc=rpc or settings.rpc)
+        report = measure()
         emit_json(report)
     else:
         with err.status("verifying") as status:
-            report = run_verify(settings, model, method, tolerance=tolerance, update_baseline=update_baseline,
-                                parallel=parallel, threads=threads, on_progress=lambda t: status.update(t),
-                                rpc=rpc or settings.rpc)
+            report = measure(lambda t: status.update(t))
         con = console()
         render(report, con)
         print_chart(con, verify_report(report).groups)

@@ -3,11 +3,24 @@ under serve's supervisor, or as a systemd unit."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from llmtp.core import limits
+
+# the worker's launch options, declared once for `worker start` and `worker install` (what the unit starts)
+Host = Annotated[str, typer.Option("--host", "-H", help="Bind address (loopback unless --trusted-network).")]
+Port = Annotated[int, typer.Option("--port", "-p", help="Port (ggml-rpc-server's default 50052).",
+                                   **limits.option(limits.Port))]
+Cache = Annotated[bool, typer.Option("--cache", "-c", help="Keep received tensors in a local file cache "
+                                     "(LLAMA_CACHE, under llmtp's cache dir for a unit): faster reloads.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads of a CPU worker.",
+                                                **limits.option(limits.Threads))]
+Trusted = Annotated[bool, typer.Option("--trusted-network",
+                                       help="Allow a non-loopback bind (the RPC protocol has no authentication).")]
+Server = Annotated[Optional[str], typer.Option("--server", help="Run this ggml-rpc-server instead of the "
+                                               "current build's (a system unit runs its staged copy).")]
 
 worker_app = typer.Typer(help="Run this machine as an RPC worker for `llmtp serve MODEL --rpc HOST:PORT`.",
                          no_args_is_help=True)
@@ -25,21 +38,13 @@ def _note(line: str) -> None:
 
 @worker_app.command("start")
 def start(
-    host: str = typer.Option("127.0.0.1", "--host", "-H", help="Bind address (loopback unless --trusted-network)."),
-    port: int = typer.Option(50052, "--port", "-p", help="Port (ggml-rpc-server's default 50052).",
-                             **limits.option(limits.Port)),
+    host: Host = "127.0.0.1", port: Port = 50052,
     mem: Optional[int] = typer.Option(None, "--mem", help="MiB offered per device (needs a build whose "
                                       "ggml-rpc-server has -m/--mem; b11434 has not).",
                                       **limits.option(limits.WorkerMemMiB)),
-    cache: bool = typer.Option(False, "--cache", "-c", help="Keep received tensors in a local file cache "
-                               "(LLAMA_CACHE or ~/.cache/llama.cpp/rpc): faster reloads."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads of a CPU worker.",
-                                          **limits.option(limits.Threads)),
-    trusted_network: bool = typer.Option(False, "--trusted-network",
-                                         help="Allow a non-loopback bind (the RPC protocol has no authentication)."),
+    cache: Cache = False, threads: Threads = None, trusted_network: Trusted = False,
     foreground: bool = typer.Option(False, "--foreground", help="Supervise in this process (for services)."),
-    server: Optional[str] = typer.Option(None, "--server", help="Run this ggml-rpc-server instead of the "
-                                         "current build's (a system unit runs its staged copy)."),
+    server: Server = None,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start a supervised, detached ggml-rpc-server; prints its address once it accepts connections."""
@@ -130,17 +135,8 @@ _UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests 
 @worker_app.command("install")
 def install(
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
-    host: str = typer.Option("127.0.0.1", "--host", "-H", help="Bind address (loopback unless --trusted-network)."),
-    port: int = typer.Option(50052, "--port", "-p", help="Port (ggml-rpc-server's default 50052).",
-                             **limits.option(limits.Port)),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads of a CPU worker.",
-                                          **limits.option(limits.Threads)),
-    cache: bool = typer.Option(False, "--cache", "-c", help="Keep received tensors in a file cache (under "
-                               "llmtp's cache dir)."),
-    trusted_network: bool = typer.Option(False, "--trusted-network",
-                                         help="Allow a non-loopback bind (the RPC protocol has no authentication)."),
-    server: Optional[str] = typer.Option(None, "--server", help="Run this ggml-rpc-server instead of the "
-                                         "current build's."),
+    host: Host = "127.0.0.1", port: Port = 50052, threads: Threads = None, cache: Cache = False,
+    trusted_network: Trusted = False, server: Server = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),

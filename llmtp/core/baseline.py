@@ -27,6 +27,7 @@ class Baseline(BaseModel):
     plain_tokens_per_s: dict[str, float] = Field(default_factory=dict)
     speedup: float | None = None
     break_even_acceptance: float | None = None  # for the live check while serving
+    argv: list[str] = Field(default_factory=list)  # the MTP arm's llama-server argv, --port blanked: the plan
 
 
 class CaseDelta(BaseModel):

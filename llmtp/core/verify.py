@@ -339,5 +339,7 @@ class VerifyReport(BaseModel):
     roofline_mtp_pct: float | None = None  # effective: MTP can exceed 100%
     baseline: dict | None = None  # BaselineComparison as data
     sequential: Sequential | None = None  # the default check's pairs and why it stopped; None: matrix
+    arms: dict[str, list[str]] = Field(default_factory=dict)  # "mtp"/"plain" -> argv launched (port as planned)
+    mode: str = "ab"  # "ab": both arms launched here; "live": the running server checked (verify --port)
     warnings: list[str] = Field(default_factory=list)
     verdict: Verdict

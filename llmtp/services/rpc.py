@@ -147,32 +147,27 @@ def split_launch(settings, server: Path, spec: LaunchSpec, endpoints: list[Endpo
     return table, reason
 
 
-def plan_distributed(settings, result, rpc: str) -> dict:  # noqa: ANN001 - services.plan's result
-    """`llmtp plan MODEL --rpc ...`: the split of the planned launch across the workers and this host."""
-    from llmtp.core.argv import build_server_argv
-    from llmtp.core.rpc import parse_endpoints
+def plan_distributed(settings, plan) -> dict:  # noqa: ANN001 - core.launch_plan.LaunchPlan
+    """`llmtp plan MODEL --rpc ...`: the launch plan's split across the workers and this host (the split
+    itself is made once, by services/launch_plan.py, as for serve)."""
+    from llmtp.core.rpc import Link, decode_bound, network_s_per_token, parse_endpoints
     from llmtp.errors import UsageError
-    from llmtp.services.builds import current_build
 
-    from llmtp.core.rpc import Link, decode_bound, network_s_per_token
-
-    endpoints = parse_endpoints(rpc)
+    result = plan.planned
     path = getattr(result.resolved, "path", None) if result.resolved is not None else None
     if path is None or not result.downloaded:
         raise UsageError("Planning across RPC workers needs the model file (its layers are what is split)",
                          "Run `llmtp models pull MODEL` first, or pass the path to a .gguf file.")
-    require_workers(endpoints)
-    build = current_build(settings)
-    if build is None:
+    if plan.argv is None:
         raise ServeError("No llama.cpp build is installed yet", "Run `llmtp build --rpc` first.")
-    links = worker_links(settings, endpoints)  # before llama-server takes the (single-client) workers
-    spec = result.plan.to_launch_spec(str(path), host=settings.host, port=settings.port)
-    devices, reason = split_launch(settings, build.server, spec, endpoints)
-    argv = build_server_argv("llama-server", build.manifest.capabilities, spec)
+    endpoints = parse_endpoints(",".join(plan.spec.rpc))
+    links = worker_links(settings, endpoints)  # after the split's --list-devices, which has let go of them
+    argv = plan.argv_list
     i = argv.index("--rpc")
     known = [Link(v["rtt_s"], v["bytes_per_s"]) for v in links.values() if v.get("bytes_per_s")]
     net = network_s_per_token(known, _hidden(path, settings)) if len(known) == len(links) else None
-    return {"devices": devices, "reason": reason["reason"], "argv": argv[i:i + 6] + _ngl(argv),
+    reason = next((r["reason"] for r in plan.reasons if r["what"] == "RPC"), "")
+    return {"devices": list(plan.devices), "reason": reason, "argv": argv[i:i + 6] + _ngl(argv),
             "network": links, "network_s_per_token_min": net,
             "decode_tok_s": decode_bound(result.plan.decode_tok_s, net),
             "decode_tok_s_mtp": decode_bound(result.plan.decode_tok_s_mtp, net)}

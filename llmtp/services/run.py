@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmtp.core.chat import AnswerStats, answer_stats, parse_sse_line
+from llmtp.core.launch_plan import LaunchRequest, serve_args
 from llmtp.errors import NetworkError
 
 
@@ -33,32 +34,30 @@ def running_for(state_dir: Path, model_path: str, on_note: Callable[[str], None]
     return None
 
 
-def ensure_server(settings, model_ref: str, *, server: Path | None = None, ctx: int | None = None,
-                  on_note: Callable[[str], None] = lambda _line: None) -> Target:
-    """Use the running llmtp server of MODEL, or start one in the background (as `llmtp serve` does)."""
+def ensure_server(settings, request: LaunchRequest, *, on_note: Callable[[str], None] = lambda _line: None) -> Target:
+    """Use the running llmtp server of the model, or start one in the background: `llmtp serve` with this
+    request (the same launch plan; on a free port when the settings' port is taken)."""
     from llmtp.adapters.ports import free_port, port_free
     from llmtp.adapters.server_process import base_url_for
     from llmtp.services import serve as svc
     from llmtp.services import state as st
+    from llmtp.services.launch_plan import resolve_launch
+    from llmtp.services.serve_command import foreground_command
     from llmtp.services.supervisor import read_api_key
 
-    prepared = svc.prepare_launch(settings, model_ref, server=server, ctx=ctx)
-    record = running_for(settings.state_dir, prepared.spec.model, on_note)
+    plan = resolve_launch(settings, request)
+    record = running_for(settings.state_dir, plan.spec.model, on_note)
     if record is not None:
         on_note(f"using the llmtp server of {record.alias or record.model} on port {record.port}")
         return Target(base_url_for(record.host, record.port), read_api_key(record.api_key_file), record.port,
                       record.alias, started=False)
-    port = settings.port
-    if st.read_state(settings.state_dir, port) is not None or not port_free(settings.host, port):
+    port = plan.spec.port
+    if st.read_state(settings.state_dir, port) is not None or not port_free(plan.spec.host, port):
         port = free_port()
-    on_note(f"no llmtp server of {model_ref} is running: starting one on port {port} "
+    on_note(f"no llmtp server of {request.model} is running: starting one on port {port} "
             f"(it keeps running for the next question; `llmtp stop --port {port}` stops it)")
-    from llmtp.services.serve_command import foreground_command
-
-    argv = foreground_command(["serve", model_ref, "--port", str(port),
-                               *(["--server", str(server)] if server is not None else []),
-                               *(["--ctx", str(ctx)] if ctx is not None else [])])
-    record = svc.detach(settings.state_dir, port, argv, prepared.ready_timeout_s)
+    argv = foreground_command(serve_args(request.model_copy(update={"port": port})))
+    record = svc.detach(settings.state_dir, port, argv, plan.ready_timeout_s)
     return Target(base_url_for(record.host, record.port), read_api_key(record.api_key_file), record.port,
                   record.alias, started=True)
 

@@ -1,17 +1,15 @@
-"""Serve use-cases: resolve model, build and plan into a launch; start, detach, stop and report servers."""
+"""Serve use-cases around a LaunchPlan (services/launch_plan.py resolves it): start, detach, stop servers."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.launch import LaunchSpec, alias_problem, default_alias
+from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.errors import ServeError
 from llmtp.services.supervisor import Supervisor, log, read_api_key
 
@@ -20,16 +18,14 @@ if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run n
 
 
 @contextmanager
-def launched(server: Path, caps: Capabilities, spec: LaunchSpec, *, log_path: Path,
-             ready_timeout: float = 120) -> Iterator[ServerProcess]:
-    """Start llama-server for `spec`, wait until /health is 200, yield it; stop it on exit, always.
-
-    Raises ServeError (with the meaningful log lines) when it exits or hangs while loading.
+def launched(plan: LaunchPlan, *, log_path: Path, ready_timeout: float = 120) -> Iterator[ServerProcess]:
+    """Start the plan's llama-server (its argv as is), wait until /health is 200, yield it; stop it on
+    exit, always. Raises ServeError (with the meaningful log lines) when it exits or hangs while loading.
     """
     from llmtp.adapters.server_process import ServerProcess
 
-    argv = build_server_argv(str(server), caps, spec)
-    proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port,
+    spec = plan.spec
+    proc = ServerProcess(plan.argv_list, log_path=log_path, host=spec.host, port=spec.port,
                          api_key=read_api_key(spec.api_key_file))
     try:
         proc.start()
@@ -71,62 +67,7 @@ def stop_served(state_dir: Path, port: int, timeout: float = 30.0,
     return True
 
 
-# --- from `llmtp serve MODEL` to a launch -----------------------------------------------------------
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class Prepared:
-    server: Path
-    caps: Capabilities
-    spec: LaunchSpec
-    build_id: str | None
-    ready_timeout_s: float
-    notes: list[str] = field(default_factory=list)
-    reasons: list[dict] = field(default_factory=list)  # {what, value, reason}: the plan, explained
-    warnings: list[str] = field(default_factory=list)
-    planned: Planned | None = None
-    devices: list[dict] = field(default_factory=list)  # with --rpc: every device of the split, RPC first
-
-
-@dataclass
-class Planned:
-    """The plan's launch for one model, and what calibration needs after the launch."""
-
-    spec: LaunchSpec
-    plan: object | None = None  # core.plan.Plan; None when the caller planned by other means
-    calibration_key: str | None = None
-    corrections: dict[str, float] = field(default_factory=dict)
-
-
-PlanFn = Callable[..., Planned]  # (settings, model_ref, host=, port=, request=, caps=) -> Planned
-
-
-def plan_launch(settings, model_ref: str, *, host: str, port: int, request, caps: Capabilities,
-                hardware=None, not_counting: frozenset[int] = frozenset()) -> Planned:
-    """Resolve MODEL (alias, path, hf:org/repo:quant), plan it for this machine and this build.
-    `not_counting`: pids whose memory the plan may use (a warm-started llama-server)."""
-    from llmtp.services import models
-    from llmtp.services.plan import hardware_for_build, plan_resolved
-
-    resolved = models.resolve_model(model_ref, settings)
-    if resolved.path is None and resolved.entry is not None:
-        # not the default quant: any quant pulled earlier will do (the plan then fits that file)
-        local = models.local_quants(settings, resolved.entry)
-        if local:
-            resolved = models.resolve_model(model_ref, settings, quant=local[0])
-    if resolved.path is None:
-        from llmtp.errors import ModelNotDownloadedError
-
-        raise ModelNotDownloadedError(f"{model_ref} is not downloaded yet",
-                         f"Run `llmtp models pull {model_ref}` first (or pass the path to a .gguf file).")
-    result = plan_resolved(resolved, settings, request, hardware or hardware_for_build(caps, not_counting=not_counting))
-    spec = result.plan.to_launch_spec(str(resolved.path), host=host, port=port)
-    spec.alias = default_alias(str(resolved.path), resolved.alias or (resolved.entry.alias if resolved.entry else None))
-    return Planned(spec=spec, plan=result.plan, calibration_key=result.calibration_key,
-                   corrections=result.corrections)
-
+# --- what `llmtp serve` runs (the plan itself: services/launch_plan.py) --------------------------------
 
 def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     """Capabilities of a --server binary, probed once per (path, size, mtime): probing runs the
@@ -161,129 +102,22 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     return caps
 
 
-_VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose")
-
-
-def _calibration_args(caps: Capabilities, extra: list[str]) -> list[str]:
-    """`-lv 4`: llama-server prints its buffer sizes (the calibration ground truth) only at
-    verbosity 4: they are libllama INFO lines, which common/log.cpp maps to TRACE (4), above the
-    default threshold 3 (b11434). Measured on the test bed: ~5.7 kB (51 lines) per request at -lv 4
-    against ~0.9 kB (8 lines) at -lv 3; either grows without end, so the supervisor rotates the log
-    live (adapters.spawn.LiveRotation). Never overrides the user's choice."""
-    flag = caps.first_of("-lv", "--verbosity", "--log-verbosity")
-    if flag is None or any(a in _VERBOSITY_FLAGS for a in extra):
-        return []
-    return [flag, "4"]
-
-
-def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: int | None = None,
-                   ctx: int | None = None, no_mtp: bool = False, parallel: int | None = None,
-                   api_key_file: str | None = None, extra: list[str] | None = None,
-                   server: Path | None = None, alias: str | None = None, plan: PlanFn = plan_launch,
-                   probe: Callable[[Path], Capabilities] | None = None,
-                   current_build: Callable | None = None,
-                   tuned: Callable[[Path], object] | None = None, hardware=None,
-                   not_counting: frozenset[int] = frozenset(), ui: bool = True,
-                   rpc: str | None = None) -> Prepared:
-    """Resolve build, model and plan into one LaunchSpec, and check it is safe to run.
-    `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server).
-    `ui` False turns llama-server's web UI off."""
-    from llmtp.core.passthrough import check_passthrough
-    from llmtp.core.plan import PlanRequest
-    from llmtp.core.supervisor import load_budget_s
-    from llmtp.errors import UsageError
-    from llmtp.services.rpc import rpc_split
-
-    check_passthrough(extra or [])  # before anything is probed or planned; argv below checks the rest
-    if alias is not None and (why := alias_problem(alias)) is not None:
-        raise UsageError(f"--alias {alias!r} cannot name the model: {why}",
-                         "Pass one name without commas, e.g. `--alias my-model`.")
-    host = host or settings.host
-    port = port or settings.port
-    notes: list[str] = []
-    if host not in LOOPBACK and api_key_file is None:
-        raise UsageError(f"Binding to {host} exposes the server to the network without an API key",
-                         "Pass --api-key-file FILE (one key per line), or bind to 127.0.0.1.")
-    if api_key_file is not None:
-        key_path = Path(api_key_file).expanduser().resolve()
-        if not key_path.is_file() or read_api_key(str(key_path)) is None:
-            raise UsageError(f"The API key file {key_path} is missing or holds no key",
-                             "Write one key per line into it (chmod 600).")
-        if key_path.stat().st_mode & 0o077:
-            notes.append(f"{key_path} is readable by other users; chmod 600 it")
-        api_key_file = str(key_path)
-
-    if server is not None:
-        if probe is None:
-            def probe(p: Path) -> Capabilities:
-                return cached_capabilities(p, settings.cache_dir)
-        server, caps, build_id = Path(server), probe(Path(server)), None
-    else:
-        if current_build is None:
-            from llmtp.services.builds import current_build
-        build = current_build(settings)
-        if build is None:
-            raise ServeError("No llama.cpp build is installed yet",
-                             "Run `llmtp build` first, or pass --server PATH to an existing llama-server.")
-        server, caps, build_id = build.server, build.manifest.capabilities, build.id
-
-    request = PlanRequest(ctx=ctx, no_mtp=no_mtp, parallel=parallel or 1)
-    kwargs = {"hardware": hardware} if hardware is not None else {}
-    if not_counting:
-        kwargs["not_counting"] = not_counting
-    planned = plan(settings, model_ref, host=host, port=port, request=request, caps=caps, **kwargs)
-    spec = planned.spec
-    reasons = [d.model_dump() for d in getattr(planned.plan, "decisions", [])]
-    warnings = list(getattr(planned.plan, "warnings", []))
-    model_path = Path(spec.model)
-    if no_mtp:
-        spec.mtp = spec.mtp.model_copy(update={"enabled": False})
-    elif spec.mtp.enabled:
-        if tuned is None:
-            from llmtp.services import model_settings
-
-            def tuned(p: Path):
-                return model_settings.load(settings, model_settings.model_key(p))
-        chosen = tuned(model_path)
-        if chosen is not None:  # `llmtp tune` measured this file on this machine: it wins over defaults
-            if chosen.draft_model is None and spec.mtp.draft_model is not None:
-                chosen = chosen.model_copy(update={"draft_model": spec.mtp.draft_model})
-            spec.mtp = chosen
-            value = f"draft-mtp, n-max {chosen.n_max}" if chosen.enabled else "off"
-            reasons = [r for r in reasons if r["what"] != "MTP"]
-            reasons.append({"what": "MTP", "value": value, "reason": "measured by `llmtp tune` on this machine"})
-            notes.append(f"MTP settings from `llmtp tune`: enabled={chosen.enabled}, n-max {chosen.n_max}")
-    if ctx is not None:
-        spec.ctx_size = ctx
-    if parallel is not None and not spec.mtp.enabled:
-        spec.parallel = parallel
-    spec.api_key_file, spec.ui = api_key_file, ui
-    spec.alias = alias or spec.alias or default_alias(spec.model, None)
-    spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
-    devices = rpc_split(settings, server, spec, rpc, reasons) if rpc else []  # names a dead worker first
-    build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
-    size = model_path.stat().st_size if model_path.is_file() else None
-    return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
-                    ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
-                    planned=planned, devices=devices)
-
-
-def calibration_hook(settings, prepared: Prepared) -> Callable[[Supervisor], None] | None:
+def calibration_hook(settings, plan: LaunchPlan) -> Callable[[Supervisor], None] | None:
     """What serve_foreground calls once per ready launch: record predicted vs actual memory."""
-    planned = prepared.planned
-    if planned is None or planned.plan is None or planned.calibration_key is None:
+    predicted = plan.model_plan
+    if predicted is None or plan.calibration_key is None:
         return None
 
     def on_ready(sup: Supervisor) -> None:
         from llmtp.services.calibration import record_launch
 
-        if sup.proc is None or sup.spec.model != planned.spec.model:
+        if sup.proc is None or sup.spec.model != plan.spec.model:
             return
-        if sup.spec.ctx_size != planned.plan.ctx:  # --ctx or an OOM re-plan: not what was predicted
+        if sup.spec.ctx_size != predicted.ctx:  # --ctx or an OOM re-plan: not what was predicted
             return
         try:
-            rec = record_launch(settings, model_key=planned.calibration_key, build=prepared.build_id,
-                                plan=planned.plan, corrections=planned.corrections, log_text=sup.proc.log_tail())
+            rec = record_launch(settings, model_key=plan.calibration_key, build=plan.build_id,
+                                plan=predicted, corrections=plan.corrections, log_text=sup.proc.log_tail())
         except OSError as exc:
             log.warning("calibration not recorded: %s", exc)
             return
@@ -302,7 +136,8 @@ def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Ca
         notifier = ReadyNotifier()
 
     def on_ready(sup: Supervisor) -> None:
-        notifier.ready(f"serving {sup.spec.model} at {sup.spec.host}:{sup.spec.port}")
+        what = getattr(sup.spec, "model", None) or getattr(sup.spec, "program", "")  # a server's model, a worker
+        notifier.ready(f"serving {what} at {sup.spec.host}:{sup.spec.port}")
         if then is not None:
             then(sup)
 
@@ -333,3 +168,43 @@ def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, 
     child.terminate()
     raise ServeError(f"The server was not ready within {ready_timeout_s + 30:.0f} s",
                      "See `llmtp logs`.")
+
+
+# --- `llmtp serve`: the plan (pulled first when allowed), in the foreground or detached -------------
+
+def plan_for_serve(settings, request: LaunchRequest, *, warm=None, pull: bool | None = True,  # noqa: ANN001
+                   say: Callable[[str], None] = lambda _m: None) -> LaunchPlan:
+    """The launch plan for `llmtp serve`; a model that is not on disk is downloaded first when `pull` and
+    the setting pull_missing allow (autopull says what, how big, and refuses offline, without the space,
+    or when not allowed); `pull` None (a dry run) names the missing model at once. `warm`: the entry point's
+    WarmStart, whose llama-server's memory the plan may count as free."""
+    from llmtp.errors import ModelNotDownloadedError
+    from llmtp.services.autopull import ensure_model
+    from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+
+    early = warm.running_pid() if warm is not None else None
+    deps = LaunchDeps(not_counting=frozenset([early]) if early else frozenset())
+    try:
+        return resolve_launch(settings, request, deps)
+    except ModelNotDownloadedError:
+        if pull is None:
+            raise
+        ensure_model(settings, request.model, allow=pull and settings.pull_missing, say=say)
+        return resolve_launch(settings, request, deps)
+
+
+def foreground(settings, plan: LaunchPlan, *, warm=None,  # noqa: ANN001
+               on_event: Callable[[Supervisor, str], None] | None = None) -> Supervisor:
+    """Supervise the plan here until stopped: systemd readiness, calibration, the live MTP check, and
+    the RPC workers' watch wired around services/foreground.py's serve_foreground."""
+    from llmtp.services.foreground import ServeHooks, serve_foreground
+    from llmtp.services.live_check import live_check_hook
+    from llmtp.services.rpc import rpc_supervision
+    from llmtp.services.state import log_path
+    from llmtp.services.supervisor import SupervisorConfig
+
+    hooks = ServeHooks(on_event=on_event, on_ready=notify_ready(calibration_hook(settings, plan)), warm_start=warm,
+                       on_tick=live_check_hook(settings, plan.spec.model, log_path(settings.state_dir, plan.spec.port)),
+                       **rpc_supervision(plan.spec))
+    return serve_foreground(plan, state_dir=settings.state_dir, config=SupervisorConfig(
+        ready_timeout_s=plan.ready_timeout_s), hooks=hooks)

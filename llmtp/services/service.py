@@ -1,6 +1,6 @@
 """`llmtp service`: install llmtp serve as a systemd unit (user or system) or a launchd agent.
 
-validate (serve's own prepare_launch) -> plan_install (the unit, and for --system the files to stage
+validate (serve's own resolve_launch) -> plan_install (the unit, and for --system the files to stage
 outside any home directory) -> install (stage, write, reload, enable). Side effects (systemctl, user
 creation, launchctl) come in through a Runner; the unit directory and the staging root are
 parameters so tests never touch the real ones.
@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llmtp import __version__
 from llmtp.adapters import shipped
@@ -30,10 +29,10 @@ from llmtp.core.unit import (
     render_systemd,
 )
 from llmtp.errors import UsageError
+from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, serve_args
+from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.services.serve_command import foreground_command
 
-if TYPE_CHECKING:
-    from llmtp.services.serve import Prepared
 
 UNIT = "llmtp.service"
 LAUNCHD_LABEL = "io.llmtp.serve"
@@ -59,18 +58,9 @@ OVERRIDE_TEMPLATE = """\
 
 @dataclass
 class ServiceRequest:
-    """What `llmtp service install` was asked for: the same inputs as `llmtp serve`."""
+    """What `llmtp service install` was asked for: the launch `llmtp serve` takes, and the scope."""
 
-    model: str
-    host: str | None = None
-    port: int | None = None
-    ctx: int | None = None
-    no_mtp: bool = False
-    parallel: int | None = None
-    api_key_file: str | None = None
-    server: str | None = None
-    alias: str | None = None  # the model name clients see (`llmtp serve --alias`)
-    extra: list[str] = field(default_factory=list)  # after `--`: passed to llama-server
+    launch: LaunchRequest
     system: bool = False
 
 
@@ -84,29 +74,21 @@ def default_unit_dir(settings, system: bool) -> Path:
     return Path.home() / ".config" / "systemd" / "user"
 
 
-def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
-    """Exactly what `llmtp serve` checks before it starts (the same function): the bind and its
-    key, the numbers, the pass-through flags, the build, and that the model is there and plans.
-    `serve_kw` reaches prepare_launch (tests pass their plan, probe and build)."""
-    from llmtp.services.serve import prepare_launch
-
-    return prepare_launch(settings, req.model, host=req.host, port=req.port, ctx=req.ctx, no_mtp=req.no_mtp,
-                          parallel=req.parallel, api_key_file=req.api_key_file, extra=list(req.extra),
-                          server=Path(req.server) if req.server else None, alias=req.alias, **serve_kw)
+def validate(settings, req: ServiceRequest, deps: LaunchDeps | None = None) -> LaunchPlan:
+    """Exactly what `llmtp serve` resolves before it starts (the same function): the bind and its key,
+    the numbers, the pass-through flags, the build, and that the model is there and plans."""
+    return resolve_launch(settings, req.launch, deps)
 
 
-def _serve_argv(req: ServiceRequest, prepared: Prepared, model: str, server: str | None) -> list[str]:
-    # Host and port as serve resolved them: a later change of the installer's settings cannot move
-    # the service. Files as absolute paths: the service does not start in the current directory.
-    args = ["--host", prepared.spec.host, "--port", str(prepared.spec.port)]
-    for flag, value in (("--ctx", req.ctx), ("--parallel", req.parallel),
-                        ("--api-key-file", prepared.spec.api_key_file), ("--server", server), ("--alias", req.alias)):
-        if value is not None:
-            args += [flag, str(value)]
-    if req.no_mtp:
-        args.append("--no-mtp")
-    extra = ["--", *req.extra] if req.extra else []
-    return foreground_command(["serve", model, *args, *extra])
+def _serve_argv(req: ServiceRequest, plan: LaunchPlan, model: str, server: str | None) -> list[str]:
+    """The unit's command: `llmtp serve` asked for the same launch. Host, port and the served name as
+    the plan resolved them (a later change of the installer's settings cannot move the service, and the
+    model keeps its name when it is served from a path); files as absolute paths (the service does not
+    start in the current directory)."""
+    launch = req.launch.model_copy(update={"model": model, "host": plan.spec.host, "port": plan.spec.port,
+                                           "api_key_file": plan.spec.api_key_file, "server": server,
+                                           "alias": plan.spec.alias})
+    return foreground_command(serve_args(launch))
 
 
 @dataclass
@@ -185,45 +167,45 @@ def _runtime_paths() -> list[str]:
     return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
 
 
-def _timeout_start_s(prepared: Prepared) -> int:
+def _timeout_start_s(plan: LaunchPlan) -> int:
     # serve's own readiness budget for this model, plus the plan and the capability probe
-    return int(prepared.ready_timeout_s) + 120
+    return int(plan.ready_timeout_s) + 120
 
 
-def _devices(prepared: Prepared) -> list[str]:
-    devices = prepared.caps.devices
+def _devices(plan: LaunchPlan) -> list[str]:
+    devices = plan.caps.devices
     return device_groups(None if devices is None else [d.backend for d in devices])
 
 
-def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPlan:
+def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan:
     """The unit (and, for --system, the files to stage) for a request serve has validated."""
-    key = prepared.spec.api_key_file
-    _check_not_in_private_tmp([("llama-server", str(prepared.server)), ("API key file", key or "")])
+    key = plan.spec.api_key_file
+    _check_not_in_private_tmp([("llama-server", str(plan.server)), ("API key file", key or "")])
     if not req.system:
         check_user_runtime(settings)
-        _check_not_in_private_tmp([("model", prepared.spec.model)])
-        server = str(prepared.server) if req.server else None
-        spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, prepared, prepared.spec.model, server),
+        _check_not_in_private_tmp([("model", plan.spec.model)])
+        server = str(plan.server) if req.launch.server else None
+        spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, plan, plan.spec.model, server),
                         environment=user_environment(settings),
                         environment_file=str(settings.config_dir / "service.env"),
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
-                        timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
+                        timeout_start_s=_timeout_start_s(plan), device_allow=_devices(plan),
                         llmtp_version=__version__)
         return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
     check_system_runtime()
     stages: list[Stage] = []
     notes: list[str] = []
-    model = Path(prepared.spec.model)
+    model = Path(plan.spec.model)
     models = Path(SYSTEM_MODELS_DIR)
     stages.append(Stage(model, models / model.name))
-    draft = prepared.spec.mtp.draft_model
+    draft = plan.spec.mtp.draft_model
     if draft is not None:  # the Gemma 4 MTP sidecar sits next to its model, as serve finds it
         stages.append(Stage(Path(draft), models / Path(draft).name))
-    if prepared.build_id is not None:  # an llmtp build: its whole bin dir (libraries live next to the binary)
-        build, server = build_stages(prepared.build_id, Path(prepared.server))
+    if plan.build_id is not None:  # an llmtp build: its whole bin dir (libraries live next to the binary)
+        build, server = build_stages(plan.build_id, Path(plan.server))
         stages += build
     else:
-        server = str(prepared.server)
+        server = str(plan.server)
         if _under_home(server):
             raise UsageError(f"The system service cannot run {server}: ProtectHome=yes hides home directories "
                              "from it",
@@ -237,10 +219,10 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                              "pass that path to --api-key-file.")
         notes.append(f"the {SYSTEM_USER} user must be able to read {key} (chown root:{SYSTEM_USER}, chmod 640)")
     spec = UnitSpec(scope="system", unit_name=UNIT,
-                    exec_argv=_serve_argv(req, prepared, str(stages[0].target), server),
+                    exec_argv=_serve_argv(req, plan, str(stages[0].target), server),
                     environment=dict(SYSTEM_ENVIRONMENT), environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
                     read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
-                    timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
+                    timeout_start_s=_timeout_start_s(plan), device_allow=_devices(plan),
                     llmtp_version=__version__)
     return InstallPlan(spec, render_systemd(template("llmtp.service"), spec), stages, notes)
 
@@ -377,22 +359,22 @@ def restart_if_running(settings, runner: Runner, *, unit_dirs: dict[bool, Path] 
 
 # --- macOS -----------------------------------------------------------------------------------------
 
-def launchd_plist(settings, req: ServiceRequest, prepared: Prepared) -> str:
+def launchd_plist(settings, req: ServiceRequest, plan: LaunchPlan) -> str:
     env = {"LLMTP_STATE_DIR": str(settings.state_dir), "LLMTP_DATA_DIR": str(settings.data_dir),
            "LLMTP_CONFIG_DIR": str(settings.config_dir), "LLMTP_CACHE_DIR": str(settings.cache_dir),
            "LLMTP_MODELS_DIR": str(settings.models_dir)}
-    argv = _serve_argv(req, prepared, prepared.spec.model, str(prepared.server) if req.server else None)
+    argv = _serve_argv(req, plan, plan.spec.model, str(plan.server) if req.launch.server else None)
     return render_plist(template("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
                         log_path=str(settings.state_dir / "logs" / "launchd.log"), llmtp_version=__version__)
 
 
-def install_launchd(settings, req: ServiceRequest, prepared: Prepared, runner: Runner, *,
+def install_launchd(settings, req: ServiceRequest, plan: LaunchPlan, runner: Runner, *,
                     agents_dir: Path | None = None, uid: int | None = None) -> Path:
     import os
 
     agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
     agents_dir.mkdir(parents=True, exist_ok=True)
     path = agents_dir / f"{LAUNCHD_LABEL}.plist"
-    path.write_text(launchd_plist(settings, req, prepared), encoding="utf-8")
+    path.write_text(launchd_plist(settings, req, plan), encoding="utf-8")
     launchctl_load(runner, str(path), os.getuid() if uid is None else uid)
     return path

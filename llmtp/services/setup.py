@@ -96,14 +96,15 @@ class SetupDeps:
     plan: Callable[..., Any]  # (ref, settings, hardware_snapshot) -> PlanResult
     catalog_aliases: Callable[[], list[str]]  # catalog order = preference order
     server_record: Callable[[Any, int], dict | None]  # live llmtp serve on a port: model, build, healthy, url
-    start_server: Callable[..., dict]  # (settings, build, model_path, plan, host, port) -> url, pid, sample
+    start_server: Callable[..., dict]  # (settings, build, model_ref, plan, host, port) -> url, pid, sample
     stop_server: Callable[[Any, int], None]
-    verify: Callable[..., Any]  # (settings, model_path, build) -> VerifyReport
-    plain_tok_s: Callable[..., float | None]  # (settings, model_path, build) -> plain decode tok/s
+    verify: Callable[..., Any]  # (settings, model_ref, build) -> VerifyReport of the plan serve runs
+    plain_tok_s: Callable[..., float | None]  # (settings, model_ref, build) -> plain decode tok/s
     model_key: Callable[[Path], str]
     service_installed: Callable[[Any], bool]
-    install_service: Callable[..., list[str]]  # (settings, model_path, host, port) -> actions
+    install_service: Callable[..., list[str]]  # (settings, model_ref, host, port) -> actions
     confirm: Callable[[str], bool] | None = None  # None: nobody to ask (not a terminal)
+    set_default_model: Callable[[Any, str], bool] | None = None  # (settings, ref) -> changed; None: leave it
 
 
 # --- model recommendation ---------------------------------------------------------------------------
@@ -240,6 +241,8 @@ class _Run:
         result = {"ref": ref, "how": how, "downloaded": resolved.downloaded}
         same = prev.get("ref") == ref
         self.record("model", {"ref": ref}, {"ref": ref, "how": how})
+        if self.deps.set_default_model is not None and self.deps.set_default_model(self.settings, ref):
+            self.report.info(f"default model: {ref} (`llmtp verify`, `llmtp doctor` and `llmtp tune` use it)")
         if not resolved.info.has_mtp_heads:
             self.report.info(f"{ref} has no MTP heads: MTP stays off for it")
         return StepResult("model", "unchanged" if same else "done", result)
@@ -254,7 +257,7 @@ class _Run:
             resolved = self.deps.resolve(ref, settings, allow_download=True)
             pulled = True
         self.model_path = Path(resolved.path)
-        plan = self.deps.plan(str(self.model_path), settings, self.hw).plan
+        plan = self.deps.plan(ref, settings, self.hw).plan  # the plan serve runs for the model, by its name
         for w in plan.warnings:
             self.warn(f"plan: {w}")
         ngl = "CPU" if plan.n_gpu_layers is None else f"-ngl {plan.n_gpu_layers}"
@@ -277,7 +280,7 @@ class _Run:
         if live is not None:
             self.report.info(f"stopping the llmtp server on port {port} ({live.get('model')})")
             self.deps.stop_server(settings, port)
-        started = self.deps.start_server(settings, self.build, self.model_path, plan, host, port)
+        started = self.deps.start_server(settings, self.build, ref, plan, host, port)
         data.update(action="started", url=started["url"], pid=started.get("pid"), sample=started.get("sample"),
                     **_addresses(started))
         self.record("serve", inputs | {"serve": True}, data)
@@ -289,7 +292,7 @@ class _Run:
         done = self.recorded("verify", inputs)
         if done is not None and "verdict_reason" in done:  # a record without it predates the data form
             return StepResult("verify", "unchanged", done)
-        report = self.deps.verify(self.settings, self.model_path, self.build)
+        report = self.deps.verify(self.settings, self.model_ref, self.build)
         result = self._verify_result(report)
         self.record("verify", inputs, result)
         return StepResult("verify", "done", result)
@@ -301,7 +304,7 @@ class _Run:
         plain = report.plain_tokens_per_s
         if plain is None and code in (VerdictCode.NO_MTP_HEADS, VerdictCode.MTP_NOT_IN_BUILD):
             # verify stops at a missing marker; the plain speed is still worth knowing
-            plain = self.deps.plain_tok_s(self.settings, self.model_path, self.build)
+            plain = self.deps.plain_tok_s(self.settings, self.model_ref, self.build)
         if code == VerdictCode.MTP_NOT_IN_BUILD:
             self.warn("rebuild llama.cpp with MTP support: `llmtp build` from the pinned source")
         elif code == VerdictCode.MTP_INACTIVE:
@@ -331,7 +334,7 @@ class _Run:
         if live is not None:  # the unit needs the port a background serve of an earlier setup holds
             self.report.info(f"stopping the background server on port {port}: the service takes over")
             self.deps.stop_server(self.settings, port)
-        actions = self.deps.install_service(self.settings, self.model_path, host, port)
+        actions = self.deps.install_service(self.settings, self.model_ref, host, port)
         result = {"actions": actions}
         self.record("service", inputs, result)
         return StepResult("service", "done", result)

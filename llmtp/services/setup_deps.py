@@ -17,7 +17,6 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
     from llmtp.services import models as m
     from llmtp.services.detect import detect_hardware
     from llmtp.services.model_settings import model_key
-    from llmtp.services.plan import hardware_from_snapshot, plan_model
 
     def do_build(settings, request, on_progress, hw):
         return b.build(settings, request, SubprocessRunner(), on_progress, hw=hw)
@@ -26,9 +25,11 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
         return m.resolve_model(ref, settings, allow_download=allow_download)
 
     def plan(ref, settings, hw):
-        from llmtp.core.plan import PlanRequest
+        """The plan serve runs (services/launch_plan.py; this build's hardware rule, so `hw` is not needed)."""
+        from llmtp.core.launch_plan import LaunchRequest
+        from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 
-        return plan_model(ref, settings, PlanRequest(), hardware_from_snapshot(hw))
+        return resolve_launch(settings, LaunchRequest(model=ref), LaunchDeps(launching=False)).planned
 
     return SetupDeps(
         detect=detect_hardware, pin_build=lambda: b.load_pin().build, git_url=lambda: b.load_pin().git.url,
@@ -37,7 +38,7 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
         catalog_aliases=lambda: list(model_catalog.load_catalog().models), server_record=_server_record,
         start_server=_start_server, stop_server=lambda s, port: _stop(s, port), verify=_verify,
         plain_tok_s=_plain_tok_s, model_key=model_key, service_installed=_service_installed,
-        install_service=_install_service, confirm=confirm)
+        install_service=_install_service, confirm=confirm, set_default_model=set_default_model)
 
 
 def _server_record(settings, port: int) -> dict | None:
@@ -58,20 +59,23 @@ def _server_record(settings, port: int) -> dict | None:
             "api_key_file": record.api_key_file, **addresses(url, record.api_key_file)}
 
 
-def _start_server(settings, build, model_path: Path, plan, host: str, port: int) -> dict:
-    """`llmtp serve MODEL --foreground` detached (the serve service's own background mode), then one
-    short completion to show the model answers."""
+def _start_server(settings, build, model_ref: str, plan, host: str, port: int) -> dict:
+    """`llmtp serve MODEL --foreground` detached (the serve service's own background mode, the same launch
+    plan, served under the model's name), then one short completion to show the model answers."""
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
+    from llmtp.core.launch_plan import LaunchRequest, serve_args
     from llmtp.core.supervisor import load_budget_s
     from llmtp.services import serve as svc
+    from llmtp.services.foreground import check_port_free
     from llmtp.services.serve_command import foreground_command
-    from llmtp.services.supervisor import check_port_free
 
     check_port_free(host, port)
-    argv = foreground_command(["serve", str(model_path), "--host", host, "--port", str(port),
-                               "--ctx", str(plan.ctx), *([] if plan.mtp.enabled else ["--no-mtp"])])
-    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(model_path.stat().st_size))
+    argv = foreground_command(serve_args(LaunchRequest(model=model_ref, host=host, port=port)))
+    from llmtp.services.models import resolve_model
+
+    path = resolve_model(model_ref, settings).path
+    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(Path(path).stat().st_size if path else None))
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)
@@ -87,18 +91,21 @@ def _stop(settings, port: int) -> None:
     stop_served(Path(settings.state_dir), port)
 
 
-def _verify(settings, model_path: Path, build):
+def _verify(settings, model_ref: str, build):
+    """The A/B of the plan serve runs; the server setup just started is stopped for it and started again."""
+    from llmtp.core.launch_plan import LaunchRequest
     from llmtp.core.verify import Method
-    from llmtp.services.verify import run_verify
+    from llmtp.services.verify_plan import run_verify
 
-    return run_verify(settings, str(model_path), Method.preset("quick"), build=build)
+    return run_verify(settings, LaunchRequest(model=model_ref), Method.preset("quick"), build=build, served="restart")
 
 
-def _plain_tok_s(settings, model_path: Path, build) -> float | None:
+def _plain_tok_s(settings, model_ref: str, build) -> float | None:
+    from llmtp.core.launch_plan import LaunchRequest
     from llmtp.core.verify import Method
-    from llmtp.services.verify import plain_tokens_per_s
+    from llmtp.services.verify_plan import plain_tokens_per_s
 
-    return plain_tokens_per_s(settings, str(model_path), Method.preset("quick"), build=build)
+    return plain_tokens_per_s(settings, LaunchRequest(model=model_ref), Method.preset("quick"), build=build)
 
 
 def _service_installed(settings) -> bool:
@@ -107,15 +114,30 @@ def _service_installed(settings) -> bool:
     return installed_scope(settings) is not None
 
 
-def _install_service(settings, model_path: Path, host: str, port: int) -> list[str]:
+def _install_service(settings, model_ref: str, host: str, port: int) -> list[str]:
     import sys
 
     from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.core.launch_plan import LaunchRequest
     from llmtp.services import service as svc
 
-    req = svc.ServiceRequest(model=str(model_path), host=host, port=port)
-    prepared = svc.validate(settings, req)  # what `llmtp service install` checks: serve's own checks
+    req = svc.ServiceRequest(launch=LaunchRequest(model=model_ref, host=host, port=port))
+    launch = svc.validate(settings, req)  # what `llmtp service install` checks: serve's own checks
     if sys.platform == "darwin":
-        return [f"loaded {svc.install_launchd(settings, req, prepared, SubprocessRunner())}"]
-    plan = svc.plan_install(settings, req, prepared)
-    return svc.install(settings, req, SubprocessRunner(), plan=plan).actions
+        return [f"loaded {svc.install_launchd(settings, req, launch, SubprocessRunner())}"]
+    unit = svc.plan_install(settings, req, launch)
+    return svc.install(settings, req, SubprocessRunner(), plan=unit).actions
+
+
+def set_default_model(settings, ref: str) -> bool:
+    """Make `ref` the default model in config.toml (the file's other lines kept); False when it already is."""
+    from llmtp.adapters.files import write_text_atomic
+    from llmtp.core.config_text import set_top_level_key
+
+    if settings.default_model == ref:
+        return False
+    path = Path(settings.config_file)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, set_top_level_key(text, "default_model", ref))
+    return True

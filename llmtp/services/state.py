@@ -58,6 +58,7 @@ class ServeState(BaseModel):
     server_proc: ProcRecord | None = None  # filled in by PortClaim.write: its llama-server child
     kind: str = "server"  # "server" (llama-server) or "worker" (ggml-rpc-server, `llmtp worker`)
     rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
+    command: list[str] = Field(default_factory=list)  # the llmtp command line supervising it (verify --restart)
 
 
 def state_path(state_dir: Path, port: int) -> Path:

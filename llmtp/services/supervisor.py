@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmtp.core.argv import build_server_argv
-from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
+from llmtp.core.launch_plan import LaunchPlan
 from llmtp.core.logscan import classify, exit_description
 from llmtp.core.restart import RestartHistory, RestartPolicy, record_crash
 from llmtp.core.supervisor import Event, State, next_state, shrink_for_oom
@@ -143,7 +142,7 @@ class Supervisor:
             self._before_start(self._stop)
             if self._stop.is_set():
                 raise _Stopping
-        what = "ggml-rpc-server" if self.spec.model == "ggml-rpc-server" else "llama-server"
+        what = getattr(self.spec, "program", "llama-server")  # a worker target names its own
         self._fire(Event.START, f"starting {what} on {self.spec.host}:{self.spec.port}")
         self.proc = self._launch(self.spec)
 
@@ -258,17 +257,17 @@ def _tokens_predicted(client) -> float | None:
         return None
 
 
-def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: str | None = None,
-                  warm=None) -> Launch:
-    """The real Launch: argv for this dialect, log rotated before each start, process started.
-    `warm` (warm_start.Warm, already checked to run this very argv) is the first launch's process."""
+def make_launcher(plan: LaunchPlan, *, log_path: Path, api_key: str | None = None, warm=None) -> Launch:
+    """The real Launch: the plan's argv (an OOM re-plan's spec gets the plan's argv for that spec), log
+    rotated before each start, process started. `warm` (warm_start.Warm, already checked to run this very
+    argv) is the first launch's process."""
     adopt = [warm] if warm is not None else []
 
     def launch(spec: LaunchSpec) -> ServerProcess:
         from llmtp.adapters.server_process import ServerProcess
         from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 
-        argv = build_server_argv(str(server), caps, spec)
+        argv = plan.argv_list if spec == plan.spec else plan.variant(**dict(spec)).argv_list
         proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)
         if adopt and adopt[0].argv == proc.argv:
             w = adopt.pop()
@@ -277,106 +276,3 @@ def make_launcher(server: Path, caps: Capabilities, *, log_path: Path, api_key: 
         rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
         return proc.start()
     return launch
-
-
-# --- serve in the foreground: port claim, state file, supervisor log, signals -----------------
-
-def check_port_free(host: str, port: int) -> None:
-    from llmtp.adapters import ports, proctree
-
-    if not ports.port_free(host, port):
-        holder = proctree.port_holder(port)
-        who = holder.describe() if holder else "another process"
-        raise ServeError(f"Port {port} on {host} is already in use by {who}",
-                         "Stop that process, or choose another port with --port.")
-
-
-def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, state_dir: Path,
-                     build_id: str | None = None, config: SupervisorConfig | None = None,
-                     replan: Replan | None = default_replan, install_signals: bool = True,
-                     on_event: OnEvent | None = None,
-                     on_ready: Callable[[Supervisor], None] | None = None,
-                     warm_start: WarmStart | None = None,
-                     on_tick: Callable[[Supervisor], None] | None = None, kind: str = "server",
-                     launch: Launch | None = None, watch: Callable[[], str | None] | None = None,
-                     before_start: Callable[[threading.Event], None] | None = None) -> Supervisor:
-    """Claim the port, supervise until stopped (returns) or until the policy gives up (raises).
-    `warm_start`: the entry point's (services/warm_start.py): its llama-server is adopted when it runs
-    what was planned now, and this launch is recorded for the next identical command line.
-
-    SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives.
-    `kind`/`launch`: an RPC worker (services/rpc.py) runs under this same claim, record and supervisor
-    with its own launcher; `watch`/`before_start`: see Supervisor (a server's RPC workers).
-    """
-    import os
-
-    from llmtp.adapters.signals import on_stop_signals
-    from llmtp.adapters.spawn import LiveRotation, private_log_handler
-    from llmtp.services import state as st
-    from llmtp.services.warm_start import Handover
-
-    server_log = st.log_path(state_dir, spec.port)
-    lock_file = st.lock_path(state_dir, spec.port)
-    argv = build_server_argv(str(server), caps, spec) if launch is None else []
-    # a warm start already holds the port's lock and runs llama-server: adopted only when it runs
-    # exactly what was planned now, else stopped here (before the port check it would fail)
-    warm, held, warm_note = (warm_start.handover(argv, server_log, lock_file) if warm_start is not None
-                             else Handover(None, None, None))
-    claim = st.PortClaim(state_dir, spec.port, held=held).acquire()  # a second serve on this port stops here
-    handler = rotation = None
-    try:
-        if warm is None:
-            check_port_free(spec.host, spec.port)
-        sup_log = st.supervisor_log_path(state_dir, spec.port)
-        handler = private_log_handler(sup_log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        for note in [warm_note, *claim.notes]:
-            if note:
-                log.info("%s", note)
-        rotation = LiveRotation(server_log).start()  # -lv 4 logs every request: bounded while serving
-        if launch is None:
-            launch = make_launcher(server, caps, log_path=server_log, api_key=read_api_key(spec.api_key_file),
-                                   warm=warm)
-        record = st.ServeState(llmtp_pid=os.getpid(), host=spec.host, port=spec.port, model=spec.model, alias=spec.alias,
-                               build=build_id, log_path=str(server_log), api_key_file=spec.api_key_file,
-                               kind=kind, rpc=list(spec.rpc))
-
-        seen_ready: set[int] = set()
-        remembered: list[int] = []
-
-        def on_change(sup: Supervisor, message: str) -> None:
-            record.state = sup.state.value
-            record.server_pid = sup.proc.pid if sup.proc is not None else None
-            record.argv = sup.proc.argv if sup.proc is not None else []
-            record.restarts = sup.restarts
-            record.last_error = sup.last_error
-            claim.write(record)
-            if on_ready is not None and sup.state is State.READY and sup.proc is not None \
-                    and sup.proc.pid not in seen_ready:
-                seen_ready.add(sup.proc.pid)  # once per launch, not after every /health recovery
-                on_ready(sup)
-            # not with RPC workers: a warm start would hold them (one client each) while this serve's
-            # own checks list their devices, and would skip the check that names a dead one
-            if warm_start is not None and sup.state is State.READY and sup.proc is not None \
-                    and sup.proc.argv == argv and not remembered and not spec.rpc:
-                remembered.append(sup.proc.pid)  # what the next identical `serve` may start warm
-                warm_start.remember(argv=argv, log_path=server_log, lock_path=lock_file, host=spec.host,
-                                    port=spec.port, files=[str(server), spec.model], state_dir=state_dir,
-                                    detach_out=st.detach_out_path(state_dir, spec.port))
-            if on_event is not None:
-                on_event(sup, message)
-
-        sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick,
-                         watch=watch, before_start=before_start)
-        with on_stop_signals(sup.request_stop, install=install_signals):
-            sup.run()
-        return sup
-    finally:
-        if rotation is not None:
-            rotation.stop()
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
-        claim.release()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from llmtp.core import tune as core
-from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch import MtpSettings
+from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.core.verify import Method, Sample, acceptance, parse_spec_metrics, sample_from_timings, summarize
 from llmtp.errors import LlmtpError
 from llmtp.services.verify import Target, model_marker
@@ -34,14 +35,14 @@ def tune_method(n_predict: int = 128, warmups: int = 1, runs: int = 2) -> Method
     return Method(n_predict=n_predict, warmups=warmups, runs=runs, temperatures=[0.0])
 
 
-def _measure(launcher: Launcher, spec: LaunchSpec, prompts: list[core.Prompt], method: Method) -> core.Trial:
+def _measure(launcher: Launcher, arm: LaunchPlan, prompts: list[core.Prompt], method: Method) -> core.Trial:
     """One launch: warm-ups, then `runs` greedy completions of every prompt. A configuration that fails to
     launch or run is recorded (error) and skipped: one bad configuration must not end the sweep."""
     samples: dict[str, list[Sample]] = {}
     delta: dict[str, float] = {}
     error = None
     try:
-        with launcher(spec) as handle:
+        with launcher(arm) as handle:
             for _ in range(method.warmups):
                 handle.complete(prompts[0].render(), n_predict=method.n_predict, temperature=0.0, seed=method.seed)
             before = parse_spec_metrics(handle.metrics())
@@ -56,7 +57,7 @@ def _measure(launcher: Launcher, spec: LaunchSpec, prompts: list[core.Prompt], m
         samples, error = {}, exc.message
     every = [s for v in samples.values() for s in v]
     per_step = delta["draft_tokens"] / delta["drafts"] if delta.get("drafts") and "draft_tokens" in delta else None
-    return core.Trial(mtp=spec.mtp, label=core.label(spec.mtp), tokens_per_s=summarize([s.tokens_per_s for s in every]),
+    return core.Trial(mtp=arm.mtp, label=core.label(arm.mtp), tokens_per_s=summarize([s.tokens_per_s for s in every]),
                       per_prompt={k: st for k, v in samples.items()
                                   if (st := summarize([s.tokens_per_s for s in v])) is not None},
                       acceptance=acceptance(every), draft_tokens_per_step=per_step, error=error)
@@ -67,7 +68,7 @@ def _off(reason: str) -> core.TuneDecision:
                              chosen_tokens_per_s=None, speedup=None, reason=reason)
 
 
-def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: Method | None = None,
+def tune(target: Target, launcher: Launcher, *, base: LaunchPlan, method: Method | None = None,
          min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND,
          suite: core.Suite | None = None, on_trial: TrialCallback | None = None) -> core.TuneDecision:
     method = method or tune_method()
@@ -78,7 +79,6 @@ def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: M
     marker = model_marker(target)
     if marker.ok is False:
         return _off(f"model has no MTP heads ({marker.detail}): MTP off")
-    base_spec = base_spec.model_copy(update={"parallel": base_spec.parallel or 1})
     upstream = target.caps.mtp_dialect == "upstream"
     select, heldout = suite.half("select"), suite.half("heldout")
     # Planned total for the progress bar: plain + n-max stage + p-min stage + stacked + held-out (plain, best, plain).
@@ -87,7 +87,7 @@ def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: M
 
     def run(mtp: MtpSettings, prompts: list[core.Prompt], plain: core.Trial | None = None) -> core.Trial:
         nonlocal done
-        trial = _measure(launcher, base_spec.model_copy(update={"mtp": mtp}), prompts, method)
+        trial = _measure(launcher, base.with_mtp(mtp), prompts, method)  # the plan, other draft settings
         if plain is not None:
             trial.speedup = core.speedup_against(trial, plain)
         done += 1
@@ -123,20 +123,21 @@ def tune(target: Target, launcher: Launcher, *, base_spec: LaunchSpec, method: M
     return core.decide(plain_held, [plain, *trials], held, min_gain, noise_band, drift)
 
 
-def run_tune(settings, model_ref: str | None, method: Method | None = None, *,
-             min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND,
-             threads: int | None = None, save: bool = True,
+def run_tune(settings, request: LaunchRequest, method: Method | None = None, *,  # noqa: ANN001
+             min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND, save: bool = True,
              on_trial: TrialCallback | None = None) -> tuple[core.TuneDecision, Target]:
-    """Sweep on the current build and store the choice (or MTP off, with the reason) for `serve`."""
+    """Sweep the plan serve would run (each trial that plan with other draft settings) on the current build,
+    and store the choice (or MTP off, with the reason) for `serve`."""
     from pathlib import Path
 
     from llmtp.services import model_settings
-    from llmtp.services.verify import base_spec_for, gather_target, real_launcher
+    from llmtp.services.verify_plan import real_launcher, target_for, verify_plan
 
-    target, build = gather_target(settings, model_ref)
-    launcher = real_launcher(build.server, target.caps, Path(settings.state_dir) / "tune")
-    decision = tune(target, launcher, base_spec=base_spec_for(target, settings, threads=threads), method=method,
-                    min_gain=min_gain, noise_band=noise_band, on_trial=on_trial)
+    plan = verify_plan(settings, request)
+    target = target_for(settings, plan)
+    launcher = real_launcher(Path(settings.state_dir) / "tune")
+    decision = tune(target, launcher, base=plan, method=method, min_gain=min_gain, noise_band=noise_band,
+                    on_trial=on_trial)
     if save:
         model_settings.save(settings, target.model_key, decision.chosen, reason=decision.reason,
                             build_id=target.build_id, speedup=decision.speedup, acceptance=decision.acceptance,

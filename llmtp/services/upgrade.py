@@ -68,16 +68,19 @@ def upgrade(*, current: Any | None, build_new: Callable[[], Any], verify_build: 
                                 + ("; the service was restarted on it" if restarted else ""))
 
 
-def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None, tolerance: float = 0.10,
+def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None,
                 restart: Callable[[], bool] | None = None, on_build_progress=None,
-                on_progress=None) -> UpgradeResult:
-    """Wire the real build service, verify and switch. `request.make_current` is forced off."""
+                verify_options=None) -> UpgradeResult:
+    """Wire the real build service, verify (services/verify_plan.py: the plan serve runs, on each build) and
+    switch. `request.make_current` is forced off. `verify_options`: services.verify.VerifyOptions."""
     from llmtp.core.baseline import baseline_key
     from llmtp.errors import UsageError
     from llmtp.services import baseline as store
     from llmtp.services import build as pipeline
     from llmtp.services import builds
-    from llmtp.services.verify import gather_target, run_verify
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.verify import VerifyOptions
+    from llmtp.services.verify_plan import model_ref_or_default, run_verify, target_for, verify_plan
 
     if runner is None:
         from llmtp.adapters.runner import SubprocessRunner
@@ -88,13 +91,15 @@ def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None
         raise UsageError("There is no current build to upgrade from", "Run `llmtp build` first.")
     request = request.model_copy(update={"make_current": False})
 
+    launch = LaunchRequest(model=model_ref_or_default(settings, model_ref))  # the plan serve runs, per build
+
     def has_baseline(build) -> bool:
-        target, _ = gather_target(settings, model_ref, build=build)
+        target = target_for(settings, verify_plan(settings, launch, build), build)
         return store.load(settings, baseline_key(target.model_key, target.profile, target.gpu_name)) is not None
 
     return upgrade(
         current=current,
         build_new=lambda: pipeline.build(settings, request, runner, on_build_progress),
-        verify_build=lambda b: run_verify(settings, model_ref, method, tolerance=tolerance, build=b,
-                                          on_progress=on_progress),
+        verify_build=lambda b: run_verify(settings, launch, method, build=b, served="keep",
+                                          options=verify_options or VerifyOptions()),
         has_baseline=has_baseline, switch=lambda bid: builds.use_build(settings, bid), restart=restart)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from llmtp.core import sequential as seq
 from llmtp.core import verify as core
-from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch_plan import LaunchPlan
 from llmtp.core.verify import Case, Marker, Method, Sample
 from llmtp.errors import ServeError
 
@@ -29,7 +29,7 @@ class ServerHandle(Protocol):
     def log_text(self) -> str: ...
 
 
-Launcher = Callable[[LaunchSpec], AbstractContextManager[ServerHandle]]
+Launcher = Callable[[LaunchPlan], AbstractContextManager[ServerHandle]]  # launches one arm (a plan)
 Progress = Callable[[str], None]
 
 
@@ -58,10 +58,10 @@ def cases_of(method: Method) -> list[Case]:
     return [Case(prompt=p, temperature=t) for t in method.temperatures for p in method.prompts]
 
 
-def measure_plain(cases, method: Method, launcher: Launcher, base_spec: LaunchSpec,
+def measure_plain(cases, method: Method, launcher: Launcher, base: LaunchPlan,
                   on_progress: Progress | None = None) -> dict[str, list[Sample]]:
-    """The plain arm: every case on one server launched without any speculation."""
-    with launcher(base_spec.model_copy(update={"mtp": MtpSettings(enabled=False)})) as handle:
+    """The plain arm: every case on one server of the plan launched without any speculation."""
+    with launcher(base.plain()) as handle:
         return {case.key: measure_case(handle, case, method, on_progress, "plain")[0] for case in cases}
 
 
@@ -88,7 +88,7 @@ def mtp_probe(handle: ServerHandle, case: Case, method: Method) -> tuple[list[bo
 
 
 @contextmanager
-def plain_arm(launcher: Launcher, spec: LaunchSpec):
+def plain_arm(launcher: Launcher, spec: LaunchPlan):
     """The plain server; its launch failure is not the MTP runtime's failure, so it is marked to pass on."""
     try:
         cm = launcher(spec)
@@ -105,8 +105,8 @@ def plain_arm(launcher: Launcher, spec: LaunchSpec):
         cm.__exit__(None, None, None)
 
 
-def measure_matrix(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
-                    plain_spec: LaunchSpec, on_progress: Progress | None) -> Measured:
+def measure_matrix(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchPlan,
+                    plain_spec: LaunchPlan, on_progress: Progress | None) -> Measured:
     """The full matrix: every case on the MTP server, then every case on a plain one."""
     with launcher(mtp_spec) as handle:
         speculative, probe, runtime = mtp_probe(handle, cases[0], method)
@@ -129,8 +129,8 @@ def _harmonic(speeds: list[float]) -> float | None:
     return statistics.harmonic_mean(positive) if positive else None
 
 
-def measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchSpec,
-                        plain_spec: LaunchSpec, *, exclusive: bool, clock: Callable[[], float],
+def measure_sequential(cases: list[Case], method: Method, launcher: Launcher, mtp_spec: LaunchPlan,
+                        plain_spec: LaunchPlan, *, exclusive: bool, clock: Callable[[], float],
                         on_progress: Progress | None) -> Measured:
     """Alternate plain and MTP runs case by case until the speedup's interval clears 1.0 or the budget
     is spent: every request counts (probe, warm-ups, runs), and no pair starts that would overrun it.

@@ -12,13 +12,23 @@ from pathlib import Path
 from llmtp.adapters.ports import connect_error
 from llmtp.adapters.server_process import ServerProcess
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.launch import LaunchSpec
 from llmtp.core.rpc import Endpoint
 from llmtp.errors import BuildError, ServeError, UsageError
 
 log = logging.getLogger("llmtp.serve")
 
-WORKER_MODEL = "ggml-rpc-server"  # what a worker's state record names as its "model"
+WORKER_PROGRAM = "ggml-rpc-server"
+
+
+@dataclass(frozen=True)
+class WorkerTarget:
+    """What the supervisor keeps alive for `llmtp worker`: a ggml-rpc-server on host:port, started with
+    `argv` (no model, no plan, no re-plan: it serves whatever tensors its client sends)."""
+
+    host: str
+    port: int
+    argv: tuple[str, ...]
+    program: str = WORKER_PROGRAM  # the supervisor's event lines name it
 
 
 class WorkerProcess(ServerProcess):
@@ -65,12 +75,12 @@ def worker_binary(bin_dir: Path) -> Path:
     return path
 
 
-def worker_launcher(argv: list[str], log_path: Path):  # -> Launch
+def worker_launcher(log_path: Path):  # -> Launch
     from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 
-    def launch(spec: LaunchSpec) -> WorkerProcess:
+    def launch(target: WorkerTarget) -> WorkerProcess:
         rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
-        return WorkerProcess(argv, log_path=log_path, host=spec.host, port=spec.port).start()
+        return WorkerProcess(list(target.argv), log_path=log_path, host=target.host, port=target.port).start()
     return launch
 
 
@@ -93,7 +103,7 @@ def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, ca
     `server`: a ggml-rpc-server outside llmtp's builds (a system unit runs its staged copy)."""
     from llmtp.core.rpc import check_exposure, worker_argv
     from llmtp.errors import UsageError
-    from llmtp.services.supervisor import check_port_free
+    from llmtp.services.foreground import check_port_free
 
     warning = check_exposure(host, trusted_network)
     if server is not None:
@@ -127,18 +137,20 @@ def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, ca
 def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=None):  # noqa: ANN001
     """Supervise one worker until stopped: serve's port claim, state file, restart policy and group stop."""
     from llmtp.services import state as st
+    from llmtp.services.foreground import ServeHooks, Supervised, supervise
     from llmtp.services.serve import notify_ready
-    from llmtp.services.supervisor import SupervisorConfig, serve_foreground
+    from llmtp.services.supervisor import SupervisorConfig
 
-    spec = LaunchSpec(model=WORKER_MODEL, host=prepared.host, port=prepared.port)
+    target = WorkerTarget(host=prepared.host, port=prepared.port, argv=tuple(prepared.argv))
     never = 10.0 ** 9  # no /health and no generation probe: liveness is the process itself
     config = SupervisorConfig(ready_timeout_s=60.0, health_every_s=never, probe_every_s=never)
     if prepared.warning:
         log.warning("%s", prepared.warning)
-    return serve_foreground(prepared.binary, prepared.caps, spec, state_dir=state_dir,
-                            build_id=prepared.build_id, config=config, replan=None, on_event=on_event,
-                            on_ready=notify_ready(None),  # Type=notify: READY=1 once it accepts connections
-                            kind="worker", launch=worker_launcher(prepared.argv, st.log_path(state_dir, prepared.port)))
+    hooks = ServeHooks(on_event=on_event, replan=None,
+                       on_ready=notify_ready(None))  # Type=notify: READY=1 once it accepts connections
+    return supervise(Supervised(kind="worker", first=target, launch=worker_launcher(st.log_path(state_dir, prepared.port)),
+                                model=str(prepared.binary), build_id=prepared.build_id),
+                     state_dir=state_dir, config=config, hooks=hooks)
 
 
 def stop_workers(state_dir: Path, port: int | None, on_note=None) -> list[int]:  # noqa: ANN001
