@@ -196,7 +196,10 @@ def test_real_server_refusing_our_probe_is_not_a_wedge(llama_bin_dir, tiny_model
     keys.write_text("server-key\n")
     spec = LaunchSpec(model=str(tiny_models["plain"]), port=free_port(), ctx_size=512, parallel=1, threads=1,
                       api_key_file=str(keys))
-    launch = make_launcher(llama_bin_dir / "llama-server", caps, log_path=tmp_path / "s.log", api_key="edited-key")
+    from llmtp.core.launch_plan import plan_of_spec
+
+    launch = make_launcher(plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")), log_path=tmp_path / "s.log",
+                           api_key="edited-key")
     cfg = SupervisorConfig(tick_s=0.02, health_every_s=0.1, probe_every_s=0.2, probe_timeout_s=30)
     sup = Supervisor(spec, launch, config=cfg)
     caplog.set_level("ERROR", logger="llmtp.serve")

@@ -61,12 +61,13 @@ def test_mtp_is_on_and_faster_on_the_gpu(gpu_bin_dir, bench_models):
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.core.verify import Method, VerdictCode
     from llmtp.services.builds import adopt
-    from llmtp.services.verify import run_verify
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.verify_plan import run_verify
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     adopt(settings, gpu_bin_dir, SubprocessRunner())
-    report = run_verify(settings, str(bench_models["agree"]), Method(n_predict=128, warmups=1, runs=3,
+    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])), Method(n_predict=128, warmups=1, runs=3,
                                                                      temperatures=[0.0]))
     assert report.markers.gpu.ok is not False, report.markers.gpu
     assert report.markers.runtime.ok and report.acceptance == 1.0

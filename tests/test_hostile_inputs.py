@@ -42,9 +42,15 @@ def _groups(typer_app, prefix: tuple[str, ...] = ()):
 
 
 def _params(callback):
-    hints = typing.get_type_hints(callback)
+    """(name, typer info, type) per parameter; the info sits in the default, or in Annotated[...] (the
+    launch options declared once in cli/_serve_options.py)."""
+    hints = typing.get_type_hints(callback, include_extras=True)
     for name, p in inspect.signature(callback).parameters.items():
-        yield name, p.default, hints[name]
+        hint, info = hints[name], p.default
+        if typing.get_origin(hint) is typing.Annotated:
+            hint, *meta = typing.get_args(hint)
+            info = next((m for m in meta if type(m).__name__ in ("OptionInfo", "ArgumentInfo")), info)
+        yield name, info, hint
 
 
 def _scalar(hint) -> type | None:

@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
-from llmtp.core.argv import build_server_argv
 from llmtp.core.launch import alias_problem, default_alias
 from llmtp.errors import UsageError
-from test_serve_cli import _caps, _prepare
+from test_serve_cli import _prepare
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -31,24 +30,23 @@ def test_default_alias_is_the_llmtp_alias_else_the_file_stem():
 
 @pytest.mark.parametrize("name, why", [("", "empty"), ("  ", "empty"), ("a,b", "comma"), ("a\nb", "control"),
                                        ("x" * 129, "longer than 128")])
-def test_bad_alias_is_refused_with_the_reason(tmp_path, name, why):
+def test_bad_alias_is_refused_with_the_reason(tiny_models, name, why):
     assert why in alias_problem(name)
     with pytest.raises(UsageError, match=why):
-        _prepare(tmp_path, alias=name)
+        _prepare(tiny_models["agree"], alias=name)
 
 
-def test_serve_passes_the_alias(tmp_path):
-    p = _prepare(tmp_path)
-    argv = build_server_argv("/bin/llama-server", _caps(), p.spec)
-    assert argv[argv.index("-a") + 1] == "m"  # the file stem of m.gguf: _prepare's fake plan sets none
-    p = _prepare(tmp_path, alias="my-model")
-    argv = build_server_argv("/bin/llama-server", _caps(), p.spec)
+def test_serve_passes_the_alias(tiny_models):
+    model = tiny_models["agree"]
+    argv = _prepare(model).argv_list
+    assert argv[argv.index("-a") + 1] == model.stem  # a path: the file stem
+    argv = _prepare(model, alias="my-model").argv_list
     assert argv[argv.index("-a") + 1] == "my-model"
 
 
-def test_alias_after_double_dash_names_the_llmtp_way(tmp_path):
+def test_alias_after_double_dash_names_the_llmtp_way(tiny_models):
     with pytest.raises(UsageError) as exc:
-        _prepare(tmp_path, extra=["--alias", "x"])
+        _prepare(tiny_models["agree"], extra=("--alias", "x"))
     assert "serve MODEL --alias NAME" in exc.value.hint
 
 

@@ -412,7 +412,9 @@ def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_
     from llmtp.core.probe import parse_help
     from llmtp.core.supervisor import State
     from llmtp.services.status import status_report
-    from llmtp.services.supervisor import SupervisorConfig, serve_foreground
+    from llmtp.core.launch_plan import plan_of_spec
+    from llmtp.services.foreground import ServeHooks, serve_foreground
+    from llmtp.services.supervisor import SupervisorConfig
 
     help_text = (Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text(encoding="utf-8")
     flags, enums = parse_help(help_text)
@@ -424,8 +426,9 @@ def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_
                       mtp=MtpSettings(enabled=True), extra_args=["-lv", "4"])
     sups = []
     thread = threading.Thread(target=lambda: serve_foreground(
-        llama_bin_dir / "llama-server", caps, spec, state_dir=state_dir, config=SupervisorConfig(ready_timeout_s=60),
-        install_signals=False, on_event=lambda sup, msg: sups.append(sup)), daemon=True)
+        plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")), state_dir=state_dir,
+        config=SupervisorConfig(ready_timeout_s=60),
+        hooks=ServeHooks(install_signals=False, on_event=lambda sup, msg: sups.append(sup))), daemon=True)
     thread.start()
     log = st.log_path(state_dir, port)
     try:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtp.cli.main import app
-from llmtp.core.launch import LaunchSpec
+from test_tune import BASE
 from test_tune import METHOD, fake_launcher, speed, target
 
 
@@ -23,7 +23,7 @@ def test_tune_chart_and_html(tmp_path, monkeypatch):
     from llmtp.services.tune import tune
 
     def fake_run_tune(settings, model, method, **kw):
-        return tune(target(tmp_path), fake_launcher(speed), base_spec=LaunchSpec(model="m", port=0),
+        return tune(target(tmp_path), fake_launcher(speed), base=BASE,
                     method=METHOD), target(tmp_path)
 
     monkeypatch.setattr(svc, "run_tune", fake_run_tune)

@@ -95,9 +95,10 @@ class Fakes:
                                 mtp=SimpleNamespace(enabled=self.has_mtp, n_max=3))
             return SimpleNamespace(plan=p)
 
-        def start(settings, build, model_path, plan, host, port):
+        def start(settings, build, model_ref, plan, host, port):
             self._maybe_fail("start")
-            self.live = {"model": str(model_path), "build": build.id, "healthy": True,
+            self.started_ref = model_ref  # setup serves the model by its name (the served name is the alias)
+            self.live = {"model": str(self.model_file), "build": build.id, "healthy": True,
                          "url": f"http://{host}:{port}"}
             return {"url": self.live["url"], "pid": 123, "sample": "Paris."}
 
@@ -167,8 +168,10 @@ def test_fresh_machine_runs_every_step_in_order(settings, tmp_path):
     rec = Recorder()
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps(), rec)
     assert [ln for ln in rec.lines if ln.startswith("step")] == [f"step {i} {n}" for i, n in enumerate(svc.STEPS, 1)]
-    assert f.calls == ["detect", "probe", "build:git:cpu", "resolve", "resolve", f"plan:{f.model_file}",
+    # the plan and the server are the model's by its name (the plan serve runs; the served name is the alias)
+    assert f.calls == ["detect", "probe", "build:git:cpu", "resolve", "resolve", "plan:qwen3.6-27b",
                        "start", "verify"]
+    assert f.started_ref == "qwen3.6-27b"
     assert "build compile 1/2" in rec.lines
     assert statuses(result) == {"detect": "done", "build": "done", "model": "done", "serve": "done",
                                 "verify": "done", "service": "off"}

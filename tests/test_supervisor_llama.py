@@ -19,8 +19,9 @@ from llmtp.core.probe import parse_help
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import ServeError
-from llmtp.services.serve import launched
-from llmtp.services.supervisor import SupervisorConfig, serve_foreground
+from llmtp.core.launch_plan import plan_of_spec
+from llmtp.services import foreground, serve
+from llmtp.services.supervisor import SupervisorConfig
 
 pytestmark = pytest.mark.llama
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -35,6 +36,17 @@ def caps() -> Capabilities:
 @pytest.fixture
 def server(llama_bin_dir) -> Path:
     return llama_bin_dir / "llama-server"
+
+
+def launched(server: Path, caps: Capabilities, spec: LaunchSpec, **kw):
+    """serve.launched for the plan around `spec` (these tests decide the launch themselves)."""
+    return serve.launched(plan_of_spec(spec, caps, str(server)), **kw)
+
+
+def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, state_dir: Path, config=None,
+                     install_signals: bool = True, on_event=None):
+    return foreground.serve_foreground(plan_of_spec(spec, caps, str(server)), state_dir=state_dir, config=config,
+                                       hooks=foreground.ServeHooks(install_signals=install_signals, on_event=on_event))
 
 
 def _spec(model: Path, **kw) -> LaunchSpec:

@@ -10,6 +10,7 @@ from llmtp.core import tune as core
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch_plan import plan_of_spec
 from llmtp.core.verify import Method, summarize
 from llmtp.errors import ServeError
 from llmtp.services import model_settings
@@ -17,6 +18,19 @@ from llmtp.services.tune import tune
 from llmtp.services.verify import Target
 
 CAPS = Capabilities(enums={"--spec-type": ["none", "draft-mtp", "ngram-mod"]})
+
+
+def _help_caps() -> Capabilities:
+    from pathlib import Path
+
+    from llmtp.core.probe import parse_help
+
+    flags, enums = parse_help((Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text())
+    return Capabilities(flags=flags, enums=enums, devices=[])
+
+
+# the plan tune measures: each trial is it with other draft settings
+BASE = plan_of_spec(LaunchSpec(model="m", port=0, mtp=MtpSettings(enabled=True)), _help_caps())
 METHOD = Method(n_predict=8, warmups=0, runs=2, temperatures=[0.0])
 
 
@@ -172,7 +186,7 @@ def fake_launcher(speed, fail=lambda mtp: False):
             return ""
 
     @contextmanager
-    def launch(spec: LaunchSpec):
+    def launch(spec):
         specs.append((spec, []))
         if fail(spec.mtp):
             raise ServeError("boom")
@@ -197,7 +211,7 @@ def speed(mtp: MtpSettings, prompt: str = "") -> float:
 def test_sweep_stages_then_held_out_and_choice(tmp_path):
     launch = fake_launcher(speed, fail=lambda m: m.n_max == 5 and m.enabled)
     seen = []
-    d = tune(target(tmp_path), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD,
+    d = tune(target(tmp_path), launch, base=BASE, method=METHOD,
              on_trial=lambda t, i, n: seen.append((i, n, t.label, t.error)))
     assert d.chosen == MtpSettings(enabled=True, n_max=6, p_min=0.0, extra_types=["ngram-mod"])
     assert d.speedup == pytest.approx(1.65)
@@ -206,7 +220,7 @@ def test_sweep_stages_then_held_out_and_choice(tmp_path):
         "plain", "n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0", "plain"]
     assert seen[5][3] == "boom"  # a failed launch is recorded and skipped
     assert seen[-1][:2] == (14, 14)
-    assert all(s.parallel == 1 for s, _ in launch.specs)
+    assert all(s.spec.parallel in (None, 1) for s, _ in launch.specs)
     from llmtp.services.tune import load_suite
 
     suite = load_suite()
@@ -237,7 +251,7 @@ def test_held_out_plain_is_measured_before_and_after_so_a_drifting_machine_moves
         with inner(spec) as h:
             yield h
 
-    d = tune(target(tmp_path), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
+    d = tune(target(tmp_path), launch, base=BASE, method=METHOD)
     assert d.chosen.n_max == 6 and d.chosen.enabled
     # plain before at 1.0, the finalist at 0.95, plain after at 0.9025: the finalist is judged against
     # their mean, 0.95125: 1.10x as at any one moment (against plain before alone, 1.045x)
@@ -269,7 +283,7 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_turned_off(tmp_path):
         base = 60.0 if not mtp.extra_types else 70.0
         return base * (6 if mtp.extra_types and prompt in copying else 1)
 
-    d = tune(target(tmp_path), fake_launcher(ngram_only_copies), base_spec=LaunchSpec(model="m", port=0),
+    d = tune(target(tmp_path), fake_launcher(ngram_only_copies), base=BASE,
              method=METHOD)
     assert d.chosen.enabled is False
     assert d.selection_speedup > 1.03 and d.speedup < 1.0
@@ -278,9 +292,9 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_turned_off(tmp_path):
 
 def test_no_heads_or_no_mtp_build_measures_nothing(tmp_path):
     launch = fake_launcher(speed)
-    d = tune(target(tmp_path, heads=0), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
+    d = tune(target(tmp_path, heads=0), launch, base=BASE, method=METHOD)
     assert d.chosen.enabled is False and d.reason.startswith("model has no MTP heads")
-    d = tune(target(tmp_path, caps=Capabilities()), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
+    d = tune(target(tmp_path, caps=Capabilities()), launch, base=BASE, method=METHOD)
     assert d.reason == "this build offers no draft-mtp: MTP off"
     assert launch.specs == []
 
@@ -288,7 +302,7 @@ def test_no_heads_or_no_mtp_build_measures_nothing(tmp_path):
 def test_branch_dialect_sweeps_n_max_only(tmp_path):
     caps = Capabilities(flags=["--mtp", "--mtp-draft-tokens"])
     launch = fake_launcher(speed)
-    d = tune(target(tmp_path, caps=caps), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD)
+    d = tune(target(tmp_path, caps=caps), launch, base=BASE, method=METHOD)
     assert len(launch.specs) == 7 + 3 and d.chosen.n_max == 6  # held-out: plain, best, plain
 
 
@@ -299,12 +313,12 @@ def test_stored_record_carries_the_held_out_figures(tmp_path, monkeypatch):
     from llmtp.settings import load_settings
 
     s = load_settings().settings
-    build = SimpleNamespace(server=tmp_path / "llama-server")
-    monkeypatch.setattr("llmtp.services.verify.gather_target", lambda settings, ref: (target(tmp_path), build))
-    monkeypatch.setattr("llmtp.services.verify.real_launcher", lambda *a, **k: fake_launcher(speed))
-    monkeypatch.setattr("llmtp.services.verify.base_spec_for",
-                        lambda t, settings, threads=None: LaunchSpec(model="m", port=0))
-    decision, _ = svc.run_tune(s, "m", METHOD)
+    from llmtp.core.launch_plan import LaunchRequest
+
+    monkeypatch.setattr("llmtp.services.verify_plan.verify_plan", lambda settings, request, build=None: BASE)
+    monkeypatch.setattr("llmtp.services.verify_plan.target_for", lambda settings, plan, build=None: target(tmp_path))
+    monkeypatch.setattr("llmtp.services.verify_plan.real_launcher", lambda *a, **k: fake_launcher(speed))
+    decision, _ = svc.run_tune(s, LaunchRequest(model="m"), METHOD)
     rec = model_settings.load_record(s, "m")
     assert rec.speedup == pytest.approx(decision.speedup) == pytest.approx(1.65)
     assert rec.acceptance == pytest.approx(0.5) and rec.break_even_acceptance is not None
@@ -341,7 +355,7 @@ def test_cli_prints_the_held_out_figure_and_its_spread(tmp_path, monkeypatch):
 
     def fake_run_tune(settings, model, method, **kw):
         assert kw["noise_band"] == 0.1 and kw["min_gain"] == 0.03
-        return tune(target(tmp_path), fake_launcher(speed), base_spec=LaunchSpec(model="m", port=0),
+        return tune(target(tmp_path), fake_launcher(speed), base=BASE,
                     method=METHOD), target(tmp_path)
 
     monkeypatch.setattr(svc, "run_tune", fake_run_tune)

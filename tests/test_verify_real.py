@@ -40,9 +40,10 @@ FAST = ["--runs", "2", "--warmups", "1", "--n-predict", "48", "--temperature", "
 
 
 def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_models):
-    from llmtp.services.verify import run_verify
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.verify_plan import run_verify
 
-    report = run_verify(settings, str(bench_models["agree"]),
+    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])),
                         Method(n_predict=64, warmups=1, runs=3, temperatures=[0.0]))
     assert report.verdict.code == VerdictCode.PASS, report.verdict
     assert report.acceptance == 1.0
@@ -52,10 +53,11 @@ def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_mod
 
 
 def test_default_sequential_verify_on_bench_agree_stops_early_and_passes(settings, bench_models):
-    from llmtp.services.verify import run_verify
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.verify_plan import run_verify
 
     method = Method.preset("default").model_copy(update={"budget_s": 45.0, "n_predict": 64})
-    report = run_verify(settings, str(bench_models["agree"]), method)
+    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])), method)
     assert report.verdict.code == VerdictCode.PASS, (report.verdict, report.sequential)
     seq = report.sequential
     # on an idle machine the interval clears 1.0x within a few pairs; a crowded one may spend the budget

@@ -8,11 +8,12 @@ import pytest
 
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.launch import LaunchSpec
+from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch_plan import plan_of_spec
 from llmtp.core.verify import Method, VerdictCode
 from llmtp.errors import ServeError
 from llmtp.services import baseline as store
-from llmtp.services.verify import Target, verify
+from llmtp.services.verify import Target, VerifyOptions, verify
 
 MTP_CAPS = Capabilities(enums={"--spec-type": ["none", "draft-mtp", "ngram-mod"]}, devices=[])
 METHOD = Method(n_predict=16, warmups=1, runs=3)
@@ -67,16 +68,28 @@ def target(tmp_path, heads=1, caps=MTP_CAPS):
                   build_id="b1", profile="cpu")
 
 
-SPEC = LaunchSpec(model="m.gguf", port=0)
+SPEC = LaunchSpec(model="m.gguf", port=0, mtp=MtpSettings(enabled=True))
+
+def _help_caps() -> Capabilities:
+    from pathlib import Path
+
+    from llmtp.core.probe import parse_help
+
+    flags, enums = parse_help((Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text())
+    return Capabilities(flags=flags, enums=enums, devices=[])
+
+
+HELP_CAPS = _help_caps()
+BASE = plan_of_spec(SPEC, HELP_CAPS)  # the launch plan verify measures: its MTP arm, and it with MTP off
 
 
 def run(tmp_path, launcher, t=None, **kw):
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    return verify(t or target(tmp_path), METHOD, launcher, base_spec=SPEC,
-                  baseline_load=lambda k: store.load(settings, k),
-                  baseline_save=lambda b: store.save(settings, b), **kw), settings
+    return verify(t or target(tmp_path), METHOD, launcher, base=BASE,
+                  options=VerifyOptions(baseline_load=lambda k: store.load(settings, k),
+                                        baseline_save=lambda b: store.save(settings, b), **kw)), settings
 
 
 def test_pass_stores_baseline_then_regression_flags_a_drop(tmp_path):
@@ -91,7 +104,7 @@ def test_pass_stores_baseline_then_regression_flags_a_drop(tmp_path):
     assert "baseline stored" in report.warnings
     # MTP launch first (fail fast), both with one slot; the plain arm has MTP off.
     assert [s.mtp.enabled for s in launch.specs] == [True, False]
-    assert all(s.parallel == 1 for s in launch.specs)
+    assert all(s.spec.parallel in (None, 1) for s in launch.specs)
     assert store.load(settings, "m-1000-abc__cpu__nogpu").mtp_tokens_per_s["code@0"] == 21.0
 
     again, _ = run(tmp_path, fake_launcher(mtp_tps=18.0, plain_tps=9.0))
@@ -150,14 +163,14 @@ def test_cli_human_and_json_share_the_report_and_exit_with_the_verdict(tmp_path,
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.services import verify as svc
+    from llmtp.services import verify_plan as svc
 
     seen = {}
 
     def fake_run_verify(settings, model, method, **kw):
         seen["method"] = method
         return verify(target(tmp_path), method, fake_launcher(plain_tps=20.0, mtp_tps=8.0, draft=(48, 0)),
-                      base_spec=SPEC)
+                      base=BASE)
 
     monkeypatch.setattr(svc, "run_verify", fake_run_verify)
     human = CliRunner().invoke(app, ["verify", "m.gguf", "--runs", "2", "--warmups", "0", "--n-predict", "8"])
@@ -174,10 +187,10 @@ def test_cli_human_and_json_share_the_report_and_exit_with_the_verdict(tmp_path,
 
 def test_console_entry_point_exits_with_the_verdict(tmp_path, monkeypatch):
     from llmtp.cli.main import run
-    from llmtp.services import verify as svc
+    from llmtp.services import verify_plan as svc
 
     monkeypatch.setattr(svc, "run_verify", lambda settings, model, method, **kw: verify(
-        target(tmp_path, heads=0), method, fake_launcher(), base_spec=SPEC))
+        target(tmp_path, heads=0), method, fake_launcher(), base=BASE))
     with pytest.raises(SystemExit) as exc:
         run(["verify", "m.gguf", "--json"])
     assert exc.value.code == 11
@@ -238,7 +251,7 @@ def ordered_launcher(events, plain_tps=10.0, mtp_tps=20.0, draft=(16, 16)):
 
 def test_sequential_alternates_arms_and_stops_once_the_interval_is_clear(tmp_path):
     events = []
-    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base_spec=SPEC, clock=Clock())
+    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base=BASE, options=VerifyOptions(clock=Clock()))
     assert report.verdict.code == VerdictCode.PASS
     seq = report.sequential
     assert seq.stopped == "above" and 3 <= seq.pairs <= 4 and seq.interval.low > 1.0
@@ -253,7 +266,7 @@ def test_sequential_alternates_arms_and_stops_once_the_interval_is_clear(tmp_pat
 
 def test_sequential_slower_arm_exits_13_and_budget_bounds_an_undecided_check(tmp_path):
     report = verify(target(tmp_path), SEQ, ordered_launcher([], plain_tps=20.0, mtp_tps=8.0, draft=(16, 1)),
-                    base_spec=SPEC, clock=Clock())
+                    base=BASE, options=VerifyOptions(clock=Clock()))
     assert report.verdict.code == VerdictCode.MTP_SLOWER and report.sequential.stopped == "below"
 
     class Coin(FakeHandle):  # MTP wins and loses by turns: no interval ever clears 1.0
@@ -267,7 +280,7 @@ def test_sequential_slower_arm_exits_13_and_budget_bounds_an_undecided_check(tmp
         yield Coin(10.0, True, (16, 8)) if spec.mtp.enabled else FakeHandle(10.0, False, None)
 
     clock = Clock(step=2.0)
-    report = verify(target(tmp_path), SEQ.model_copy(update={"budget_s": 20.0}), launch, base_spec=SPEC, clock=clock)
+    report = verify(target(tmp_path), SEQ.model_copy(update={"budget_s": 20.0}), launch, base=BASE, options=VerifyOptions(clock=clock))
     seq = report.sequential
     # probe 2 s + one warm-up per server 4 s + 4 s per pair: a fourth pair would end at 22 s, past the budget
     assert seq.stopped == "budget" and seq.generation_s == 18.0 and seq.pairs == 3
@@ -279,7 +292,7 @@ def test_sequential_on_a_gpu_build_runs_one_server_at_a_time(tmp_path):
 
     caps = MTP_CAPS.model_copy(update={"devices": [Device(id="CUDA0", backend="CUDA", name="RTX")]})
     events = []
-    report = verify(target(tmp_path, caps=caps), SEQ, ordered_launcher(events), base_spec=SPEC, clock=Clock())
+    report = verify(target(tmp_path, caps=caps), SEQ, ordered_launcher(events), base=BASE, options=VerifyOptions(clock=Clock()))
     assert report.verdict.code == VerdictCode.PASS
     up = 0
     for e in events:  # never two servers at once
@@ -294,7 +307,7 @@ def test_sequential_over_rpc_workers_runs_one_server_at_a_time(tmp_path):
     forever (the plain arm never became ready over RPC while the MTP server held the workers)."""
     events = []
     spec = SPEC.model_copy(update={"rpc": ["127.0.0.1:50052"]})
-    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base_spec=spec, clock=Clock())
+    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base=plan_of_spec(spec, HELP_CAPS), options=VerifyOptions(clock=Clock()))
     assert report.verdict.code == VerdictCode.PASS
     up = 0
     for e in events:
@@ -310,22 +323,22 @@ def test_a_plain_server_that_fails_to_start_is_an_error_not_an_inactive_mtp(tmp_
         yield FakeHandle(20.0, True, (16, 16))
 
     with pytest.raises(ServeError):
-        verify(target(tmp_path), SEQ, launch, base_spec=SPEC, clock=Clock())
+        verify(target(tmp_path), SEQ, launch, base=BASE, options=VerifyOptions(clock=Clock()))
     with pytest.raises(ServeError):
-        verify(target(tmp_path), METHOD, launch, base_spec=SPEC)
+        verify(target(tmp_path), METHOD, launch, base=BASE)
 
 
 def test_cli_budget_goes_to_the_method_and_not_with_thorough(tmp_path, monkeypatch, capsys):
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.services import verify as svc
+    from llmtp.services import verify_plan as svc
 
     seen = {}
 
     def fake_run_verify(settings, model, method, **kw):
         seen["method"] = method
-        return verify(target(tmp_path), method, fake_launcher(), base_spec=SPEC, clock=Clock())
+        return verify(target(tmp_path), method, fake_launcher(), base=BASE, options=VerifyOptions(clock=Clock()))
 
     monkeypatch.setattr(svc, "run_verify", fake_run_verify)
     ok = CliRunner().invoke(app, ["verify", "m.gguf", "--budget", "30"])
@@ -356,7 +369,7 @@ def test_sequential_runs_are_shortened_so_a_slow_arm_still_makes_pairs(tmp_path)
         yield Slow(2.0, True, (16, 0)) if spec.mtp.enabled else Slow(20.0, False, None)
 
     method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 20.0})
-    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    report = verify(target(tmp_path), method, launch, base=BASE, options=VerifyOptions(clock=Clock(step=0.1)))
     # warm-ups at 4 and 21 tok/s: a 128-token pair would cost 38 s of a 20 s budget; 3 pairs fit 22
     # tokens per run, raised to the 32-token floor
     assert report.sequential.n_predict == 32 and set(seen[3:]) == {32}
@@ -379,7 +392,7 @@ def test_sequential_refits_the_run_length_to_the_mean_time_per_token_seen(tmp_pa
         yield PromptSpeed(20.0, True, (16, 1)) if spec.mtp.enabled else FakeHandle(20.0, False, None)
 
     method = SEQ.model_copy(update={"n_predict": 128, "budget_s": 60.0})
-    report = verify(target(tmp_path), method, launch, base_spec=SPEC, clock=Clock(step=0.1))
+    report = verify(target(tmp_path), method, launch, base=BASE, options=VerifyOptions(clock=Clock(step=0.1)))
     seq = report.sequential
     assert seq.n_predict == 128 and seq.n_predict_last < 128  # after the 2 tok/s prose pair: shorter runs
     assert seen[0] == 32 and seen[1] == 128 and seen[2] == 128 and min(seen[3:]) < 128  # probe, code, prose

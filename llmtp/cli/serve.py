@@ -48,7 +48,8 @@ def serve(
     if dry_run:
         print_plan_argv(plan, as_json)
     elif foreground:
-        svc.foreground(settings, plan, warm=warm, on_event=lambda sup, m: typer.echo(f"[{sup.state.value}] {m}", err=True))
+        svc.foreground(settings, plan, warm=warm, command=_foreground_argv(),
+                       on_event=lambda sup, m: typer.echo(f"[{sup.state.value}] {m}", err=True))
     else:
         _detach(settings, plan, warm, as_json)
 

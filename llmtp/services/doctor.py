@@ -96,7 +96,7 @@ def _default_model_check(settings) -> Check:
         return core.check_mtp_model(None, None)
     try:
         from llmtp.adapters.gguf_file import read_model_info
-        from llmtp.services.verify import resolve_model_path
+        from llmtp.services.verify_plan import resolve_model_path
 
         path, sidecar = resolve_model_path(settings.default_model, settings)
         info = read_model_info(path)

@@ -56,6 +56,7 @@ class ServeHooks:
     warm_start: WarmStart | None = None
     replan: Replan | None = default_replan
     install_signals: bool = True
+    command: tuple[str, ...] = ()  # this llmtp's own command line, recorded to start it again (verify --restart)
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,6 @@ def serve_foreground(plan: LaunchPlan, *, state_dir: Path, config: SupervisorCon
     return supervise(target, state_dir=state_dir, config=config, hooks=hooks, handover=(warm, held, warm_note))
 
 
-def _own_command() -> list[str]:
-    """This process's llmtp command line (`python -m llmtp serve ... --foreground`), to start it again;
-    empty when this is not the llmtp command (a test's thread)."""
-    import sys
-
-    from llmtp.services.serve_command import foreground_command
-
-    args = sys.argv[1:]
-    if "--foreground" not in args or args[0] not in ("serve", "worker"):
-        return []
-    return foreground_command(args)
-
-
 def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig | None, hooks: ServeHooks,
               handover: tuple = (None, None, None)) -> Supervisor:
     """The port claim, state record, supervisor log, live log rotation and stop signals every supervised
@@ -140,7 +128,7 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
         rotation = LiveRotation(server_log).start()  # -lv 4 logs every request: bounded while serving
         record = st.ServeState(llmtp_pid=os.getpid(), host=host, port=port, model=target.model, alias=target.alias,
                                build=target.build_id, log_path=str(server_log), api_key_file=target.api_key_file,
-                               kind=target.kind, rpc=list(target.rpc), command=_own_command())
+                               kind=target.kind, rpc=list(target.rpc), command=list(hooks.command))
 
         seen_ready: set[int] = set()
         remembered: list[int] = []

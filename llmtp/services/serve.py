@@ -193,10 +193,11 @@ def plan_for_serve(settings, request: LaunchRequest, *, warm=None, pull: bool | 
         return resolve_launch(settings, request, deps)
 
 
-def foreground(settings, plan: LaunchPlan, *, warm=None,  # noqa: ANN001
+def foreground(settings, plan: LaunchPlan, *, warm=None, command: list[str] | None = None,  # noqa: ANN001
                on_event: Callable[[Supervisor, str], None] | None = None) -> Supervisor:
     """Supervise the plan here until stopped: systemd readiness, calibration, the live MTP check, and
-    the RPC workers' watch wired around services/foreground.py's serve_foreground."""
+    the RPC workers' watch wired around services/foreground.py's serve_foreground. `command`: this
+    llmtp's command line, recorded so that `verify --restart` can start it again."""
     from llmtp.services.foreground import ServeHooks, serve_foreground
     from llmtp.services.live_check import live_check_hook
     from llmtp.services.rpc import rpc_supervision
@@ -205,6 +206,6 @@ def foreground(settings, plan: LaunchPlan, *, warm=None,  # noqa: ANN001
 
     hooks = ServeHooks(on_event=on_event, on_ready=notify_ready(calibration_hook(settings, plan)), warm_start=warm,
                        on_tick=live_check_hook(settings, plan.spec.model, log_path(settings.state_dir, plan.spec.port)),
-                       **rpc_supervision(plan.spec))
+                       command=tuple(command or ()), **rpc_supervision(plan.spec))
     return serve_foreground(plan, state_dir=settings.state_dir, config=SupervisorConfig(
         ready_timeout_s=plan.ready_timeout_s), hooks=hooks)

@@ -27,7 +27,7 @@ from llmtp.services.verify_arms import Launcher, Progress, cases_of, measure_mat
 
 @dataclass
 class Target:
-    """What is verified: one model on one build. Built by `gather_target` or by tests."""
+    """What is verified: one model on one build. Built by verify_plan.target_for, verify_live or tests."""
 
     model_path: Path
     model_key: str

@@ -73,6 +73,21 @@ def model_ref_or_default(settings, ref: str | None) -> str:  # noqa: ANN001
     return ref
 
 
+def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:  # noqa: ANN001
+    """(model path, MTP sidecar) of REF (default: the default model), as `doctor` checks it. A path is used
+    as is; other refs go through the models service."""
+    ref = model_ref_or_default(settings, ref)
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path.resolve(), None
+    from llmtp.services.models import resolve_model
+
+    resolved = resolve_model(ref, settings)
+    if resolved.path is None:
+        raise UsageError(f"Model {ref} is not downloaded yet", f"Fetch it first with `llmtp models pull {ref}`.")
+    return Path(resolved.path), resolved.sidecar_path
+
+
 def verify_plan(settings, request: LaunchRequest, build=None) -> LaunchPlan:  # noqa: ANN001
     """The plan serve would run for `request` (on `build` instead of the current one: upgrade's check).
     A model that is not on disk is not pulled by verify: it says how to get it."""
