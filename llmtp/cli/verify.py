@@ -116,7 +116,7 @@ def verify_cmd(
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Replace the stored baseline on a pass."),
     ctx: o.Ctx = None, parallel: o.Parallel = None, cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None,
     threads: o.Threads = None, draft_n_max: o.DraftNMax = None, draft_p_min: o.DraftPMin = None, rpc: o.Rpc = None,
-    server: o.Server = None,
+    server: o.Server = None, alias: o.Alias = None,
     port: Optional[int] = typer.Option(None, "--port", **limits.option(limits.Port),
                                        help="Check the llmtp server running on this port without restarting it."),
     restart: bool = typer.Option(False, "--restart", help="When llmtp already serves the model here: stop that "
@@ -150,7 +150,8 @@ def verify_cmd(
             return verify_live(settings, port, method, tolerance)
         request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, parallel=parallel,
                                    cache_type=cache_type, gpu_layers=gpu_layers, threads=threads,
-                                   draft_n_max=draft_n_max, draft_p_min=draft_p_min, rpc=rpc, server=server)
+                                   draft_n_max=draft_n_max, draft_p_min=draft_p_min, rpc=rpc, server=server,
+                                   alias=alias)
         return run_verify(settings, request, method, served="restart" if restart else "refuse",
                           options=VerifyOptions(tolerance=tolerance, update_baseline=update_baseline,
                                                 on_progress=on_progress))

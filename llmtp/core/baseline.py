@@ -15,6 +15,12 @@ def baseline_key(model_key: str, profile: str | None, gpu: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
+def last_ab_key(key: str) -> str:
+    """Where the latest A/B of a baseline key is kept whatever its verdict (the baseline itself is only
+    ever a pass): `verify --port` judges a running server's acceptance against its break-even."""
+    return f"{key}__last-ab"
+
+
 class Baseline(BaseModel):
     key: str
     model_key: str
@@ -28,6 +34,7 @@ class Baseline(BaseModel):
     speedup: float | None = None
     break_even_acceptance: float | None = None  # for the live check while serving
     argv: list[str] = Field(default_factory=list)  # the MTP arm's llama-server argv, --port blanked: the plan
+    verdict: int | None = None  # the A/B's exit code (a stored baseline is always 0)
 
 
 class CaseDelta(BaseModel):

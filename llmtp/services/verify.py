@@ -14,7 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from llmtp.core import verify as core
-from llmtp.core.baseline import Baseline, BaselineComparison, baseline_key, compare, regression_reason
+from llmtp.core.baseline import (
+    Baseline,
+    BaselineComparison,
+    baseline_key,
+    compare,
+    last_ab_key,
+    regression_reason,
+)
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import MtpSettings
@@ -175,12 +182,15 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
         roofline_plain_pct=core.roofline_pct(plain_tps, bytes_per_token, target.bandwidth_gbps),
         roofline_mtp_pct=core.roofline_pct(mtp_tps, bytes_per_token, target.bandwidth_gbps),
         baseline=cmp.model_dump(mode="json") if cmp else None, sequential=seq, _cmp=cmp)
+    measured = Baseline(
+        key=key, model_key=target.model_key, profile=target.profile, gpu=target.gpu_name,
+        build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
+        plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
+        break_even_acceptance=break_even, argv=argv_without_port(mtp_plan.argv or ()), verdict=int(report.verdict.code))
+    if speedup is not None:  # whatever the verdict: the live check (verify --port) judges against this A/B
+        opts.baseline_save(measured.model_copy(update={"key": last_ab_key(key)}))
     if report.verdict.code == core.VerdictCode.PASS and (stored is None or opts.update_baseline):
-        opts.baseline_save(Baseline(
-            key=key, model_key=target.model_key, profile=target.profile, gpu=target.gpu_name,
-            build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
-            plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
-            break_even_acceptance=break_even, argv=argv_without_port(mtp_plan.argv or ())))
+        opts.baseline_save(measured)
         report.warnings.append("baseline stored" if stored is None else "baseline replaced")
     return report

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmtp.core import verify as core
-from llmtp.core.baseline import baseline_key, compare
+from llmtp.core.baseline import baseline_key, compare, last_ab_key
 from llmtp.core.launch_plan import argv_without_port
 from llmtp.core.verify import Case, Markers, Method, VerifyReport
 from llmtp.core.verify_live import live_verdict
@@ -89,7 +89,11 @@ def verify_live(settings, port: int, method: Method, tolerance: float = 0.10) ->
                             f"(`llmtp verify --restart` measures this one on port {port})")
         else:
             cmp = compare(stored, {LIVE_CASE.key: mtp_tps}, n_predict, tolerance)
-    break_even = break_even_for(settings, str(target.model_path))
+    last = store.load(settings, last_ab_key(key))
+    if last is not None and last.argv == argv_without_port(record.argv) and last.break_even_acceptance is not None:
+        break_even = last.break_even_acceptance  # the latest A/B of this very plan
+    else:
+        break_even = break_even_for(settings, str(target.model_path))
     verdict = live_verdict(markers, acceptance, break_even, cmp)
     if verdict is None:
         raise UsageError(f"The server on port {port} drafts with MTP (acceptance {acceptance:.2f}), but no break-even "
