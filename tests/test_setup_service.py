@@ -419,3 +419,40 @@ def test_a_verify_record_from_before_the_data_form_is_verified_again(settings, t
     again = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
     assert f.calls.count("verify") == 1 and statuses(again)["verify"] == "done"
     assert text.summary(again.steps[4]) == "MTP on: 40.0 tok/s vs 20.0 plain, 2.00x speedup, acceptance 0.90"
+
+
+def test_setup_makes_the_model_the_default_so_doctor_finds_it(settings, tmp_path):
+    """issue 26: `doctor` after setup said "no default model set"; setup now sets it (config.toml, the
+    file's other lines kept), once."""
+    from llmtp.services.doctor import _default_model_check
+    from llmtp.services.setup_deps import set_default_model
+    from llmtp.settings import load_settings
+
+    f = Fakes(tmp_path)
+    seen = []
+    deps = f.deps()
+    deps.set_default_model = lambda s, ref: seen.append(ref) or True
+    rec = Recorder()
+    svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), deps, rec)
+    assert seen == ["qwen3.6-27b"] and any("default model: qwen3.6-27b" in ln for ln in rec.lines)
+
+    config = settings.config_file
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('# mine\nport = 8090\nbuild_jobs = 2\n', encoding="utf-8")
+    assert set_default_model(settings, str(f.model_file)) is True
+    fresh = load_settings().settings
+    assert fresh.default_model == str(f.model_file) and (fresh.port, fresh.build_jobs) == (8090, 2)
+    assert config.read_text(encoding="utf-8").startswith('# mine\nport = 8090\nbuild_jobs = 2\ndefault_model = ')
+    assert set_default_model(fresh, str(f.model_file)) is False  # already the default: nothing written
+    assert "no default model set" not in _default_model_check(fresh).detail
+
+
+def test_config_text_sets_one_top_level_key():
+    from llmtp.core.config_text import set_top_level_key
+
+    assert set_top_level_key("", "default_model", "a") == 'default_model = "a"\n'
+    assert set_top_level_key('default_model = "a"\nport = 1\n', "default_model", 'b"c') == \
+        'default_model = "b\\"c"\nport = 1\n'
+    # a key of the same name inside a table is not the top-level one
+    assert set_top_level_key('[x]\ndefault_model = "t"\n', "default_model", "a") == \
+        'default_model = "a"\n[x]\ndefault_model = "t"\n'
