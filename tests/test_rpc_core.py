@@ -198,19 +198,19 @@ def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
 def test_worker_mem_is_refused_on_a_build_without_it(tmp_path):
     from types import SimpleNamespace
 
-    from llmtp.services.worker import prepare_worker
+    from llmtp.services.worker import WorkerRequest, prepare_worker
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "ggml-rpc-server").write_text("")
     build = SimpleNamespace(id="b11434-cpu-x", bin_dir=bin_dir, manifest=SimpleNamespace(capabilities=Capabilities()))
     with pytest.raises(UsageError, match="--mem needs a ggml-rpc-server with -m/--mem; build b11434-cpu-x"):
-        prepare_worker(None, host="127.0.0.1", port=50052, mem=1024, current_build=lambda s: build)
+        prepare_worker(None, WorkerRequest(mem=1024), current_build=lambda s: build)
     no_worker = SimpleNamespace(id="b1", bin_dir=tmp_path, manifest=build.manifest)
     from llmtp.errors import BuildError
 
     with pytest.raises(BuildError, match="no RPC worker"):
-        prepare_worker(None, host="127.0.0.1", port=50052, current_build=lambda s: no_worker)
+        prepare_worker(None, WorkerRequest(), current_build=lambda s: no_worker)
 
 
 def test_network_enters_the_roofline_as_a_lower_bound_on_time():

@@ -41,9 +41,9 @@ def _build(tmp_path: Path, devices=()):
 def _plan(tmp_path, devices=(), **req_kw):
     build = _build(tmp_path, devices)
     req = wsvc.WorkerInstallRequest(**req_kw)
-    prepared = wsvc.prepare_worker(load_settings().settings, host=req.host, port=req.port, cache=req.cache,
-                                   threads=req.threads, trusted_network=req.trusted_network,
-                                   current_build=lambda s: build, check_port=False)
+    prepared = wsvc.prepare_worker(load_settings().settings, wsvc.WorkerRequest(
+        host=req.host, port=req.port, cache=req.cache, threads=req.threads, trusted_network=req.trusted_network),
+        current_build=lambda s: build, check_port=False)
     return req, wsvc.plan_worker_install(load_settings().settings, req, prepared)
 
 
@@ -237,7 +237,7 @@ def test_the_units_command_notifies_ready_and_stops_its_group(tmp_path, rpc_bin_
     settings = load_settings().settings
     port = free_port()
     req = wsvc.WorkerInstallRequest(port=port, threads=1)
-    prepared = wsvc.prepare_worker(settings, host=req.host, port=port, threads=1)
+    prepared = wsvc.prepare_worker(settings, wsvc.WorkerRequest(host=req.host, port=port, threads=1))
     plan = wsvc.plan_worker_install(settings, req, prepared)
     assert "MemoryDenyWriteExecute=yes" in plan.text  # a CPU build: what this run checks under W^X
     notify_path = str(tmp_path / "notify")

@@ -55,9 +55,9 @@ def start(
     from llmtp.services import worker as svc
 
     settings = _settings()
-    prepared = svc.prepare_worker(settings, host=host, port=port, mem=mem, cache=cache, threads=threads,
-                                  trusted_network=trusted_network,
-                                  server=Path(server).expanduser().resolve() if server else None)
+    prepared = svc.prepare_worker(settings, svc.WorkerRequest(
+        host=host, port=port, mem=mem, cache=cache, threads=threads, trusted_network=trusted_network,
+        server=Path(server).expanduser().resolve() if server else None))
     if prepared.warning:
         typer.echo(f"warning: {prepared.warning}", err=True)
     if foreground:
@@ -155,9 +155,9 @@ def install(
     req = svc.WorkerInstallRequest(host=host, port=port, threads=threads, cache=cache,
                                    trusted_network=trusted_network, system=system)
     # start's own checks (a reinstall may find its own unit on the port: the port is checked at start)
-    prepared = svc.prepare_worker(settings, host=host, port=port, cache=cache, threads=threads,
-                                  trusted_network=trusted_network, check_port=False,
-                                  server=Path(server).expanduser().resolve() if server else None)
+    prepared = svc.prepare_worker(settings, svc.WorkerRequest(
+        host=host, port=port, cache=cache, threads=threads, trusted_network=trusted_network,
+        server=Path(server).expanduser().resolve() if server else None), check_port=False)
     if prepared.warning:
         typer.echo(f"warning: {prepared.warning}", err=True)
     plan = svc.plan_worker_install(settings, req, prepared)

@@ -95,17 +95,29 @@ class PreparedWorker:
     warning: str | None  # the exposure warning of a trusted non-loopback bind
 
 
-def prepare_worker(settings, *, host: str, port: int, mem: int | None = None, cache: bool = False,  # noqa: ANN001
-                   threads: int | None = None, trusted_network: bool = False,
-                   current_build: Callable | None = None, server: Path | None = None,
+@dataclass(frozen=True)
+class WorkerRequest:
+    """What `llmtp worker start` was asked for. `server`: a ggml-rpc-server outside llmtp's builds (a
+    system unit runs its staged copy)."""
+
+    host: str = "127.0.0.1"
+    port: int = 50052
+    mem: int | None = None
+    cache: bool = False
+    threads: int | None = None
+    trusted_network: bool = False
+    server: Path | None = None
+
+
+def prepare_worker(settings, req: WorkerRequest, *, current_build: Callable | None = None,  # noqa: ANN001
                    check_port: bool = True) -> PreparedWorker:
-    """Check everything a worker start needs before anything runs: exposure, build, --mem, the port.
-    `server`: a ggml-rpc-server outside llmtp's builds (a system unit runs its staged copy)."""
+    """Check everything a worker start needs before anything runs: exposure, build, --mem, the port."""
+    host, port, mem, cache, threads, server = req.host, req.port, req.mem, req.cache, req.threads, req.server
     from llmtp.core.rpc import check_exposure, worker_argv
     from llmtp.errors import UsageError
     from llmtp.services.foreground import check_port_free
 
-    warning = check_exposure(host, trusted_network)
+    warning = check_exposure(host, req.trusted_network)
     if server is not None:
         if not server.is_file():
             raise UsageError(f"No ggml-rpc-server at {server}", "Pass the path of an existing ggml-rpc-server "
