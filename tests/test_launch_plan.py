@@ -216,3 +216,18 @@ def test_plan_variants_never_change_the_plan(tiny_models):
     assert spec.argv[spec.argv.index("--spec-draft-n-max") + 1] == "3"
     assert trial.argv[trial.argv.index("--spec-draft-n-max") + 1] == "5"
     assert argv_without_port(spec.variant(port=2).argv) == argv_without_port(spec.argv)
+
+
+@pytest.mark.parametrize("row", [ROWS[-2]], ids=["user-overrides-cpu"])
+def test_status_shows_the_plan_the_server_runs(row, machine, monkeypatch, tmp_path):
+    """What a foreground serve records for `llmtp status` (--json: `plan`) is the plan's own reasons,
+    tune's and the overrides' included, as `plan --argv --json` gives them."""
+    from llmtp.services import foreground
+
+    model, args = machine
+    seen = []
+    monkeypatch.setattr(foreground, "supervise", lambda target, **kw: seen.append(target))
+    assert CliRunner().invoke(app, ["serve", model, *args, "--foreground"]).exit_code == 0
+    reasons = _ok(CliRunner().invoke(app, ["plan", model, *args, "--argv", "--json"]))["reasons"]
+    assert list(seen[0].plan) == reasons
+    assert {"what": "-t", "value": "2", "reason": "given with --threads"} in reasons

@@ -38,7 +38,8 @@ def test_verify_runs_the_plan_and_checks_a_running_server_without_restarting_it(
     from llmtp.services import state as st
 
     model = str(bench_models["agree"])
-    planned = json.loads(CliRunner().invoke(app, ["plan", model, "--argv", "--json"]).stdout)["argv"]
+    plan = json.loads(CliRunner().invoke(app, ["plan", model, "--argv", "--json"]).stdout)
+    planned = plan["argv"]
 
     ab = CliRunner().invoke(app, ["verify", model, *AB, "--json"])
     report = json.loads(ab.stdout)
@@ -56,6 +57,7 @@ def test_verify_runs_the_plan_and_checks_a_running_server_without_restarting_it(
         server = psutil.Process(record.server_pid)
         started = server.create_time()
         assert argv_without_port(record.argv) == argv_without_port(planned)  # serve runs the plan too
+        assert record.plan == plan["reasons"]  # and status shows that plan's decisions
 
         refused = _llmtp("verify", model, *AB, "--json", check=False)
         assert refused.returncode == 2, refused.stdout + refused.stderr

@@ -74,6 +74,7 @@ class Supervised:
     rpc: tuple[str, ...] = ()
     argv: tuple[str, ...] = ()  # a server's planned argv (the warm start compares it)
     files: tuple[str, ...] = ()  # what a warm start checks unchanged
+    plan: tuple[dict, ...] = ()  # a server's launch plan decisions, recorded for `llmtp status`
 
 
 def serve_foreground(plan: LaunchPlan, *, state_dir: Path, config: SupervisorConfig | None = None,
@@ -93,7 +94,7 @@ def serve_foreground(plan: LaunchPlan, *, state_dir: Path, config: SupervisorCon
     launch = make_launcher(plan, log_path=server_log, api_key=read_api_key(spec.api_key_file), warm=warm)
     target = Supervised(kind="server", first=spec, launch=launch, model=spec.model, build_id=plan.build_id,
                         alias=spec.alias, api_key_file=spec.api_key_file, rpc=tuple(spec.rpc), argv=plan.argv or (),
-                        files=(str(plan.server), spec.model))
+                        files=(str(plan.server), spec.model), plan=plan.reasons)
     return supervise(target, state_dir=state_dir, config=config, hooks=hooks, handover=(warm, held, warm_note))
 
 
@@ -128,7 +129,8 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
         rotation = LiveRotation(server_log).start()  # -lv 4 logs every request: bounded while serving
         record = st.ServeState(llmtp_pid=os.getpid(), host=host, port=port, model=target.model, alias=target.alias,
                                build=target.build_id, log_path=str(server_log), api_key_file=target.api_key_file,
-                               kind=target.kind, rpc=list(target.rpc), command=list(hooks.command))
+                               kind=target.kind, rpc=list(target.rpc), command=list(hooks.command),
+                               plan=list(target.plan))
 
         seen_ready: set[int] = set()
         remembered: list[int] = []

@@ -59,6 +59,7 @@ class ServeState(BaseModel):
     kind: str = "server"  # "server" (llama-server) or "worker" (ggml-rpc-server, `llmtp worker`)
     rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
     command: list[str] = Field(default_factory=list)  # the llmtp command line supervising it (verify --restart)
+    plan: list[dict] = Field(default_factory=list)  # the launch plan's decisions {what, value, reason} (status)
 
 
 def state_path(state_dir: Path, port: int) -> Path:
