@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.core.launch import MtpSettings
-from llmtp.core.launch_plan import LaunchRequest, argv_without_port, plan_of_spec, serve_args
+from llmtp.core.launch_plan import LaunchRequest, argv_without_address, plan_of_spec, serve_args
 from llmtp.core.plan import GiB
 from llmtp.core.probe import parse_help, parse_list_devices
 from llmtp.settings import load_settings
@@ -155,12 +155,12 @@ def verify_mtp_argv(model: str, args: list[str], monkeypatch) -> list[str]:
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_plan_serve_unit_and_verify_run_one_command_line(row, machine, monkeypatch):
     model, args = machine
-    planned = argv_without_port(plan_argv(model, args))
-    assert argv_without_port(foreground_argv(model, args, monkeypatch)) == planned
-    assert argv_without_port(unit_argv(model, args)) == planned
+    planned = argv_without_address(plan_argv(model, args))
+    assert argv_without_address(foreground_argv(model, args, monkeypatch)) == planned
+    assert argv_without_address(unit_argv(model, args)) == planned
     if "--no-mtp" in args or (row.tuned is not None and not row.tuned.enabled):
         return  # the plan serves without MTP: verify's MTP arm turns it on, so it differs by design
-    assert argv_without_port(verify_mtp_argv(model, args, monkeypatch)) == planned
+    assert argv_without_address(verify_mtp_argv(model, args, monkeypatch)) == planned
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.tuned is not None and not r.tuned.enabled or r.overrides],
@@ -175,12 +175,12 @@ def test_verify_of_a_plan_without_mtp_measures_it_with_mtp_and_the_plain_arm_is_
     launch = fake_launcher()
     monkeypatch.setattr(verify_plan, "real_launcher", lambda *a, **k: launch)
     data = json.loads(CliRunner().invoke(app, ["verify", model, *args, "--quick", "--json"]).stdout)
-    planned = argv_without_port(plan_argv(model, args))
+    planned = argv_without_address(plan_argv(model, args))
     plain = [list(a.argv) for a in launch.specs if not a.mtp.enabled]
     if "--spec-type" not in planned:
-        assert argv_without_port(plain[0]) == planned
+        assert argv_without_address(plain[0]) == planned
     else:
-        assert argv_without_port(data["arms"]["mtp"]) == planned
+        assert argv_without_address(data["arms"]["mtp"]) == planned
 
 
 @pytest.mark.parametrize("row", [ROWS[0]], ids=["cpu"])
@@ -215,7 +215,7 @@ def test_plan_variants_never_change_the_plan(tiny_models):
     trial = spec.with_mtp(MtpSettings(enabled=True, n_max=5))
     assert spec.argv[spec.argv.index("--spec-draft-n-max") + 1] == "3"
     assert trial.argv[trial.argv.index("--spec-draft-n-max") + 1] == "5"
-    assert argv_without_port(spec.variant(port=2).argv) == argv_without_port(spec.argv)
+    assert argv_without_address(spec.variant(port=2).argv) == argv_without_address(spec.argv)
 
 
 @pytest.mark.parametrize("row", [ROWS[-2]], ids=["user-overrides-cpu"])

@@ -106,9 +106,18 @@ def test_not_downloaded_alias_says_how_to_pull(monkeypatch):
     assert isinstance(r.exception, UsageError) and r.exception.message == "qwen3.6-27b is not downloaded yet"
 
 
-def test_a_pulled_non_default_quant_is_used(tiny):
+def test_a_pulled_non_default_quant_is_used(tiny, monkeypatch):
+    """One rule for plan and serve (they used to differ: plan planned the catalog default, serve ran the
+    file on disk): a quant already on disk is the one planned and served, and the plan says so."""
     _pull_as(_settings(), "qwen3.6-27b", "IQ4_XS", tiny)
-    assert _prepare("qwen3.6-27b", _gpu(12 * 1024)).spec.model == str(tiny)
+    p = _prepare("qwen3.6-27b", _gpu(12 * 1024))
+    assert p.spec.model == str(tiny)
+    assert p.reasons[0]["what"] == "quant" and p.reasons[0]["value"] == "IQ4_XS"
+    monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda p, d: _caps())
+    monkeypatch.setattr("llmtp.services.plan.hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
+    r = CliRunner().invoke(app, ["plan", "qwen3.6-27b", "--server", str(SERVER), "--argv", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["argv"] == p.argv_list
 
 
 def test_path_model_on_a_cpu_build(tiny):

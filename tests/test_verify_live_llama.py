@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
-from llmtp.core.launch_plan import argv_without_port
+from llmtp.core.launch_plan import argv_without_address
 from test_verify_real import settings  # noqa: F401 - the fixture: the test bed's build as the current one
 
 pytestmark = pytest.mark.llama
@@ -43,7 +43,7 @@ def test_verify_runs_the_plan_and_checks_a_running_server_without_restarting_it(
 
     ab = CliRunner().invoke(app, ["verify", model, *AB, "--json"])
     report = json.loads(ab.stdout)
-    assert argv_without_port(report["arms"]["mtp"]) == argv_without_port(planned)  # the MTP arm is the plan
+    assert argv_without_address(report["arms"]["mtp"]) == argv_without_address(planned)  # the MTP arm is the plan
     plain = report["arms"]["plain"]
     assert "--spec-type" not in plain and [a for a in plain if a != "--port"][:3] == planned[:3]
     # the verdict itself depends on this shared machine's load (MTP wins >1.3x when it is idle): the live
@@ -56,7 +56,7 @@ def test_verify_runs_the_plan_and_checks_a_running_server_without_restarting_it(
         record = st.read_state(settings.state_dir, port)
         server = psutil.Process(record.server_pid)
         started = server.create_time()
-        assert argv_without_port(record.argv) == argv_without_port(planned)  # serve runs the plan too
+        assert argv_without_address(record.argv) == argv_without_address(planned)  # serve runs the plan too
         assert record.plan == plan["reasons"]  # and status shows that plan's decisions
 
         refused = _llmtp("verify", model, *AB, "--json", check=False)

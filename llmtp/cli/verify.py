@@ -148,7 +148,9 @@ def verify_cmd(
     def measure(on_progress=None):
         if port is not None:
             return verify_live(settings, port, method, tolerance)
-        request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, parallel=parallel,
+        # the arms listen on loopback whatever the settings' bind (an open bind would need a key file)
+        host = None if settings.host in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
+        request = o.launch_request(model_ref_or_default(settings, model), None, host=host, ctx=ctx, parallel=parallel,
                                    cache_type=cache_type, gpu_layers=gpu_layers, threads=threads,
                                    draft_n_max=draft_n_max, draft_p_min=draft_p_min, rpc=rpc, server=server,
                                    alias=alias)

@@ -186,12 +186,13 @@ def _fields(plan: LaunchPlan) -> dict:
     return {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
 
 
-def argv_without_port(argv: list[str] | tuple[str, ...]) -> list[str]:
-    """argv with the value of --port blanked: two launches of one plan differ only there."""
+def argv_without_address(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """argv with the listening address (--host, --port values) blanked: two launches of one plan differ at
+    most there (verify's arms take a free loopback port)."""
     out = list(argv)
     for i, a in enumerate(out[:-1]):
-        if a == "--port":
-            out[i + 1] = "PORT"
+        if a in ("--port", "--host"):
+            out[i + 1] = a.removeprefix("--").upper()
     return out
 
 

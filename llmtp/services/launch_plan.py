@@ -55,11 +55,12 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
     notes: list[str] = []
     key_file = _key_file(host, request.api_key_file, notes)
     server, caps, build_id = _binary(settings, request, deps)
-    resolved = _resolve_model(settings, request)
+    resolved, on_disk = _resolve_model(settings, request)
     path = Path(resolved.path) if resolved.path is not None else None
     if path is None and deps.launching:
         raise ModelNotDownloadedError(f"{request.model} is not downloaded yet",
-                                      f"Run `llmtp models pull {request.model}` first (or pass the path to a .gguf file).")
+                                      f"Run `llmtp models pull {request.model}` first "
+                                      "(or pass the path to a .gguf file).")
     record = _tune_record(settings, path, deps)
     if resolved.alias is None and request.alias is not None:
         # a file served under a name (a service unit pins the path and the alias): calibration is filed
@@ -69,6 +70,9 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
     spec = result.plan.to_launch_spec(str(path) if path else request.model, host=host, port=port)
     reasons = merge_reasons([d.model_dump() for d in result.plan.decisions],
                             apply_overrides(spec, request, getattr(record, "mtp", None)))
+    if on_disk:
+        reasons.insert(0, {"what": "quant", "value": on_disk, "reason": "already on disk (the catalog's default "
+                           f"is not): `llmtp models pull {request.model}:QUANT` for another"})
     if record is not None and spec.mtp.enabled and getattr(record, "mtp", None) is not None:
         notes.append(f"MTP settings from `llmtp tune`: enabled={record.mtp.enabled}, n-max {record.mtp.n_max}")
     spec.alias = request.alias or default_alias(spec.model, resolved.alias or (resolved.entry.alias if resolved.entry
@@ -123,7 +127,7 @@ def _binary(settings, request: LaunchRequest, deps: LaunchDeps) -> tuple[Path | 
     return build.server, build.manifest.capabilities, build.id
 
 
-def _resolve_model(settings, request: LaunchRequest):
+def _resolve_model(settings, request: LaunchRequest):  # -> (ResolvedModel, the quant on disk used or None)
     """The one rule for which file: a named quant; else, for a catalog model, a quant already on disk
     (catalog order) before the default one."""
     from llmtp.services import models
@@ -132,8 +136,8 @@ def _resolve_model(settings, request: LaunchRequest):
     if resolved.path is None and resolved.entry is not None and request.quant is None:
         local = models.local_quants(settings, resolved.entry)
         if local:
-            resolved = models.resolve_model(request.model, settings, quant=local[0])
-    return resolved
+            return models.resolve_model(request.model, settings, quant=local[0]), local[0]
+    return resolved, None
 
 
 def _tune_record(settings, path: Path | None, deps: LaunchDeps):

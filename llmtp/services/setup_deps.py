@@ -75,7 +75,8 @@ def _start_server(settings, build, model_ref: str, plan, host: str, port: int) -
     from llmtp.services.models import resolve_model
 
     path = resolve_model(model_ref, settings).path
-    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(Path(path).stat().st_size if path else None))
+    size = Path(path).stat().st_size if path else None
+    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(size))
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)

@@ -25,7 +25,7 @@ from llmtp.core.baseline import (
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import MtpSettings
-from llmtp.core.launch_plan import LaunchPlan, argv_without_port
+from llmtp.core.launch_plan import LaunchPlan, argv_without_address
 from llmtp.core.tune import break_even_acceptance
 from llmtp.core.verify import Marker, Markers, Method, VerifyReport
 from llmtp.errors import ServeError
@@ -187,7 +187,7 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
         build_id=target.build_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         n_predict=n_predict, mtp_tokens_per_s=mtp_medians,
         plain_tokens_per_s={r.case.key: r.plain.median for r in reports if r.plain}, speedup=speedup,
-        break_even_acceptance=break_even, argv=argv_without_port(mtp_plan.argv or ()), verdict=int(report.verdict.code))
+        break_even_acceptance=break_even, argv=argv_without_address(mtp_plan.argv or ()), verdict=int(report.verdict.code))
     if speedup is not None:  # whatever the verdict: the live check (verify --port) judges against this A/B
         opts.baseline_save(measured.model_copy(update={"key": last_ab_key(key)}))
     if report.verdict.code == core.VerdictCode.PASS and (stored is None or opts.update_baseline):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llmtp.core import verify as core
 from llmtp.core.baseline import baseline_key, compare, last_ab_key
-from llmtp.core.launch_plan import argv_without_port
+from llmtp.core.launch_plan import argv_without_address
 from llmtp.core.verify import Case, Markers, Method, VerifyReport
 from llmtp.core.verify_live import live_verdict
 from llmtp.errors import UsageError
@@ -84,13 +84,13 @@ def verify_live(settings, port: int, method: Method, tolerance: float = 0.10) ->
                               else core.acceptance([probe, *samples]))
     cmp = None
     if stored is not None and mtp_tps is not None:
-        if stored.argv and stored.argv != argv_without_port(record.argv):
+        if stored.argv and stored.argv != argv_without_address(record.argv):
             warnings.append("the stored baseline was measured with another launch plan: the speed is not compared "
                             f"(`llmtp verify --restart` measures this one on port {port})")
         else:
             cmp = compare(stored, {LIVE_CASE.key: mtp_tps}, n_predict, tolerance)
     last = store.load(settings, last_ab_key(key))
-    if last is not None and last.argv == argv_without_port(record.argv) and last.break_even_acceptance is not None:
+    if last is not None and last.argv == argv_without_address(record.argv) and last.break_even_acceptance is not None:
         break_even = last.break_even_acceptance  # the latest A/B of this very plan
     else:
         break_even = break_even_for(settings, str(target.model_path))

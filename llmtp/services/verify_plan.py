@@ -21,7 +21,7 @@ from llmtp.services.verify_arms import Launcher, cases_of, measure_plain
 
 
 class _LiveHandle:
-    def __init__(self, proc, client):  # noqa: ANN001 - ServerProcess (None for a server llmtp did not start here), LlamaClient
+    def __init__(self, proc, client):  # noqa: ANN001 - ServerProcess (None: a running server), LlamaClient
         self._proc, self._client = proc, client
 
     def slots(self) -> list[dict]:

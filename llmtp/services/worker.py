@@ -160,9 +160,9 @@ def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=Non
         log.warning("%s", prepared.warning)
     hooks = ServeHooks(on_event=on_event, replan=None,
                        on_ready=notify_ready(None))  # Type=notify: READY=1 once it accepts connections
-    return supervise(Supervised(kind="worker", first=target, launch=worker_launcher(st.log_path(state_dir, prepared.port)),
-                                model=str(prepared.binary), build_id=prepared.build_id),
-                     state_dir=state_dir, config=config, hooks=hooks)
+    launch = worker_launcher(st.log_path(state_dir, prepared.port))
+    return supervise(Supervised(kind="worker", first=target, launch=launch, model=str(prepared.binary),
+                                build_id=prepared.build_id), state_dir=state_dir, config=config, hooks=hooks)
 
 
 def stop_workers(state_dir: Path, port: int | None, on_note=None) -> list[int]:  # noqa: ANN001
