@@ -110,7 +110,9 @@ def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, ben
     from llmtp.core.tune import finalists
 
     method = tune_method(n_predict=64, warmups=1, runs=1)
-    decision, target = run_tune(settings, str(bench_models["agree"]), method)
+    from llmtp.core.launch_plan import LaunchRequest
+
+    decision, target = run_tune(settings, LaunchRequest(model=str(bench_models["agree"])), method)
     measured = [t for t in decision.trials if t.mtp.enabled and t.tokens_per_s is not None and t.acceptance]
     assert decision.chosen.enabled and decision.speedup > 1.3, decision.reason
     # chosen among the selection's finalists, and the figure kept is the held-out median
