@@ -67,8 +67,8 @@ def test_mtp_is_on_and_faster_on_the_gpu(gpu_bin_dir, bench_models):
 
     settings = load_settings().settings
     adopt(settings, gpu_bin_dir, SubprocessRunner())
-    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])), Method(n_predict=128, warmups=1, runs=3,
-                                                                     temperatures=[0.0]))
+    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])),
+                        Method(n_predict=128, warmups=1, runs=3, temperatures=[0.0]))
     assert report.markers.gpu.ok is not False, report.markers.gpu
     assert report.markers.runtime.ok and report.acceptance == 1.0
     assert report.verdict.code == VerdictCode.PASS, report.verdict
