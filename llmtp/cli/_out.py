@@ -55,25 +55,83 @@ def esc(value: object) -> str:
 
 
 class _PlainTable:
-    """A rich Table whose cells are data, never markup: `[default]` in a name prints as written."""
+    """A rich Table whose cells are data, never markup: `[default]` in a name prints as written.
 
-    def __init__(self, *columns: str, **kwargs):
+    `whole`: columns a user types back (an alias, a port, a pid, a URL, a path). They are never cut
+    nor wrapped: the other columns wrap at word boundaries, and where even that cannot fit the
+    console's width the rows are printed one per block (`name` then `  column: value` lines) instead."""
+
+    def __init__(self, *columns: str, whole: tuple[str, ...] = (), **kwargs):
+        from rich import box
         from rich.table import Table
 
-        self.table = Table(*columns, **kwargs)
+        self.columns, self.whole = list(columns), set(whole)
+        self.rows: list[list] = []
+        if whole:
+            kwargs.setdefault("box", box.SIMPLE_HEAD)
+            kwargs.setdefault("pad_edge", False)
+        self.table = Table(**kwargs)
+        for c in columns:
+            self.table.add_column(c, no_wrap=c in self.whole, overflow="fold")
 
     def add_row(self, *cells) -> None:
         from rich.text import Text
 
+        self.rows.append([c if isinstance(c, str) else str(c) for c in cells])
         self.table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
 
-    def __rich__(self):
-        return self.table
+    def fits(self, width: int) -> bool:
+        """Whether the table fits `width` with every `whole` cell on one line and every other column at
+        least as wide as its longest word."""
+        need = 0
+        for i, col in enumerate(self.columns):
+            cells = [r[i] for r in self.rows if i < len(r)]
+            if col in self.whole:
+                need += max([len(col), *(len(c) for c in cells)])
+            else:
+                need += max([*(len(w) for w in col.split()), *(len(w) for c in cells for w in c.split()), 1])
+        return need + 2 * len(self.columns) <= width
+
+    def __rich_console__(self, console, options):
+        if not self.whole or self.fits(options.max_width):
+            for i, col in enumerate(self.columns):
+                if col in self.whole:
+                    self.table.columns[i].min_width = max([len(col), *(len(r[i]) for r in self.rows if i < len(r))])
+            yield self.table
+            return
+        from rich.text import Text
+
+        # too narrow for one row per line: one block per row, nothing cut
+        key = next(i for i, c in enumerate(self.columns) if c in self.whole)
+        for row in self.rows:
+            yield Text(f"{self.columns[key]} {row[key]}", style="bold")
+            for i, col in enumerate(self.columns):
+                if i != key and i < len(row):
+                    yield Text(f"  {col}: {row[i]}")
 
 
 def table(*columns: str, **kwargs) -> _PlainTable:
     """A table for data (see _PlainTable); rendered with console().print(...)."""
     return _PlainTable(*columns, **kwargs)
+
+
+def say(text: str, indent: int = 2, stderr: bool = False, con=None) -> None:  # noqa: ANN001 - a rich Console
+    """A paragraph for people, wrapped at word boundaries to the console's width (a pipe's is
+    PIPE_WIDTH: one line), continuation lines indented by `indent`. Words longer than a line (a URL,
+    a path) are never broken."""
+    from rich.text import Text
+
+    con = con or console(stderr=stderr)
+    for line in wrap(text, con.width, indent):
+        con.print(Text(line), soft_wrap=True)
+
+
+def wrap(text: str, width: int, indent: int = 2) -> list[str]:
+    """`text` wrapped at word boundaries to `width`, continuation lines indented; long words kept whole."""
+    import textwrap
+
+    return textwrap.wrap(text, width=width, subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False) or [""]
 
 
 def human_bytes(n: int | float | None) -> str:

@@ -14,8 +14,24 @@ import typer
 from llmtp import __version__
 from llmtp.errors import LlmtpError
 
+class WholeHelpGroup(typer.core.TyperGroup):
+    """--help lists each command with its whole first sentence, wrapped, where click cuts it at 45
+    characters with `...`."""
+
+    def format_commands(self, ctx, formatter) -> None:  # noqa: ANN001 - click's own types
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="llmtp",
+    cls=WholeHelpGroup,
     help="Local LLM serving with llama.cpp: detect, build, plan, serve and verify MTP.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
@@ -24,21 +40,23 @@ app = typer.Typer(
 )
 
 # Modules under llmtp.cli; each exposes `register(app)` to add its command or command group.
+# The order is --help's: `setup` first, what a new user runs.
 COMMAND_MODULES: list[str] = [
+    "setup",
+    "serve",
+    "run",
+    "status",
+    "models",
+    "plan",
     "config",
     "detect",
     "inspect",
     "build",
-    "serve",
-    "run",
     "service",
     "verify",
     "tune",
     "upgrade",
     "doctor",
-    "models",
-    "plan",
-    "setup",
     "worker",
 ]
 
@@ -61,6 +79,9 @@ def _register() -> None:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"llmtp.cli.{name}")
         module.register(app)
+    for group in app.registered_groups:  # `llmtp models --help` and the like: whole help lines too
+        if group.typer_instance is not None:
+            group.typer_instance.info.cls = WholeHelpGroup
 
 
 _register()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from llmtp.cli._complete import model_names
 from llmtp.core import limits
 
 
-def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QUANT."),
+def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QUANT.",
+                                    autocompletion=model_names),
          ctx: int = typer.Option(None, "--ctx", "-c", help="Context size to plan for (default: choose).",
                                   **limits.option(limits.Ctx)),
          parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel slots (1 with MTP).",

@@ -6,11 +6,13 @@ from typing import Optional
 
 import typer
 
+from llmtp.cli._complete import model_names
 from llmtp.core import limits
 
 
 def run(
-    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT."),
+    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT.",
+                                    autocompletion=model_names),
     prompt: Optional[str] = typer.Argument(None, help="The question; without it, an interactive chat."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Longest answer, in tokens.",
                                    **limits.option(limits.NPredict)),

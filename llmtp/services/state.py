@@ -58,6 +58,7 @@ class ServeState(BaseModel):
     server_proc: ProcRecord | None = None  # filled in by PortClaim.write: its llama-server child
     kind: str = "server"  # "server" (llama-server) or "worker" (ggml-rpc-server, `llmtp worker`)
     rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
+    log_offset: int = 0  # where the current llama-server's lines start in log_path (status reads this instance only)
 
 
 def state_path(state_dir: Path, port: int) -> Path:

@@ -312,6 +312,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
 
     from llmtp.adapters.signals import on_stop_signals
     from llmtp.adapters.spawn import LiveRotation, private_log_handler
+    from llmtp.services import failed
     from llmtp.services import state as st
     from llmtp.services.warm_start import Handover
 
@@ -323,6 +324,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
     warm, held, warm_note = (warm_start.handover(argv, server_log, lock_file) if warm_start is not None
                              else Handover(None, None, None))
     claim = st.PortClaim(state_dir, spec.port, held=held).acquire()  # a second serve on this port stops here
+    failed.clear(state_dir, [spec.port])  # an earlier failure here is history now
     handler = rotation = None
     try:
         if warm is None:
@@ -350,6 +352,7 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
             record.state = sup.state.value
             record.server_pid = sup.proc.pid if sup.proc is not None else None
             record.argv = sup.proc.argv if sup.proc is not None else []
+            record.log_offset = getattr(sup.proc, "log_offset", 0) if sup.proc is not None else 0
             record.restarts = sup.restarts
             record.last_error = sup.last_error
             claim.write(record)
@@ -371,7 +374,13 @@ def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, stat
         sup = Supervisor(spec, launch, config=config, replan=replan, on_event=on_change, on_tick=on_tick,
                          watch=watch, before_start=before_start)
         with on_stop_signals(sup.request_stop, install=install_signals):
-            sup.run()
+            try:
+                sup.run()
+            except ServeError as exc:  # it gave up: `status` shows why until `llmtp stop` clears it
+                failed.record_failure(state_dir, failed.FailedServe(
+                    port=spec.port, host=spec.host, model=spec.model, alias=spec.alias, reason=exc.message,
+                    details=list(exc.details or sup.last_error), log_path=str(server_log), restarts=sup.restarts))
+                raise
         return sup
     finally:
         if rotation is not None:
