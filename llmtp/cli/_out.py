@@ -80,23 +80,26 @@ class _PlainTable:
         self.rows.append([c if isinstance(c, str) else str(c) for c in cells])
         self.table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
 
-    def fits(self, width: int) -> bool:
-        """Whether the table fits `width` with every `whole` cell on one line and every other column at
-        least as wide as its longest word."""
-        need = 0
+    def _min_widths(self) -> list[int]:
+        """Each column's narrowest width: a `whole` column its longest cell, the others their longest word."""
+        out = []
         for i, col in enumerate(self.columns):
             cells = [r[i] for r in self.rows if i < len(r)]
             if col in self.whole:
-                need += max([len(col), *(len(c) for c in cells)])
+                out.append(max([len(col), *(len(c) for c in cells)]))
             else:
-                need += max([*(len(w) for w in col.split()), *(len(w) for c in cells for w in c.split()), 1])
-        return need + 2 * len(self.columns) <= width
+                out.append(max([*(len(w) for w in col.split()), *(len(w) for c in cells for w in c.split()), 1]))
+        return out
+
+    def fits(self, width: int) -> bool:
+        """Whether the table fits `width` with every `whole` cell on one line and no word broken."""
+        return sum(self._min_widths()) + 2 * len(self.columns) <= width
 
     def __rich_console__(self, console, options):
         if not self.whole or self.fits(options.max_width):
-            for i, col in enumerate(self.columns):
-                if col in self.whole:
-                    self.table.columns[i].min_width = max([len(col), *(len(r[i]) for r in self.rows if i < len(r))])
+            if self.whole:
+                for column, least in zip(self.table.columns, self._min_widths()):
+                    column.min_width = least
             yield self.table
             return
         from rich.text import Text

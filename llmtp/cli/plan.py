@@ -25,22 +25,35 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
-                                      "tok/s plain and with MTP, memory, and why it lost.")) -> None:
+                                      "tok/s plain and with MTP, memory, and why it lost."),
+         force: bool = typer.Option(False, "--force", help="Plan a --ctx far beyond the context the model was "
+                                    "trained for (refused otherwise).")) -> None:
     """Predict memory per device and choose the launch settings, with a reason for each."""
-    from llmtp.cli._out import esc
-    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.cli._out import console, emit_json, human_bytes, say
     from llmtp.core.plan import PlanRequest
     from llmtp.core.quant_choice import quant_rule
     from llmtp.services.plan import hardware_from_flags, plan_model
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    request = PlanRequest(ctx=ctx, parallel=parallel, no_mtp=no_mtp, quant=quant)
+    request = PlanRequest(ctx=ctx, parallel=parallel, no_mtp=no_mtp, quant=quant, force=force)
     hardware = hardware_from_flags(vram, gpu)
+    bw_note = None
     if ram_bw is not None:
         from llmtp.services.plan import detected_hardware
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
+    else:
+        from llmtp.services.plan import detected_hardware
+
+        hardware = hardware or detected_hardware()
+        if hardware.ram_bandwidth_gbps is None:  # CPU layers' speed: a measured figure rather than `?`
+            from llmtp.services.ram_bandwidth import ram_bandwidth
+
+            gbps, how = ram_bandwidth(settings)
+            if gbps is not None:
+                hardware = hardware.model_copy(update={"ram_bandwidth_gbps": gbps})
+                bw_note = f"RAM bandwidth {gbps:g} GB/s ({how}; --ram-bw states another)"
     result = plan_model(ref, settings, request, hardware)
     distributed = None
     if rpc or settings.rpc:
@@ -58,65 +71,80 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
                    "plan": result.plan, "fit_params": fit, "rpc": distributed})
         return
     p = result.plan
-    c = console()
+    c = console(markup=False)
     if compare:
-        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result))
+        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result), bw_note)
         return
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
-    c.print(f"{p.model} {p.quant or ''} - planned from {where}")
+    say(f"{p.model} {p.quant or ''} - planned from {where}", con=c)
     if _sizes_from(result):
-        c.print(f"  sizes from {_sizes_from(result)}")
+        say(f"  sizes from {_sizes_from(result)}", indent=4, con=c)
     for d in p.decisions:
-        c.print(f"  {d.what:<12} {d.value:<22} {d.reason}")
+        head = f"  {d.what:<12} {d.value:<22} "
+        # reasons wrap under themselves where the terminal leaves room, else under the setting
+        say(head + d.reason, indent=len(head) if c.width - len(head) >= 30 else 4, con=c)
     c.print("memory:")
     for m in p.memory:
         budget = f" of {human_bytes(m.budget)}" if m.budget else ""
-        c.print(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)} + KV {human_bytes(m.kv_cache)}"
-                f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
-                f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}")
+        say(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)} + KV {human_bytes(m.kv_cache)}"
+            f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
+            f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}", indent=4, con=c)
     if p.decode_tok_s is not None:
         mtp = (f", <= {p.decode_tok_s_mtp} with MTP at acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source})"
                if p.decode_tok_s_mtp is not None and p.mtp_acceptance is not None else "")
-        c.print(f"decode: <= {p.decode_tok_s} tok/s roofline{mtp} ({human_bytes(p.bytes_per_token)} read per token); "
-                f"bottleneck: {p.bottleneck}")
+        say(f"decode: <= {p.decode_tok_s} tok/s roofline{mtp} ({human_bytes(p.bytes_per_token)} read per token); "
+            f"bottleneck: {p.bottleneck}", con=c)
     elif p.bottleneck:
-        c.print(f"bottleneck: {p.bottleneck}")
+        say(f"bottleneck: {p.bottleneck}", con=c)
+    if bw_note:
+        say(f"note: {bw_note}", con=c)
     if distributed is not None:
         _print_distributed(c, distributed, human_bytes)
     for w in p.warnings:
-        c.print(f"[yellow]warning:[/] {esc(w)}")
+        say(f"warning: {w}", indent=9, con=c)
     if fit is not None:
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
 
 
-def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
+def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None, bw_note: str | None = None) -> None:
+    from llmtp.cli._out import say
     from llmtp.core.quant_choice import quant_rule
 
     rule = quant_rule()
     where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
              else f"the CPU ({human_bytes(hw.ram_bytes)} RAM)")
-    c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
+    say(f"{p.model}: candidates on {where}; rule: {rule['text']}", con=c)
     if sizes_from:
-        c.print(f"  sizes from {sizes_from}", markup=False)
-    head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
-    c.print(head, markup=False)
+        say(f"  sizes from {sizes_from}", indent=4, con=c)
+    c.print(compare_table(p, bool(hw.gpus), human_bytes))
     assumed: list[str] = []
+    for k in p.candidates:
+        assumed += [a for a in k.assumed if a not in assumed]
+    say("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
+        "relative to the fastest fully placed candidate (of all candidates when none is)", con=c)
+    if p.mtp.enabled and p.mtp_acceptance is not None:
+        say(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
+            "`llmtp tune` measures it)", con=c)
+    if bw_note:
+        say(f"note: {bw_note}", con=c)
+    for a in assumed:
+        fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
+        say(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", con=c)
+
+
+def compare_table(p, on_gpu: bool, human_bytes):  # noqa: ANN001 - core.plan.Plan
+    """One row per candidate; the quant is never cut, `runs` and `why not` wrap (fits 100 columns)."""
+    from llmtp.cli._out import table
+
+    cols = ["quant", "KV", "ctx", "runs", "plain", "MTP", "rel", *(["GPU mem"] if on_gpu else []), "RAM", "why not"]
+    t = table(*cols, whole=("quant",))
     for k in p.candidates:
         tok = lambda v: "?" if v is None else f"{v:.1f}"  # noqa: E731
         rel = "?" if k.relative is None else f"{k.relative:.0%}"
-        gpu = "-" if k.gpu_bytes is None else human_bytes(k.gpu_bytes)
-        why = "CHOSEN" if k.chosen else (k.lost or "")
-        c.print(f"{'*' if k.chosen else ' '} {k.quant or '?':<9}{k.cache:<6}{k.ctx:>7}  {k.runs:<27}{tok(k.plain_tok_s):>7}"
-                f"{tok(k.mtp_tok_s):>7}{rel:>6}  {gpu:>10}{human_bytes(k.cpu_bytes):>10}  {why}", markup=False)
-        assumed += [a for a in k.assumed if a not in assumed]
-    c.print("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
-            "relative to the fastest fully placed candidate (of all candidates when none is)", markup=False)
-    if p.mtp.enabled and p.mtp_acceptance is not None:
-        c.print(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
-                "`llmtp tune` measures it)", markup=False)
-    for a in assumed:
-        fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
-        c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
+        gpu = ["-" if k.gpu_bytes is None else human_bytes(k.gpu_bytes)] if on_gpu else []
+        t.add_row(("*" if k.chosen else "") + (k.quant or "?"), k.cache, str(k.ctx), k.runs, tok(k.plain_tok_s),
+                  tok(k.mtp_tok_s), rel, *gpu, human_bytes(k.cpu_bytes), "CHOSEN" if k.chosen else (k.lost or ""))
+    return t
 
 
 def _print_distributed(c, d: dict, human_bytes) -> None:
