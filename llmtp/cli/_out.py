@@ -67,9 +67,9 @@ class _PlainTable:
 
         self.columns, self.whole = list(columns), set(whole)
         self.rows: list[list] = []
-        if whole:
+        if whole:  # a rule under the header and two spaces between columns: no width spent on borders
             kwargs.setdefault("box", box.SIMPLE_HEAD)
-            kwargs.setdefault("pad_edge", False)
+            kwargs.update(pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
         self.table = Table(**kwargs)
         for c in columns:
             self.table.add_column(c, no_wrap=c in self.whole, overflow="fold")
@@ -91,26 +91,42 @@ class _PlainTable:
                 out.append(max([*(len(w) for w in col.split()), *(len(w) for c in cells for w in c.split()), 1]))
         return out
 
+    def _widths(self, width: int) -> list[int]:
+        """Column widths within `width`: each column's natural width when all fit, else the narrowest
+        widths plus the room left, shared by how much each column still wants."""
+        mins = self._min_widths()
+        maxs = [max([len(col), *(len(r[i]) for r in self.rows if i < len(r))]) for i, col in enumerate(self.columns)]
+        room = width - 2 * (len(self.columns) - 1)
+        if sum(maxs) <= room:
+            return maxs
+        extra, want = room - sum(mins), [mx - mn for mn, mx in zip(mins, maxs)]
+        out = [mn + extra * w // max(sum(want), 1) for mn, w in zip(mins, want)]
+        return out
+
     def fits(self, width: int) -> bool:
         """Whether the table fits `width` with every `whole` cell on one line and no word broken."""
-        return sum(self._min_widths()) + 2 * len(self.columns) <= width
+        return sum(self._min_widths()) + 2 * (len(self.columns) - 1) <= width
 
     def __rich_console__(self, console, options):
         if not self.whole or self.fits(options.max_width):
             if self.whole:
-                for column, least in zip(self.table.columns, self._min_widths()):
-                    column.min_width = least
-            yield self.table
+                for column, w in zip(self.table.columns, self._widths(options.max_width)):
+                    column.width = w
+            # wrapped within the width even on a soft-wrapping console (console() is one: it must not
+            # fold long paths in plain lines), where cells would otherwise never wrap
+            yield from console.render(self.table, options.update(no_wrap=False, overflow="fold"))
             return
         from rich.text import Text
 
         # too narrow for one row per line: one block per row, nothing cut
         key = next(i for i, c in enumerate(self.columns) if c in self.whole)
         for row in self.rows:
-            yield Text(f"{self.columns[key]} {row[key]}", style="bold")
+            yield Text(f"{self.columns[key]} {row[key]}", style="bold", no_wrap=True, overflow="ignore")
             for i, col in enumerate(self.columns):
                 if i != key and i < len(row):
-                    yield Text(f"  {col}: {row[i]}")
+                    # a value longer than the terminal (a deep path) stays one line: the terminal shows
+                    # it wrapped, and a copy of it is the whole path
+                    yield Text(f"  {col}: {row[i]}", no_wrap=col in self.whole, overflow="ignore")
 
 
 def table(*columns: str, **kwargs) -> _PlainTable:

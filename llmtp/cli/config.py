@@ -19,12 +19,21 @@ def show(json_out: bool = typer.Option(False, "--json", help="Machine-readable o
         emit_json({"config_file": str(loaded.settings.config_file),
                    "settings": {k: {"value": v, "origin": loaded.origins[k]} for k, v in values.items()}})
         return
-    from rich.table import Table
+    con = console(markup=False)
+    con.print(f"config file: {loaded.settings.config_file}")
+    con.print(settings_table(values, loaded.origins))
 
-    table = Table("setting", "value", "origin", title=f"config file: {loaded.settings.config_file}")
+
+def settings_table(values: dict, origins: dict):  # -> cli._out table
+    """Setting names and values (paths) are typed back: never cut. The config file's path is said once
+    above the table, so a value from it shows `file`."""
+    from llmtp.cli._out import table
+
+    t = table("setting", "value", "origin", whole=("setting", "value"))
     for key, value in values.items():
-        table.add_row(key, "null" if value is None else str(value), loaded.origins[key])
-    console().print(table)
+        origin = origins[key]
+        t.add_row(key, "null" if value is None else str(value), "file" if origin.startswith("file ") else origin)
+    return t
 
 
 def register(app: typer.Typer) -> None:

@@ -132,7 +132,7 @@ def _cell(e: dict, column: str) -> str:
     if column == "VRAM":
         return "-" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
     if column == "URL":
-        return e.get("openai_base_url") or e["base_url"]
+        return e.get("openai_base_url") or "-"
     raise KeyError(column)
 
 
