@@ -86,7 +86,7 @@ def annotate(settings, entries: list[dict]) -> list[dict]:
     from llmtp.services.status import instance_log
 
     for e in entries:
-        if e["state"] == "failed":
+        if e.get("state") == "failed":
             continue  # services/failed.py gave it its own
         text = instance_log(e["log_path"], e.get("log_offset", 0))  # this server's requests, not a predecessor's
         e["mtp_live"] = status_live(settings, e["model"], text).model_dump(mode="json")
