@@ -129,6 +129,16 @@ def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - ser
             _json_error(exc.message, exc.hint, exc.exit_code, exc.details)
         typer.echo(f"error: {exc.render()}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a data directory that cannot be written: a named error, never a traceback
+        from llmtp.errors import StorageError
+
+        err = StorageError.from_os_error(exc)
+        if err is None:
+            raise
+        if as_json:
+            _json_error(err.message, err.hint, err.exit_code)
+        typer.echo(f"error: {err.render()}", err=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         if as_json:
             _json_error("interrupted", None, 130)
