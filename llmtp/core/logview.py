@@ -23,6 +23,7 @@ _TIMING = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s*(?P<wha
 _DRAFT = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = [\d.]+ "
                     r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)")
 _RELEASE = re.compile(r"slot\s+release: id\s+\d+ \| task (?P<task>\d+) \|")
+_TROUBLE = re.compile(r"error|fail|abort|assert|terminate|fault|exception|killed|illegal", re.I)
 _KEEP_INFO = ("llama_server: model loaded", "llama_server: listening on", "cleaning up before exit")
 
 
@@ -39,7 +40,8 @@ class LogView:
     def __init__(self) -> None:
         self.base: float | None = None  # wall clock of the current run's start
         self._request: dict = {}
-        self._last_kept = False
+        self._stamped = False  # a stamped line was seen in this run
+        self._quoted = False  # an unstamped line continues a quoted value
 
     def _at(self, rel: float) -> float | None:
         return None if self.base is None else self.base + rel
@@ -51,15 +53,22 @@ class LogView:
                 self.base = float(line[len(START_MARK):].split()[0])
             except (ValueError, IndexError):
                 self.base = None
-            self._request = {}
+            self._request, self._stamped, self._quoted = {}, False, False
             return [Shown(self.base, "info", "llama-server started")]
         m = _STAMP.match(line)
         if m is None:
+            if self._quoted:  # inside a quoted multi-line value (the chat template's example)
+                self._quoted = line.count("'") % 2 == 0
+                return []
             if not line.strip() or line.startswith(("\t", " ")):
-                return []  # a continuation (sampler dump, chat template): part of a line already judged
-            # unstamped output of its own: argument errors, an abort, a crash message
-            return [Shown(None, "error", line)]
+                return []  # a continuation (the sampler dump): part of a line already judged
+            # unstamped output of its own: argument errors before logging starts, an abort, a crash
+            if not self._stamped or _TROUBLE.search(line):
+                return [Shown(None, "error", line)]
+            return []
+        self._stamped = True
         mins, secs, ms, us, level, text = m.groups()
+        self._quoted = text.count("'") % 2 == 1
         at = self._at(int(mins) * 60 + int(secs) + int(ms) / 1e3 + int(us) / 1e6)
         if level == "E":
             return [Shown(at, "error", text)]
