@@ -69,7 +69,9 @@ def set_(key: str = typer.Argument(..., help="A setting (docs/configuration.md).
     from llmtp.cli._out import emit_json
     from llmtp.services.config_edit import set_value
 
-    path, written = set_value(key, value)
+    import os
+
+    path, written = set_value(key, value, os.environ)
     if json_out:
         emit_json({"config_file": str(path), "key": key, "value": written})
         return
@@ -86,7 +88,9 @@ def unset(key: str = typer.Argument(..., help="A setting (docs/configuration.md)
     from llmtp.cli._out import emit_json
     from llmtp.services.config_edit import unset_value
 
-    path, found = unset_value(key)
+    import os
+
+    path, found = unset_value(key, os.environ)
     if json_out:
         emit_json({"config_file": str(path), "key": key, "removed": found})
         return

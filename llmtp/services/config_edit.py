@@ -4,7 +4,6 @@ without losing the user's other keys, comments or layout (core/toml_edit.py), ne
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +25,9 @@ else:  # pragma: no cover
 NOT_IN_FILE = {"config_dir": "it says where config.toml itself lives: set LLMTP_CONFIG_DIR instead"}
 
 
-def config_file(env: Mapping[str, str] | None = None) -> Path:
-    return paths.config_path({}, dict(os.environ if env is None else env))[0]
+def config_file(env: Mapping[str, str]) -> Path:
+    """config.toml as load_settings() finds it in `env` (the CLI passes the process environment)."""
+    return paths.config_path({}, dict(env))[0]
 
 
 def check_key(key: str) -> None:
@@ -81,7 +81,7 @@ def _checked(path: Path, new_text: str, changed: str) -> str:
     return new_text
 
 
-def set_value(key: str, raw: str, env: Mapping[str, str] | None = None) -> tuple[Path, Any]:
+def set_value(key: str, raw: str, env: Mapping[str, str]) -> tuple[Path, Any]:
     from llmtp.adapters.files import write_text_atomic
 
     value = parse_value(key, raw)
@@ -90,7 +90,7 @@ def set_value(key: str, raw: str, env: Mapping[str, str] | None = None) -> tuple
     return path, value
 
 
-def unset_value(key: str, env: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+def unset_value(key: str, env: Mapping[str, str]) -> tuple[Path, bool]:
     """Remove `key` from config.toml; False when the file did not set it."""
     from llmtp.adapters.files import write_text_atomic
 
