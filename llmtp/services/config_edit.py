@@ -1,4 +1,4 @@
-"""`llmtp config set/get/unset`: one key of config.toml, validated by the settings model itself, written
+"""`llmtp config set|get|unset`: one key of config.toml, validated by the settings model itself, written
 without losing the user's other keys, comments or layout (core/toml_edit.py), never half-written."""
 
 from __future__ import annotations
