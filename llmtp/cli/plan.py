@@ -43,10 +43,10 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
         from llmtp.services.plan import detected_hardware
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
-    else:
+    elif hardware is None:  # this machine (not a card named with --gpu/--vram): its RAM can be measured
         from llmtp.services.plan import detected_hardware
 
-        hardware = hardware or detected_hardware()
+        hardware = detected_hardware()
         if hardware.ram_bandwidth_gbps is None:  # CPU layers' speed: a measured figure rather than `?`
             from llmtp.services.ram_bandwidth import ram_bandwidth
 
@@ -73,12 +73,13 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     p = result.plan
     c = console(markup=False)
     if compare:
-        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result), bw_note)
+        _print_compare(c, p, result.hardware, human_bytes, _sizes_note(settings, result), bw_note)
         return
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
     say(f"{p.model} {p.quant or ''} - planned from {where}", con=c)
-    if _sizes_from(result):
-        say(f"  sizes from {_sizes_from(result)}", indent=4, con=c)
+    sizes = _sizes_note(settings, result)
+    if sizes:
+        say(f"  sizes from {sizes}", indent=4, con=c)
     for d in p.decisions:
         head = f"  {d.what:<12} {d.value:<22} "
         # reasons wrap under themselves where the terminal leaves room, else under the setting
@@ -170,6 +171,16 @@ def _print_distributed(c, d: dict, human_bytes) -> None:
         c.print("decode over RPC: unknown (" + ("this host's roofline is unknown" if net is not None else
                 "the network is not measured") + (f"; the network adds >= {net * 1e3:.2f} ms per token"
                                                   if net is not None else "") + ")", markup=False)
+
+
+def _sizes_note(settings, result) -> str | None:
+    """_sizes_from for people: the hub-unreachable reason in full once a day, then in a few words."""
+    label = _sizes_from(result)
+    if label is None or "offline fallback" not in label:
+        return label
+    from llmtp.services.notes import first_today
+
+    return label if first_today(settings, "plan-offline-fallback") else "catalog sizes (offline fallback, as said before)"
 
 
 def _sizes_from(result) -> str | None:
