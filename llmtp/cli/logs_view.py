@@ -9,7 +9,8 @@ import typer
 
 
 def stamp(at: float | None) -> str:
-    return "????-??-?? ??:??:??" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    # a line whose time is unknown (before llmtp marked a start) gets a blank stamp, never an invented one
+    return " " * 19 if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _show(shown) -> None:  # noqa: ANN001 - core.logview.Shown
