@@ -13,9 +13,15 @@ def stamp(at: float | None) -> str:
     return " " * 19 if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def _show(shown) -> None:  # noqa: ANN001 - core.logview.Shown
-    label = {"error": "ERROR ", "warning": "WARN  ", "info": "      ", "request": "      "}[shown.level]
-    typer.echo(f"{stamp(shown.at)} {label}{shown.text}")
+_LABEL = {"error": "ERROR ", "warning": "WARN  ", "info": "      ", "request": "      "}
+
+
+def _show(shown, width: int) -> None:  # noqa: ANN001 - core.logview.Shown
+    """One digest line; in a terminal, wrapped at words under its text (a pipe gets it whole)."""
+    from llmtp.cli._out import wrap
+
+    line = f"{stamp(shown.at)} {_LABEL[shown.level]}{shown.text}"
+    typer.echo("\n".join(wrap(line, width, indent=26)))
 
 
 def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool) -> None:
@@ -26,14 +32,17 @@ def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool)
     path = st.log_path(state_dir, port)
     if not path.is_file():
         raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
+    from llmtp.cli._out import console
+
     view = LogView()
+    width = console().width
 
     def emit(line: str) -> None:
         if raw:
             typer.echo(line, nl=False)
             return
         for s in view.feed(line):
-            _show(s)
+            _show(s, width)
 
     f = open(path, encoding="utf-8", errors="replace")
     try:
@@ -44,7 +53,7 @@ def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool)
         else:
             digest = [s for line in whole for s in view.feed(line)]
             for s in digest[len(digest) - lines:]:
-                _show(s)
+                _show(s, width)
         while follow:
             line = f.readline()
             if line:

@@ -138,7 +138,7 @@ def compare_table(p, on_gpu: bool, human_bytes):  # noqa: ANN001 - core.plan.Pla
     from llmtp.cli._out import table
 
     cols = ["quant", "KV", "ctx", "runs", "plain", "MTP", "rel", *(["GPU mem"] if on_gpu else []), "RAM", "why not"]
-    t = table(*cols, whole=("quant",))
+    t = table(*cols, whole=("quant", "ctx", "GPU mem", "RAM"))  # sizes are short: wrapped they only confuse
     for k in p.candidates:
         tok = lambda v: "?" if v is None else f"{v:.1f}"  # noqa: E731
         rel = "?" if k.relative is None else f"{k.relative:.0%}"
