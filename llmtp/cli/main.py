@@ -112,6 +112,20 @@ def _json_error(message: str, hint: str | None, exit_code: int, details: list[st
     typer.echo(json.dumps({"error": message, "hint": hint, "exit_code": exit_code, "details": details or []}))
 
 
+def _for_terminal(text: str) -> str:
+    """An error paragraph wrapped at words to the terminal's width (continuation lines indented), so a
+    terminal never breaks a number or a path in two; unchanged when stderr is not a terminal."""
+    import shutil
+    import textwrap
+
+    if not sys.stderr.isatty():
+        return text
+    width = shutil.get_terminal_size().columns
+    return "\n".join(wrapped for line in text.splitlines() for wrapped in
+                     (textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False,
+                                    break_on_hyphens=False) or [""]))
+
+
 def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.warm_start.WarmStart
     """Console entry point: the only place that turns an LlmtpError into an exit code. `warm`: the
     entry point's warm start, handed to the commands as typer's context object (`serve` uses it).
@@ -127,7 +141,7 @@ def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - ser
     except LlmtpError as exc:
         if as_json:
             _json_error(exc.message, exc.hint, exc.exit_code, exc.details)
-        typer.echo(f"error: {exc.render()}", err=True)
+        typer.echo(_for_terminal(f"error: {exc.render()}"), err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a data directory that cannot be written: a named error, never a traceback
         from llmtp.errors import StorageError
@@ -137,7 +151,7 @@ def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - ser
             raise
         if as_json:
             _json_error(err.message, err.hint, err.exit_code)
-        typer.echo(f"error: {err.render()}", err=True)
+        typer.echo(_for_terminal(f"error: {err.render()}"), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         if as_json:
