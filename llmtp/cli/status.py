@@ -71,7 +71,8 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
     if live:
         hints = sorted({api_key_hint(bool(e["api_key_required"]), e.get("api_key_file")) for e in live})
         say("OpenAI clients: the URL as base URL, the model as model name; " + "; ".join(hints) + ".", con=con)
-        uis = [e["ui_url"] for e in live if e.get("ui_url")]
+        uis = [e["ui_url"] + (" (it asks for the API key)" if e.get("ui_asks_for_key") else "")
+               for e in live if e.get("ui_url")]
         if uis:
             say("web UI: " + ", ".join(uis), con=con)
     for e in servers:
