@@ -83,3 +83,28 @@ class NetworkError(LlmtpError):
 
 class NotOnHubError(NetworkError):
     """The hub answered, and has no such repo, revision or file (or hides it without a token)."""
+
+
+class StorageError(LlmtpError):
+    """llmtp's own directories (data, state, cache, config) cannot be written: read-only, full, or not ours."""
+
+    exit_code = 8
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageError | None:
+        """The error for an OSError that says a path cannot be written; None for any other OSError."""
+        import errno
+
+        where = exc.filename or "a file llmtp writes"
+        what = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is on a full disk",
+                errno.EDQUOT: "is over the disk quota", errno.EACCES: "is not writable by this user (permission denied)",
+                errno.EPERM: "cannot be created or changed here (operation not permitted)",
+                errno.ENOTDIR: "has a file where a directory must be"}.get(exc.errno)
+        if what is None:
+            return None
+        fix = ("free some space there, or" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+               "fix its owner or permissions, or" if exc.errno in (errno.EACCES, errno.EPERM) else "")
+        point = "point llmtp at a writable directory: LLMTP_HOME=DIR (or data_dir, state_dir, cache_dir in " \
+                "config.toml); `llmtp config show` lists every path."
+        hint = f"{fix} {point}" if fix else point
+        return cls(f"Cannot write {where}: it {what}", hint[0].upper() + hint[1:])

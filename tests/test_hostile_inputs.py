@@ -254,7 +254,7 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LLMTP_HOME": str(tmp_path)}
     # SIGINT as a terminal's process has it: a shell's background job (`bash .ci/run &`) starts with it
     # ignored, which Python and so the child inherit, and then Ctrl-C rightly does nothing
-    proc = subprocess.Popen([str(LLMTP), "logs", "-f"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([str(LLMTP), "logs", "-f", "--raw"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline() == "ready\n"  # following the log now

@@ -103,7 +103,11 @@ def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     from llmtp.services.model_catalog import load_catalog
 
     info = model_info_from_catalog(load_catalog().get("qwen3.6-27b"), "Q4_K_M")
-    plan = make_plan(info, PlanHardware(ram_bytes=32 * GiB, backend="cpu"), PlanRequest(ctx=limits.CTX_MAX))
+    from llmtp.errors import UsageError
+
+    with pytest.raises(UsageError, match="trained for"):  # 64x its trained context: refused unless forced
+        make_plan(info, PlanHardware(ram_bytes=32 * GiB, backend="cpu"), PlanRequest(ctx=limits.CTX_MAX))
+    plan = make_plan(info, PlanHardware(ram_bytes=32 * GiB, backend="cpu"), PlanRequest(ctx=limits.CTX_MAX, force=True))
     assert plan.ctx == limits.CTX_MAX
     assert any("does not fit" in w for w in plan.warnings)
 
@@ -119,5 +123,6 @@ def test_logs_lines_zero_prints_no_old_lines(llmtp_home):
     log.write_text("".join(f"line {i}\n" for i in range(10)))
     runner = CliRunner()
     assert runner.invoke(app, ["logs", "-n", "0"]).stdout == ""
-    assert runner.invoke(app, ["logs", "-n", "2"]).stdout == "line 8\nline 9\n"
-    assert runner.invoke(app, ["logs", "-n", "50"]).stdout.count("\n") == 10
+    assert runner.invoke(app, ["logs", "-n", "0", "--raw"]).stdout == ""
+    assert runner.invoke(app, ["logs", "-n", "2", "--raw"]).stdout == "line 8\nline 9\n"
+    assert runner.invoke(app, ["logs", "-n", "50", "--raw"]).stdout.count("\n") == 10

@@ -97,8 +97,10 @@ def test_the_collector_finds_commands_in_code_and_docs():
 
 
 @pytest.mark.parametrize("command,why", [
-    ("llmtp config set default_model X", "has no command 'set'"),
-    ("llmtp pull X", "has no command 'pull'"),
+    ("llmtp config edit default_model X", "has no command 'edit'"),
+    ("llmtp fetch X", "has no command 'fetch'"),
+    ("llmtp config set default_model X", None),
+    ("llmtp pull X", None),  # the habit alias of `llmtp models pull`
     ("llmtp build --list", "has no option --list"),
     ("llmtp serve X --port 8080 -- --mtp 1", None),
     ("llmtp builds list", None),

@@ -39,7 +39,8 @@ def test_the_two_commands_are_the_documented_ones():
 def test_every_command_in_the_readme_tour_exists():
     from llmtp.cli.main import app
 
-    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    # hidden aliases (ps, list, pull, rm) are habits, named in the prose, not rows of the tour
+    names = {c.name for c in app.registered_commands if not c.hidden} | {g.name for g in app.registered_groups}
     text = README.read_text(encoding="utf-8")
     tour = text[text.index("## Commands"):text.index("## ", text.index("## Commands") + 3)]
     listed = set(re.findall(r"^\| `llmtp ([a-z-]+)", tour, re.MULTILINE))

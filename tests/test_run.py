@@ -71,3 +71,41 @@ def test_run_starts_a_server_then_reuses_it(llama_bin_dir, tiny_models):
         assert chat.stderr.count("MTP acceptance") == 2 and chat.stdout.count("> ") == 3
     finally:
         subprocess.run([sys.executable, "-m", "llmtp", "stop", "--port", str(port)], env=env, timeout=60)
+
+
+def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
+    """`llmtp run ALIAS` for a model not on disk pulls it first (ensure_model, as serve does), then asks;
+    --no-pull refuses instead."""
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+    from llmtp.core.chat import answer_stats
+    from llmtp.errors import ModelNotDownloadedError, UsageError
+    from llmtp.services import autopull
+    from llmtp.services import run as svc
+
+    calls: list = []
+
+    def ensure_server(settings, ref, **kw):
+        if not calls:
+            raise ModelNotDownloadedError(f"{ref} is not downloaded", "pull it")
+        return svc.Target("http://127.0.0.1:1", None, 1, "qwen3.6-27b", started=True)
+
+    def ensure_model(settings, ref, *, allow, say, **kw):
+        calls.append((ref, allow))
+        if not allow:
+            raise UsageError(f"{ref} is not downloaded and --no-pull was given", "drop --no-pull")
+
+    monkeypatch.setattr(svc, "ensure_server", ensure_server)
+    monkeypatch.setattr(autopull, "ensure_model", ensure_model)
+    def ask(target, messages, *, on_text=lambda t: None, **kw):
+        on_text("hi")
+        return "hi", answer_stats({"predicted_n": 1})
+
+    monkeypatch.setattr(svc, "ask", ask)
+    r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello"])
+    assert r.exit_code == 0, r.output
+    assert calls == [("qwen3.6-27b", True)] and r.stdout == "hi\n"
+    calls.clear()
+    r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello", "--no-pull"])
+    assert isinstance(r.exception, UsageError) and calls == [("qwen3.6-27b", False)]

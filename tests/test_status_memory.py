@@ -57,7 +57,7 @@ def test_status_shows_rss_and_vram_per_server(llama_bin_dir, tiny_models, monkey
         monkeypatch.setattr(nvml_adapter, "load_pynvml", lambda: _nvml([[(server_pid, 3 << 30)]]))
         [entry] = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
         assert entry["vram_bytes"] == 3 << 30
-        out = runner.invoke(app, ["status"]).stdout
+        out = runner.invoke(app, ["status", "--wide"]).stdout  # memory columns: the wide view
         assert "3.0 GiB" in out and "MiB" in out  # VRAM, and the RSS of a tiny model
     finally:
         runner.invoke(app, ["stop", "--port", str(port)])

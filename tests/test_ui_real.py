@@ -82,7 +82,7 @@ def test_serve_and_status_print_the_ui_address(llama_ui_bin_dir, tiny_models, tm
         assert f"  OpenAI base URL: {base}/v1\n" in r.stdout
         assert f"  web UI: {base}/ (it asks for the API key: paste a key from {key})\n" in r.stdout
         st = _llmtp("status", env=env)
-        assert f"port {port}: OpenAI base URL: {base}/v1; web UI: {base}/ (it asks" in st.stdout, st.stdout
+        assert f"{base}/v1" in st.stdout and f"web UI: {base}/ (it asks for the API key)" in st.stdout, st.stdout
     finally:
         _llmtp("stop", env=env)
     port = free_port()

@@ -172,6 +172,28 @@ def tail_text(path: Path, max_bytes: int) -> str:
         return ""
 
 
+def text_since(path: Path, offset: int, max_bytes: int) -> str:
+    """What was written to a log from byte `offset` on (the last `max_bytes` of it). When the file is now
+    shorter than `offset` it was rotated live (copied to `path.1`, truncated): the rest of `path.1` past
+    `offset` comes first. "" when nothing can be read."""
+    def read(p: Path, start: int) -> bytes:
+        try:
+            with open(p, "rb") as f:
+                f.seek(0, 2)
+                end = f.tell()
+                f.seek(max(start, end - max_bytes))
+                return f.read() if end > start else b""
+        except OSError:
+            return b""
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    data = read(path, offset) if size >= offset else read(path.with_name(path.name + ".1"), offset) + read(path, 0)
+    return data[-max_bytes:].decode("utf-8", errors="replace")
+
+
 def replaced_under(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
     """Whether `path` no longer names the file `f` reads, or that file shrank below `f`'s position
     (truncated or renamed away under the reader); False when `path` cannot be looked at now."""

@@ -69,6 +69,11 @@ class ServerProcess:
         return self
 
     @property
+    def log_offset(self) -> int:
+        """Where this process's lines start in its log (earlier lines are a previous server's)."""
+        return self._log_offset
+
+    @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 

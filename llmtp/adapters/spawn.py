@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def spawn_logged(argv: Sequence[str], log_path: Path,
     """
     private_dir(log_path.parent)
     with open_private(log_path, "ab") as log:
+        # the wall clock of this start: llama-server stamps its lines relative to it (core/logview.py)
+        log.write(f"llmtp: llama-server started at {time.time():.6f}\n".encode())
+        log.flush()
         offset = log.seek(0, os.SEEK_END)
         full_env = None if env is None else {**os.environ, **env}
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

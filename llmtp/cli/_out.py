@@ -55,25 +55,102 @@ def esc(value: object) -> str:
 
 
 class _PlainTable:
-    """A rich Table whose cells are data, never markup: `[default]` in a name prints as written."""
+    """A rich Table whose cells are data, never markup: `[default]` in a name prints as written.
 
-    def __init__(self, *columns: str, **kwargs):
+    `whole`: columns a user types back (an alias, a port, a pid, a URL, a path). They are never cut
+    nor wrapped: the other columns wrap at word boundaries, and where even that cannot fit the
+    console's width the rows are printed one per block (`name` then `  column: value` lines) instead."""
+
+    def __init__(self, *columns: str, whole: tuple[str, ...] = (), **kwargs):
+        from rich import box
         from rich.table import Table
 
-        self.table = Table(*columns, **kwargs)
+        self.columns, self.whole = list(columns), set(whole)
+        self.rows: list[list] = []
+        if whole:  # a rule under the header and two spaces between columns: no width spent on borders
+            kwargs.setdefault("box", box.SIMPLE_HEAD)
+            kwargs.update(pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+        self.table = Table(**kwargs)
+        for c in columns:
+            self.table.add_column(c, no_wrap=c in self.whole, overflow="fold")
 
     def add_row(self, *cells) -> None:
         from rich.text import Text
 
+        self.rows.append([c if isinstance(c, str) else str(c) for c in cells])
         self.table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
 
-    def __rich__(self):
-        return self.table
+    def _min_widths(self) -> list[int]:
+        """Each column's narrowest width: a `whole` column its longest cell, the others their longest word."""
+        out = []
+        for i, col in enumerate(self.columns):
+            cells = [r[i] for r in self.rows if i < len(r)]
+            if col in self.whole:
+                out.append(max([len(col), *(len(c) for c in cells)]))
+            else:
+                out.append(max([*(len(w) for w in col.split()), *(len(w) for c in cells for w in c.split()), 1]))
+        return out
+
+    def _widths(self, width: int) -> list[int]:
+        """Column widths within `width`: each column's natural width when all fit, else the narrowest
+        widths plus the room left, shared by how much each column still wants."""
+        mins = self._min_widths()
+        maxs = [max([len(col), *(len(r[i]) for r in self.rows if i < len(r))]) for i, col in enumerate(self.columns)]
+        room = width - 2 * (len(self.columns) - 1)
+        if sum(maxs) <= room:
+            return maxs
+        extra, want = room - sum(mins), [mx - mn for mn, mx in zip(mins, maxs)]
+        out = [mn + extra * w // max(sum(want), 1) for mn, w in zip(mins, want)]
+        return out
+
+    def fits(self, width: int) -> bool:
+        """Whether the table fits `width` with every `whole` cell on one line and no word broken."""
+        return sum(self._min_widths()) + 2 * (len(self.columns) - 1) <= width
+
+    def __rich_console__(self, console, options):
+        if not self.whole or self.fits(options.max_width):
+            if self.whole:
+                for column, w in zip(self.table.columns, self._widths(options.max_width)):
+                    column.width = w
+            # wrapped within the width even on a soft-wrapping console (console() is one: it must not
+            # fold long paths in plain lines), where cells would otherwise never wrap
+            yield from console.render(self.table, options.update(no_wrap=False, overflow="fold"))
+            return
+        from rich.text import Text
+
+        # too narrow for one row per line: one block per row, nothing cut
+        key = next(i for i, c in enumerate(self.columns) if c in self.whole)
+        for row in self.rows:
+            yield Text(f"{self.columns[key]} {row[key]}", style="bold", no_wrap=True, overflow="ignore")
+            for i, col in enumerate(self.columns):
+                if i != key and i < len(row):
+                    # a value longer than the terminal (a deep path) stays one line: the terminal shows
+                    # it wrapped, and a copy of it is the whole path
+                    yield Text(f"  {col}: {row[i]}", no_wrap=col in self.whole, overflow="ignore")
 
 
 def table(*columns: str, **kwargs) -> _PlainTable:
     """A table for data (see _PlainTable); rendered with console().print(...)."""
     return _PlainTable(*columns, **kwargs)
+
+
+def say(text: str, indent: int = 2, stderr: bool = False, con=None) -> None:  # noqa: ANN001 - a rich Console
+    """A paragraph for people, wrapped at word boundaries to the console's width (a pipe's is
+    PIPE_WIDTH: one line), continuation lines indented by `indent`. Words longer than a line (a URL,
+    a path) are never broken."""
+    from rich.text import Text
+
+    con = con or console(stderr=stderr)
+    for line in wrap(text, con.width, indent):
+        con.print(Text(line), soft_wrap=True)
+
+
+def wrap(text: str, width: int, indent: int = 2) -> list[str]:
+    """`text` wrapped at word boundaries to `width`, continuation lines indented; long words kept whole."""
+    import textwrap
+
+    return textwrap.wrap(text, width=width, subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False) or [""]
 
 
 def human_bytes(n: int | float | None) -> str:

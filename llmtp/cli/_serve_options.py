@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmtp.cli._complete import model_names
 from llmtp.core import limits
 from llmtp.core.launch_plan import LaunchRequest
 from llmtp.errors import UsageError
 
 Model = Annotated[str, typer.Argument(help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT "
-                                           "(also hf:, hf.co/).")]
+                                           "(also hf:, hf.co/).", autocompletion=model_names)]
 Extra = Annotated[Optional[list[str]], typer.Argument(help="After `--`: flags passed to llama-server as is.")]
 Host = Annotated[Optional[str], typer.Option(help="Bind address (default from settings: 127.0.0.1).")]
 Port = Annotated[Optional[int], typer.Option(help="Port (default from settings: 8080).", **limits.option(limits.Port))]

@@ -150,18 +150,27 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
     if as_json:
         emit_json(rows)
         return
-    out = console()
+    out = console(markup=False)
     if not rows:
         out.print("no builds yet: run `llmtp build`")
         return
+    out.print(builds_table(rows))
+
+
+def builds_table(rows: list[dict]):  # -> cli._out table
+    """The id (what `builds use` takes) and the finish time are never cut or wrapped; * marks current."""
+    from llmtp.cli._out import table
+
+    t = table("build", "profile", "ref", "MTP", "RPC", "UI", "finished", "status", whole=("build", "finished"))
     for r in rows:
-        mark = "*" if r["current"] else " "
+        mark = "*" if r["current"] else ""
         if r["status"] == "broken":
-            out.print(f"{mark} {r['id']}  BROKEN: {r['failure']}", markup=False)
+            t.add_row(mark + r["id"], "-", "-", "-", "-", "-", "-", f"BROKEN: {r['failure']}")
             continue
-        status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
-        out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
-                  f"mtp={r['mtp'] or 'no'}  rpc={'yes' if r['rpc'] else 'no'}  ui={r['ui'] or '?'}  {r['finished_at']}{status}")
+        t.add_row(mark + r["id"], r["profile"] or "-", f"{r['source'] or '-'} {r['ref'] or '-'}", r["mtp"] or "no",
+                  "yes" if r["rpc"] else "no", r["ui"] or "?", str(r["finished_at"] or "-").replace("T", " ")[:19],
+                  "ok" if r["status"] == "ok" else f"FAILED: {r['failure']}")
+    return t
 
 
 @builds_app.command("use")

@@ -14,8 +14,24 @@ import typer
 from llmtp import __version__
 from llmtp.errors import LlmtpError
 
+class WholeHelpGroup(typer.core.TyperGroup):
+    """--help lists each command with its whole first sentence, wrapped, where click cuts it at 45
+    characters with `...`."""
+
+    def format_commands(self, ctx, formatter) -> None:  # noqa: ANN001 - click's own types
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="llmtp",
+    cls=WholeHelpGroup,
     help="Local LLM serving with llama.cpp: detect, build, plan, serve and verify MTP.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
@@ -24,21 +40,23 @@ app = typer.Typer(
 )
 
 # Modules under llmtp.cli; each exposes `register(app)` to add its command or command group.
+# The order is --help's: `setup` first, what a new user runs.
 COMMAND_MODULES: list[str] = [
+    "setup",
+    "serve",
+    "run",
+    "status",
+    "models",
+    "plan",
     "config",
     "detect",
     "inspect",
     "build",
-    "serve",
-    "run",
     "service",
     "verify",
     "tune",
     "upgrade",
     "doctor",
-    "models",
-    "plan",
-    "setup",
     "worker",
 ]
 
@@ -61,6 +79,9 @@ def _register() -> None:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"llmtp.cli.{name}")
         module.register(app)
+    for group in app.registered_groups:  # `llmtp models --help` and the like: whole help lines too
+        if group.typer_instance is not None:
+            group.typer_instance.info.cls = WholeHelpGroup
 
 
 _register()
@@ -91,6 +112,20 @@ def _json_error(message: str, hint: str | None, exit_code: int, details: list[st
     typer.echo(json.dumps({"error": message, "hint": hint, "exit_code": exit_code, "details": details or []}))
 
 
+def _for_terminal(text: str) -> str:
+    """An error paragraph wrapped at words to the terminal's width (continuation lines indented), so a
+    terminal never breaks a number or a path in two; unchanged when stderr is not a terminal."""
+    import shutil
+    import textwrap
+
+    if not sys.stderr.isatty():
+        return text
+    width = shutil.get_terminal_size().columns
+    return "\n".join(wrapped for line in text.splitlines() for wrapped in
+                     (textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False,
+                                    break_on_hyphens=False) or [""]))
+
+
 def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.warm_start.WarmStart
     """Console entry point: the only place that turns an LlmtpError into an exit code. `warm`: the
     entry point's warm start, handed to the commands as typer's context object (`serve` uses it).
@@ -106,8 +141,18 @@ def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - ser
     except LlmtpError as exc:
         if as_json:
             _json_error(exc.message, exc.hint, exc.exit_code, exc.details)
-        typer.echo(f"error: {exc.render()}", err=True)
+        typer.echo(_for_terminal(f"error: {exc.render()}"), err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a data directory that cannot be written: a named error, never a traceback
+        from llmtp.errors import StorageError
+
+        err = StorageError.from_os_error(exc)
+        if err is None:
+            raise
+        if as_json:
+            _json_error(err.message, err.hint, err.exit_code)
+        typer.echo(_for_terminal(f"error: {err.render()}"), err=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         if as_json:
             _json_error("interrupted", None, 130)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from llmtp.cli._complete import model_names
+
 models_app = typer.Typer(help="Model catalog and downloads.", no_args_is_help=True)
 
 
@@ -23,17 +25,23 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
     if json_out:
         emit_json(rows)
         return
-    from rich.table import Table
+    console(markup=False).print(catalog_table(rows))
 
-    table = Table("alias", "name", "mtp", "quants", "default", "local")
+
+def catalog_table(rows: list[dict]):  # -> cli._out table
+    """The alias (what `serve`/`pull` take) is never cut; the rest wraps at word boundaries."""
+    from llmtp.cli._out import table
+
+    t = table("alias", "name", "mtp", "quants", "default", "local", whole=("alias",))
     for r in rows:
-        table.add_row(r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"],
-                      ", ".join(r["local"]) or "-")
-    console(markup=False).print(table)
+        t.add_row(r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"],
+                  ", ".join(r["local"]) or "-")
+    return t
 
 
 @models_app.command("show")
-def show(alias: str = typer.Argument(..., help="Catalog alias."),
+def show(alias: str = typer.Argument(..., help="Catalog alias.",
+                                    autocompletion=model_names),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Show one catalog entry: repos, quants and sizes, MTP, license and architecture numbers."""
     from llmtp.cli._out import console, emit_json
@@ -60,7 +68,8 @@ def show(alias: str = typer.Argument(..., help="Catalog alias."),
 
 
 @models_app.command("pull")
-def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT."),
+def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT.",
+                                    autocompletion=model_names),
          quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
          draft_quant: str = typer.Option(None, "--draft-quant",
                                          help="Quant of a separate MTP draft file (default: Q8_0)."),
@@ -123,7 +132,7 @@ def check(alias: str = typer.Argument(None, help="Catalog alias (default: every 
 
 
 def _list_local(json_out: bool) -> None:
-    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.cli._out import console, emit_json
     from llmtp.services.local_models import list_local
     from llmtp.settings import load_settings
 
@@ -131,22 +140,26 @@ def _list_local(json_out: bool) -> None:
     if json_out:
         emit_json([r.as_json() for r in rows])
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    c = console()
+    c = console(markup=False)
     if not rows:
         c.print("no model files on disk (HF cache, LLAMA_CACHE or llmtp's pulls); `llmtp models pull ALIAS` gets one")
         return
-    table = Table("model", "quant", "size", "MTP", "path")
+    c.print(local_table(rows))
+
+
+def local_table(rows):  # noqa: ANN001 - services.local_models rows
+    """Model and path are typed back (`serve`, `rm`): never cut; a narrow terminal gets one block per file."""
+    from llmtp.cli._out import human_bytes, table
+
+    t = table("model", "quant", "size", "MTP", "path", whole=("model", "path"))
     for r in rows:
-        table.add_row(escape(r.alias or r.repo or "-"), r.quant or "-", human_bytes(r.size_bytes), r.mtp,
-                      escape(r.path))
-    c.print(table)
+        t.add_row(r.alias or r.repo or "-", r.quant or "-", human_bytes(r.size_bytes), r.mtp, r.path)
+    return t
 
 
 @models_app.command("rm")
-def rm(ref: str = typer.Argument(..., help="ALIAS[:QUANT] or org/repo:QUANT (as `llmtp models list --local` shows)."),
+def rm(ref: str = typer.Argument(..., help="ALIAS[:QUANT] or org/repo:QUANT (as `llmtp models list --local` shows).",
+                                    autocompletion=model_names),
        json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Remove a downloaded model from the HF cache (or llmtp's pulls) and say what it freed."""
     from llmtp.cli._out import console, emit_json, human_bytes
@@ -165,3 +178,7 @@ def rm(ref: str = typer.Argument(..., help="ALIAS[:QUANT] or org/repo:QUANT (as 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
+    # habits from ollama and docker: `llmtp list`, `pull`, `rm` do what `llmtp models ...` does
+    app.command("list", hidden=True, help="Same as `llmtp models list`.")(list_)
+    app.command("pull", hidden=True, help="Same as `llmtp models pull`.")(pull)
+    app.command("rm", hidden=True, help="Same as `llmtp models rm`.")(rm)

@@ -26,11 +26,12 @@ def plan(ref: o.Model,
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
          check: bool = typer.Option(False, "--check", help="Also run llama-fit-params and show both."),
          compare: bool = typer.Option(False, "--compare", help="Show every candidate: where it runs, predicted "
-                                      "tok/s plain and with MTP, memory, and why it lost.")) -> None:
+                                      "tok/s plain and with MTP, memory, and why it lost."),
+         force: bool = typer.Option(False, "--force", help="Plan a --ctx far beyond the context the model was "
+                                    "trained for (refused otherwise).")) -> None:
     """Predict memory per device and choose the launch settings, with a reason for each: the very plan
     `llmtp serve` runs (--argv prints its command line)."""
-    from llmtp.cli._out import esc
-    from llmtp.cli._out import console, emit_json, human_bytes
+    from llmtp.cli._out import console, emit_json, human_bytes, say
     from llmtp.core.quant_choice import quant_rule
     from llmtp.services.launch_plan import LaunchDeps, resolve_launch
     from llmtp.services.plan import hardware_from_flags
@@ -40,13 +41,21 @@ def plan(ref: o.Model,
     request = o.launch_request(ref, None, host=host, port=port, ctx=ctx, no_mtp=no_mtp, parallel=parallel,
                                cache_type=cache_type, gpu_layers=gpu_layers, threads=threads, draft_n_max=draft_n_max,
                                draft_p_min=draft_p_min, alias=alias, api_key_file=api_key_file, rpc=rpc,
-                               server=server, quant=quant)
+                               server=server, quant=quant, force=force or None)
     hardware = hardware_from_flags(vram, gpu)
+    bw_note = measured_bw = None
     if ram_bw is not None:
         from llmtp.services.plan import detected_hardware
 
         hardware = (hardware or detected_hardware()).model_copy(update={"ram_bandwidth_gbps": ram_bw})
-    launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware, launching=argv))
+    elif hardware is None:  # this machine: CPU layers' speed from a measured figure rather than `?`
+        from llmtp.services.ram_bandwidth import ram_bandwidth
+
+        measured_bw, how = ram_bandwidth(settings)
+        if measured_bw is not None:
+            bw_note = f"RAM bandwidth {measured_bw:g} GB/s ({how}; --ram-bw states another)"
+    launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware, launching=argv,
+                                                          ram_bandwidth=measured_bw))
     if argv:
         from llmtp.cli.serve import print_plan_argv
 
@@ -70,65 +79,81 @@ def plan(ref: o.Model,
                    "reasons": list(launch.reasons)})
         return
     p = result.plan
-    c = console()
+    c = console(markup=False)
     if compare:
-        _print_compare(c, p, result.hardware, human_bytes, _sizes_from(result))
+        _print_compare(c, p, result.hardware, human_bytes, _sizes_note(settings, result), bw_note)
         return
     where = "file" if result.downloaded else "catalog metadata (not downloaded)"
-    c.print(f"{p.model} {p.quant or ''} - planned from {where}")
-    if _sizes_from(result):
-        c.print(f"  sizes from {_sizes_from(result)}")
+    say(f"{p.model} {p.quant or ''} - planned from {where}", con=c)
+    sizes = _sizes_note(settings, result)
+    if sizes:
+        say(f"  sizes from {sizes}", indent=4, con=c)
     for d in launch.reasons:  # the planner's, then tune's and the overrides': what serve runs
-        c.print(f"  {d['what']:<12} {d['value']:<22} {d['reason']}")
+        head = f"  {d['what']:<12} {d['value']:<22} "
+        # reasons wrap under themselves where the terminal leaves room, else under the setting
+        say(head + d['reason'], indent=len(head) if c.width - len(head) >= 30 else 4, con=c)
     c.print("memory:")
     for m in p.memory:
         budget = f" of {human_bytes(m.budget)}" if m.budget else ""
-        c.print(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)} + KV {human_bytes(m.kv_cache)}"
-                f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
-                f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}")
+        say(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)} + KV {human_bytes(m.kv_cache)}"
+            f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
+            f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}", indent=4, con=c)
     if p.decode_tok_s is not None:
         mtp = (f", <= {p.decode_tok_s_mtp} with MTP at acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source})"
                if p.decode_tok_s_mtp is not None and p.mtp_acceptance is not None else "")
-        c.print(f"decode: <= {p.decode_tok_s} tok/s roofline{mtp} ({human_bytes(p.bytes_per_token)} read per token); "
-                f"bottleneck: {p.bottleneck}")
+        say(f"decode: <= {p.decode_tok_s} tok/s roofline{mtp} ({human_bytes(p.bytes_per_token)} read per token); "
+            f"bottleneck: {p.bottleneck}", con=c)
     elif p.bottleneck:
-        c.print(f"bottleneck: {p.bottleneck}")
+        say(f"bottleneck: {p.bottleneck}", con=c)
+    if bw_note:
+        say(f"note: {bw_note}", con=c)
     if distributed is not None:
         _print_distributed(c, distributed, human_bytes)
     for w in p.warnings:
-        c.print(f"[yellow]warning:[/] {esc(w)}")
+        say(f"warning: {w}", indent=9, con=c)
     if fit is not None:
         c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
 
 
-def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
+def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None, bw_note: str | None = None) -> None:
+    from llmtp.cli._out import say
     from llmtp.core.quant_choice import quant_rule
 
     rule = quant_rule()
     where = (f"{hw.gpus[0].name} ({human_bytes(hw.gpus[0].free_bytes)})" if hw.gpus
              else f"the CPU ({human_bytes(hw.ram_bytes)} RAM)")
-    c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
+    say(f"{p.model}: candidates on {where}; rule: {rule['text']}", con=c)
     if sizes_from:
-        c.print(f"  sizes from {sizes_from}", markup=False)
-    head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
-    c.print(head, markup=False)
+        say(f"  sizes from {sizes_from}", indent=4, con=c)
+    c.print(compare_table(p, bool(hw.gpus), human_bytes))
     assumed: list[str] = []
+    for k in p.candidates:
+        assumed += [a for a in k.assumed if a not in assumed]
+    say("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
+        "relative to the fastest fully placed candidate (of all candidates when none is)", con=c)
+    if p.mtp.enabled and p.mtp_acceptance is not None:
+        say(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
+            "`llmtp tune` measures it)", con=c)
+    if bw_note:
+        say(f"note: {bw_note}", con=c)
+    for a in assumed:
+        fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
+        say(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", con=c)
+
+
+def compare_table(p, on_gpu: bool, human_bytes):  # noqa: ANN001 - core.plan.Plan
+    """One row per candidate; the quant is never cut, `runs` and `why not` wrap (fits 100 columns)."""
+    from llmtp.cli._out import table
+
+    cols = ["quant", "KV", "ctx", "runs", "plain", "MTP", "rel", *(["GPU mem"] if on_gpu else []), "RAM", "why not"]
+    t = table(*cols, whole=("quant", "ctx", "GPU mem", "RAM"))  # sizes are short: wrapped they only confuse
     for k in p.candidates:
         tok = lambda v: "?" if v is None else f"{v:.1f}"  # noqa: E731
         rel = "?" if k.relative is None else f"{k.relative:.0%}"
-        gpu = "-" if k.gpu_bytes is None else human_bytes(k.gpu_bytes)
-        why = "CHOSEN" if k.chosen else (k.lost or "")
-        c.print(f"{'*' if k.chosen else ' '} {k.quant or '?':<9}{k.cache:<6}{k.ctx:>7}  {k.runs:<27}{tok(k.plain_tok_s):>7}"
-                f"{tok(k.mtp_tok_s):>7}{rel:>6}  {gpu:>10}{human_bytes(k.cpu_bytes):>10}  {why}", markup=False)
-        assumed += [a for a in k.assumed if a not in assumed]
-    c.print("plain/MTP: predicted decode tok/s (memory-bandwidth roofline, an upper bound); rel: delivered speed "
-            "relative to the fastest fully placed candidate (of all candidates when none is)", markup=False)
-    if p.mtp.enabled and p.mtp_acceptance is not None:
-        c.print(f"MTP: n-max {p.mtp.n_max} at draft acceptance {p.mtp_acceptance:.2f} ({p.mtp_acceptance_source}; "
-                "`llmtp tune` measures it)", markup=False)
-    for a in assumed:
-        fix = "--gpu NAME for a known card" if a.startswith("GPU") else "--ram-bw GB/s"
-        c.print(f"note: {a} (pass {fix}); tok/s not shown where it depends on it", markup=False)
+        gpu = ["-" if k.gpu_bytes is None else human_bytes(k.gpu_bytes)] if on_gpu else []
+        t.add_row(("*" if k.chosen else "") + (k.quant or "?"), k.cache, str(k.ctx), k.runs, tok(k.plain_tok_s),
+                  tok(k.mtp_tok_s), rel, *gpu, human_bytes(k.cpu_bytes), "CHOSEN" if k.chosen else (k.lost or ""))
+    return t
 
 
 def _print_distributed(c, d: dict, human_bytes) -> None:
@@ -154,6 +179,16 @@ def _print_distributed(c, d: dict, human_bytes) -> None:
         c.print("decode over RPC: unknown (" + ("this host's roofline is unknown" if net is not None else
                 "the network is not measured") + (f"; the network adds >= {net * 1e3:.2f} ms per token"
                                                   if net is not None else "") + ")", markup=False)
+
+
+def _sizes_note(settings, result) -> str | None:
+    """_sizes_from for people: the hub-unreachable reason in full once a day, then in a few words."""
+    label = _sizes_from(result)
+    if label is None or "offline fallback" not in label:
+        return label
+    from llmtp.services.notes import first_today
+
+    return label if first_today(settings, "plan-offline-fallback") else "catalog sizes (offline fallback, as said before)"
 
 
 def _sizes_from(result) -> str | None:

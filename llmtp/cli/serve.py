@@ -1,4 +1,4 @@
-"""`llmtp serve`, `status`, `stop`, `logs`: run llama-server under supervision and look at it."""
+"""`llmtp serve`: run llama-server under supervision, from the one launch plan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from llmtp.cli import _serve_options as o
-from llmtp.core import limits
 
 
 def _settings():
@@ -91,7 +90,7 @@ def _detach(settings, plan, warm, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    typer.echo(f"serving {record.model} at {data['url']} (llmtp pid {record.llmtp_pid}); "
+    typer.echo(f"serving {record.model} on port {record.port} (llmtp pid {record.llmtp_pid}); "
                f"`llmtp status`, `llmtp logs -f`, `llmtp stop`")
     typer.echo(_client_line(data))
     for line in address_lines(data, record.api_key_file):
@@ -99,8 +98,9 @@ def _detach(settings, plan, warm, as_json: bool) -> None:
 
 
 def _client_line(e: dict) -> str:
-    key = "an API key (from --api-key-file)" if e["api_key_required"] else "no API key (any value works)"
-    return f"OpenAI clients: base URL {e['openai_base_url']}, model \"{e['model_name']}\", {key}"
+    from llmtp.core.status_view import api_key_hint
+
+    return f"OpenAI clients: model \"{e['model_name']}\"; {api_key_hint(e['api_key_required'])}"
 
 
 def _foreground_argv() -> list[str]:
@@ -112,115 +112,5 @@ def _foreground_argv() -> list[str]:
     return foreground_command(sys.argv[1:])
 
 
-def status(
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Running servers: pid, state, uptime, restarts, model, build, port, tok/s, MTP acceptance."""
-    from llmtp.cli._out import console, emit_json
-    from llmtp.services.status import status_report
-
-    from llmtp.services.live_check import annotate
-
-    settings = _settings()
-    from llmtp.services.worker import worker_status
-
-    entries = annotate(settings, status_report(settings.state_dir, on_note=_note)) + worker_status(settings.state_dir)
-    if as_json:
-        emit_json(entries)
-        return
-    if not entries:
-        typer.echo("no server running")
-        return
-    from llmtp.cli._out import esc, human_bytes, table
-
-    t = table("port", "state", "pid", "uptime", "restarts", "model", "build", "tok/s last", "tok/s avg",
-              "MTP accept", "MTP live", "RPC workers", "RSS", "VRAM")
-    for e in entries:
-        if e["kind"] == "worker":
-            used = ", ".join(f"port {p}" for p in e["used_by"]) or "no server"
-            t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                      str(e["restarts"]), f"RPC worker {e['host']}:{e['port']} (used by {used})",
-                      e["build"] or "external", "-", "-", "-", "-", "-", "-", "-")
-            continue
-        last = e["last_request"] or {}
-        tps_last = "no request yet" if last.get("tokens_per_second") is None else f"{last['tokens_per_second']:.1f}"
-        tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
-        acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
-        vram = "not seen by NVML" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
-        t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
-                  str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
-                  e["mtp_live"]["state"], ", ".join(e.get("rpc") or []) or "-", human_bytes(e["rss_bytes"]), vram)
-    console().print(t)
-    from llmtp.core.ui import address_lines
-
-    for e in entries:
-        if e["kind"] == "worker":
-            continue
-        typer.echo(f"port {e['port']}: {_client_line(e)}")
-        typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
-        if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
-            console().print(f"[yellow]port {e['port']}:[/] {esc(e['mtp_live']['detail'])}; "
-                            f"fix: `{esc(e['mtp_live']['fix'])}`")
-
-
-def _note(line: str) -> None:
-    typer.echo(f"note: {line}", err=True)
-
-
-def stop(port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).",
-                                           **limits.option(limits.Port)),
-         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group."""
-    from llmtp.services import state as st
-    from llmtp.services.serve import stop_served
-
-    state_dir = _settings().state_dir
-    ports = [port] if port is not None else st.recorded_ports(state_dir)
-    stopped = [p for p in ports if stop_served(state_dir, p, on_note=_note)]
-    if as_json:
-        from llmtp.cli._out import emit_json
-
-        emit_json({"stopped": stopped})
-        return
-    typer.echo(f"stopped port(s) {', '.join(map(str, stopped))}" if stopped else "no server running")
-
-
-def logs(
-    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
-    port: Optional[int] = typer.Option(None, help="Port of the server (default: settings port).",
-                                       **limits.option(limits.Port)),
-    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end.", **limits.option(limits.LogLines)),
-) -> None:
-    """Print llama-server's log (rotated under the state dir)."""
-    import time
-
-    from llmtp.errors import UsageError
-    from llmtp.services import state as st
-
-    settings = _settings()
-    path = st.log_path(settings.state_dir, port or settings.port)
-    if not path.is_file():
-        raise UsageError(f"No server log at {path}", "Start a server with `llmtp serve MODEL` first.")
-    f = open(path, encoding="utf-8", errors="replace")
-    try:
-        tail = f.readlines()
-        for line in tail[len(tail) - lines:]:  # not [-lines:]: -n 0 means none, not all
-            typer.echo(line, nl=False)
-        while follow:
-            line = f.readline()
-            if line:
-                typer.echo(line, nl=False)
-                continue
-            time.sleep(0.2)
-            if st.log_moved(path, f):  # rotated: truncated live, or renamed at a restart
-                f.close()
-                f = open(path, encoding="utf-8", errors="replace")
-    finally:
-        f.close()
-
-
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
-    app.command("status")(status)
-    app.command("stop")(stop)
-    app.command("logs")(logs)

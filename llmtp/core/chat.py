@@ -75,3 +75,19 @@ def answer_stats(timings: dict | None) -> AnswerStats:
     return AnswerStats(tokens=num("predicted_n", int), tokens_per_second=num("predicted_per_second"),
                        prompt_tokens=num("prompt_n", int), drafted=num("draft_n", int),
                        accepted=num("draft_n_accepted", int))
+
+
+# The chat's own commands (ollama's spelling, which people type from habit); never sent to the model.
+CHAT_COMMANDS = {"/bye": "bye", "/exit": "bye", "/quit": "bye", "/?": "help", "/help": "help", "/clear": "clear"}
+CHAT_HELP = ("/bye (or /exit): end the chat   /clear: forget the conversation so far   /?: this help\n"
+             "Ctrl-C stops an answer; Ctrl-C at the prompt, Ctrl-D or an empty line ends the chat. "
+             "Start a line with // to send one that begins with /.")
+
+
+def chat_command(line: str) -> str | None:
+    """"bye", "help", "clear", "unknown" (a /word llmtp does not know), or None for a message (`//x` sends
+    `/x`)."""
+    word = line.strip().split(maxsplit=1)[0] if line.strip() else ""
+    if not word.startswith("/") or word.startswith("//"):
+        return None
+    return CHAT_COMMANDS.get(word.lower(), "unknown")

@@ -44,6 +44,7 @@ class LaunchRequest(BaseModel):
     server: str | None = None  # a llama-server outside llmtp's builds
     ui: bool = True
     quant: str | None = None  # `plan --quant`; serve names it in the ref (org/repo:QUANT)
+    force: bool = False  # plan a ctx far beyond the trained context (core.plan_review.check_ctx)
     extra: tuple[str, ...] = ()  # after `--`: passed to llama-server as is
 
 

@@ -17,6 +17,7 @@ from llmtp.core import memory as mem
 from llmtp.core.catalog import NOMINAL_BPW
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.plan_review import check_ctx, device_wording, reword_fit_warning, warnings_for
 
 MiB = mem.MiB
 GiB = 1024 * MiB
@@ -69,6 +70,7 @@ class PlanRequest(BaseModel):
     # actual/predicted per kind ("model", "context", "compute") measured on earlier launches of this
     # model (services.calibration); scales the prediction so later plans learn from llama-server
     corrections: dict[str, float] = Field(default_factory=dict)
+    force: bool = False  # plan a --ctx far beyond the trained context (core.plan_review.check_ctx)
 
 
 class MemoryBreakdown(BaseModel):
@@ -189,6 +191,7 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     fa = on_gpu or True  # CPU builds take flash attention too (-fa auto picks it on b11434)
     base = candidates[0]
     trained = base.context_length or DEFAULT_CTX
+    check_ctx(request.ctx, base.context_length, request.force)
     ctx_target = request.ctx or min(DEFAULT_CTX, trained)
     ctx_floor = request.ctx or MIN_CTX
     caches = [request.cache_type] if request.cache_type else list(KV_LADDER)
@@ -265,6 +268,13 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
                       draft_model=request.sidecar if mtp_on else None)
     devices = [d for d in (trial.gpu, trial.cpu) if d is not None]
     sp = pl.speed(chosen, hardware, request, trial, mtp_on)
+    warnings = reword_fit_warning(warnings, request.ctx) + warnings_for(
+        decode_tok_s=sp.mtp_tok_s if sp.mtp_tok_s is not None else sp.plain_tok_s, memory=devices, on_gpu=on_gpu,
+        requested_ctx=request.ctx, trained=base.context_length, fits=trial.fits)
+    for d in decisions:
+        d.reason = device_wording(d.reason, on_gpu)
+    for c in candidates_out:
+        c.lost = device_wording(c.lost, on_gpu) if c.lost else c.lost
     return Plan(model=chosen.name or chosen.path or "?", arch=chosen.arch, quant=chosen.quant, fits=trial.fits,
                 n_gpu_layers=(llama_ngl(chosen, trial.ngl) if on_gpu else None), n_layers=n, ctx=trial.ctx,
                 cache_type_k=trial.cache, cache_type_v=trial.cache, flash_attn="on",

@@ -106,6 +106,7 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
 
     from llmtp.adapters.signals import on_stop_signals
     from llmtp.adapters.spawn import LiveRotation, private_log_handler
+    from llmtp.services import failed
     from llmtp.services import state as st
 
     host, port = target.first.host, target.first.port  # type: ignore[attr-defined]
@@ -114,6 +115,7 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
     warm, held, warm_note = handover
     argv = list(target.argv)
     claim = st.PortClaim(state_dir, port, held=held).acquire()  # a second serve on this port stops here
+    failed.clear(state_dir, [port])  # an earlier failure here is history now
     handler = rotation = None
     try:
         if warm is None:
@@ -140,6 +142,7 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
             record.state = sup.state.value
             record.server_pid = sup.proc.pid if sup.proc is not None else None
             record.argv = sup.proc.argv if sup.proc is not None else []
+            record.log_offset = getattr(sup.proc, "log_offset", 0) if sup.proc is not None else 0
             record.restarts = sup.restarts
             record.last_error = sup.last_error
             claim.write(record)
@@ -161,7 +164,13 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
         sup = Supervisor(target.first, target.launch, config=config, replan=hooks.replan,  # type: ignore[arg-type]
                          on_event=on_change, on_tick=hooks.on_tick, watch=hooks.watch, before_start=hooks.before_start)
         with on_stop_signals(sup.request_stop, install=hooks.install_signals):
-            sup.run()
+            try:
+                sup.run()
+            except ServeError as exc:  # it gave up: `status` shows why until `llmtp stop` clears it
+                failed.record_failure(state_dir, failed.FailedServe(
+                    port=port, host=host, model=target.model, alias=target.alias, reason=exc.message,
+                    details=list(exc.details or sup.last_error), log_path=str(server_log), restarts=sup.restarts))
+                raise
         return sup
     finally:
         if rotation is not None:

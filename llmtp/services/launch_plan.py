@@ -39,6 +39,7 @@ class LaunchDeps:
     tune_record: Callable[[Path], object] | None = None  # GGUF path -> ModelSettingsRecord | None
     not_counting: frozenset[int] = frozenset()  # pids whose memory the plan may use (a warm start)
     launching: bool = True  # False (`plan`): no build or no file yet is not an error, only no argv
+    ram_bandwidth: float | None = None  # GB/s measured just now (`plan`); else the cached measurement
 
 
 def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = None) -> LaunchPlan:
@@ -66,7 +67,8 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
         # a file served under a name (a service unit pins the path and the alias): calibration is filed
         # under the name clients see, as for the alias the file was pulled as
         resolved = dataclasses.replace(resolved, alias=request.alias)
-    result = plan_resolved(resolved, settings, _plan_request(request, record), _hardware(caps, deps))
+    result = plan_resolved(resolved, settings, _plan_request(request, record),
+                            _hardware(caps, deps, settings))
     spec = result.plan.to_launch_spec(str(path) if path else request.model, host=host, port=port)
     reasons = merge_reasons([d.model_dump() for d in result.plan.decisions],
                             apply_overrides(spec, request, getattr(record, "mtp", None)))
@@ -153,18 +155,27 @@ def _tune_record(settings, path: Path | None, deps: LaunchDeps):
 def _plan_request(request: LaunchRequest, record) -> PlanRequest:  # noqa: ANN001 - ModelSettingsRecord | None
     acceptance = getattr(record, "acceptance", None)
     return PlanRequest(ctx=request.ctx, no_mtp=request.no_mtp, parallel=request.parallel or 1, quant=request.quant,
-                       cache_type=request.cache_type, acceptance=acceptance,
+                       cache_type=request.cache_type, acceptance=acceptance, force=request.force,
                        **({"mtp_n_max": request.draft_n_max} if request.draft_n_max else {}))
 
 
-def _hardware(caps: Capabilities | None, deps: LaunchDeps) -> PlanHardware:
+def _hardware(caps: Capabilities | None, deps: LaunchDeps, settings) -> PlanHardware:
+    """The machine the plan is for. Layers left on the CPU are predicted from its RAM bandwidth: stated,
+    else measured now by `plan`, else the measurement `plan` cached (so serve predicts as plan did)."""
     from llmtp.services.plan import detected_hardware, hardware_for_build
+    from llmtp.services.ram_bandwidth import cached_ram_bandwidth
 
     if deps.hardware is not None:
-        return deps.hardware
-    if caps is None:  # no build yet: what the recommended build would use
-        return detected_hardware()
-    return hardware_for_build(caps, not_counting=deps.not_counting)
+        hw = deps.hardware
+    elif caps is None:  # no build yet: what the recommended build would use
+        hw = detected_hardware()
+    else:
+        hw = hardware_for_build(caps, not_counting=deps.not_counting)
+    if hw.ram_bandwidth_gbps is None:
+        gbps = deps.ram_bandwidth if deps.ram_bandwidth is not None else cached_ram_bandwidth(settings)
+        if gbps is not None:
+            hw = hw.model_copy(update={"ram_bandwidth_gbps": gbps})
+    return hw
 
 
 _VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose")

@@ -83,8 +83,11 @@ def status_live(settings, model_path: str, log_text: str) -> LiveMtp:
 
 def annotate(settings, entries: list[dict]) -> list[dict]:
     """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
-    from llmtp.services.status import _log_tail
+    from llmtp.services.status import instance_log
 
     for e in entries:
-        e["mtp_live"] = status_live(settings, e["model"], _log_tail(Path(e["log_path"]))).model_dump(mode="json")
+        if e.get("state") == "failed":
+            continue  # services/failed.py gave it its own
+        text = instance_log(e["log_path"], e.get("log_offset", 0))  # this server's requests, not a predecessor's
+        e["mtp_live"] = status_live(settings, e["model"], text).model_dump(mode="json")
     return entries

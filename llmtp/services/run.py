@@ -34,18 +34,19 @@ def running_for(state_dir: Path, model_path: str, on_note: Callable[[str], None]
     return None
 
 
-def ensure_server(settings, request: LaunchRequest, *, on_note: Callable[[str], None] = lambda _line: None) -> Target:
+def ensure_server(settings, request: LaunchRequest, *, on_note: Callable[[str], None] = lambda _line: None,
+                  pull: bool = True, say: Callable[[str], None] = lambda _m: None) -> Target:
     """Use the running llmtp server of the model, or start one in the background: `llmtp serve` with this
-    request (the same launch plan; on a free port when the settings' port is taken)."""
+    request (the same launch plan, the model pulled first as serve does when `pull` and the settings allow;
+    on a free port when the settings' port is taken)."""
     from llmtp.adapters.ports import free_port, port_free
     from llmtp.adapters.server_process import base_url_for
     from llmtp.services import serve as svc
     from llmtp.services import state as st
-    from llmtp.services.launch_plan import resolve_launch
     from llmtp.services.serve_command import foreground_command
     from llmtp.services.supervisor import read_api_key
 
-    plan = resolve_launch(settings, request)
+    plan = svc.plan_for_serve(settings, request, pull=pull, say=say)
     record = running_for(settings.state_dir, plan.spec.model, on_note)
     if record is not None:
         on_note(f"using the llmtp server of {record.alias or record.model} on port {record.port}")

@@ -60,6 +60,7 @@ class ServeState(BaseModel):
     rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
     command: list[str] = Field(default_factory=list)  # the llmtp command line supervising it (verify --restart)
     plan: list[dict] = Field(default_factory=list)  # the launch plan's decisions {what, value, reason} (status)
+    log_offset: int = 0  # where the current llama-server's lines start in log_path (status reads this instance only)
 
 
 def state_path(state_dir: Path, port: int) -> Path:

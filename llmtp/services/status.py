@@ -47,32 +47,46 @@ def _add_memory(entries: list[dict], vram: VramFn | None) -> None:
 def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.core.metrics import last_request, server_metrics
+    from llmtp.core.metrics import last_request
+    from llmtp.core.status_view import api_key_hint, drafts_enabled, instance_figures, instance_key, mtp_words
+    from llmtp.services import failed
     from llmtp.services import state as st
     from llmtp.services.ui import addresses
 
     out = []
     for record in (r for r in st.all_states(state_dir) if r.kind != "worker"):  # workers: services/worker.py
         entry = record.model_dump()
+        proc = record.server_proc
+        # every figure below is this llama-server process's own: a restart starts them all from zero
+        entry["instance"] = instance_key(proc.pid, proc.create_time) if proc is not None else None
         entry["uptime_s"] = round(time.time() - record.started_at, 1)
         entry["base_url"] = base_url_for(record.host, record.port)
         entry.update(client_endpoint(record.host, record.port, record.api_key_file, record.alias))
+        entry["api_key_hint"] = api_key_hint(record.api_key_file is not None, record.api_key_file)
         entry.update(addresses(entry["base_url"], record.api_key_file))  # the web UI (services/ui.py)
-        entry["tokens_per_second"] = entry["mtp_acceptance"] = None
-        # the last finished request, from llama-server's own timing lines in its log
-        last = last_request(_log_tail(Path(record.log_path)))
+        # the last finished request, from llama-server's own timing lines in this instance's part of the log
+        last = last_request(instance_log(record.log_path, record.log_offset))
         entry["last_request"] = None if last is None else {
             "tokens": last.tokens, "tokens_per_second": last.tokens_per_second,
             "mtp_acceptance": last.mtp_acceptance}
+        figures = None
         try:
             with LlamaClient(entry["base_url"], read_api_key(record.api_key_file), timeout=2) as c:
-                m = server_metrics(c.metrics())
-            entry["tokens_per_second"] = m.predicted_tokens_per_second
-            entry["mtp_acceptance"] = m.mtp_acceptance
+                figures = instance_figures(c.metrics())
         except (NetworkError, ConfigError, OSError):
             pass  # not ready, --metrics off, or the key refused: unknown stays None
+        enabled = drafts_enabled(record.argv)
+        entry["mtp_enabled"] = enabled
+        entry["tokens_generated"] = figures.tokens if figures else None
+        entry["tokens_per_second"] = figures.tokens_per_second if figures else None
+        entry["mtp_drafted"] = figures.drafted if figures else None
+        entry["mtp_accepted"] = figures.accepted if figures else None
+        entry["mtp_acceptance"] = figures.mtp_acceptance if figures else None
+        entry["mtp"] = mtp_words(enabled, entry["mtp_acceptance"])
         out.append(entry)
-    return out
+    served = {e["port"] for e in out}
+    out += [failed.status_entry(f) for f in failed.failures(state_dir) if f.port not in served]
+    return sorted(out, key=lambda e: e["port"])
 
 
 def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str | None) -> dict:
@@ -83,12 +97,9 @@ def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str |
             "model_name": alias}
 
 
-def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
-    """The last `max_bytes` of llama-server's log, reaching into the previous file (`.1`) when the log was
-    rotated moments ago: the last finished request may sit just before the rotation."""
-    from llmtp.adapters.files import tail_text
+def instance_log(log_path: str | Path, offset: int, max_bytes: int = 256 * 1024) -> str:
+    """This llama-server instance's part of the log (from the offset recorded when it started; across a
+    live rotation too): never an earlier server's last request or MTP window."""
+    from llmtp.adapters.files import text_since
 
-    text = tail_text(path, max_bytes)
-    if len(text) < max_bytes:
-        text = tail_text(path.with_name(path.name + ".1"), max_bytes - len(text)) + text
-    return text
+    return text_since(Path(log_path), offset, max_bytes)
