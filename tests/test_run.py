@@ -74,38 +74,33 @@ def test_run_starts_a_server_then_reuses_it(llama_bin_dir, tiny_models):
 
 
 def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
-    """`llmtp run ALIAS` for a model not on disk pulls it first (ensure_model, as serve does), then asks;
-    --no-pull refuses instead."""
+    """`llmtp run ALIAS` for a model not on disk pulls it first (serve's plan_for_serve: ensure_model, then
+    the launch plan again), then asks; --no-pull refuses instead."""
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.core.chat import answer_stats
     from llmtp.errors import ModelNotDownloadedError, UsageError
-    from llmtp.services import autopull
-    from llmtp.services import run as svc
+    from llmtp.services import autopull, launch_plan
 
     calls: list = []
 
-    def ensure_server(settings, ref, **kw):
+    class Planned(Exception):
+        """The plan was resolved again after the pull: far enough for this test."""
+
+    def resolve_launch(settings, request, deps=None):
         if not calls:
-            raise ModelNotDownloadedError(f"{ref} is not downloaded", "pull it")
-        return svc.Target("http://127.0.0.1:1", None, 1, "qwen3.6-27b", started=True)
+            raise ModelNotDownloadedError(f"{request.model} is not downloaded", "pull it")
+        raise Planned(request.model)
 
     def ensure_model(settings, ref, *, allow, say, **kw):
         calls.append((ref, allow))
         if not allow:
             raise UsageError(f"{ref} is not downloaded and --no-pull was given", "drop --no-pull")
 
-    monkeypatch.setattr(svc, "ensure_server", ensure_server)
+    monkeypatch.setattr(launch_plan, "resolve_launch", resolve_launch)
     monkeypatch.setattr(autopull, "ensure_model", ensure_model)
-    def ask(target, messages, *, on_text=lambda t: None, **kw):
-        on_text("hi")
-        return "hi", answer_stats({"predicted_n": 1})
-
-    monkeypatch.setattr(svc, "ask", ask)
     r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello"])
-    assert r.exit_code == 0, r.output
-    assert calls == [("qwen3.6-27b", True)] and r.stdout == "hi\n"
+    assert isinstance(r.exception, Planned) and calls == [("qwen3.6-27b", True)]
     calls.clear()
     r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello", "--no-pull"])
     assert isinstance(r.exception, UsageError) and calls == [("qwen3.6-27b", False)]
