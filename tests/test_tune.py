@@ -444,3 +444,16 @@ def test_cli_prints_each_familys_figure_and_break_even(tmp_path, monkeypatch):
     assert "acceptance against break-even, per family (held-out)" in out.output
     assert "0.50 / 0.24" in out.output  # measured acceptance / the break-even below which it loses
     assert "held-out speedup 1.65x plain, break-even acceptance" in out.output
+
+
+def test_verify_reports_each_cases_break_even_next_to_its_acceptance():
+    from llmtp.core.verify import Case, Sample, analyze_case
+
+    plain = [Sample(tokens_per_s=100.0, predicted_n=64)]
+    mtp = [Sample(tokens_per_s=80.0, predicted_n=64, draft_n=100, draft_n_accepted=20)]
+    # speedup 0.8 at acceptance 0.2, 3 drafted per step: a step costs 2 tokens, break-even (2 - 1) / 3
+    c = analyze_case(Case(prompt="prose", temperature=0.0), plain, mtp, {"draft_tokens": 300.0, "drafts": 100.0})
+    assert c.family == "open-ended" and c.acceptance == 0.2
+    assert c.break_even_acceptance == pytest.approx(1 / 3)
+    c = analyze_case(Case(prompt="prose", temperature=0.0), plain, mtp, None, n_max=3)  # no /metrics
+    assert c.break_even_acceptance == pytest.approx(1 / 3)

@@ -51,10 +51,11 @@ def verify_report(report) -> Report:  # noqa: ANN001 - core.verify.VerifyReport
         mtp = c.mtp.median if c.mtp else None
         groups.append(BarGroup(c.case.key, [Bar("plain", plain, _f(plain, unit=" tok/s"), "plain"),
                                             Bar("MTP", mtp, _f(mtp, unit=" tok/s"), "mtp")],
-                               note=f"speedup {_f(c.speedup, '.2f', 'x')}, acceptance {_f(c.acceptance, '.2f')}"))
-        rows.append([c.case.key, _f(plain), _f(mtp), _f(c.speedup, ".2f", "x"),
+                               note=f"speedup {_f(c.speedup, '.2f', 'x')}, acceptance {_f(c.acceptance, '.2f')}, "
+                                    f"break-even acceptance {_f(c.break_even_acceptance, '.2f')} ({c.family or '?'})"))
+        rows.append([c.case.key, c.family or "-", _f(plain), _f(mtp), _f(c.speedup, ".2f", "x"),
                      f"{_f(c.speedup_low, '.2f')}-{_f(c.speedup_high, '.2f')}x", _f(c.acceptance, ".2f"),
-                     _f(c.mean_accepted_length, ".2f")])
+                     _f(c.break_even_acceptance, ".2f"), _f(c.mean_accepted_length, ".2f")])
     config = {"model": report.model, "build": report.build_id, "profile": report.profile, "gpu": report.gpu,
               "mtp": report.mtp, "method": report.method.model_dump(mode="json"),
               "markers": {k: v for k, v in report.markers.model_dump(mode="json").items()}}
@@ -62,8 +63,8 @@ def verify_report(report) -> Report:  # noqa: ANN001 - core.verify.VerifyReport
                f"break-even acceptance {_f(report.break_even_acceptance, '.2f')}")
     return Report(title=f"llmtp verify {report.model}",
                   verdict=f"{report.verdict.title} (exit {int(report.verdict.code)}): {report.verdict.reason}",
-                  groups=groups, table_head=["case", "plain tok/s", "MTP tok/s", "speedup", "min-max", "acceptance",
-                                             "accepted length"],
+                  groups=groups, table_head=["case", "family", "plain tok/s", "MTP tok/s", "speedup", "min-max",
+                                             "acceptance", "break-even acceptance", "accepted length"],
                   table_rows=rows, configuration=config, notes=[summary, *report.warnings])
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from llmtp.core.families import (FAMILIES, Half, Prompt, Rule, Suite, SuiteError, family_figures, geomean,  # noqa: F401
                                  holds, parse_suite, score)
 from llmtp.core.launch import MtpSettings
-from llmtp.core.verify import Stats, summarize
+from llmtp.core.verify import Stats, break_even_acceptance, summarize  # noqa: F401 - re-exported
 
 N_MAX_RANGE = [1, 2, 3, 4, 5, 6]
 P_MIN_VALUES = [0.5, 0.75]
@@ -143,20 +143,6 @@ def bracket(before: Trial, after: Trial) -> tuple[Trial, float | None]:
                        for name, st in before.per_prompt.items() if name in after.per_prompt},
         "tokens_per_s": summarize([before.tokens_per_s.median, after.tokens_per_s.median])})
     return merged, speedup_against(after, before)
-
-
-def break_even_acceptance(speedup: float | None, acceptance: float | None,
-                          draft_per_step: float | None) -> float | None:
-    """The acceptance below which this setting decodes slower than plain, from one measurement.
-
-    A verification step costs c plain-token times and yields 1 + a*d tokens (a: acceptance, d: drafted
-    tokens per step), so speedup = (1 + a*d) / c. From the measured (speedup, a, d): c = (1 + a*d) / speedup,
-    and plain speed is matched at a* = (c - 1) / d. Above 1 means no acceptance can pay for the drafts.
-    """
-    if not speedup or acceptance is None or not draft_per_step:
-        return None
-    cost = (1.0 + acceptance * draft_per_step) / speedup
-    return max(0.0, (cost - 1.0) / draft_per_step)
 
 
 def family_break_even(trial: Trial, families: dict[str, str]) -> dict[str, float]:
