@@ -38,6 +38,10 @@ def serve(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     no_pull: bool = typer.Option(False, "--no-pull", help="Refuse a model that is not on disk instead of "
                                  "downloading it (also the setting pull_missing = false)."),
+    mtp_guard: Optional[bool] = typer.Option(None, "--mtp-guard/--no-mtp-guard",
+                                             help="Step to a safer MTP setting when served acceptance stays under "
+                                                  "the break-even (--no-mtp-guard pins the setting; default from "
+                                                  "settings: mtp_guard)."),
 ) -> None:
     """Serve MODEL with the current build: plan, start, wait until ready, keep it alive.
 
@@ -90,6 +94,7 @@ def serve(
         return
     if foreground:
         from llmtp.services.live_check import live_check_hook
+        from llmtp.services.mtp_guard import guard_hook
         from llmtp.services.state import log_path as state_log_path
         from llmtp.services.supervisor import SupervisorConfig, serve_foreground
         from llmtp.services.rpc import rpc_supervision
@@ -103,8 +108,13 @@ def serve(
                          on_event=on_event,
                          on_ready=svc.notify_ready(svc.calibration_hook(settings, prepared)),
                          warm_start=warm,
-                         on_tick=live_check_hook(settings, prepared.spec.model,
-                                                 state_log_path(settings.state_dir, prepared.spec.port)),
+                         on_tick=guard_hook(settings, prepared.spec.model,
+                                            state_log_path(settings.state_dir, prepared.spec.port),
+                                            state_dir=settings.state_dir, port=prepared.spec.port,
+                                            enabled=settings.mtp_guard if mtp_guard is None else mtp_guard,
+                                            then=live_check_hook(settings, prepared.spec.model,
+                                                                 state_log_path(settings.state_dir,
+                                                                                prepared.spec.port))),
                          **rpc_supervision(prepared.spec))
         return
     from llmtp.services.state import detach_out_path
@@ -154,6 +164,7 @@ def status(
     from llmtp.services.status import status_report
 
     from llmtp.services.live_check import annotate
+    from llmtp.services.mtp_guard import guard_line
 
     settings = _settings()
     from llmtp.services.worker import worker_status
@@ -192,6 +203,8 @@ def status(
             continue
         typer.echo(f"port {e['port']}: {_client_line(e)}")
         typer.echo(f"port {e['port']}: " + "; ".join(address_lines(e, e.get("api_key_file"))))
+        if e.get("mtp_guard"):
+            typer.echo(f"port {e['port']}: {guard_line(e['mtp_guard'])}")
         if e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"]["fix"]:
             console().print(f"[yellow]port {e['port']}:[/] {esc(e['mtp_live']['detail'])}; "
                             f"fix: `{esc(e['mtp_live']['fix'])}`")

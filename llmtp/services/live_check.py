@@ -85,6 +85,11 @@ def annotate(settings, entries: list[dict]) -> list[dict]:
     """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
     from llmtp.services.status import _log_tail
 
+    from llmtp.services.mtp_guard import read_record
+
     for e in entries:
         e["mtp_live"] = status_live(settings, e["model"], _log_tail(Path(e["log_path"]))).model_dump(mode="json")
+        guard = read_record(settings.state_dir, e["port"])
+        e["mtp_guard"] = guard.model_dump(mode="json") if guard is not None and guard.llmtp_pid == e.get("llmtp_pid") \
+            else None
     return entries
