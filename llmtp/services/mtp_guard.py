@@ -148,7 +148,8 @@ def guard_hook(settings, model_path: str, log_path: Path, *, state_dir: Path, po
                 sleep(IDLE_POLL_S)
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         box["state"] = core.switched(state, action, at, cfg)
-        box["follower"] = LogFollower(log_path)  # the new server's log starts over
+        box["follower"] = LogFollower(log_path)  # the next server appends to this log (or a rotated one):
+        box["follower"].read()  # its requests, not the old server's, are the new setting's evidence
         box["since"] = None
         verb = "stepping down" if action.direction == "down" else "trying again"
         log.warning("MTP guard: %s from %s to %s: %s", verb, state.served_label, action.to_label, action.why)
