@@ -52,6 +52,21 @@ def _complete(url: str, prompt: str, deadline_s: float = 60.0) -> dict:
         time.sleep(0.2)
 
 
+def _switch_seconds(sup_log: str) -> list[float]:
+    """From each `switch -> restarting` line to the next `ready -> ready` line of the supervisor log."""
+    from datetime import datetime
+
+    out, since = [], None
+    for line in sup_log.splitlines():
+        stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") if line[:4].isdigit() else None
+        if " switch -> restarting: " in line:
+            since = stamp
+        elif " ready -> ready: " in line and since is not None and stamp is not None:
+            out.append(round((stamp - since).total_seconds(), 2))
+            since = None
+    return out
+
+
 def _status(env: dict) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "llmtp", "status", "--json"], env=env, capture_output=True,
                          text=True, timeout=60)
@@ -114,6 +129,7 @@ def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails
         sup_log = (Path(settings.state_dir) / "logs" / f"llmtp-serve-{port}.log").read_text()
         assert "MTP guard: stepping down from n-max 2, p-min 0 + ngram-mod to n-max 2, p-min 0" in sup_log
         assert "switch -> restarting: MTP guard" in sup_log
+        print("switch to ready (s):", _switch_seconds(sup_log))  # the figure docs/verify.md quotes
         # the human status names the switch too
         human = subprocess.run([sys.executable, "-m", "llmtp", "status"], env={**env, "COLUMNS": "250"},
                                capture_output=True, text=True, timeout=60).stdout

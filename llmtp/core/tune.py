@@ -3,8 +3,9 @@
 The sweep runs in stages so it stays short: n-max 1-6 at p-min 0, then p-min 0.5 and 0.75 on the best
 n-max, then ngram-mod stacked on the best (where the binary offers it). Plain decoding is the reference.
 Stages rank configurations on the suite's `select` half only; the winner is then judged on the `heldout`
-half, work it was not chosen on, and that held-out figure is what tune keeps, stores and prints: a
-setting that wins only where the output copies the prompt does not survive it.
+half, work it was not chosen on, family by family (core/families.py: the rule), and that held-out figure
+is what tune keeps, stores and prints: a setting that wins only where the output copies the prompt does
+not survive it, unless the user said their work is copying (`--workload copy-heavy`).
 """
 
 from __future__ import annotations
