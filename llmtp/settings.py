@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     pull_missing: bool = Field(True, description="`llmtp serve` downloads a model that is not on disk "
                                                  "(false: it refuses, as --no-pull)")
     rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
+    mtp_guard: bool = Field(True, description="`llmtp serve` steps to a safer MTP setting when served acceptance "
+                                              "stays under the break-even (false: the setting is pinned, as --no-mtp-guard)")
 
     @property
     def builds_dir(self) -> Path:

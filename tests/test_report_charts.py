@@ -31,15 +31,16 @@ def test_tune_chart_and_html(tmp_path, monkeypatch):
     out = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["tune", "m.gguf", "--html", str(page)])
     assert out.exit_code == 0, out.output
     assert "selection prompts: tok/s (median)" in out.output
-    assert "held-out prompts: median speedup against plain" in out.output
+    assert "held-out prompts, n-max 6, p-min 0 + ngram-mod (kept): speedup against plain per family" in out.output
     bars = {m.group(1).strip(): len(m.group(2)) for m in re.finditer(r"^  (.+?) (█+) +\S", out.output, re.M)}
     assert bars["plain"] < bars["n-max 6, p-min 0 + ngram-mod"]  # the fake's fastest setting: the longest bar
     assert max(bars.values()) == 40
     assert f"report written to {page}" in out.output
     html = page.read_text(encoding="utf-8")
     _self_contained(html)
-    assert "n-max 6, p-min 0 + ngram-mod" in html and "1.65x" in html  # its held-out speedup, per prompt too
-    assert "<h2>Per prompt</h2>" in html and "<h2>Configuration</h2>" in html and '"n_max": 6' in html
+    assert "n-max 6, p-min 0 + ngram-mod" in html and "1.65x" in html  # its held-out speedup, per family too
+    assert "<th>open-ended</th>" in html and "acceptance 0.50 / break-even 0.24" in html
+    assert "<h2>Per family (held-out prompts)</h2>" in html and "<h2>Configuration</h2>" in html and '"n_max": 6' in html
 
 
 @pytest.mark.parametrize("cmd", ["verify", "tune"])

@@ -94,9 +94,9 @@ def test_tune_disables_mtp_on_random(settings, tiny_models):
     table = [(t["label"], t["tokens_per_s"] and t["tokens_per_s"]["median"], t["acceptance"]) for t in data["trials"]]
     assert data["chosen"]["enabled"] is False, table
     # lost on the selection half, or (a noisy selection win) caught on the held-out half
-    assert data["reason"].startswith(("nothing beats plain decoding", "no setting holds up on the held-out")), table
+    assert data["reason"].startswith(("nothing beats plain decoding", "no setting holds up on the")), table
     for judged in data["heldout"]:
-        assert judged["passed"] is False and judged["spread"]["median"] < 1.03
+        assert judged["passed"] is False
     assert len(data["trials"]) == 10  # plain, n-max 1-6, p-min 0.5/0.75, ngram-mod stacked
     assert model_settings.load(settings, data["model_key"]) == model_settings.MtpSettings(enabled=False)
 
@@ -115,10 +115,12 @@ def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, ben
     decision, target = run_tune(settings, LaunchRequest(model=str(bench_models["agree"])), method)
     measured = [t for t in decision.trials if t.mtp.enabled and t.tokens_per_s is not None and t.acceptance]
     assert decision.chosen.enabled and decision.speedup > 1.3, decision.reason
-    # chosen among the selection's finalists, and the figure kept is the held-out median
+    # chosen among the selection's finalists, and the figure kept is the held-out one over the families
     assert decision.chosen in [f.mtp for f in finalists(decision.trials)]
     kept = next(h for h in decision.heldout if h.mtp == decision.chosen)
-    assert kept.passed and decision.speedup == kept.spread.median and len(kept.speedups) == 4
+    assert kept.passed and decision.speedup == kept.score and len(kept.speedups) == 10
+    assert set(kept.families) == {"copy-heavy", "open-ended", "long-context", "non-english"}
+    assert set(decision.family_break_even) == set(kept.families)  # every draft accepted: each under 1.0
     assert {t.mtp.n_max for t in measured} >= {1, 2, 3, 4, 5, 6}
     from llmtp.services import model_settings
 

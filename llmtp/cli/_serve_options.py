@@ -44,6 +44,10 @@ Rpc = Annotated[Optional[str], typer.Option("--rpc", help="RPC workers HOST:PORT
                                             "(`llmtp worker start`; default from settings: rpc).")]
 Server = Annotated[Optional[str], typer.Option(help="Use this llama-server instead of the current build.")]
 NoUi = Annotated[bool, typer.Option("--no-ui", help="Turn llama-server's web UI off (its own --no-ui).")]
+MtpGuard = Annotated[Optional[bool], typer.Option("--mtp-guard/--no-mtp-guard",
+                                                  help="Step to a safer MTP setting when served acceptance stays under "
+                                                       "the break-even (--no-mtp-guard pins the setting; default from "
+                                                       "settings: mtp_guard).")]
 
 
 def _refuse_hf(value: Optional[str]) -> None:

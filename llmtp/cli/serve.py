@@ -26,6 +26,7 @@ def serve(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     no_pull: bool = typer.Option(False, "--no-pull", help="Refuse a model that is not on disk instead of "
                                  "downloading it (also the setting pull_missing = false)."),
+    mtp_guard: o.MtpGuard = None,
 ) -> None:
     """Serve MODEL with the current build: plan, start, wait until ready, keep it alive.
 
@@ -37,7 +38,7 @@ def serve(
     request = o.launch_request(model, extra, host=host, port=port, ctx=ctx, no_mtp=no_mtp, parallel=parallel,
                                cache_type=cache_type, gpu_layers=gpu_layers, threads=threads, draft_n_max=draft_n_max,
                                draft_p_min=draft_p_min, alias=alias, api_key_file=api_key_file, rpc=rpc,
-                               server=server, no_ui=no_ui)
+                               server=server, no_ui=no_ui, mtp_guard=mtp_guard)
     plan = svc.plan_for_serve(settings, request, warm=warm, pull=None if dry_run else not no_pull,
                               say=lambda m: typer.echo(m, err=True))
     for note in plan.notes:

@@ -57,6 +57,7 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
     """The status table and, once, how clients reach the servers; then what needs attention."""
     from llmtp.cli._out import say, table
     from llmtp.core.status_view import api_key_hint
+    from llmtp.services.mtp_guard import guard_line
 
     servers = [e for e in entries if e["kind"] != "worker"]
     columns = ["port", "state", "model", "MTP", "tok/s", "URL"]
@@ -76,6 +77,9 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
         if uis:
             say("web UI: " + ", ".join(uis), con=con)
     for e in servers:
+        guard = e.get("mtp_guard")
+        if guard and (wide or guard.get("switches")):  # a switch is news; the guard at rest only in --wide
+            say(f"port {e['port']}: {guard_line(guard)}", indent=4, con=con)
         if e["state"] == "failed":
             say(f"port {e['port']} failed: {e['reason']}", con=con)
             for line in e.get("details", [])[-3:]:

@@ -27,23 +27,42 @@ def render(decision, target, con) -> None:
     if decision.trials:
         con.print(t)
     if decision.heldout:
-        h = Table(show_edge=False, pad_edge=False, title="held-out prompts (speedup against plain)")
-        names = list(dict.fromkeys(n for j in decision.heldout for n in j.speedups))
-        for col in ("configuration", *names, "median", "min-max", ""):
+        judged = "every family judged" if decision.workload is None else f"--workload {decision.workload}"
+        h = Table(show_edge=False, pad_edge=False,
+                  title=f"held-out prompts by family (speedup against plain; {judged})")
+        fams = list(dict.fromkeys(f for j in decision.heldout for f in j.families))
+        for col in ("configuration", *fams, "score", "prompts min-max", ""):
             h.add_column(col, justify="left" if col in ("configuration", "") else "right")
         for j in decision.heldout:
             sp = j.spread
-            h.add_row(j.label, *[f"{j.speedups[n]:.2f}x" if n in j.speedups else "-" for n in names],
-                      f"{sp.median:.2f}x" if sp else "-", f"{sp.min:.2f}-{sp.max:.2f}x" if sp else "-",
+            h.add_row(j.label, *[f"{j.families[f]:.2f}x" if f in j.families else "-" for f in fams],
+                      f"{j.score:.2f}x" if j.score is not None else "-",
+                      f"{sp.min:.2f}-{sp.max:.2f}x" if sp else "-",
                       "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected"))
         con.print(h)
+        a = Table(show_edge=False, pad_edge=False, title="acceptance against break-even, per family (held-out)")
+        for col in ("configuration", *fams):
+            a.add_column(col, justify="left" if col == "configuration" else "right")
+        for j in decision.heldout:
+            a.add_row(j.label, *[_acc_cell(j.family_acceptance.get(f), j.family_break_even.get(f)) for f in fams])
+        con.print(a)
     color = "green" if decision.chosen.enabled else "yellow"
     con.print(f"[bold {color}]{esc(decision.label)}[/]: {esc(decision.reason)}")
     if decision.chosen.enabled and decision.speedup is not None:
         con.print(f"held-out speedup {decision.speedup:.2f}x plain"
+                  + (f" on {decision.workload}" if decision.workload else "")
                   + (f", break-even acceptance {decision.break_even_acceptance:.2f}"
                      if decision.break_even_acceptance is not None else ""))
     con.print("stored for `llmtp serve` in this model's settings")
+
+
+def _acc_cell(acc: float | None, be: float | None) -> str:
+    """`0.23 / 0.41 LOSES`: measured acceptance, then the break-even below which the setting loses."""
+    if acc is None:
+        return "-"
+    if be is None:
+        return f"{acc:.2f} / ?"
+    return f"{acc:.2f} / {be:.2f}" + (" loses" if acc < be else "")
 
 
 def tune_cmd(
@@ -55,7 +74,13 @@ def tune_cmd(
     min_gain: float = typer.Option(0.03, "--min-gain", **limits.option(limits.Gain),
                                    help="Keep MTP only when its held-out median is this much faster (0.03 = 3%)."),
     noise_band: float = typer.Option(0.05, "--noise-band", **limits.option(limits.Fraction),
-                                     help="No held-out prompt may be slower than plain by more (0.05 = 5%)."),
+                                     help="No family of held-out prompts may be slower than plain by more (0.05 = 5%)."),
+    workload: Optional[str] = typer.Option(None, "--workload", metavar="FAMILY",
+                                           help="Judge only this family of prompts (copy-heavy, open-ended, "
+                                                "long-context, non-english; or one of --prompts FILE): your work."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE",
+                                          help="Your own prompt suite (TOML, the shipped format: [[prompt]] with "
+                                               "name, family, text); its families replace the shipped ones."),
     ctx: o.Ctx = None, cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
     rpc: o.Rpc = None,
     html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
@@ -63,7 +88,9 @@ def tune_cmd(
                                             "acceptance, configurations tried) for a bug report."),
 ) -> None:
     """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod on half of the prompt
-    suite; keep the winner only if it also wins on the held-out half, else MTP off."""
+    suite; keep the winner only if it loses on no family of the held-out half (or wins on --workload's), else MTP off."""
+    from pathlib import Path
+
     from llmtp.cli._out import console, emit_json
     from llmtp.services.tune import run_tune, tune_method
     from llmtp.settings import load_settings
@@ -79,7 +106,8 @@ def tune_cmd(
     # the launch serve would run, with the same overrides: each trial is that plan with other draft settings
     request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, cache_type=cache_type,
                                gpu_layers=gpu_layers, threads=threads, rpc=rpc)
-    kw = dict(min_gain=min_gain, noise_band=noise_band)
+    kw = dict(min_gain=min_gain, noise_band=noise_band, workload=workload,
+              prompts=Path(prompts) if prompts else None)
     if json_out:
         decision, target = run_tune(settings, request, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})

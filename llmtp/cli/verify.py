@@ -64,12 +64,15 @@ def render(report, con) -> None:
         con.print(f"  {name:<8} {mark[m.ok]} {esc(m.detail)}")
     if report.cases:
         t = Table(show_edge=False, pad_edge=False)
-        for col in ("case", "plain tok/s", "MTP tok/s", "speedup (min-max)", "accept", "PP change"):
-            t.add_column(col, justify="left" if col == "case" else "right")
+        for col in ("case", "family", "plain tok/s", "MTP tok/s", "speedup (min-max)", "accept / break-even",
+                    "PP change"):
+            t.add_column(col, justify="left" if col in ("case", "family") else "right")
         for c in report.cases:
-            t.add_row(c.case.key, _f(c.plain.median if c.plain else None), _f(c.mtp.median if c.mtp else None),
+            t.add_row(c.case.key, c.family or "-", _f(c.plain.median if c.plain else None),
+                      _f(c.mtp.median if c.mtp else None),
                       f"{_f(c.speedup, '.2f')}x ({_f(c.speedup_low, '.2f')}-{_f(c.speedup_high, '.2f')})",
-                      _f(c.acceptance, ".2f"), _pct(-c.prompt_cost if c.prompt_cost is not None else None))
+                      f"{_f(c.acceptance, '.2f')} / {_f(c.break_even_acceptance, '.2f')}",
+                      _pct(-c.prompt_cost if c.prompt_cost is not None else None))
         con.print(t)
         if seq and seq.interval and seq.interval.low is not None:
             stop = {"above": "clear of 1.00x: stopped early", "below": "below 1.00x: stopped early",
@@ -78,7 +81,8 @@ def render(report, con) -> None:
             con.print(f"paired speedup {seq.interval.speedup:.2f}x, 99% interval {seq.interval.low:.2f}x to "
                       f"{high} ({stop})")
         con.print(f"speedup {_f(report.speedup, '.2f')}x (geometric mean), acceptance "
-                  f"{_f(report.acceptance, '.2f')}, mean accepted length {_f(report.mean_accepted_length, '.2f')}")
+                  f"{_f(report.acceptance, '.2f')} (break-even {_f(report.break_even_acceptance, '.2f')}), "
+                  f"mean accepted length {_f(report.mean_accepted_length, '.2f')}")
         if report.roofline_plain_pct is not None:
             con.print(f"bandwidth roofline: plain {report.roofline_plain_pct:.0f}%, "
                       f"MTP effective {report.roofline_mtp_pct:.0f}%")

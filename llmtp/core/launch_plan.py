@@ -45,6 +45,7 @@ class LaunchRequest(BaseModel):
     ui: bool = True
     quant: str | None = None  # `plan --quant`; serve names it in the ref (org/repo:QUANT)
     force: bool = False  # plan a ctx far beyond the trained context (core.plan_review.check_ctx)
+    mtp_guard: bool | None = None  # the served-acceptance guard on/off (None: settings.mtp_guard)
     extra: tuple[str, ...] = ()  # after `--`: passed to llama-server as is
 
 
@@ -67,6 +68,8 @@ def serve_args(request: LaunchRequest) -> list[str]:
         args.append("--no-mtp")
     if not request.ui:
         args.append("--no-ui")
+    if request.mtp_guard is not None:
+        args.append("--mtp-guard" if request.mtp_guard else "--no-mtp-guard")
     if request.extra:
         args += ["--", *request.extra]
     return args

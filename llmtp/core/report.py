@@ -36,6 +36,7 @@ class Report:
     table_rows: list[list[str]]
     configuration: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    table_title: str = "Per prompt"
 
 
 def _f(x: float | None, fmt: str = ".1f", unit: str = "") -> str:
@@ -50,10 +51,11 @@ def verify_report(report) -> Report:  # noqa: ANN001 - core.verify.VerifyReport
         mtp = c.mtp.median if c.mtp else None
         groups.append(BarGroup(c.case.key, [Bar("plain", plain, _f(plain, unit=" tok/s"), "plain"),
                                             Bar("MTP", mtp, _f(mtp, unit=" tok/s"), "mtp")],
-                               note=f"speedup {_f(c.speedup, '.2f', 'x')}, acceptance {_f(c.acceptance, '.2f')}"))
-        rows.append([c.case.key, _f(plain), _f(mtp), _f(c.speedup, ".2f", "x"),
+                               note=f"speedup {_f(c.speedup, '.2f', 'x')}, acceptance {_f(c.acceptance, '.2f')}, "
+                                    f"break-even acceptance {_f(c.break_even_acceptance, '.2f')} ({c.family or '?'})"))
+        rows.append([c.case.key, c.family or "-", _f(plain), _f(mtp), _f(c.speedup, ".2f", "x"),
                      f"{_f(c.speedup_low, '.2f')}-{_f(c.speedup_high, '.2f')}x", _f(c.acceptance, ".2f"),
-                     _f(c.mean_accepted_length, ".2f")])
+                     _f(c.break_even_acceptance, ".2f"), _f(c.mean_accepted_length, ".2f")])
     config = {"model": report.model, "build": report.build_id, "profile": report.profile, "gpu": report.gpu,
               "mtp": report.mtp, "method": report.method.model_dump(mode="json"),
               "markers": {k: v for k, v in report.markers.model_dump(mode="json").items()}}
@@ -61,9 +63,15 @@ def verify_report(report) -> Report:  # noqa: ANN001 - core.verify.VerifyReport
                f"break-even acceptance {_f(report.break_even_acceptance, '.2f')}")
     return Report(title=f"llmtp verify {report.model}",
                   verdict=f"{report.verdict.title} (exit {int(report.verdict.code)}): {report.verdict.reason}",
-                  groups=groups, table_head=["case", "plain tok/s", "MTP tok/s", "speedup", "min-max", "acceptance",
-                                             "accepted length"],
+                  groups=groups, table_head=["case", "family", "plain tok/s", "MTP tok/s", "speedup", "min-max",
+                                             "acceptance", "break-even acceptance", "accepted length"],
                   table_rows=rows, configuration=config, notes=[summary, *report.warnings])
+
+
+def _acc_text(acc: float | None, be: float | None) -> str:
+    if acc is None:
+        return ""
+    return f" (acceptance {acc:.2f} / break-even {_f(be, '.2f')})"
 
 
 def tune_report(decision, model: str) -> Report:  # noqa: ANN001 - core.tune.TuneDecision
@@ -75,22 +83,28 @@ def tune_report(decision, model: str) -> Report:  # noqa: ANN001 - core.tune.Tun
                     "chosen" if t.mtp == decision.chosen else ("plain" if not t.mtp.enabled else "mtp"))
                 for t in decision.trials]
         groups.append(BarGroup("selection prompts: tok/s (median)", bars))
-    if decision.heldout:
-        bars = [Bar(j.label, j.spread.median if j.spread else None,
-                    _f(j.spread.median if j.spread else None, ".2f", "x") + ("" if j.passed else " rejected"),
-                    "chosen" if j.passed and j.mtp == decision.chosen else "mtp") for j in decision.heldout]
-        groups.append(BarGroup("held-out prompts: median speedup against plain", bars, baseline=1.0))
-    names = list(dict.fromkeys(n for j in decision.heldout for n in j.speedups))
-    rows = [[j.label, *[_f(j.speedups.get(n), ".2f", "x") for n in names], _f(j.acceptance, ".2f"),
+    for j in decision.heldout:
+        bars = [Bar(fam, v, _f(v, ".2f", "x") + _acc_text(j.family_acceptance.get(fam), j.family_break_even.get(fam)),
+                    "chosen" if j.passed and j.mtp == decision.chosen else "mtp") for fam, v in j.families.items()]
+        verdict = "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected")
+        groups.append(BarGroup(f"held-out prompts, {j.label} ({verdict}): speedup against plain per family",
+                               bars, baseline=1.0))
+    fams = list(dict.fromkeys(f for j in decision.heldout for f in j.families))
+    rows = [[j.label, *[_f(j.families.get(f), ".2f", "x") + _acc_text(j.family_acceptance.get(f),
+                                                                       j.family_break_even.get(f)) for f in fams],
+             _f(j.score, ".2f", "x"),
              "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected: " + j.why)]
             for j in decision.heldout]
+    names = fams
     config = {"model": model, "chosen": decision.chosen.model_dump(mode="json"),
               "tried": [t.mtp.model_dump(mode="json") | {"label": t.label} for t in decision.trials]}
-    summary = (f"held-out speedup {_f(decision.speedup, '.2f', 'x')}, acceptance {_f(decision.acceptance, '.2f')}, "
-               f"break-even acceptance {_f(decision.break_even_acceptance, '.2f')}")
+    judged = f"--workload {decision.workload}" if decision.workload else "every family judged"
+    summary = (f"held-out speedup {_f(decision.speedup, '.2f', 'x')} ({judged}), acceptance "
+               f"{_f(decision.acceptance, '.2f')}, break-even acceptance {_f(decision.break_even_acceptance, '.2f')}; "
+               "per family: speedup (acceptance / break-even acceptance)")
     return Report(title=f"llmtp tune {model}", verdict=f"{decision.label}: {decision.reason}", groups=groups,
-                  table_head=["configuration", *names, "acceptance", "held-out result"], table_rows=rows,
-                  configuration=config, notes=[summary])
+                  table_head=["configuration", *names, "score", "held-out result"], table_rows=rows,
+                  configuration=config, notes=[summary], table_title="Per family (held-out prompts)")
 
 
 _COLOURS = {"plain": "#8a8f98", "mtp": "#3b82f6", "chosen": "#16a34a"}
@@ -122,7 +136,7 @@ def render_html(rep: Report) -> str:
         if g.note:
             out.append(f"<p>{e(g.note)}</p>")
     if rep.table_rows:
-        out.append("<h2>Per prompt</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in rep.table_head) + "</tr>")
+        out.append(f"<h2>{e(rep.table_title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in rep.table_head) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rep.table_rows]
         out.append("</table>")
     out.append("<h2>Configuration</h2><pre>" + e(json.dumps(rep.configuration, indent=2, default=str)) + "</pre>")

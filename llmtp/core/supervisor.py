@@ -28,6 +28,7 @@ class Event(str, Enum):
     CRASH = "crash"  # exited, hung at load, or wedged: the policy allows a restart
     GIVE_UP = "give_up"  # the policy says stop trying (or a failure no restart can fix)
     STOP = "stop"  # the user (Ctrl-C, SIGTERM, `llmtp stop`) asked to stop
+    SWITCH = "switch"  # a planned relaunch with other settings (the MTP guard), while no request runs
 
 
 S, E = State, Event
@@ -38,7 +39,7 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
     S.STARTING: {E.READY: S.READY, E.CRASH: S.RESTARTING, E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},
     # Serving: one failed /health is not yet a restart (a long prompt can stall it); an exit is.
     S.READY: {E.HEALTH_FAIL: S.UNHEALTHY, E.HEALTH_OK: S.READY, E.CRASH: S.RESTARTING,
-              E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},
+              E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED, E.SWITCH: S.RESTARTING},
     # Unhealthy: recovers, or after repeated failures / a stuck generation counts as a crash.
     S.UNHEALTHY: {E.HEALTH_OK: S.READY, E.HEALTH_FAIL: S.UNHEALTHY, E.CRASH: S.RESTARTING,
                   E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},

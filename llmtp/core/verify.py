@@ -29,6 +29,8 @@ PROMPTS: dict[str, str] = {
         "spread across Europe, and how it changed science, religion and politics.\n\n"
     ),
 }
+# Their family in the tune suite's terms (core.families): both write new text rather than copy the prompt.
+PROMPT_FAMILY: dict[str, str] = {"code": "open-ended", "prose": "open-ended"}
 SEED = 42
 
 
@@ -195,18 +197,39 @@ class CaseReport(BaseModel):
     prompt_plain: Stats | None  # prompt processing tok/s
     prompt_mtp: Stats | None
     prompt_cost: float | None  # fraction of prompt-processing speed lost with MTP (0.1 = 10% slower)
+    family: str | None = None  # the prompt's family of work (PROMPT_FAMILY)
+    break_even_acceptance: float | None = None  # below it this case decodes slower than plain
+
+
+def break_even_acceptance(speedup: float | None, acceptance: float | None,
+                          draft_per_step: float | None) -> float | None:
+    """The acceptance below which this setting decodes slower than plain, from one measurement.
+
+    A verification step costs c plain-token times and yields 1 + a*d tokens (a: acceptance, d: drafted
+    tokens per step), so speedup = (1 + a*d) / c. From the measured (speedup, a, d): c = (1 + a*d) / speedup,
+    and plain speed is matched at a* = (c - 1) / d. Above 1 means no acceptance can pay for the drafts.
+    """
+    if not speedup or acceptance is None or not draft_per_step:
+        return None
+    cost = (1.0 + acceptance * draft_per_step) / speedup
+    return max(0.0, (cost - 1.0) / draft_per_step)
 
 
 def analyze_case(case: Case, plain: list[Sample], mtp: list[Sample],
-                 spec_counters: dict[str, float] | None = None) -> CaseReport:
+                 spec_counters: dict[str, float] | None = None, n_max: int | None = None) -> CaseReport:
+    """`n_max`: drafted tokens per step where the counters (from /metrics) do not say."""
     p = summarize([s.tokens_per_s for s in plain])
     m = summarize([s.tokens_per_s for s in mtp])
     pp_p = summarize([s.prompt_per_s for s in plain if s.prompt_per_s])
     pp_m = summarize([s.prompt_per_s for s in mtp if s.prompt_per_s])
     counters = spec_counters or {}
+    speedup = m.median / p.median if p and m and p.median else None
+    per_step = counters["draft_tokens"] / counters["drafts"] if counters.get("drafts") and \
+        counters.get("draft_tokens") else (float(n_max) if n_max else None)
     return CaseReport(
-        case=case, plain=p, mtp=m,
-        speedup=m.median / p.median if p and m and p.median else None,
+        case=case, plain=p, mtp=m, family=PROMPT_FAMILY.get(case.prompt),
+        break_even_acceptance=break_even_acceptance(speedup, acceptance(mtp), per_step),
+        speedup=speedup,
         speedup_low=m.min / p.max if p and m and p.max else None,
         speedup_high=m.max / p.min if p and m and p.min else None,
         acceptance=acceptance(mtp),

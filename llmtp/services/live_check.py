@@ -85,9 +85,14 @@ def annotate(settings, entries: list[dict]) -> list[dict]:
     """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
     from llmtp.services.status import instance_log
 
+    from llmtp.services.mtp_guard import read_record
+
     for e in entries:
         if e.get("state") == "failed":
             continue  # services/failed.py gave it its own
         text = instance_log(e["log_path"], e.get("log_offset", 0))  # this server's requests, not a predecessor's
         e["mtp_live"] = status_live(settings, e["model"], text).model_dump(mode="json")
+        guard = read_record(settings.state_dir, e["port"])
+        e["mtp_guard"] = guard.model_dump(mode="json") if guard is not None and guard.llmtp_pid == e.get("llmtp_pid") \
+            else None
     return entries

@@ -11,10 +11,11 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from llmtp.adapters.files import read_json_model, write_json_atomic
 from llmtp.core.launch import MtpSettings
+from llmtp.core.tune import SettingBreakEven
 
 _EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the tail identify it
 
@@ -46,6 +47,10 @@ class ModelSettingsRecord(BaseModel):
     acceptance: float | None = None
     break_even_acceptance: float | None = None
     plain_tokens_per_s: float | None = None
+    workload: str | None = None  # the family `tune --workload` judged alone; None: every family
+    family_break_even: dict[str, float] = Field(default_factory=dict)
+    # the chosen setting, then each safer one (no n-gram drafts, ...) with its break-even: the serve guard's steps
+    ladder: list[SettingBreakEven] = Field(default_factory=list)
 
 
 def _dir(settings) -> Path:
@@ -70,10 +75,13 @@ def load(settings, model_key: str) -> MtpSettings | None:
 def save(settings, model_key: str, mtp: MtpSettings, *, reason: str | None = None,
          source: str = "tune", build_id: str | None = None, speedup: float | None = None,
          acceptance: float | None = None, break_even_acceptance: float | None = None,
-         plain_tokens_per_s: float | None = None) -> Path:
+         plain_tokens_per_s: float | None = None, workload: str | None = None,
+         family_break_even: dict[str, float] | None = None,
+         ladder: list[SettingBreakEven] | None = None) -> Path:
     record = ModelSettingsRecord(model_key=model_key, mtp=mtp, reason=reason, source=source, build_id=build_id,
                                  updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                  speedup=speedup, acceptance=acceptance,
                                  break_even_acceptance=break_even_acceptance,
-                                 plain_tokens_per_s=plain_tokens_per_s)
+                                 plain_tokens_per_s=plain_tokens_per_s, workload=workload,
+                                 family_break_even=family_break_even or {}, ladder=ladder or [])
     return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))

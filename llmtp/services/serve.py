@@ -200,12 +200,17 @@ def foreground(settings, plan: LaunchPlan, *, warm=None, command: list[str] | No
     llmtp's command line, recorded so that `verify --restart` can start it again."""
     from llmtp.services.foreground import ServeHooks, serve_foreground
     from llmtp.services.live_check import live_check_hook
+    from llmtp.services.mtp_guard import guard_hook
     from llmtp.services.rpc import rpc_supervision
     from llmtp.services.state import log_path
     from llmtp.services.supervisor import SupervisorConfig
 
+    server_log = log_path(settings.state_dir, plan.spec.port)
+    guard_on = settings.mtp_guard if plan.request.mtp_guard is None else plan.request.mtp_guard
+    # the live check, then the guard that steps to a safer MTP setting when served acceptance stays low
+    on_tick = guard_hook(settings, plan.spec.model, server_log, state_dir=settings.state_dir, port=plan.spec.port,
+                         enabled=guard_on, then=live_check_hook(settings, plan.spec.model, server_log))
     hooks = ServeHooks(on_event=on_event, on_ready=notify_ready(calibration_hook(settings, plan)), warm_start=warm,
-                       on_tick=live_check_hook(settings, plan.spec.model, log_path(settings.state_dir, plan.spec.port)),
-                       command=tuple(command or ()), **rpc_supervision(plan.spec))
+                       on_tick=on_tick, command=tuple(command or ()), **rpc_supervision(plan.spec))
     return serve_foreground(plan, state_dir=settings.state_dir, config=SupervisorConfig(
         ready_timeout_s=plan.ready_timeout_s), hooks=hooks)

@@ -110,6 +110,13 @@ class Supervisor:
         self._probe: threading.Thread | None = None
         self._probe_result: str | None = None  # "ok", "wedged", "refused", None (running / not started)
         self.probe_refused: str | None = None  # why llama-server refused our own probe (a config error)
+        self._switch_to: tuple[LaunchSpec, str] | None = None
+        self.switches = 0
+
+    def relaunch(self, spec: LaunchSpec, reason: str) -> None:
+        """Replace the ready server with one for `spec` (an on_tick hook's call, made once it has seen no
+        request in flight): stopped and started again right after the hook returns, not counted as a crash."""
+        self._switch_to = (spec, reason)
 
     # -- events --------------------------------------------------------------------------------
     def _fire(self, event: Event, message: str) -> None:
@@ -206,6 +213,13 @@ class Supervisor:
                         return
                     if self._on_tick is not None:
                         self._on_tick(self)
+                    if self._switch_to is not None:
+                        self.spec, reason = self._switch_to
+                        self._switch_to = None
+                        proc.stop(cfg.stop_grace_s)
+                        self.switches += 1
+                        self._fire(Event.SWITCH, reason)
+                        return
                     if client.health(timeout=2.0) == 200:
                         failures = 0
                         if self.state is State.UNHEALTHY:

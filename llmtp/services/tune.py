@@ -9,6 +9,7 @@ run on the suite's selection half; plain, the finalists and plain again then run
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from llmtp.core import tune as core
 from llmtp.core.launch import MtpSettings
@@ -56,11 +57,13 @@ def _measure(launcher: Launcher, arm: LaunchPlan, prompts: list[core.Prompt], me
     except LlmtpError as exc:
         samples, error = {}, exc.message
     every = [s for v in samples.values() for s in v]
+    drafts = {k: (sum(s.draft_n_accepted or 0 for s in v if s.draft_n), sum(s.draft_n or 0 for s in v))
+              for k, v in samples.items() if any(s.draft_n for s in v)}
     per_step = delta["draft_tokens"] / delta["drafts"] if delta.get("drafts") and "draft_tokens" in delta else None
     return core.Trial(mtp=arm.mtp, label=core.label(arm.mtp), tokens_per_s=summarize([s.tokens_per_s for s in every]),
                       per_prompt={k: st for k, v in samples.items()
                                   if (st := summarize([s.tokens_per_s for s in v])) is not None},
-                      acceptance=acceptance(every), draft_tokens_per_step=per_step, error=error)
+                      acceptance=acceptance(every), drafts=drafts, draft_tokens_per_step=per_step, error=error)
 
 
 def _off(reason: str) -> core.TuneDecision:
@@ -69,10 +72,14 @@ def _off(reason: str) -> core.TuneDecision:
 
 
 def tune(target: Target, launcher: Launcher, *, base: LaunchPlan, method: Method | None = None,
-         min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND,
-         suite: core.Suite | None = None, on_trial: TrialCallback | None = None) -> core.TuneDecision:
+         rule: core.Rule | None = None, suite: core.Suite | None = None,
+         on_trial: TrialCallback | None = None) -> core.TuneDecision:
+    """`base`: the plan serve would run (each trial is it with other draft settings); `rule`: min gain,
+    noise band and the user's workload (a family of `suite`); see core.families."""
     method = method or tune_method()
     suite = suite or load_suite()
+    rule = rule or core.Rule()
+    families = suite.families()
     off = MtpSettings(enabled=False)
     if target.caps.mtp_dialect is None:
         return _off("this build offers no draft-mtp: MTP off")
@@ -89,7 +96,7 @@ def tune(target: Target, launcher: Launcher, *, base: LaunchPlan, method: Method
         nonlocal done
         trial = _measure(launcher, base.with_mtp(mtp), prompts, method)  # the plan, other draft settings
         if plain is not None:
-            trial.speedup = core.speedup_against(trial, plain)
+            core.compare(trial, plain, families, rule)
         done += 1
         if on_trial:
             on_trial(trial, done, max(total, done))
@@ -102,45 +109,80 @@ def tune(target: Target, launcher: Launcher, *, base: LaunchPlan, method: Method
     base_mtp = MtpSettings(enabled=True, draft_model=str(target.sidecar) if target.sidecar else None)
     trials = [run(m, select, plain) for m in core.stage_n_max(base_mtp)]
     if upstream:
-        best = core.best_trial(trials)
+        best = core.best_trial(trials, rule)
         if best is not None:
             trials += [run(m, select, plain) for m in core.stage_p_min(best.mtp)]
-            best = core.best_trial(trials) or best
+            best = core.best_trial(trials, rule) or best
             trials += [run(m, select, plain) for m in core.stage_stack(best.mtp, target.caps.spec_types)]
-    best = core.best_trial(trials)
+    best = core.best_trial(trials, rule)
     plain_held: core.Trial | None = None
     held: list[core.Trial] = []
     drift = None
-    if best is not None and best.speedup is not None and best.speedup >= 1.0 + min_gain:
-        finalists = core.finalists(trials)
+    if core.worth_holding_out(best, rule):
+        finalists = core.finalists(trials, rule)
         total += len(finalists) - 1
         # plain before and after the finalists: the reference is their mean, so drift moves both sides
         before = run(off, heldout)
         held = [run(f.mtp, heldout, before) for f in finalists]  # progress shows it against `before`
         plain_held, drift = core.bracket(before, run(off, heldout))
-        for trial in held:
-            trial.speedup = core.speedup_against(trial, plain_held)
-    return core.decide(plain_held, [plain, *trials], held, min_gain, noise_band, drift)
+    return core.decide(plain_held, [plain, *trials], held, rule, drift, families)
+
+
+def load_prompts_file(path: Path) -> core.Suite:
+    """A user's own prompt suite (TOML, the shipped file's format): its families define the rule's."""
+    import tomllib
+
+    from llmtp.errors import UsageError
+
+    hint = ("Write [[prompt]] tables with name, family and text (see llmtp/data/prompts.toml), "
+            "at least two prompts per family.")
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"Cannot read the prompts file {path}: {exc.strerror or exc}", hint) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"The prompts file {path} is not valid TOML: {exc}", hint) from exc
+    try:
+        return core.parse_suite(data)
+    except (core.SuiteError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise UsageError(f"The prompts file {path} cannot be used: {_first_line(exc)}", hint) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3])
+
+
+def choose_rule(suite: core.Suite, *, min_gain: float, noise_band: float, workload: str | None) -> core.Rule:
+    """The decision rule; --workload must name one of the suite's families."""
+    from llmtp.errors import UsageError
+
+    if workload is not None and workload not in suite.family_names():
+        raise UsageError(f"--workload {workload!r} is not a family of the prompt suite",
+                         f"Use one of: {', '.join(suite.family_names())} (or --prompts FILE with your own).")
+    return core.Rule(min_gain=min_gain, noise_band=noise_band, workload=workload)
 
 
 def run_tune(settings, request: LaunchRequest, method: Method | None = None, *,  # noqa: ANN001
-             min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND, save: bool = True,
+             min_gain: float = core.DEFAULT_MIN_GAIN, noise_band: float = core.DEFAULT_NOISE_BAND,
+             workload: str | None = None, prompts: Path | None = None, save: bool = True,
              on_trial: TrialCallback | None = None) -> tuple[core.TuneDecision, Target]:
     """Sweep the plan serve would run (each trial that plan with other draft settings) on the current build,
-    and store the choice (or MTP off, with the reason) for `serve`."""
-    from pathlib import Path
-
+    and store the choice (or MTP off, with the reason) for `serve`. `prompts`: the user's own suite, whose
+    families then replace the shipped ones."""
     from llmtp.services import model_settings
     from llmtp.services.verify_plan import real_launcher, target_for, verify_plan
 
+    suite = load_prompts_file(prompts) if prompts is not None else load_suite()
+    rule = choose_rule(suite, min_gain=min_gain, noise_band=noise_band, workload=workload)
     plan = verify_plan(settings, request)
     target = target_for(settings, plan)
     launcher = real_launcher(Path(settings.state_dir) / "tune")
-    decision = tune(target, launcher, base=plan, method=method, min_gain=min_gain, noise_band=noise_band,
-                    on_trial=on_trial)
+    decision = tune(target, launcher, base=plan, method=method, rule=rule, suite=suite, on_trial=on_trial)
     if save:
         model_settings.save(settings, target.model_key, decision.chosen, reason=decision.reason,
                             build_id=target.build_id, speedup=decision.speedup, acceptance=decision.acceptance,
                             break_even_acceptance=decision.break_even_acceptance,
-                            plain_tokens_per_s=decision.plain_tokens_per_s)
+                            plain_tokens_per_s=decision.plain_tokens_per_s, workload=decision.workload,
+                            family_break_even=decision.family_break_even, ladder=decision.ladder)
     return decision, target

@@ -26,7 +26,6 @@ from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchPlan, argv_without_address
-from llmtp.core.tune import break_even_acceptance
 from llmtp.core.verify import Marker, Markers, Method, VerifyReport
 from llmtp.errors import ServeError
 from llmtp.services.verify_arms import Launcher, Progress, cases_of, measure_matrix, measure_sequential
@@ -145,7 +144,7 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
     runtime = core.runtime_marker(got.speculative, [got.probe, *all_mtp])
     cases = [c for c in cases if mtp_samples.get(c.key) and plain_samples.get(c.key)]
 
-    reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key))
+    reports = [core.analyze_case(c, plain_samples[c.key], mtp_samples[c.key], counters.get(c.key), n_max=mtp.n_max)
                for c in cases]
     total = {k: sum(c.get(k, 0.0) for c in counters.values()) for k in ("accepted_tokens", "drafts", "draft_tokens")}
     mtp_tps = core.geomean([r.mtp.median if r.mtp else None for r in reports])
@@ -173,7 +172,7 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
     cmp: BaselineComparison | None = compare(stored, mtp_medians, n_predict, opts.tolerance) if stored else None
     acc = core.acceptance(all_mtp)
     per_step = total["draft_tokens"] / total["drafts"] if total["drafts"] and total["draft_tokens"] else None
-    break_even = break_even_acceptance(speedup, acc, per_step or float(mtp.n_max))
+    break_even = core.break_even_acceptance(speedup, acc, per_step or float(mtp.n_max))
     markers = Markers(build=build, gpu=gpu, model=model, runtime=runtime)
     report = finish(
         markers, cases=reports, speedup=speedup, mtp_tokens_per_s=mtp_tps, plain_tokens_per_s=plain_tps,
