@@ -352,7 +352,7 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_off_unless_the_work_is_c
     assert d.reason.startswith("no setting holds up on the selection prompts: the best (n-max 1, p-min 0 + "
                                "ngram-mod) loses on open-ended: 0.70x plain")
     launch = fake_launcher(ngram_only_copies)
-    d = tune(target(tmp_path), launch, base_spec=LaunchSpec(model="m", port=0), method=METHOD,
+    d = tune(target(tmp_path), launch, base=BASE, method=METHOD,
              rule=core.Rule(workload="copy-heavy"))
     assert d.chosen.extra_types == ["ngram-mod"] and d.speedup == pytest.approx(4.2)
     assert d.families["open-ended"] == pytest.approx(0.7)  # reported, not judged
