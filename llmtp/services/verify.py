@@ -19,6 +19,7 @@ from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.tune import break_even_acceptance
 from llmtp.core.verify import Marker, Markers, Method, VerifyReport
+from llmtp.core.weights_marker import weights_marker
 from llmtp.errors import ServeError
 from llmtp.services.verify_arms import Launcher, Progress, cases_of, measure_matrix, measure_plain, measure_sequential
 
@@ -90,8 +91,9 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
         verdict = core.decide(markers, extra.get("speedup"), regression_reason(extra.pop("_cmp", None)))
         return VerifyReport(**report_args, markers=markers, warnings=warnings, verdict=verdict, **extra)
 
-    if build.ok is False or model.ok is False:
+    if build.ok is False or model.ok is False or gpu.ok is False:
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=skipped))
+    expect_gpu = target.profile in GPU_PROFILES or (base_spec.n_gpu_layers or 0) > 0
 
     cases = cases_of(method)
     mtp_spec = base_spec.model_copy(update={"mtp": mtp})
@@ -111,7 +113,9 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base_spec: Lau
     warnings += core.warnings_for(temperatures=[], parallel=1, mtp_enabled=False,
                                   kv_buffers=core.parse_kv_buffers(got.log), build_has_gpu=build_has_gpu,
                                   machine_gpus=0)
-    if not got.runtime.ok:
+    if expect_gpu or gpu.ok is True:  # evidence from the load log: where the weights really are
+        gpu = weights_marker(got.log, expect_gpu=expect_gpu, listed=target.gpu_devices)
+    if not got.runtime.ok or gpu.ok is False:
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=got.runtime))
     mtp_samples, plain_samples, counters = got.mtp, got.plain, got.counters
     all_mtp = [s for v in mtp_samples.values() for s in v]
@@ -190,6 +194,20 @@ class _LiveHandle:
 
     def log_text(self) -> str:
         return self._proc.log_tail()
+
+
+GPU_PROFILES = ("cuda", "rocm", "vulkan", "metal")
+
+
+def gpu_evidence_spec(base: LaunchSpec, caps: Capabilities, n_gpu_layers: int | None) -> LaunchSpec:
+    """The launch with the plan's -ngl and at -lv 4, where llama-server prints its buffer sizes (libllama INFO
+    lines print only at verbosity 4 in b11434): the GPU marker reads where the weights went from them."""
+    flag = caps.first_of("-lv", "--verbosity", "--log-verbosity")
+    extra = [*base.extra_args, flag, "4"] if flag and flag not in base.extra_args else list(base.extra_args)
+    update: dict = {"extra_args": extra}
+    if n_gpu_layers is not None:
+        update["n_gpu_layers"] = n_gpu_layers
+    return base.model_copy(update=update)
 
 
 def real_launcher(server: Path, caps: Capabilities, log_dir: Path, *, ready_timeout: float = 300) -> Launcher:
@@ -282,13 +300,17 @@ def base_spec_for(target: Target, settings, mtp: MtpSettings | None = None, *,
 
 def run_verify(settings, model_ref: str | None, method: Method, *, tolerance: float = 0.10,
                update_baseline: bool = False, parallel: int | None = None, threads: int | None = None,
-               build=None, on_progress: Progress | None = None, rpc: str | None = None) -> VerifyReport:
-    """`rpc`: HOST:PORT,... workers every launch (plain and MTP) spreads the model over, RPC devices first."""
+               build=None, on_progress: Progress | None = None, rpc: str | None = None,
+               n_gpu_layers: int | None = None) -> VerifyReport:
+    """`rpc`: HOST:PORT,... workers every launch (plain and MTP) spreads the model over, RPC devices first.
+    `n_gpu_layers`: a GPU plan's -ngl for both arms; the GPU marker then requires weights on a GPU device."""
     from llmtp.services import baseline as store
     from llmtp.services import model_settings
 
     target, build = gather_target(settings, model_ref, build=build)
     base = base_spec_for(target, settings, parallel=parallel, threads=threads)
+    if n_gpu_layers is not None or target.profile in GPU_PROFILES:
+        base = gpu_evidence_spec(base, target.caps, n_gpu_layers)
     if rpc:
         from llmtp.core.rpc import parse_endpoints
         from llmtp.services.rpc import require_workers, split_launch
