@@ -107,3 +107,27 @@ def test_lavapipe_beside_a_real_gpu_keeps_the_gpu_recommendation():
                 compute_capability="8.9", source="nvml")]
     rec, _ = recommend("linux", gpus, {})
     assert rec.profile == "cuda"  # vulkan devices never enter `gpus`: lavapipe cannot take the recommendation
+
+
+def test_vulkan_tier_skip_reasons(monkeypatch):
+    """The exact reason the `vulkan` tests skip with, for each missing piece."""
+    from llmtp.testbed import vulkan as tier
+
+    runner = Runner({("/usr/bin/vulkaninfo", "--summary"): SUMMARY},
+                    {"vulkaninfo": "/usr/bin/vulkaninfo", "glslc": "/usr/bin/glslc"})
+    monkeypatch.setattr(tier, "installed_vulkan_headers", lambda: VulkanDevice(index=0, name="h"))
+    assert tier.vulkan_tier_problem(runner) is None
+    assert tier.test_device(parse_vulkaninfo_summary(SUMMARY)).name == LLVMPIPE
+    gpu = VulkanDevice(index=1, name="AMD Radeon RX 7900 XTX", device_type="discrete")
+    assert tier.test_device([*parse_vulkaninfo_summary(SUMMARY), gpu]) is gpu  # a real GPU wins
+    runner.outputs[("/usr/bin/vulkaninfo", "--summary")] = "ERROR: Found no drivers!\n"
+    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: vulkaninfo lists no Vulkan device "
+                                                "(Debian/Ubuntu: apt install mesa-vulkan-drivers)")
+    del runner.paths["vulkaninfo"]
+    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: vulkaninfo not found "
+                                                "(Debian/Ubuntu: apt install vulkan-tools mesa-vulkan-drivers)")
+    monkeypatch.setattr(tier, "installed_vulkan_headers", lambda: None)
+    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: no Vulkan headers (vulkan/vulkan_core.h; "
+                                                "Debian/Ubuntu: apt install libvulkan-dev)")
+    del runner.paths["glslc"]
+    assert tier.vulkan_tier_problem(runner) == "vulkan tier: glslc not found (Debian/Ubuntu: apt install glslc)"

@@ -181,6 +181,8 @@ def status(
         tps = "unknown" if e["tokens_per_second"] is None else f"{e['tokens_per_second']:.1f}"
         acc = "no drafts yet" if e["mtp_acceptance"] is None else f"{e['mtp_acceptance']:.0%}"
         vram = "not seen by NVML" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
+        if e["vram_bytes"] is None and e.get("device_bytes"):  # from the load log (Vulkan, ROCm, Metal)
+            vram = ", ".join(f"{d} {human_bytes(b)}" for d, b in e["device_bytes"].items())
         t.add_row(str(e["port"]), e["state"], str(e["server_pid"]), f"{e['uptime_s']:.0f} s",
                   str(e["restarts"]), e["model"].rsplit("/", 1)[-1], e["build"] or "external", tps_last, tps, acc,
                   e["mtp_live"]["state"], ", ".join(e.get("rpc") or []) or "-", human_bytes(e["rss_bytes"]), vram)

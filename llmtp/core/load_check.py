@@ -12,6 +12,8 @@ from llmtp.core.calibrate import LoadBuffers
 # load_tensors: offloaded 9/9 layers to GPU   (src/llama-model.cpp, b11434)
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 HOST_DEVICES = ("CPU", "Host")  # parse_load_log folds CPU_Mapped / CPU_REPACK-free names into "CPU"
+# llama_model_loader: loaded meta data with 41 key-value pairs and 125 tensors from /path/model.gguf
+LOAD_START = "llama_model_loader: loaded meta data"
 TOLERANCE = 0.05  # bytes: planned within 5% of what the server allocated
 
 
@@ -31,6 +33,12 @@ def parse_offloaded(text: str) -> Offload | None:
     """The last `offloaded N/M layers to GPU` line (the main model's; a draft context prints none)."""
     found = _OFFLOADED.findall(text)
     return Offload(layers=int(found[-1][0]), of=int(found[-1][1])) if found else None
+
+
+def last_load(text: str) -> str:
+    """The log from the last model load on: a restarted server appends a second set of buffer lines."""
+    at = text.rfind(LOAD_START)
+    return text[at:] if at >= 0 else text
 
 
 def device_bytes(buffers: LoadBuffers, device: str) -> dict[str, int]:

@@ -25,8 +25,8 @@ def weights_marker(log: str, *, expect_gpu: bool, listed: list[str] | None) -> M
     if not expect_gpu:
         return Marker(ok=None, detail="no GPU expected; weights in system RAM")
     if listed is not None and not listed:
-        return Marker(ok=False, detail=f"a GPU launch was planned, but this build lists no GPU device "
-                                       f"(a CPU build, or no driver visible){layers}")
+        return Marker(ok=False, detail=f"a GPU launch was planned, but this build lists no GPU device (a CPU "
+                                       f"build, or no driver visible): every weight is in system RAM{layers}")
     if not buffers.buffers:
         return Marker(ok=False, detail="a GPU launch was planned, but the server's log shows no weight buffer "
                                        "(run at -lv 4 to print them)")

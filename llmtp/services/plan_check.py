@@ -36,14 +36,14 @@ def device_budget(device: str, budget_bytes: int, ram_bytes: int | None, backend
 
 def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware, device: str, *, port: int,
                     log_path: Path, prompt: str = "Hello world, the", n_predict: int = 16,
-                    ctx: int | None = 512) -> CheckedRun:
+                    ctx: int | None = 512, no_mtp: bool = False) -> CheckedRun:
     """Plan `model` for `hardware` through serve's own path (prepare_launch), start it (launched), send one
     greedy completion, stop it, and compare the plan with the load log."""
     from llmtp.core.argv import build_server_argv
     from llmtp.services.serve import launched, prepare_launch
 
     prepared = prepare_launch(settings, str(model), host="127.0.0.1", port=port, ctx=ctx, server=server,
-                              hardware=hardware, ui=False)
+                              hardware=hardware, ui=False, no_mtp=no_mtp)
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     with launched(prepared.server, prepared.caps, prepared.spec, log_path=log_path,
                   ready_timeout=prepared.ready_timeout_s + 120) as proc:  # lavapipe compiles shaders at load
