@@ -1,4 +1,5 @@
-"""Finds and reads the Vulkan headers a build would compile against (vulkan/vulkan_core.h)."""
+"""Finds and reads the Vulkan headers a build would compile against (vulkan/vulkan_core.h), and the
+GGML_VK_VISIBLE_DEVICES a user set."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from llmtp.core.vulkan_devices import VISIBLE_ENV
 from llmtp.core.vulkan_headers import VulkanHeaders, parse_vulkan_core_h
 
 # Where CMake's FindVulkan looks on Linux: $VULKAN_SDK/include first (LunarG's SDK), then the system.
@@ -27,3 +29,9 @@ def installed_vulkan_headers(env: Mapping[str, str] | None = None,
             continue
         return parse_vulkan_core_h(text, str(path))
     return None
+
+
+def visible_devices_env() -> dict[str, str]:
+    """{GGML_VK_VISIBLE_DEVICES: value} when the user set it (a Vulkan device chosen on purpose), else {}."""
+    value = os.environ.get(VISIBLE_ENV)
+    return {VISIBLE_ENV: value} if value is not None else {}

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from llmtp.core.calibrate import parse_load_log
 from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded
 from llmtp.core.plan import PlanDevice, PlanHardware
@@ -47,11 +45,8 @@ def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware,
     argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
     with launched(prepared.server, prepared.caps, prepared.spec, log_path=log_path,
                   ready_timeout=prepared.ready_timeout_s + 120) as proc:  # lavapipe compiles shaders at load
-        r = httpx.post(f"http://127.0.0.1:{port}/completion", timeout=300,
-                       json={"prompt": prompt, "n_predict": n_predict, "temperature": 0})
-        r.raise_for_status()
-        answer = r.json()
-        del proc
+        with proc.client(timeout=300) as client:
+            answer = client.completion(prompt, n_predict)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     buffers = parse_load_log(text)
     offload = parse_offloaded(text)

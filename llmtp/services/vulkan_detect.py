@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +17,10 @@ def detect_vulkan(runner: Runner, server: Path | None = None,
                   env: Mapping[str, str] | None = None) -> tuple[list[VulkanDevice], list[str]]:
     """(devices, notes). `server`: a Vulkan build's llama-server, asked for memory with every device made
     visible (so a CPU-type one is measured too); None: vulkaninfo alone (memory unknown)."""
-    env = os.environ if env is None else env
+    if env is None:
+        from llmtp.adapters.vulkan_sdk import visible_devices_env
+
+        env = visible_devices_env()
     notes: list[str] = []
     devices: list[VulkanDevice] = []
     vulkaninfo = runner.which("vulkaninfo")
