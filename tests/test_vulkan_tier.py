@@ -142,3 +142,30 @@ def test_gpu_marker_fails_with_its_exit_code_on_the_cpu_build_given_a_gpu_plan(l
                         n_gpu_layers=99)
     assert report.verdict.code == VerdictCode.NOT_ON_GPU == 15, report.verdict
     assert report.markers.gpu.ok is False and "system RAM" in report.markers.gpu.detail, report.markers.gpu
+
+
+def test_serve_plans_for_the_device_and_status_shows_its_memory(vulkan_bin_dir, tiny_models):
+    """`llmtp serve` on the Vulkan build with no budget given: the plan takes Vulkan0's memory from the
+    build's --list-devices (NVML sees nothing here), and `llmtp status` reports what the server holds on
+    Vulkan0 from its own load lines."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from llmtp.cli.main import app
+
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "llmtp", "serve", str(tiny_models["agree"]), "--server",
+                        str(vulkan_bin_dir / "llama-server"), "--port", str(port), "--ctx", "512", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    runner = CliRunner()
+    try:
+        [entry] = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+        assert entry["vram_bytes"] is None  # NVML sees no Vulkan device
+        assert entry["device_bytes"] and entry["device_bytes"].get("Vulkan0", 0) > 0, entry
+        out = runner.invoke(app, ["status"]).stdout
+        assert "Vulkan0" in out
+    finally:
+        runner.invoke(app, ["stop", "--port", str(port)])
