@@ -66,3 +66,42 @@ def test_last_load_and_device_memory_from_a_restarted_log(tmp_path):
     log.write_text(CPU_LOG, encoding="utf-8")
     assert device_bytes_from_log(log) is None  # a CPU build holds no device memory
     assert device_bytes_from_log(tmp_path / "missing.log") is None
+
+
+VK_LOG = (FIX / "serve-vulkan-bench-agree-mtp-ngl10-lv4.log").read_text(encoding="utf-8")  # lavapipe, MTP on
+
+
+def test_vulkan_log_offload_buffers_and_the_draft_context():
+    from llmtp.core.load_check import split_draft
+
+    assert parse_offloaded(VK_LOG).model_dump() == {"layers": 10, "of": 10}
+    main, draft = split_draft(VK_LOG)
+    vk = device_bytes(parse_load_log(main), "Vulkan0")
+    assert vk["model"] == round(290.05 * MiB) and vk["KV"] == MiB and vk["RS"] == round(12.56 * MiB)
+    assert device_bytes(parse_load_log(draft), "Vulkan0")["KV"] == round(0.5 * MiB)  # the draft's own KV
+    assert device_bytes(parse_load_log(main), "CPU")["model"] == round(0.59 * MiB)
+    # `Vulkan_Host` buffers (pinned host memory) are not device memory
+    assert set(gpu_devices(parse_load_log(VK_LOG))) == {"Vulkan0"}
+
+
+def test_weights_marker_sees_vulkan0():
+    m = weights_marker(VK_LOG, expect_gpu=True, listed=["Vulkan0"])
+    assert m.ok is True and m.detail == "model weights on Vulkan0 290.1 MiB, 10/10 layers offloaded"
+
+
+def test_check_plan_against_the_vulkan_log():
+    from llmtp.core.load_check import split_draft
+
+    main, draft = split_draft(VK_LOG)
+    gpu = MemoryBreakdown(device="Vulkan0", weights=round(290.1 * MiB), kv_cache=MiB,
+                          recurrent_state=round(12.56 * MiB), mtp_draft=502 * MiB)
+    cpu = MemoryBreakdown(device="CPU (system RAM)", weights=round(0.6 * MiB))
+    rows = {r.what: r for r in check_plan(plan_of(10, gpu, cpu), parse_offloaded(main), parse_load_log(main),
+                                          "Vulkan0", draft=draft)}
+    assert all(rows[k].ok for k in ("layers on Vulkan0", "model on Vulkan0", "KV on Vulkan0", "RS on Vulkan0",
+                                    "model on CPU"))
+    d = rows["MTP draft context on Vulkan0 (KV + compute)"]
+    assert d.ok is None and d.measured == round(0.5 * MiB) + round(30.52 * MiB)
+    # the whole log (draft context included) would have counted its KV into the target's: 1.5 MiB, not 1.0
+    whole = {r.what: r for r in check_plan(plan_of(10, gpu, cpu), None, parse_load_log(VK_LOG), "Vulkan0")}
+    assert whole["KV on Vulkan0"].ok is False

@@ -7,13 +7,22 @@ import re
 
 from pydantic import BaseModel
 
-from llmtp.core.calibrate import LoadBuffers
+from llmtp.core.calibrate import LoadBuffers, parse_load_log
 
 # load_tensors: offloaded 9/9 layers to GPU   (src/llama-model.cpp, b11434)
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
-HOST_DEVICES = ("CPU", "Host")  # parse_load_log folds CPU_Mapped / CPU_REPACK-free names into "CPU"
+HOST_DEVICES = ("CPU", "Host")  # parse_load_log folds CPU_Mapped into "CPU"
+
+
+def is_host(name: str) -> bool:
+    """A buffer in system memory. parse_load_log strips `_Host`, so a backend's pinned host buffer
+    (`Vulkan_Host  output buffer`, `CUDA_Host compute buffer`) arrives as "Vulkan" / "CUDA": a device
+    always carries its index (Vulkan0, CUDA1, ROCm0, MTL0)."""
+    return name.startswith(HOST_DEVICES) or not name[-1:].isdigit()
 # llama_model_loader: loaded meta data with 41 key-value pairs and 125 tensors from /path/model.gguf
 LOAD_START = "llama_model_loader: loaded meta data"
+# common_speculative_init_result: creating MTP draft context against the target model '/path/model.gguf'
+DRAFT_START = "creating MTP draft context"
 TOLERANCE = 0.05  # bytes: planned within 5% of what the server allocated
 
 
@@ -41,12 +50,29 @@ def last_load(text: str) -> str:
     return text[at:] if at >= 0 else text
 
 
+# sched_reserve:    Vulkan0 compute buffer size =    30.52 MiB  (printed again when the graph is re-reserved:
+# the last one is the buffer's size, not a second buffer)
+_COMPUTE = re.compile(r"sched_reserve:\s+(\S+) compute buffer size =\s+([\d.]+) MiB")
+
+
+def last_compute(text: str, device: str) -> int:
+    sizes = [float(m.group(2)) for m in _COMPUTE.finditer(text) if m.group(1) == device]
+    return round(sizes[-1] * 1024 * 1024) if sizes else 0
+
+
+def split_draft(text: str) -> tuple[str, str]:
+    """(the target model's load, the MTP draft context's): the draft context prints its own KV and compute
+    buffer lines after DRAFT_START, which the target's KV must not absorb."""
+    at = text.find(DRAFT_START)
+    return (text, "") if at < 0 else (text[:at], text[at:])
+
+
 def device_bytes(buffers: LoadBuffers, device: str) -> dict[str, int]:
     """model / KV / RS / compute bytes on one device; for "CPU" every host buffer summed."""
     if device in HOST_DEVICES:
         out: dict[str, int] = {}
         for name, kinds in buffers.buffers.items():
-            if name.startswith(HOST_DEVICES):
+            if is_host(name):
                 for k, v in kinds.items():
                     out[k] = out.get(k, 0) + v
         return out
@@ -55,7 +81,7 @@ def device_bytes(buffers: LoadBuffers, device: str) -> dict[str, int]:
 
 def gpu_devices(buffers: LoadBuffers) -> dict[str, int]:
     """Bytes in use per non-host device (model + KV + RS + compute + output): the device memory a server holds."""
-    return {name: sum(kinds.values()) for name, kinds in buffers.buffers.items() if not name.startswith(HOST_DEVICES)}
+    return {name: sum(kinds.values()) for name, kinds in buffers.buffers.items() if not is_host(name)}
 
 
 def _close(planned: int | None, measured: int | None, tol: float) -> bool | None:
@@ -67,9 +93,12 @@ def _close(planned: int | None, measured: int | None, tol: float) -> bool | None
 
 
 def check_plan(plan, offload: Offload | None, buffers: LoadBuffers, device: str,
-               tol: float = TOLERANCE) -> list[CheckRow]:
-    """Rows comparing a core.plan.Plan with the load log. Layers must match exactly: the plan's -ngl, capped at
-    what the model has (llama.cpp caps it the same way), is what the server says it offloaded."""
+               tol: float = TOLERANCE, draft: str = "") -> list[CheckRow]:
+    """Rows comparing a core.plan.Plan with the load log (the target model's part, see split_draft). Layers
+    must match exactly: the plan's -ngl, capped at what the model has (llama.cpp caps it the same way), is what
+    the server says it offloaded. `draft`: the MTP draft context's part of the log, its buffers reported beside
+    the plan's draft reserve without a verdict (the plan reserves verify headroom there, not a buffer
+    llama-server prints)."""
     gpu = next((m for m in plan.memory if not m.device.startswith("CPU")), None)
     cpu = next((m for m in plan.memory if m.device.startswith("CPU")), None)  # "CPU (system RAM)"
     measured_gpu, measured_cpu = device_bytes(buffers, device), device_bytes(buffers, "CPU")
@@ -84,4 +113,8 @@ def check_plan(plan, offload: Offload | None, buffers: LoadBuffers, device: str,
         for kind in ("model", "KV", "RS"):
             p, m = planned[kind], measured.get(kind, 0)
             rows.append(CheckRow(what=f"{kind} on {label}", planned=p, measured=m, ok=_close(p, m, tol)))
+    if draft:
+        kv = device_bytes(parse_load_log(draft), device).get("KV", 0)
+        rows.append(CheckRow(what=f"MTP draft context on {device} (KV + compute)", planned=gpu.mtp_draft if gpu else 0,
+                             measured=kv + last_compute(draft, device), ok=None))
     return rows

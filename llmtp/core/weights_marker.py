@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmtp.core.calibrate import parse_load_log
-from llmtp.core.load_check import device_bytes, parse_offloaded
+from llmtp.core.load_check import device_bytes, is_host, parse_offloaded
 from llmtp.core.verify import Marker
 
 MiB = 1024 * 1024
@@ -15,7 +15,7 @@ def weights_marker(log: str, *, expect_gpu: bool, listed: list[str] | None) -> M
     memory, or the build lists no GPU device. None: no GPU expected and none used, or the log says nothing.
     `listed`: the GPU device ids the build's --list-devices shows (None: not probed)."""
     buffers = parse_load_log(log)
-    on_gpu = {d: b for d in buffers.buffers if not d.startswith(("CPU", "Host"))
+    on_gpu = {d: b for d in buffers.buffers if not is_host(d)
               if (b := device_bytes(buffers, d).get("model", 0)) > 0}
     offload = parse_offloaded(log)
     layers = f", {offload.layers}/{offload.of} layers offloaded" if offload else ""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmtp.core.calibrate import parse_load_log
-from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded
+from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded, split_draft
 from llmtp.core.plan import PlanDevice, PlanHardware
 
 
@@ -48,9 +48,11 @@ def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware,
         with proc.client(timeout=300) as client:
             answer = client.completion(prompt, n_predict)
     text = log_path.read_text(encoding="utf-8", errors="replace")
-    buffers = parse_load_log(text)
-    offload = parse_offloaded(text)
+    main, draft = split_draft(text)
+    buffers = parse_load_log(main)
+    offload = parse_offloaded(main)
     plan = prepared.planned.plan  # type: ignore[union-attr]
     return CheckedRun(plan=plan, argv_tail=argv[argv.index("--port") + 2:], offload=offload,
-                      rows=check_plan(plan, offload, buffers, device), device_bytes=gpu_devices(buffers),
+                      rows=check_plan(plan, offload, buffers, device, draft=draft),
+                      device_bytes=gpu_devices(parse_load_log(text)),
                       content=answer.get("content", ""), timings=answer.get("timings", {}), log_path=log_path)
