@@ -79,9 +79,17 @@ def device_bytes(buffers: LoadBuffers, device: str) -> dict[str, int]:
     return dict(buffers.buffers.get(device, {}))
 
 
-def gpu_devices(buffers: LoadBuffers) -> dict[str, int]:
-    """Bytes in use per non-host device (model + KV + RS + compute + output): the device memory a server holds."""
-    return {name: sum(kinds.values()) for name, kinds in buffers.buffers.items() if not is_host(name)}
+def gpu_devices(text: str) -> dict[str, int]:
+    """Bytes in use per non-host device, from one load's log (see last_load): model + KV + RS + output, and
+    each context's compute buffer once (the target's and the MTP draft context's; a re-reserved graph prints
+    its size again, which is not a second buffer)."""
+    out: dict[str, int] = {}
+    for part in split_draft(text):
+        for name, kinds in parse_load_log(part).buffers.items():
+            if not is_host(name):
+                out[name] = out.get(name, 0) + sum(v for k, v in kinds.items() if k != "compute") \
+                    + last_compute(part, name)
+    return out
 
 
 def _close(planned: int | None, measured: int | None, tol: float) -> bool | None:

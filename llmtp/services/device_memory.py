@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmtp.core.calibrate import parse_load_log
 from llmtp.core.load_check import gpu_devices, last_load
 
 HEAD_BYTES = 512 * 1024  # the load lines come first; -lv 4 keeps them (serve adds it for calibration)
@@ -20,5 +19,5 @@ def device_bytes_from_log(log_path: Path) -> dict[str, int] | None:
                 text += f.read(HEAD_BYTES).decode("utf-8", errors="replace")
         except OSError:
             continue
-    found = gpu_devices(parse_load_log(last_load(text)))
+    found = gpu_devices(last_load(text))
     return found or None

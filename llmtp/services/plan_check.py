@@ -54,5 +54,5 @@ def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware,
     plan = prepared.planned.plan  # type: ignore[union-attr]
     return CheckedRun(plan=plan, argv_tail=argv[argv.index("--port") + 2:], offload=offload,
                       rows=check_plan(plan, offload, buffers, device, draft=draft),
-                      device_bytes=gpu_devices(parse_load_log(text)),
+                      device_bytes=gpu_devices(text),
                       content=answer.get("content", ""), timings=answer.get("timings", {}), log_path=log_path)
