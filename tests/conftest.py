@@ -33,8 +33,9 @@ def _vulkan_tier_problem() -> str | None:
 def pytest_collection_modifyitems(config, items):
     """`vulkan` tests (the GPU paths any backend serves) run where a Vulkan device, glslc and the headers are
     (Mesa's lavapipe counts); the other `gpu` tests need CUDA and run only where an NVIDIA GPU is visible."""
-    vulkan_items = [item for item in items if "vulkan" in item.keywords]
-    cuda_items = [item for item in items if "gpu" in item.keywords and "vulkan" not in item.keywords]
+    # Markers, not keywords: a keyword match would also hit a checkout directory named "vulkan" or "gpu".
+    vulkan_items = [item for item in items if item.get_closest_marker("vulkan")]
+    cuda_items = [item for item in items if item.get_closest_marker("gpu") and not item.get_closest_marker("vulkan")]
     if vulkan_items and (why := _vulkan_tier_problem()) is not None:
         for item in vulkan_items:
             item.add_marker(pytest.mark.skip(reason=why))
