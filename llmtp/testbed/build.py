@@ -1,7 +1,8 @@
-"""The test bed's CPU llama-server, built once per machine through llmtp's own build service."""
+"""The test bed's llama-server builds (CPU, web UI, RPC, Vulkan), built once per machine by llmtp's build service."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from llmtp.core.ui import UiPlan
@@ -88,8 +89,6 @@ def testbed_vulkan_build(home: Path, on_progress=None) -> Path:
     on 2 cores the first time). The build's probe must see a Vulkan device: where only a CPU-type one
     (lavapipe) exists, ggml-vulkan lists it only when GGML_VK_VISIBLE_DEVICES names it, so the probe runs
     with device 0 made visible unless the caller chose devices already."""
-    import os
-
     os.environ.setdefault(VK_VISIBLE, "0")
     return _cached_build(home, "testbed-vulkan-build.lock", TESTBED_VULKAN_REQUEST, None, on_progress).bin_dir
 
