@@ -21,12 +21,29 @@ def _nvidia_gpu_present() -> bool:
         return False
 
 
+def _vulkan_tier_problem() -> str | None:
+    if os.environ.get("LLMTP_TEST_VULKAN_BIN_DIR"):
+        return None
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.testbed.vulkan import vulkan_tier_problem
+
+    return vulkan_tier_problem(SubprocessRunner())
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where an NVIDIA GPU is visible (a lent GPU machine), else they skip."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
-    if gpu_items and not _nvidia_gpu_present():
-        skip = pytest.mark.skip(reason="no NVIDIA GPU visible (set LLMTP_TEST_GPU_BIN_DIR to a CUDA build)")
-        for item in gpu_items:
+    """`vulkan` tests (the GPU paths any backend serves) run where a Vulkan device, glslc and the headers are
+    (Mesa's lavapipe counts); the other `gpu` tests need CUDA and run only where an NVIDIA GPU is visible."""
+    # Markers, not keywords: a keyword match would also hit a checkout directory named "vulkan" or "gpu".
+    vulkan_items = [item for item in items if item.get_closest_marker("vulkan")]
+    cuda_items = [item for item in items if item.get_closest_marker("gpu") and not item.get_closest_marker("vulkan")]
+    if vulkan_items and (why := _vulkan_tier_problem()) is not None:
+        for item in vulkan_items:
+            item.add_marker(pytest.mark.skip(reason=why))
+    if cuda_items and not _nvidia_gpu_present():
+        skip = pytest.mark.skip(reason="CUDA-only (NVML, a CUDA build): no NVIDIA GPU visible (set "
+                                       "LLMTP_TEST_GPU_BIN_DIR to a CUDA build); the GPU paths any backend "
+                                       "serves run in the vulkan tier (-m vulkan)")
+        for item in cuda_items:
             item.add_marker(skip)
 
 
@@ -113,6 +130,30 @@ def rpc_bin_dir() -> Path:
     from llmtp.testbed.build import testbed_rpc_build
 
     return testbed_rpc_build(testbed_cache_dir() / "llmtp-home")
+
+
+@pytest.fixture(scope="session")
+def vulkan_bin_dir() -> Path:
+    """Directory holding the test bed's Vulkan build (the vulkan profile of the pinned source, with the
+    layer-settings patch where the headers need it), cached beside the CPU test bed under its own lock and
+    inputs hash, never current. GGML_VK_VISIBLE_DEVICES names the tier's device (a real GPU when there is
+    one, else lavapipe, which ggml-vulkan skips unless named) for every llama-server the session starts.
+    LLMTP_TEST_VULKAN_BIN_DIR points at an existing Vulkan build instead."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.core.vulkan_devices import VISIBLE_ENV
+    from llmtp.testbed.vulkan import test_device, vulkan_devices
+
+    devices = vulkan_devices(SubprocessRunner())
+    if devices and VISIBLE_ENV not in os.environ:
+        os.environ[VISIBLE_ENV] = str(test_device(devices).index)
+    override = os.environ.get("LLMTP_TEST_VULKAN_BIN_DIR")
+    if override:
+        path = Path(override)
+        assert (path / "llama-server").is_file(), f"LLMTP_TEST_VULKAN_BIN_DIR has no llama-server: {path}"
+        return path
+    from llmtp.testbed.build import testbed_vulkan_build
+
+    return testbed_vulkan_build(testbed_cache_dir() / "llmtp-home")
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,25 @@ def test_extract_hunk_picks_file_and_number():
     assert extract_hunk(two, "src/x.c", 2) == ["@@ -10,2 +10,2 @@", "-x", "+y"]
     assert extract_hunk(two, "src/y.c", 1)[0] == "@@ -1,3 +1,3 @@"
     assert extract_hunk(two, "src/z.c", 1) == []
+
+
+@needs_patch
+def test_patched_copy_keeps_build_named_sources(tmp_path):
+    """llama.cpp's own cmake/build-info.cmake and common/build-info.cpp.in are sources: the patched copy
+    must keep them (skipping every `build*` name broke the configure of every patched tree), while build
+    trees at the top of the source are left out."""
+    from llmtp.adapters.sources import SourceTree, patched_copy
+
+    tree = make_tree(tmp_path / "tree", git=False)
+    (tree / "CMakeLists.txt").write_text("project(x)\n")
+    for rel in ("cmake/build-info.cmake", "common/build-info.cpp.in", "build/CMakeCache.txt",
+                "build-cuda/x.o", "tools/ui/node_modules/x.js"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x\n")
+    d, entries = make_patches(tmp_path)
+    src = SourceTree(kind="path", path=tree, identity="path:x", is_git=False, patches=entries)
+    out = patched_copy(src, d, "ab" * 32, tmp_path / "cache", SubprocessRunner())
+    assert (out / "cmake" / "build-info.cmake").is_file() and (out / "common" / "build-info.cpp.in").is_file()
+    assert not (out / "build").exists() and not (out / "build-cuda").exists()
+    assert not (out / "tools" / "ui" / "node_modules").exists()
+    assert (out / "src" / "x.c").read_text() == "int a = 1;\nint b = 20;\nint c = 3;\n"

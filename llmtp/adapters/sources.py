@@ -218,6 +218,16 @@ def apply_patches(tree: Path, patch_dir: Path, entries: list[PatchEntry], runner
                              details=done.output.strip().splitlines()[-10:])
 
 
+def _skip_build_outputs(root: Path):
+    """copytree's ignore: build trees at the top of the source (build/, build-*/) and node_modules
+    anywhere. Not every `build*` name: the tree's own cmake/build-info.cmake and
+    common/build-info.cpp.in are sources (skipping them broke CMake configure of every patched tree)."""
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == root
+        return {n for n in names if n == "node_modules" or (top and (n == "build" or n.startswith("build-")))}
+    return ignore
+
+
 def patched_copy(src: SourceTree, patch_dir: Path, patch_set_hash: str, cache_dir: Path,
                  runner: Runner) -> Path:
     """A copy of the tree with the patches applied, made once per (source, patch set), atomically;
@@ -230,8 +240,7 @@ def patched_copy(src: SourceTree, patch_dir: Path, patch_set_hash: str, cache_di
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".patch-"))
     try:
         work = tmp / "tree"
-        shutil.copytree(src.path, work, symlinks=True,
-                        ignore=shutil.ignore_patterns("build", "build-*", "node_modules"))
+        shutil.copytree(src.path, work, symlinks=True, ignore=_skip_build_outputs(Path(src.path)))
         apply_patches(work, patch_dir, src.patches, runner, is_git=src.is_git)
         os.replace(work, dest)
     finally:

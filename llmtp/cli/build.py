@@ -97,6 +97,9 @@ def _show_plan(out, preview: dict) -> None:
         out.print(f"  -D{key}={value}")
     out.print(f"targets: {' '.join(preview['targets'])}; jobs: {preview['jobs']}; "
               f"patches: {', '.join(p['name'] for p in preview['patches']) or 'none'}")
+    for p in preview["patches"]:
+        if p.get("reason"):
+            out.print(f"  {p['name']}: {p['reason']}")
 
 
 class _progress:

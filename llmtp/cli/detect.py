@@ -10,11 +10,20 @@ def detect(json_out: bool = typer.Option(False, "--json", help="Machine-readable
     from llmtp.cli._out import emit_json
     from llmtp.services.detect import detect_hardware
 
-    snapshot = detect_hardware()
+    snapshot = detect_hardware(vulkan_server=_vulkan_server())
     if json_out:
         emit_json(snapshot)
         return
     render(snapshot)
+
+
+def _vulkan_server():
+    """The current build's llama-server when it is a Vulkan build: its --list-devices gives device memory."""
+    from llmtp.services.builds import current_build
+    from llmtp.settings import load_settings
+
+    cur = current_build(load_settings().settings)
+    return cur.server if cur is not None and cur.manifest.backend == "vulkan" and cur.server.is_file() else None
 
 
 def _gb(n: int | None) -> str:
@@ -29,6 +38,7 @@ def render(snap) -> None:
     from rich.table import Table
 
     from llmtp.cli._out import console
+    from llmtp.core.vulkan_devices import VISIBLE_ENV
 
     out = console()
     # One block per GPU rather than a wide table: it stays readable in an 80-column terminal.
@@ -56,6 +66,11 @@ def render(snap) -> None:
         out.print("    " + e(" · ".join(facts)))
     if not snap.gpus:
         out.print("GPUs: none found")
+    for d in snap.vulkan_devices:
+        kind = "CPU implementation, not a GPU" if d.cpu_type else (d.device_type or "type unknown")
+        memory = f"{d.total_mib} MiB, {d.free_mib} MiB free" if d.total_mib is not None else "memory unknown"
+        chosen = f", chosen by {VISIBLE_ENV}" if d.chosen else ""
+        out.print(f"Vulkan {d.index}: {e(d.name)} ({kind}; {memory}{chosen}; via {d.source})")
     cpu = snap.cpu
     cores = f"{cpu.cores_physical or '?'} cores / {cpu.cores_logical or '?'} threads"
     out.print(f"CPU: {e(cpu.model or 'unknown')} ({cpu.arch or 'unknown arch'}, {cores})")

@@ -135,6 +135,8 @@ def _cell(e: dict, column: str) -> str:
     if column == "RSS":
         return "-" if e["rss_bytes"] is None else human_bytes(e["rss_bytes"])
     if column == "VRAM":
+        if e["vram_bytes"] is None and e.get("device_bytes"):  # from the load log (Vulkan, ROCm, Metal)
+            return ", ".join(f"{d} {human_bytes(b)}" for d, b in e["device_bytes"].items())
         return "-" if e["vram_bytes"] is None else human_bytes(e["vram_bytes"])
     if column == "URL":
         return e.get("openai_base_url") or "-"

@@ -11,7 +11,8 @@ from llmtp.core import limits
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 pass; 10 MTP not available in the build; 11 model has no MTP heads; "
-    "12 MTP inactive at runtime; 13 MTP slower than plain; 14 regression against the stored baseline "
+    "12 MTP inactive at runtime; 13 MTP slower than plain; 14 regression against the stored baseline; "
+    "15 model weights not on the GPU "
     "(errors: 1-7, see docs/verify.md)."
 )
 

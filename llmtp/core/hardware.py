@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llmtp.core.vulkan_devices import VulkanDevice
+
 Vendor = Literal["nvidia", "amd", "apple", "intel", "other"]
 ProfileName = Literal["cuda", "rocm", "metal", "vulkan", "cpu"]
 
@@ -57,6 +59,9 @@ class HardwareSnapshot(BaseModel):
     ram_total_bytes: int | None = None
     ram_available_bytes: int | None = None
     gpus: list[GPU] = Field(default_factory=list)
+    # Every Vulkan device (vulkaninfo, a Vulkan build's --list-devices), CPU-type ones (lavapipe) included
+    # and marked: they are reported, never counted as GPUs nor recommended.
+    vulkan_devices: list[VulkanDevice] = Field(default_factory=list)
     toolchains: dict[str, Tool] = Field(default_factory=dict)  # keyed by tool name: cmake, ninja, cc, c++, nvcc, hipcc, xcrun, metal, ccache, git
     recommendation: Recommendation
     notes: list[str] = Field(default_factory=list)  # what was looked for and not found, with the fix

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmtp.core.vulkan_headers import CONDITIONS
 from llmtp.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -68,11 +69,14 @@ def parse_pin(text: str, source: str = "pin.toml") -> Pin:
 class PatchEntry(_Strict):
     name: str = Field(pattern=r"^[\w.+\-]+\.patch$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    when: str | None = None  # a condition of core/vulkan_headers.CONDITIONS; None: always applied
+    reason: str | None = None  # why a conditional patch applies to this build (set when planning it)
 
 
 def parse_series(text: str, source: str = "series") -> list[PatchEntry]:
-    """`NAME.patch SHA256` per line, in order; `#` starts a comment; blank lines are ignored.
-    Sample line: `0001-mtp-branch.patch 3f1c...e9` (64 hex digits)."""
+    """`NAME.patch SHA256 [when=CONDITION]` per line, in order; `#` starts a comment; blank lines are
+    ignored. Sample lines: `0001-mtp-branch.patch 3f1c...e9` (64 hex digits);
+    `vulkan-layer-settings-guard.patch 3a7c...3c when=vulkan-headers-lack-layer-settings`."""
     entries: list[PatchEntry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -80,12 +84,19 @@ def parse_series(text: str, source: str = "series") -> list[PatchEntry]:
             continue
         parts = line.split()
         try:
-            if len(parts) != 2:
+            if len(parts) not in (2, 3):
                 raise ValueError("expected `NAME.patch SHA256`")
-            entries.append(PatchEntry(name=parts[0], sha256=parts[1].lower()))
+            when = None
+            if len(parts) == 3:
+                when = parts[2].removeprefix("when=")
+                if not parts[2].startswith("when=") or when not in CONDITIONS:
+                    raise ConfigError(f"Unknown condition {parts[2]!r} in patch series {source} line {number}",
+                                      f"Known conditions: {', '.join(f'when={c}' for c in CONDITIONS)}.")
+            entries.append(PatchEntry(name=parts[0], sha256=parts[1].lower(), when=when))
         except (ValueError, ValidationError) as exc:
             raise ConfigError(f"Invalid patch series {source} line {number}: {raw.strip()!r}",
-                              "Each line is `NAME.patch SHA256` (sha256sum NAME.patch).") from exc
+                              "Each line is `NAME.patch SHA256` (sha256sum NAME.patch), optionally followed "
+                              "by `when=CONDITION`.") from exc
     return entries
 
 

@@ -43,6 +43,7 @@ class VerdictCode(IntEnum):
     MTP_INACTIVE = 12
     MTP_SLOWER = 13
     REGRESSION = 14
+    NOT_ON_GPU = 15
 
 
 VERDICT_TITLES: dict[VerdictCode, str] = {
@@ -52,6 +53,7 @@ VERDICT_TITLES: dict[VerdictCode, str] = {
     VerdictCode.MTP_INACTIVE: "MTP inactive at runtime",
     VerdictCode.MTP_SLOWER: "MTP slower than plain",
     VerdictCode.REGRESSION: "regression against the stored baseline",
+    VerdictCode.NOT_ON_GPU: "model weights not on the GPU",
 }
 
 
@@ -331,6 +333,8 @@ def decide(markers: Markers, speedup: float | None, regression: str | None,
         return v(VerdictCode.MTP_NOT_IN_BUILD, markers.build.detail)
     if markers.model.ok is False:
         return v(VerdictCode.NO_MTP_HEADS, markers.model.detail)
+    if markers.gpu.ok is False:  # a GPU launch whose weights stayed in RAM: its speed says nothing about the GPU
+        return v(VerdictCode.NOT_ON_GPU, markers.gpu.detail)
     if markers.runtime.ok is not True:
         return v(VerdictCode.MTP_INACTIVE, markers.runtime.detail)
     if speedup is None:

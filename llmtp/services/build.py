@@ -20,6 +20,7 @@ from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
 from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, build_jobs, effective_cmake_options,
                                  parse_cmake_args)
 from llmtp.core.ui import UiMode, UiPlan, ui_cmake_options
+from llmtp.core.vulkan_headers import VulkanHeaders, condition_holds
 from llmtp.errors import ConfigError, UsageError
 from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
 from llmtp.settings import Settings
@@ -48,13 +49,20 @@ def patch_dir(profile: Profile, patches_root: Path | None) -> Path | None:
     return shipped.patch_dir(profile.patch_set, patches_root)  # type: ignore[arg-type]
 
 
-def load_patches(profile: Profile, patches_root: Path | None = None) -> list[PatchEntry]:
+def load_patches(profile: Profile, patches_root: Path | None = None,
+                 vulkan: VulkanHeaders | None = None) -> list[PatchEntry]:
     """The profile's patches in order. A named set is read from `patches_root` (the data dir's
-    patches/, see `user_patches`); the shipped series otherwise."""
+    patches/, see `user_patches`); the shipped series otherwise. A `when=` patch is kept only where its
+    condition holds for this profile's backend and these headers, with the reason attached."""
     d = patch_dir(profile, patches_root)
     series = d / "series" if d is not None else None
-    entries = (parse_series(series.read_text(encoding="utf-8"), str(series))
-               if series is not None and series.is_file() else [])
+    listed = (parse_series(series.read_text(encoding="utf-8"), str(series))
+              if series is not None and series.is_file() else [])
+    entries = []
+    for e in listed:
+        reason = condition_holds(e.when, profile.backend, vulkan) if e.when else None
+        if e.when is None or reason is not None:
+            entries.append(e.model_copy(update={"reason": reason}))
     if profile.require_patches and not entries:
         where = series or Path("<data dir>/patches", profile.patch_set, "series")
         raise ConfigError(f"Profile {profile.name} needs a patch set, but {where} lists no patch",
@@ -132,10 +140,16 @@ def provenance_options(source: SourceKind, ref: str | None, pin: Pin, *, is_git:
 
 def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
          provenance: dict[str, str] | None = None, patches_root: Path | None = None,
-         ui: UiPlan | None = None) -> BuildPlan:
+         ui: UiPlan | None = None, vulkan: VulkanHeaders | None = None) -> BuildPlan:
+    """`vulkan`: the Vulkan headers the build compiles against (read from this machine for a vulkan
+    profile when not given); they decide the header-conditional patches."""
     name = request.profile or (hw.recommendation.profile if hw else "cpu")
     profile = load_profile(name)
-    patches = load_patches(profile, patches_root)
+    if vulkan is None and profile.backend == "vulkan":
+        from llmtp.adapters.vulkan_sdk import installed_vulkan_headers
+
+        vulkan = installed_vulkan_headers()
+    patches = load_patches(profile, patches_root, vulkan)
     # The UI's options sit under the user's --cmake-arg, which may still set them by hand.
     overrides = ui_cmake_options(ui.how if ui else None) | parse_cmake_args(request.cmake_args)
     options = effective_cmake_options(profile, hw, native=request.native, overrides=overrides,
@@ -246,6 +260,9 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
                               build_number=src.build_number)
     p = plan(request, hw, pin, provenance=prov, patches_root=user_patches(settings), ui=ui)
     src.patches = p.patches
+    for e in p.patches:
+        if e.reason:
+            emit(BuildEvent("source", f"patch {e.name}: {e.reason}"))
     digest = inputs_hash(src.identity, p)
     number = p.options.get("LLAMA_BUILD_NUMBER", "")
     src.build_number = int(number) if number.isdigit() else src.build_number  # a --cmake-arg wins

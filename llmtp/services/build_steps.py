@@ -331,7 +331,7 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
         url=src.url, ref=src.ref, commit=src.commit, build_number=src.build_number,  # type: ignore[attr-defined]
         sdist_sha256=src.sdist_sha256, source_identity=src.identity,  # type: ignore[attr-defined]
         profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
-        patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
+        patches=[PatchRecord(name=e.name, sha256=e.sha256, reason=e.reason) for e in p.patches],
         toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
         build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=ui)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))

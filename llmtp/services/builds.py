@@ -45,6 +45,7 @@ def load_profile(name: str) -> Profile:
 class PatchRecord(BaseModel):
     name: str
     sha256: str
+    reason: str | None = None  # why a conditional (`when=`) patch was applied to this build
 
 
 class BuildManifest(BaseModel):

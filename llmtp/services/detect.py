@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from llmtp.core.cpu_parse import parse_proc_cpuinfo
 from llmtp.core.hardware import CPU, GPU, HardwareSnapshot
 from llmtp.core.recommend import recommend
 from llmtp.core.toolchain_versions import TOOLKIT_DIRS
+from llmtp.core.vulkan_devices import vulkan_notes
+from llmtp.services.vulkan_detect import detect_vulkan
 
 def os_name(sys_platform: str = sys.platform) -> str:
     if sys_platform.startswith("linux"):
@@ -36,6 +38,8 @@ def detect_hardware(
     memory: Callable[[], tuple[int | None, int | None]] = cpuinfo.memory,
     cpu_counts: Callable[[], tuple[int | None, int | None]] | None = cpuinfo.cpu_counts,
     toolkit_dirs: dict[str, tuple[str, ...]] = TOOLKIT_DIRS,
+    vulkan_server: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> HardwareSnapshot:
     """Gather the snapshot. Every source is a parameter so tests replace it:
 
@@ -46,6 +50,8 @@ def detect_hardware(
     machine      "x86_64" / "aarch64" / "arm64" (default: this machine's)
     memory, cpu_counts  RAM (total, available) and cores (physical, logical); cpu_counts=None
                  keeps what /proc/cpuinfo says
+    vulkan_server a Vulkan build's llama-server: its --list-devices gives each Vulkan device's memory
+    env          the environment (GGML_VK_VISIBLE_DEVICES: a Vulkan device chosen on purpose)
     """
     runner = runner or SubprocessRunner()
     os_ = platform or os_name()
@@ -68,6 +74,10 @@ def detect_hardware(
             amd_gpus, amd_notes = amd_sysfs.read_amd_gpus(sysfs_root, amdsmi)
             gpus += amd_gpus
             notes += amd_notes
+    vulkan_devices: list = []
+    if os_ != "darwin":
+        vulkan_devices, vk_notes = detect_vulkan(runner, vulkan_server, env)
+        notes += vk_notes + vulkan_notes(vulkan_devices, have_gpu=bool(gpus))
     if cpu_counts is not None:
         physical, logical = cpu_counts()
         cpu.cores_physical = physical or cpu.cores_physical
@@ -76,7 +86,7 @@ def detect_hardware(
     tools, tool_notes = toolchains.find_toolchains(runner, os_, toolkit_dirs)
     recommendation, rec_notes = recommend(os_, gpus, tools, cpu)
     return HardwareSnapshot(os=os_, cpu=cpu, ram_total_bytes=ram_total, ram_available_bytes=ram_available,
-                            gpus=gpus, toolchains=tools, recommendation=recommendation,
+                            gpus=gpus, vulkan_devices=vulkan_devices, toolchains=tools, recommendation=recommendation,
                             notes=notes + tool_notes + rec_notes)
 
 

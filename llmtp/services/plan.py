@@ -166,6 +166,10 @@ def hardware_for_build(caps=None, *, gpus=None, memory=None, not_counting: froze
 
             gpus = (nvml.read_nvidia_gpus(None, not_counting=not_counting)[0]
                     + amd_sysfs.read_amd_gpus(Path("/"), None)[0])
+            if backend == "vulkan" and not gpus:  # a Vulkan device NVML and sysfs do not see: the build's own list
+                from llmtp.services.vulkan_detect import gpus_of_build
+
+                gpus = gpus_of_build(caps)
         if memory is None:
             from llmtp.adapters.cpuinfo import memory
         hw = plan_hardware(gpus, memory(not_counting)[1], backend)

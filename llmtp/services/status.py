@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmtp.errors import ConfigError, NetworkError
+from llmtp.services.device_memory import device_bytes_from_log
 from llmtp.services.supervisor import read_api_key
 
 
@@ -42,6 +43,9 @@ def _add_memory(entries: list[dict], vram: VramFn | None) -> None:
     seen = vram(pids) if pids else {}
     for e in entries:
         e["vram_bytes"] = seen.get(e["server_pid"]) if e["rss_bytes"] is not None else None
+        # Vulkan / ROCm / Metal (no NVML): what the server's own load lines put on each device
+        e["device_bytes"] = device_bytes_from_log(Path(e["log_path"])) \
+            if e["vram_bytes"] is None and e["rss_bytes"] is not None and e.get("log_path") else None
 
 
 def _status_entries(state_dir: Path) -> list[dict]:

@@ -27,6 +27,7 @@ from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchPlan, argv_without_address
 from llmtp.core.verify import Marker, Markers, Method, VerifyReport
+from llmtp.core.weights_marker import weights_marker
 from llmtp.errors import ServeError
 from llmtp.services.verify_arms import Launcher, Progress, cases_of, measure_matrix, measure_sequential
 
@@ -118,8 +119,9 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
         verdict = core.decide(markers, extra.get("speedup"), regression_reason(extra.pop("_cmp", None)))
         return VerifyReport(**report_args, markers=markers, warnings=warnings, verdict=verdict, **extra)
 
-    if build.ok is False or model.ok is False:
+    if build.ok is False or model.ok is False or gpu.ok is False:
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=skipped))
+    expect_gpu = target.profile in GPU_PROFILES or _offloads(base.spec.n_gpu_layers)
 
     cases = cases_of(method)
     try:
@@ -137,7 +139,9 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
     warnings += core.warnings_for(temperatures=[], parallel=1, mtp_enabled=False,
                                   kv_buffers=core.parse_kv_buffers(got.log), build_has_gpu=build_has_gpu,
                                   machine_gpus=0)
-    if not got.runtime.ok:
+    if expect_gpu or gpu.ok is True:  # evidence from the load log: where the weights really are
+        gpu = weights_marker(got.log, expect_gpu=expect_gpu, listed=target.gpu_devices)
+    if not got.runtime.ok or gpu.ok is False:
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=got.runtime))
     mtp_samples, plain_samples, counters = got.mtp, got.plain, got.counters
     all_mtp = [s for v in mtp_samples.values() for s in v]
@@ -193,3 +197,11 @@ def verify(target: Target, method: Method, launcher: Launcher, *, base: LaunchPl
         opts.baseline_save(measured)
         report.warnings.append("baseline stored" if stored is None else "baseline replaced")
     return report
+
+
+GPU_PROFILES = ("cuda", "rocm", "vulkan", "metal")
+
+
+def _offloads(n_gpu_layers) -> bool:  # noqa: ANN001 - int | "auto" | "all" | None
+    """Whether the plan asks llama-server to put layers on a GPU (then the weights must be there)."""
+    return n_gpu_layers in ("all", "auto") or (isinstance(n_gpu_layers, int) and n_gpu_layers > 0)

@@ -1,7 +1,8 @@
-"""The test bed's CPU llama-server, built once per machine through llmtp's own build service."""
+"""The test bed's llama-server builds (CPU, web UI, RPC, Vulkan), built once per machine by llmtp's build service."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from llmtp.core.ui import UiPlan
@@ -17,6 +18,10 @@ TESTBED_UI_PLAN = UiPlan(mode="on", how="npm")
 # The same build with the RPC backend and its worker, for the distributed tests: a build of its own (its own
 # inputs hash), never made current, so the CPU test bed above keeps its hash and its current link.
 TESTBED_RPC_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, rpc=True, ui="off")
+# The vulkan profile of the same source, for the GPU tier on a Vulkan driver (Mesa's lavapipe where no GPU is
+# there): a build of its own, never current. On Debian 12 headers it carries the layer-settings patch.
+VK_VISIBLE = "GGML_VK_VISIBLE_DEVICES"
+TESTBED_VULKAN_REQUEST = BuildRequest(profile="vulkan", source="pypi", native=True, make_current=False, ui="off")
 
 
 def testbed_settings(home: Path):
@@ -79,6 +84,15 @@ def testbed_rpc_build(home: Path, on_progress=None) -> Path:
     return _cached_build(home, "testbed-rpc-build.lock", TESTBED_RPC_REQUEST, None, on_progress).bin_dir
 
 
+def testbed_vulkan_build(home: Path, on_progress=None) -> Path:
+    """Bin dir of the test bed's Vulkan build in `home`, built once under its own lock (about 8-10 minutes
+    on 2 cores the first time). The build's probe must see a Vulkan device: where only a CPU-type one
+    (lavapipe) exists, ggml-vulkan lists it only when GGML_VK_VISIBLE_DEVICES names it, so the probe runs
+    with device 0 made visible unless the caller chose devices already."""
+    os.environ.setdefault(VK_VISIBLE, "0")
+    return _cached_build(home, "testbed-vulkan-build.lock", TESTBED_VULKAN_REQUEST, None, on_progress).bin_dir
+
+
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
     import sys
@@ -94,3 +108,4 @@ testbed_settings.__test__ = False  # type: ignore[attr-defined]
 testbed_rpc_build.__test__ = False  # type: ignore[attr-defined]
 testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
 testbed_ui_build.__test__ = False  # type: ignore[attr-defined]
+testbed_vulkan_build.__test__ = False  # type: ignore[attr-defined]
