@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 
+from llmtp.core.launch_plan import LaunchRequest
 import pytest
 
 from llama_server import llama_server
@@ -124,9 +125,9 @@ DEVICE_AB = Method(n_predict=32, warmups=1, runs=2, temperatures=[0.0], prompts=
 
 
 def test_verify_sees_the_weights_on_vulkan0_and_agree_drafts_all(settings, tiny_models):
-    from llmtp.services.verify import run_verify
+    from llmtp.services.verify_plan import run_verify
 
-    report = run_verify(settings, str(tiny_models["agree"]), DEVICE_AB)
+    report = run_verify(settings, LaunchRequest(model=str(tiny_models["agree"])), DEVICE_AB)
     assert report.markers.gpu.ok is True and "Vulkan0" in report.markers.gpu.detail, report.markers.gpu
     assert report.markers.runtime.ok and report.acceptance == 1.0
     # Every draft lands, yet on lavapipe the tiny model is dispatch-bound: MTP measured 0.56x plain here
@@ -136,18 +137,18 @@ def test_verify_sees_the_weights_on_vulkan0_and_agree_drafts_all(settings, tiny_
 
 
 def test_verify_random_is_slower_on_the_device(settings, tiny_models):
-    from llmtp.services.verify import run_verify
+    from llmtp.services.verify_plan import run_verify
 
-    report = run_verify(settings, str(tiny_models["random"]), DEVICE_AB)
+    report = run_verify(settings, LaunchRequest(model=str(tiny_models["random"])), DEVICE_AB)
     assert report.markers.gpu.ok is True, report.markers.gpu
     assert report.verdict.code == VerdictCode.MTP_SLOWER, report.verdict
     assert report.markers.runtime.ok and report.acceptance < 0.2
 
 
 def test_verify_plain_has_no_heads_on_the_device(settings, tiny_models):
-    from llmtp.services.verify import run_verify
+    from llmtp.services.verify_plan import run_verify
 
-    report = run_verify(settings, str(tiny_models["plain"]), Method(n_predict=16, warmups=0, runs=1,
+    report = run_verify(settings, LaunchRequest(model=str(tiny_models["plain"])), Method(n_predict=16, warmups=0, runs=1,
                                                                     temperatures=[0.0]))
     assert report.verdict.code == VerdictCode.NO_MTP_HEADS, report.verdict
 
@@ -155,13 +156,13 @@ def test_verify_plain_has_no_heads_on_the_device(settings, tiny_models):
 def test_gpu_marker_fails_with_its_exit_code_on_the_cpu_build_given_a_gpu_plan(llama_bin_dir, tiny_models):
     """The same GPU launch (-ngl 99) on the CPU test bed: the weights stay in RAM, verify says so, exit 15."""
     from llmtp.services.builds import adopt
-    from llmtp.services.verify import run_verify
+    from llmtp.services.verify_plan import run_verify
     from llmtp.settings import load_settings
 
     s = load_settings().settings
     adopt(s, llama_bin_dir, SubprocessRunner())
-    report = run_verify(s, str(tiny_models["agree"]), Method(n_predict=16, warmups=0, runs=1, temperatures=[0.0]),
-                        n_gpu_layers=99)
+    report = run_verify(s, LaunchRequest(model=str(tiny_models["agree"]), gpu_layers=99),
+                        Method(n_predict=16, warmups=0, runs=1, temperatures=[0.0]))
     assert report.verdict.code == VerdictCode.NOT_ON_GPU == 15, report.verdict
     assert report.markers.gpu.ok is False and "system RAM" in report.markers.gpu.detail, report.markers.gpu
 

@@ -35,23 +35,25 @@ def device_budget(device: str, budget_bytes: int, ram_bytes: int | None, backend
 def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware, device: str, *, port: int,
                     log_path: Path, prompt: str = "Hello world, the", n_predict: int = 16,
                     ctx: int | None = 512, no_mtp: bool = False) -> CheckedRun:
-    """Plan `model` for `hardware` through serve's own path (prepare_launch), start it (launched), send one
-    greedy completion, stop it, and compare the plan with the load log."""
-    from llmtp.core.argv import build_server_argv
-    from llmtp.services.serve import launched, prepare_launch
+    """Plan `model` for `hardware` through serve's own path (the one launch plan), start it (launched), send
+    one greedy completion, stop it, and compare the plan with the load log."""
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+    from llmtp.services.serve import launched
 
-    prepared = prepare_launch(settings, str(model), host="127.0.0.1", port=port, ctx=ctx, server=server,
-                              hardware=hardware, ui=False, no_mtp=no_mtp)
-    argv = build_server_argv(str(prepared.server), prepared.caps, prepared.spec)
-    with launched(prepared.server, prepared.caps, prepared.spec, log_path=log_path,
-                  ready_timeout=prepared.ready_timeout_s + 120) as proc:  # lavapipe compiles shaders at load
+    request = LaunchRequest(model=str(model), host="127.0.0.1", port=port, ctx=ctx, server=str(server), ui=False,
+                            no_mtp=no_mtp)
+    launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware))
+    argv = launch.argv_list
+    # lavapipe compiles its shaders at load: more time than the file's size alone calls for
+    with launched(launch, log_path=log_path, ready_timeout=launch.ready_timeout_s + 120) as proc:
         with proc.client(timeout=300) as client:
             answer = client.completion(prompt, n_predict)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     main, draft = split_draft(text)
     buffers = parse_load_log(main)
     offload = parse_offloaded(main)
-    plan = prepared.planned.plan  # type: ignore[union-attr]
+    plan = launch.planned.plan  # type: ignore[union-attr]
     return CheckedRun(plan=plan, argv_tail=argv[argv.index("--port") + 2:], offload=offload,
                       rows=check_plan(plan, offload, buffers, device, draft=draft),
                       device_bytes=gpu_devices(text),
