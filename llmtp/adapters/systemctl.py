@@ -35,6 +35,9 @@ class Systemctl:
     def restart(self, unit: str) -> None:
         self._run("restart", unit)
 
+    def stop(self, unit: str) -> None:
+        self._run("stop", unit)
+
     def status(self, unit: str) -> str:
         done = self._run("status", "--no-pager", unit, check=False)  # exit 3 = inactive: still an answer
         return done.stdout or done.stderr

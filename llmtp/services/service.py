@@ -81,7 +81,11 @@ def template(name: str) -> str:
 def default_unit_dir(settings, system: bool) -> Path:
     if system:
         return Path("/etc/systemd/system")
-    return Path.home() / ".config" / "systemd" / "user"
+    # Where `systemctl --user` looks first: $XDG_CONFIG_HOME/systemd/user, ~/.config when it is unset or
+    # relative (the XDG spec says to ignore a relative one).
+    config = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(config) if os.path.isabs(config) else Path.home() / ".config"
+    return base / "systemd" / "user"
 
 
 def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
@@ -365,6 +369,15 @@ def restart(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = No
     if system is None:
         return False
     Systemctl(runner, user=not system).restart(UNIT)
+    return True
+
+
+def stop(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = None) -> bool:
+    """Stop the installed unit (it stays installed and enabled); False when no unit is installed."""
+    system = installed_scope(settings, unit_dirs=unit_dirs)
+    if system is None:
+        return False
+    Systemctl(runner, user=not system).stop(UNIT)
     return True
 
 
