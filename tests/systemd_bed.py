@@ -224,8 +224,12 @@ def start_user_manager(root: Path) -> UserManager:
     log = root / "manager.log"
     env = {"HOME": str(root / "home"), "XDG_RUNTIME_DIR": str(root / "run"),
            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-    inner = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && "
-             f"exec {SYSTEMD} --user --unit=default.target --log-target=console")
+    # /run/systemd/inaccessible/*: the nodes a booted PID 1 makes and every manager's sandboxing mounts over
+    # what it hides (ProtectKernelLogs= puts `chr` over /dev/kmsg); without them such a unit fails 226/NAMESPACE.
+    nodes = ("cd /run/systemd/inaccessible && mkdir dir && touch reg && mkfifo fifo && mknod chr c 0 0 && "
+             "mknod blk b 0 0 && chmod 0000 dir reg fifo chr blk")
+    inner = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/inaccessible && "
+             f"({nodes}) && exec {SYSTEMD} --user --unit=default.target --log-target=console")
     script = cgroups.enter_script() + f"exec unshare --mount --propagation private -- sh -c '{inner}'\n"
     with log.open("wb") as out:
         # sh, unshare (no --fork) and sh again all exec: the pid is systemd's.
