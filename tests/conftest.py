@@ -191,10 +191,9 @@ def systemd_run_dir():
 
 @pytest.fixture(scope="session")
 def container(systemd_rootfs):
-    """A booted systemd-nspawn container (tests/systemd_bed.py) with llmtp importable by its own python3 from
-    /opt/llmtp (a venv whose .pth puts this checkout, bound read-only at /opt/llmtp-src, and this
-    interpreter's site-packages, bound at /opt/llmtp-deps, on its path) and the test bed bound read-only at
-    its own path. Halted and its cgroups removed at the end."""
+    """A booted systemd-nspawn container (tests/systemd_bed.py) with llmtp installed at /opt/llmtp for its own
+    python3 (systemd_bed.install_llmtp) and the test bed bound read-only at its own path. Halted and its
+    cgroups removed at the end."""
     import shutil
     import sysconfig
     import tempfile

@@ -358,16 +358,22 @@ CONTAINER_PYTHON = "/opt/llmtp/bin/python"
 
 
 def install_llmtp(box: Container) -> str | None:
-    """A venv at /opt/llmtp made by the container's own python3 (outside any home directory, as
-    `service install --system` requires), seeing the bound checkout and dependencies; None when llmtp and
-    its dependencies import there, else why not."""
+    """llmtp installed at /opt/llmtp as its wheel lays it out (outside any home directory, as `service install
+    --system` requires): a venv made by the container's own python3, the package copied from the checkout bound
+    at /opt/llmtp-src with build_profiles/, patches/ and templates/ as llmtp/_shipped/*, and the host
+    interpreter's dependencies (bound at /opt/llmtp-deps) on its path. None when llmtp and its dependencies
+    import there, else why not."""
     made = box.run(["python3", "-m", "venv", "--without-pip", "/opt/llmtp"])
     if made.returncode != 0:
         return f"python3 -m venv failed: {made.stderr.strip()[-300:]}"
-    version = box.run(["/opt/llmtp/bin/python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout
-    pth = f"/opt/llmtp/lib/python{version.strip()}/site-packages/llmtp-test.pth"
-    box.run(["sh", "-c", f"printf '/opt/llmtp-src\\n/opt/llmtp-deps\\n' > {pth}"], check=True)
-    probe = box.run([CONTAINER_PYTHON, "-c", "import llmtp.cli.entry, pydantic, httpx, psutil, filelock, gguf"])
+    version = box.run([CONTAINER_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+    site = f"/opt/llmtp/lib/python{version}/site-packages"
+    shipped = " && ".join(f"cp -r /opt/llmtp-src/{d} {site}/llmtp/_shipped/{d}"
+                          for d in ("build_profiles", "patches", "templates"))
+    box.run(["sh", "-c", f"cp -r /opt/llmtp-src/llmtp {site}/ && {shipped} && "
+                         f"echo /opt/llmtp-deps > {site}/llmtp-deps.pth"], check=True)
+    probe = box.run([CONTAINER_PYTHON, "-c", "import llmtp.cli.entry, pydantic, httpx, psutil, filelock, gguf; "
+                                             "from llmtp.adapters import shipped; shipped.profile_names()"])
     if probe.returncode != 0:
-        return f"importing llmtp with the container's python {version.strip()}: {probe.stderr.strip()[-400:]}"
+        return f"importing llmtp with the container's python {version}: {probe.stderr.strip()[-400:]}"
     return None

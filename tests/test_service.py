@@ -133,7 +133,7 @@ def test_unit_keeps_the_alias_clients_see(model):
 def test_system_unit_serves_from_system_paths(model):
     text = _unit(True, model)
     assert _lines(text, "User") == ["llmtp"]
-    assert _lines(text, "SupplementaryGroups") == ["render video"]
+    assert _lines(text, "SupplementaryGroups") == []  # a CPU unit opens no GPU node
     assert _lines(text, "StateDirectory") == ["llmtp/state"]
     assert _lines(text, "ReadWritePaths") == ["/var/lib/llmtp/state /var/cache/llmtp"]
     assert 'Environment="LLMTP_STATE_DIR=/var/lib/llmtp/state"' in text.splitlines()
@@ -373,6 +373,27 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     assert f"linked {build / 'llama-server'} -> /var/lib/llmtp/builds/b11434-cpu-12345678/llama-server" in result.actions
     again = svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=root)
     assert "kept /var/lib/llmtp/models/q.gguf" in again.actions
+
+
+class NoRenderGroup(FakeRunner):
+    """A host without udev's `render` group (a minimal Debian, a container)."""
+
+    def run(self, argv, *, cwd=None, env=None, timeout=60):
+        done = super().run(argv, cwd=cwd, env=env, timeout=timeout)
+        missing = [str(a) for a in argv] == ["getent", "group", "render"]
+        return Completed(done.argv, 2 if missing else done.returncode, "", "")
+
+
+def test_gpu_system_unit_names_only_the_groups_the_host_has(tmp_path, model):
+    req = svc.ServiceRequest(model=str(model), system=True)
+    plan = svc.plan_install(_settings(), req, _prepare(req, model, devices=("CUDA",)))
+    assert _lines(plan.text, "SupplementaryGroups") == ["render video"]
+    runner = NoRenderGroup(fail={"id -u": 1})
+    svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=tmp_path / "root")
+    # systemd would refuse to start a unit naming a missing group (216/GROUP, seen in the nspawn test)
+    assert _lines((tmp_path / "units" / "llmtp.service").read_text(), "SupplementaryGroups") == ["video"]
+    assert ["useradd", "--system", "--user-group", "--home-dir", "/var/lib/llmtp", "--no-create-home",
+            "--shell", "/usr/sbin/nologin", "--groups", "video", "llmtp"] in runner.calls
 
 
 def test_system_install_needs_root(model, tmp_path, monkeypatch):

@@ -300,6 +300,10 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
+        wanted = [g for g in plan.unit.supplementary_groups if g in groups]
+        if wanted != plan.unit.supplementary_groups:  # a group this host lacks would fail the start (216/GROUP)
+            plan.unit = plan.unit.model_copy(update={"supplementary_groups": wanted})
+            plan.text = render_systemd(template("llmtp.service"), plan.unit)
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
     else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
         for p in plan.unit.read_write_paths:
