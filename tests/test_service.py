@@ -533,3 +533,20 @@ def test_stage_copies_across_filesystems(tmp_path):
         assert link_or_copy(src, tmp_path / "linked.gguf") == "linked"  # same filesystem: a link
     finally:
         shutil.rmtree(dst_dir)
+
+
+def test_stage_puts_the_file_a_symlink_points_at(tmp_path):
+    """An adopted build's bin/ holds symlinks into its owner's tree: staged as the files themselves (os.link on
+    Linux would hard-link the symlink, which the system unit then cannot follow into a home directory)."""
+    from llmtp.adapters.stage import link_or_copy
+
+    real = tmp_path / "home" / "build" / "llama-server"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"\x7fELF")
+    real.chmod(0o755)
+    link = tmp_path / "adopted" / "llama-server"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    dst = tmp_path / "var" / "llama-server"
+    assert link_or_copy(link, dst) == "linked"
+    assert not dst.is_symlink() and dst.samefile(real)
