@@ -61,8 +61,11 @@ def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
         assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), (comms[p], status)
 
     # Writes the unit must not make fail; the one it must make works (in its own mount namespace, as its user).
+    uid = container.run(["id", "-u", "llmtp"]).stdout.strip()
+    gid = container.run(["id", "-g", "llmtp"]).stdout.strip()
+
     def as_unit(*argv: str):
-        return container.run(["nsenter", "-t", str(main), "-m", "-S", "follow", "-G", "follow", *argv])
+        return container.run(["nsenter", "-t", str(main), "-m", "-S", uid, "-G", gid, *argv])
 
     denied = as_unit("sh", "-c", "touch /var/lib/llmtp/models/x; touch /usr/x; touch /etc/llmtp-x; ls /root")
     assert denied.stderr.count("Read-only file system") == 3, denied.stderr
@@ -75,6 +78,7 @@ def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
     offline = _exposure(container.run(["systemd-analyze", "security", "--offline=true",
                                        f"/etc/systemd/system/{UNIT}"]).stdout)
     assert live == offline, (live, offline)
+    print(f"system unit: exposure live {live} = offline {offline}")
 
     # llmtp's own lines reached journald.
     journal = container.run(["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]).stdout
@@ -85,6 +89,7 @@ def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
     container.systemctl("stop", UNIT, timeout=60)
     took = time.monotonic() - t
     assert took < 30, took
+    print(f"system unit: stop took {took:.2f}s (TimeoutStopSec=30)")
     assert container.show(UNIT, "ActiveState") == "inactive"
     assert container.show(UNIT, "Result") == "success"
     wait_until("port released", lambda: health(port) is None, timeout=10)
