@@ -550,3 +550,13 @@ def test_stage_puts_the_file_a_symlink_points_at(tmp_path):
     dst = tmp_path / "var" / "llama-server"
     assert link_or_copy(link, dst) == "linked"
     assert not dst.is_symlink() and dst.samefile(real)
+
+
+def test_user_unit_dir_follows_xdg_config_home(tmp_path, monkeypatch):
+    """Where `systemctl --user` looks first: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert svc.default_unit_dir(_settings(), False) == tmp_path / "cfg" / "systemd" / "user"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert svc.default_unit_dir(_settings(), False) == tmp_path / "home" / ".config" / "systemd" / "user"
+    assert svc.default_unit_dir(_settings(), True) == Path("/etc/systemd/system")

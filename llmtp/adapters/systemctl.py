@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from llmtp.adapters.runner import Completed, Runner
 from llmtp.errors import CommandError
+
+
+def user_unit_dir() -> Path:
+    """Where `systemctl --user` looks first for units: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
 
 
 class Systemctl:

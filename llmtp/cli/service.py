@@ -152,12 +152,15 @@ def restart_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 def stop_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Stop the installed unit; it stays installed and enabled (`uninstall` removes it)."""
     from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.adapters.systemctl import Systemctl
     from llmtp.errors import UsageError
-    from llmtp.services.service import stop
+    from llmtp.services.service import UNIT, installed_scope
     from llmtp.settings import load_settings
 
-    if not stop(load_settings().settings, SubprocessRunner()):
+    system = installed_scope(load_settings().settings)
+    if system is None:
         raise UsageError("No llmtp service is installed", "Install one with `llmtp service install MODEL`.")
+    Systemctl(SubprocessRunner(), user=not system).stop(UNIT)
     if as_json:
         from llmtp.cli._out import emit_json
 

@@ -188,6 +188,13 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     return string.Template(template).substitute(values)
 
 
+def with_groups(spec: UnitSpec, present: list[str], template: str) -> tuple[UnitSpec, str]:
+    """`spec` narrowed to the supplementary groups the host has, and its unit text: systemd refuses to start a
+    unit that names a missing group (216/GROUP; a host without udev's `render` group, the nspawn test's root)."""
+    narrowed = spec.model_copy(update={"supplementary_groups": [g for g in spec.supplementary_groups if g in present]})
+    return narrowed, render_systemd(template, narrowed)
+
+
 def render_plist(template: str, *, label: str, argv: list[str], environment: dict[str, str],
                  log_path: str, llmtp_version: str = "0") -> str:
     args = "\n".join(f"    <string>{xml_escape(a)}</string>" for a in argv)

@@ -19,7 +19,7 @@ from llmtp import __version__
 from llmtp.adapters import shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
-from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load
+from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load, user_unit_dir
 from llmtp.core.unit import (
     HOME_PREFIXES,
     SYSTEM_GROUPS,
@@ -28,6 +28,7 @@ from llmtp.core.unit import (
     device_groups,
     render_plist,
     render_systemd,
+    with_groups,
 )
 from llmtp.errors import UsageError
 from llmtp.services.serve_command import foreground_command
@@ -81,11 +82,7 @@ def template(name: str) -> str:
 def default_unit_dir(settings, system: bool) -> Path:
     if system:
         return Path("/etc/systemd/system")
-    # Where `systemctl --user` looks first: $XDG_CONFIG_HOME/systemd/user, ~/.config when it is unset or
-    # relative (the XDG spec says to ignore a relative one).
-    config = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(config) if os.path.isabs(config) else Path.home() / ".config"
-    return base / "systemd" / "user"
+    return user_unit_dir()
 
 
 def validate(settings, req: ServiceRequest, **serve_kw) -> Prepared:
@@ -300,10 +297,7 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
-        wanted = [g for g in plan.unit.supplementary_groups if g in groups]
-        if wanted != plan.unit.supplementary_groups:  # a group this host lacks would fail the start (216/GROUP)
-            plan.unit = plan.unit.model_copy(update={"supplementary_groups": wanted})
-            plan.text = render_systemd(template("llmtp.service"), plan.unit)
+        plan.unit, plan.text = with_groups(plan.unit, groups, template("llmtp.service"))  # only the host's
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
     else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
         for p in plan.unit.read_write_paths:
@@ -373,15 +367,6 @@ def restart(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = No
     if system is None:
         return False
     Systemctl(runner, user=not system).restart(UNIT)
-    return True
-
-
-def stop(settings, runner: Runner, *, unit_dirs: dict[bool, Path] | None = None) -> bool:
-    """Stop the installed unit (it stays installed and enabled); False when no unit is installed."""
-    system = installed_scope(settings, unit_dirs=unit_dirs)
-    if system is None:
-        return False
-    Systemctl(runner, user=not system).stop(UNIT)
     return True
 
 
