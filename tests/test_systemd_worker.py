@@ -36,7 +36,7 @@ def test_worker_unit_serves_a_local_rpc_server(user_manager, systemd_run_dir, rp
         out = complete(serve_port)
         assert out["content"]
         [entry] = [e for e in json.loads(llmtp("status", "--json").stdout) if e["port"] == serve_port]
-        assert entry["rpc"] == [address] and f"--rpc {address}" in " ".join(entry["argv"])
+        assert entry["rpc"] == [address] and f"--rpc {address} -dev RPC0" in " ".join(entry["argv"])
         [worker] = json.loads(llmtp("worker", "status", "--json").stdout)
         assert worker["address"] == address and worker["used_by"] == [serve_port]
     finally:
