@@ -147,7 +147,7 @@ def _systemd_runs_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def user_manager():
+def user_manager_session():
     """A private `systemd --user` manager (tests/systemd_bed.py) for the whole run; stopped, its cgroups and
     its directory removed at the end. Skipped, with the reason, where one cannot run safely."""
     import shutil
@@ -165,6 +165,13 @@ def user_manager():
     finally:
         manager.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def user_manager(user_manager_session):
+    """The run's private user manager, with no llmtp unit left behind by the test (a failed one included)."""
+    yield user_manager_session
+    user_manager_session.remove_units("llmtp*")
 
 
 @pytest.fixture(scope="session")

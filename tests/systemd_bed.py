@@ -209,6 +209,16 @@ class UserManager:
         """One property of `unit`, or of the manager itself (None)."""
         return self.systemctl("show", "-p", prop, "--value", *([unit] if unit else [])).stdout.strip()
 
+    def remove_units(self, pattern: str) -> None:
+        """Stop the units matching `pattern` and delete their files and drop-ins, so the next test starts clean."""
+        self.systemctl("stop", f"{pattern}.service", timeout=120)
+        for path in self.unit_dir.glob(f"{pattern}.service*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for link in self.unit_dir.glob(f"*.wants/{pattern}.service"):
+            link.unlink()
+        self.systemctl("daemon-reload")
+        self.systemctl("reset-failed")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.systemctl("exit", timeout=30)

@@ -330,6 +330,7 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     assert all(Path(p).is_dir() for p in first_plan_paths(req, model))  # ReadWritePaths= must exist
     assert first.override_created
     assert runner.calls == [["systemctl", "--user", "daemon-reload"],
+                            ["systemctl", "--user", "is-active", "llmtp.service"],
                             ["systemctl", "--user", "enable", "--now", "llmtp.service"]]
     custom = '[Service]\nEnvironment="CUDA_VISIBLE_DEVICES=1"\n'
     first.override_path.write_text(custom)

@@ -86,10 +86,22 @@ def test_user_unit_lifecycle(user_manager, systemd_run_dir, llama_bin_dir, tiny_
     llmtp("status")
     assert "active (running)" in llmtp("service", "status").stdout
 
+    # A reinstall with another port: the running unit is restarted onto the new unit (enable --now alone
+    # would leave the old process serving the old port).
+    port2 = free_port()
+    while port2 == port:
+        port2 = free_port()
+    llmtp("service", "install", str(tiny_models["agree"]), "--port", str(port2), "--ctx", "512")
+    main3 = int(user_manager.show(UNIT, "MainPID"))
+    assert main3 != main2 and health(port2) == 200 and health(port) is None
+    [server3] = llama_servers(main3)
+    assert not psutil.pid_exists(server2.pid)
+    main2, server2, port = main3, server3, port2
+
     # llmtp's events reached the unit's StandardOutput (the drop-in): the first start, the supervisor's
     # restart of llama-server, and systemd's restart of the unit.
     events = output.read_text()
-    for pid in (server.pid, new.pid, server2.pid):
+    for pid in (server.pid, new.pid, server3.pid):
         assert f"[ready] ready (pid {pid})" in events, events
 
     # `service stop`: no process and no serve record left; the unit stays installed.

@@ -34,8 +34,15 @@ class Systemctl:
     def daemon_reload(self) -> None:
         self._run("daemon-reload")
 
-    def enable_now(self, unit: str) -> None:
+    def enable_now(self, unit: str) -> bool:
+        """enable --now, then a restart when the unit was already running: `--now` starts only a stopped unit, so a
+        reinstall's new ExecStart= (another port, a newly staged build) would wait for the next start while the
+        old process kept serving (seen in the systemd tests). True when it restarted the unit."""
+        running = self.is_active(unit) == "active"
         self._run("enable", "--now", unit)
+        if running:
+            self.restart(unit)
+        return running
 
     def disable_now(self, unit: str) -> None:
         self._run("disable", "--now", unit, check=False)  # already gone is fine on uninstall

@@ -325,8 +325,8 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     ctl.daemon_reload()
     actions.append("daemon-reload")
     if start:
-        ctl.enable_now(unit)
-        actions.append(f"enable --now {unit}")
+        restarted = ctl.enable_now(unit)  # a running unit is restarted onto the new text
+        actions.append(f"enable --now {unit}" + (" (restarted: it was running the previous unit)" if restarted else ""))
     return InstallResult(unit_path, override, created, actions)
 
 
