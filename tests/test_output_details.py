@@ -49,7 +49,7 @@ def test_tables_are_not_cut_in_a_pipe():
 
 # Commands that change something on disk, in a service or in a process: each must speak --json.
 CHANGING = ["build", "builds use", "builds adopt", "builds rollback", "builds prune", "models pull", "serve", "stop",
-            "run", "service install", "service uninstall", "service restart", "setup", "tune", "upgrade", "verify"]
+            "run", "service install", "service uninstall", "service restart", "service stop", "setup", "tune", "upgrade", "verify"]
 
 
 def _command(path: str) -> click.Command:

@@ -107,3 +107,20 @@ def test_removed_flags_are_not_accepted():
     assert {"--draft", "--draft-n", "--draft-max", "--draft-min", "--draft-n-min"} <= set(caps.removed_flags)
     assert not caps.accepts("--draft-max")
     assert caps.accepts("--spec-draft-n-max")
+
+
+def test_b10752_server_help_the_older_release_of_the_upgrade_test():
+    """b10752 (llmtp/testbed/releases.py), captured from its test bed build: draft-mtp is there with the same
+    spec flags as b11434, and the load flags of both spellings (b11434 keeps only -lm/--load-mode)."""
+    fixtures = Path(__file__).parent / "fixtures/llama"
+    old_flags, old_enums = parse_help((fixtures / "b10752-cpu/server-help.txt").read_text(encoding="utf-8"))
+    new_flags, new_enums = parse_help((fixtures / "b11434-cpu/server-help.txt").read_text(encoding="utf-8"))
+    assert "draft-mtp" in old_enums["--spec-type"] and old_enums["--spec-type"] == new_enums["--spec-type"]
+    for flag in ("--spec-draft-n-max", "--spec-draft-p-min", "-lm", "--load-mode", "--metrics", "--fit"):
+        assert flag in old_flags and flag in new_flags, flag
+    assert sorted(set(old_flags) - set(new_flags)) == ["--direct-io", "--mlock", "--mmap", "--no-direct-io",
+                                                       "--no-mmap", "-dio", "-ndio"]
+    assert sorted(set(new_flags) - set(old_flags)) == ["--log-jsonl", "--no-log-jsonl", "--rpc",
+                                                       "--spec-draft-sampling"]
+    version = parse_version((fixtures / "b10752-cpu/server-version.txt").read_text(encoding="utf-8"))
+    assert (version.build_number, version.commit) == (10752, None)

@@ -138,7 +138,7 @@ def test_unit_keeps_the_alias_clients_see(model):
 def test_system_unit_serves_from_system_paths(model):
     text = _unit(True, model)
     assert _lines(text, "User") == ["llmtp"]
-    assert _lines(text, "SupplementaryGroups") == ["render video"]
+    assert _lines(text, "SupplementaryGroups") == []  # a CPU unit opens no GPU node
     assert _lines(text, "StateDirectory") == ["llmtp/state"]
     assert _lines(text, "ReadWritePaths") == ["/var/lib/llmtp/state /var/cache/llmtp"]
     assert 'Environment="LLMTP_STATE_DIR=/var/lib/llmtp/state"' in text.splitlines()
@@ -337,6 +337,7 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     assert all(Path(p).is_dir() for p in first_plan_paths(req, model))  # ReadWritePaths= must exist
     assert first.override_created
     assert runner.calls == [["systemctl", "--user", "daemon-reload"],
+                            ["systemctl", "--user", "is-active", "llmtp.service"],
                             ["systemctl", "--user", "enable", "--now", "llmtp.service"]]
     custom = '[Service]\nEnvironment="CUDA_VISIBLE_DEVICES=1"\n'
     first.override_path.write_text(custom)
@@ -381,6 +382,27 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     assert f"linked {build / 'llama-server'} -> /var/lib/llmtp/builds/b11434-cpu-12345678/llama-server" in result.actions
     again = svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=root)
     assert "kept /var/lib/llmtp/models/q.gguf" in again.actions
+
+
+class NoRenderGroup(FakeRunner):
+    """A host without udev's `render` group (a minimal Debian, a container)."""
+
+    def run(self, argv, *, cwd=None, env=None, timeout=60):
+        done = super().run(argv, cwd=cwd, env=env, timeout=timeout)
+        missing = [str(a) for a in argv] == ["getent", "group", "render"]
+        return Completed(done.argv, 2 if missing else done.returncode, "", "")
+
+
+def test_gpu_system_unit_names_only_the_groups_the_host_has(tmp_path, model):
+    req = svc.ServiceRequest(model=str(model), system=True)
+    plan = svc.plan_install(_settings(), req, _prepare(req, model, devices=("CUDA",)))
+    assert _lines(plan.text, "SupplementaryGroups") == ["render video"]
+    runner = NoRenderGroup(fail={"id -u": 1})
+    svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=tmp_path / "root")
+    # systemd would refuse to start a unit naming a missing group (216/GROUP, seen in the nspawn test)
+    assert _lines((tmp_path / "units" / "llmtp.service").read_text(), "SupplementaryGroups") == ["video"]
+    assert ["useradd", "--system", "--user-group", "--home-dir", "/var/lib/llmtp", "--no-create-home",
+            "--shell", "/usr/sbin/nologin", "--groups", "video", "llmtp"] in runner.calls
 
 
 def test_system_install_needs_root(model, tmp_path, monkeypatch):
@@ -520,3 +542,30 @@ def test_stage_copies_across_filesystems(tmp_path):
         assert link_or_copy(src, tmp_path / "linked.gguf") == "linked"  # same filesystem: a link
     finally:
         shutil.rmtree(dst_dir)
+
+
+def test_stage_puts_the_file_a_symlink_points_at(tmp_path):
+    """An adopted build's bin/ holds symlinks into its owner's tree: staged as the files themselves (os.link on
+    Linux would hard-link the symlink, which the system unit then cannot follow into a home directory)."""
+    from llmtp.adapters.stage import link_or_copy
+
+    real = tmp_path / "home" / "build" / "llama-server"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"\x7fELF")
+    real.chmod(0o755)
+    link = tmp_path / "adopted" / "llama-server"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    dst = tmp_path / "var" / "llama-server"
+    assert link_or_copy(link, dst) == "linked"
+    assert not dst.is_symlink() and dst.samefile(real)
+
+
+def test_user_unit_dir_follows_xdg_config_home(tmp_path, monkeypatch):
+    """Where `systemctl --user` looks first: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert svc.default_unit_dir(_settings(), False) == tmp_path / "cfg" / "systemd" / "user"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert svc.default_unit_dir(_settings(), False) == tmp_path / "home" / ".config" / "systemd" / "user"
+    assert svc.default_unit_dir(_settings(), True) == Path("/etc/systemd/system")

@@ -136,6 +136,7 @@ def test_install_writes_0644_keeps_the_dropin_and_uninstalls(tmp_path):
     assert unit.read_text() == plan.text and unit.stat().st_mode & 0o777 == 0o644
     assert first.override_created and "llmtp-worker-50071.service" in first.override_path.read_text()
     assert runner.calls == [["systemctl", "--user", "daemon-reload"],
+                            ["systemctl", "--user", "is-active", "llmtp-worker-50071.service"],
                             ["systemctl", "--user", "enable", "--now", "llmtp-worker-50071.service"]]
     first.override_path.write_text("[Service]\nNice=5\n")
     second = service.install(settings, req, runner, plan=plan, unit_dir=unit_dir, start=False)

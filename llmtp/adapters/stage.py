@@ -31,8 +31,11 @@ def _same_content(src: Path, dst: Path) -> bool:
 
 
 def link_or_copy(src: Path, dst: Path, on_progress: Progress | None = None) -> How:
-    """Make `dst` hold `src`'s bytes, readable by every user; the parent dirs are created 0755."""
-    src, dst = Path(src), Path(dst)
+    """Make `dst` hold `src`'s bytes, readable by every user; the parent dirs are created 0755.
+
+    A symlink is staged as the file it points at: an adopted build's bin/ is links into its owner's tree (under a
+    home directory the service cannot see), and os.link() on Linux hard-links the symlink itself, not its target."""
+    src, dst = Path(src).resolve(), Path(dst)
     if _same_content(src, dst):
         return "kept"
     dst.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from llmtp.adapters.runner import Completed, Runner
 from llmtp.errors import CommandError
+
+
+def user_unit_dir() -> Path:
+    """Where `systemctl --user` looks first for units: $XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
 
 
 class Systemctl:
@@ -26,14 +34,24 @@ class Systemctl:
     def daemon_reload(self) -> None:
         self._run("daemon-reload")
 
-    def enable_now(self, unit: str) -> None:
+    def enable_now(self, unit: str) -> bool:
+        """enable --now, then a restart when the unit was already running: `--now` starts only a stopped unit, so a
+        reinstall's new ExecStart= (another port, a newly staged build) would wait for the next start while the
+        old process kept serving (seen in the systemd tests). True when it restarted the unit."""
+        running = self.is_active(unit) == "active"
         self._run("enable", "--now", unit)
+        if running:
+            self.restart(unit)
+        return running
 
     def disable_now(self, unit: str) -> None:
         self._run("disable", "--now", unit, check=False)  # already gone is fine on uninstall
 
     def restart(self, unit: str) -> None:
         self._run("restart", unit)
+
+    def stop(self, unit: str) -> None:
+        self._run("stop", unit)
 
     def status(self, unit: str) -> str:
         done = self._run("status", "--no-pager", unit, check=False)  # exit 3 = inactive: still an answer

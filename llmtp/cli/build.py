@@ -182,8 +182,10 @@ def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp 
     """Make an installed build current."""
     from llmtp.services.builds import use_build
 
-    b = use_build(_settings(), build_id)
-    _done(as_json, {"current": b.id}, f"current: {b.id}")
+    settings = _settings()
+    b = use_build(settings, build_id)
+    restarted = _restart_service(settings)
+    _done(as_json, {"current": b.id, "restarted": restarted}, f"current: {b.id}" + _restarted_line(restarted))
 
 
 def _done(as_json: bool, data: dict, text: str) -> None:
@@ -215,8 +217,23 @@ def builds_rollback(as_json: bool = typer.Option(False, "--json", help="Machine-
     """Switch back to the build that was current before."""
     from llmtp.services.builds import rollback
 
-    b = rollback(_settings())
-    _done(as_json, {"current": b.id}, f"current: {b.id}")
+    settings = _settings()
+    b = rollback(settings)
+    restarted = _restart_service(settings)
+    _done(as_json, {"current": b.id, "restarted": restarted}, f"current: {b.id}" + _restarted_line(restarted))
+
+
+def _restart_service(settings) -> bool:
+    """An active llmtp unit serves the current build only from its next start: restart it now, as `llmtp
+    upgrade` does after its switch (an inactive or absent unit is left alone)."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.service import restart_if_running
+
+    return restart_if_running(settings, SubprocessRunner())
+
+
+def _restarted_line(restarted: bool) -> str:
+    return "\nrestarted llmtp.service onto it" if restarted else ""
 
 
 @builds_app.command("prune")

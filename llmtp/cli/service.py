@@ -144,6 +144,27 @@ def restart_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     typer.echo("restarted llmtp.service")
 
 
+@service_app.command("stop")
+def stop_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Stop the installed unit; it stays installed and enabled (`uninstall` removes it)."""
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.adapters.systemctl import Systemctl
+    from llmtp.errors import UsageError
+    from llmtp.services.service import UNIT, installed_scope
+    from llmtp.settings import load_settings
+
+    system = installed_scope(load_settings().settings)
+    if system is None:
+        raise UsageError("No llmtp service is installed", "Install one with `llmtp service install MODEL`.")
+    Systemctl(SubprocessRunner(), user=not system).stop(UNIT)
+    if as_json:
+        from llmtp.cli._out import emit_json
+
+        emit_json({"stopped": "llmtp.service"})
+        return
+    typer.echo("stopped llmtp.service")
+
+
 @service_app.command("logs")
 def logs(follow: bool = typer.Option(False, "-f", "--follow"), system: bool = typer.Option(False, "--system"),
          lines: int = typer.Option(100, "-n", "--lines", **limits.option(limits.LogLines))) -> None:

