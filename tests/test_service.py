@@ -394,8 +394,8 @@ class NoRenderGroup(FakeRunner):
 
 
 def test_gpu_system_unit_names_only_the_groups_the_host_has(tmp_path, model):
-    req = svc.ServiceRequest(model=str(model), system=True)
-    plan = svc.plan_install(_settings(), req, _prepare(req, model, devices=("CUDA",)))
+    req = _req(str(model), system=True)
+    plan = _plan(req, model, devices=("CUDA",))
     assert _lines(plan.text, "SupplementaryGroups") == ["render video"]
     runner = NoRenderGroup(fail={"id -u": 1})
     svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=tmp_path / "root")
