@@ -27,7 +27,7 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     """Predict memory per device and choose the launch settings, with a reason for each."""
     from llmtp.cli._out import esc
     from llmtp.cli._out import console, emit_json, human_bytes
-    from llmtp.core.plan import PlanRequest
+    from llmtp.core.plan_types import PlanRequest
     from llmtp.core.quant_choice import quant_rule
     from llmtp.services.plan import hardware_from_flags, plan_model
     from llmtp.settings import load_settings

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from llmtp.adapters import shipped
-from llmtp.core.plan import GiB, Plan, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan_types import GiB, Plan, PlanDevice, PlanHardware, PlanRequest
+from llmtp.core.plan import make_plan
 from llmtp.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:

@@ -189,7 +189,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     `not_counting`: pids whose memory the plan may use (the entry point's warm-started llama-server).
     `ui` False turns llama-server's web UI off."""
     from llmtp.core.passthrough import check_passthrough
-    from llmtp.core.plan import PlanRequest
+    from llmtp.core.plan_types import PlanRequest
     from llmtp.core.supervisor import load_budget_s
     from llmtp.errors import UsageError
     from llmtp.services.rpc import rpc_split

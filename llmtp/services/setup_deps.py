@@ -26,7 +26,7 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
         return m.resolve_model(ref, settings, allow_download=allow_download)
 
     def plan(ref, settings, hw):
-        from llmtp.core.plan import PlanRequest
+        from llmtp.core.plan_types import PlanRequest
 
         return plan_model(ref, settings, PlanRequest(), hardware_from_snapshot(hw))
 
