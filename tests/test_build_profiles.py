@@ -122,7 +122,7 @@ def test_mtp_branch_patches_are_read_from_the_data_dir_never_the_package(tmp_pat
     import hashlib
 
     from llmtp.adapters import shipped
-    from llmtp.services.build import patch_dir, user_patches
+    from llmtp.services.build_request import patch_dir, user_patches
     from llmtp.settings import load_settings
 
     settings = load_settings(flags={"home": str(tmp_path)}, env={}).settings

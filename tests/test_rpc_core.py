@@ -111,7 +111,8 @@ def test_argv_puts_rpc_before_the_devices_it_registers():
 
 
 def test_rpc_build_plan_adds_the_backend_and_worker_without_touching_the_plain_hash():
-    from llmtp.services.build import BuildRequest, inputs_hash, load_pin, plan
+    from llmtp.services.build_request import BuildRequest
+    from llmtp.services.build import inputs_hash, load_pin, plan
 
     pin = load_pin()
     plain = plan(BuildRequest(profile="cpu", native=False), None, pin)

@@ -1,5 +1,6 @@
 """The steps of one build, each a small function of a `BuildJob`: preflight, tree, configure, compile,
-install, probe, switch. services/build.py plans the build and runs them in order under its lock."""
+install, probe, switch. services/build.py plans the build and runs them in order under its lock; the types they share are
+services/build_request.py's."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_conf
     parse_tool_version, preflight_problems
 from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, ui_log_lines, ui_record
 from llmtp.errors import BuildError, ConfigError
-from llmtp.services.build import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
+from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
     user_patches
 from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, _now, current_build, \
     probe_binary, probe_failure, use_build
