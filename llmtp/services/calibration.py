@@ -39,22 +39,6 @@ def factors_for(settings, model_key: str) -> tuple[dict[str, float], int]:
     return (correction_factors(records), len(records)) if records else ({}, 0)
 
 
-def apply_corrections(plan: Plan, settings, *, model_key: str) -> Plan:
-    """Scale the predicted buffers of an already made plan (for callers that did not pass the
-    factors into PlanRequest.corrections); plan_model passes them in, so decisions use them too."""
-    f, n = factors_for(settings, model_key)
-    if not f:
-        return plan
-    plan = plan.model_copy(deep=True)
-    for dev in plan.memory:
-        dev.kv_cache = int(dev.kv_cache * f.get("context", 1.0))
-        dev.recurrent_state = int(dev.recurrent_state * f.get("context", 1.0))
-        dev.compute = int(dev.compute * f.get("compute", 1.0))
-        dev.weights = int(dev.weights * f.get("model", 1.0))
-    plan.decisions.append(calibration_decision(f, n, model_key))
-    return plan
-
-
 def calibration_decision(f: dict[str, float], n: int, model_key: str):
     from llmtp.core.plan_types import Decision
 

@@ -114,15 +114,6 @@ def hub_ref(ref: str) -> HubRef | None:
     return parse_hub_ref(ref, path_exists=Path(ref).expanduser().exists())
 
 
-def parse_hf_ref(ref: str) -> tuple[str, str | None]:
-    """`hf:org/repo:quant` (or llama.cpp's `org/repo:quant`, `hf.co/org/repo:quant`) -> (org/repo, quant)."""
-    hub = hub_ref(ref)
-    if hub is None:
-        raise UsageError(f"Bad Hugging Face reference {ref!r}",
-                         "Write it as org/repo:QUANT or hf:org/repo:QUANT, e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
-    return hub.repo, hub.quant
-
-
 def split_alias_quant(ref: str, catalog: Catalog, quant: str | None) -> tuple[str, str | None]:
     """`ALIAS:QUANT` (as Ollama writes tags) -> (ALIAS, QUANT); an explicit `quant` wins. Anything
     else comes back as it was."""
