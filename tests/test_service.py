@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmtp.adapters import shipped
 from llmtp.adapters.runner import Completed
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.errors import UsageError
@@ -201,7 +202,7 @@ def test_environment_values_and_names_are_checked(name, value):
     spec = UnitSpec(scope="user", exec_argv=["/bin/true"], environment={name: value}, environment_file="/e",
                     read_write_paths=["/s"])
     with pytest.raises(UsageError):
-        render_systemd(svc.template("llmtp.service"), spec)
+        render_systemd(shipped.template_text("llmtp.service"), spec)
 
 
 @pytest.mark.parametrize("path", ["/s p/x", "/a\\b", 'relative/x', '/q"x'])
@@ -210,7 +211,7 @@ def test_path_settings_refuse_what_they_cannot_quote(path):
 
     spec = UnitSpec(scope="user", exec_argv=["/bin/true"], environment_file="/e", read_write_paths=[path])
     with pytest.raises(UsageError, match="systemd path setting"):
-        render_systemd(svc.template("llmtp.service"), spec)
+        render_systemd(shipped.template_text("llmtp.service"), spec)
 
 
 def test_system_unit_refuses_home_paths(model, tmp_path):

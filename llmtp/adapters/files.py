@@ -241,12 +241,6 @@ def read_json_cache(path: Path, schema: type[T] | Any) -> T | None:
         return None
 
 
-def read_json_model(path: Path, model: type[M], *, what: str, hint: str) -> M | None:
-    """The record stored at `path`, None when there is none; a ConfigError naming the file (and `hint`
-    on what to do) when it is unreadable or does not validate (the damaged file is moved aside)."""
-    return read_json_store(path, model, what=what, hint=hint)
-
-
 def executable_file(path: Path, *, option: str) -> Path:
     """`path` (given with `option`, e.g. --server) as an absolute path when it is a regular file this
     user may execute; a UsageError saying what it is instead (missing, a directory, a device, a file

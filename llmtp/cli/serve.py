@@ -228,6 +228,7 @@ def logs(
     """Print llama-server's log (rotated under the state dir)."""
     import time
 
+    from llmtp.adapters.files import replaced_under
     from llmtp.errors import UsageError
     from llmtp.services import state as st
 
@@ -246,7 +247,7 @@ def logs(
                 typer.echo(line, nl=False)
                 continue
             time.sleep(0.2)
-            if st.log_moved(path, f):  # rotated: truncated live, or renamed at a restart
+            if replaced_under(path, f):  # rotated: truncated live, or renamed at a restart
                 f.close()
                 f = open(path, encoding="utf-8", errors="replace")
     finally:

@@ -29,14 +29,12 @@ SourceKind = Literal["git", "pypi", "path", "adopted"]
 
 # --- shipped profiles (a build is probed against the profile it was built from) ---------------------
 
-def profile_names() -> list[str]:
-    return shipped.profile_names()
 
 
 def load_profile(name: str) -> Profile:
     f = shipped.profile_file(name)
     if not f.is_file():
-        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(profile_names())}.")
+        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(shipped.profile_names())}.")
     return parse_profile(f.read_text(encoding="utf-8"), name, str(f))
 
 
@@ -258,7 +256,7 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     manifest = _read_manifest(known)
     if manifest is not None:
         manifest.capabilities = caps
-        name = manifest.profile if manifest.profile in profile_names() else backend
+        name = manifest.profile if manifest.profile in shipped.profile_names() else backend
         manifest.id = build_id(caps.version.build_number, name, digest) + "-adopted"
     else:
         manifest = BuildManifest(id=build_id(caps.version.build_number, backend, digest) + "-adopted",
@@ -266,7 +264,7 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
                                  commit=caps.version.commit, build_number=caps.version.build_number,
                                  profile=backend, backend=backend, cmake_options={}, targets=["llama-server"],
                                  inputs_hash=f"adopted:{digest}", started_at=_now(), capabilities=caps)
-    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in profile_names() else None
+    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in shipped.profile_names() else None
     manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
     builds = settings.builds_dir
     tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"

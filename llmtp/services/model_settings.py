@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from llmtp.adapters.files import read_json_model, write_json_atomic
+from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.launch import MtpSettings
 
 _EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the tail identify it
@@ -57,7 +57,7 @@ def _file(settings, key: str) -> Path:
 
 
 def load_record(settings, model_key: str) -> ModelSettingsRecord | None:
-    return read_json_model(_file(settings, model_key), ModelSettingsRecord, what="model settings",
+    return read_json_store(_file(settings, model_key), ModelSettingsRecord, what="model settings",
                            hint="Run `llmtp tune` again to store new settings.")
 
 

@@ -74,8 +74,6 @@ class ServiceRequest:
     system: bool = False
 
 
-def template(name: str) -> str:
-    return shipped.template_text(name)
 
 
 def default_unit_dir(settings, system: bool) -> Path:
@@ -209,7 +207,7 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                         llmtp_version=__version__)
-        return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
+        return InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec))
     check_system_runtime()
     stages: list[Stage] = []
     notes: list[str] = []
@@ -242,7 +240,7 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
                     read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
                     timeout_start_s=_timeout_start_s(prepared), device_allow=_devices(prepared),
                     llmtp_version=__version__)
-    return InstallPlan(spec, render_systemd(template("llmtp.service"), spec), stages, notes)
+    return InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages, notes)
 
 
 def stage_files(stages: list[Stage], *, root: Path = Path("/"),
@@ -382,7 +380,7 @@ def launchd_plist(settings, req: ServiceRequest, prepared: Prepared) -> str:
            "LLMTP_CONFIG_DIR": str(settings.config_dir), "LLMTP_CACHE_DIR": str(settings.cache_dir),
            "LLMTP_MODELS_DIR": str(settings.models_dir)}
     argv = _serve_argv(req, prepared, prepared.spec.model, str(prepared.server) if req.server else None)
-    return render_plist(template("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
+    return render_plist(shipped.template_text("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
                         log_path=str(settings.state_dir / "logs" / "launchd.log"), llmtp_version=__version__)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from llmtp.adapters import proctree
-from llmtp.adapters.files import read_json_store, replaced_under, write_text_atomic
+from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.spawn import private_dir
 from llmtp.errors import ServeError
@@ -72,10 +72,6 @@ def log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"server-{port}.log"
 
 
-def log_moved(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
-    """Whether a reader of `path` through `f` must reopen it: the log was truncated under it (live
-    rotation) or renamed away (rotation at a restart)."""
-    return replaced_under(path, f)
 
 
 def supervisor_log_path(state_dir: Path, port: int) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters import shipped
 from llmtp.adapters.ports import connect_error
 from llmtp.adapters.server_process import ServerProcess
 from llmtp.core.capabilities import Capabilities
@@ -239,7 +240,7 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
                         environment_file=str(settings.config_dir / "service.env"),
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         **common)
-        return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec))
+        return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec))
     svc.check_system_runtime()
     stages: list = []
     if prepared.build_id is not None:
@@ -254,4 +255,4 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
     spec = UnitSpec(scope="system", exec_argv=_worker_start_argv(req, server), environment=env,
                     environment_file=f"{svc.SYSTEM_CONFIG_DIR}/service.env",
                     read_write_paths=[svc.SYSTEM_STATE_DIR, svc.SYSTEM_CACHE_DIR], **common)
-    return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec), stages)
+    return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages)
