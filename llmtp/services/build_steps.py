@@ -24,7 +24,7 @@ from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, u
 from llmtp.errors import BuildError, ConfigError
 from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
     user_patches
-from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, _now, current_build, \
+from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, utc_timestamp, current_build, \
     probe_binary, probe_failure, use_build
 from llmtp.settings import Settings
 
@@ -255,7 +255,7 @@ def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled
         logs = job.settings.state_dir / "build-logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{job.bid}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        started, t0 = _now(), time.monotonic()
+        started, t0 = utc_timestamp(), time.monotonic()
         with log_path.open("w", encoding="utf-8", buffering=1) as log:
             configure(job, tools, src_dir, tree, log, log_path)
             if configure_only:
@@ -333,7 +333,7 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
         sdist_sha256=src.sdist_sha256, source_identity=src.identity,  # type: ignore[attr-defined]
         profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
         patches=[PatchRecord(name=e.name, sha256=e.sha256) for e in p.patches],
-        toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
+        toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=utc_timestamp(),
         build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=ui)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest

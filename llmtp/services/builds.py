@@ -263,7 +263,7 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
                                  source="adopted", url=str(bin_dir), source_identity=f"adopted:{bin_dir}",
                                  commit=caps.version.commit, build_number=caps.version.build_number,
                                  profile=backend, backend=backend, cmake_options={}, targets=["llama-server"],
-                                 inputs_hash=f"adopted:{digest}", started_at=_now(), capabilities=caps)
+                                 inputs_hash=f"adopted:{digest}", started_at=utc_timestamp(), capabilities=caps)
     failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in shipped.profile_names() else None
     manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
     builds = settings.builds_dir
@@ -311,7 +311,7 @@ def find_installed(settings: Settings, digest: str) -> InstalledBuild | None:
     return None
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
     # Milliseconds: list order (and so prune) must not depend on two builds finishing in one second.
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

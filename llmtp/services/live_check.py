@@ -83,8 +83,8 @@ def status_live(settings, model_path: str, log_text: str) -> LiveMtp:
 
 def annotate(settings, entries: list[dict]) -> list[dict]:
     """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
-    from llmtp.services.status import _log_tail
+    from llmtp.services.status import read_log_tail
 
     for e in entries:
-        e["mtp_live"] = status_live(settings, e["model"], _log_tail(Path(e["log_path"]))).model_dump(mode="json")
+        e["mtp_live"] = status_live(settings, e["model"], read_log_tail(Path(e["log_path"]))).model_dump(mode="json")
     return entries

@@ -61,7 +61,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every model file on disk that llmtp can serve, one row per quant (split parts together)."""
     from llmtp.adapters import hf_cache
     from llmtp.services.model_catalog import load_catalog, package_model_path
-    from llmtp.services.model_pulls import _load_registry
+    from llmtp.services.model_pulls import load_registry
 
     catalog = catalog or load_catalog()
     rows: list[LocalModel] = []
@@ -81,7 +81,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
                                mtp_heads=_heads(parts[0].path), sidecar=str(side[0].path) if side else None,
                                where=where, files=[str(p.path) for p in parts]))
     seen = {Path(r.path).resolve() for r in rows}
-    for key, quants in _load_registry(settings).items():
+    for key, quants in load_registry(settings).items():
         for q, rec in quants.items():
             p = Path(rec["path"])
             if not p.is_file() or p.resolve() in seen:
@@ -130,7 +130,7 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
     Several quants match and none was named: UsageError listing them (nothing is removed)."""
     from llmtp.adapters import hf_cache
     from llmtp.adapters.files import write_json_atomic
-    from llmtp.services.model_pulls import _load_registry, _registry_path
+    from llmtp.services.model_pulls import load_registry, registry_path
 
     rows = [r for r in list_local(settings, catalog) if _matches(r, ref, settings)]
     if not rows:
@@ -160,9 +160,9 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
             raise UsageError(f"{ref} is recorded at {outside[0]}, outside llmtp's folders: not removed",
                              "Delete the file yourself if it is yours; `llmtp models list --local` shows it.")
         freed = hf_cache.remove_files([Path(f) for f in row.files])
-    reg = _load_registry(settings)
+    reg = load_registry(settings)
     kept = {k: {q: rec for q, rec in v.items() if rec.get("path") not in gone} for k, v in reg.items()}
     kept = {k: v for k, v in kept.items() if v}
     if kept != reg:
-        write_json_atomic(_registry_path(settings), kept)
+        write_json_atomic(registry_path(settings), kept)
     return Removed(ref=ref, files=gone, freed_bytes=freed)

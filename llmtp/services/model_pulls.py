@@ -31,7 +31,7 @@ from llmtp.services.model_catalog import (
 
 # ---- record of pulled files (only verified downloads are recorded) ---------------------------------
 
-def _registry_path(settings) -> Path:
+def registry_path(settings) -> Path:
     return Path(settings.data_dir) / "models" / "pulled.json"
 
 
@@ -42,12 +42,12 @@ class PulledRecord(BaseModel):
     path: str
 
 
-def _load_registry(settings) -> dict[str, Any]:
+def load_registry(settings) -> dict[str, Any]:
     """{model key: {quant: record}}; a damaged pulled.json is a ConfigError (moved aside), never
     read as empty and overwritten by the next pull."""
     from llmtp.adapters.files import read_json_store
 
-    reg = read_json_store(_registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
+    reg = read_json_store(registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
                           what="record of pulled models",
                           hint="Run the command again; models pulled before are then unknown to llmtp until "
                                "`llmtp models pull MODEL` records them again.")
@@ -55,13 +55,13 @@ def _load_registry(settings) -> dict[str, Any]:
 
 
 def _record(settings, key: str, quant: str, data: dict[str, Any]) -> None:
-    reg = _load_registry(settings)
+    reg = load_registry(settings)
     reg.setdefault(key, {})[quant] = data
-    write_json_atomic(_registry_path(settings), reg)
+    write_json_atomic(registry_path(settings), reg)
 
 
 def pulled(settings, key: str, quant: str | None) -> dict[str, Any] | None:
-    entries = _load_registry(settings).get(key, {})
+    entries = load_registry(settings).get(key, {})
     if quant is None:
         quant = next(iter(entries), None)
     rec = entries.get(quant) if quant else None

@@ -123,14 +123,14 @@ class InstallPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _under_home(path: str | Path) -> bool:
+def under_home(path: str | Path) -> bool:
     return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
 
 
 PRIVATE_TMP = ("/tmp/", "/var/tmp/")  # PrivateTmp=yes gives the service empty ones of its own
 
 
-def _check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
+def check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
     for what, path in paths:
         if str(path).startswith(PRIVATE_TMP):
             raise UsageError(f"The service cannot see the {what} {path}: PrivateTmp=yes gives it a /tmp and "
@@ -153,14 +153,14 @@ SYSTEM_ENVIRONMENT = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR, "LLMTP_DATA_DIR": SYS
 
 def check_user_runtime(settings) -> None:
     """What a user unit needs to see: llmtp itself and its directories, outside the private /tmp."""
-    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()] + [
+    check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()] + [
         (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir")])
 
 
 def check_system_runtime() -> None:
     """A system unit cannot run llmtp from a home directory (ProtectHome=yes) or the private /tmp."""
-    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
-    hidden = [p for p in _runtime_paths() if _under_home(p)]
+    check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
+    hidden = [p for p in _runtime_paths() if under_home(p)]
     if hidden:
         raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
                          "directories from it",
@@ -196,10 +196,10 @@ def _devices(prepared: Prepared) -> list[str]:
 def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPlan:
     """The unit (and, for --system, the files to stage) for a request serve has validated."""
     key = prepared.spec.api_key_file
-    _check_not_in_private_tmp([("llama-server", str(prepared.server)), ("API key file", key or "")])
+    check_not_in_private_tmp([("llama-server", str(prepared.server)), ("API key file", key or "")])
     if not req.system:
         check_user_runtime(settings)
-        _check_not_in_private_tmp([("model", prepared.spec.model)])
+        check_not_in_private_tmp([("model", prepared.spec.model)])
         server = str(prepared.server) if req.server else None
         spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, prepared, prepared.spec.model, server),
                         environment=user_environment(settings),
@@ -222,13 +222,13 @@ def plan_install(settings, req: ServiceRequest, prepared: Prepared) -> InstallPl
         stages += build
     else:
         server = str(prepared.server)
-        if _under_home(server):
+        if under_home(server):
             raise UsageError(f"The system service cannot run {server}: ProtectHome=yes hides home directories "
                              "from it",
                              "Install that llama-server under /opt or /usr/local (or build one with `llmtp build` "
                              "and drop --server: llmtp then copies the build to /var/lib/llmtp).")
     if key is not None:
-        if _under_home(key):
+        if under_home(key):
             raise UsageError(f"The system service cannot read the API key file {key}: ProtectHome=yes hides "
                              "home directories from it",
                              f"Move it to /etc/llmtp/api-keys, `chown root:{SYSTEM_USER}` it, `chmod 640` it, and "

@@ -60,7 +60,7 @@ def _status_entries(state_dir: Path) -> list[dict]:
         entry.update(addresses(entry["base_url"], record.api_key_file))  # the web UI (services/ui.py)
         entry["tokens_per_second"] = entry["mtp_acceptance"] = None
         # the last finished request, from llama-server's own timing lines in its log
-        last = last_request(_log_tail(Path(record.log_path)))
+        last = last_request(read_log_tail(Path(record.log_path)))
         entry["last_request"] = None if last is None else {
             "tokens": last.tokens, "tokens_per_second": last.tokens_per_second,
             "mtp_acceptance": last.mtp_acceptance}
@@ -83,7 +83,7 @@ def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str |
             "model_name": alias}
 
 
-def _log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
+def read_log_tail(path: Path, max_bytes: int = 256 * 1024) -> str:
     """The last `max_bytes` of llama-server's log, reaching into the previous file (`.1`) when the log was
     rotated moments ago: the last finished request may sit just before the rotation."""
     from llmtp.adapters.files import tail_text

@@ -232,7 +232,7 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
                   ready_when="ggml-rpc-server accepts connections")
     if not req.system:
         svc.check_user_runtime(settings)
-        svc._check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
+        svc.check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
         # --cache writes under LLAMA_CACHE (else ~/.cache, read-only to the unit): the cache dir is writable
         env = {**svc.user_environment(settings), "LLAMA_CACHE": str(settings.cache_dir / "llama.cpp")}
         external = str(prepared.binary) if prepared.build_id is None else None  # else the current build
@@ -247,7 +247,7 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
         stages, server = svc.build_stages(prepared.build_id, prepared.binary)
     else:
         server = str(prepared.binary)
-        if svc._under_home(server) or server.startswith(svc.PRIVATE_TMP):
+        if svc.under_home(server) or server.startswith(svc.PRIVATE_TMP):
             raise UsageError(f"The system service cannot run {server}: it hides home directories and /tmp",
                              "Install that ggml-rpc-server under /opt or /usr/local, or build one with "
                              "`llmtp build --rpc` (llmtp then copies the build to /var/lib/llmtp).")
