@@ -161,7 +161,8 @@ def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-read
             continue
         status = "" if r["status"] == "ok" else f"  FAILED: {r['failure']}"
         out.print(f"{mark} {r['id']}  {r['profile']:<8} {r['source']:<5} {r['ref'] or '-':<10} "
-                  f"mtp={r['mtp'] or 'no'}  rpc={'yes' if r['rpc'] else 'no'}  ui={r['ui'] or '?'}  {r['finished_at']}{status}")
+                  f"mtp={r['mtp'] or 'no'}  rpc={'yes' if r['rpc'] else 'no'}  ui={r['ui'] or '?'}  "
+                  f"{r['finished_at']}{status}")
 
 
 @builds_app.command("use")

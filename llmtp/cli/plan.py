@@ -69,7 +69,8 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     c.print("memory:")
     for m in p.memory:
         budget = f" of {human_bytes(m.budget)}" if m.budget else ""
-        c.print(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)} + KV {human_bytes(m.kv_cache)}"
+        c.print(f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)}"
+                f" + KV {human_bytes(m.kv_cache)}"
                 f" + recurrent {human_bytes(m.recurrent_state)} + MTP draft {human_bytes(m.mtp_draft)}"
                 f" + compute {human_bytes(m.compute)} + margin {human_bytes(m.margin)}")
     if p.decode_tok_s is not None:
@@ -84,7 +85,9 @@ def plan(ref: str = typer.Argument(..., help="Alias, GGUF path or hf:org/repo:QU
     for w in p.warnings:
         c.print(f"[yellow]warning:[/] {esc(w)}")
     if fit is not None:
-        c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
+        ngl = "none (CPU)" if p.n_gpu_layers is None else p.n_gpu_layers
+        c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  "
+                f"(llmtp: -c {p.ctx} -ngl {ngl})")
 
 
 def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None:
@@ -96,7 +99,8 @@ def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None) -> None
     c.print(f"{p.model}: candidates on {where}; rule: {rule['text']}")
     if sizes_from:
         c.print(f"  sizes from {sizes_from}", markup=False)
-    head = f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  {'GPU mem':>10}{'RAM':>10}  why not"
+    head = (f"  {'quant':<9}{'KV':<6}{'ctx':>7}  {'runs':<27}{'plain':>7}{'MTP':>7}{'rel':>6}  "
+            f"{'GPU mem':>10}{'RAM':>10}  why not")
     c.print(head, markup=False)
     assumed: list[str] = []
     for k in p.candidates:

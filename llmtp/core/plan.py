@@ -2,8 +2,8 @@
 model on given hardware, with the predicted memory per device and a reason for every decision.
 
 Pure: hardware, model metadata and the request are values; nothing is read or probed here. This
-module holds make_plan's decisions (its data models are core/plan_types.py); where a quant's layers go is core/placement.py,
-which quant wins is core/quant_choice.py.
+module holds make_plan's decisions (its data models are core/plan_types.py); where a quant's layers go
+is core/placement.py, which quant wins is core/quant_choice.py.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
             reason = (f"highest quality predicted at {SPEED_FRACTION:.0%} or more of the fastest fully placed "
                       f"candidate's speed ({ref[0].quant}, {ref[2].cache} KV): {r.relative:.0%}")
     r.chosen = True
-    for qc, qt, qr, is_pick in rows:
+    for qc, _qt, qr, is_pick in rows:
         if qr.chosen or not is_pick:
             continue
         if not qr.fits:

@@ -1,6 +1,6 @@
 """The steps of one build, each a small function of a `BuildJob`: preflight, tree, configure, compile,
-install, probe, switch. services/build.py plans the build and runs them in order under its lock; the types they share are
-services/build_request.py's."""
+install, probe, switch. services/build.py plans the build and runs them in order under its lock; the types
+they share are services/build_request.py's."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def load_records(settings) -> list[CalibrationRecord]:
 
 
 def record(settings, rec: CalibrationRecord, keep: int = 50) -> None:
-    records = [r for r in load_records(settings)][-(keep - 1):] + [rec]
+    records = list(load_records(settings))[-(keep - 1):] + [rec]
     write_json_atomic(store_path(settings), [r.model_dump(mode="json") for r in records])
 
 

@@ -326,7 +326,7 @@ def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, 
             return record
         if child.poll() is not None:
             text = out_path.read_text(encoding="utf-8", errors="replace")
-            error = [ln for ln in text.splitlines() if ln.startswith("error:") or ln.startswith("  ")]
+            error = [ln for ln in text.splitlines() if ln.startswith(("error:", "  "))]
             raise ServeError(f"llmtp serve exited with code {child.returncode} before the server was ready",
                              f"Full output: {out_path}.", details=error[-12:])
         time.sleep(0.1)

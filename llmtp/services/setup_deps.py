@@ -1,4 +1,5 @@
-"""The real side effects `llmtp setup` runs with (`real_deps()`): detection, builds, models, the planner, serve, verify, service."""
+"""The real side effects `llmtp setup` runs with (`real_deps()`): detection, builds, models, the planner, serve,
+verify, service."""
 
 from __future__ import annotations
 
