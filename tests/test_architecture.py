@@ -218,3 +218,99 @@ def test_one_answer_to_is_this_pid_alive():
         text = path.read_text(encoding="utf-8")
         assert not any(n == "psutil" or n.startswith("psutil.") for n in _imports(path)), path
         assert "os.kill(" not in text and "os.waitpid(" not in text, path
+
+
+# --- no import cycle (issue 22) ----------------------------------------------------------------------
+
+def _module_name(path: Path, root: Path) -> str:
+    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _runtime_top_imports(tree: ast.Module) -> list[ast.stmt]:
+    """Import statements that run when the module is imported: its top level, and the bodies of top-level
+    if/try blocks, but not `if TYPE_CHECKING:` (never executed)."""
+    out: list[ast.stmt] = []
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" not in ast.unparse(node.test):
+                todo += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            todo += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+    return out
+
+
+def import_graph(pkg: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports at module level (`from a import b` counts a.b when
+    b is a module, else a)."""
+    root = pkg.parent
+    modules = {_module_name(p, root): p for p in pkg.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in _runtime_top_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in modules}
+            elif node.level == 0 and node.module in modules:
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    deps.add(sub if sub in modules else node.module)
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle():
+    """No two llmtp modules import each other, directly or around a loop, at module level: a shared type
+    lives in a module of its own (core/plan_types.py, services' build request), not behind a lazy import."""
+    assert cycles(import_graph(PKG)) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "demo"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from demo.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("import demo.c\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import demo.d\n"
+                              "def f():\n    import demo.d\nfrom demo.a import X\n")
+    (pkg / "d.py").write_text("import demo.c\n")
+    assert cycles(import_graph(pkg)) == [["demo.a", "demo.c", "demo.sub.b"]]
