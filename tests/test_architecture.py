@@ -132,6 +132,11 @@ def test_no_module_re_exports_another_modules_names():
 # signals, cpuinfo, toolchains, hf, ...), passed in or imported, so tests can swap or patch one place.
 IO_MODULES = {"subprocess", "psutil", "signal", "socket", "shutil", "tempfile", "fcntl", "select", "ctypes",
               "platform", "httpx", "urllib.request", "http.client", "pynvml", "huggingface_hub", "multiprocessing"}
+# Path methods that read or change the file system: a service asks adapters/files.py instead
+# (read_text, write_text, remove, make_dirs, list_dir, glob, stat, ...). Queries of existence
+# (exists, is_file, is_dir) and pure path arithmetic stay allowed.
+PATH_IO = {"read_text", "write_text", "read_bytes", "write_bytes", "open", "unlink", "mkdir", "rmdir", "touch",
+           "rename", "symlink_to", "hardlink_to", "chmod", "iterdir", "glob", "rglob", "stat", "lstat"}
 # What a service may take from os and sys: facts about this process, no I/O.
 ALLOWED_ATTRS = {"os": {"getpid", "getuid", "geteuid", "getcwd"},
                  "sys": {"platform", "executable", "prefix", "version_info"}}
@@ -139,16 +144,18 @@ ALLOWED_ATTRS = {"os": {"getpid", "getuid", "geteuid", "getcwd"},
 SERVICE_IO_EXCEPTIONS = {
     # the warm start runs before anything but the stdlib loads (a test checks), and adapters/files.py
     # imports pydantic: it stamps the binary and model (size, mtime) itself
-    "services/warm_start.py": {"os.stat"},
+    "services/warm_start.py": {"os.stat", "Path.read_text"},
 }
 
 
 def _service_io(path: Path) -> set[str]:
     """The I/O a module does itself: imports of IO_MODULES, os/sys attributes beyond ALLOWED_ATTRS,
-    and the builtin open()."""
+    the builtin open(), and file-system methods called on anything but an imported module (a Path)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     aliases: dict[str, str] = {}  # local name -> module, for os/sys and the I/O modules
+    imported = {a.asname or a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
@@ -169,6 +176,9 @@ def _service_io(path: Path) -> set[str]:
                 found.add(f"{module}.{node.attr}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
             found.add("open()")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PATH_IO \
+                and not (isinstance(node.func.value, ast.Name) and node.func.value.id in imported):
+            found.add(f"Path.{node.func.attr}")
     return found
 
 
@@ -201,6 +211,11 @@ def test_the_service_io_check_catches_each_kind(tmp_path):
         "def f():\n    import socket\n    socket.create_connection(('h', 1))": {"socket", "socket.create_connection"},
         "from urllib.request import urlopen": {"urllib.request"},
         "open('x')": {"open()"},
+        "from pathlib import Path\nPath('x').read_text()": {"Path.read_text"},
+        "def f(p):\n    p.parent.mkdir(parents=True)\n    (p / 'a').unlink()": {"Path.mkdir", "Path.unlink"},
+        "def f(d):\n    return [x.stat().st_size for x in d.glob('*')]": {"Path.stat", "Path.glob"},
+        "from llmtp.adapters import files\nfiles.read_text('x'); files.glob('d', '*')": set(),
+        "def f(p):\n    return p.is_file() and p.exists()": set(),
         "import os, sys\nos.getpid(); sys.platform; os.getcwd()": set(),
     }
     for i, (source, expected) in enumerate(cases.items()):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.adapters.runner import Runner
 from llmtp.core.hardware import HardwareSnapshot
@@ -32,7 +33,7 @@ RPC_WORKER = "ggml-rpc-server"
 
 def load_pin() -> Pin:
     f = shipped.data_file("pin.toml")
-    return parse_pin(f.read_text(encoding="utf-8"), str(f))
+    return parse_pin(files.read_text(f), str(f))
 
 
 def load_patches(profile: Profile, patches_root: Path | None = None) -> list[PatchEntry]:
@@ -40,7 +41,7 @@ def load_patches(profile: Profile, patches_root: Path | None = None) -> list[Pat
     patches/, see `user_patches`); the shipped series otherwise."""
     d = patch_dir(profile, patches_root)
     series = d / "series" if d is not None else None
-    entries = (parse_series(series.read_text(encoding="utf-8"), str(series))
+    entries = (parse_series(files.read_text(series), str(series))
                if series is not None and series.is_file() else [])
     if profile.require_patches and not entries:
         where = series or Path("<data dir>/patches", profile.patch_set, "series")
@@ -197,7 +198,7 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
     # second `llmtp build` started meanwhile waits, then finds and reuses the first one's build
     # instead of compiling again and installing over (deleting) it.
     locks = settings.cache_dir / "build-locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(locks)
     with FileLock(str(locks / f"{digest[:32]}.lock")):
         existing = None if configure_only else find_installed(settings, digest)
         if existing is not None:

