@@ -1,4 +1,5 @@
-"""Reading GGUF files from disk (the only place that opens one); the meaning lives in core.gguf_meta."""
+"""Reading GGUF files from disk: the only module that reads their header and tensor table (files.py hashes
+them whole or at the edges); the meaning lives in core.gguf_meta."""
 
 from __future__ import annotations
 
