@@ -64,8 +64,6 @@ class Settings(BaseSettings):
 _PATH_FIELDS = ("config_dir", "data_dir", "cache_dir", "state_dir", "models_dir")
 
 
-def _default_dirs(home: Path | None) -> dict[str, Path]:
-    return paths.default_dirs(home)
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:
@@ -114,11 +112,11 @@ def load_settings(flags: Mapping[str, Any] | None = None,
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env_vals = _env_values(env)
     config_path, home = paths.config_path(flags, env)
-    defaults = _default_dirs(home)
+    defaults = paths.default_dirs(home)
     file_vals = _read_toml(config_path)
     if "home" in file_vals and home is None:
         home = Path(file_vals["home"])
-        defaults = _default_dirs(home)
+        defaults = paths.default_dirs(home)
 
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}

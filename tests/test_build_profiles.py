@@ -11,7 +11,8 @@ from llmtp.core.profiles import (FoundTool, build_jobs, cmake_configure_argv, cu
                                  parse_tool_version, preflight_problems)
 from llmtp.errors import ConfigError, UsageError
 from llmtp.services.build import load_patches, load_pin
-from llmtp.services.builds import load_profile, profile_names
+from llmtp.adapters.shipped import profile_names
+from llmtp.services.builds import load_profile
 
 BASE = {"CMAKE_BUILD_TYPE": "Release", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_BUILD_UI": "OFF",
         "LLAMA_OPENSSL": "OFF", "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF"}
@@ -122,7 +123,7 @@ def test_mtp_branch_patches_are_read_from_the_data_dir_never_the_package(tmp_pat
     import hashlib
 
     from llmtp.adapters import shipped
-    from llmtp.services.build import patch_dir, user_patches
+    from llmtp.services.build_request import patch_dir, user_patches
     from llmtp.settings import load_settings
 
     settings = load_settings(flags={"home": str(tmp_path)}, env={}).settings

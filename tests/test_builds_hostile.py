@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from llmtp.adapters import shipped
 from llmtp.adapters.runner import Completed
 from llmtp.cli.main import run
 from llmtp.errors import UsageError
@@ -119,6 +120,6 @@ def test_a_build_dir_that_is_a_link_is_refused(settings, tmp_path):
 
 
 def test_generated_ids_are_build_ids():
-    for profile in reg.profile_names():
+    for profile in shipped.profile_names():
         assert reg.is_build_id(reg.build_id(11434, profile, "0123456789abcdef"))
         assert reg.is_build_id(reg.build_id(None, profile, "0123456789abcdef") + "-adopted")

@@ -28,7 +28,8 @@ def gpu_bin_dir(hardware) -> Path:
     if override:
         return Path(override)
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import BuildRequest, build
+    from llmtp.services.build_request import BuildRequest
+    from llmtp.services.build import build
     from llmtp.settings import load_settings
     from llmtp.testbed import cache_root
 

@@ -89,7 +89,7 @@ def test_llama_cache_and_uncatalogued_repos_and_incomplete_splits(tmp_path, monk
 
 
 def test_plan_of_a_hub_reference_plans_the_quant_it_names():
-    from llmtp.core.plan import GiB, PlanDevice, PlanHardware, PlanRequest
+    from llmtp.core.plan_types import GiB, PlanDevice, PlanHardware, PlanRequest
     from llmtp.services.plan import plan_model
 
     hw = PlanHardware(gpus=[PlanDevice(name="GPU0", free_bytes=80 * GiB, bandwidth_gbps=2000)],

@@ -21,7 +21,7 @@ from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchRequest, argv_without_address, plan_of_spec, serve_args
-from llmtp.core.plan import GiB
+from llmtp.core.plan_types import GiB
 from llmtp.core.probe import parse_help, parse_list_devices
 from llmtp.settings import load_settings
 from test_detect_nvml import fake_pynvml, load

@@ -99,7 +99,8 @@ def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     """--ctx at its maximum on a CPU machine ended in `assert trial is not None`; now it is a plan that says
     it does not fit."""
     from llmtp.core.catalog_model import model_info_from_catalog
-    from llmtp.core.plan import GiB, PlanHardware, PlanRequest, make_plan
+    from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
+    from llmtp.core.plan import make_plan
     from llmtp.services.model_catalog import load_catalog
 
     info = model_info_from_catalog(load_catalog().get("qwen3.6-27b"), "Q4_K_M")

@@ -251,7 +251,7 @@ def test_pull_unknown_quant_and_hf_ref(tmp_path):
     assert res.path.name == "Some-Q8_0.gguf"
     assert svc.resolve_model("hf:someone/Some-GGUF:Q8_0", s).path == res.path
     with pytest.raises(UsageError):
-        model_catalog.parse_hf_ref("hf:nothing")
+        model_pulls.pull("hf:nothing", s, hub=FakeHub(tmp_path, {}))
 
 
 def test_real_hub_offline_is_a_clear_network_error():

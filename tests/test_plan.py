@@ -13,7 +13,8 @@ from llmtp.core import memory as mem
 from llmtp.core.catalog_model import model_info_from_catalog
 from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan import FFN_SPILL_TOLERANCE, SPEED_FRACTION, Candidate, GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, SPEED_FRACTION, Candidate, GiB, PlanDevice, PlanHardware, PlanRequest
+from llmtp.core.plan import make_plan
 from llmtp.core.speed import DEFAULT_ACCEPTANCE, Bandwidths, Placement, predict
 from llmtp.errors import UsageError
 from llmtp.services.model_catalog import load_catalog

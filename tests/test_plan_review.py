@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from llmtp.cli.main import app
 from llmtp.core.catalog_model import model_info_from_catalog
-from llmtp.core.plan import GiB, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan import make_plan
+from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
 from llmtp.core.plan_review import FAR_BEYOND_TRAINED, check_ctx, device_wording
 from llmtp.errors import UsageError
 from llmtp.services.model_catalog import load_catalog

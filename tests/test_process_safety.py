@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtp.adapters import proctree
+from llmtp.adapters.files import replaced_under
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port, port_free
 from llmtp.adapters.spawn import open_private, private_dir, rotate_live, spawn_logged
@@ -455,10 +456,10 @@ def test_a_log_reader_notices_both_kinds_of_rotation(tmp_path):
     log.write_text("a\n" * 100)
     with open(log, encoding="utf-8") as f:
         f.read()
-        assert not st.log_moved(log, f)
+        assert not replaced_under(log, f)
         assert rotate_live(log, 10, keep=2)
-        assert st.log_moved(log, f)  # truncated under the reader
+        assert replaced_under(log, f)  # truncated under the reader
     with open(log, encoding="utf-8") as f:
         log.replace(tmp_path / "server.log.1")
         log.write_text("new\n")
-        assert st.log_moved(log, f)  # renamed away
+        assert replaced_under(log, f)  # renamed away

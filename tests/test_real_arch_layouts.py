@@ -14,7 +14,8 @@ from gguf_layouts import LAYOUTS, write_header_only
 from llmtp.adapters.gguf_file import read_model_info
 from llmtp.core import memory as mem
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan import GiB, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan_types import GiB, PlanDevice, PlanHardware, PlanRequest
+from llmtp.core.plan import make_plan
 from llmtp.errors import ModelFileError
 
 

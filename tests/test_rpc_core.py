@@ -14,7 +14,7 @@ from llmtp.core.doctor import check_rpc_worker
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.probe import parse_help, parse_list_devices
 from llmtp.core.rpc import (Endpoint, check_exposure, is_loopback, missing_workers, parse_endpoint, parse_endpoints,
-                            plan_split, worker_accepts_mem, worker_argv)
+                            plan_split, worker_argv)
 from llmtp.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures/llama/b11434-cpu"
@@ -54,13 +54,6 @@ def test_worker_argv_uses_b11434_flags():
     assert worker_argv("w", host="127.0.0.1", port=50071) == ["w", "-H", "127.0.0.1", "-p", "50071"]
     assert worker_argv("w", host="127.0.0.1", port=1, threads=4, devices=["CPU"], cache=True) == \
         ["w", "-H", "127.0.0.1", "-p", "1", "-t", "4", "-d", "CPU", "-c"]
-
-
-def test_b11434_worker_help_has_no_mem():
-    # ggml-rpc-server --help of the pinned build (tools/rpc/rpc-server.cpp print_usage): -t -d -H -p -c
-    text = (FIXTURES / "rpc-server-help.txt").read_text()
-    assert not worker_accepts_mem(text)
-    assert worker_accepts_mem(text + "  -m, --mem <M>  maximum memory size in MiB\n")
 
 
 def test_rpc_devices_parse_and_split_rpc_first():
@@ -111,7 +104,8 @@ def test_argv_puts_rpc_before_the_devices_it_registers():
 
 
 def test_rpc_build_plan_adds_the_backend_and_worker_without_touching_the_plain_hash():
-    from llmtp.services.build import BuildRequest, inputs_hash, load_pin, plan
+    from llmtp.services.build_request import BuildRequest
+    from llmtp.services.build import inputs_hash, load_pin, plan
 
     pin = load_pin()
     plain = plan(BuildRequest(profile="cpu", native=False), None, pin)

@@ -19,7 +19,7 @@ from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
 from llmtp.core.launch_plan import LaunchRequest
-from llmtp.core.plan import GiB, PlanHardware
+from llmtp.core.plan_types import GiB, PlanHardware
 from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.settings import load_settings
 

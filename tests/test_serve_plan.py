@@ -17,7 +17,7 @@ from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.core.hardware import GPU
 from llmtp.core.launch import MtpSettings
-from llmtp.core.plan import GiB, MiB, PlanDevice, PlanHardware
+from llmtp.core.plan_types import GiB, MiB, PlanDevice, PlanHardware
 from llmtp.core.probe import parse_help
 from llmtp.errors import UsageError
 from llmtp.services import calibration, model_pulls, model_settings
@@ -203,7 +203,7 @@ def test_actual_kinds_from_the_lv4_load_log_leave_out_the_draft_context():
 def test_recorded_launch_corrects_the_next_plan_without_compounding(tiny):
     from llmtp.services.models import resolve_model
     from llmtp.services.plan import plan_resolved
-    from llmtp.core.plan import PlanRequest
+    from llmtp.core.plan_types import PlanRequest
 
     settings = _settings()
     cpu = PlanHardware(ram_bytes=8 * GiB, backend="cpu")

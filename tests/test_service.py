@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmtp.adapters import shipped
 from llmtp.adapters.runner import Completed
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.core.launch_plan import LaunchRequest
@@ -66,7 +67,7 @@ def _caps(devices=()):
 
 def _prepare(req: svc.ServiceRequest, model: Path, *, devices=(), server: Path | None = None):
     """svc.validate (serve's resolve_launch) with the build, probe, hardware and tune record replaced."""
-    from llmtp.core.plan import GiB, PlanHardware
+    from llmtp.core.plan_types import GiB, PlanHardware
     from llmtp.services.launch_plan import LaunchDeps
 
     if server is None:  # an installed build: its bin dir is what a system unit stages
@@ -206,7 +207,7 @@ def test_environment_values_and_names_are_checked(name, value):
     spec = UnitSpec(scope="user", exec_argv=["/bin/true"], environment={name: value}, environment_file="/e",
                     read_write_paths=["/s"])
     with pytest.raises(UsageError):
-        render_systemd(svc.template("llmtp.service"), spec)
+        render_systemd(shipped.template_text("llmtp.service"), spec)
 
 
 @pytest.mark.parametrize("path", ["/s p/x", "/a\\b", 'relative/x', '/q"x'])
@@ -215,7 +216,7 @@ def test_path_settings_refuse_what_they_cannot_quote(path):
 
     spec = UnitSpec(scope="user", exec_argv=["/bin/true"], environment_file="/e", read_write_paths=[path])
     with pytest.raises(UsageError, match="systemd path setting"):
-        render_systemd(svc.template("llmtp.service"), spec)
+        render_systemd(shipped.template_text("llmtp.service"), spec)
 
 
 def test_system_unit_refuses_home_paths(model, tmp_path):

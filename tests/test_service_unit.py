@@ -115,10 +115,10 @@ def _expand(groups: dict[str, list[str]], name: str, seen: set[str] | None = Non
 def test_served_tree_stays_inside_the_units_syscall_filter(llmtp_home, tmp_path, llama_bin_dir, tiny_models):
     """Every system call and socket family `serve --foreground` and llama-server use while loading,
     answering and stopping is allowed by the unit's SystemCallFilter= and RestrictAddressFamilies=."""
+    from llmtp.adapters import shipped
     from llmtp.adapters.http import LlamaClient
-    from llmtp.services import service as svc
 
-    unit = svc.template("llmtp.service")
+    unit = shipped.template_text("llmtp.service")
     filters = [ln.split("=", 1)[1].split() for ln in unit.splitlines() if ln.startswith("SystemCallFilter=")]
     families = next(ln.split("=", 1)[1].split() for ln in unit.splitlines() if ln.startswith("RestrictAddressFamilies="))
     groups = _syscall_groups()

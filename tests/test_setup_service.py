@@ -329,7 +329,7 @@ def test_service_installs_the_unit_instead_of_a_background_server(settings, tmp_
 # --- the recommendation, with the real planner and catalog --------------------------------------------
 
 def _real_plan(ref, settings, hw):
-    from llmtp.core.plan import PlanRequest
+    from llmtp.core.plan_types import PlanRequest
     from llmtp.services.plan import hardware_from_snapshot, plan_model
 
     return plan_model(ref, settings, PlanRequest(), hardware_from_snapshot(hw))

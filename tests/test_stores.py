@@ -110,7 +110,7 @@ def test_a_failed_write_keeps_the_old_record(tmp_path):
 def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, capsys):
     from llmtp.services import model_pulls
 
-    reg = model_pulls._registry_path(settings)
+    reg = model_pulls.registry_path(settings)
     reg.parent.mkdir(parents=True, exist_ok=True)
     reg.write_bytes(data)
     with pytest.raises(ConfigError, match="record of pulled models .* is damaged"):
@@ -125,7 +125,7 @@ def test_pulled_json_with_extra_fields_round_trips(settings):
     from llmtp.services import model_pulls
 
     model_pulls._record(settings, "k", "Q4", {"path": "/x.gguf", "repo": "r", "size": 5})
-    assert model_pulls._load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
+    assert model_pulls.load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
 
 
 @pytest.mark.parametrize("data", [b"5", b"{\"a\": 1}", b"[{\"model\": 1}]", b"[{"])

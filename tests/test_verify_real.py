@@ -129,7 +129,7 @@ def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, ben
 
 def test_upgrade_to_a_broken_build_keeps_the_old_one(settings, tiny_models):
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import BuildRequest
+    from llmtp.services.build_request import BuildRequest
     from llmtp.services.builds import current_build
     from llmtp.services.upgrade import run_upgrade
 

@@ -16,7 +16,8 @@ from llmtp.adapters.vulkan_sdk import header_candidates, installed_vulkan_header
 from llmtp.core.pin import parse_series
 from llmtp.core.vulkan_headers import VulkanHeaders, condition_holds, parse_vulkan_core_h
 from llmtp.errors import BuildError, ConfigError
-from llmtp.services.build import BuildRequest, inputs_hash, load_patches, load_pin, plan
+from llmtp.services.build import inputs_hash, load_patches, load_pin, plan
+from llmtp.services.build_request import BuildRequest
 from llmtp.services.builds import load_profile
 
 FIX = Path(__file__).parent / "fixtures" / "vulkan"

@@ -358,7 +358,7 @@ def test_detached_serve_twice_is_warm_the_second_time_and_stops_clean(llama_bin_
     argv = _llmtp_serve(llama_bin_dir, model, port, "--json")
     stop = [sys.executable, "-m", "llmtp", "stop", "--port", str(port)]
     sup_log = home / "state" / "logs" / f"llmtp-serve-{port}.log"
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["state"] == "ready"

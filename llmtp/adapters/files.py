@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -204,6 +204,70 @@ def replaced_under(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `pa
     return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
 
 
+
+# --- plain file operations services ask for (so that no service touches the file system itself) ----
+
+def read_text(path: Path, *, errors: str = "strict") -> str:
+    return Path(path).read_text(encoding="utf-8", errors=errors)
+
+
+def head_text(path: Path, max_bytes: int) -> str:
+    """The first `max_bytes` of a file as text (undecodable bytes replaced)."""
+    with open(path, "rb") as f:
+        return f.read(max_bytes).decode("utf-8", errors="replace")
+
+
+def read_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def write_text(path: Path, text: str) -> None:
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def remove(path: Path, *, missing_ok: bool = True) -> None:
+    Path(path).unlink(missing_ok=missing_ok)
+
+
+def make_dirs(path: Path, *, mode: int = 0o777) -> Path:
+    Path(path).mkdir(parents=True, exist_ok=True, mode=mode)
+    return Path(path)
+
+
+def list_dir(path: Path) -> list[Path]:
+    """The entries of a folder, sorted by name."""
+    return sorted(Path(path).iterdir())
+
+
+def glob(path: Path, pattern: str) -> list[Path]:
+    """The entries of `path` matching `pattern`, sorted."""
+    return sorted(Path(path).glob(pattern))
+
+
+def stat(path: Path) -> os.stat_result:
+    return Path(path).stat()
+
+
+def file_size(path: Path) -> int:
+    return Path(path).stat().st_size
+
+
+def open_log(path: Path) -> TextIO:
+    """A text file opened for writing, line-buffered, for a log another process or a reader follows."""
+    return open(path, "w", encoding="utf-8", buffering=1)
+
+
+def edge_digest(path: Path, edge: int) -> tuple[int, str]:
+    """(size, sha256 of the first and last `edge` bytes): a cheap identity of a large file."""
+    size = file_size(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(edge))
+        if size > 2 * edge:
+            f.seek(size - edge)
+            h.update(f.read(edge))
+    return size, h.hexdigest()
+
 @functools.lru_cache(maxsize=64)
 def _adapter(schema: Any) -> TypeAdapter:
     return TypeAdapter(schema)
@@ -261,12 +325,6 @@ def read_json_cache(path: Path, schema: type[T] | Any) -> T | None:
         return _adapter(schema).validate_json(Path(path).read_bytes())
     except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
-
-
-def read_json_model(path: Path, model: type[M], *, what: str, hint: str) -> M | None:
-    """The record stored at `path`, None when there is none; a ConfigError naming the file (and `hint`
-    on what to do) when it is unreadable or does not validate (the damaged file is moved aside)."""
-    return read_json_store(path, model, what=what, hint=hint)
 
 
 def executable_file(path: Path, *, option: str) -> Path:

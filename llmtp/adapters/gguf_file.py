@@ -1,4 +1,5 @@
-"""Reading GGUF files from disk (the only place that opens one); the meaning lives in core.gguf_meta."""
+"""Reading GGUF files from disk: the only module that reads their header and tensor table (files.py hashes
+them whole or at the edges); the meaning lives in core.gguf_meta."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def _cache_file(path: Path, cache_dir: Path | None | bool, variant: str = "") ->
         meta_src = Path(_gguf_meta.__file__).stat()
     except (OSError, Exception):  # noqa: BLE001 - no cache is always a safe answer
         return None
-    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{meta_src.st_size}|{meta_src.st_mtime_ns}|{CACHE_VERSION}{variant}"
+    stamps = (st.st_size, st.st_mtime_ns, meta_src.st_size, meta_src.st_mtime_ns)
+    ident = f"{path.resolve()}|" + "|".join(map(str, stamps)) + f"|{CACHE_VERSION}{variant}"
     return Path(cache_dir) / "gguf-meta" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
 
 

@@ -176,7 +176,4 @@ def remove(files: list[CachedFile]) -> int:
 
 
 def _linked_elsewhere(snapshots: Path, blob: Path) -> bool:
-    for p in snapshots.rglob("*"):
-        if p.is_symlink() and p.resolve() == blob:
-            return True
-    return False
+    return any(p.is_symlink() and p.resolve() == blob for p in snapshots.rglob("*"))

@@ -75,13 +75,6 @@ def stop_child_group(proc, grace: float = 5.0) -> None:  # noqa: ANN001 - a subp
         terminate_group(proc.pid, grace, reap=proc.poll)
 
 
-def descendants(pid: int) -> list[int]:
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def pid_alive(pid: int) -> bool:
     if pid <= 0:  # psutil.Process(0) is the kernel's idle task on Linux: never "ours"
         return False

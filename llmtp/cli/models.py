@@ -88,7 +88,8 @@ def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/r
         emit_json(result)
         return
     c = console(markup=False)  # all of it is data
-    c.print(f"{result.path} ({human_bytes(result.size_bytes)}, sha256 {'verified' if result.sha256_verified else 'not given by the hub'})")
+    checked = "verified" if result.sha256_verified else "not given by the hub"
+    c.print(f"{result.path} ({human_bytes(result.size_bytes)}, sha256 {checked})")
     if result.revision:
         c.print(f"from {result.repo} at revision {result.revision[:12]}")
     if result.file_choice:

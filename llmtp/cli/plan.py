@@ -112,7 +112,9 @@ def plan(ref: o.Model,
     for w in p.warnings:
         say(f"warning: {w}", indent=9, con=c)
     if fit is not None:
-        c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  (llmtp: -c {p.ctx} -ngl {'none (CPU)' if p.n_gpu_layers is None else p.n_gpu_layers})")
+        ngl = "none (CPU)" if p.n_gpu_layers is None else p.n_gpu_layers
+        c.print(f"llama-fit-params: -c {fit['ctx']} -ngl {fit['n_gpu_layers']} {' '.join(fit['extra'])}  "
+                f"(llmtp: -c {p.ctx} -ngl {ngl})")
 
 
 def _print_compare(c, p, hw, human_bytes, sizes_from: str | None = None, bw_note: str | None = None) -> None:

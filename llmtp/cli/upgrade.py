@@ -44,7 +44,7 @@ def upgrade_cmd(
 
     from llmtp.cli._out import console, emit_json
     from llmtp.cli.verify import method_from
-    from llmtp.services.build import BuildRequest
+    from llmtp.services.build_request import BuildRequest
     from llmtp.services.builds import current_build
     from llmtp.services.upgrade import run_upgrade
     from llmtp.settings import load_settings

@@ -23,8 +23,11 @@ _NCTX = re.compile(r"llama_context: n_ctx\s+=\s+(\d+)")
 # memory breakdown rows (common/fit.cpp templates):
 # |   - CUDA0 (RTX 4090)   | 24080 = 1234 + (22000 = 20000 + 1500 + 500) + 846 |
 # |   - Host               |                  200 =    92 +      90 +      18                |
-_GPU_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<total>-?\d+)\s*=\s*(?P<free>-?\d+)\s*\+\s*\(\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*(?P<context>-?\d+)\s*\+\s*(?P<compute>-?\d+)\s*\)\s*\+\s*(?P<unacc>-?\d+)\s*\|")
-_HOST_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*(?P<context>-?\d+)\s*\+\s*(?P<compute>-?\d+)\s*\|")
+_GPU_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<total>-?\d+)\s*=\s*(?P<free>-?\d+)\s*\+\s*"
+                      r"\(\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*(?P<context>-?\d+)\s*\+\s*"
+                      r"(?P<compute>-?\d+)\s*\)\s*\+\s*(?P<unacc>-?\d+)\s*\|")
+_HOST_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*"
+                       r"(?P<context>-?\d+)\s*\+\s*(?P<compute>-?\d+)\s*\|")
 # llama-fit-params stdout: -c 8192 -ngl -1   (optionally -ts a,b and -ot ...)
 _FIT = re.compile(r"^-c (?P<ctx>\d+) -ngl (?P<ngl>-?\d+)(?P<rest>.*)$", re.MULTILINE)
 

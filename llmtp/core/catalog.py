@@ -188,13 +188,6 @@ def parse_catalog(data: dict[str, Any], source: str) -> Catalog:
                           details=lines) from exc
 
 
-def match_file(pattern: str, files: list[str]) -> list[str]:
-    """Repo files matching a catalog glob, case-insensitively, sorted (split parts in order)."""
-    pat = pattern.lower()
-    return sorted(f for f in files if fnmatch.fnmatch(f.lower(), pat)
-                  or fnmatch.fnmatch(f.lower().rsplit("/", 1)[-1], pat))
-
-
 # ---- which file(s) of a repo a quant (or an MTP draft) is ----------------------------------------------
 
 # Split GGUFs: "Qwen3.6-27B-BF16-00001-of-00002.gguf" (llama.cpp gguf-split naming).

@@ -168,7 +168,7 @@ def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bo
     """(gpu_bytes, cpu_bytes) of weights with the LAST n_gpu_layers trunk layers on the GPU (> n_trunk:
     all of them). llama.cpp b11434 offloads the output layer first and then the blocks from the top,
     nextn blocks included (src/llama-model.cpp, i_gpu_start = n_layer_all + 1 - N), so any offload
-    puts the output head and the nextn blocks on the GPU: see plan.llama_ngl for the -ngl value. The
+    puts the output head and the nextn blocks on the GPU: see placement.llama_ngl for the -ngl value. The
     token embedding always stays in host memory. The nextn blocks load only with MTP. --n-cpu-moe keeps the routed
     experts of the first N layers in host memory; --n-cpu-ffn (or the same -ot override) their dense
     FFN weights (ffn_up/ffn_gate/ffn_down), while attention, norms and the rest of the layer stay."""

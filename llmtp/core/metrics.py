@@ -61,7 +61,7 @@ def server_metrics(values: dict[str, float]) -> ServerMetrics:
 
 
 # llama-server's log, one block per finished request (b11434, tools/server print_timings):
-#   slot print_timing: id  0 | task 6 |        eval time =       7.37 ms /    32 tokens (    0.24 ms per token,  4203.96 tokens per second)
+#   slot print_timing: id  0 | task 6 |        eval time =       7.37 ms /    32 tokens (    0.24 ms per token,  4203.96 tokens per second)  # noqa: E501
 #   slot print_timing: id  0 | task 6 | draft acceptance = 1.00000 (   23 accepted /    23 generated), mean len =  3.88
 _EVAL = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s+eval time =\s+(?P<ms>[\d.]+) ms /\s*"
                    r"(?P<n>\d+) tokens \(.*?(?P<tps>[\d.]+|inf|nan) tokens per second\)")

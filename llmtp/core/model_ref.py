@@ -24,11 +24,6 @@ class HubRef:
         return f"hf:{self.repo}" + (f":{self.quant}" if self.quant else "")
 
 
-def hub_prefixed(ref: str) -> bool:
-    """True when the reference names the hub explicitly (hf:, hf.co/, huggingface.co/)."""
-    return ref.startswith(_HUB_PREFIXES)
-
-
 def parse_hub_ref(ref: str, *, path_exists: bool = False) -> HubRef | None:
     """The hub repo (and quant) a reference names; None when it is not a hub reference (an alias or a
     path). A bare `org/repo[:QUANT]` is a hub reference unless a file or folder of that name exists

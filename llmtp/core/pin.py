@@ -114,7 +114,7 @@ def extract_hunk(patch_text: str, file: str | None, number: int) -> list[str]:
             if out:
                 break
             continue
-        if line.startswith("diff ") or line.startswith("--- "):
+        if line.startswith(("diff ", "--- ")):
             if out:
                 break
             continue

@@ -1,7 +1,7 @@
 """Where one quant's layers go, pure: a trial placement's memory per device, the ways it fits (every
 layer on the GPU, an -ngl split, --n-cpu-moe, the FFN spill) and its predicted decode speed.
 
-The planner's data models and budgets are core.plan's; core.quant_choice compares these placements
+The planner's data models and budgets are core.plan_types'; core.quant_choice compares these placements
 across quants and KV types, and core.plan.make_plan turns the chosen one into a plan.
 """
 
@@ -12,8 +12,34 @@ from pydantic import BaseModel
 from llmtp.core import memory as mem
 from llmtp.core import speed as spd
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan import FFN_SPILL_TOLERANCE, MARGIN_BYTES, MemoryBreakdown, PlanHardware, PlanRequest
+from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, MARGIN_BYTES, MemoryBreakdown, PlanHardware, PlanRequest
 
+
+
+def mtp_state(info: ModelInfo, req: PlanRequest) -> tuple[bool, str]:
+    if req.no_mtp:
+        return False, "--no-mtp given"
+    if req.sidecar:
+        return True, f"MTP head in the sidecar {req.sidecar} (-md, gemma4-assistant draft)"
+    if info.has_mtp_heads and info.mtp_arch:
+        return True, f"{info.nextn_predict_layers} nextn layer(s) in the file and {info.arch} has an MTP graph upstream"
+    if info.has_mtp_heads:
+        return False, f"the file has nextn layers but llama.cpp has no MTP graph for {info.arch}"
+    if info.mtp_arch:
+        return False, "no MTP heads in this file (nextn_predict_layers = 0): a stripped quant; use an -MTP- GGUF"
+    return False, f"{info.arch} has no MTP heads"
+
+
+def llama_ngl(info: ModelInfo, ngl: int) -> int:
+    """llama-server's -ngl for `ngl` trunk layers on the GPU. b11434 (src/llama-model.cpp) counts the
+    output layer as one of the N and the nextn (MTP) blocks among its blocks, offloading from the top:
+    -ngl N puts the output layer and the last N-1 blocks on the GPU. So k trunk layers is k + nextn
+    blocks + 1, and everything is every block in the file + 1 (trunk + 1 left block 0 of an MTP model
+    on the CPU)."""
+    n = mem.trunk_layers(info)
+    if ngl < 1:
+        return 0
+    return min(ngl, n) + max((info.block_count or n) - n, 0) + 1
 
 class Trial(BaseModel):
     ngl: int

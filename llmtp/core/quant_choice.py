@@ -10,8 +10,7 @@ from llmtp.core import placement as pl
 from llmtp.core import speed as spd
 from llmtp.core.catalog import NOMINAL_BPW
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan import (FFN_SPILL_TOLERANCE, QUALITY_LADDER, SPEED_FRACTION, TOP_DEFAULT_BPW, Candidate,
-                             PlanHardware, PlanRequest, llama_ngl, mtp_state)
+from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, QUALITY_LADDER, SPEED_FRACTION, TOP_DEFAULT_BPW, Candidate, PlanHardware, PlanRequest
 
 
 def quant_rule() -> dict:
@@ -67,7 +66,7 @@ def _variants(c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: i
     """Every KV type of one quant at its largest fitting context (else split at the floor context),
     and the one the memory rules take: the largest context fully placed, then the better KV type;
     else the split with the lightest KV type. Also, per trial (by id), the split placements it beat."""
-    mtp, _ = mtp_state(c, req)
+    mtp, _ = pl.mtp_state(c, req)
     on_gpu = pl.budget(hw) is not None
     trials: list[pl.Trial] = []
     beaten: dict[int, list[pl.Trial]] = {}
@@ -92,7 +91,7 @@ def _row(c: ModelInfo, hw: PlanHardware, req: PlanRequest, t: pl.Trial, mtp: boo
     """One compare row; `relative` holds the raw rank until choose_quant divides it by the pace."""
     sp = pl.speed(c, hw, req, t, mtp)
     return Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
-                     fits=t.fits, n_gpu_layers=(llama_ngl(c, t.ngl) if t.gpu else None),
+                     fits=t.fits, n_gpu_layers=(pl.llama_ngl(c, t.ngl) if t.gpu else None),
                      n_cpu_moe=t.n_cpu_moe or None, n_cpu_ffn=t.n_cpu_ffn or None, ctx=t.ctx, cache=t.cache,
                      gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
                      plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed, relative=sp.rank)
@@ -106,7 +105,7 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
     candidate's; when none is fully placed (all split with the CPU), the fastest."""
     rows: list[tuple[ModelInfo, pl.Trial, Candidate, bool]] = []  # (quant, trial, row, is the quant's pick)
     for c in quants:
-        mtp, _ = mtp_state(c, req)
+        mtp, _ = pl.mtp_state(c, req)
         trials, rep, beaten = _variants(c, hw, req, ctx_target=ctx_target, ctx_floor=ctx_floor, caches=caches, fa=fa)
         for t in trials:
             row = _row(c, hw, req, t, mtp)
@@ -158,7 +157,7 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
             reason = (f"highest quality predicted at {SPEED_FRACTION:.0%} or more of the fastest fully placed "
                       f"candidate's speed ({ref[0].quant}, {ref[2].cache} KV): {r.relative:.0%}")
     r.chosen = True
-    for qc, qt, qr, is_pick in rows:
+    for qc, _qt, qr, is_pick in rows:
         if qr.chosen or not is_pick:
             continue
         if not qr.fits:

@@ -29,10 +29,6 @@ def _older(version: str | None, minimum: str) -> bool:
     return have is not None and need is not None and have < need
 
 
-def _cc_tuple(cc: str | None) -> tuple[int, ...] | None:
-    return version_tuple(cc)
-
-
 def recommend(os_name: str, gpus: list[GPU], tools: dict[str, Tool],
               cpu: CPU | None = None) -> tuple[Recommendation, list[str]]:
     """Pick one of cuda/rocm/metal/vulkan/cpu and say why; the notes say what to install or fix.
@@ -136,7 +132,7 @@ def _cuda_notes(nvidia: list[GPU], tools: dict[str, Tool]) -> list[str]:
             if need and _older(nvcc.version, need):
                 notes.append(f"nvcc {nvcc.version} cannot compile for compute capability {cc}: "
                              f"CUDA {need} or newer is needed.")
-            cct, have = _cc_tuple(cc), version_tuple(nvcc.version)
+            cct, have = version_tuple(cc), version_tuple(nvcc.version)
             if cct is not None and have is not None and have[0] >= 13 and cct < CUDA13_MIN_CC:
                 notes.append(f"nvcc {nvcc.version} (CUDA 13+) dropped compute capability {cc}: "
                              "install a CUDA 12.x toolkit for this GPU.")

@@ -58,7 +58,7 @@ def verify_report(report) -> Report:  # noqa: ANN001 - core.verify.VerifyReport
                      _f(c.break_even_acceptance, ".2f"), _f(c.mean_accepted_length, ".2f")])
     config = {"model": report.model, "build": report.build_id, "profile": report.profile, "gpu": report.gpu,
               "mtp": report.mtp, "method": report.method.model_dump(mode="json"),
-              "markers": {k: v for k, v in report.markers.model_dump(mode="json").items()}}
+              "markers": report.markers.model_dump(mode="json")}
     summary = (f"speedup {_f(report.speedup, '.2f', 'x')} (geometric mean), acceptance {_f(report.acceptance, '.2f')}, "
                f"break-even acceptance {_f(report.break_even_acceptance, '.2f')}")
     return Report(title=f"llmtp verify {report.model}",

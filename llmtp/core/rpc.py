@@ -90,11 +90,6 @@ def worker_argv(binary: str, *, host: str, port: int, threads: int | None = None
     return argv
 
 
-def worker_accepts_mem(help_text: str) -> bool:
-    """Whether this ggml-rpc-server offers `-m/--mem` (newer builds; b11434 does not)."""
-    return "--mem" in help_text
-
-
 def rpc_devices(devices: list[Device]) -> list[Device]:
     return [d for d in devices if d.backend == RPC_BACKEND]
 

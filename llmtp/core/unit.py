@@ -48,12 +48,6 @@ def systemd_environment(name: str, value: str) -> str:
     return 'Environment="' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def systemd_path(path: str) -> str:
-    """A path in a path-list setting (ReadWritePaths=, EnvironmentFile=): only `%` is special once
-    render_systemd has refused whitespace, quotes and backslashes (which split or unquote the list)."""
-    return systemd_specifiers(path)
-
-
 class UnitSpec(BaseModel):
     scope: Scope
     unit_name: str = "llmtp.service"
@@ -176,10 +170,10 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
         "timeout_start": str(spec.timeout_start_s),
         "user_lines": user_lines,
         "exec_start": systemd_exec_line(spec.exec_argv),
-        "environment_file": systemd_path(spec.environment_file),
+        "environment_file": systemd_specifiers(spec.environment_file),
         "environment_lines": env_lines,
         "protect_home": protect_home(spec),
-        "read_write_paths": " ".join(systemd_path(p) for p in spec.read_write_paths),
+        "read_write_paths": " ".join(systemd_specifiers(p) for p in spec.read_write_paths),
         "device_lines": device_lines,
         "mdwe_lines": mdwe_lines,
         "extra_hardening": extra,

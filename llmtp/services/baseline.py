@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmtp.adapters.files import read_json_model, write_json_atomic
+from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.baseline import Baseline
 
 
@@ -13,7 +13,7 @@ def _file(settings, key: str) -> Path:
 
 
 def load(settings, key: str) -> Baseline | None:
-    return read_json_model(_file(settings, key), Baseline, what="verify baseline",
+    return read_json_store(_file(settings, key), Baseline, what="verify baseline",
                            hint="The next passing `llmtp verify` stores a new one.")
 
 

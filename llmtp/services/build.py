@@ -1,28 +1,28 @@
 """The llama.cpp build service: shipped pin and patches, the plan and its inputs hash, and `build` (fetch the
 source, then the steps of services/build_steps.py under the inputs' lock: preflight -> configure -> compile ->
-install -> probe -> switch current)."""
+install -> probe -> switch current). The request, plan and event types are services/build_request.py's."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
 
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.adapters.runner import Runner
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
-from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, build_jobs, effective_cmake_options,
+from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, effective_cmake_options,
                                  parse_cmake_args)
 from llmtp.core.ui import UiMode, UiPlan, ui_cmake_options
 from llmtp.core.vulkan_headers import VulkanHeaders, condition_holds
 from llmtp.errors import ConfigError, UsageError
 from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
+from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, user_patches
+from llmtp.services.build_steps import BuildJob, run_steps
 from llmtp.settings import Settings
 
 
@@ -34,19 +34,7 @@ RPC_WORKER = "ggml-rpc-server"
 
 def load_pin() -> Pin:
     f = shipped.data_file("pin.toml")
-    return parse_pin(f.read_text(encoding="utf-8"), str(f))
-
-
-def user_patches(settings: Settings) -> Path:
-    """Where the user's own patch sets live (one directory per profile `patch_set`)."""
-    return settings.data_dir / "patches"  # type: ignore[operator]
-
-
-def patch_dir(profile: Profile, patches_root: Path | None) -> Path | None:
-    """The directory of the profile's series; None for a user set when no data dir is known."""
-    if profile.patch_set and patches_root is None:
-        return None
-    return shipped.patch_dir(profile.patch_set, patches_root)  # type: ignore[arg-type]
+    return parse_pin(files.read_text(f), str(f))
 
 
 def load_patches(profile: Profile, patches_root: Path | None = None,
@@ -56,7 +44,7 @@ def load_patches(profile: Profile, patches_root: Path | None = None,
     condition holds for this profile's backend and these headers, with the reason attached."""
     d = patch_dir(profile, patches_root)
     series = d / "series" if d is not None else None
-    listed = (parse_series(series.read_text(encoding="utf-8"), str(series))
+    listed = (parse_series(files.read_text(series), str(series))
               if series is not None and series.is_file() else [])
     entries = []
     for e in listed:
@@ -72,44 +60,7 @@ def load_patches(profile: Profile, patches_root: Path | None = None,
     return entries
 
 
-# --- models ---------------------------------------------------------------------------------------
-
-class BuildRequest(BaseModel):
-    profile: str | None = None  # None: the detected recommendation
-    source: SourceKind = "git"
-    path: Path | None = None
-    ref: str | None = None  # git tag/commit; default: the pinned tag
-    cmake_args: list[str] = Field(default_factory=list)  # KEY=VALUE overrides
-    jobs: int | None = None
-    native: bool = True  # build for this machine (GGML_NATIVE=ON, its own GPU archs)
-    make_current: bool = True
-    # The web UI (core/ui.py). "off" here, so a caller that says nothing (the test bed) keeps the build
-    # it had; `llmtp build`, `setup` and `upgrade` pass the build_ui setting ("auto" by default).
-    ui: UiMode = "off"
-    rpc: bool = False  # also the RPC backend (GGML_RPC=ON) and its worker binary, for `llmtp worker`
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    phase: str  # "source", "ui", "preflight", "configure", "compile", "install", "probe", "done", "reused"
-    text: str = ""
-    done: int | None = None
-    total: int | None = None
-
-
-ProgressFn = Callable[[BuildEvent], None]
-
-
 # --- planning -------------------------------------------------------------------------------------
-
-@dataclass
-class BuildPlan:
-    profile: Profile
-    options: dict[str, str]  # effective cmake options (provenance included once the source is known)
-    targets: list[str]
-    patches: list[PatchEntry]
-    ui: UiPlan | None = None  # None: a caller that planned without resolving the UI (dry runs of old callers)
-
 
 def _needs_hw(profile: Profile) -> bool:
     return any(v in (CUDA_ARCHS, GFX_TARGETS) for v in profile.cmake.values())
@@ -212,14 +163,6 @@ def inputs_hash(identity: str, p: BuildPlan) -> str:
 
 # --- running a build ------------------------------------------------------------------------------
 
-def default_jobs(settings: Settings) -> int:
-    if settings.build_jobs:
-        return settings.build_jobs
-    from llmtp.adapters.cpuinfo import memory, usable_cores
-
-    return build_jobs(usable_cores(), memory()[1])
-
-
 def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Runner):
     from llmtp.adapters import sources
 
@@ -274,13 +217,12 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
     # second `llmtp build` started meanwhile waits, then finds and reuses the first one's build
     # instead of compiling again and installing over (deleting) it.
     locks = settings.cache_dir / "build-locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(locks)
     with FileLock(str(locks / f"{digest[:32]}.lock")):
         existing = None if configure_only else find_installed(settings, digest)
         if existing is not None:
             emit(BuildEvent("reused", existing.id))
             return use_build(settings, existing.id) if request.make_current else existing
-        from llmtp.services.build_steps import BuildJob, run_steps
 
         return run_steps(BuildJob(settings, request, runner, emit, p, src, digest, bid, hw), configure_only)
 

@@ -1,5 +1,6 @@
 """The steps of one build, each a small function of a `BuildJob`: preflight, tree, configure, compile,
-install, probe, switch. services/build.py plans the build and runs them in order under its lock."""
+install, probe, switch. services/build.py plans the build and runs them in order under its lock; the types
+they share are services/build_request.py's."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_conf
     parse_tool_version, preflight_problems
 from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, ui_log_lines, ui_record
 from llmtp.errors import BuildError, ConfigError
-from llmtp.services.build import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
+from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
     user_patches
-from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, _now, current_build, \
+from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, utc_timestamp, current_build, \
     probe_binary, probe_failure, use_build
 from llmtp.settings import Settings
 
@@ -173,7 +174,7 @@ def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[P
     if (tree / "CMakeCache.txt").is_file() and (tree / TREE_STATE).is_file() and (
             old is None or old.generator != generator or old.source != str(src_dir)):
         files.remove_tree(tree)  # CMake cannot switch generator or source dir in place; a damaged state: start clean
-    tree.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(tree)
     return src_dir, tree
 
 
@@ -206,7 +207,7 @@ def _stream(runner: Runner, argv: list[str], log: TextIO, emit: ProgressFn, phas
 
 
 def _fail(message: str, log_path: Path, hint: str) -> BuildError:
-    d = distill(log_path.read_text(encoding="utf-8", errors="replace"))
+    d = distill(files.read_text(log_path, errors="replace"))
     return BuildError(message, f"{hint} Full log: {log_path}", details=d.lines())
 
 
@@ -248,14 +249,14 @@ def compile_build(job: BuildJob, tools: Tools, configure_only: bool) -> Compiled
 
     tree = build_tree(job.settings, job.src.identity, job.plan.profile.name)  # type: ignore[attr-defined]
     tree = tree.with_name(tree.name + tree_variant(job.plan.options))
-    tree.parent.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(tree.parent)
     with FileLock(str(tree) + ".lock"):
         src_dir, tree = source_and_tree(job, tree, tools.generator)
         logs = job.settings.state_dir / "build-logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(logs)
         log_path = logs / f"{job.bid}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        started, t0 = _now(), time.monotonic()
-        with log_path.open("w", encoding="utf-8", buffering=1) as log:
+        started, t0 = utc_timestamp(), time.monotonic()
+        with files.open_log(log_path) as log:
             configure(job, tools, src_dir, tree, log, log_path)
             if configure_only:
                 job.emit(BuildEvent("done", f"configured {tree}"))
@@ -272,7 +273,7 @@ def forget_stale_ui(job: BuildJob, tree: Path) -> None:
     scripts/ui-assets.cmake embeds any tools/ui/dist it finds, "stale" or not."""
     if ui_how_from_options(job.plan.options) is None:
         files.remove_tree(tree / "tools" / "ui" / "dist", ignore_errors=True)
-        (tree / "tools" / "ui" / ".ui-stamp").unlink(missing_ok=True)
+        files.remove(tree / "tools" / "ui" / ".ui-stamp")
 
 
 def check_ui(job: BuildJob, tree: Path, log_path: Path) -> UiRecord | None:
@@ -281,11 +282,11 @@ def check_ui(job: BuildJob, tree: Path, log_path: Path) -> UiRecord | None:
     if plan is None:
         return None
     header = tree / "tools" / "ui" / "ui.h"
-    embedded = header.is_file() and ui_header_has_assets(header.read_text(encoding="utf-8", errors="replace"))
+    embedded = header.is_file() and ui_header_has_assets(files.read_text(header, errors="replace"))
     how = ui_how_from_options(job.plan.options)  # a --cmake-arg may have asked for it by hand
     if how != plan.how:
         plan = plan.model_copy(update={"how": how, "reason": None if how else plan.reason})
-    record = ui_record(plan, embedded, ui_log_lines(log_path.read_text(encoding="utf-8", errors="replace")))
+    record = ui_record(plan, embedded, ui_log_lines(files.read_text(log_path, errors="replace")))
     if plan.how is not None and not embedded:
         job.emit(BuildEvent("ui", f"web UI: none; {record.note}. Full log: {log_path}"))
     return record
@@ -296,19 +297,19 @@ def check_ui(job: BuildJob, tree: Path, log_path: Path) -> UiRecord | None:
 def install(job: BuildJob, built: Compiled) -> Path:
     """Copy the targets and their shared libraries into a temporary dir beside the builds."""
     builds = job.settings.builds_dir
-    builds.mkdir(parents=True, exist_ok=True)
-    for stale in builds.glob(f".tmp-{job.bid}-*"):  # left by an interrupted install of the same build
+    files.make_dirs(builds)
+    for stale in files.glob(builds, f".tmp-{job.bid}-*"):  # left by an interrupted install of the same build
         files.remove_tree(stale, ignore_errors=True)
     tmp = builds / f".tmp-{job.bid}-{os.getpid()}"
     if tmp.exists():
         files.remove_tree(tmp)
-    (tmp / "bin").mkdir(parents=True)
+    files.make_dirs(tmp / "bin")
     out = built.tree / "bin"
     for t in built.targets:
         if not (out / t).is_file():
             raise BuildError(f"The build finished but {out / t} is missing", f"See {built.log_path}.")
         files.copy_file(out / t, tmp / "bin" / t)
-    for lib in list(out.glob("*.so*")) + list(out.glob("*.dylib")) + list(out.glob("*.metal")):
+    for lib in list(files.glob(out, "*.so*")) + list(files.glob(out, "*.dylib")) + list(files.glob(out, "*.metal")):
         files.copy_file(lib, tmp / "bin" / lib.name)  # shared-library builds need their libs beside the binary
     return tmp
 
@@ -332,7 +333,7 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
         sdist_sha256=src.sdist_sha256, source_identity=src.identity,  # type: ignore[attr-defined]
         profile=p.profile.name, backend=p.profile.backend, cmake_options=p.options, targets=built.targets,
         patches=[PatchRecord(name=e.name, sha256=e.sha256, reason=e.reason) for e in p.patches],
-        toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=_now(),
+        toolchain=tools.found, inputs_hash=job.digest, started_at=built.started, finished_at=utc_timestamp(),
         build_seconds=round(built.seconds, 1), log_file=str(built.log_path), capabilities=caps, ui=ui)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest

@@ -29,15 +29,13 @@ SourceKind = Literal["git", "pypi", "path", "adopted"]
 
 # --- shipped profiles (a build is probed against the profile it was built from) ---------------------
 
-def profile_names() -> list[str]:
-    return shipped.profile_names()
 
 
 def load_profile(name: str) -> Profile:
     f = shipped.profile_file(name)
     if not f.is_file():
-        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(profile_names())}.")
-    return parse_profile(f.read_text(encoding="utf-8"), name, str(f))
+        raise UsageError(f"No build profile {name!r}", f"Profiles: {', '.join(shipped.profile_names())}.")
+    return parse_profile(files.read_text(f), name, str(f))
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -167,7 +165,7 @@ def _build_dirs(settings: Settings) -> list[Path]:
     if not d.is_dir():
         return []
     # Temp dirs of running or interrupted builds (.tmp-*) and links are not builds.
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink() and is_build_id(p.name))
+    return sorted(p for p in files.list_dir(d) if p.is_dir() and not p.is_symlink() and is_build_id(p.name))
 
 
 def list_builds(settings: Settings) -> list[InstalledBuild]:
@@ -259,21 +257,21 @@ def adopt(settings: Settings, bin_dir: Path, runner: Runner, *, make_current: bo
     manifest = _read_manifest(known)
     if manifest is not None:
         manifest.capabilities = caps
-        name = manifest.profile if manifest.profile in profile_names() else backend
+        name = manifest.profile if manifest.profile in shipped.profile_names() else backend
         manifest.id = build_id(caps.version.build_number, name, digest) + "-adopted"
     else:
         manifest = BuildManifest(id=build_id(caps.version.build_number, backend, digest) + "-adopted",
                                  source="adopted", url=str(bin_dir), source_identity=f"adopted:{bin_dir}",
                                  commit=caps.version.commit, build_number=caps.version.build_number,
                                  profile=backend, backend=backend, cmake_options={}, targets=["llama-server"],
-                                 inputs_hash=f"adopted:{digest}", started_at=_now(), capabilities=caps)
-    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in profile_names() else None
+                                 inputs_hash=f"adopted:{digest}", started_at=utc_timestamp(), capabilities=caps)
+    failure = probe_failure(load_profile(manifest.profile), caps) if manifest.profile in shipped.profile_names() else None
     manifest.status, manifest.failure = ("failed", failure) if failure else ("ok", None)
     builds = settings.builds_dir
     tmp = builds / f".tmp-{manifest.id}-{os.getpid()}"
     files.remove_tree(tmp, ignore_errors=True)
-    (tmp / "bin").mkdir(parents=True)
-    for f in bin_dir.iterdir():
+    files.make_dirs(tmp / "bin")
+    for f in files.list_dir(bin_dir):
         if f.is_file():
             files.symlink(f, tmp / "bin" / f.name)
     write_text_atomic(tmp / MANIFEST, manifest.model_dump_json(indent=2))
@@ -314,7 +312,7 @@ def find_installed(settings: Settings, digest: str) -> InstalledBuild | None:
     return None
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
     # Milliseconds: list order (and so prune) must not depend on two builds finishing in one second.
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

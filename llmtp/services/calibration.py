@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.calibrate import CalibrationRecord, correction_factors, parse_load_log, parse_memory_breakdown
-from llmtp.core.plan import Plan
+from llmtp.core.plan_types import Plan
 
 MiB = 1024 * 1024
 # The second llama_context of a draft-mtp launch (the draft) starts after this line (b11434):
@@ -29,7 +29,7 @@ def load_records(settings) -> list[CalibrationRecord]:
 
 
 def record(settings, rec: CalibrationRecord, keep: int = 50) -> None:
-    records = [r for r in load_records(settings)][-(keep - 1):] + [rec]
+    records = list(load_records(settings))[-(keep - 1):] + [rec]
     write_json_atomic(store_path(settings), [r.model_dump(mode="json") for r in records])
 
 
@@ -39,24 +39,8 @@ def factors_for(settings, model_key: str) -> tuple[dict[str, float], int]:
     return (correction_factors(records), len(records)) if records else ({}, 0)
 
 
-def apply_corrections(plan: Plan, settings, *, model_key: str) -> Plan:
-    """Scale the predicted buffers of an already made plan (for callers that did not pass the
-    factors into PlanRequest.corrections); plan_model passes them in, so decisions use them too."""
-    f, n = factors_for(settings, model_key)
-    if not f:
-        return plan
-    plan = plan.model_copy(deep=True)
-    for dev in plan.memory:
-        dev.kv_cache = int(dev.kv_cache * f.get("context", 1.0))
-        dev.recurrent_state = int(dev.recurrent_state * f.get("context", 1.0))
-        dev.compute = int(dev.compute * f.get("compute", 1.0))
-        dev.weights = int(dev.weights * f.get("model", 1.0))
-    plan.decisions.append(calibration_decision(f, n, model_key))
-    return plan
-
-
 def calibration_decision(f: dict[str, float], n: int, model_key: str):
-    from llmtp.core.plan import Decision
+    from llmtp.core.plan_types import Decision
 
     return Decision(what="calibration", value=", ".join(f"{k} x{v}" for k, v in sorted(f.items())),
                     reason=f"{n} earlier launch(es) of {model_key} measured by llama-server")

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmtp.adapters import files
 from llmtp import paths
 from llmtp.core.toml_edit import set_key, unset_key
 from llmtp.errors import ConfigError, UsageError
@@ -57,7 +58,7 @@ def parse_value(key: str, raw: str) -> Any:
 
 def _current_text(path: Path) -> str:
     _read_toml(path)  # a damaged file is a ConfigError naming it: never edited blind
-    return path.read_text(encoding="utf-8") if path.is_file() else ""
+    return files.read_text(path) if path.is_file() else ""
 
 
 def _checked(path: Path, new_text: str, changed: str) -> str:

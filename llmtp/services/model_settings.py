@@ -6,14 +6,14 @@ a re-quantized file with the same name does not inherit them.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from llmtp.adapters.files import read_json_model, write_json_atomic
+from llmtp.adapters import files
+from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.launch import MtpSettings
 from llmtp.core.tune import SettingBreakEven
 
@@ -23,15 +23,9 @@ _EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the ta
 def model_key(path: Path) -> str:
     """`<stem>-<size>-<sha256 of the first and last MiB, 12 hex>`."""
     path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        h.update(f.read(_EDGE))
-        if size > 2 * _EDGE:
-            f.seek(size - _EDGE)
-            h.update(f.read(_EDGE))
+    size, digest = files.edge_digest(path, _EDGE)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
-    return f"{stem}-{size}-{h.hexdigest()[:12]}"
+    return f"{stem}-{size}-{digest[:12]}"
 
 
 class ModelSettingsRecord(BaseModel):
@@ -62,7 +56,7 @@ def _file(settings, key: str) -> Path:
 
 
 def load_record(settings, model_key: str) -> ModelSettingsRecord | None:
-    return read_json_model(_file(settings, model_key), ModelSettingsRecord, what="model settings",
+    return read_json_store(_file(settings, model_key), ModelSettingsRecord, what="model settings",
                            hint="Run `llmtp tune` again to store new settings.")
 
 

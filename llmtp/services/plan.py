@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from llmtp.adapters import files
 from llmtp.adapters import shipped
-from llmtp.core.plan import GiB, Plan, PlanDevice, PlanHardware, PlanRequest, make_plan
+from llmtp.core.plan_types import GiB, Plan, PlanDevice, PlanHardware, PlanRequest
+from llmtp.core.plan import make_plan
 from llmtp.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ class GpuSpec(BaseModel):
 
 
 def load_gpus(path: Path = GPUS_PATH) -> dict[str, GpuSpec]:
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data = tomllib.loads(files.read_text(path))
     out = {}
     for key, value in data.get("gpus", {}).items():
         try:
@@ -226,7 +228,7 @@ def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: P
     if resolved.entry is not None and resolved.entry.mtp == "sidecar" and request.sidecar is None:
         if resolved.sidecar_path is not None:
             request = request.model_copy(update={"sidecar": str(resolved.sidecar_path),
-                                                 "sidecar_bytes": resolved.sidecar_path.stat().st_size})
+                                                 "sidecar_bytes": files.file_size(resolved.sidecar_path)})
         else:  # not downloaded: the draft the hub lists (its size), else the catalog's pattern
             request = request.model_copy(update={"sidecar": resolved.sidecar_listed or resolved.entry.sidecar,
                                                  "sidecar_bytes": resolved.sidecar_listed_bytes})

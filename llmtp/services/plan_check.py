@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core.calibrate import parse_load_log
 from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded, split_draft
-from llmtp.core.plan import PlanDevice, PlanHardware
+from llmtp.core.plan import PlanDevice
+from llmtp.core.plan_types import PlanHardware
 
 
 @dataclass
@@ -49,7 +51,7 @@ def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware,
     with launched(launch, log_path=log_path, ready_timeout=launch.ready_timeout_s + 120) as proc:
         with proc.client(timeout=300) as client:
             answer = client.completion(prompt, n_predict)
-    text = log_path.read_text(encoding="utf-8", errors="replace")
+    text = files.read_text(log_path, errors="replace")
     main, draft = split_draft(text)
     buffers = parse_load_log(main)
     offload = parse_offloaded(main)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.adapters.ports import connect_error
 from llmtp.core.capabilities import Device
 from llmtp.core.launch import LaunchSpec
@@ -73,7 +74,7 @@ def worker_links(settings, endpoints: list[Endpoint], refresh: bool = False) -> 
             out[str(e)] = {"rtt_s": None, "bytes_per_s": None, "error": str(exc)}
             continue
         out[str(e)] = {"rtt_s": rtt, "bytes_per_s": bw, "measured_at": datetime.now(timezone.utc).isoformat()}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(path.parent)
         write_json_atomic(path, out[str(e)])
     return out
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtp.adapters import files
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.errors import ServeError
@@ -79,7 +80,7 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
     cache = None
     try:
-        st = server.resolve().stat()
+        st = files.stat(server.resolve())
         ident = f"{server.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         cache = Path(cache_dir) / "capabilities" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
     except (OSError, TypeError):  # TypeError: no cache dir
@@ -160,8 +161,8 @@ def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, 
         if record is not None and record.llmtp_pid == child.pid and record.state == "ready":
             return record
         if child.poll() is not None:
-            text = out_path.read_text(encoding="utf-8", errors="replace")
-            error = [ln for ln in text.splitlines() if ln.startswith("error:") or ln.startswith("  ")]
+            text = files.read_text(out_path, errors="replace")
+            error = [ln for ln in text.splitlines() if ln.startswith(("error:", "  "))]
             raise ServeError(f"llmtp serve exited with code {child.returncode} before the server was ready",
                              f"Full output: {out_path}.", details=error[-12:])
         time.sleep(0.1)

@@ -1,4 +1,5 @@
-"""The `python -m llmtp serve ... --foreground` command line, built here for every caller (detach, warm start, setup, service unit).
+"""The `python -m llmtp serve ... --foreground` command line, built here for every caller (detach, warm start,
+setup, service unit).
 
 Stdlib only: the warm start (cli/entry.py) builds it before anything heavy is imported.
 """

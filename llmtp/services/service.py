@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmtp import __version__
+from llmtp.adapters import files
 from llmtp.adapters import shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
@@ -65,8 +66,6 @@ class ServiceRequest:
     system: bool = False
 
 
-def template(name: str) -> str:
-    return shipped.template_text(name)
 
 
 def default_unit_dir(settings, system: bool) -> Path:
@@ -108,14 +107,14 @@ class InstallPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _under_home(path: str | Path) -> bool:
+def under_home(path: str | Path) -> bool:
     return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
 
 
 PRIVATE_TMP = ("/tmp/", "/var/tmp/")  # PrivateTmp=yes gives the service empty ones of its own
 
 
-def _check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
+def check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
     for what, path in paths:
         if str(path).startswith(PRIVATE_TMP):
             raise UsageError(f"The service cannot see the {what} {path}: PrivateTmp=yes gives it a /tmp and "
@@ -138,14 +137,14 @@ SYSTEM_ENVIRONMENT = {"LLMTP_STATE_DIR": SYSTEM_STATE_DIR, "LLMTP_DATA_DIR": SYS
 
 def check_user_runtime(settings) -> None:
     """What a user unit needs to see: llmtp itself and its directories, outside the private /tmp."""
-    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()] + [
+    check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()] + [
         (f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir")])
 
 
 def check_system_runtime() -> None:
     """A system unit cannot run llmtp from a home directory (ProtectHome=yes) or the private /tmp."""
-    _check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
-    hidden = [p for p in _runtime_paths() if _under_home(p)]
+    check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
+    hidden = [p for p in _runtime_paths() if under_home(p)]
     if hidden:
         raise UsageError(f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home "
                          "directories from it",
@@ -157,7 +156,7 @@ def build_stages(build_id: str, binary: Path) -> tuple[list[Stage], str]:
     """An llmtp build's whole bin dir (libraries live next to the binary) staged under
     /var/lib/llmtp/builds/BUILD_ID, and where `binary` lands there."""
     target_dir = Path(SYSTEM_BUILDS_DIR) / build_id
-    stages = [Stage(f, target_dir / f.name) for f in sorted(binary.parent.iterdir()) if f.is_file()]
+    stages = [Stage(f, target_dir / f.name) for f in sorted(files.list_dir(binary.parent)) if f.is_file()]
     return stages, str(target_dir / binary.name)
 
 
@@ -181,10 +180,10 @@ def _devices(plan: LaunchPlan) -> list[str]:
 def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan:
     """The unit (and, for --system, the files to stage) for a request serve has validated."""
     key = plan.spec.api_key_file
-    _check_not_in_private_tmp([("llama-server", str(plan.server)), ("API key file", key or "")])
+    check_not_in_private_tmp([("llama-server", str(plan.server)), ("API key file", key or "")])
     if not req.system:
         check_user_runtime(settings)
-        _check_not_in_private_tmp([("model", plan.spec.model)])
+        check_not_in_private_tmp([("model", plan.spec.model)])
         server = str(plan.server) if req.launch.server else None
         spec = UnitSpec(scope="user", unit_name=UNIT, exec_argv=_serve_argv(req, plan, plan.spec.model, server),
                         environment=user_environment(settings),
@@ -192,7 +191,7 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         timeout_start_s=_timeout_start_s(plan), device_allow=_devices(plan),
                         llmtp_version=__version__)
-        return InstallPlan(spec, render_systemd(template("llmtp.service"), spec))
+        return InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec))
     check_system_runtime()
     stages: list[Stage] = []
     notes: list[str] = []
@@ -207,13 +206,13 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
         stages += build
     else:
         server = str(plan.server)
-        if _under_home(server):
+        if under_home(server):
             raise UsageError(f"The system service cannot run {server}: ProtectHome=yes hides home directories "
                              "from it",
                              "Install that llama-server under /opt or /usr/local (or build one with `llmtp build` "
                              "and drop --server: llmtp then copies the build to /var/lib/llmtp).")
     if key is not None:
-        if _under_home(key):
+        if under_home(key):
             raise UsageError(f"The system service cannot read the API key file {key}: ProtectHome=yes hides "
                              "home directories from it",
                              f"Move it to /etc/llmtp/api-keys, `chown root:{SYSTEM_USER}` it, `chmod 640` it, and "
@@ -225,7 +224,7 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
                     read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
                     timeout_start_s=_timeout_start_s(plan), device_allow=_devices(plan),
                     llmtp_version=__version__)
-    return InstallPlan(spec, render_systemd(template("llmtp.service"), spec), stages, notes)
+    return InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages, notes)
 
 
 def stage_files(stages: list[Stage], *, root: Path = Path("/"),
@@ -279,13 +278,13 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     if req.system:
         groups = ensure_system_user(runner, SYSTEM_USER, SYSTEM_GROUPS)
         actions.append(f"system user {SYSTEM_USER} (groups: {', '.join(groups) or 'none'})")
-        plan.unit, plan.text = with_groups(plan.unit, groups, template("llmtp.service"))  # only the host's
+        plan.unit, plan.text = with_groups(plan.unit, groups, shipped.template_text("llmtp.service"))  # only the host's
         actions += stage_files(plan.stages, root=root, on_progress=on_progress)
     else:  # ReadWritePaths= that do not exist fail the start (226/NAMESPACE); systemd makes the system ones
         for p in plan.unit.read_write_paths:
-            Path(p).mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.make_dirs(Path(p), mode=448)
     try:
-        unit_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(unit_dir)
         unit_path = unit_dir / unit
         _write_unit(unit_path, plan.text)
     except OSError as exc:
@@ -296,9 +295,8 @@ def install(settings, req: ServiceRequest, runner: Runner, *, plan: InstallPlan,
     override = dropin / "override.conf"
     created = False
     if not override.exists():  # a person's customizations survive every reinstall
-        dropin.mkdir(parents=True, exist_ok=True)
-        override.write_text(OVERRIDE_TEMPLATE.format(unit=unit, generated_by=plan.unit.generated_by),
-                            encoding="utf-8")
+        files.make_dirs(dropin)
+        files.write_text(override, OVERRIDE_TEMPLATE.format(unit=unit, generated_by=plan.unit.generated_by))
         created = True
         actions.append(f"created {override}")
     else:
@@ -321,7 +319,7 @@ def uninstall(settings, runner: Runner, *, system: bool = False, unit_dir: Path 
     unit_path = unit_dir / unit
     if not unit_path.exists():
         raise UsageError(f"No llmtp unit at {unit_path}", f"Nothing to uninstall; `{status_command}`.")
-    unit_path.unlink()
+    files.remove(unit_path, missing_ok=False)
     ctl.daemon_reload()
     return [f"disabled {unit}", f"removed {unit_path}", "daemon-reload"]
 
@@ -366,7 +364,7 @@ def launchd_plist(settings, req: ServiceRequest, plan: LaunchPlan) -> str:
            "LLMTP_CONFIG_DIR": str(settings.config_dir), "LLMTP_CACHE_DIR": str(settings.cache_dir),
            "LLMTP_MODELS_DIR": str(settings.models_dir)}
     argv = _serve_argv(req, plan, plan.spec.model, str(plan.server) if req.launch.server else None)
-    return render_plist(template("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
+    return render_plist(shipped.template_text("llmtp.plist"), label=LAUNCHD_LABEL, argv=argv, environment=env,
                         log_path=str(settings.state_dir / "logs" / "launchd.log"), llmtp_version=__version__)
 
 
@@ -375,8 +373,8 @@ def install_launchd(settings, req: ServiceRequest, plan: LaunchPlan, runner: Run
     import os
 
     agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
-    agents_dir.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(agents_dir)
     path = agents_dir / f"{LAUNCHD_LABEL}.plist"
-    path.write_text(launchd_plist(settings, req, plan), encoding="utf-8")
+    files.write_text(path, launchd_plist(settings, req, plan))
     launchctl_load(runner, str(path), os.getuid() if uid is None else uid)
     return path

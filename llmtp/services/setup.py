@@ -65,7 +65,7 @@ class Reporter(Protocol):
 
     def result(self, step: StepResult) -> None: ...
 
-    def build_event(self, event: Any) -> None: ...  # llmtp.services.build.BuildEvent
+    def build_event(self, event: Any) -> None: ...  # llmtp.services.build_request.BuildEvent
 
 
 class NullReporter:
@@ -189,7 +189,7 @@ class _Run:
         elif matching:
             build, how, source = self.deps.use_build(self.settings, matching[-1].id), "switched", None
         else:
-            from llmtp.services.build import BuildRequest
+            from llmtp.services.build_request import BuildRequest
 
             source = self.req.source or self._source()
             self.report.info(f"building llama.cpp b{number} ({profile}) from the {source} source")

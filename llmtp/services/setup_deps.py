@@ -1,10 +1,12 @@
-"""The real side effects `llmtp setup` runs with (`real_deps()`): detection, builds, models, the planner, serve, verify, service."""
+"""The real side effects `llmtp setup` runs with (`real_deps()`): detection, builds, models, the planner, serve,
+verify, service."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.services.setup import SetupDeps
 
 
@@ -75,7 +77,7 @@ def _start_server(settings, build, model_ref: str, plan, host: str, port: int) -
     from llmtp.services.models import resolve_model
 
     path = resolve_model(model_ref, settings).path
-    size = Path(path).stat().st_size if path else None
+    size = files.file_size(Path(path)) if path else None
     record = svc.detach(Path(settings.state_dir), port, argv, load_budget_s(size))
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
@@ -138,7 +140,7 @@ def set_default_model(settings, ref: str) -> bool:
     if settings.default_model == ref:
         return False
     path = Path(settings.config_file)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    text = files.read_text(path) if path.is_file() else ""
+    files.make_dirs(path.parent)
     write_text_atomic(path, set_top_level_key(text, "default_model", ref))
     return True

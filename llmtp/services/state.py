@@ -16,8 +16,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from llmtp.adapters import files
 from llmtp.adapters import proctree
-from llmtp.adapters.files import read_json_store, replaced_under, write_text_atomic
+from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.spawn import private_dir
 from llmtp.errors import ServeError
@@ -75,10 +76,6 @@ def log_path(state_dir: Path, port: int) -> Path:
     return state_dir / "logs" / f"server-{port}.log"
 
 
-def log_moved(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `path`
-    """Whether a reader of `path` through `f` must reopen it: the log was truncated under it (live
-    rotation) or renamed away (rotation at a restart)."""
-    return replaced_under(path, f)
 
 
 def supervisor_log_path(state_dir: Path, port: int) -> Path:
@@ -125,7 +122,7 @@ class PortClaim:
         write_text_atomic(state_path(self.state_dir, self.port), state.model_dump_json(indent=2))
 
     def release(self) -> None:
-        state_path(self.state_dir, self.port).unlink(missing_ok=True)
+        files.remove(state_path(self.state_dir, self.port))
         self._lock.release(remove=True)
 
     def __enter__(self) -> PortClaim:
@@ -160,7 +157,7 @@ def read_state(state_dir: Path, port: int) -> ServeState | None:
 def recorded_ports(state_dir: Path) -> list[int]:
     """Every port with a record or a lock file, live or stale."""
     ports = set()
-    for path in [*state_dir.glob("serve-*.json"), *state_dir.glob("serve-*.lock")]:
+    for path in [*files.glob(state_dir, "serve-*.json"), *files.glob(state_dir, "serve-*.lock")]:
         try:
             ports.add(int(path.stem.removeprefix("serve-")))
         except ValueError:
@@ -189,7 +186,7 @@ def _clear_dead(state_dir: Path, port: int) -> list[str]:
         named = "" if record is None else f" (llmtp pid {record.llmtp_pid}, llama-server pid {record.server_pid})"
         notes.append(f"dropped the stale record for port {port}{named}: those processes are gone or are "
                      "no longer the ones recorded; nothing was signalled")
-    path.unlink(missing_ok=True)
+    files.remove(path)
     return notes
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtp.adapters import files
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.launch_plan import LaunchPlan
 from llmtp.core.logscan import classify, exit_description
@@ -32,7 +33,7 @@ def read_api_key(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        data = Path(path).read_bytes()
+        data = files.read_bytes(Path(path))
     except OSError as exc:
         raise ConfigError(f"Cannot read the API key file {path}: {exc.strerror or exc}",
                           "Check that it exists and that this user may read it (chmod 600, owned by you).") from exc

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters import files
+from llmtp.adapters import shipped
 from llmtp.core import tune as core
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
@@ -25,9 +27,8 @@ TrialCallback = Callable[[core.Trial, int, int], None]  # trial, index (1-based)
 def load_suite() -> core.Suite:
     """The shipped prompt suite (llmtp/data/prompts.toml)."""
     import tomllib
-    from importlib import resources
 
-    text = resources.files("llmtp").joinpath("data", "prompts.toml").read_text(encoding="utf-8")
+    text = shipped.data_text("prompts.toml")
     return core.parse_suite(tomllib.loads(text))
 
 
@@ -137,7 +138,7 @@ def load_prompts_file(path: Path) -> core.Suite:
     hint = ("Write [[prompt]] tables with name, family and text (see llmtp/data/prompts.toml), "
             "at least two prompts per family.")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(files.read_text(Path(path)))
     except OSError as exc:
         raise UsageError(f"Cannot read the prompts file {path}: {exc.strerror or exc}", hint) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core import verify as core
 from llmtp.core.baseline import (
     Baseline,

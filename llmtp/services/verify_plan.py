@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llmtp.adapters import files
 from llmtp.core import verify as core
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.core.verify import Method, VerifyReport
@@ -54,7 +55,7 @@ def real_launcher(log_dir: Path, *, ready_timeout: float = 300) -> Launcher:
     def launch(arm: LaunchPlan) -> Iterator[_LiveHandle]:
         arm = arm.variant(port=free_port(arm.spec.host))
         log_path = Path(log_dir) / f"verify-{'mtp' if arm.mtp.enabled else 'plain'}.log"
-        log_path.unlink(missing_ok=True)
+        files.remove(log_path)
         with launched(arm, log_path=log_path, ready_timeout=ready_timeout) as proc:
             with proc.client(timeout=600) as client:
                 yield _LiveHandle(proc, client)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters import shipped
 from llmtp.adapters.ports import connect_error
 from llmtp.adapters.server_process import ServerProcess
 from llmtp.core.capabilities import Capabilities
@@ -255,7 +256,7 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
                   ready_when="ggml-rpc-server accepts connections")
     if not req.system:
         svc.check_user_runtime(settings)
-        svc._check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
+        svc.check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
         # --cache writes under LLAMA_CACHE (else ~/.cache, read-only to the unit): the cache dir is writable
         env = {**svc.user_environment(settings), "LLAMA_CACHE": str(settings.cache_dir / "llama.cpp")}
         external = str(prepared.binary) if prepared.build_id is None else None  # else the current build
@@ -263,14 +264,14 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
                         environment_file=str(settings.config_dir / "service.env"),
                         read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
                         **common)
-        return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec))
+        return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec))
     svc.check_system_runtime()
     stages: list = []
     if prepared.build_id is not None:
         stages, server = svc.build_stages(prepared.build_id, prepared.binary)
     else:
         server = str(prepared.binary)
-        if svc._under_home(server) or server.startswith(svc.PRIVATE_TMP):
+        if svc.under_home(server) or server.startswith(svc.PRIVATE_TMP):
             raise UsageError(f"The system service cannot run {server}: it hides home directories and /tmp",
                              "Install that ggml-rpc-server under /opt or /usr/local, or build one with "
                              "`llmtp build --rpc` (llmtp then copies the build to /var/lib/llmtp).")
@@ -278,4 +279,4 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
     spec = UnitSpec(scope="system", exec_argv=_worker_start_argv(req, server), environment=env,
                     environment_file=f"{svc.SYSTEM_CONFIG_DIR}/service.env",
                     read_write_paths=[svc.SYSTEM_STATE_DIR, svc.SYSTEM_CACHE_DIR], **common)
-    return svc.InstallPlan(spec, render_systemd(svc.template("llmtp.service"), spec), stages)
+    return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llmtp.core.ui import UiPlan
-from llmtp.services.build import BuildEvent, BuildRequest
+from llmtp.services.build_request import BuildEvent, BuildRequest
 
 # Static, native CPU build of the pinned sdist: what the `llama_bin_dir` fixture serves to the tests.
 # No web UI (ui="off"): the build every test needs stays as fast as it was (docs/testing.md).

@@ -123,7 +123,7 @@ def successor_table(tokens: list[str]) -> np.ndarray:
     bytes >= 0x80, specials) leads into it, so output is always valid UTF-8 and never EOS.
     """
     n_special = len(SPECIAL_TOKENS)
-    cycle = [b for b in range(0x20, 0x7F)] + list(range(256, len(tokens) - n_special))
+    cycle = list(range(0x20, 0x7F)) + list(range(256, len(tokens) - n_special))
     succ = np.full(len(tokens), cycle[0], dtype=np.int64)
     for i, tok in enumerate(cycle):
         succ[tok] = cycle[(i + 1) % len(cycle)]
