@@ -147,7 +147,8 @@ def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Ca
 
 def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, *, child=None):
     """Run `argv` (llmtp serve ... --foreground) in its own session and wait until it is ready.
-    `child`: that very process, already started by the entry point (WarmStart.take_child, services/warm_start.py)."""
+    `child`: that very process, already started by the entry point (WarmStart.take_child,
+    services/warm_start.py)."""
     from llmtp.adapters.spawn import spawn_detached
     from llmtp.services import state as st
 
