@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 
@@ -22,7 +24,6 @@ def cpu_counts() -> tuple[int | None, int | None]:
 
 def machine() -> str | None:
     """This machine's architecture as the OS names it ("x86_64", "aarch64", "arm64"); None if unknown."""
-    import platform
 
     return platform.machine() or None
 
@@ -30,14 +31,12 @@ def machine() -> str | None:
 def processor() -> str | None:
     """The OS's name for the processor where there is no /proc/cpuinfo (platform.processor may run
     `uname -p`); None if unknown."""
-    import platform
 
     return platform.processor() or None
 
 
 def usable_cores() -> int | None:
     """Cores this process may run on (its CPU affinity where the OS has one, else all logical cores)."""
-    import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 

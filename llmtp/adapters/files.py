@@ -21,7 +21,7 @@ from typing import Any, TextIO, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llmtp.errors import ConfigError
+from llmtp.errors import ConfigError, UsageError
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -333,7 +333,6 @@ def executable_file(path: Path, *, option: str) -> Path:
     without the execute bit)."""
     import stat
 
-    from llmtp.errors import UsageError
 
     path = Path(path).expanduser()
     try:

@@ -13,6 +13,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from llmtp.adapters.spawn import private_dir
+
 _RETRIES = 20  # each retry means a holder removed the file meanwhile: a handful at most in practice
 
 
@@ -30,7 +32,6 @@ class Flock:
     def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        from llmtp.adapters.spawn import private_dir
 
         private_dir(self.path.parent)
         for _ in range(_RETRIES):

@@ -7,7 +7,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters.files import read_json_cache
+from llmtp.core import gguf_header
 from llmtp.core import gguf_meta as _gguf_meta
+from llmtp.core.gguf_header import GGUFHeaderError, GGUFTruncated, parse_gguf_header, tensor_infos
 from llmtp.core.gguf_meta import ModelInfo, TensorInfo, model_info_from_metadata
 from llmtp.errors import ModelFileError
 
@@ -32,14 +35,11 @@ def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, h
     """
     variant = ""
     if header_only:  # a different parser and a caller-given size: keep those entries apart
-        from llmtp.core import gguf_header
 
         src = Path(gguf_header.__file__).stat()
         variant = f"|header_only|{file_size}|{src.st_size}|{src.st_mtime_ns}"
     cache = _cache_file(Path(path), cache_dir, variant)
     if cache is not None:
-        from llmtp.adapters.files import read_json_cache
-
         cached = read_json_cache(cache, ModelInfo)
         if cached is not None:  # missing or stale: read the file
             return cached
@@ -138,7 +138,6 @@ def read_header_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorI
     gguf.GGUFReader maps every tensor's data and fails without it, so this uses the pure parser in
     core.gguf_header, reading more of the file only while the header is longer than what was read.
     """
-    from llmtp.core.gguf_header import GGUFHeaderError, GGUFTruncated, parse_gguf_header, tensor_infos
 
     p = Path(path)
     hint = "Check the path, or fetch the header again."

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
+from llmtp.adapters.hf_cache import hub_cache_dir as current
+from llmtp.adapters.hf_cache import hub_offline
 from llmtp.errors import NetworkError, NotOnHubError
 
 HUB_TIMEOUT_S = 10.0
@@ -58,8 +60,6 @@ class HfHubClient:
     _unreachable: dict[str, float] = {}  # endpoint -> when it last failed to answer
 
     def __init__(self, token: str | None = None, offline: bool = False, timeout: float = HUB_TIMEOUT_S):
-        from llmtp.adapters.hf_cache import hub_offline
-
         self.token = token
         self.offline = offline or hub_offline()  # HF_HUB_OFFLINE: no network call at all
         self.timeout = timeout
@@ -187,6 +187,5 @@ def _is_connection_failure(exc: Exception) -> bool:
 
 def hub_cache_dir() -> Path | None:
     """The shared HF hub cache (HF_HUB_CACHE / HF_HOME), read from the environment now (adapters/hf_cache.py)."""
-    from llmtp.adapters.hf_cache import hub_cache_dir as current
 
     return current()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from urllib.parse import urlparse
 
 
 def port_free(host: str, port: int) -> bool:
@@ -25,7 +26,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def tcp_reachable(url: str, timeout: float = 3.0) -> bool:
     """Can we open a TCP connection to the URL's host (port 443) within `timeout`? No data sent."""
-    from urllib.parse import urlparse
 
     host = urlparse(url).hostname
     if not host:

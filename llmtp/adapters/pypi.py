@@ -12,6 +12,7 @@ import configparser
 import hashlib
 import os
 import re
+import ssl
 import sys
 import tempfile
 import zipfile
@@ -180,7 +181,6 @@ def _client(cfg: IndexConfig):
             raise NetworkError(f"pip's cert setting names {cfg.cert}, which is not a file "
                                f"({cfg.origins.get('cert', 'pip configuration')})",
                                "Fix PIP_CERT or `cert` in pip.conf (a PEM CA bundle), or remove it.")
-        import ssl
 
         verify = ssl.create_default_context(cafile=cfg.cert)
     return httpx.Client(follow_redirects=True, timeout=cfg.timeout, verify=verify)  # type: ignore[arg-type]

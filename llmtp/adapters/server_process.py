@@ -4,6 +4,7 @@ of a new build started in router mode with no model (the UI probe)."""
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from llmtp.adapters import proctree
 from llmtp.adapters.health import probe_health
+from llmtp.adapters.ports import free_port
+from llmtp.adapters.spawn import spawn_logged
 from llmtp.core.logscan import exit_description, meaningful_lines
 from llmtp.errors import ServeError
 
@@ -53,8 +56,6 @@ class ServerProcess:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> ServerProcess:
-        from llmtp.adapters.spawn import spawn_logged
-
         try:
             self._proc, self._log_offset = spawn_logged(self.argv, self.log_path, self._env)
         except (FileNotFoundError, PermissionError) as exc:
@@ -151,10 +152,8 @@ def router_root_page(server: Path, timeout: float = 20.0) -> tuple[int, str | No
     """(status, content type, body) of GET / on `server` started in router mode: no model, an empty models
     dir, loopback, a free port, its own HOME and caches (so it finds no cached model and loads nothing);
     stopped right after. None when it did not come up within `timeout`."""
-    import tempfile
 
     from llmtp.adapters.http import get_page
-    from llmtp.adapters.ports import free_port
 
     with tempfile.TemporaryDirectory(prefix="llmtp-ui-probe-") as tmp:
         work = Path(tmp)

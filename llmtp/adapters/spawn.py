@@ -4,9 +4,14 @@ the CLI has loaded."""
 
 from __future__ import annotations
 
+import ctypes
+import logging.handlers
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,7 +61,6 @@ def rotate_live(path: Path, max_bytes: int, keep: int) -> bool:
     shifted up to path.<keep>), then truncate it in place, so the writer's next line lands at the
     start of the now empty file. What is written between the last copied byte and the truncation
     (microseconds) is lost, as with logrotate's copytruncate. True when it rotated."""
-    import shutil
 
     try:
         if path.stat().st_size <= max_bytes:
@@ -78,7 +82,6 @@ class LiveRotation:
 
     def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None,
                  every_s: float | None = None):
-        import threading
 
         self.path = Path(path)
         self.max_bytes = LOG_MAX_BYTES if max_bytes is None else max_bytes
@@ -105,7 +108,6 @@ class LiveRotation:
 
 def private_log_handler(path: Path, max_bytes: int = 2**20, keep: int = 3):  # noqa: ANN201
     """A logging.handlers.RotatingFileHandler whose files are created 0600 (the supervisor's log)."""
-    import logging.handlers
 
     class _Private(logging.handlers.RotatingFileHandler):
         def _open(self):  # noqa: ANN202 - logging's own hook for (re)opening the file
@@ -122,8 +124,6 @@ def _die_with_parent(parent: int):  # noqa: ANN202
     thread that lives as long as the child should (the main thread, or the supervisor's own)."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-    import signal
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
     pr_set_pdeathsig = 1

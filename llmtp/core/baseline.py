@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from pydantic import BaseModel, Field
@@ -67,7 +68,6 @@ def compare(baseline: Baseline, current_mtp: dict[str, float], n_predict: int,
     if not deltas:
         return BaselineComparison(build_id=baseline.build_id, tolerance=tolerance, cases=[], change=None,
                                   regression=False, note=note or "no case in common with the baseline")
-    import math
 
     change = math.exp(sum(math.log(1.0 + d.change) for d in deltas) / len(deltas)) - 1.0
     return BaselineComparison(build_id=baseline.build_id, tolerance=tolerance, cases=deltas, change=change,

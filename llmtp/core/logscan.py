@@ -10,6 +10,7 @@ A failed start prints hundreds of load lines; a user needs the two that say why.
 from __future__ import annotations
 
 import re
+import signal
 from typing import Literal
 
 FailureKind = Literal["oom", "mtp_missing", "bad_argument", "model_load", "crash", "unknown"]
@@ -66,7 +67,6 @@ def exit_description(returncode: int | None) -> str:
     SIGILL means: the binary was built for instructions this CPU (or VM) does not run."""
     if returncode is None or returncode >= 0:
         return f"code {returncode}"
-    import signal
 
     try:
         name = signal.Signals(-returncode).name

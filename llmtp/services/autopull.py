@@ -9,8 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters.files import free_bytes
 from llmtp.adapters.hf import HubClient
+from llmtp.adapters.hf_cache import hub_cache_dir, hub_offline
 from llmtp.errors import NetworkError, UsageError
+from llmtp.services import model_catalog, model_pulls, models
 
 
 @dataclass
@@ -37,8 +40,6 @@ def human_bytes(n: int) -> str:
 
 
 def _offline(settings) -> str | None:
-    from llmtp.adapters.hf_cache import hub_offline
-
     if getattr(settings, "offline", False):
         return "offline mode is on (LLMTP_OFFLINE / offline in config.toml)"
     if hub_offline():
@@ -51,9 +52,6 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
     """What serving REF would have to download; None when the model is on disk (or REF is a path,
     which is never downloaded). Raises before any download when it cannot happen: pulling refused
     (`allow` False), offline."""
-    from llmtp.adapters.files import free_bytes
-    from llmtp.adapters.hf_cache import hub_cache_dir
-    from llmtp.services import model_catalog, model_pulls, models
 
     free = free or free_bytes
 
@@ -93,7 +91,6 @@ def missing_download(settings, ref: str, *, hub: HubClient | None = None, allow:
 def ensure_model(settings, ref: str, *, allow: bool, say: Callable[[str], None], hub: HubClient | None = None,
                  free: Callable[[Path], int | None] | None = None) -> Download | None:
     """Pull REF when it is missing and `allow`; the Download done (None: nothing was missing)."""
-    from llmtp.services import models
 
     need = missing_download(settings, ref, hub=hub, allow=allow, free=free)
     if need is None:

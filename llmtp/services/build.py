@@ -9,22 +9,31 @@ import json
 import sys
 from pathlib import Path
 
-
-from llmtp.adapters import files
-from llmtp.adapters import shipped
+from llmtp.adapters import files, shipped, sources
+from llmtp.adapters.cpuinfo import read_proc_cpuinfo
 from llmtp.adapters.runner import Runner
+from llmtp.adapters.sources import build_number_from_ref
+from llmtp.adapters.vulkan_sdk import installed_vulkan_headers
+from llmtp.core.cpu_parse import parse_proc_cpuinfo
 from llmtp.core.hardware import HardwareSnapshot
 from llmtp.core.pin import PatchEntry, Pin, parse_pin, parse_series
-from llmtp.core.profiles import (CUDA_ARCHS, GFX_TARGETS, Profile, effective_cmake_options,
-                                 parse_cmake_args)
-from llmtp.core.ui import UiMode, UiPlan, ui_cmake_options
+from llmtp.core.profiles import CUDA_ARCHS, GFX_TARGETS, Profile, effective_cmake_options, parse_cmake_args
+from llmtp.core.ui import BUCKET_URL, NO_UI_HINT, UiMode, UiPlan, choose_ui, node_major, ui_cmake_options
 from llmtp.core.vulkan_headers import VulkanHeaders, condition_holds
 from llmtp.errors import ConfigError, UsageError
-from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
-from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, user_patches
+from llmtp.services.build_request import (
+    BuildEvent,
+    BuildPlan,
+    BuildRequest,
+    ProgressFn,
+    default_jobs,
+    patch_dir,
+    user_patches,
+)
 from llmtp.services.build_steps import BuildJob, run_steps
+from llmtp.services.builds import InstalledBuild, SourceKind, build_id, find_installed, load_profile, use_build
+from llmtp.services.detect import detect_hardware
 from llmtp.settings import Settings
-
 
 # The RPC worker binary of `llmtp build --rpc` (tools/rpc/ in b11434; older trees called it rpc-server).
 RPC_WORKER = "ggml-rpc-server"
@@ -71,7 +80,6 @@ def detect_if_needed(profile_name: str | None, hw: HardwareSnapshot | None) -> H
         return hw
     if profile_name is not None and not _needs_hw(load_profile(profile_name)):
         return None
-    from llmtp.services.detect import detect_hardware
 
     return detect_hardware()
 
@@ -97,8 +105,6 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
     name = request.profile or (hw.recommendation.profile if hw else "cpu")
     profile = load_profile(name)
     if vulkan is None and profile.backend == "vulkan":
-        from llmtp.adapters.vulkan_sdk import installed_vulkan_headers
-
         vulkan = installed_vulkan_headers()
     patches = load_patches(profile, patches_root, vulkan)
     # The UI's options sit under the user's --cmake-arg, which may still set them by hand.
@@ -119,7 +125,6 @@ def plan(request: BuildRequest, hw: HardwareSnapshot | None, pin: Pin,
 def resolve_ui(settings: Settings, request: BuildRequest, runner: Runner, pin: Pin) -> UiPlan:
     """How this build gets its web UI: the bucket asked with a short timeout, then Node.js and npm looked
     up. Nothing is asked when the request turns the UI off."""
-    from llmtp.core.ui import BUCKET_URL, choose_ui, node_major
 
     if request.ui == "off":
         return choose_ui("off", bucket_ok=None, node_version=None, npm=False)
@@ -146,8 +151,6 @@ def _cpu_flags(hw: HardwareSnapshot | None, native: bool) -> list[str] | None:
         return None
     if sys.platform != "linux":
         return []  # AMX is x86 Linux; macOS sysctl names no AMX flag
-    from llmtp.adapters.cpuinfo import read_proc_cpuinfo
-    from llmtp.core.cpu_parse import parse_proc_cpuinfo
 
     text = read_proc_cpuinfo()
     return parse_proc_cpuinfo(text).flags if text else []
@@ -164,8 +167,6 @@ def inputs_hash(identity: str, p: BuildPlan) -> str:
 # --- running a build ------------------------------------------------------------------------------
 
 def fetch_source(settings: Settings, request: BuildRequest, pin: Pin, runner: Runner):
-    from llmtp.adapters import sources
-
     if request.source == "pypi":
         if request.ref and request.ref not in (pin.pypi.version, f"b{pin.build}"):
             raise UsageError(f"--source pypi builds only the pinned version ({pin.pypi.version})",
@@ -229,7 +230,6 @@ def build(settings: Settings, request: BuildRequest, runner: Runner,
 
 def ui_line(ui: UiPlan) -> str:
     """The one line a build prints about its UI."""
-    from llmtp.core.ui import NO_UI_HINT
 
     if ui.how == "prebuilt":
         return "web UI: prebuilt assets from the upstream bucket (checked against their sha256)"
@@ -248,8 +248,6 @@ def dry_run(settings: Settings, request: BuildRequest, *, hw: HardwareSnapshot |
     if request.source == "pypi":
         number, is_git, commit, ref = pin.build, False, pin.git.commit, pin.pypi.version
     elif request.source == "git":
-        from llmtp.adapters.sources import build_number_from_ref
-
         ref = request.ref or pin.git.tag
         number, is_git, commit = build_number_from_ref(ref), True, None
     else:

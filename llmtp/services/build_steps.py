@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +17,42 @@ from pydantic import BaseModel, Field
 from llmtp.adapters import files
 from llmtp.adapters.files import read_json_store, write_text_atomic
 from llmtp.adapters.runner import Runner
+from llmtp.adapters.sources import patched_copy
+from llmtp.adapters.toolchains import cublas_found, cuda_toolkit_root
 from llmtp.core.buildlog import Progress, distill, parse_progress
 from llmtp.core.hardware import HardwareSnapshot
-from llmtp.core.profiles import FoundTool, Profile, cmake_build_argv, cmake_configure_argv, cmake_on, \
-    parse_tool_version, preflight_problems
+from llmtp.core.profiles import (
+    FoundTool,
+    Profile,
+    cmake_build_argv,
+    cmake_configure_argv,
+    cmake_on,
+    parse_tool_version,
+    preflight_problems,
+)
 from llmtp.core.ui import UiRecord, ui_header_has_assets, ui_how_from_options, ui_log_lines, ui_record
-from llmtp.errors import BuildError, ConfigError
-from llmtp.services.build_request import BuildEvent, BuildPlan, BuildRequest, ProgressFn, default_jobs, patch_dir, \
-    user_patches
-from llmtp.services.builds import MANIFEST, BuildManifest, InstalledBuild, PatchRecord, utc_timestamp, current_build, \
-    probe_binary, probe_failure, use_build
+from llmtp.errors import BuildError, ConfigError, ToolMissingError
+from llmtp.services.build_request import (
+    BuildEvent,
+    BuildPlan,
+    BuildRequest,
+    ProgressFn,
+    default_jobs,
+    patch_dir,
+    user_patches,
+)
+from llmtp.services.builds import (
+    MANIFEST,
+    BuildManifest,
+    InstalledBuild,
+    PatchRecord,
+    current_build,
+    probe_binary,
+    probe_failure,
+    use_build,
+    utc_timestamp,
+)
+from llmtp.services.ui import probe_served_ui
 from llmtp.settings import Settings
 
 
@@ -99,12 +126,10 @@ def preflight(job: BuildJob) -> Tools:
 def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> list:
     """ggml-cuda links cuBLAS; a toolkit without it fails at CMake's generate step (seen with a bare
     nvcc 13.0 install), so look for it next to nvcc before configuring."""
-    from llmtp.errors import ToolMissingError
 
     nvcc = found.get("nvcc")
     if profile.backend != "cuda" or nvcc is None or nvcc.path is None:
         return []
-    from llmtp.adapters.toolchains import cublas_found, cuda_toolkit_root
 
     root = cuda_toolkit_root(nvcc.path)
     if cublas_found(root):
@@ -115,8 +140,6 @@ def _cuda_library_problems(profile: Profile, found: dict[str, FoundTool]) -> lis
 
 
 def _os_name() -> str:
-    import sys
-
     return {"linux": "linux", "darwin": "darwin", "win32": "windows"}.get(sys.platform, sys.platform)
 
 
@@ -163,8 +186,6 @@ def source_and_tree(job: BuildJob, tree: Path, generator: str | None) -> tuple[P
     CMake cannot reuse (another generator or source dir, a damaged state) is started clean."""
     p, src_dir = job.plan, job.src.path  # type: ignore[attr-defined]
     if p.patches:
-        from llmtp.adapters.sources import patched_copy
-
         job.emit(BuildEvent("source", f"applying {len(p.patches)} patch(es)"))
         ps_hash = hashlib.sha256("".join(e.sha256 for e in p.patches).encode()).hexdigest()
         src_dir = patched_copy(job.src, patch_dir(p.profile, user_patches(job.settings)), ps_hash,  # type: ignore[arg-type]
@@ -322,8 +343,6 @@ def probe(job: BuildJob, tmp: Path, tools: Tools, built: Compiled) -> BuildManif
     failure = probe_failure(p.profile, caps, p.options, job.hw)
     ui = built.ui
     if ui is not None and ui.embedded and failure is None:
-        from llmtp.services.ui import probe_served_ui
-
         ui = ui.model_copy(update={"served": probe_served_ui(tmp / "bin" / "llama-server", caps)})
         if ui.served is False:
             job.emit(BuildEvent("probe", "web UI: embedded, but GET / did not serve it; see the build log"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.calibrate import CalibrationRecord, correction_factors, parse_load_log, parse_memory_breakdown
-from llmtp.core.plan_types import Plan
+from llmtp.core.plan_types import Decision, Plan
 
 MiB = 1024 * 1024
 # The second llama_context of a draft-mtp launch (the draft) starts after this line (b11434):
@@ -40,8 +40,6 @@ def factors_for(settings, model_key: str) -> tuple[dict[str, float], int]:
 
 
 def calibration_decision(f: dict[str, float], n: int, model_key: str):
-    from llmtp.core.plan_types import Decision
-
     return Decision(what="calibration", value=", ".join(f"{k} x{v}" for k, v in sorted(f.items())),
                     reason=f"{n} earlier launch(es) of {model_key} measured by llama-server")
 

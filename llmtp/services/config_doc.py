@@ -8,6 +8,7 @@ import types
 import typing
 from pathlib import Path
 
+from llmtp.core.toml_edit import toml_value
 from llmtp.services.config_edit import NOT_IN_FILE
 from llmtp.settings import ENV_PREFIX, Settings
 
@@ -80,7 +81,6 @@ def render() -> str:
 
 
 def _toml(value) -> str:  # noqa: ANN001
-    from llmtp.core.toml_edit import toml_value
 
     return toml_value(value)
 

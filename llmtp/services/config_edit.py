@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmtp.adapters import files
 from llmtp import paths
+from llmtp.adapters import files
+from llmtp.adapters.files import write_text_atomic
 from llmtp.core.toml_edit import set_key, unset_key
 from llmtp.errors import ConfigError, UsageError
 from llmtp.settings import Settings, _read_toml
@@ -83,8 +84,6 @@ def _checked(path: Path, new_text: str, changed: str) -> str:
 
 
 def set_value(key: str, raw: str, env: Mapping[str, str]) -> tuple[Path, Any]:
-    from llmtp.adapters.files import write_text_atomic
-
     value = parse_value(key, raw)
     path = config_file(env)
     write_text_atomic(path, _checked(path, set_key(_current_text(path), key, value), key))
@@ -93,7 +92,6 @@ def set_value(key: str, raw: str, env: Mapping[str, str]) -> tuple[Path, Any]:
 
 def unset_value(key: str, env: Mapping[str, str]) -> tuple[Path, bool]:
     """Remove `key` from config.toml; False when the file did not set it."""
-    from llmtp.adapters.files import write_text_atomic
 
     check_key(key)
     path = config_file(env)

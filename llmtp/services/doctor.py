@@ -8,8 +8,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from llmtp.adapters.files import free_bytes, read_link, tree_size, writable
+from llmtp.adapters.hf import hub_cache_dir
+from llmtp.adapters.ports import connect_error
 from llmtp.core import doctor as core
 from llmtp.core.doctor import Check, Status
+from llmtp.core.rpc import Endpoint, is_loopback, parse_endpoints
+from llmtp.errors import LlmtpError
+from llmtp.services.detect import detect_hardware
 
 
 class DoctorReport(BaseModel):
@@ -26,8 +31,6 @@ def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | N
     from llmtp.services import builds
 
     if hw is None:
-        from llmtp.services.detect import detect_hardware
-
         hw = detect_hardware()
     current = builds.current_build(settings)
     caps = current.manifest.capabilities if current else None
@@ -51,8 +54,6 @@ def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | N
     checks.append(core.check_stale_builds([b.id for b in installed], _link(settings, "current"),
                                           _link(settings, "previous"), {b.id: tree_size(b.path) for b in installed}))
     if hf_cache is None:
-        from llmtp.adapters.hf import hub_cache_dir
-
         hf_cache = hub_cache_dir()
     cache = hf_cache
     exists = cache is not None and cache.is_dir()
@@ -65,9 +66,6 @@ def run_doctor(settings, *, hw=None, service_state: Callable[[], str | None] | N
 
 def _worker_checks(settings, client_build: int | None) -> list[Check]:
     """Every worker llmtp runs here, and every worker the rpc setting names."""
-    from llmtp.adapters.ports import connect_error
-    from llmtp.core.rpc import Endpoint, is_loopback, parse_endpoints
-    from llmtp.errors import LlmtpError
     from llmtp.services import builds
     from llmtp.services.worker import worker_records
 
@@ -90,8 +88,6 @@ def _worker_checks(settings, client_build: int | None) -> list[Check]:
 
 
 def _default_model_check(settings) -> Check:
-    from llmtp.errors import LlmtpError
-
     if not settings.default_model:
         return core.check_mtp_model(None, None)
     try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from llmtp.adapters import files
 from llmtp.adapters.files import read_json_store, write_text_atomic
+from llmtp.errors import ConfigError
 
 
 class FailedServe(BaseModel):
@@ -35,7 +36,6 @@ def record_failure(state_dir: Path, failure: FailedServe) -> None:
 
 def failures(state_dir: Path) -> list[FailedServe]:
     """Every recorded failure, by port; a damaged record is moved aside (read_json_store) and skipped."""
-    from llmtp.errors import ConfigError
 
     out = []
     for path in sorted(files.glob(state_dir, "failed-*.json")):

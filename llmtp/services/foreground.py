@@ -4,15 +4,19 @@ supervisor log, live log rotation and stop signals around services/supervisor.py
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtp.adapters.signals import on_stop_signals
+from llmtp.adapters.spawn import LiveRotation, private_log_handler
 from llmtp.core.launch_plan import LaunchPlan
 from llmtp.core.supervisor import State
 from llmtp.errors import ServeError
+from llmtp.services import failed
 from llmtp.services.supervisor import (
     Launch,
     OnEvent,
@@ -24,6 +28,7 @@ from llmtp.services.supervisor import (
     make_launcher,
     read_api_key,
 )
+from llmtp.services.warm_start import Handover
 
 if TYPE_CHECKING:
     from llmtp.services.warm_start import WarmStart
@@ -82,7 +87,6 @@ def serve_foreground(plan: LaunchPlan, *, state_dir: Path, config: SupervisorCon
     """Claim the port, supervise the plan's llama-server until stopped (returns) or until the policy gives
     up (raises). SIGTERM and SIGINT stop the whole llama-server group before returning: no orphan survives."""
     from llmtp.services import state as st
-    from llmtp.services.warm_start import Handover
 
     hooks = hooks or ServeHooks()
     spec = plan.spec
@@ -102,11 +106,7 @@ def supervise(target: Supervised, *, state_dir: Path, config: SupervisorConfig |
               handover: tuple = (None, None, None)) -> Supervisor:
     """The port claim, state record, supervisor log, live log rotation and stop signals every supervised
     process shares (a llama-server, an RPC worker)."""
-    import os
 
-    from llmtp.adapters.signals import on_stop_signals
-    from llmtp.adapters.spawn import LiveRotation, private_log_handler
-    from llmtp.services import failed
     from llmtp.services import state as st
 
     host, port = target.first.host, target.first.port  # type: ignore[attr-defined]

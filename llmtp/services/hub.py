@@ -9,16 +9,18 @@ is used and labelled as such; with none, plans fall back to the catalog's sizes 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmtp.adapters import files
 from llmtp.adapters.files import read_json_cache, write_json_atomic
-from llmtp.adapters.hf import HubClient, RepoFile
+from llmtp.adapters.hf import HfHubClient, HubClient, RepoFile
+from llmtp.adapters.hf_cache import hub_offline
 from llmtp.core.catalog import Catalog, CatalogEntry, FileChoice, choose_quant_file, choose_sidecar
 from llmtp.core.gguf_header import GGUFHeaderError, read_kv_prefix
 from llmtp.errors import NetworkError, NotOnHubError
+from llmtp.services.model_catalog import lookup
 
 SIZE_TOLERANCE = 0.01  # `models check`: a catalog size within 1% of the listed one agrees
 HEADER_FIRST_READ = 1 << 20
@@ -51,8 +53,6 @@ class Listing:
 
 
 def default_hub(settings) -> HubClient:
-    from llmtp.adapters.hf import HfHubClient
-
     return HfHubClient(offline=bool(getattr(settings, "offline", False)))
 
 
@@ -139,7 +139,6 @@ def listed_sizes(settings, hub: HubClient | None, entry: CatalogEntry) -> Listed
 
     Never raises for the network: without any listing the result is empty and labelled as the
     catalog's offline fallback (the planner then uses the catalog's sizes)."""
-    from llmtp.adapters.hf_cache import hub_offline
 
     if getattr(settings, "offline", False) or hub_offline():
         return ListedSizes(source=catalog_fallback_label("offline mode is on"))
@@ -297,7 +296,6 @@ def check_catalog(settings, catalog: Catalog, alias: str | None = None, hub: Hub
     if getattr(settings, "offline", False):
         raise NetworkError("Cannot check the catalog against the hub: offline mode is on",
                            "Unset LLMTP_OFFLINE and run it where huggingface.co is reachable.")
-    from llmtp.services.model_catalog import lookup
 
     entries = [lookup(catalog, alias)] if alias else list(catalog.models.values())
     hub = hub or default_hub(settings)
@@ -320,7 +318,5 @@ def check_catalog(settings, catalog: Catalog, alias: str | None = None, hub: Hub
 
 
 def report_json(report: CheckReport) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return {"revisions": report.revisions, "rows": [asdict(r) for r in report.rows],
             "differences": len(report.differences)}

@@ -26,6 +26,12 @@ from llmtp.core.passthrough import check_passthrough
 from llmtp.core.plan_types import PlanHardware, PlanRequest
 from llmtp.core.supervisor import load_budget_s
 from llmtp.errors import ModelNotDownloadedError, ServeError, UsageError
+from llmtp.services import model_settings, models
+from llmtp.services.plan import detected_hardware, hardware_for_build, plan_resolved
+from llmtp.services.ram_bandwidth import cached_ram_bandwidth
+from llmtp.services.rpc import rpc_split
+from llmtp.services.serve import cached_capabilities
+from llmtp.services.supervisor import read_api_key
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -46,7 +52,6 @@ class LaunchDeps:
 def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = None) -> LaunchPlan:
     """The one launch plan for `request` here. Raises the usage error a bad request deserves before
     anything starts: the bind and its key, the alias, the pass-through flags, the build, the file."""
-    from llmtp.services.plan import plan_resolved
 
     deps = deps or LaunchDeps()
     check_passthrough(list(request.extra))  # before anything is probed or planned; argv checks the rest
@@ -85,8 +90,6 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
     devices: list[dict] = []
     rpc = request.rpc if request.rpc is not None else settings.rpc
     if rpc and server is not None and path is not None:
-        from llmtp.services.rpc import rpc_split
-
         devices = rpc_split(settings, server, spec, rpc, reasons)  # names a dead worker first
     size = files.file_size(path) if path is not None and path.is_file() else None
     return LaunchPlan.freeze(
@@ -96,8 +99,6 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
 
 
 def _key_file(host: str, api_key_file: str | None, notes: list[str]) -> str | None:
-    from llmtp.services.supervisor import read_api_key
-
     if host not in LOOPBACK and api_key_file is None:
         raise UsageError(f"Binding to {host} exposes the server to the network without an API key",
                          "Pass --api-key-file FILE (one key per line), or bind to 127.0.0.1.")
@@ -114,8 +115,6 @@ def _key_file(host: str, api_key_file: str | None, notes: list[str]) -> str | No
 
 def _binary(settings, request: LaunchRequest, deps: LaunchDeps) -> tuple[Path | None, Capabilities | None, str | None]:
     if request.server is not None:
-        from llmtp.services.serve import cached_capabilities
-
         probe = deps.probe or (lambda p: cached_capabilities(p, settings.cache_dir))
         return Path(request.server), probe(Path(request.server)), None
     current_build = deps.current_build
@@ -133,7 +132,6 @@ def _binary(settings, request: LaunchRequest, deps: LaunchDeps) -> tuple[Path | 
 def _resolve_model(settings, request: LaunchRequest):  # -> (ResolvedModel, the quant on disk used or None)
     """The one rule for which file: a named quant; else, for a catalog model, a quant already on disk
     (catalog order) before the default one."""
-    from llmtp.services import models
 
     resolved = models.resolve_model(request.model, settings, quant=request.quant)
     if resolved.path is None and resolved.entry is not None and request.quant is None:
@@ -148,7 +146,6 @@ def _tune_record(settings, path: Path | None, deps: LaunchDeps):
         return deps.tune_record(path) if path is not None else None
     if path is None or not path.is_file():
         return None
-    from llmtp.services import model_settings
 
     return model_settings.load_record(settings, model_settings.model_key(path))
 
@@ -163,8 +160,6 @@ def _plan_request(request: LaunchRequest, record) -> PlanRequest:  # noqa: ANN00
 def _hardware(caps: Capabilities | None, deps: LaunchDeps, settings) -> PlanHardware:
     """The machine the plan is for. Layers left on the CPU are predicted from its RAM bandwidth: stated,
     else measured now by `plan`, else the measurement `plan` cached (so serve predicts as plan did)."""
-    from llmtp.services.plan import detected_hardware, hardware_for_build
-    from llmtp.services.ram_bandwidth import cached_ram_bandwidth
 
     if deps.hardware is not None:
         hw = deps.hardware

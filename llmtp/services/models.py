@@ -8,16 +8,19 @@ references are read through services/model_catalog.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtp.adapters import hf_cache
 from llmtp.adapters.hf import HubClient
-from llmtp.core.catalog import Catalog, CatalogEntry, choose_quant_file, choose_sidecar
+from llmtp.core.catalog import Catalog, CatalogEntry, choose_quant_file, choose_sidecar, quant_of
 from llmtp.core.catalog_model import model_info_from_catalog
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.errors import ModelNotDownloadedError, UsageError
+from llmtp.services.hub import listed_sizes
 from llmtp.services.model_catalog import (
     fetch_package_model,
     hub_ref,
@@ -52,7 +55,6 @@ class ResolvedModel:
 
 def _split_complete(files: list[str]) -> bool:
     """All parts of a split GGUF are present (a cache may hold only some of them)."""
-    import re
 
     m = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", files[0], re.IGNORECASE)
     return m is None or len(files) == int(m.group(2))
@@ -75,7 +77,6 @@ class CachedModel:
 def find_cached(repos: list[str], pattern: str, sidecar_for: Callable[[str], str | None] = lambda _r: None,
                 draft_quant: str | None = None) -> CachedModel | None:
     """The first of `repos` whose cached files hold a complete model matching `pattern`."""
-    from llmtp.adapters import hf_cache
 
     for repo in repos:
         files = hf_cache.repo_files(repo)
@@ -144,8 +145,6 @@ def _local_hub(settings, repo: str, q: str | None, entry: CatalogEntry | None) -
     for pattern in patterns:
         hit = find_cached([repo], pattern, _sidecar_glob(entry))
         if hit is not None:
-            from llmtp.core.catalog import quant_of
-
             return hit.path, hit.sidecar.path if hit.sidecar else None, q or quant_of(hit.files[0].name) or "?"
     for key in ([f"hf:{repo}"] + ([entry.alias] if entry is not None else [])):
         rec = pulled(settings, key, q or (entry.default_quant if entry is not None and key == entry.alias else None))
@@ -221,8 +220,6 @@ def _from_catalog(ref: str, entry: CatalogEntry, quant: str | None, settings=Non
     elif settings is None:
         source = "catalog sizes"
     else:
-        from llmtp.services.hub import listed_sizes
-
         sizes = listed_sizes(settings, hub, entry)
         listed = {name: lq.choice.size_bytes for name, lq in sizes.quants.items() if lq.choice.size_bytes}
         source = sizes.source

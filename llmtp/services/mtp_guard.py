@@ -24,6 +24,8 @@ from llmtp.adapters.files import LogFollower, read_json_cache, write_json_atomic
 from llmtp.core import guard as core
 from llmtp.core.metrics import requests
 from llmtp.core.supervisor import State
+from llmtp.errors import LlmtpError
+from llmtp.services import model_settings
 
 log = logging.getLogger("llmtp.serve")
 
@@ -55,8 +57,6 @@ def read_record(state_dir: Path, port: int) -> GuardRecord | None:
 
 def stored_ladder(settings, model_path: str):
     """(ladder, break-even) tune stored for this model file; ([], verify's break-even) otherwise."""
-    from llmtp.errors import LlmtpError
-    from llmtp.services import model_settings
     from llmtp.services.live_check import break_even_for
 
     try:

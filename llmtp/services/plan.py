@@ -3,6 +3,7 @@ llama-fit-params."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from dataclasses import dataclass, field
@@ -11,11 +12,18 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from llmtp.adapters import files
-from llmtp.adapters import shipped
-from llmtp.core.plan_types import GiB, Plan, PlanDevice, PlanHardware, PlanRequest
+from llmtp.adapters import amd_sysfs, files, nvml, shipped
+from llmtp.adapters.runner import SubprocessRunner
+from llmtp.core import limits
+from llmtp.core.calibrate import parse_fit_params
 from llmtp.core.plan import make_plan
-from llmtp.errors import ConfigError, UsageError
+from llmtp.core.plan_types import GiB, Plan, PlanDevice, PlanHardware, PlanRequest
+from llmtp.errors import CommandError, ConfigError, ToolMissingError, UsageError
+from llmtp.services import model_settings
+from llmtp.services.calibration import calibration_decision, factors_for
+from llmtp.services.detect import detect_hardware
+from llmtp.services.models import resolve_model
+from llmtp.services.vulkan_detect import gpus_of_build
 
 if TYPE_CHECKING:
     from llmtp.services.models import ResolvedModel
@@ -54,8 +62,6 @@ def _norm(s: str) -> str:
 
 
 def find_gpu(name: str, table: dict[str, GpuSpec] | None = None) -> GpuSpec:
-    import difflib
-
     table = table or load_gpus()
     want = _norm(name)
     for key, spec in table.items():
@@ -86,7 +92,6 @@ def parse_size(text: str) -> int:
 
 def parse_vram(text: str) -> int:
     """--vram: a size within core.limits.VramBytes (a 0 or 100 TiB budget is a typo, not a card)."""
-    from llmtp.core import limits
 
     size = parse_size(text)
     lo, hi = limits.bounds(limits.VramBytes)
@@ -132,8 +137,6 @@ def hardware_from_snapshot(snapshot) -> PlanHardware:
 
 
 def detected_hardware() -> PlanHardware:
-    from llmtp.services.detect import detect_hardware
-
     return hardware_from_snapshot(detect_hardware())
 
 
@@ -164,12 +167,9 @@ def hardware_for_build(caps=None, *, gpus=None, memory=None, not_counting: froze
         if gpus is None and backend == "cpu":
             gpus = []  # a CPU build: no need to ask NVML (its import alone costs ~50 ms)
         if gpus is None:
-            from llmtp.adapters import amd_sysfs, nvml
-
             gpus = (nvml.read_nvidia_gpus(None, not_counting=not_counting)[0]
                     + amd_sysfs.read_amd_gpus(Path("/"), None)[0])
             if backend == "vulkan" and not gpus:  # a Vulkan device NVML and sysfs do not see: the build's own list
-                from llmtp.services.vulkan_detect import gpus_of_build
 
                 gpus = gpus_of_build(caps)
         if memory is None:
@@ -198,8 +198,6 @@ def calibration_key(resolved: ResolvedModel, ref: str) -> str:
 
 
 def plan_model(ref: str, settings, request: PlanRequest, hardware: PlanHardware | None = None) -> PlanResult:
-    from llmtp.services.models import resolve_model
-
     resolved = resolve_model(ref, settings, quant=request.quant)
     if request.acceptance is None:
         acceptance = measured_acceptance(settings, resolved)
@@ -212,7 +210,6 @@ def measured_acceptance(settings, resolved: ResolvedModel) -> float | None:
     """The MTP draft acceptance `llmtp tune` measured on this file, if it ran; None otherwise (the
     planner then assumes core.speed.DEFAULT_ACCEPTANCE and says so). Not on serve's path: it hashes
     the file's ends."""
-    from llmtp.services import model_settings
 
     path = Path(str(resolved.path)) if resolved.path is not None else None
     if path is None or not path.is_file():
@@ -223,7 +220,6 @@ def measured_acceptance(settings, resolved: ResolvedModel) -> float | None:
 
 def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: PlanHardware) -> PlanResult:
     """Plan an already resolved model; earlier launches' measurements correct the memory model."""
-    from llmtp.services.calibration import calibration_decision, factors_for
 
     if resolved.entry is not None and resolved.entry.mtp == "sidecar" and request.sidecar is None:
         if resolved.sidecar_path is not None:
@@ -246,10 +242,7 @@ def plan_resolved(resolved: ResolvedModel, settings, request: PlanRequest, hw: P
 
 def check_with_fit_params(result: PlanResult, settings, runner=None) -> dict:
     """Run llama-fit-params of the current build on the planned model; its fitted flags."""
-    from llmtp.core.calibrate import parse_fit_params
-    from llmtp.errors import CommandError, ToolMissingError
     from llmtp.services.builds import current_build
-    from llmtp.services.models import resolve_model
 
     build = current_build(settings)
     bin_dir = Path(getattr(build, "bin_dir", None) or Path(build.path) / "bin") if build is not None else None
@@ -260,8 +253,6 @@ def check_with_fit_params(result: PlanResult, settings, runner=None) -> dict:
     if resolved.path is None:
         raise UsageError(f"--check needs the file: {result.ref} is not downloaded", f"Run `llmtp models pull {result.ref}`.")
     if runner is None:
-        from llmtp.adapters.runner import SubprocessRunner
-
         runner = SubprocessRunner()
     done = runner.run([str(exe), "-m", str(resolved.path), "-c", str(result.plan.ctx),
                        "-ctk", result.plan.cache_type_k, "-ctv", result.plan.cache_type_v], timeout=300)

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from llmtp.adapters import files
 from llmtp.core.calibrate import parse_load_log
+from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded, split_draft
 from llmtp.core.plan import PlanDevice
 from llmtp.core.plan_types import PlanHardware
+from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+from llmtp.services.serve import launched
 
 
 @dataclass
@@ -39,9 +42,6 @@ def serve_and_check(settings, model: Path, server: Path, hardware: PlanHardware,
                     ctx: int | None = 512, no_mtp: bool = False) -> CheckedRun:
     """Plan `model` for `hardware` through serve's own path (the one launch plan), start it (launched), send
     one greedy completion, stop it, and compare the plan with the load log."""
-    from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.launch_plan import LaunchDeps, resolve_launch
-    from llmtp.services.serve import launched
 
     request = LaunchRequest(model=str(model), host="127.0.0.1", port=port, ctx=ctx, server=str(server), ui=False,
                             no_mtp=no_mtp)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from llmtp.adapters.files import read_json_cache, write_json_atomic
+
 MAX_AGE_S = 7 * 24 * 3600
 
 
@@ -22,7 +24,6 @@ def cache_path(settings) -> Path:
 
 def cached_ram_bandwidth(settings, now: float | None = None) -> float | None:
     """The measurement `plan` cached, while it is fresh; None otherwise (nothing is measured here)."""
-    from llmtp.adapters.files import read_json_cache
 
     now = time.time() if now is None else now
     cached = read_json_cache(cache_path(settings), Measured)
@@ -31,7 +32,6 @@ def cached_ram_bandwidth(settings, now: float | None = None) -> float | None:
 
 def ram_bandwidth(settings, measure=None, now: float | None = None) -> tuple[float | None, str]:
     """(GB/s, where it came from) - measured now, or the cached measurement; (None, why) when it failed."""
-    from llmtp.adapters.files import read_json_cache, write_json_atomic
 
     now = time.time() if now is None else now
     cached = read_json_cache(cache_path(settings), Measured)

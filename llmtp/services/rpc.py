@@ -7,16 +7,32 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from llmtp.adapters import files
+from llmtp.adapters.cpuinfo import memory
+from llmtp.adapters.files import read_json_store, write_json_atomic
+from llmtp.adapters.gguf_file import read_model_info
 from llmtp.adapters.ports import connect_error
+from llmtp.adapters.rpc_wire import RpcWireError, timed_transfer
+from llmtp.adapters.runner import SubprocessRunner
 from llmtp.core.capabilities import Device
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.logscan import meaningful_lines
 from llmtp.core.probe import parse_list_devices
-from llmtp.core.rpc import Endpoint, Split, local_devices, missing_workers, plan_split
-from llmtp.errors import ServeError
+from llmtp.core.rpc import (
+    Endpoint,
+    Link,
+    Split,
+    decode_bound,
+    local_devices,
+    missing_workers,
+    network_s_per_token,
+    parse_endpoints,
+    plan_split,
+)
+from llmtp.errors import ServeError, UsageError
 
 log = logging.getLogger("llmtp.serve")
 
@@ -44,7 +60,6 @@ def require_workers(endpoints: list[Endpoint], timeout: float = 2.0) -> None:
 
 def reachable_endpoints(rpc: str) -> list[Endpoint]:
     """`--rpc HOST:PORT,...` parsed, every worker checked to answer (ServeError naming those that do not)."""
-    from llmtp.core.rpc import parse_endpoints
 
     endpoints = parse_endpoints(rpc)
     require_workers(endpoints)
@@ -55,10 +70,7 @@ def worker_links(settings, endpoints: list[Endpoint], refresh: bool = False) -> 
     """Each worker's round trip and bandwidth: measured once with a timed transfer (16 MiB written to a
     scratch buffer on the worker, adapters/rpc_wire.py) and cached under the cache dir per address.
     A worker that cannot be measured (busy with another client, an older protocol) gets None values."""
-    from datetime import datetime, timezone
 
-    from llmtp.adapters.files import read_json_store, write_json_atomic
-    from llmtp.adapters.rpc_wire import RpcWireError, timed_transfer
 
     out: dict[str, dict] = {}
     for e in endpoints:
@@ -129,9 +141,6 @@ def rpc_split(settings, server: Path, spec: LaunchSpec, rpc: str, reasons: list[
 def split_launch(settings, server: Path, spec: LaunchSpec, endpoints: list[Endpoint]) -> tuple[list[dict], dict]:  # noqa: ANN001
     """Query the devices (the workers' over RPC, this host's), split `spec` across them; returns the
     per-device table (RPC first, this host last) and the plan reason for the split."""
-    from llmtp.adapters.cpuinfo import memory
-    from llmtp.adapters.gguf_file import read_model_info
-    from llmtp.adapters.runner import SubprocessRunner
 
     devices = list_devices(server, endpoints, SubprocessRunner())
     info = read_model_info(spec.model, cache_dir=settings.cache_dir)
@@ -151,8 +160,6 @@ def split_launch(settings, server: Path, spec: LaunchSpec, endpoints: list[Endpo
 def plan_distributed(settings, plan) -> dict:  # noqa: ANN001 - core.launch_plan.LaunchPlan
     """`llmtp plan MODEL --rpc ...`: the launch plan's split across the workers and this host (the split
     itself is made once, by services/launch_plan.py, as for serve)."""
-    from llmtp.core.rpc import Link, decode_bound, network_s_per_token, parse_endpoints
-    from llmtp.errors import UsageError
 
     result = plan.planned
     path = getattr(result.resolved, "path", None) if result.resolved is not None else None
@@ -175,7 +182,6 @@ def plan_distributed(settings, plan) -> dict:  # noqa: ANN001 - core.launch_plan
 
 
 def _hidden(path, settings) -> int | None:  # noqa: ANN001
-    from llmtp.adapters.gguf_file import read_model_info
 
     return read_model_info(path, cache_dir=settings.cache_dir).embedding_length
 
@@ -243,7 +249,6 @@ def rpc_supervision(spec: LaunchSpec) -> dict:
     """serve_foreground's watch and before_start for a launch on RPC workers (none without --rpc)."""
     if not spec.rpc:
         return {}
-    from llmtp.core.rpc import parse_endpoints
 
     endpoints = parse_endpoints(",".join(spec.rpc))
     return {"watch": worker_watch(endpoints), "before_start": wait_for_workers(endpoints)}

@@ -6,9 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp.adapters.ports import free_port, port_free
 from llmtp.core.chat import AnswerStats, answer_stats, parse_sse_line
 from llmtp.core.launch_plan import LaunchRequest, serve_args
 from llmtp.errors import NetworkError
+from llmtp.services import serve as svc
+from llmtp.services.serve_command import foreground_command
+from llmtp.services.supervisor import read_api_key
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,8 @@ def ensure_server(settings, request: LaunchRequest, *, on_note: Callable[[str], 
     """Use the running llmtp server of the model, or start one in the background: `llmtp serve` with this
     request (the same launch plan, the model pulled first as serve does when `pull` and the settings allow;
     on a free port when the settings' port is taken)."""
-    from llmtp.adapters.ports import free_port, port_free
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.services import serve as svc
     from llmtp.services import state as st
-    from llmtp.services.serve_command import foreground_command
-    from llmtp.services.supervisor import read_api_key
 
     plan = svc.plan_for_serve(settings, request, pull=pull, say=say)
     record = running_for(settings.state_dir, plan.spec.model, on_note)

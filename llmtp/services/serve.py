@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,10 +10,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtp.adapters import files
+from llmtp.adapters.files import executable_file, read_json_cache
+from llmtp.adapters.runner import SubprocessRunner
+from llmtp.adapters.sd_notify import ReadyNotifier
+from llmtp.adapters.spawn import spawn_detached
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
-from llmtp.errors import ServeError
-from llmtp.services.supervisor import Supervisor, log, read_api_key
+from llmtp.errors import ModelNotDownloadedError, ServeError
+from llmtp.services.autopull import ensure_model
+from llmtp.services.calibration import record_launch
+from llmtp.services.foreground import ServeHooks, serve_foreground
+from llmtp.services.live_check import live_check_hook
+from llmtp.services.mtp_guard import guard_hook
+from llmtp.services.rpc import rpc_supervision
+from llmtp.services.supervisor import Supervisor, SupervisorConfig, log, read_api_key
 
 if TYPE_CHECKING:  # imported where used: it pulls in httpx, which a --dry-run never needs
     from llmtp.adapters.server_process import ServerProcess
@@ -73,9 +84,7 @@ def stop_served(state_dir: Path, port: int, timeout: float = 30.0,
 def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
     """Capabilities of a --server binary, probed once per (path, size, mtime): probing runs the
     binary three times, which `llmtp serve` must not pay on every start."""
-    import hashlib
 
-    from llmtp.adapters.files import executable_file, read_json_cache
 
     server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
     cache = None
@@ -89,7 +98,6 @@ def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
         cached = read_json_cache(cache, Capabilities)
         if cached is not None:
             return cached
-    from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services.builds import probe_binary
 
     caps = probe_binary(server.parent, SubprocessRunner(), server)
@@ -110,8 +118,6 @@ def calibration_hook(settings, plan: LaunchPlan) -> Callable[[Supervisor], None]
         return None
 
     def on_ready(sup: Supervisor) -> None:
-        from llmtp.services.calibration import record_launch
-
         if sup.proc is None or sup.spec.model != plan.spec.model:
             return
         if sup.spec.ctx_size != predicted.ctx:  # --ctx or an OOM re-plan: not what was predicted
@@ -132,8 +138,6 @@ def notify_ready(then: Callable[[Supervisor], None] | None, notifier=None) -> Ca
     """on_ready for serve_foreground: tell systemd (Type=notify, a no-op elsewhere) that the
     server answers /health with 200, then run `then` (the calibration hook)."""
     if notifier is None:
-        from llmtp.adapters.sd_notify import ReadyNotifier
-
         notifier = ReadyNotifier()
 
     def on_ready(sup: Supervisor) -> None:
@@ -149,7 +153,6 @@ def detach(state_dir: Path, port: int, argv: list[str], ready_timeout_s: float, 
     """Run `argv` (llmtp serve ... --foreground) in its own session and wait until it is ready.
     `child`: that very process, already started by the entry point (WarmStart.take_child,
     services/warm_start.py)."""
-    from llmtp.adapters.spawn import spawn_detached
     from llmtp.services import state as st
 
     out_path = st.detach_out_path(state_dir, port)
@@ -180,8 +183,6 @@ def plan_for_serve(settings, request: LaunchRequest, *, warm=None, pull: bool | 
     the setting pull_missing allow (autopull says what, how big, and refuses offline, without the space,
     or when not allowed); `pull` None (a dry run) names the missing model at once. `warm`: the entry point's
     WarmStart, whose llama-server's memory the plan may count as free."""
-    from llmtp.errors import ModelNotDownloadedError
-    from llmtp.services.autopull import ensure_model
     from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 
     early = warm.running_pid() if warm is not None else None
@@ -200,12 +201,7 @@ def foreground(settings, plan: LaunchPlan, *, warm=None, command: list[str] | No
     """Supervise the plan here until stopped: systemd readiness, calibration, the live MTP check, and
     the RPC workers' watch wired around services/foreground.py's serve_foreground. `command`: this
     llmtp's command line, recorded so that `verify --restart` can start it again."""
-    from llmtp.services.foreground import ServeHooks, serve_foreground
-    from llmtp.services.live_check import live_check_hook
-    from llmtp.services.mtp_guard import guard_hook
-    from llmtp.services.rpc import rpc_supervision
     from llmtp.services.state import log_path
-    from llmtp.services.supervisor import SupervisorConfig
 
     server_log = log_path(settings.state_dir, plan.spec.port)
     guard_on = settings.mtp_guard if plan.request.mtp_guard is None else plan.request.mtp_guard

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import llmtp
 from llmtp import __version__
-from llmtp.adapters import files
-from llmtp.adapters import shipped
+from llmtp.adapters import files, shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
+from llmtp.adapters.stage import link_or_copy
 from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load, user_unit_dir
+from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, serve_args
 from llmtp.core.unit import (
     HOME_PREFIXES,
     SYSTEM_GROUPS,
@@ -31,10 +33,8 @@ from llmtp.core.unit import (
     with_groups,
 )
 from llmtp.errors import UsageError
-from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, serve_args
 from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.services.serve_command import foreground_command
-
 
 UNIT = "llmtp.service"
 LAUNCHD_LABEL = "io.llmtp.serve"
@@ -162,7 +162,6 @@ def build_stages(build_id: str, binary: Path) -> tuple[list[Stage], str]:
 
 def _runtime_paths() -> list[str]:
     """Where the service's own Python and llmtp live: a system unit must be able to see them."""
-    import llmtp
 
     return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
 
@@ -232,7 +231,6 @@ def stage_files(stages: list[Stage], *, root: Path = Path("/"),
                 on_progress: Callable[[Stage, int, int], None] | None = None) -> list[str]:
     """Hard-link (same filesystem, world-readable) or copy each file to its system path under
     `root` (tests pass a temporary one); one line per file saying which."""
-    from llmtp.adapters.stage import link_or_copy
 
     lines = []
     for stage in stages:
@@ -370,7 +368,6 @@ def launchd_plist(settings, req: ServiceRequest, plan: LaunchPlan) -> str:
 
 def install_launchd(settings, req: ServiceRequest, plan: LaunchPlan, runner: Runner, *,
                     agents_dir: Path | None = None, uid: int | None = None) -> Path:
-    import os
 
     agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
     files.make_dirs(agents_dir)

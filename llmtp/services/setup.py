@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from llmtp.core.setup_rules import DEMO_ALIAS, Recommendation, recommend
+from llmtp.core.verify import VerdictCode
 from llmtp.errors import LlmtpError, UsageError
 from llmtp.services.setup_state import SetupState
 
@@ -298,8 +299,6 @@ class _Run:
         return StepResult("verify", "done", result)
 
     def _verify_result(self, report) -> dict[str, Any]:
-        from llmtp.core.verify import VerdictCode
-
         code = VerdictCode(int(report.verdict.code))
         plain = report.plain_tokens_per_s
         if plain is None and code in (VerdictCode.NO_MTP_HEADS, VerdictCode.MTP_NOT_IN_BUILD):

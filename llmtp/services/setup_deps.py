@@ -3,22 +3,37 @@ verify, service."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from llmtp.adapters import files
+from llmtp.adapters.files import write_text_atomic
+from llmtp.adapters.ports import tcp_reachable
+from llmtp.adapters.runner import SubprocessRunner
+from llmtp.core.config_text import set_top_level_key
+from llmtp.core.launch_plan import LaunchRequest, serve_args
+from llmtp.core.supervisor import load_budget_s
+from llmtp.core.verify import Method
+from llmtp.services import model_catalog
+from llmtp.services import models as m
+from llmtp.services.detect import detect_hardware
+from llmtp.services.foreground import check_port_free
+from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+from llmtp.services.model_settings import model_key
+from llmtp.services.models import resolve_model
+from llmtp.services.serve import stop_served
+from llmtp.services.serve_command import foreground_command
+from llmtp.services.service import installed_scope
 from llmtp.services.setup import SetupDeps
+from llmtp.services.supervisor import read_api_key
+from llmtp.services.ui import addresses
+from llmtp.services.verify_plan import plain_tokens_per_s, run_verify
 
 
 def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
-    from llmtp.adapters.ports import tcp_reachable
-    from llmtp.adapters.runner import SubprocessRunner
     from llmtp.services import build as b
     from llmtp.services import builds
-    from llmtp.services import model_catalog
-    from llmtp.services import models as m
-    from llmtp.services.detect import detect_hardware
-    from llmtp.services.model_settings import model_key
 
     def do_build(settings, request, on_progress, hw):
         return b.build(settings, request, SubprocessRunner(), on_progress, hw=hw)
@@ -28,8 +43,6 @@ def real_deps(confirm: Callable[[str], bool] | None = None) -> SetupDeps:
 
     def plan(ref, settings, hw):
         """The plan serve runs (services/launch_plan.py; this build's hardware rule, so `hw` is not needed)."""
-        from llmtp.core.launch_plan import LaunchRequest
-        from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 
         return resolve_launch(settings, LaunchRequest(model=ref), LaunchDeps(launching=False)).planned
 
@@ -47,13 +60,11 @@ def _server_record(settings, port: int) -> dict | None:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
     from llmtp.services import state as st
-    from llmtp.services.supervisor import read_api_key
 
     record = st.read_state(Path(settings.state_dir), port)
     if record is None:
         return None
     url = base_url_for(record.host, record.port)
-    from llmtp.services.ui import addresses
 
     with LlamaClient(url, read_api_key(record.api_key_file), timeout=2) as client:
         healthy = record.state == "ready" and client.health() == 200
@@ -66,15 +77,10 @@ def _start_server(settings, build, model_ref: str, plan, host: str, port: int) -
     plan, served under the model's name), then one short completion to show the model answers."""
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.core.launch_plan import LaunchRequest, serve_args
-    from llmtp.core.supervisor import load_budget_s
     from llmtp.services import serve as svc
-    from llmtp.services.foreground import check_port_free
-    from llmtp.services.serve_command import foreground_command
 
     check_port_free(host, port)
     argv = foreground_command(serve_args(LaunchRequest(model=model_ref, host=host, port=port)))
-    from llmtp.services.models import resolve_model
 
     path = resolve_model(model_ref, settings).path
     size = files.file_size(Path(path)) if path else None
@@ -82,46 +88,30 @@ def _start_server(settings, build, model_ref: str, plan, host: str, port: int) -
     url = base_url_for(host, port)
     with LlamaClient(url, timeout=120) as client:
         out = client.completion("The capital of France is", n_predict=12, temperature=0.0, seed=42)
-    from llmtp.services.ui import addresses
 
     return {"url": url, "pid": record.llmtp_pid, "sample": " ".join(str(out.get("content", "")).split()),
             **addresses(url, None)}
 
 
 def _stop(settings, port: int) -> None:
-    from llmtp.services.serve import stop_served
-
     stop_served(Path(settings.state_dir), port)
 
 
 def _verify(settings, model_ref: str, build):
     """The A/B of the plan serve runs; the server setup just started is stopped for it and started again."""
-    from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.core.verify import Method
-    from llmtp.services.verify_plan import run_verify
 
     return run_verify(settings, LaunchRequest(model=model_ref), Method.preset("quick"), build=build, served="restart")
 
 
 def _plain_tok_s(settings, model_ref: str, build) -> float | None:
-    from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.core.verify import Method
-    from llmtp.services.verify_plan import plain_tokens_per_s
-
     return plain_tokens_per_s(settings, LaunchRequest(model=model_ref), Method.preset("quick"), build=build)
 
 
 def _service_installed(settings) -> bool:
-    from llmtp.services.service import installed_scope
-
     return installed_scope(settings) is not None
 
 
 def _install_service(settings, model_ref: str, host: str, port: int) -> list[str]:
-    import sys
-
-    from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.core.launch_plan import LaunchRequest
     from llmtp.services import service as svc
 
     req = svc.ServiceRequest(launch=LaunchRequest(model=model_ref, host=host, port=port))
@@ -134,8 +124,6 @@ def _install_service(settings, model_ref: str, host: str, port: int) -> list[str
 
 def set_default_model(settings, ref: str) -> bool:
     """Make `ref` the default model in config.toml (the file's other lines kept); False when it already is."""
-    from llmtp.adapters.files import write_text_atomic
-    from llmtp.core.config_text import set_top_level_key
 
     if settings.default_model == ref:
         return False

@@ -6,10 +6,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from llmtp.adapters.files import text_since
+from llmtp.core.metrics import last_request
+from llmtp.core.status_view import api_key_hint, drafts_enabled, instance_figures, instance_key, mtp_words
 from llmtp.errors import ConfigError, NetworkError
+from llmtp.services import failed
 from llmtp.services.device_memory import device_bytes_from_log
 from llmtp.services.supervisor import read_api_key
-
+from llmtp.services.ui import addresses
 
 VramFn = Callable[[list[int]], dict]  # pids -> {pid: bytes or None}; adapters.nvml.process_vram
 
@@ -51,11 +55,7 @@ def _add_memory(entries: list[dict], vram: VramFn | None) -> None:
 def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.core.metrics import last_request
-    from llmtp.core.status_view import api_key_hint, drafts_enabled, instance_figures, instance_key, mtp_words
-    from llmtp.services import failed
     from llmtp.services import state as st
-    from llmtp.services.ui import addresses
 
     out = []
     for record in (r for r in st.all_states(state_dir) if r.kind != "worker"):  # workers: services/worker.py
@@ -104,6 +104,5 @@ def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str |
 def instance_log(log_path: str | Path, offset: int, max_bytes: int = 256 * 1024) -> str:
     """This llama-server instance's part of the log (from the offset recorded when it started; across a
     live rotation too): never an earlier server's last request or MTP window."""
-    from llmtp.adapters.files import text_since
 
     return text_since(Path(log_path), offset, max_bytes)

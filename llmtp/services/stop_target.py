@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmtp.errors import UsageError
+from llmtp.services import failed
 
 
 def matches(ref: str, model_path: str, alias: str | None) -> bool:
@@ -16,7 +17,6 @@ def matches(ref: str, model_path: str, alias: str | None) -> bool:
 
 def ports_for(state_dir: Path, ref: str) -> list[int]:
     """The ports serving `ref`; a UsageError naming what is served when nothing matches."""
-    from llmtp.services import failed
     from llmtp.services import state as st
 
     records = [r for r in st.all_states(state_dir) if r.kind != "worker"]

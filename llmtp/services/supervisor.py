@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtp.adapters import files
+from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
+from llmtp.core.apikey import parse_api_keys, unsendable
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.launch_plan import LaunchPlan
 from llmtp.core.logscan import classify, exit_description
@@ -27,8 +29,6 @@ def read_api_key(path: str | None) -> str | None:
     """The key llmtp's own requests send: the first key llama-server reads from this --api-key-file
     (parsed exactly as llama-server does, see core.apikey). None: no file given, or it holds no key.
     A key llama-server would keep but no client can send (a CRLF file) is a ConfigError."""
-    from llmtp.core.apikey import parse_api_keys, unsendable
-    from llmtp.errors import ConfigError
 
     if path is None:
         return None
@@ -280,7 +280,6 @@ def make_launcher(plan: LaunchPlan, *, log_path: Path, api_key: str | None = Non
 
     def launch(spec: LaunchSpec) -> ServerProcess:
         from llmtp.adapters.server_process import ServerProcess
-        from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 
         argv = plan.argv_list if spec == plan.spec else plan.variant(**dict(spec)).argv_list
         proc = ServerProcess(argv, log_path=log_path, host=spec.host, port=spec.port, api_key=api_key)

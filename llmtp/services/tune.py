@@ -11,22 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from llmtp.adapters import files
-from llmtp.adapters import shipped
+import tomllib
+
+from llmtp.adapters import files, shipped
 from llmtp.core import tune as core
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.core.verify import Method, Sample, acceptance, parse_spec_metrics, sample_from_timings, summarize
-from llmtp.errors import LlmtpError
+from llmtp.errors import LlmtpError, UsageError
+from llmtp.services import model_settings
 from llmtp.services.verify import Target, model_marker
 from llmtp.services.verify_arms import Launcher
+from llmtp.services.verify_plan import real_launcher, target_for, verify_plan
 
 TrialCallback = Callable[[core.Trial, int, int], None]  # trial, index (1-based), planned total
 
 
 def load_suite() -> core.Suite:
     """The shipped prompt suite (llmtp/data/prompts.toml)."""
-    import tomllib
 
     text = shipped.data_text("prompts.toml")
     return core.parse_suite(tomllib.loads(text))
@@ -131,9 +133,7 @@ def tune(target: Target, launcher: Launcher, *, base: LaunchPlan, method: Method
 
 def load_prompts_file(path: Path) -> core.Suite:
     """A user's own prompt suite (TOML, the shipped file's format): its families define the rule's."""
-    import tomllib
 
-    from llmtp.errors import UsageError
 
     hint = ("Write [[prompt]] tables with name, family and text (see llmtp/data/prompts.toml), "
             "at least two prompts per family.")
@@ -156,7 +156,6 @@ def _first_line(exc: Exception) -> str:
 
 def choose_rule(suite: core.Suite, *, min_gain: float, noise_band: float, workload: str | None) -> core.Rule:
     """The decision rule; --workload must name one of the suite's families."""
-    from llmtp.errors import UsageError
 
     if workload is not None and workload not in suite.family_names():
         raise UsageError(f"--workload {workload!r} is not a family of the prompt suite",
@@ -171,8 +170,6 @@ def run_tune(settings, request: LaunchRequest, method: Method | None = None, *, 
     """Sweep the plan serve would run (each trial that plan with other draft settings) on the current build,
     and store the choice (or MTP off, with the reason) for `serve`. `prompts`: the user's own suite, whose
     families then replace the shipped ones."""
-    from llmtp.services import model_settings
-    from llmtp.services.verify_plan import real_launcher, target_for, verify_plan
 
     suite = load_prompts_file(prompts) if prompts is not None else load_suite()
     rule = choose_rule(suite, min_gain=min_gain, noise_band=noise_band, workload=workload)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmtp.core.ui import looks_like_ui, ui_url
+
 
 def addresses(base_url: str, api_key_file: str | None, ui_off: bool = False) -> dict:
     """Where a running server answers: the OpenAI base URL, and the web UI's address when GET / serves
     it (None: this build has no UI, or it was turned off). With an API key the UI asks for it."""
     from llmtp.adapters.http import get_page
-    from llmtp.core.ui import looks_like_ui, ui_url
 
     page = None if ui_off else get_page(base_url, "/", timeout=5.0)
     has_ui = page is not None and looks_like_ui(*page)
@@ -23,7 +24,6 @@ def probe_served_ui(server: Path, caps) -> bool | None:
     model (adapters/server_process.router_root_page; about 0.1-0.8 s). None when it cannot tell: a binary
     without router mode (`--models-dir`), or one that did not come up."""
     from llmtp.adapters.server_process import router_root_page
-    from llmtp.core.ui import looks_like_ui
 
     if not caps.accepts("--models-dir"):
         return None

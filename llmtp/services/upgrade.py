@@ -11,8 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from llmtp.adapters.runner import SubprocessRunner
+from llmtp.core.baseline import baseline_key
+from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.verify import VerdictCode, VerifyReport
-from llmtp.errors import LlmtpError
+from llmtp.errors import LlmtpError, UsageError
+from llmtp.services import baseline as store
+from llmtp.services.verify import VerifyOptions
+from llmtp.services.verify_plan import model_ref_or_default, run_verify, target_for, verify_plan
 
 Outcome = Literal["switched", "kept", "build_failed", "unchanged"]
 
@@ -73,18 +79,10 @@ def run_upgrade(settings, request, model_ref: str | None, method, *, runner=None
                 verify_options=None) -> UpgradeResult:
     """Wire the real build service, verify (services/verify_plan.py: the plan serve runs, on each build) and
     switch. `request.make_current` is forced off. `verify_options`: services.verify.VerifyOptions."""
-    from llmtp.core.baseline import baseline_key
-    from llmtp.errors import UsageError
-    from llmtp.services import baseline as store
     from llmtp.services import build as pipeline
     from llmtp.services import builds
-    from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.verify import VerifyOptions
-    from llmtp.services.verify_plan import model_ref_or_default, run_verify, target_for, verify_plan
 
     if runner is None:
-        from llmtp.adapters.runner import SubprocessRunner
-
         runner = SubprocessRunner()
     current = builds.current_build(settings)
     if current is None:

@@ -7,25 +7,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmtp.adapters.gguf_file import read_model_info
 from llmtp.core import verify as core
 from llmtp.core.baseline import baseline_key, compare, last_ab_key
 from llmtp.core.launch_plan import argv_without_address
 from llmtp.core.verify import Case, Markers, Method, VerifyReport
 from llmtp.core.verify_live import live_verdict
 from llmtp.errors import UsageError
+from llmtp.services import baseline as store
+from llmtp.services.live_check import break_even_for
+from llmtp.services.model_settings import model_key
+from llmtp.services.serve import cached_capabilities
+from llmtp.services.supervisor import read_api_key
 from llmtp.services.verify import Target, model_marker
 from llmtp.services.verify_arms import measure_case, mtp_probe
+from llmtp.services.verify_plan import _LiveHandle, _machine_gpus
 
 LIVE_CASE = Case(prompt="code", temperature=0.0)  # the short fixed prompt, greedy: its baseline case
 
 
 def live_target(settings, record) -> Target:  # noqa: ANN001 - services.state.ServeState
     """The running server's build (its recorded id, else the binary it runs) and model file."""
-    from llmtp.adapters.gguf_file import read_model_info
     from llmtp.services.builds import list_builds
-    from llmtp.services.model_settings import model_key
-    from llmtp.services.serve import cached_capabilities
-    from llmtp.services.verify_plan import _machine_gpus
 
     build = next((b for b in list_builds(settings) if b.id == record.build), None) if record.build else None
     caps = build.manifest.capabilities if build is not None else cached_capabilities(Path(record.argv[0]),
@@ -55,10 +58,6 @@ def verify_live(settings, port: int, method: Method, tolerance: float = 0.10) ->
     """The live check: a handful of short greedy requests on the running server, nothing restarted."""
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
-    from llmtp.services import baseline as store
-    from llmtp.services.live_check import break_even_for
-    from llmtp.services.supervisor import read_api_key
-    from llmtp.services.verify_plan import _LiveHandle
 
     record = served_record(settings, port)
     target = live_target(settings, record)

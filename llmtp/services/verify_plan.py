@@ -10,11 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmtp.adapters import files
+from llmtp.adapters.gguf_file import read_model_info
+from llmtp.adapters.ports import free_port
 from llmtp.core import verify as core
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.core.verify import Method, VerifyReport
-from llmtp.errors import LlmtpError, UsageError
+from llmtp.errors import LlmtpError, ModelNotDownloadedError, NetworkError, UsageError
+from llmtp.services import baseline as store
 from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+from llmtp.services.model_settings import model_key
+from llmtp.services.models import resolve_model
+from llmtp.services.run import running_for
+from llmtp.services.serve import detach, launched, stop_served
 from llmtp.services.verify import Target, VerifyOptions, verify
 from llmtp.services.verify_arms import Launcher, cases_of, measure_plain
 
@@ -29,8 +36,6 @@ class _LiveHandle:
         return self._client.slots()
 
     def metrics(self) -> str | None:
-        from llmtp.errors import NetworkError
-
         try:
             return self._client.metrics_text()
         except NetworkError:  # 501 without --metrics
@@ -48,8 +53,6 @@ class _LiveHandle:
 def real_launcher(log_dir: Path, *, ready_timeout: float = 300) -> Launcher:
     """Launch an arm (a LaunchPlan) on a free port each time, its argv otherwise as planned; logs land in
     `log_dir` (verify-mtp.log, verify-plain.log)."""
-    from llmtp.adapters.ports import free_port
-    from llmtp.services.serve import launched
 
     @contextmanager
     def launch(arm: LaunchPlan) -> Iterator[_LiveHandle]:
@@ -81,7 +84,6 @@ def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:  
     path = Path(ref).expanduser()
     if path.is_file():
         return path.resolve(), None
-    from llmtp.services.models import resolve_model
 
     resolved = resolve_model(ref, settings)
     if resolved.path is None:
@@ -92,7 +94,6 @@ def resolve_model_path(ref: str | None, settings) -> tuple[Path, Path | None]:  
 def verify_plan(settings, request: LaunchRequest, build=None) -> LaunchPlan:  # noqa: ANN001
     """The plan serve would run for `request` (on `build` instead of the current one: upgrade's check).
     A model that is not on disk is not pulled by verify: it says how to get it."""
-    from llmtp.errors import ModelNotDownloadedError
 
     deps = LaunchDeps(current_build=(lambda s: build) if build is not None else None)
     try:
@@ -104,9 +105,7 @@ def verify_plan(settings, request: LaunchRequest, build=None) -> LaunchPlan:  # 
 
 def target_for(settings, plan: LaunchPlan, build=None) -> Target:  # noqa: ANN001
     """What verify checks for a plan: its file (and MTP sidecar), its build's capabilities."""
-    from llmtp.adapters.gguf_file import read_model_info
     from llmtp.services.builds import current_build
-    from llmtp.services.model_settings import model_key
 
     path = Path(plan.spec.model)
     sidecar = Path(plan.spec.mtp.draft_model) if plan.spec.mtp.draft_model else _sidecar(plan)
@@ -143,7 +142,6 @@ def _machine_gpus() -> tuple[int, float | None]:
 
 def served_here(settings, model_path: str, on_note: Callable[[str], None] = lambda _l: None):  # noqa: ANN001
     """The ready llmtp server of this very file on this machine, or None."""
-    from llmtp.services.run import running_for
 
     return running_for(Path(settings.state_dir), model_path, on_note)
 
@@ -154,7 +152,6 @@ def run_verify(settings, request: LaunchRequest, method: Method, *, build=None, 
     "refuse"d (its load would disturb the measurement, and two more copies may not fit), naming `--port` and
     `--restart`; with "restart" stopped, the A/B run, and started again with its own command line; with
     "keep" (upgrade, which compares builds under the same load) measured beside it, and said so."""
-    from llmtp.services import baseline as store
 
     plan = verify_plan(settings, request, build)
     target = target_for(settings, plan, build)
@@ -178,7 +175,6 @@ def run_verify(settings, request: LaunchRequest, method: Method, *, build=None, 
 
 def _with_server_stopped(settings, record, ready_timeout_s: float,  # noqa: ANN001
                          measure: Callable[[], VerifyReport]) -> VerifyReport:
-    from llmtp.services.serve import detach, stop_served
 
     command = list(record.command)
     if not command:

@@ -6,10 +6,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llmtp.adapters.runner import Runner
-from llmtp.core.probe import parse_list_devices
+from llmtp.adapters.vulkan_sdk import visible_devices_env
 from llmtp.core.hardware import GPU
-from llmtp.core.vulkan_devices import (VISIBLE_ENV, VulkanDevice, list_devices_env, listed_vulkan_gpus,
-                                       merge_list_devices, parse_visible, parse_vulkaninfo_summary)
+from llmtp.core.probe import parse_list_devices
+from llmtp.core.vulkan_devices import (
+    VISIBLE_ENV,
+    VulkanDevice,
+    list_devices_env,
+    listed_vulkan_gpus,
+    merge_list_devices,
+    parse_visible,
+    parse_vulkaninfo_summary,
+)
 from llmtp.errors import LlmtpError
 
 
@@ -18,8 +26,6 @@ def detect_vulkan(runner: Runner, server: Path | None = None,
     """(devices, notes). `server`: a Vulkan build's llama-server, asked for memory with every device made
     visible (so a CPU-type one is measured too); None: vulkaninfo alone (memory unknown)."""
     if env is None:
-        from llmtp.adapters.vulkan_sdk import visible_devices_env
-
         env = visible_devices_env()
     notes: list[str] = []
     devices: list[VulkanDevice] = []

