@@ -101,7 +101,7 @@ def test_not_downloaded_alias_says_how_to_pull(monkeypatch):
         _prepare("qwen3.6-27b", _gpu(12 * 1024))
     assert err.value.message == "qwen3.6-27b is not downloaded yet"
     assert "`llmtp models pull qwen3.6-27b`" in err.value.hint
-    monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda p, d: _caps())
+    monkeypatch.setattr("llmtp.services.launch_plan.cached_capabilities", lambda p, d: _caps())
     r = CliRunner().invoke(app, ["serve", "qwen3.6-27b", "--server", str(SERVER), "--dry-run"])
     assert isinstance(r.exception, UsageError) and r.exception.message == "qwen3.6-27b is not downloaded yet"
 
@@ -113,8 +113,8 @@ def test_a_pulled_non_default_quant_is_used(tiny, monkeypatch):
     p = _prepare("qwen3.6-27b", _gpu(12 * 1024))
     assert p.spec.model == str(tiny)
     assert p.reasons[0]["what"] == "quant" and p.reasons[0]["value"] == "IQ4_XS"
-    monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda p, d: _caps())
-    monkeypatch.setattr("llmtp.services.plan.hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
+    monkeypatch.setattr("llmtp.services.launch_plan.cached_capabilities", lambda p, d: _caps())
+    monkeypatch.setattr("llmtp.services.launch_plan.hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
     r = CliRunner().invoke(app, ["plan", "qwen3.6-27b", "--server", str(SERVER), "--argv", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["argv"] == p.argv_list
@@ -159,10 +159,9 @@ def test_cpu_build_plans_for_the_cpu_even_with_a_gpu_present():
 
 
 def test_dry_run_cli_shows_reasons_human_and_json(tiny, monkeypatch):
-    from llmtp.services import plan as plan_svc
-
-    monkeypatch.setattr(plan_svc, "hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
-    monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda p, d: _caps())
+    # patched where serve looks it up (serve imports it from services.plan at module top)
+    monkeypatch.setattr("llmtp.services.launch_plan.hardware_for_build", lambda caps, **kw: _gpu(12 * 1024))
+    monkeypatch.setattr("llmtp.services.launch_plan.cached_capabilities", lambda p, d: _caps())
     args = ["serve", str(tiny), "--server", str(SERVER), "--port", "9001", "--dry-run"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output

@@ -406,9 +406,10 @@ def test_stored_record_carries_the_held_out_figures(tmp_path, monkeypatch):
     s = load_settings().settings
     from llmtp.core.launch_plan import LaunchRequest
 
-    monkeypatch.setattr("llmtp.services.verify_plan.verify_plan", lambda settings, request, build=None: BASE)
-    monkeypatch.setattr("llmtp.services.verify_plan.target_for", lambda settings, plan, build=None: target(tmp_path))
-    monkeypatch.setattr("llmtp.services.verify_plan.real_launcher", lambda *a, **k: fake_launcher(speed))
+    # patched where tune looks them up (it imports them from services.verify_plan at module top)
+    monkeypatch.setattr(svc, "verify_plan", lambda settings, request, build=None: BASE)
+    monkeypatch.setattr(svc, "target_for", lambda settings, plan, build=None: target(tmp_path))
+    monkeypatch.setattr(svc, "real_launcher", lambda *a, **k: fake_launcher(speed))
     decision, _ = svc.run_tune(s, LaunchRequest(model="m"), METHOD)
     rec = model_settings.load_record(s, "m")
     assert rec.speedup == pytest.approx(decision.speedup) == pytest.approx(1.65)
