@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmtp.core.calibrate import parse_load_log
 from llmtp.core.load_check import check_plan, device_bytes, gpu_devices, last_load, parse_offloaded
-from llmtp.core.plan import MemoryBreakdown
+from llmtp.core.plan_types import MemoryBreakdown
 from llmtp.core.plan_types import Plan
 from llmtp.core.weights_marker import weights_marker
 from llmtp.services.device_memory import device_bytes_from_log

@@ -80,7 +80,7 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
 
     from llmtp.cli.main import app
     from llmtp.errors import ModelNotDownloadedError, UsageError
-    from llmtp.services import autopull, launch_plan
+    from llmtp.services import launch_plan, serve
 
     calls: list = []
 
@@ -98,7 +98,7 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
             raise UsageError(f"{ref} is not downloaded and --no-pull was given", "drop --no-pull")
 
     monkeypatch.setattr(launch_plan, "resolve_launch", resolve_launch)
-    monkeypatch.setattr(autopull, "ensure_model", ensure_model)
+    monkeypatch.setattr(serve, "ensure_model", ensure_model)  # where serve looks it up
     r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello"])
     assert isinstance(r.exception, Planned) and calls == [("qwen3.6-27b", True)]
     calls.clear()

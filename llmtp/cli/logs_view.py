@@ -27,6 +27,7 @@ def _show(shown, width: int) -> None:  # noqa: ANN001 - core.logview.Shown
 def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool) -> None:
     from llmtp.core.logview import LogView
     from llmtp.errors import UsageError
+    from llmtp.adapters.files import replaced_under
     from llmtp.services import state as st
 
     path = st.log_path(state_dir, port)
@@ -60,7 +61,7 @@ def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool)
                 emit(line)
                 continue
             time.sleep(0.2)
-            if st.log_moved(path, f):  # rotated: truncated live, or renamed at a restart
+            if replaced_under(path, f):  # rotated: truncated live, or renamed at a restart
                 f.close()
                 f = open(path, encoding="utf-8", errors="replace")
     finally:

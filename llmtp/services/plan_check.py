@@ -10,7 +10,7 @@ from llmtp.adapters import files
 from llmtp.core.calibrate import parse_load_log
 from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.load_check import CheckRow, Offload, check_plan, gpu_devices, parse_offloaded, split_draft
-from llmtp.core.plan import PlanDevice
+from llmtp.core.plan_types import PlanDevice
 from llmtp.core.plan_types import PlanHardware
 from llmtp.services.launch_plan import LaunchDeps, resolve_launch
 from llmtp.services.serve import launched
