@@ -42,7 +42,7 @@ from llmtp.adapters.http import LlamaClient  # noqa: E402
 from llmtp.adapters.ports import free_port  # noqa: E402
 from llmtp.adapters.proctree import terminate_group  # noqa: E402
 from llmtp.core.families import Prompt  # noqa: E402
-from llmtp.services.tune import load_suite  # noqa: E402
+from llmtp.services.verify.tune import load_suite  # noqa: E402
 from llmtp.testbed import cache_root  # noqa: E402
 from llmtp.testbed.tiny_models import _ensure  # noqa: E402
 

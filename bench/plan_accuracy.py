@@ -20,8 +20,8 @@ import httpx
 from llmtp.adapters.ports import free_port
 from llmtp.core import memory as mem
 from llmtp.core.calibrate import parse_load_log
-from llmtp.services.calibration import DRAFT_CONTEXT_MARK
-from llmtp.services.model_catalog import read_model_info
+from llmtp.services.stores.calibration import DRAFT_CONTEXT_MARK
+from llmtp.services.models.catalog import read_model_info
 from llmtp.testbed import cache_root
 
 CASES = [(2048, "f16"), (8192, "q8_0"), (16384, "q4_0")]
@@ -34,7 +34,7 @@ def default_bin() -> Path:
 
 
 def models() -> dict[str, Path]:
-    from llmtp.services.models import resolve_model
+    from llmtp.services.models.resolve import resolve_model
     from llmtp.settings import load_settings
     from llmtp.testbed.tiny_models import ensure_bench_models, ensure_tiny_models
 

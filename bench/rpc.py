@@ -29,7 +29,7 @@ from llmtp.adapters.ports import free_port  # noqa: E402
 from llmtp.adapters.server_process import ServerProcess  # noqa: E402
 from llmtp.core.probe import parse_list_devices  # noqa: E402
 from llmtp.core.rpc import plan_split, worker_argv  # noqa: E402
-from llmtp.services.worker import WorkerProcess  # noqa: E402
+from llmtp.services.rpc.worker import WorkerProcess  # noqa: E402
 from llmtp.testbed import cache_root  # noqa: E402
 from llmtp.testbed.tiny_models import ensure_bench_models  # noqa: E402
 

@@ -34,8 +34,8 @@ def main() -> None:
     os.environ.setdefault("GGML_VK_VISIBLE_DEVICES", "0")
     home = Path(tempfile.mkdtemp(prefix="llmtp-vkplan-"))
     os.environ["LLMTP_HOME"] = str(home)
-    from llmtp.services.builds import adopt
-    from llmtp.services.plan_check import device_budget, serve_and_check
+    from llmtp.services.build.installed import adopt
+    from llmtp.services.verify.plan_check import device_budget, serve_and_check
     from llmtp.settings import load_settings
     from llmtp.testbed.build import testbed_vulkan_build
     from llmtp.testbed.tiny_models import ensure_bench_models

@@ -56,8 +56,15 @@ class CommandError(LlmtpError):
 
     exit_code = 4
 
-    def __init__(self, message: str, hint: str | None = None, *, argv: list[str] | None = None,
-                 returncode: int | None = None, details: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        argv: list[str] | None = None,
+        returncode: int | None = None,
+        details: list[str] | None = None,
+    ):
         super().__init__(message, hint, details=details)
         self.argv = argv or []
         self.returncode = returncode
@@ -96,15 +103,26 @@ class StorageError(LlmtpError):
         import errno
 
         where = exc.filename or "a file llmtp writes"
-        what = {errno.EROFS: "is on a read-only file system", errno.ENOSPC: "is on a full disk",
-                errno.EDQUOT: "is over the disk quota", errno.EACCES: "is not writable by this user (permission denied)",
-                errno.EPERM: "cannot be created or changed here (operation not permitted)",
-                errno.ENOTDIR: "has a file where a directory must be"}.get(exc.errno)
+        what = {
+            errno.EROFS: "is on a read-only file system",
+            errno.ENOSPC: "is on a full disk",
+            errno.EDQUOT: "is over the disk quota",
+            errno.EACCES: "is not writable by this user (permission denied)",
+            errno.EPERM: "cannot be created or changed here (operation not permitted)",
+            errno.ENOTDIR: "has a file where a directory must be",
+        }.get(exc.errno)
         if what is None:
             return None
-        fix = ("free some space there, or" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
-               "fix its owner or permissions, or" if exc.errno in (errno.EACCES, errno.EPERM) else "")
-        point = "point llmtp at a writable directory: LLMTP_HOME=DIR (or data_dir, state_dir, cache_dir in " \
-                "config.toml); `llmtp config show` lists every path."
+        fix = (
+            "free some space there, or"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "fix its owner or permissions, or"
+            if exc.errno in (errno.EACCES, errno.EPERM)
+            else ""
+        )
+        point = (
+            "point llmtp at a writable directory: LLMTP_HOME=DIR (or data_dir, state_dir, cache_dir in "
+            "config.toml); `llmtp config show` lists every path."
+        )
         hint = f"{fix} {point}" if fix else point
         return cls(f"Cannot write {where}: it {what}", hint[0].upper() + hint[1:])

@@ -44,13 +44,18 @@ class Settings(BaseSettings):
     offline: bool = Field(False, description="never reach the network (builds use the pinned sdist)")
     build_jobs: limits.BuildJobs | None = Field(None, description="parallel compile jobs (default: from cores and RAM)")
     build_ui: Literal["auto", "on", "off"] = Field(
-        "auto", description="web UI in builds: auto (prebuilt, else npm, else none), on (fail without), off")
+        "auto", description="web UI in builds: auto (prebuilt, else npm, else none), on (fail without), off"
+    )
     default_model: str | None = Field(None, description="model served when none is named")
-    pull_missing: bool = Field(True, description="`llmtp serve` downloads a model that is not on disk "
-                                                 "(false: it refuses, as --no-pull)")
+    pull_missing: bool = Field(
+        True, description="`llmtp serve` downloads a model that is not on disk (false: it refuses, as --no-pull)"
+    )
     rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
-    mtp_guard: bool = Field(True, description="`llmtp serve` steps to a safer MTP setting when served acceptance "
-                                              "stays under the break-even (false: the setting is pinned, as --no-mtp-guard)")
+    mtp_guard: bool = Field(
+        True,
+        description="`llmtp serve` steps to a safer MTP setting when served acceptance "
+        "stays under the break-even (false: the setting is pinned, as --no-mtp-guard)",
+    )
 
     @property
     def builds_dir(self) -> Path:
@@ -64,14 +69,12 @@ class Settings(BaseSettings):
 _PATH_FIELDS = ("config_dir", "data_dir", "cache_dir", "state_dir", "models_dir")
 
 
-
-
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:
     names = set(Settings.model_fields)
     out = {}
     for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in names:
-            out[key[len(ENV_PREFIX):].lower()] = value
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in names:
+            out[key[len(ENV_PREFIX) :].lower()] = value
     return out
 
 
@@ -105,8 +108,7 @@ class LoadedSettings:
         self.origins = origins
 
 
-def load_settings(flags: Mapping[str, Any] | None = None,
-                  env: Mapping[str, str] | None = None) -> LoadedSettings:
+def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> LoadedSettings:
     """Build settings once. `env` defaults to the process environment (tests pass their own)."""
     env = dict(os.environ if env is None else env)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -121,8 +123,11 @@ def load_settings(flags: Mapping[str, Any] | None = None,
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for name in Settings.model_fields:
-        for origin, source in (("flag", flags), (f"env {ENV_PREFIX}{name.upper()}", env_vals),
-                               (f"file {config_path}", file_vals)):
+        for origin, source in (
+            ("flag", flags),
+            (f"env {ENV_PREFIX}{name.upper()}", env_vals),
+            (f"file {config_path}", file_vals),
+        ):
             if name in source:
                 merged[name] = source[name]
                 origins[name] = origin

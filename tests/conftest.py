@@ -40,9 +40,11 @@ def pytest_collection_modifyitems(config, items):
         for item in vulkan_items:
             item.add_marker(pytest.mark.skip(reason=why))
     if cuda_items and not _nvidia_gpu_present():
-        skip = pytest.mark.skip(reason="CUDA-only (NVML, a CUDA build): no NVIDIA GPU visible (set "
-                                       "LLMTP_TEST_GPU_BIN_DIR to a CUDA build); the GPU paths any backend "
-                                       "serves run in the vulkan tier (-m vulkan)")
+        skip = pytest.mark.skip(
+            reason="CUDA-only (NVML, a CUDA build): no NVIDIA GPU visible (set "
+            "LLMTP_TEST_GPU_BIN_DIR to a CUDA build); the GPU paths any backend "
+            "serves run in the vulkan tier (-m vulkan)"
+        )
         for item in cuda_items:
             item.add_marker(skip)
 
@@ -103,8 +105,10 @@ def llama_ui_build():
     node = shutil.which("node")
     major = node_major(subprocess.run([node, "--version"], capture_output=True, text=True).stdout) if node else None
     if major is None or major < NODE_MIN_MAJOR or not shutil.which("npm"):
-        pytest.skip(f"the UI build needs Node.js >= {NODE_MIN_MAJOR} with npm on PATH (found: "
-                    f"{'node ' + str(major) if major else 'no node'})")
+        pytest.skip(
+            f"the UI build needs Node.js >= {NODE_MIN_MAJOR} with npm on PATH (found: "
+            f"{'node ' + str(major) if major else 'no node'})"
+        )
     from llmtp.testbed.build import testbed_ui_build
 
     return testbed_ui_build(testbed_cache_dir() / "llmtp-home")
@@ -246,14 +250,18 @@ def container(systemd_rootfs):
     import sysconfig
     import tempfile
 
-    import llmtp
     from systemd_bed import boot_container, install_llmtp
+
+    import llmtp
 
     checkout = Path(llmtp.__file__).resolve().parents[1]
     deps = Path(sysconfig.get_paths()["purelib"])
     work = Path(tempfile.mkdtemp(dir=_systemd_runs_dir(), prefix="container-"))
-    box = boot_container(systemd_rootfs, work, binds_ro=[f"{checkout}:/opt/llmtp-src", f"{deps}:/opt/llmtp-deps",
-                                                          str(testbed_cache_dir())])
+    box = boot_container(
+        systemd_rootfs,
+        work,
+        binds_ro=[f"{checkout}:/opt/llmtp-src", f"{deps}:/opt/llmtp-deps", str(testbed_cache_dir())],
+    )
     try:
         reason = install_llmtp(box)
         if reason:

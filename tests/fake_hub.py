@@ -53,7 +53,9 @@ class FakeHubServer(LocalHTTPServer):
                 self.wfile.write(body)
 
             def _not_found(self, what: str, code: str = "RepoNotFound") -> None:
-                self._json(404, {"error": f"{what} not found"}, {"X-Error-Code": code, "X-Error-Message": f"{what} not found"})
+                self._json(
+                    404, {"error": f"{what} not found"}, {"X-Error-Code": code, "X-Error-Message": f"{what} not found"}
+                )
 
             def do_GET(self):  # noqa: N802 - http.server's name
                 url = urlparse(self.path)
@@ -78,12 +80,30 @@ class FakeHubServer(LocalHTTPServer):
                     s: dict = {"rfilename": name}
                     if blobs:
                         sha = hashlib.sha256(f.body if f.exact else name.encode()).hexdigest()
-                        s.update({"size": f.size, "blobId": sha[:40],
-                                  "lfs": {"size": f.size, "sha256": sha, "pointerSize": 135}})
+                        s.update(
+                            {
+                                "size": f.size,
+                                "blobId": sha[:40],
+                                "lfs": {"size": f.size, "sha256": sha, "pointerSize": 135},
+                            }
+                        )
                     siblings.append(s)
-                self._json(200, {"_id": "x", "id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
-                                 "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": ["gguf"],
-                                 "siblings": siblings})
+                self._json(
+                    200,
+                    {
+                        "_id": "x",
+                        "id": repo_id,
+                        "modelId": repo_id,
+                        "sha": repo.sha,
+                        "private": False,
+                        "gated": False,
+                        "disabled": False,
+                        "downloads": 0,
+                        "likes": 0,
+                        "tags": ["gguf"],
+                        "siblings": siblings,
+                    },
+                )
 
             def do_HEAD(self):  # noqa: N802 - hf_hub_download asks for the commit, etag and size first
                 path = unquote(urlparse(self.path).path)
@@ -108,8 +128,11 @@ class FakeHubServer(LocalHTTPServer):
                 if repo is None:
                     return self._not_found(f"Repository {repo_id}")
                 if repo.gated and not self.headers.get("Authorization"):
-                    return self._json(401, {"error": "Access to this model is restricted"},
-                                      {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted"})
+                    return self._json(
+                        401,
+                        {"error": "Access to this model is restricted"},
+                        {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted"},
+                    )
                 f = repo.files.get(name)
                 if f is None or revision not in ("main", repo.sha):
                     return self._not_found(f"Entry {name}", "EntryNotFound")
@@ -118,7 +141,7 @@ class FakeHubServer(LocalHTTPServer):
                 if rng:
                     start = int(rng.group(1))
                     end = min(int(rng.group(2)) if rng.group(2) else len(body) - 1, len(body) - 1)
-                    part = body[start:end + 1]
+                    part = body[start : end + 1]
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{start + len(part) - 1}/{len(body)}")
                 else:

@@ -34,14 +34,28 @@ class FakeIndex(LocalHTTPServer):
                 parts = [p for p in self.path.split("/") if p]
                 if len(parts) == 3 and parts[0] == "files":
                     data = index.projects.get(parts[1], {}).get(parts[2])
-                    return self._send(200, data, "application/octet-stream") if data is not None \
+                    return (
+                        self._send(200, data, "application/octet-stream")
+                        if data is not None
                         else self._send(404, b"no", "text/plain")
+                    )
                 if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.projects:
                     files = index.projects[parts[1]]
                     if json_api and "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", ""):
-                        body = json.dumps({"meta": {"api-version": "1.0"}, "name": parts[1], "files": [
-                            {"filename": n, "url": f"/files/{parts[1]}/{n}",
-                             "hashes": {"sha256": hashlib.sha256(d).hexdigest()}} for n, d in files.items()]})
+                        body = json.dumps(
+                            {
+                                "meta": {"api-version": "1.0"},
+                                "name": parts[1],
+                                "files": [
+                                    {
+                                        "filename": n,
+                                        "url": f"/files/{parts[1]}/{n}",
+                                        "hashes": {"sha256": hashlib.sha256(d).hexdigest()},
+                                    }
+                                    for n, d in files.items()
+                                ],
+                            }
+                        )
                         return self._send(200, body.encode(), "application/vnd.pypi.simple.v1+json")
                     return self._send(200, html_page(parts[1], files, "../../files").encode(), "text/html")
                 self._send(404, b"not found", "text/plain")
@@ -54,8 +68,9 @@ class FakeIndex(LocalHTTPServer):
 
 
 def html_page(project: str, files: dict[str, bytes], files_url: str) -> str:
-    links = "\n".join(f'<a href="{files_url}/{project}/{n}#sha256={hashlib.sha256(d).hexdigest()}">{n}</a>'
-                      for n, d in files.items())
+    links = "\n".join(
+        f'<a href="{files_url}/{project}/{n}#sha256={hashlib.sha256(d).hexdigest()}">{n}</a>' for n, d in files.items()
+    )
     return f"<!DOCTYPE html><html><body>\n{links}\n</body></html>\n"
 
 

@@ -28,8 +28,13 @@ def use_more_bits(i: int, n: int) -> bool:
 
 
 def _matrix_type(name: str, dims: list[int]) -> str:
-    if len(dims) < 2 or "_norm" in name or "ssm_conv1d" in name or "ffn_gate_inp" in name \
-            or not name.endswith("weight"):
+    if (
+        len(dims) < 2
+        or "_norm" in name
+        or "ssm_conv1d" in name
+        or "ffn_gate_inp" in name
+        or not name.endswith("weight")
+    ):
         return "F32"
     return "Q4_K"
 
@@ -55,24 +60,38 @@ class _Builder:
         self.tensors.append((name, dims, qtype))
 
 
-def _qwen35_kv(arch: str, n_block: int, embd: int, heads: int, kv_heads: int, inner: int,
-               dt_rank: int) -> dict[str, Any]:
+def _qwen35_kv(
+    arch: str, n_block: int, embd: int, heads: int, kv_heads: int, inner: int, dt_rank: int
+) -> dict[str, Any]:
     return {
-        "general.architecture": arch, "general.file_type": Q4_K_M_FILE_TYPE,
-        f"{arch}.block_count": n_block, f"{arch}.nextn_predict_layers": 1,
-        f"{arch}.context_length": 262144, f"{arch}.embedding_length": embd,
-        f"{arch}.attention.head_count": heads, f"{arch}.attention.head_count_kv": kv_heads,
-        f"{arch}.attention.key_length": 256, f"{arch}.attention.value_length": 256,
-        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6, f"{arch}.rope.freq_base": 10000000.0,
-        f"{arch}.rope.dimension_count": 64, f"{arch}.rope.dimension_sections": [11, 11, 10, 0],
-        f"{arch}.full_attention_interval": 4, f"{arch}.ssm.conv_kernel": 4, f"{arch}.ssm.state_size": 128,
-        f"{arch}.ssm.group_count": 16, f"{arch}.ssm.time_step_rank": dt_rank, f"{arch}.ssm.inner_size": inner,
-        "tokenizer.ggml.model": "gpt2", "tokenizer.chat_template": "{{ messages }}",
+        "general.architecture": arch,
+        "general.file_type": Q4_K_M_FILE_TYPE,
+        f"{arch}.block_count": n_block,
+        f"{arch}.nextn_predict_layers": 1,
+        f"{arch}.context_length": 262144,
+        f"{arch}.embedding_length": embd,
+        f"{arch}.attention.head_count": heads,
+        f"{arch}.attention.head_count_kv": kv_heads,
+        f"{arch}.attention.key_length": 256,
+        f"{arch}.attention.value_length": 256,
+        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{arch}.rope.freq_base": 10000000.0,
+        f"{arch}.rope.dimension_count": 64,
+        f"{arch}.rope.dimension_sections": [11, 11, 10, 0],
+        f"{arch}.full_attention_interval": 4,
+        f"{arch}.ssm.conv_kernel": 4,
+        f"{arch}.ssm.state_size": 128,
+        f"{arch}.ssm.group_count": 16,
+        f"{arch}.ssm.time_step_rank": dt_rank,
+        f"{arch}.ssm.inner_size": inner,
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.chat_template": "{{ messages }}",
     }
 
 
-def _qwen35_block(b: _Builder, il: int, *, embd: int, heads: int, kv_heads: int, dt_rank: int,
-                  recurrent: bool, ffn) -> None:
+def _qwen35_block(
+    b: _Builder, il: int, *, embd: int, heads: int, kv_heads: int, dt_rank: int, recurrent: bool, ffn
+) -> None:
     """One qwen35/qwen35moe block: gated attention or Gated DeltaNet, then the FFN (`ffn`)."""
     p = f"blk.{il}."
     hd, n_k_heads, head_dim_ssm = 256, 16, 128
@@ -120,8 +139,16 @@ def qwen35_27b() -> Layout:
 
     b.add("token_embd.weight", [embd, vocab])
     for il in range(n_block):
-        _qwen35_block(b, il, embd=embd, heads=heads, kv_heads=kv_heads, dt_rank=dt_rank,
-                      recurrent=il < 64 and (il + 1) % 4 != 0, ffn=ffn)
+        _qwen35_block(
+            b,
+            il,
+            embd=embd,
+            heads=heads,
+            kv_heads=kv_heads,
+            dt_rank=dt_rank,
+            recurrent=il < 64 and (il + 1) % 4 != 0,
+            ffn=ffn,
+        )
         if il == 64:
             _nextn(b, il, embd)
     b.add("output_norm.weight", [embd])
@@ -149,16 +176,30 @@ def qwen35moe_35b_a3b() -> Layout:
 
     b.add("token_embd.weight", [embd, vocab])
     for il in range(n_block):
-        _qwen35_block(b, il, embd=embd, heads=heads, kv_heads=kv_heads, dt_rank=dt_rank,
-                      recurrent=il < 40 and (il + 1) % 4 != 0, ffn=ffn)
+        _qwen35_block(
+            b,
+            il,
+            embd=embd,
+            heads=heads,
+            kv_heads=kv_heads,
+            dt_rank=dt_rank,
+            recurrent=il < 40 and (il + 1) % 4 != 0,
+            ffn=ffn,
+        )
         if il == 40:
             _nextn(b, il, embd)
     b.add("output_norm.weight", [embd])
     b.add("output.weight", [embd, vocab], "Q6_K")
     kv = _qwen35_kv("qwen35moe", n_block, embd, heads, kv_heads, 4096, dt_rank)
-    kv.update({"general.name": "Qwen3.6-35B-A3B", "qwen35moe.expert_count": n_exp,
-               "qwen35moe.expert_used_count": 8, "qwen35moe.expert_feed_forward_length": n_ff_exp,
-               "qwen35moe.expert_shared_feed_forward_length": n_ff_exp})
+    kv.update(
+        {
+            "general.name": "Qwen3.6-35B-A3B",
+            "qwen35moe.expert_count": n_exp,
+            "qwen35moe.expert_used_count": 8,
+            "qwen35moe.expert_feed_forward_length": n_ff_exp,
+            "qwen35moe.expert_shared_feed_forward_length": n_ff_exp,
+        }
+    )
     return kv, b.tensors
 
 
@@ -191,17 +232,29 @@ def gemma4_31b() -> Layout:
         b.add(p + "post_ffw_norm.weight", [embd])
     b.add("output_norm.weight", [embd])
     kv = {
-        "general.architecture": "gemma4", "general.name": "Gemma 4 31B", "general.file_type": Q4_K_M_FILE_TYPE,
-        "gemma4.block_count": n_block, "gemma4.context_length": 262144, "gemma4.embedding_length": embd,
-        "gemma4.feed_forward_length": n_ff, "gemma4.attention.head_count": heads,
+        "general.architecture": "gemma4",
+        "general.name": "Gemma 4 31B",
+        "general.file_type": Q4_K_M_FILE_TYPE,
+        "gemma4.block_count": n_block,
+        "gemma4.context_length": 262144,
+        "gemma4.embedding_length": embd,
+        "gemma4.feed_forward_length": n_ff,
+        "gemma4.attention.head_count": heads,
         "gemma4.attention.head_count_kv": [16 if s else 4 for s in swa],
-        "gemma4.attention.key_length": 512, "gemma4.attention.value_length": 512,
-        "gemma4.attention.key_length_swa": 256, "gemma4.attention.value_length_swa": 256,
-        "gemma4.attention.sliding_window": 1024, "gemma4.attention.sliding_window_pattern": swa,
-        "gemma4.attention.shared_kv_layers": 0, "gemma4.embedding_length_per_layer_input": 0,
-        "gemma4.attention.layer_norm_rms_epsilon": 1e-6, "gemma4.final_logit_softcapping": 30.0,
-        "gemma4.rope.dimension_count": 512, "gemma4.rope.dimension_count_swa": 256,
-        "tokenizer.ggml.model": "gemma4", "tokenizer.chat_template": "{{ messages }}",
+        "gemma4.attention.key_length": 512,
+        "gemma4.attention.value_length": 512,
+        "gemma4.attention.key_length_swa": 256,
+        "gemma4.attention.value_length_swa": 256,
+        "gemma4.attention.sliding_window": 1024,
+        "gemma4.attention.sliding_window_pattern": swa,
+        "gemma4.attention.shared_kv_layers": 0,
+        "gemma4.embedding_length_per_layer_input": 0,
+        "gemma4.attention.layer_norm_rms_epsilon": 1e-6,
+        "gemma4.final_logit_softcapping": 30.0,
+        "gemma4.rope.dimension_count": 512,
+        "gemma4.rope.dimension_count_swa": 256,
+        "tokenizer.ggml.model": "gemma4",
+        "tokenizer.chat_template": "{{ messages }}",
     }
     return kv, b.tensors
 
@@ -236,8 +289,13 @@ def write_header_only(path: Path, layout: Layout) -> Path:
             w.add_array(key, value)
     for name, dims, qtype in tensors:
         # numpy order is ggml's reversed; a float32 dtype with raw_dtype keeps the shape in elements
-        w.add_tensor_info(name, list(reversed(dims)), np.dtype(np.float32), tensor_bytes(dims, qtype),
-                          raw_dtype=GGMLQuantizationType[qtype])
+        w.add_tensor_info(
+            name,
+            list(reversed(dims)),
+            np.dtype(np.float32),
+            tensor_bytes(dims, qtype),
+            raw_dtype=GGMLQuantizationType[qtype],
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()

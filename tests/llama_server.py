@@ -35,12 +35,27 @@ class Server:
 
 
 @contextlib.contextmanager
-def llama_server(bin_dir: Path, model: Path, log_path: Path, extra: list[str] = (),
-                 timeout: float = 60) -> Iterator[Server]:
+def llama_server(
+    bin_dir: Path, model: Path, log_path: Path, extra: list[str] = (), timeout: float = 60
+) -> Iterator[Server]:
     """Start llama-server, poll /health until 200 (recording 503s), yield, then stop it."""
     port = free_port()
-    argv = [str(bin_dir / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "-c", "512", "--parallel", "1", "-t", "2", *extra]
+    argv = [
+        str(bin_dir / "llama-server"),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        "512",
+        "--parallel",
+        "1",
+        "-t",
+        "2",
+        *extra,
+    ]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
@@ -72,6 +87,20 @@ def llama_server(bin_dir: Path, model: Path, log_path: Path, extra: list[str] = 
 
 def run_to_exit(bin_dir: Path, model: Path, extra: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Run llama-server expecting it to exit on its own (a refused start)."""
-    argv = [str(bin_dir / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(free_port()),
-            "-c", "512", "--parallel", "1", "-t", "2", *extra]
+    argv = [
+        str(bin_dir / "llama-server"),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "-c",
+        "512",
+        "--parallel",
+        "1",
+        "-t",
+        "2",
+        *extra,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 
-needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                           reason="systemd-analyze is not installed")
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 
 
 def analyze(args: list[str], user: bool, tmp_path: Path) -> subprocess.CompletedProcess:
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    return subprocess.run(["systemd-analyze", *(["--user"] if user else []), *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        ["systemd-analyze", *(["--user"] if user else []), *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def verify(path: Path, user: bool, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -42,5 +44,7 @@ def skip_if_installed_in_private_tmp(result: subprocess.CompletedProcess) -> Non
 
     if sys.prefix.startswith(("/tmp/", "/var/tmp/")):
         assert result.returncode == 2 and "PrivateTmp=yes" in result.stderr, result.stderr
-        pytest.skip(f"llmtp runs from {sys.prefix}, under /tmp: a unit could not see it (install refused, as it "
-                    f"should); clone outside /tmp to test the unit")
+        pytest.skip(
+            f"llmtp runs from {sys.prefix}, under /tmp: a unit could not see it (install refused, as it "
+            f"should); clone outside /tmp to test the unit"
+        )

@@ -29,6 +29,7 @@ SYSTEMD = "/lib/systemd/systemd"
 
 # --- can it run here ------------------------------------------------------------------------------
 
+
 def user_manager_unavailable() -> str | None:
     """Why a private user manager cannot run here, or None."""
     if not os.path.exists("/proc/self/cgroup") or os.uname().sysname != "Linux":
@@ -42,8 +43,9 @@ def user_manager_unavailable() -> str | None:
         return f"no systemd binary at {SYSTEMD}"
     if not own_cgroups():
         return "no writable cgroup hierarchy found in /proc/self/mountinfo"
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True,
-                           text=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True, timeout=30
+    )
     if probe.returncode != 0:
         return f"no mount namespaces here: `unshare --mount true` said {probe.stderr.strip()[:200]!r}"
     return None
@@ -61,6 +63,7 @@ def container_unavailable() -> str | None:
 
 
 # --- cgroups --------------------------------------------------------------------------------------
+
 
 def own_cgroups() -> dict[Path, str]:
     """Mount point -> this process's cgroup path in it, for every mounted hierarchy but cpuset (whose
@@ -172,6 +175,7 @@ def _wait_for(what: str, check, timeout: float, proc: subprocess.Popen, log: Pat
 
 # --- the private user manager -----------------------------------------------------------------------
 
+
 @dataclass
 class UserManager:
     """`systemd --user` with HOME=root/home and XDG_RUNTIME_DIR=root/run; user units go in unit_dir."""
@@ -202,8 +206,9 @@ class UserManager:
         return env
 
     def systemctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, env=self.env(),
-                              timeout=timeout)
+        return subprocess.run(
+            ["systemctl", "--user", *args], capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
 
     def show(self, unit: str | None, prop: str) -> str:
         """One property of `unit`, or of the manager itself (None)."""
@@ -232,19 +237,33 @@ def start_user_manager(root: Path) -> UserManager:
         (root / d).mkdir(parents=True, exist_ok=True, mode=0o700)
     cgroups = Cgroups.create(f"llmtp-test-user-{os.getpid()}")
     log = root / "manager.log"
-    env = {"HOME": str(root / "home"), "XDG_RUNTIME_DIR": str(root / "run"),
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    env = {
+        "HOME": str(root / "home"),
+        "XDG_RUNTIME_DIR": str(root / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+    }
     # /run/systemd/inaccessible/*: the nodes a booted PID 1 makes and every manager's sandboxing mounts over
     # what it hides (ProtectKernelLogs= puts `chr` over /dev/kmsg); without them such a unit fails 226/NAMESPACE.
-    nodes = ("cd /run/systemd/inaccessible && mkdir dir && touch reg && mkfifo fifo && mknod chr c 0 0 && "
-             "mknod blk b 0 0 && chmod 0000 dir reg fifo chr blk")
-    inner = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/inaccessible && "
-             f"({nodes}) && exec {SYSTEMD} --user --unit=default.target --log-target=console")
+    nodes = (
+        "cd /run/systemd/inaccessible && mkdir dir && touch reg && mkfifo fifo && mknod chr c 0 0 && "
+        "mknod blk b 0 0 && chmod 0000 dir reg fifo chr blk"
+    )
+    inner = (
+        "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/inaccessible && "
+        f"({nodes}) && exec {SYSTEMD} --user --unit=default.target --log-target=console"
+    )
     script = cgroups.enter_script() + f"exec unshare --mount --propagation private -- sh -c '{inner}'\n"
     with log.open("wb") as out:
         # sh, unshare (no --fork) and sh again all exec: the pid is systemd's.
-        proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", "-c", script],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     mgr = UserManager(root, proc, cgroups, log)
     try:
         _wait_for("user manager", lambda: mgr.show(None, "SystemState") in ("running", "degraded"), 30, proc, log)
@@ -255,6 +274,7 @@ def start_user_manager(root: Path) -> UserManager:
 
 
 # --- the container ------------------------------------------------------------------------------------
+
 
 def ensure_rootfs(cache: Path) -> Path:
     """A debootstrapped Debian root with systemd, dbus and python3 under `cache`, made once: built in a
@@ -270,9 +290,19 @@ def ensure_rootfs(cache: Path) -> Path:
             return root
         tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".rootfs-"))
         try:
-            done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}",
-                                   ROOTFS_SUITE, str(tmp), ROOTFS_MIRROR], capture_output=True, text=True,
-                                  timeout=1800)
+            done = subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={ROOTFS_PACKAGES}",
+                    ROOTFS_SUITE,
+                    str(tmp),
+                    ROOTFS_MIRROR,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"debootstrap failed ({done.returncode}): {(done.stdout + done.stderr)[-3000:]}")
             # No getty on a pipe console, and nothing that waits on a network the container does not have.
@@ -296,13 +326,21 @@ class Container:
     leader: int = 0
     binds: list[str] = field(default_factory=list)
 
-    def run(self, argv: list[str], *, timeout: float = 120, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], *, timeout: float = 120, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess:
         """`argv` inside the container (all its namespaces), as root, with a clean environment."""
-        base = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-                "HOME=/root", *[f"{k}={v}" for k, v in (env or {}).items()]]
-        done = subprocess.run(["nsenter", "-t", str(self.leader), "-a", *base, *argv], capture_output=True,
-                              text=True, timeout=timeout)
+        base = [
+            "env",
+            "-i",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8",
+            "HOME=/root",
+            *[f"{k}={v}" for k, v in (env or {}).items()],
+        ]
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.leader), "-a", *base, *argv], capture_output=True, text=True, timeout=timeout
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"{argv} in the container exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done
@@ -348,13 +386,26 @@ def boot_container(rootfs: Path, work: Path, *, binds_ro: list[str] = (), name: 
     name = name or f"llmtp-test-{os.getpid()}"
     cgroups = Cgroups.create(name)
     log = work / "container.log"
-    argv = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--console=pipe", "--volatile=overlay",
-            "-D", str(rootfs), "-M", name, *[f"--bind-ro={b}" for b in binds_ro], "--boot"]
+    argv = [
+        "systemd-nspawn",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        "--console=pipe",
+        "--volatile=overlay",
+        "-D",
+        str(rootfs),
+        "-M",
+        name,
+        *[f"--bind-ro={b}" for b in binds_ro],
+        "--boot",
+    ]
     inner = "mount -t tmpfs tmpfs /run/systemd && exec " + " ".join(f"'{a}'" for a in argv)
-    script = cgroups.enter_script() + f"exec unshare --mount --propagation private -- sh -c \"{inner}\"\n"
+    script = cgroups.enter_script() + f'exec unshare --mount --propagation private -- sh -c "{inner}"\n'
     with log.open("wb") as out:
-        proc = subprocess.Popen(["sh", "-c", script], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", "-c", script], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     box = Container(name, proc, cgroups, log, binds=list(binds_ro))
     try:
         _wait_for("container boot", lambda: _booted(box), 90, proc, log)
@@ -378,12 +429,25 @@ def install_llmtp(box: Container) -> str | None:
         return f"python3 -m venv failed: {made.stderr.strip()[-300:]}"
     version = box.run([CONTAINER_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
     site = f"/opt/llmtp/lib/python{version}/site-packages"
-    shipped = " && ".join(f"cp -r /opt/llmtp-src/{d} {site}/llmtp/_shipped/{d}"
-                          for d in ("build_profiles", "patches", "templates"))
-    box.run(["sh", "-c", f"cp -r /opt/llmtp-src/llmtp {site}/ && {shipped} && "
-                         f"echo /opt/llmtp-deps > {site}/llmtp-deps.pth"], check=True)
-    probe = box.run([CONTAINER_PYTHON, "-c", "import llmtp.cli.entry, pydantic, httpx, psutil, filelock, gguf; "
-                                             "from llmtp.adapters import shipped; shipped.profile_names()"])
+    shipped = " && ".join(
+        f"cp -r /opt/llmtp-src/{d} {site}/llmtp/_shipped/{d}" for d in ("build_profiles", "patches", "templates")
+    )
+    box.run(
+        [
+            "sh",
+            "-c",
+            f"cp -r /opt/llmtp-src/llmtp {site}/ && {shipped} && echo /opt/llmtp-deps > {site}/llmtp-deps.pth",
+        ],
+        check=True,
+    )
+    probe = box.run(
+        [
+            CONTAINER_PYTHON,
+            "-c",
+            "import llmtp.cli.entry, pydantic, httpx, psutil, filelock, gguf; "
+            "from llmtp.adapters import shipped; shipped.profile_names()",
+        ]
+    )
     if probe.returncode != 0:
         return f"importing llmtp with the container's python {version}: {probe.stderr.strip()[-400:]}"
     return None

@@ -21,11 +21,14 @@ class Llmtp:
         self.lines: list[str] = []
 
     def __call__(self, *args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, env=self.env, timeout=timeout
+        )
         self.note(f"$ llmtp {' '.join(args)}", done.stdout + done.stderr, f"(exit {done.returncode})")
         if ok:
-            assert done.returncode == 0, f"llmtp {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            assert done.returncode == 0, (
+                f"llmtp {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def note(self, *texts: str) -> None:
@@ -66,7 +69,8 @@ def llama_servers(main_pid: int) -> list[psutil.Process]:
 
 
 def complete(port: int, prompt: str = "one two three", n: int = 8) -> dict:
-    r = httpx.post(f"http://127.0.0.1:{port}/completion", json={"prompt": prompt, "n_predict": n,
-                                                                "temperature": 0}, timeout=120)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/completion", json={"prompt": prompt, "n_predict": n, "temperature": 0}, timeout=120
+    )
     r.raise_for_status()
     return r.json()

@@ -14,7 +14,7 @@ from llmtp.core.launch import LaunchSpec
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import ConfigError, NetworkError
-from llmtp.services.supervisor import Supervisor, SupervisorConfig, read_api_key
+from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig, read_api_key
 
 
 def test_parse_like_getline_keeps_everything_but_the_newline():
@@ -24,8 +24,9 @@ def test_parse_like_getline_keeps_everything_but_the_newline():
     assert parse_api_keys(b" #not a comment\n") == [b" #not a comment"]
 
 
-@pytest.mark.parametrize("key, why", [(b"k\r", "CRLF"), (b"k\x00x", "0x00"), (b"k ", "ends in whitespace"),
-                                      (b"k\t", "ends in whitespace")])
+@pytest.mark.parametrize(
+    "key, why", [(b"k\r", "CRLF"), (b"k\x00x", "0x00"), (b"k ", "ends in whitespace"), (b"k\t", "ends in whitespace")]
+)
 def test_unsendable_keys(key, why):
     assert why in unsendable(key)
 
@@ -65,6 +66,7 @@ def test_serve_refuses_a_crlf_key_file_with_exit_2(tmp_path, capsys):
 
 
 # --- the supervisor with a fake server whose generation endpoint refuses the key -----------------------
+
 
 class RefusingProc:
     def __init__(self, spec):
@@ -118,8 +120,12 @@ def test_a_refused_probe_is_reported_once_and_never_restarts(caplog):
         procs.append(RefusingProc(spec))
         return procs[-1]
 
-    cfg = SupervisorConfig(tick_s=0.005, health_every_s=0.01, probe_every_s=0.01,
-                           policy=RestartPolicy(max_crashes=3, backoff_initial_s=0.0))
+    cfg = SupervisorConfig(
+        tick_s=0.005,
+        health_every_s=0.01,
+        probe_every_s=0.01,
+        policy=RestartPolicy(max_crashes=3, backoff_initial_s=0.0),
+    )
     sup = Supervisor(LaunchSpec(model="m", port=1), launch, config=cfg)
     caplog.set_level("ERROR", logger="llmtp.serve")
     t = threading.Thread(target=sup.run, daemon=True)
@@ -139,8 +145,10 @@ def test_http_client_maps_401_to_a_config_error():
     from llmtp.adapters.http import LlamaClient
 
     c = LlamaClient("http://127.0.0.1:1", "k")
-    c._http = httpx.Client(base_url="http://t", transport=httpx.MockTransport(
-        lambda req: httpx.Response(401, json={"error": {"message": "Invalid API Key"}})))
+    c._http = httpx.Client(
+        base_url="http://t",
+        transport=httpx.MockTransport(lambda req: httpx.Response(401, json={"error": {"message": "Invalid API Key"}})),
+    )
     with pytest.raises(ConfigError, match="refused llmtp's API key"):
         c.completion("x", n_predict=1)
     c._http = httpx.Client(base_url="http://t", transport=httpx.MockTransport(lambda req: httpx.Response(500)))
@@ -150,21 +158,27 @@ def test_http_client_maps_401_to_a_config_error():
 
 # --- against the real llama-server -------------------------------------------------------------------
 
+
 @pytest.mark.llama
 def test_real_server_keeps_what_llmtp_keeps(llama_bin_dir, tiny_models, tmp_path):
     """llama-server with a CRLF key file refuses the stripped key (so stripping was wrong), and
     accepts exactly the key llmtp reads from an LF file, spaces and non-ASCII included."""
     import httpx
+    from llama_server import llama_server
 
     from llmtp.adapters.http import LlamaClient
-    from llama_server import llama_server
 
     crlf = tmp_path / "crlf"
     crlf.write_bytes(b"sk-test\r\n")
-    with llama_server(llama_bin_dir, tiny_models["plain"], tmp_path / "a.log",
-                      extra=["--api-key-file", str(crlf)]) as srv:
-        r = httpx.post(srv.base_url + "/completion", json={"prompt": "a", "n_predict": 1},
-                       headers={"Authorization": "Bearer sk-test"}, timeout=30)
+    with llama_server(
+        llama_bin_dir, tiny_models["plain"], tmp_path / "a.log", extra=["--api-key-file", str(crlf)]
+    ) as srv:
+        r = httpx.post(
+            srv.base_url + "/completion",
+            json={"prompt": "a", "n_predict": 1},
+            headers={"Authorization": "Bearer sk-test"},
+            timeout=30,
+        )
         assert r.status_code == 401
     with pytest.raises(ConfigError, match="CRLF"):
         read_api_key(str(crlf))
@@ -172,12 +186,15 @@ def test_real_server_keeps_what_llmtp_keeps(llama_bin_dir, tiny_models, tmp_path
     lf = tmp_path / "lf"
     lf.write_bytes("# keys\n  sp ace-ünï\nother\n".encode())
     key = read_api_key(str(lf))
-    with llama_server(llama_bin_dir, tiny_models["plain"], tmp_path / "b.log",
-                      extra=["--api-key-file", str(lf)]) as srv:
+    with llama_server(
+        llama_bin_dir, tiny_models["plain"], tmp_path / "b.log", extra=["--api-key-file", str(lf)]
+    ) as srv:
         with LlamaClient(srv.base_url, key, timeout=30) as c:
             assert c.completion("a b", n_predict=1)["timings"]["predicted_n"] == 1
-        with LlamaClient(srv.base_url, key.strip(), timeout=30) as c, \
-                pytest.raises(ConfigError, match=r"refused llmtp's API key \(401 on /completion\)"):
+        with (
+            LlamaClient(srv.base_url, key.strip(), timeout=30) as c,
+            pytest.raises(ConfigError, match=r"refused llmtp's API key \(401 on /completion\)"),
+        ):
             c.completion("a b", n_predict=1)
 
 
@@ -188,18 +205,20 @@ def test_real_server_refusing_our_probe_is_not_a_wedge(llama_bin_dir, tiny_model
     from llmtp.adapters.ports import free_port
     from llmtp.core.capabilities import Capabilities
     from llmtp.core.probe import parse_help
-    from llmtp.services.supervisor import make_launcher
+    from llmtp.services.serve.supervisor import make_launcher
 
     flags, enums = parse_help((Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text())
     caps = Capabilities(flags=flags, enums=enums)
     keys = tmp_path / "keys"
     keys.write_text("server-key\n")
-    spec = LaunchSpec(model=str(tiny_models["plain"]), port=free_port(), ctx_size=512, parallel=1, threads=1,
-                      api_key_file=str(keys))
+    spec = LaunchSpec(
+        model=str(tiny_models["plain"]), port=free_port(), ctx_size=512, parallel=1, threads=1, api_key_file=str(keys)
+    )
     from llmtp.core.launch_plan import plan_of_spec
 
-    launch = make_launcher(plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")), log_path=tmp_path / "s.log",
-                           api_key="edited-key")
+    launch = make_launcher(
+        plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")), log_path=tmp_path / "s.log", api_key="edited-key"
+    )
     cfg = SupervisorConfig(tick_s=0.02, health_every_s=0.1, probe_every_s=0.2, probe_timeout_s=30)
     sup = Supervisor(spec, launch, config=cfg)
     caplog.set_level("ERROR", logger="llmtp.serve")

@@ -7,15 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from fake_hf_cache import put
+from test_models import FakeHub, _gguf
 from typer.testing import CliRunner
 
-from fake_hf_cache import put
 from llmtp.cli.main import app
 from llmtp.errors import ModelNotDownloadedError, NetworkError, UsageError
-from llmtp.services import autopull
-from llmtp.services import models as svc
+from llmtp.services.models import autopull
+from llmtp.services.models import resolve as svc
 from llmtp.settings import load_settings
-from test_models import FakeHub, _gguf
 
 Q4 = "Qwen3.6-27B-Q4_K_M.gguf"
 
@@ -63,14 +63,20 @@ def test_offline_fails_with_the_reason_and_asks_no_hub(how, monkeypatch):
     monkeypatch.setenv(how, "1")
     s = load_settings().settings
     for ref in ("qwen3.6-27b", "someone/Tiny-GGUF:Q8_0"):
-        with pytest.raises(NetworkError, match=f"not downloaded and .*{'HF_HUB_OFFLINE' if how.startswith('HF') else 'offline mode'}"):
+        with pytest.raises(
+            NetworkError, match=f"not downloaded and .*{'HF_HUB_OFFLINE' if how.startswith('HF') else 'offline mode'}"
+        ):
             autopull.ensure_model(s, ref, allow=True, say=print, hub=NoHub())
 
 
 def test_a_model_on_disk_or_a_path_needs_nothing(tmp_path):
     s = load_settings().settings
-    put(Path(os.environ["HF_HUB_CACHE"]), "someone/Tiny-GGUF", "Tiny-Q8_0.gguf",
-        _gguf(tmp_path / "t.gguf", nextn=0).read_bytes())
+    put(
+        Path(os.environ["HF_HUB_CACHE"]),
+        "someone/Tiny-GGUF",
+        "Tiny-Q8_0.gguf",
+        _gguf(tmp_path / "t.gguf", nextn=0).read_bytes(),
+    )
     assert autopull.missing_download(s, "someone/Tiny-GGUF:Q8_0", hub=NoHub()) is None
     assert autopull.missing_download(s, str(tmp_path / "t.gguf"), hub=NoHub()) is None
     with pytest.raises(UsageError, match="Unknown model alias"):
@@ -81,7 +87,7 @@ def test_serve_no_pull_and_the_setting_refuse_before_anything_starts(tmp_path, m
     fake_server = tmp_path / "llama-server"
     fake_server.write_text("#!/bin/sh\nexit 0\n")
     fake_server.chmod(0o755)
-    monkeypatch.setattr("llmtp.services.serve.cached_capabilities", lambda server, cache: _caps())
+    monkeypatch.setattr("llmtp.services.serve.launch.cached_capabilities", lambda server, cache: _caps())
     r = CliRunner().invoke(app, ["serve", "qwen3.6-27b", "--server", str(fake_server), "--no-pull"])
     assert isinstance(r.exception, UsageError) and "--no-pull" in r.exception.message
     monkeypatch.setenv("LLMTP_PULL_MISSING", "false")
@@ -103,6 +109,7 @@ def test_a_pull_by_huggingface_hub_lands_in_the_hf_cache_and_is_found_there(tmp_
     """The real client (huggingface_hub) against the fake hub: the file it writes is what
     `models list --local` and resolve find, with no llmtp record."""
     from fake_hub import FakeFile, FakeHubServer, FakeRepo
+
     from llmtp.adapters.hf import HfHubClient
 
     body = _gguf(tmp_path / "t.gguf", nextn=0).read_bytes()
@@ -113,7 +120,9 @@ def test_a_pull_by_huggingface_hub_lands_in_the_hf_cache_and_is_found_there(tmp_
         s = load_settings().settings
         done = autopull.ensure_model(s, "hf.co/someone/Tiny-GGUF:Q8_0", allow=True, say=print)
         assert done is not None and done.files == ["Tiny-Q8_0.gguf"] and done.size_bytes == len(body)
-    cached = Path(os.environ["HF_HUB_CACHE"]) / "models--someone--Tiny-GGUF" / "snapshots" / ("c" * 40) / "Tiny-Q8_0.gguf"
+    cached = (
+        Path(os.environ["HF_HUB_CACHE"]) / "models--someone--Tiny-GGUF" / "snapshots" / ("c" * 40) / "Tiny-Q8_0.gguf"
+    )
     assert cached.read_bytes() == body
     (Path(s.data_dir) / "models" / "pulled.json").unlink()  # the cache alone says it is there
     assert svc.resolve_model("someone/Tiny-GGUF:Q8_0", s).path == cached
@@ -129,6 +138,7 @@ def test_serve_a_hub_reference_pulls_it_then_serves_it(tmp_path, monkeypatch, ll
     import sys
 
     from fake_hub import FakeFile, FakeHubServer, FakeRepo
+
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.ports import free_port
 
@@ -138,20 +148,45 @@ def test_serve_a_hub_reference_pulls_it_then_serves_it(tmp_path, monkeypatch, ll
     with FakeHubServer({"someone/Tiny-MTP-GGUF": repo}) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint}
         port = str(free_port())
-        r = subprocess.run([sys.executable, "-m", "llmtp", "serve", "someone/Tiny-MTP-GGUF:Q8_0", "--server", server,
-                            "--port", port, "--ctx", "512", "--json"], env=env, capture_output=True, text=True,
-                           timeout=180)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmtp",
+                "serve",
+                "someone/Tiny-MTP-GGUF:Q8_0",
+                "--server",
+                server,
+                "--port",
+                port,
+                "--ctx",
+                "512",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     try:
         assert r.returncode == 0, r.stderr
-        assert "someone/Tiny-MTP-GGUF:Q8_0 is not downloaded: fetching Tiny-MTP-Q8_0.gguf from someone/Tiny-MTP-GGUF" \
-            in r.stderr and " free in " in r.stderr
+        assert (
+            "someone/Tiny-MTP-GGUF:Q8_0 is not downloaded: fetching Tiny-MTP-Q8_0.gguf from someone/Tiny-MTP-GGUF"
+            in r.stderr
+            and " free in " in r.stderr
+        )
         assert json.loads(r.stdout)["state"] == "ready"
         with LlamaClient(f"http://127.0.0.1:{port}") as c:
             assert c.completion("a b c", n_predict=4)["timings"]["predicted_n"] == 4
     finally:
         subprocess.run([sys.executable, "-m", "llmtp", "stop", "--port", port], capture_output=True, timeout=60)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    dry = subprocess.run([sys.executable, "-m", "llmtp", "serve", "hf:someone/Tiny-MTP-GGUF:Q8_0", "--server", server,
-                          "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, "-m", "llmtp", "serve", "hf:someone/Tiny-MTP-GGUF:Q8_0", "--server", server, "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "models--someone--Tiny-MTP-GGUF/snapshots/" in dry.stdout and "draft-mtp" in dry.stdout

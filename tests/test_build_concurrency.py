@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 
 from llmtp.adapters.runner import Completed, SubprocessRunner
-from llmtp.services import build as svc
-from llmtp.services import builds
+from llmtp.services.build import installed
+from llmtp.services.build import pipeline as svc
 from llmtp.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
@@ -25,8 +25,11 @@ class FakeCMake(SubprocessRunner):
     def run(self, argv, **kw):
         argv = [str(a) for a in argv]
         if argv[0].endswith("llama-server"):
-            out = {"--version": "server-version.txt", "--help": "server-help.txt",
-                   "--list-devices": "list-devices.txt"}[argv[1]]
+            out = {
+                "--version": "server-version.txt",
+                "--help": "server-help.txt",
+                "--list-devices": "list-devices.txt",
+            }[argv[1]]
             return Completed(argv, 0, "", (FIXTURES / out).read_text())
         if "--build" in argv:  # `cmake --build TREE --target help`
             return Completed(argv, 0, "", "")
@@ -80,5 +83,5 @@ def test_second_build_of_same_inputs_waits_and_reuses(tmp_path):
     assert runner.compiles == 1, "the second build compiled again instead of reusing the first"
     assert b.id == a.id and "reused" in phases["second"]
     assert a.path.is_dir() and (a.path / "manifest.json").is_file()
-    assert builds.current_build(settings).id == a.id
-    assert [x.id for x in builds.list_builds(settings)] == [a.id]
+    assert installed.current_build(settings).id == a.id
+    assert [x.id for x in installed.list_builds(settings)] == [a.id]

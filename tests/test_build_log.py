@@ -10,10 +10,12 @@ FIX = Path(__file__).parent / "fixtures" / "build"
 
 
 def test_progress_lines():
-    assert parse_progress("[25/216] Building CXX object ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/unary-ops.cpp.o") == \
-        Progress(25, 216, "Building CXX object ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/unary-ops.cpp.o")
-    assert parse_progress("[ 42%] Linking CXX executable ../../bin/llama-server") == \
-        Progress(42, 100, "Linking CXX executable ../../bin/llama-server")
+    assert parse_progress(
+        "[25/216] Building CXX object ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/unary-ops.cpp.o"
+    ) == Progress(25, 216, "Building CXX object ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/unary-ops.cpp.o")
+    assert parse_progress("[ 42%] Linking CXX executable ../../bin/llama-server") == Progress(
+        42, 100, "Linking CXX executable ../../bin/llama-server"
+    )
     assert parse_progress("-- Configuring done") is None
 
 
@@ -49,18 +51,25 @@ def test_cuda_toolkit_without_cublas():
     # Captured here: the pinned tree configured with GGML_CUDA=ON against a bare nvcc 13.0 install.
     d = distill((FIX / "cmake-cuda-no-cublas.log").read_text())
     assert d.missing[0].startswith("cuBLAS not found next to nvcc")
-    assert d.cmake_block[:3] == ["CMake Error at ggml/src/ggml-cuda/CMakeLists.txt:175 (target_link_libraries):",
-                                 '  Target "ggml-cuda" links to:', "    CUDA::cublas"]
+    assert d.cmake_block[:3] == [
+        "CMake Error at ggml/src/ggml-cuda/CMakeLists.txt:175 (target_link_libraries):",
+        '  Target "ggml-cuda" links to:',
+        "    CUDA::cublas",
+    ]
     assert d.errors == []
 
 
 def test_nvcc_errors():
-    log = ("[3/90] Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/mmq.cu.o\n"
-           "nvcc fatal   : Unsupported gpu architecture 'compute_120'\n"
-           "/src/ggml-cuda/k.cu(12): error: identifier \"x\" is undefined\n")
+    log = (
+        "[3/90] Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/mmq.cu.o\n"
+        "nvcc fatal   : Unsupported gpu architecture 'compute_120'\n"
+        '/src/ggml-cuda/k.cu(12): error: identifier "x" is undefined\n'
+    )
     d = distill(log)
-    assert d.errors == ["nvcc fatal   : Unsupported gpu architecture 'compute_120'",
-                        "/src/ggml-cuda/k.cu(12): error: identifier \"x\" is undefined"]
+    assert d.errors == [
+        "nvcc fatal   : Unsupported gpu architecture 'compute_120'",
+        '/src/ggml-cuda/k.cu(12): error: identifier "x" is undefined',
+    ]
     assert d.missing == ["this nvcc cannot compile for the requested GPU architecture: install a newer CUDA toolkit"]
 
 

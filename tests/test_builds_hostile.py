@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+
 from llmtp.adapters import shipped
 from llmtp.adapters.runner import Completed
 from llmtp.cli.main import run
 from llmtp.errors import UsageError
-from llmtp.services import builds as reg
+from llmtp.services.build import installed as reg
 from llmtp.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
@@ -37,20 +38,42 @@ def probe_dir(path: Path, manifest: dict | None = None) -> Path:
 
 
 def fixture_manifest(bid: str) -> dict:
-    return reg.BuildManifest(id=bid, source="pypi", source_identity="pypi:x", profile="cpu", backend="cpu",
-                             cmake_options={}, targets=["llama-server"], inputs_hash="h",
-                             started_at="2026-01-01T00:00:00.000+00:00").model_dump(mode="json")
+    return reg.BuildManifest(
+        id=bid,
+        source="pypi",
+        source_identity="pypi:x",
+        profile="cpu",
+        backend="cpu",
+        cmake_options={},
+        targets=["llama-server"],
+        inputs_hash="h",
+        started_at="2026-01-01T00:00:00.000+00:00",
+    ).model_dump(mode="json")
 
 
 class ProbeRunner:
     def run(self, argv, **kw):
-        out = {"--version": "server-version.txt", "--help": "server-help.txt",
-               "--list-devices": "list-devices.txt"}[argv[1]]
+        out = {"--version": "server-version.txt", "--help": "server-help.txt", "--list-devices": "list-devices.txt"}[
+            argv[1]
+        ]
         return Completed(list(argv), 0, "", (FIXTURES / out).read_text())
 
 
-@pytest.mark.parametrize("bad", ["../../x", "../victim", "/tmp/victim", "current", "previous", ".", "..", "",
-                                 "b1-cpu-aaaaaaaa/../../x", "b1-cpu-aaaaaaaa\n"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../../x",
+        "../victim",
+        "/tmp/victim",
+        "current",
+        "previous",
+        ".",
+        "..",
+        "",
+        "b1-cpu-aaaaaaaa/../../x",
+        "b1-cpu-aaaaaaaa\n",
+    ],
+)
 def test_use_refuses_anything_but_a_build_id(settings, tmp_path, bad):
     victim = probe_dir(tmp_path / "victim", fixture_manifest("b1-cpu-aaaaaaaa"))
     settings.builds_dir.mkdir(parents=True)

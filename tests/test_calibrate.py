@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmtp.core.calibrate import (CalibrationRecord, correction_factors, parse_fit_params, parse_load_log,
-                                  parse_memory_breakdown)
+from llmtp.core.calibrate import (
+    CalibrationRecord,
+    correction_factors,
+    parse_fit_params,
+    parse_load_log,
+    parse_memory_breakdown,
+)
 
 LOGS = Path(__file__).parent / "fixtures" / "server-logs"
 MiB = 1024 * 1024
@@ -27,9 +32,11 @@ def test_memory_breakdown_host_row_takes_the_exit_table():
 
 def test_memory_breakdown_gpu_row_format():
     # template_gpu in common/fit.cpp (b11434); no GPU capture exists yet
-    text = ("common_memory_breakdown_print: | memory breakdown [MiB] | total   free    self   model   context   compute    unaccounted |\n"
-            "common_memory_breakdown_print: |   - CUDA0 (RTX 4090)   | 24080 =  1234 + (22000 = 20000 +    1500 +     500) +     846 |\n"
-            "common_memory_breakdown_print: |   - Host               |                  741 =   741 +       0 +      12                |\n")
+    text = (
+        "common_memory_breakdown_print: | memory breakdown [MiB] | total   free    self   model   context   compute    unaccounted |\n"
+        "common_memory_breakdown_print: |   - CUDA0 (RTX 4090)   | 24080 =  1234 + (22000 = 20000 +    1500 +     500) +     846 |\n"
+        "common_memory_breakdown_print: |   - Host               |                  741 =   741 +       0 +      12                |\n"
+    )
     rows = parse_memory_breakdown(text)
     assert rows[0].name == "CUDA0 (RTX 4090)" and rows[0].total == 24080 and rows[0].free == 1234
     assert (rows[0].model, rows[0].context, rows[0].compute, rows[0].unaccounted) == (20000, 1500, 500, 846)
@@ -44,8 +51,17 @@ def test_fit_params_stdout():
 
 
 def test_correction_factors_are_means_and_clamped():
-    recs = [CalibrationRecord(model="m", build="b1", ctx=4096, cache_type="f16",
-                              predicted={"compute": 100, "context": 100}, actual={"compute": 110, "context": 300}),
-            CalibrationRecord(model="m", build="b1", ctx=8192, cache_type="f16",
-                              predicted={"compute": 100}, actual={"compute": 90})]
+    recs = [
+        CalibrationRecord(
+            model="m",
+            build="b1",
+            ctx=4096,
+            cache_type="f16",
+            predicted={"compute": 100, "context": 100},
+            actual={"compute": 110, "context": 300},
+        ),
+        CalibrationRecord(
+            model="m", build="b1", ctx=8192, cache_type="f16", predicted={"compute": 100}, actual={"compute": 90}
+        ),
+    ]
     assert correction_factors(recs) == {"compute": 1.0, "context": 1.5}

@@ -28,8 +28,15 @@ class Pty:
     def __init__(self, argv: list[str], env: dict[str, str], cols: int = 80):
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
-                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
         os.close(slave)
         self.out = ""
 
@@ -61,8 +68,17 @@ class Pty:
 
 
 def test_chat_commands_are_recognized():
-    assert [chat_command(x) for x in ("/bye", "/?", "/clear", "/HELP", "/exit", "/nope", "hi", "//x", "")] == \
-        ["bye", "help", "clear", "help", "bye", "unknown", None, None, None]
+    assert [chat_command(x) for x in ("/bye", "/?", "/clear", "/HELP", "/exit", "/nope", "hi", "//x", "")] == [
+        "bye",
+        "help",
+        "clear",
+        "help",
+        "bye",
+        "unknown",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_chat_in_a_terminal(llama_bin_dir, bench_models, llmtp_home):
@@ -70,13 +86,20 @@ def test_chat_in_a_terminal(llama_bin_dir, bench_models, llmtp_home):
     env = dict(os.environ, LLMTP_PORT=str(port), LLMTP_HOME=str(llmtp_home), TERM="xterm", COLUMNS="80")
     server = str(llama_bin_dir / "llama-server")
     model = str(bench_models["agree"])
-    serve = subprocess.run([sys.executable, "-m", "llmtp", "serve", model, "--server", server, "--port", str(port),
-                            "--ctx", "4096"], env=env, capture_output=True, text=True, timeout=300)
+    serve = subprocess.run(
+        [sys.executable, "-m", "llmtp", "serve", model, "--server", server, "--port", str(port), "--ctx", "4096"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert serve.returncode == 0, serve.stderr
     chat = None
     try:
-        chat = Pty([sys.executable, "-m", "llmtp", "run", model, "--server", server, "--ctx", "4096",
-                    "--max-tokens", "3000"], env)
+        chat = Pty(
+            [sys.executable, "-m", "llmtp", "run", model, "--server", server, "--ctx", "4096", "--max-tokens", "3000"],
+            env,
+        )
         chat.expect("/? for help")
         chat.expect("> ")
         chat.send("/?\n")

@@ -5,7 +5,6 @@ command's help line is cut."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -61,7 +60,12 @@ def test_mtp_words_and_counters():
     assert mtp_words(True, 0.874) == "87%" and mtp_words(None, None) == "unknown"
     assert drafts_enabled(["llama-server", "--spec-type", "draft-mtp", "--spec-draft-n-max", "3"]) is True
     assert drafts_enabled(["llama-server", "-m", "x.gguf"]) is False and drafts_enabled([]) is None
-    f = instance_figures({"llamacpp:tokens_predicted_total": 21, "llamacpp:tokens_predicted_seconds_total": 0.346,
-                          "llamacpp:predicted_tokens_seconds": 0.0})  # the per-scrape gauge is ignored
+    f = instance_figures(
+        {
+            "llamacpp:tokens_predicted_total": 21,
+            "llamacpp:tokens_predicted_seconds_total": 0.346,
+            "llamacpp:predicted_tokens_seconds": 0.0,
+        }
+    )  # the per-scrape gauge is ignored
     assert round(f.tokens_per_second, 1) == 60.7 and f.mtp_acceptance is None
     assert instance_figures({}).tokens_per_second is None

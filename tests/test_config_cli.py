@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from llmtp.cli.main import app
 from llmtp.core.toml_edit import set_key, toml_value, unset_key
 from llmtp.errors import ConfigError, UsageError
-from llmtp.services import config_doc
+from llmtp.services.config import reference_doc
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,11 +56,17 @@ def test_unset_removes_only_its_line(config_file):
     assert _run("config", "get", "host").stdout.strip() == "127.0.0.1"
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("port", "99999", "less than or equal to 65535"), ("port", "eighty", "valid integer"),
-    ("build_ui", "sometimes", "'auto', 'on' or 'off'"), ("offline", "maybe", "valid boolean"),
-    ("prot", "1", "did you mean port"), ("config_dir", "/x", "LLMTP_CONFIG_DIR"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("port", "99999", "less than or equal to 65535"),
+        ("port", "eighty", "valid integer"),
+        ("build_ui", "sometimes", "'auto', 'on' or 'off'"),
+        ("offline", "maybe", "valid boolean"),
+        ("prot", "1", "did you mean port"),
+        ("config_dir", "/x", "LLMTP_CONFIG_DIR"),
+    ],
+)
 def test_bad_values_are_refused_and_the_file_is_untouched(config_file, key, value, words):
     r = _run("config", "set", key, value)
     assert isinstance(r.exception, UsageError) and words in r.exception.message + (r.exception.hint or "")
@@ -81,8 +87,8 @@ def test_set_creates_the_file(llmtp_home):
 
 
 def test_toml_edit_keeps_tables_below_and_quotes_strings():
-    text = 'a = 1\n\n[t]\nport = 5\n'
-    assert set_key(text, "port", 8081) == 'a = 1\nport = 8081\n\n[t]\nport = 5\n'
+    text = "a = 1\n\n[t]\nport = 5\n"
+    assert set_key(text, "port", 8081) == "a = 1\nport = 8081\n\n[t]\nport = 5\n"
     assert unset_key(text, "port") == (text, False)  # the table's key is not the top-level one
     assert toml_value('say "hi"\\') == '"say \\"hi\\"\\\\"' and toml_value(True) == "true"
     assert tomllib.loads(set_key("", "rpc", 'a"b'))["rpc"] == 'a"b'
@@ -90,8 +96,9 @@ def test_toml_edit_keeps_tables_below_and_quotes_strings():
 
 def test_configuration_md_is_generated_from_the_settings_model():
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
-    assert doc.read_text(encoding="utf-8") == config_doc.render(), \
-        "regenerate: python -m llmtp.services.config_doc > docs/configuration.md"
+    assert doc.read_text(encoding="utf-8") == reference_doc.render(), (
+        "regenerate: python -m llmtp.services.config.reference_doc > docs/configuration.md"
+    )
     from llmtp.settings import Settings
 
     for name in Settings.model_fields:

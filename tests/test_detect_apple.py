@@ -16,8 +16,14 @@ M2_PRO_RAM = 34359738368
 def test_m2_pro_is_one_unified_memory_gpu():
     (gpu,) = parse_system_profiler_displays((FIX / "m2pro-system_profiler-displays.json").read_text(), M2_PRO_RAM)
     assert gpu.model_dump(exclude_defaults=True) == {
-        "index": 0, "vendor": "apple", "name": "Apple M2 Pro", "vram_total_bytes": M2_PRO_RAM,
-        "unified_memory": True, "gpu_cores": 19, "source": "system_profiler"}
+        "index": 0,
+        "vendor": "apple",
+        "name": "Apple M2 Pro",
+        "vram_total_bytes": M2_PRO_RAM,
+        "unified_memory": True,
+        "gpu_cores": 19,
+        "source": "system_profiler",
+    }
     assert gpu.vram_free_bytes is None  # not reported: never invented
 
 
@@ -48,8 +54,12 @@ class FakeRunner:
 
 
 def test_adapter_reads_sysctl_and_system_profiler():
-    runner = FakeRunner({tuple(SYSCTL_ARGV): (FIX / "m2pro-sysctl.txt").read_text(),
-                         tuple(PROFILER_ARGV): (FIX / "m2pro-system_profiler-displays.json").read_text()})
+    runner = FakeRunner(
+        {
+            tuple(SYSCTL_ARGV): (FIX / "m2pro-sysctl.txt").read_text(),
+            tuple(PROFILER_ARGV): (FIX / "m2pro-system_profiler-displays.json").read_text(),
+        }
+    )
     cpu, memsize, gpus, notes = read_apple(runner, "arm64")
     assert (cpu.model, cpu.cores_logical, memsize, notes) == ("Apple M2 Pro", 12, M2_PRO_RAM, [])
     assert [(g.name, g.vram_total_bytes) for g in gpus] == [("Apple M2 Pro", M2_PRO_RAM)]
@@ -58,5 +68,7 @@ def test_adapter_reads_sysctl_and_system_profiler():
 def test_adapter_without_tools_reports_unknowns():
     cpu, memsize, gpus, notes = read_apple(FakeRunner({}), "arm64")
     assert (cpu.model, memsize, gpus) == (None, None, [])
-    assert notes == ["macOS: sysctl failed (Cannot run sysctl: not found); CPU and memory facts are unknown.",
-                     "macOS: system_profiler failed (Cannot run system_profiler: not found); GPUs are unknown."]
+    assert notes == [
+        "macOS: sysctl failed (Cannot run sysctl: not found); CPU and memory facts are unknown.",
+        "macOS: system_profiler failed (Cannot run system_profiler: not found); GPUs are unknown.",
+    ]

@@ -42,9 +42,21 @@ def test_render_escapes_brackets_in_gpu_names(capsys):
     from llmtp.cli.detect import render
     from llmtp.core.hardware import CPU, GPU, HardwareSnapshot, Recommendation
 
-    snap = HardwareSnapshot(os="linux", cpu=CPU(), recommendation=Recommendation(profile="rocm", reason="r"),
-                            gpus=[GPU(index=0, vendor="amd", name="Navi 31 [Radeon RX 7900 XTX]",
-                                      vram_total_bytes=24 << 30, gfx_target="gfx1100", source="sysfs")])
+    snap = HardwareSnapshot(
+        os="linux",
+        cpu=CPU(),
+        recommendation=Recommendation(profile="rocm", reason="r"),
+        gpus=[
+            GPU(
+                index=0,
+                vendor="amd",
+                name="Navi 31 [Radeon RX 7900 XTX]",
+                vram_total_bytes=24 << 30,
+                gfx_target="gfx1100",
+                source="sysfs",
+            )
+        ],
+    )
     render(snap)
     out = capsys.readouterr().out
     assert "Navi 31 [Radeon RX 7900 XTX]" in out and "gfx1100" in out and "24.0 GiB" in out

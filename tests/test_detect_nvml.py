@@ -14,8 +14,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
 
 class NVMLError(Exception):
     def __init__(self, value: int):
-        super().__init__({13: "Function Not Found", 12: "NVML Shared Library Not Found",
-                          3: "Not Supported", 9: "Driver Not Loaded"}[value])
+        super().__init__(
+            {13: "Function Not Found", 12: "NVML Shared Library Not Found", 3: "Not Supported", 9: "Driver Not Loaded"}[
+                value
+            ]
+        )
         self.value = value
 
 
@@ -41,8 +44,9 @@ def fake_pynvml(spec: dict, init_error: int | None = None) -> SimpleNamespace:
             if not spec["has_memory_v2"]:
                 raise NVMLError_FunctionNotFound()
             assert version == m.nvmlMemory_v2
-            return SimpleNamespace(version=version, total=d["total"], reserved=d["reserved"], free=d["free"],
-                                   used=d["total"] - d["free"])
+            return SimpleNamespace(
+                version=version, total=d["total"], reserved=d["reserved"], free=d["free"], used=d["total"] - d["free"]
+            )
         calls.append("memory_v1")
         return SimpleNamespace(total=d["total"], free=d["free"], used=d["total"] - d["free"])
 
@@ -52,6 +56,7 @@ def fake_pynvml(spec: dict, init_error: int | None = None) -> SimpleNamespace:
             if value is None:
                 raise NVMLError(3)
             return tuple(value) if isinstance(value, list) else value
+
         return get
 
     def max_clock(handle, clock_type):
@@ -59,9 +64,13 @@ def fake_pynvml(spec: dict, init_error: int | None = None) -> SimpleNamespace:
         return field("max_mem_clock")(handle)
 
     m = SimpleNamespace(
-        NVMLError=NVMLError, NVMLError_FunctionNotFound=NVMLError_FunctionNotFound,
-        NVML_CLOCK_MEM=2, nvmlMemory_v2=0x02000028, calls=calls,
-        nvmlInit=init, nvmlShutdown=lambda: calls.append("shutdown"),
+        NVMLError=NVMLError,
+        NVMLError_FunctionNotFound=NVMLError_FunctionNotFound,
+        NVML_CLOCK_MEM=2,
+        nvmlMemory_v2=0x02000028,
+        calls=calls,
+        nvmlInit=init,
+        nvmlShutdown=lambda: calls.append("shutdown"),
         nvmlSystemGetDriverVersion=lambda: spec["driver_version"],
         nvmlSystemGetCudaDriverVersion_v2=lambda: spec["cuda_driver_version"],
         nvmlDeviceGetCount=lambda: len(devices),
@@ -87,18 +96,46 @@ def test_two_gpus_listed_individually_with_v2_memory():
     gpus, notes = read_nvidia_gpus(nvml)
     assert notes == []
     assert [g.model_dump() for g in gpus] == [
-        {"index": 0, "vendor": "nvidia", "name": "NVIDIA GeForce RTX 4090",
-         "vram_total_bytes": 25757220864, "vram_free_bytes": 25048186880, "unified_memory": False,
-         "gtt_total_bytes": None, "compute_capability": "8.9", "cuda_arch": "89", "gfx_target": None,
-         "driver_version": "550.54.14", "cuda_driver_version": "12.4", "pcie_generation": 4,
-         "pcie_width": 16, "memory_bandwidth_gbps": 1008.1, "pci_bus_id": "0000:01:00.0",
-         "gpu_cores": None, "source": "nvml"},
-        {"index": 1, "vendor": "nvidia", "name": "NVIDIA GeForce RTX 3060",
-         "vram_total_bytes": 12884901888, "vram_free_bytes": 12470452224, "unified_memory": False,
-         "gtt_total_bytes": None, "compute_capability": "8.6", "cuda_arch": "86", "gfx_target": None,
-         "driver_version": "550.54.14", "cuda_driver_version": "12.4", "pcie_generation": 4,
-         "pcie_width": 16, "memory_bandwidth_gbps": 360.0, "pci_bus_id": "0000:02:00.0",
-         "gpu_cores": None, "source": "nvml"},
+        {
+            "index": 0,
+            "vendor": "nvidia",
+            "name": "NVIDIA GeForce RTX 4090",
+            "vram_total_bytes": 25757220864,
+            "vram_free_bytes": 25048186880,
+            "unified_memory": False,
+            "gtt_total_bytes": None,
+            "compute_capability": "8.9",
+            "cuda_arch": "89",
+            "gfx_target": None,
+            "driver_version": "550.54.14",
+            "cuda_driver_version": "12.4",
+            "pcie_generation": 4,
+            "pcie_width": 16,
+            "memory_bandwidth_gbps": 1008.1,
+            "pci_bus_id": "0000:01:00.0",
+            "gpu_cores": None,
+            "source": "nvml",
+        },
+        {
+            "index": 1,
+            "vendor": "nvidia",
+            "name": "NVIDIA GeForce RTX 3060",
+            "vram_total_bytes": 12884901888,
+            "vram_free_bytes": 12470452224,
+            "unified_memory": False,
+            "gtt_total_bytes": None,
+            "compute_capability": "8.6",
+            "cuda_arch": "86",
+            "gfx_target": None,
+            "driver_version": "550.54.14",
+            "cuda_driver_version": "12.4",
+            "pcie_generation": 4,
+            "pcie_width": 16,
+            "memory_bandwidth_gbps": 360.0,
+            "pci_bus_id": "0000:02:00.0",
+            "gpu_cores": None,
+            "source": "nvml",
+        },
     ]
     assert nvml.calls == ["init", "memory_v2", "memory_v2", "shutdown"]
 
@@ -109,7 +146,11 @@ def test_driver_without_v2_memory_api_falls_back_to_v1():
     assert notes == []
     assert nvml.calls == ["init", "memory_v2", "memory_v1", "shutdown"]
     (gpu,) = gpus
-    assert (gpu.name, gpu.vram_total_bytes, gpu.vram_free_bytes) == ("NVIDIA GeForce GTX 1080 Ti", 11811160064, 11546329088)
+    assert (gpu.name, gpu.vram_total_bytes, gpu.vram_free_bytes) == (
+        "NVIDIA GeForce GTX 1080 Ti",
+        11811160064,
+        11546329088,
+    )
     assert (gpu.compute_capability, gpu.cuda_arch, gpu.cuda_driver_version) == ("6.1", "61", "11.4")
     # bus width unsupported -> bandwidth unknown, never estimated
     assert gpu.memory_bandwidth_gbps is None
@@ -148,7 +189,10 @@ def test_memory_not_reported_is_none_with_a_note():
 
 def test_missing_pynvml_package(monkeypatch):
     monkeypatch.setattr(nvml_adapter, "load_pynvml", lambda: None)
-    assert read_nvidia_gpus() == ([], ["NVIDIA: the nvidia-ml-py package is not installed; NVIDIA GPUs were not looked for."])
+    assert read_nvidia_gpus() == (
+        [],
+        ["NVIDIA: the nvidia-ml-py package is not installed; NVIDIA GPUs were not looked for."],
+    )
 
 
 def test_real_pynvml_on_a_machine_without_driver_does_not_crash():

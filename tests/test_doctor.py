@@ -34,11 +34,15 @@ def test_mtp_service_disk_stale_hf():
 
 
 def test_doctor_on_a_fresh_home(tmp_path):
-    from llmtp.services.doctor import run_doctor
+    from llmtp.services.machine.doctor import run_doctor
     from llmtp.settings import load_settings
 
-    hw = HardwareSnapshot(os="linux", cpu=CPU(), recommendation=Recommendation(profile="cuda", reason="gpu"),
-                          gpus=[GPU(index=0, vendor="nvidia", name="RTX", source="nvml", cuda_driver_version="12.4")])
+    hw = HardwareSnapshot(
+        os="linux",
+        cpu=CPU(),
+        recommendation=Recommendation(profile="cuda", reason="gpu"),
+        gpus=[GPU(index=0, vendor="nvidia", name="RTX", source="nvml", cuda_driver_version="12.4")],
+    )
     report = run_doctor(load_settings().settings, hw=hw, service_state=lambda: "active", hf_cache=tmp_path / "none")
     by_name = {c.name: c for c in report.checks}
     assert report.status == "fail"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
 from llmtp.errors import StorageError
-from llmtp.services import failed
+from llmtp.services.stores import failed_servers
 
 
 def _status() -> list[dict]:
@@ -33,10 +33,19 @@ def test_a_recorded_failure_shows_until_stop_clears_it(llmtp_home):
 
     state_dir = load_settings().settings.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    failed.record_failure(state_dir, failed.FailedServe(
-        port=18099, host="127.0.0.1", model="/m/gone.gguf", alias="gone", log_path="/x/server-18099.log",
-        reason="llama-server keeps failing (6 crashes within 300 s (limit 5))",
-        details=["E gguf_init_from_file: failed to open GGUF file '/m/gone.gguf'"], restarts=5))
+    failed_servers.record_failure(
+        state_dir,
+        failed_servers.FailedServe(
+            port=18099,
+            host="127.0.0.1",
+            model="/m/gone.gguf",
+            alias="gone",
+            log_path="/x/server-18099.log",
+            reason="llama-server keeps failing (6 crashes within 300 s (limit 5))",
+            details=["E gguf_init_from_file: failed to open GGUF file '/m/gone.gguf'"],
+            restarts=5,
+        ),
+    )
     [e] = _status()
     assert (e["state"], e["port"], e["model_name"]) == ("failed", 18099, "gone")
     text = CliRunner().invoke(app, ["status"]).stdout
@@ -54,8 +63,10 @@ def test_stop_model_names_what_is_served_when_nothing_matches(llmtp_home):
     assert isinstance(r.exception, UsageError) and "No llmtp server serves 'no-such-model'" in r.exception.message
 
 
-@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only file system"), (errno.ENOSPC, "full disk"),
-                                         (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "code, words",
+    [(errno.EROFS, "read-only file system"), (errno.ENOSPC, "full disk"), (errno.EACCES, "permission denied")],
+)
 def test_unwritable_data_dir_is_a_named_error(code, words):
     err = StorageError.from_os_error(OSError(code, os.strerror(code), "/data/llmtp/state"))
     assert err is not None and "/data/llmtp/state" in err.message and words in err.message
@@ -67,12 +78,22 @@ def test_data_dir_under_a_file_exits_8_without_traceback(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     env = {**os.environ, "LLMTP_HOME": str(blocker)}
-    r = subprocess.run([sys.executable, "-m", "llmtp", "config", "set", "port", "8081"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtp", "config", "set", "port", "8081"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 8 and "Traceback" not in r.stderr, r.stderr
     assert str(blocker) in r.stderr and "has a file where a directory must be" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "llmtp", "config", "set", "port", "8081", "--json"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtp", "config", "set", "port", "8081", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 8 and json.loads(r.stdout)["exit_code"] == 8
 
 
@@ -82,8 +103,13 @@ def test_sys_home_is_a_named_error(tmp_path):
     if not os.path.isdir("/sys/kernel"):
         pytest.skip("no /sys here")
     env = {**os.environ, "LLMTP_HOME": "/sys/llmtp-test-home"}
-    r = subprocess.run([sys.executable, "-m", "llmtp", "config", "set", "port", "8081"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtp", "config", "set", "port", "8081"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 8 and "Traceback" not in r.stderr, r.stderr
     assert "/sys/llmtp-test-home" in r.stderr and "LLMTP_HOME" in r.stderr
 
@@ -93,9 +119,25 @@ def test_supervisor_gives_up_and_status_keeps_the_reason(llama_bin_dir, tiny_mod
     model = tmp_path / "doomed.gguf"
     shutil.copy(tiny_models["plain"], model)
     port = free_port()
-    r = subprocess.run([sys.executable, "-m", "llmtp", "serve", str(model), "--server",
-                        str(llama_bin_dir / "llama-server"), "--port", str(port), "--ctx", "512", "--json"],
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmtp",
+            "serve",
+            str(model),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     started = json.loads(r.stdout)
     try:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from llama_server import llama_server
+
 from llmtp.adapters.gguf_file import read_model_info
 from llmtp.adapters.runner import SubprocessRunner
 from llmtp.core.argv import build_server_argv
 from llmtp.core.launch import LaunchSpec, MtpSettings
-from llmtp.services.builds import probe_binary
+from llmtp.services.build.installed import probe_binary
 
 pytestmark = pytest.mark.llama
 
@@ -39,11 +39,17 @@ def test_ffn_of_one_layer_on_the_cpu_loads_and_answers(llama_bin_dir, tiny_model
     if dialect == "-ot":  # a binary that has -ot but not --n-cpu-ffn
         caps = caps.model_copy(update={"flags": [f for f in caps.flags if f not in ("--n-cpu-ffn", "-ncffn")]})
     info = read_model_info(model)
-    spec = LaunchSpec(model=str(model), port=1, n_gpu_layers=info.block_count + 1, n_cpu_ffn=1,
-                      mtp=MtpSettings(enabled=True, n_max=3), metrics=False)
+    spec = LaunchSpec(
+        model=str(model),
+        port=1,
+        n_gpu_layers=info.block_count + 1,
+        n_cpu_ffn=1,
+        mtp=MtpSettings(enabled=True, n_max=3),
+        metrics=False,
+    )
     argv = build_server_argv(str(llama_bin_dir / "llama-server"), caps, spec)
     assert dialect in argv
-    extra = argv[argv.index("-ngl"):]  # the helper sets -m, --host and --port itself
+    extra = argv[argv.index("-ngl") :]  # the helper sets -m, --host and --port itself
     with llama_server(llama_bin_dir, model, tmp_path / "plain.log", MTP) as srv:
         reference = srv.complete(PROMPT, 24)
     with llama_server(llama_bin_dir, model, tmp_path / "ffn.log", [*extra, "-v"]) as srv:

@@ -16,14 +16,25 @@ from llmtp.core.gguf_meta import (
 
 def qwen35_kv(**extra) -> dict:
     kv = {
-        "general.architecture": "qwen35", "general.name": "hybrid", "general.file_type": 15,
-        "qwen35.block_count": 5, "qwen35.nextn_predict_layers": 1, "qwen35.full_attention_interval": 2,
-        "qwen35.context_length": 262144, "qwen35.embedding_length": 1024,
-        "qwen35.attention.head_count": 8, "qwen35.attention.head_count_kv": 2,
-        "qwen35.attention.key_length": 128, "qwen35.attention.value_length": 128,
-        "qwen35.ssm.conv_kernel": 4, "qwen35.ssm.inner_size": 256, "qwen35.ssm.state_size": 128,
-        "qwen35.ssm.group_count": 2, "qwen35.ssm.time_step_rank": 2,
-        "tokenizer.ggml.model": "gpt2", "tokenizer.chat_template": "{{ x }}",
+        "general.architecture": "qwen35",
+        "general.name": "hybrid",
+        "general.file_type": 15,
+        "qwen35.block_count": 5,
+        "qwen35.nextn_predict_layers": 1,
+        "qwen35.full_attention_interval": 2,
+        "qwen35.context_length": 262144,
+        "qwen35.embedding_length": 1024,
+        "qwen35.attention.head_count": 8,
+        "qwen35.attention.head_count_kv": 2,
+        "qwen35.attention.key_length": 128,
+        "qwen35.attention.value_length": 128,
+        "qwen35.ssm.conv_kernel": 4,
+        "qwen35.ssm.inner_size": 256,
+        "qwen35.ssm.state_size": 128,
+        "qwen35.ssm.group_count": 2,
+        "qwen35.ssm.time_step_rank": 2,
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.chat_template": "{{ x }}",
     }
     kv.update(extra)
     return kv
@@ -64,8 +75,13 @@ def test_explicit_recurrent_layers_key_wins():
 
 
 def test_dense_gqa_model():
-    kv = {"general.architecture": "llama", "llama.block_count": 4, "llama.embedding_length": 4096,
-          "llama.attention.head_count": 32, "llama.attention.head_count_kv": 8}
+    kv = {
+        "general.architecture": "llama",
+        "llama.block_count": 4,
+        "llama.embedding_length": 4096,
+        "llama.attention.head_count": 32,
+        "llama.attention.head_count_kv": 8,
+    }
     info = model_info_from_metadata(kv, [])
     assert (info.key_length, info.value_length) == (128, 128)  # n_embd / n_head
     assert info.head_count_kv == [8, 8, 8, 8]
@@ -78,10 +94,16 @@ def test_dense_gqa_model():
 
 
 def test_sliding_window_default_pattern_from_upstream():
-    kv = {"general.architecture": "gemma3", "gemma3.block_count": 12, "gemma3.embedding_length": 2560,
-          "gemma3.attention.head_count": 8, "gemma3.attention.head_count_kv": 4,
-          "gemma3.attention.key_length": 256, "gemma3.attention.value_length": 256,
-          "gemma3.attention.sliding_window": 1024}
+    kv = {
+        "general.architecture": "gemma3",
+        "gemma3.block_count": 12,
+        "gemma3.embedding_length": 2560,
+        "gemma3.attention.head_count": 8,
+        "gemma3.attention.head_count_kv": 4,
+        "gemma3.attention.key_length": 256,
+        "gemma3.attention.value_length": 256,
+        "gemma3.attention.sliding_window": 1024,
+    }
     info = model_info_from_metadata(kv, [])
     # gemma3: load_swa_pattern(ml, 6): il % 6 < 5 is sliding -> layers 5 and 11 are global.
     assert [il for il, swa in enumerate(info.sliding_window_pattern) if not swa] == [5, 11]
@@ -91,8 +113,13 @@ def test_sliding_window_default_pattern_from_upstream():
 
 
 def test_sliding_window_pattern_array_and_unknown_pattern():
-    kv = {"general.architecture": "newarch", "newarch.block_count": 3, "newarch.embedding_length": 64,
-          "newarch.attention.head_count": 2, "newarch.attention.sliding_window": 128}
+    kv = {
+        "general.architecture": "newarch",
+        "newarch.block_count": 3,
+        "newarch.embedding_length": 64,
+        "newarch.attention.head_count": 2,
+        "newarch.attention.sliding_window": 128,
+    }
     info = model_info_from_metadata(kv, [])
     assert info.sliding_window == 128 and info.sliding_window_pattern is None
     assert info.kv_bytes_per_token == {}  # unknown, never guessed
@@ -104,11 +131,19 @@ def test_sliding_window_pattern_array_and_unknown_pattern():
 
 
 def test_zero_kv_heads_mark_recurrent_layers_in_other_hybrids():
-    kv = {"general.architecture": "nemotron_h", "nemotron_h.block_count": 4,
-          "nemotron_h.embedding_length": 512, "nemotron_h.attention.head_count": 4,
-          "nemotron_h.attention.head_count_kv": [0, 2, 0, 0], "nemotron_h.attention.key_length": 64,
-          "nemotron_h.attention.value_length": 64, "nemotron_h.ssm.state_size": 16,
-          "nemotron_h.ssm.conv_kernel": 4, "nemotron_h.ssm.inner_size": 32, "nemotron_h.ssm.group_count": 1}
+    kv = {
+        "general.architecture": "nemotron_h",
+        "nemotron_h.block_count": 4,
+        "nemotron_h.embedding_length": 512,
+        "nemotron_h.attention.head_count": 4,
+        "nemotron_h.attention.head_count_kv": [0, 2, 0, 0],
+        "nemotron_h.attention.key_length": 64,
+        "nemotron_h.attention.value_length": 64,
+        "nemotron_h.ssm.state_size": 16,
+        "nemotron_h.ssm.conv_kernel": 4,
+        "nemotron_h.ssm.inner_size": 32,
+        "nemotron_h.ssm.group_count": 1,
+    }
     info = model_info_from_metadata(kv, [])
     assert info.recurrent_layers == [0, 2, 3]
     assert info.attention_layers == [1]
@@ -117,8 +152,13 @@ def test_zero_kv_heads_mark_recurrent_layers_in_other_hybrids():
 
 
 def test_mla_and_missing_heads_are_unknown():
-    mla = {"general.architecture": "deepseek2", "deepseek2.block_count": 2, "deepseek2.embedding_length": 64,
-           "deepseek2.attention.head_count": 2, "deepseek2.attention.kv_lora_rank": 512}
+    mla = {
+        "general.architecture": "deepseek2",
+        "deepseek2.block_count": 2,
+        "deepseek2.embedding_length": 64,
+        "deepseek2.attention.head_count": 2,
+        "deepseek2.attention.kv_lora_rank": 512,
+    }
     info = model_info_from_metadata(mla, [])
     assert info.mla and info.kv_bytes_per_token == {} and info.mtp_arch
     bare = model_info_from_metadata({"general.architecture": "mamba", "mamba.block_count": 2}, [])

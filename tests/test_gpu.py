@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.llama]
 
 @pytest.fixture(scope="session")
 def hardware():
-    from llmtp.services.detect import detect_hardware
+    from llmtp.services.machine.detect import detect_hardware
 
     return detect_hardware()
 
@@ -28,8 +28,8 @@ def gpu_bin_dir(hardware) -> Path:
     if override:
         return Path(override)
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build_request import BuildRequest
-    from llmtp.services.build import build
+    from llmtp.services.build.pipeline import build
+    from llmtp.services.build.request import BuildRequest
     from llmtp.settings import load_settings
     from llmtp.testbed import cache_root
 
@@ -48,7 +48,7 @@ def test_nvml_reports_the_gpu(hardware):
 
 def test_cuda_build_lists_the_gpu(gpu_bin_dir, hardware):
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.builds import probe_binary
+    from llmtp.services.build.installed import probe_binary
 
     caps = probe_binary(gpu_bin_dir, SubprocessRunner())
     cuda = [d for d in caps.devices or [] if d.backend == "CUDA"]
@@ -60,16 +60,19 @@ def test_cuda_build_lists_the_gpu(gpu_bin_dir, hardware):
 
 def test_mtp_is_on_and_faster_on_the_gpu(gpu_bin_dir, bench_models):
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.core.verify import Method, VerdictCode
-    from llmtp.services.builds import adopt
     from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.core.verify import Method, VerdictCode
+    from llmtp.services.build.installed import adopt
+    from llmtp.services.verify.ab_plan import run_verify
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     adopt(settings, gpu_bin_dir, SubprocessRunner())
-    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])),
-                        Method(n_predict=128, warmups=1, runs=3, temperatures=[0.0]))
+    report = run_verify(
+        settings,
+        LaunchRequest(model=str(bench_models["agree"])),
+        Method(n_predict=128, warmups=1, runs=3, temperatures=[0.0]),
+    )
     assert report.markers.gpu.ok is not False, report.markers.gpu
     assert report.markers.runtime.ok and report.acceptance == 1.0
     assert report.verdict.code == VerdictCode.PASS, report.verdict

@@ -8,15 +8,15 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from fake_hf_cache import put
 from fake_hub import FakeHubServer
+from typer.testing import CliRunner
+
 from llmtp.cli.main import app
 from llmtp.core.model_ref import HubRef, parse_hub_ref
 from llmtp.errors import NetworkError, UsageError
-from llmtp.services import model_pulls
-from llmtp.services import models as svc
+from llmtp.services.models import pulls
+from llmtp.services.models import resolve as svc
 from llmtp.settings import load_settings
 
 REPO = "unsloth/Qwen3.6-27B-MTP-GGUF"
@@ -32,7 +32,10 @@ def _gguf_bytes(tmp_path: Path, nextn: int, name: str = "m.gguf") -> bytes:
     w.add_uint32("qwen35.nextn_predict_layers", nextn)
     w.add_embedding_length(8)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return path.read_bytes()
 
 
@@ -40,14 +43,19 @@ def _hf_cache() -> Path:
     return Path(os.environ["HF_HUB_CACHE"])
 
 
-@pytest.mark.parametrize("ref, want", [
-    ("hf:org/Repo-GGUF:q4_k_m", HubRef("org/Repo-GGUF", "Q4_K_M")),
-    ("org/Repo-GGUF:Q8_0", HubRef("org/Repo-GGUF", "Q8_0")),
-    ("hf.co/org/Repo-GGUF:UD-IQ3_XXS", HubRef("org/Repo-GGUF", "UD-IQ3_XXS")),
-    ("huggingface.co/org/Repo-GGUF", HubRef("org/Repo-GGUF", None)),
-    ("org/Repo-GGUF", HubRef("org/Repo-GGUF", None)),
-    ("qwen3.6-27b", None), ("models/x.gguf", None), ("./org/repo", None),
-])
+@pytest.mark.parametrize(
+    "ref, want",
+    [
+        ("hf:org/Repo-GGUF:q4_k_m", HubRef("org/Repo-GGUF", "Q4_K_M")),
+        ("org/Repo-GGUF:Q8_0", HubRef("org/Repo-GGUF", "Q8_0")),
+        ("hf.co/org/Repo-GGUF:UD-IQ3_XXS", HubRef("org/Repo-GGUF", "UD-IQ3_XXS")),
+        ("huggingface.co/org/Repo-GGUF", HubRef("org/Repo-GGUF", None)),
+        ("org/Repo-GGUF", HubRef("org/Repo-GGUF", None)),
+        ("qwen3.6-27b", None),
+        ("models/x.gguf", None),
+        ("./org/repo", None),
+    ],
+)
 def test_references_as_llama_cpp_and_ollama_write_them(ref, want):
     assert parse_hub_ref(ref) == want
 
@@ -90,10 +98,11 @@ def test_llama_cache_and_uncatalogued_repos_and_incomplete_splits(tmp_path, monk
 
 def test_plan_of_a_hub_reference_plans_the_quant_it_names():
     from llmtp.core.plan_types import GiB, PlanDevice, PlanHardware, PlanRequest
-    from llmtp.services.plan import plan_model
+    from llmtp.services.serve.plan import plan_model
 
-    hw = PlanHardware(gpus=[PlanDevice(name="GPU0", free_bytes=80 * GiB, bandwidth_gbps=2000)],
-                      ram_bytes=64 * GiB, backend="cuda")
+    hw = PlanHardware(
+        gpus=[PlanDevice(name="GPU0", free_bytes=80 * GiB, bandwidth_gbps=2000)], ram_bytes=64 * GiB, backend="cuda"
+    )
     s = load_settings().settings
     result = plan_model(f"hf:{REPO}:Q4_K_M", s, PlanRequest(ctx=16384), hw)
     assert result.plan.quant == "Q4_K_M" and not result.downloaded
@@ -140,7 +149,7 @@ def test_hf_hub_offline_makes_no_network_call_and_uses_the_cache(tmp_path, monke
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         s = load_settings().settings
         with pytest.raises(NetworkError, match="offline"):
-            model_pulls.pull("qwen3.6-27b", s)
+            pulls.pull("qwen3.6-27b", s)
         r = svc.resolve_model("qwen3.6-27b", s)  # plan data without the hub: the catalog's sizes
         assert r.path is None and "offline" in (r.size_source or "")
         link = put(_hf_cache(), REPO, "Qwen3.6-27B-Q4_K_M.gguf", _gguf_bytes(tmp_path, 1))
@@ -168,8 +177,10 @@ def test_rm_never_deletes_outside_the_caches_and_llmtps_folders(tmp_path):
     victim = tmp_path / "precious.gguf"
     victim.write_bytes(_gguf_bytes(tmp_path, 0, "v.gguf"))
     s = load_settings().settings
-    write_json_atomic(Path(s.data_dir) / "models" / "pulled.json",
-                      {"hf:evil/Repo": {"Q8_0": {"path": str(victim), "files": [victim.name]}}})
+    write_json_atomic(
+        Path(s.data_dir) / "models" / "pulled.json",
+        {"hf:evil/Repo": {"Q8_0": {"path": str(victim), "files": [victim.name]}}},
+    )
     got = CliRunner().invoke(app, ["models", "rm", "evil/Repo:Q8_0"])
     assert isinstance(got.exception, UsageError) and "outside llmtp's folders" in got.exception.message
     assert victim.is_file()
@@ -191,8 +202,9 @@ def test_the_fast_repo_read_agrees_with_huggingface_hubs_scan(tmp_path):
     put(_hf_cache(), REPO, "README.md", b"r", revision="1" * 40, main=False)
     fast = hf_cache.repo_files(REPO)
     scanned = {f.name: f for f in hf_cache.all_gguf_files() if f.repo == REPO}
-    assert {n: (f.path, f.size, f.revision) for n, f in fast.items() if n.endswith(".gguf")} == \
-        {n: (f.path, f.size, f.revision) for n, f in scanned.items()}
+    assert {n: (f.path, f.size, f.revision) for n, f in fast.items() if n.endswith(".gguf")} == {
+        n: (f.path, f.size, f.revision) for n, f in scanned.items()
+    }
     assert fast["Qwen3.6-27B-Q4_K_M.gguf"].revision == "2" * 40 and "README.md" in fast
 
 

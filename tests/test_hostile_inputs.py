@@ -70,8 +70,9 @@ def _flag(name: str, info) -> str:
 
 
 def _required_args(callback) -> list[str]:
-    return [PLACEHOLDER for _, info, _ in _params(callback)
-            if type(info).__name__ == "ArgumentInfo" and info.default is ...]
+    return [
+        PLACEHOLDER for _, info, _ in _params(callback) if type(info).__name__ == "ArgumentInfo" and info.default is ...
+    ]
 
 
 def _numeric_options(callback):
@@ -93,8 +94,9 @@ class Case:
     @property
     def id(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in self.env.items())
-        return " ".join(["llmtp", *self.argv] + ([f"[{extra}]"] if extra else []) +
-                        (["[config.toml]"] if self.config else []))
+        return " ".join(
+            ["llmtp", *self.argv] + ([f"[{extra}]"] if extra else []) + (["[config.toml]"] if self.config else [])
+        )
 
 
 def _out_of_range(kind, lo, hi) -> list[str]:
@@ -122,37 +124,47 @@ def _cases() -> list[Case]:
             cases += [Case([*path, *args, flag, v], "Invalid value") for v in values]
     # the exact command lines of issue 12 (a loop that ate all memory, AssertionErrors, values that reached
     # llama-server or were silently replaced by 8080)
-    cases += [Case(["plan", PLACEHOLDER, "--ctx", "-5"], "Invalid value"),
-              Case(["plan", PLACEHOLDER, "--ctx", "99999999999"], "Invalid value"),
-              Case(["plan", PLACEHOLDER, "--parallel", "100000000000"], "Invalid value"),
-              Case(["serve", PLACEHOLDER, "--ctx", "0"], "Invalid value"),
-              Case(["serve", PLACEHOLDER, "--parallel", "-3"], "Invalid value"),
-              Case(["serve", PLACEHOLDER, "--port", "0"], "Invalid value"),
-              Case(["serve", PLACEHOLDER, "--port", "99999"], "Invalid value"),
-              Case(["serve", "--port", "abc", PLACEHOLDER], "Invalid value"),
-              Case(["serve", PLACEHOLDER, "--foreground", "--port", "0"], "Invalid value"),
-              Case(["service", "install", PLACEHOLDER, "--ctx", "-5", "--dry-run"], "Invalid value"),
-              Case(["plan", PLACEHOLDER, "--jsn"], "No such option")]
+    cases += [
+        Case(["plan", PLACEHOLDER, "--ctx", "-5"], "Invalid value"),
+        Case(["plan", PLACEHOLDER, "--ctx", "99999999999"], "Invalid value"),
+        Case(["plan", PLACEHOLDER, "--parallel", "100000000000"], "Invalid value"),
+        Case(["serve", PLACEHOLDER, "--ctx", "0"], "Invalid value"),
+        Case(["serve", PLACEHOLDER, "--parallel", "-3"], "Invalid value"),
+        Case(["serve", PLACEHOLDER, "--port", "0"], "Invalid value"),
+        Case(["serve", PLACEHOLDER, "--port", "99999"], "Invalid value"),
+        Case(["serve", "--port", "abc", PLACEHOLDER], "Invalid value"),
+        Case(["serve", PLACEHOLDER, "--foreground", "--port", "0"], "Invalid value"),
+        Case(["service", "install", PLACEHOLDER, "--ctx", "-5", "--dry-run"], "Invalid value"),
+        Case(["plan", PLACEHOLDER, "--jsn"], "No such option"),
+    ]
     # numeric settings from the environment and config.toml, through a command that loads them
-    for env in ({"LLMTP_PORT": "0"}, {"LLMTP_PORT": "99999"}, {"LLMTP_PORT": "abc"},
-                {"LLMTP_BUILD_JOBS": "0"}, {"LLMTP_BUILD_JOBS": "100000"}):
+    for env in (
+        {"LLMTP_PORT": "0"},
+        {"LLMTP_PORT": "99999"},
+        {"LLMTP_PORT": "abc"},
+        {"LLMTP_BUILD_JOBS": "0"},
+        {"LLMTP_BUILD_JOBS": "100000"},
+    ):
         cases.append(Case(["config", "show"], "error: Invalid setting", env=env))
     cases.append(Case(["serve", PLACEHOLDER, "--dry-run"], "error: Invalid setting", env={"LLMTP_PORT": "-1"}))
-    cases.append(Case(["service", "install", PLACEHOLDER, "--dry-run"], "error: Invalid setting",
-                      env={"LLMTP_PORT": "70000"}))
+    cases.append(
+        Case(["service", "install", PLACEHOLDER, "--dry-run"], "error: Invalid setting", env={"LLMTP_PORT": "70000"})
+    )
     cases.append(Case(["config", "show"], "error: Invalid setting", config="port = 0\n"))
     cases.append(Case(["config", "show"], "error: Invalid setting", config="build_jobs = -4\n"))
     # bad text where llmtp's own checks answer (an LlmtpError: "error: ..." in one paragraph, exit 2)
-    cases += [Case(["plan", PLACEHOLDER, "--vram", "abc"], "error: Cannot read the size"),
-              Case(["plan", PLACEHOLDER, "--vram", "-1GiB"], "error: Cannot read the size"),
-              Case(["plan", PLACEHOLDER, "--vram", "0GiB"], "is outside 256MiB..16TiB"),
-              Case(["plan", PLACEHOLDER, "--vram", "99999999TiB"], "is outside 256MiB..16TiB"),
-              Case(["plan", PLACEHOLDER, "--gpu", "no-such-card"], "error: Unknown GPU"),
-              Case(["plan", "/nonexistent/m.gguf"], "error: Model file not found"),
-              Case(["inspect", "/nonexistent/m.gguf"], "error: model file not found"),
-              Case(["models", "show", "no-such-alias"], "error: Unknown model alias"),
-              Case(["models", "pull", "no-such-alias"], "error: Unknown model alias"),
-              Case(["builds", "use", "no-such-build"], "is not a build id")]
+    cases += [
+        Case(["plan", PLACEHOLDER, "--vram", "abc"], "error: Cannot read the size"),
+        Case(["plan", PLACEHOLDER, "--vram", "-1GiB"], "error: Cannot read the size"),
+        Case(["plan", PLACEHOLDER, "--vram", "0GiB"], "is outside 256MiB..16TiB"),
+        Case(["plan", PLACEHOLDER, "--vram", "99999999TiB"], "is outside 256MiB..16TiB"),
+        Case(["plan", PLACEHOLDER, "--gpu", "no-such-card"], "error: Unknown GPU"),
+        Case(["plan", "/nonexistent/m.gguf"], "error: Model file not found"),
+        Case(["inspect", "/nonexistent/m.gguf"], "error: model file not found"),
+        Case(["models", "show", "no-such-alias"], "error: Unknown model alias"),
+        Case(["models", "pull", "no-such-alias"], "error: Unknown model alias"),
+        Case(["builds", "use", "no-such-build"], "is not a build id"),
+    ]
     return cases
 
 
@@ -191,15 +203,28 @@ def runs(tmp_path_factory):
         if case.config is not None:
             (home / "config").mkdir(parents=True)
             (home / "config" / "config.toml").write_text(case.config)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root / "home"),
-               "TMPDIR": str(root / "tmp"), "LANG": "C.UTF-8", "LLMTP_HOME": str(home),
-               "PYTHONDONTWRITEBYTECODE": "1", **case.env}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(root / "home"),
+            "TMPDIR": str(root / "tmp"),
+            "LANG": "C.UTF-8",
+            "LLMTP_HOME": str(home),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **case.env,
+        }
         envs.append(env)
     before = _snapshot(root, homes)
 
     def run(i: int):
-        return subprocess.run([str(LLMTP), *CASES[i].argv], env=envs[i], cwd=root / "cwd", capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [str(LLMTP), *CASES[i].argv],
+            env=envs[i],
+            cwd=root / "cwd",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(run, range(len(CASES))))
@@ -234,12 +259,20 @@ def test_table_covers_every_command_and_numeric_option():
 
 def test_every_numeric_option_has_bounds():
     """An unbounded number reaches llama-server or the planner (issue 12 item 3): each has a min and a max."""
-    unbounded = [f"{' '.join(path)} {flag}" for path, cb in _leaves(app)
-                 for flag, _, lo, hi, _ in _numeric_options(cb) if lo is None or hi is None]
+    unbounded = [
+        f"{' '.join(path)} {flag}"
+        for path, cb in _leaves(app)
+        for flag, _, lo, hi, _ in _numeric_options(cb)
+        if lo is None or hi is None
+    ]
     assert unbounded == []
     # click's FloatRange (typer < 0.26) lets nan and inf through: float options carry limits' finite check
-    unchecked = [f"{' '.join(path)} {flag}" for path, cb in _leaves(app)
-                 for flag, kind, _, _, check in _numeric_options(cb) if kind is float and check is None]
+    unchecked = [
+        f"{' '.join(path)} {flag}"
+        for path, cb in _leaves(app)
+        for flag, kind, _, _, check in _numeric_options(cb)
+        if kind is float and check is None
+    ]
     assert unchecked == []
 
 
@@ -254,8 +287,14 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LLMTP_HOME": str(tmp_path)}
     # SIGINT as a terminal's process has it: a shell's background job (`bash .ci/run &`) starts with it
     # ignored, which Python and so the child inherit, and then Ctrl-C rightly does nothing
-    proc = subprocess.Popen([str(LLMTP), "logs", "-f", "--raw"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [str(LLMTP), "logs", "-f", "--raw"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert proc.stdout.readline() == "ready\n"  # following the log now
         time.sleep(0.3)

@@ -8,17 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeFile, FakeHubServer, FakeRepo
 from typer.testing import CliRunner
 
-from fake_hub import FakeFile, FakeHubServer, FakeRepo
 from llmtp.adapters.hf import HfHubClient
 from llmtp.cli.main import app
 from llmtp.core.catalog import choose_quant_file, choose_sidecar, parse_catalog, quant_of
 from llmtp.core.gguf_header import read_kv_prefix
 from llmtp.errors import NetworkError, UsageError
-from llmtp.services import hub as hubsvc
-from llmtp.services import model_catalog
-from llmtp.services import models as svc
+from llmtp.services.models import catalog
+from llmtp.services.models import hub as hubsvc
+from llmtp.services.models import resolve as svc
 from llmtp.settings import load_settings
 
 REV = "5d3c6a1f0e9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c"
@@ -37,12 +37,14 @@ PUBLIC = {
     # the issue says only that separate mtp-*.gguf drafts are here: these two names are illustrative
     "ggml-org/Qwen3.6-27B-GGUF": {"Qwen3.6-27B-Q4_K_M.gguf": 16_800_000_000, "mtp-Qwen3.6-27B-Q8_0.gguf": 400_000_000},
     "unsloth/Qwen3.6-35B-A3B-MTP-GGUF": {
-        "Qwen3.6-35B-A3B-UD-Q4_K_M.gguf": 22_000_000_000, "Qwen3.6-35B-A3B-UD-IQ4_XS.gguf": 18_000_000_000,
+        "Qwen3.6-35B-A3B-UD-Q4_K_M.gguf": 22_000_000_000,
+        "Qwen3.6-35B-A3B-UD-IQ4_XS.gguf": 18_000_000_000,
         "Qwen3.6-35B-A3B-UD-Q6_K.gguf": 29_000_000_000,
     },
     "unsloth/gemma-4-31B-it-GGUF": {
         "gemma-4-31B-it-Q4_K_M.gguf": 18_323_733_440,
-        "MTP/mtp-gemma-4-31B-it-BF16.gguf": 1_000_000_000, "MTP/mtp-gemma-4-31B-it-Q8_0.gguf": 540_000_000,
+        "MTP/mtp-gemma-4-31B-it-BF16.gguf": 1_000_000_000,
+        "MTP/mtp-gemma-4-31B-it-Q8_0.gguf": 540_000_000,
     },
     "unsloth/gemma-4-26B-A4B-it-GGUF": {"gemma-4-26B-A4B-it-UD-Q4_K_M.gguf": 16_000_000_000},
 }
@@ -60,7 +62,9 @@ def _header(tmp_path: Path, arch: str, nextn: int | None, *, tokens: int = 0) ->
     if nextn is not None:
         w.add_uint32(f"{arch}.nextn_predict_layers", nextn)
     w.add_block_count(4)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
     return path.read_bytes()
 
 
@@ -73,7 +77,7 @@ def _public_hub(tmp_path: Path) -> dict[str, FakeRepo]:
     for repo, files in PUBLIC.items():
         fr = FakeRepo(sha=REV)
         for name, size in files.items():
-            body = (draft if "mtp-gemma" in name else gemma if "gemma" in repo else moe if "35B" in repo else qwen)
+            body = draft if "mtp-gemma" in name else gemma if "gemma" in repo else moe if "35B" in repo else qwen
             fr.files[name] = FakeFile(size=size, body=body)
         repos[repo] = fr
     return repos
@@ -88,8 +92,9 @@ def public_hub(tmp_path, monkeypatch):
 
 # ---- patterns and choice rules (pure) ------------------------------------------------------------------
 
+
 def test_catalog_patterns_resolve_against_the_public_listings():
-    cat = model_catalog.load_catalog()
+    cat = catalog.load_catalog()
     expect = {
         ("qwen3.6-27b", "IQ3_XXS"): "Qwen3.6-27B-UD-IQ3_XXS.gguf",
         ("qwen3.6-27b", "IQ4_XS"): "Qwen3.6-27B-IQ4_XS.gguf",
@@ -129,10 +134,15 @@ def test_plain_and_ud_names_match_either_way_and_the_rule_says_which_was_taken()
     assert pick.variant == "X/M-UD-Q4_K_M.gguf" and pick.size_bytes == 11 and "smallest UD- variant" in pick.reason
     assert pick.alternatives == ["M-UD-Q4_K_M.gguf"]
     # drafts, projectors and imatrix data are never the model; nothing else: None
-    assert choose_quant_file("*Q8_0*.gguf", {"mtp-M-Q8_0.gguf": 1, "mmproj-Q8_0.gguf": 1, "imatrix_Q8_0.gguf": 1}) is None
+    assert (
+        choose_quant_file("*Q8_0*.gguf", {"mtp-M-Q8_0.gguf": 1, "mmproj-Q8_0.gguf": 1, "imatrix_Q8_0.gguf": 1}) is None
+    )
     assert choose_quant_file("M-Q5_K_M.gguf", both) is None
-    assert [quant_of(n) for n in ("a-UD-IQ3_XXS.gguf", "mtp-g-BF16.gguf", "b-Q4_K_M-00001-of-00002.gguf")] == \
-        ["IQ3_XXS", "BF16", "Q4_K_M"]
+    assert [quant_of(n) for n in ("a-UD-IQ3_XXS.gguf", "mtp-g-BF16.gguf", "b-Q4_K_M-00001-of-00002.gguf")] == [
+        "IQ3_XXS",
+        "BF16",
+        "Q4_K_M",
+    ]
 
 
 def test_sidecar_rule_is_q8_0_unless_asked_and_says_which():
@@ -149,21 +159,33 @@ def test_sidecar_rule_is_q8_0_unless_asked_and_says_which():
 
 
 def test_an_entry_may_carry_its_mtp_head_either_way_per_repo():
-    cat = model_catalog.load_catalog()
+    cat = catalog.load_catalog()
     q = cat.get("qwen3.6-27b")
     assert q.mtp_for("unsloth/Qwen3.6-27B-MTP-GGUF").mtp == "embedded"
     side = q.mtp_for("ggml-org/Qwen3.6-27B-GGUF")
     assert side.mtp == "sidecar" and side.sidecar and "mtp-" in side.sidecar
-    base = {"name": "X", "description": "d", "repos": ["a/b"], "mtp": "embedded", "license": "mit",
-            "license_note": "n", "default_quant": "Q4_0", "quants": [{"name": "Q4_0", "file": "x"}],
-            "arch": {"arch": "qwen35"}}
+    base = {
+        "name": "X",
+        "description": "d",
+        "repos": ["a/b"],
+        "mtp": "embedded",
+        "license": "mit",
+        "license_note": "n",
+        "default_quant": "Q4_0",
+        "quants": [{"name": "Q4_0", "file": "x"}],
+        "arch": {"arch": "qwen35"},
+    }
     from llmtp.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:  # a repo_mtp for a repo the entry does not list
-        parse_catalog({"schema": 1, "models": {"x": dict(base, repo_mtp={"c/d": {"mtp": "sidecar", "sidecar": "mtp-*"}})}}, "t")
+        parse_catalog(
+            {"schema": 1, "models": {"x": dict(base, repo_mtp={"c/d": {"mtp": "sidecar", "sidecar": "mtp-*"}})}}, "t"
+        )
     assert "c/d" in " ".join(err.value.details)
     with pytest.raises(ConfigError):  # sidecar without its pattern
-        parse_catalog({"schema": 1, "models": {"x": dict(base, repos=["a/b", "c/d"], repo_mtp={"c/d": {"mtp": "sidecar"}})}}, "t")
+        parse_catalog(
+            {"schema": 1, "models": {"x": dict(base, repos=["a/b", "c/d"], repo_mtp={"c/d": {"mtp": "sidecar"}})}}, "t"
+        )
 
 
 def test_kv_prefix_reads_what_a_partial_header_holds(tmp_path):
@@ -175,6 +197,7 @@ def test_kv_prefix_reads_what_a_partial_header_holds(tmp_path):
 
 
 # ---- listings through the real client against the fake hub ---------------------------------------------
+
 
 def test_listing_is_cached_per_revision_and_labelled_when_the_hub_is_gone(public_hub, monkeypatch):
     s = load_settings().settings
@@ -224,14 +247,20 @@ def test_plan_offline_says_the_sizes_are_the_catalog_fallback():
 
 # ---- `models check` ------------------------------------------------------------------------------------
 
+
 def test_models_check_against_the_public_listings(public_hub):
     res = CliRunner().invoke(app, ["models", "check", "qwen3.6-27b", "--json"])
     data = json.loads(res.output)
     rows = {r["item"]: r for r in data["rows"]}
-    assert data["revisions"] == {"unsloth/Qwen3.6-27B-MTP-GGUF": REV, "ggml-org/Qwen3.6-27B-MTP-GGUF": REV,
-                                 "ggml-org/Qwen3.6-27B-GGUF": REV}
+    assert data["revisions"] == {
+        "unsloth/Qwen3.6-27B-MTP-GGUF": REV,
+        "ggml-org/Qwen3.6-27B-MTP-GGUF": REV,
+        "ggml-org/Qwen3.6-27B-GGUF": REV,
+    }
     draft = rows["MTP draft"]  # ggml-org's plain repo carries the head in a separate file
-    assert draft["status"] == "ok" and draft["repo"] == "ggml-org/Qwen3.6-27B-GGUF" and draft["nextn_predict_layers"] == 1
+    assert (
+        draft["status"] == "ok" and draft["repo"] == "ggml-org/Qwen3.6-27B-GGUF" and draft["nextn_predict_layers"] == 1
+    )
     for q in ("IQ3_XXS", "IQ4_XS", "Q4_K_M", "Q8_0", "BF16"):
         assert rows[q]["status"] == "ok", rows[q]
         assert rows[q]["nextn_predict_layers"] == 1
@@ -250,15 +279,26 @@ def test_models_check_against_the_public_listings(public_hub):
 
 
 def test_models_check_finds_the_old_seed_sizes_and_stripped_heads(public_hub, tmp_path):
-    cat = model_catalog.load_catalog()
+    cat = catalog.load_catalog()
     entry = cat.get("qwen3.6-27b")
-    old = entry.model_copy(update={"quants": [q.model_copy(update={"size_gb": {"IQ3_XXS": 11.2, "IQ4_XS": 13.8,
-                                   "Q4_K_M": 15.5}.get(q.name, q.size_gb)}) for q in entry.quants]})
+    old = entry.model_copy(
+        update={
+            "quants": [
+                q.model_copy(
+                    update={"size_gb": {"IQ3_XXS": 11.2, "IQ4_XS": 13.8, "Q4_K_M": 15.5}.get(q.name, q.size_gb)}
+                )
+                for q in entry.quants
+            ]
+        }
+    )
     stripped = _header(tmp_path, "qwen35", 0)
     public_hub.repos["ggml-org/Qwen3.6-27B-MTP-GGUF"].files["Qwen3.6-27B-Q8_0.gguf"].body = stripped
     report = hubsvc.check_entry(load_settings().settings, HfHubClient(), old)
     rows = {r.item: r for r in report.rows}
-    assert rows["Q4_K_M"].status == "differs" and "catalog 15,500,000,000 bytes, hub 17,100,000,000 bytes" in rows["Q4_K_M"].detail
+    assert (
+        rows["Q4_K_M"].status == "differs"
+        and "catalog 15,500,000,000 bytes, hub 17,100,000,000 bytes" in rows["Q4_K_M"].detail
+    )
     assert rows["IQ4_XS"].status == "differs" and rows["IQ3_XXS"].status == "differs"
     assert rows["BF16"].status == "ok"
     assert rows["Q8_0"].status == "differs" and "NO MTP heads" in rows["Q8_0"].detail
@@ -299,11 +339,11 @@ def test_models_check_exit_status_says_whether_anything_differs(public_hub, caps
 
 def test_models_check_unknown_repo_is_a_difference(public_hub):
     del public_hub.repos["unsloth/gemma-4-26B-A4B-it-GGUF"]
-    report = hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-26b")
+    report = hubsvc.check_catalog(load_settings().settings, catalog.load_catalog(), "gemma-4-26b")
     assert [r.status for r in report.rows if r.item == "repo"] == ["missing"]
     assert all(r.status == "missing" for r in report.rows)
     with pytest.raises(UsageError):
-        hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-2b")
+        hubsvc.check_catalog(load_settings().settings, catalog.load_catalog(), "gemma-4-2b")
 
 
 def test_a_gemma_plan_counts_the_listed_q8_0_draft(public_hub):
@@ -320,7 +360,7 @@ def test_models_check_of_a_gated_repo_without_a_token_lists_but_cannot_read_head
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     public_hub.repos["unsloth/gemma-4-31B-it-GGUF"].gated = True
-    report = hubsvc.check_catalog(load_settings().settings, model_catalog.load_catalog(), "gemma-4-31b")
+    report = hubsvc.check_catalog(load_settings().settings, catalog.load_catalog(), "gemma-4-31b")
     rows = {r.item: r for r in report.rows}
     assert rows["Q4_K_M"].status == "ok" and rows["Q4_K_M"].listed_bytes == 18_323_733_440
     draft = rows["MTP draft"]

@@ -16,9 +16,10 @@ import pytest
 from llmtp.adapters import cpuinfo, files, proctree
 from llmtp.adapters.signals import on_stop_signals
 from llmtp.adapters.toolchains import cublas_found, cuda_toolkit_root
-from llmtp.services import state as st
+from llmtp.services.stores import serve_records as st
 
 # --- a zombie is not alive, and one answer says so ---------------------------------------------------
+
 
 @pytest.fixture
 def zombie():
@@ -43,8 +44,14 @@ def test_a_zombie_is_not_alive_to_any_of_llmtps_process_checks(zombie, tmp_path)
     assert proctree.identity(zombie) is None
     assert zombie not in proctree.group_pids(os.getpgid(0))
     # a serve record whose llmtp is now that zombie is not live: status and stop treat it as gone
-    record = st.ServeState(llmtp_pid=zombie, host="127.0.0.1", port=1, model="m", log_path="x",
-                           llmtp_proc=st.ProcRecord(pid=zombie, create_time=0.0, cmdline=[sys.executable]))
+    record = st.ServeState(
+        llmtp_pid=zombie,
+        host="127.0.0.1",
+        port=1,
+        model="m",
+        log_path="x",
+        llmtp_proc=st.ProcRecord(pid=zombie, create_time=0.0, cmdline=[sys.executable]),
+    )
     assert st.supervisor_of(record) is None
 
 
@@ -55,8 +62,11 @@ def test_a_live_process_is_alive_and_ours_is_stopped(tmp_path):
         # right after Popen returns, the child may still be inside exec: /proc/PID/cmdline reads empty
         # until the kernel has set up the new program's arguments, so wait for them
         deadline = time.monotonic() + 5
-        while (ident := proctree.identity(proc.pid, child_of=os.getpid())) is not None and not ident.cmdline \
-                and time.monotonic() < deadline:
+        while (
+            (ident := proctree.identity(proc.pid, child_of=os.getpid())) is not None
+            and not ident.cmdline
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         assert ident is not None and ident.cmdline == ("sleep", "1000")
         live = proctree.matches(ident)
@@ -69,7 +79,9 @@ def test_a_live_process_is_alive_and_ours_is_stopped(tmp_path):
 
 
 def test_terminate_and_wait_says_false_when_the_process_outlives_the_wait():
-    code = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline().strip() == b"1"  # SIGTERM is ignored from here on (and exec is done)
@@ -84,6 +96,7 @@ def test_terminate_and_wait_says_false_when_the_process_outlives_the_wait():
 
 # --- signals ---------------------------------------------------------------------------------------
 
+
 def test_stop_signals_call_back_and_the_old_handlers_come_back():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     calls = []
@@ -97,6 +110,7 @@ def test_stop_signals_call_back_and_the_old_handlers_come_back():
 
 
 # --- files, links, trees, disks ----------------------------------------------------------------------
+
 
 def test_switch_link_points_a_link_atomically_and_read_link_reads_it(tmp_path):
     assert files.read_link(tmp_path / "current") is None  # no link
@@ -160,6 +174,7 @@ def test_tail_text(tmp_path):
 
 
 # --- machine facts -------------------------------------------------------------------------------------
+
 
 def test_cpu_facts():
     cores = cpuinfo.usable_cores()

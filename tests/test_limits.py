@@ -36,8 +36,9 @@ def test_option_gives_typer_the_same_range_and_refuses_nan_for_floats():
     assert "callback" not in limits.option(limits.Port)
 
 
-@pytest.mark.parametrize("env", [{"LLMTP_PORT": "0"}, {"LLMTP_PORT": "65536"}, {"LLMTP_BUILD_JOBS": "0"},
-                                 {"LLMTP_BUILD_JOBS": "5000"}])
+@pytest.mark.parametrize(
+    "env", [{"LLMTP_PORT": "0"}, {"LLMTP_PORT": "65536"}, {"LLMTP_BUILD_JOBS": "0"}, {"LLMTP_BUILD_JOBS": "5000"}]
+)
 def test_settings_from_the_environment_are_bounded(tmp_path, env):
     from llmtp.settings import load_settings
 
@@ -62,22 +63,21 @@ def test_settings_within_bounds_load(tmp_path):
     assert (s.port, s.build_jobs) == (65535, 1024)
 
 
-@pytest.mark.parametrize("mtp", [{"n_max": -1}, {"n_max": 100000}, {"n_min": -2}, {"p_min": 1.5},
-                                 {"p_min": "nan"}])
+@pytest.mark.parametrize("mtp", [{"n_max": -1}, {"n_max": 100000}, {"n_min": -2}, {"p_min": 1.5}, {"p_min": "nan"}])
 def test_a_tuned_settings_file_out_of_range_is_a_config_error_naming_it(tmp_path, mtp):
     """A hand-edited or corrupt model-settings record must not put -1 or 1e5 draft tokens on the command line."""
     import json
 
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
     from llmtp.settings import load_settings
 
     settings = load_settings({}, env={"LLMTP_HOME": str(tmp_path)}).settings
-    path = model_settings.save(settings, "m-1-abc", MtpSettings(enabled=True, n_max=3))
+    path = mtp_settings.save(settings, "m-1-abc", MtpSettings(enabled=True, n_max=3))
     record = json.loads(path.read_text())
     record["mtp"].update(mtp)
     path.write_text(json.dumps(record).replace('"nan"', "NaN"))
     with pytest.raises(ConfigError, match="model settings"):
-        model_settings.load(settings, "m-1-abc")
+        mtp_settings.load(settings, "m-1-abc")
 
 
 def test_context_halving_ends_for_any_input():
@@ -89,8 +89,10 @@ def test_context_halving_ends_for_any_input():
 
     assert _ctx_steps(32768, 4096) == [32768, 16384, 8192, 4096]
     # in a child with a deadline and 1 GiB of address space: the old loop never ends and its list eats all memory
-    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-            "from llmtp.core.placement import ctx_steps as s; print(s(-5, -5), s(0, 0), s(5, -100))")
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from llmtp.core.placement import ctx_steps as s; print(s(-5, -5), s(0, 0), s(5, -100))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.stdout.split("\n")[0] == "[-5] [0] [5, 2, 1]", done.stderr
 
@@ -99,9 +101,9 @@ def test_a_single_model_that_fits_nowhere_on_cpu_still_gets_a_plan():
     """--ctx at its maximum on a CPU machine ended in `assert trial is not None`; now it is a plan that says
     it does not fit."""
     from llmtp.core.catalog_model import model_info_from_catalog
-    from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
     from llmtp.core.plan import make_plan
-    from llmtp.services.model_catalog import load_catalog
+    from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
+    from llmtp.services.models.catalog import load_catalog
 
     info = model_info_from_catalog(load_catalog().get("qwen3.6-27b"), "Q4_K_M")
     from llmtp.errors import UsageError

@@ -30,6 +30,10 @@ def test_the_ruff_test_fails_on_a_lint_error(tmp_path):
     """The check can fail: an unused import in a file under the same configuration is reported."""
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n", encoding="utf-8")
-    out = subprocess.run([*_ruff(), "check", "--config", str(ROOT / "pyproject.toml"), str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*_ruff(), "check", "--config", str(ROOT / "pyproject.toml"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "F401" in out.stdout

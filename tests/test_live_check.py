@@ -11,30 +11,42 @@ import pytest
 from llmtp.adapters.files import LogFollower
 from llmtp.core import live
 from llmtp.core.metrics import LastRequest, requests
-from llmtp.services import live_check
+from llmtp.services.verify import live_check
 
 FIXTURES = Path(__file__).parent / "fixtures" / "server-logs"
 
 
 def timing(task: int, tokens: int, ms: float, drafted: int | None = None, accepted: int | None = None) -> str:
     """Two print_timing lines as b11434 writes them (see the captured fixture)."""
-    out = (f"0.02.015.956 I slot print_timing: id  0 | task {task} |        eval time =   {ms:8.2f} ms / "
-           f"{tokens:5d} tokens (    0.31 ms per token,  {tokens / ms * 1000:8.2f} tokens per second)\n")
+    out = (
+        f"0.02.015.956 I slot print_timing: id  0 | task {task} |        eval time =   {ms:8.2f} ms / "
+        f"{tokens:5d} tokens (    0.31 ms per token,  {tokens / ms * 1000:8.2f} tokens per second)\n"
+    )
     if drafted is not None:
-        out += (f"0.02.015.983 I slot print_timing: id  0 | task {task} | draft acceptance = "
-                f"{accepted / drafted:.5f} ( {accepted:4d} accepted / {drafted:4d} generated), mean len =  2.00\n")
+        out += (
+            f"0.02.015.983 I slot print_timing: id  0 | task {task} | draft acceptance = "
+            f"{accepted / drafted:.5f} ( {accepted:4d} accepted / {drafted:4d} generated), mean len =  2.00\n"
+        )
     return out
 
 
 def test_requests_parses_every_finished_request_of_a_captured_log():
     got = requests((FIXTURES / "b11434-cpu-tiny-agree-mtp-two-requests.log").read_text())
     assert [(r.task, r.tokens, r.eval_ms, r.drafted, r.accepted) for r in got] == [
-        (0, 16, 4.61, 11, 11), (6, 32, 7.37, 23, 23)]
+        (0, 16, 4.61, 11, 11),
+        (6, 32, 7.37, 23, 23),
+    ]
 
 
 def req(acc, drafted=40, tokens=50, ms=1000.0):
-    return LastRequest(task=0, tokens=tokens, tokens_per_second=tokens / ms * 1000, eval_ms=ms, drafted=drafted,
-                       accepted=round(acc * drafted) if drafted else None)
+    return LastRequest(
+        task=0,
+        tokens=tokens,
+        tokens_per_second=tokens / ms * 1000,
+        eval_ms=ms,
+        drafted=drafted,
+        accepted=round(acc * drafted) if drafted else None,
+    )
 
 
 def test_assess_needs_evidence_then_compares_with_break_even():
@@ -44,8 +56,9 @@ def test_assess_needs_evidence_then_compares_with_break_even():
     losing = live.assess([req(0.2)] * 10, 0.42, "m.gguf")
     assert losing.state == "losing" and losing.fix == "llmtp tune m.gguf"
     assert losing.acceptance == pytest.approx(0.2) and losing.tokens_per_second == pytest.approx(50.0)
-    assert losing.detail.startswith("MTP is losing: acceptance 0.20 over the last 10 requests is under the "
-                                    "break-even 0.42")
+    assert losing.detail.startswith(
+        "MTP is losing: acceptance 0.20 over the last 10 requests is under the break-even 0.42"
+    )
     assert live.assess([req(0.9)] * 10, 0.42, "m.gguf").state == "winning"
     unmeasured = live.assess([req(0.2)] * 10, None, "m.gguf")
     assert unmeasured.state == "unknown" and unmeasured.fix == "llmtp tune m.gguf"
@@ -76,14 +89,20 @@ def test_log_follower_reads_only_new_complete_lines_and_survives_rotation(tmp_pa
 @pytest.fixture
 def tuned_model(tmp_path):
     from llmtp.core.launch import MtpSettings
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 64)
-    model_settings.save(settings, model_settings.model_key(model), MtpSettings(enabled=True, n_max=3),
-                        speedup=1.4, acceptance=0.8, break_even_acceptance=0.42)
+    mtp_settings.save(
+        settings,
+        mtp_settings.model_key(model),
+        MtpSettings(enabled=True, n_max=3),
+        speedup=1.4,
+        acceptance=0.8,
+        break_even_acceptance=0.42,
+    )
     return settings, model
 
 
@@ -101,8 +120,9 @@ def test_hook_logs_once_when_mtp_starts_losing_with_the_fix(tuned_model, tmp_pat
     tick(None)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].startswith("MTP is losing: acceptance 0.05 over the last 20 requests is under the "
-                                  "break-even 0.42")
+    assert warnings[0].startswith(
+        "MTP is losing: acceptance 0.05 over the last 20 requests is under the break-even 0.42"
+    )
     assert warnings[0].endswith(f"fix: `llmtp tune {model}` (the server keeps running as it is)")
 
 
@@ -124,7 +144,7 @@ def test_supervisor_calls_the_tick_hook_while_serving_and_keeps_the_server():
     import time
 
     from llmtp.core.launch import LaunchSpec
-    from llmtp.services.supervisor import Supervisor, SupervisorConfig
+    from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig
     from tests.test_supervisor_fake import FAST, FakeProc
 
     procs, ticks = [], []
@@ -133,8 +153,9 @@ def test_supervisor_calls_the_tick_hook_while_serving_and_keeps_the_server():
         procs.append(FakeProc(spec))
         return procs[-1]
 
-    sup = Supervisor(LaunchSpec(model="m", port=1), launch, config=SupervisorConfig(**FAST),
-                     on_tick=lambda s: ticks.append(s.state))
+    sup = Supervisor(
+        LaunchSpec(model="m", port=1), launch, config=SupervisorConfig(**FAST), on_tick=lambda s: ticks.append(s.state)
+    )
     t = threading.Thread(target=sup.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 5
@@ -154,18 +175,34 @@ def test_hook_never_raises_into_the_supervisor(tuned_model, tmp_path, monkeypatc
 
 def test_an_untuned_model_uses_the_break_even_its_passing_verify_stored(tmp_path):
     from llmtp.core.baseline import Baseline
-    from llmtp.services import baseline as store
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
+    from llmtp.services.verify import baselines as store
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     model = tmp_path / "v.gguf"
     model.write_bytes(b"GGUF" + b"\2" * 64)
-    key = model_settings.model_key(model)
+    key = mtp_settings.model_key(model)
     assert live_check.break_even_for(settings, str(model)) is None
     for created, be in (("2026-11-01T00:00:00+00:00", 0.9), ("2026-12-01T00:00:00+00:00", 0.3)):
-        store.save(settings, Baseline(key=f"{key}__cpu__{created[:10]}", model_key=key, n_predict=128,
-                                      created=created, break_even_acceptance=be))
-    store.save(settings, Baseline(key="other__cpu__nogpu", model_key="other", n_predict=128,
-                                  created="2026-12-02T00:00:00+00:00", break_even_acceptance=0.99))
+        store.save(
+            settings,
+            Baseline(
+                key=f"{key}__cpu__{created[:10]}",
+                model_key=key,
+                n_predict=128,
+                created=created,
+                break_even_acceptance=be,
+            ),
+        )
+    store.save(
+        settings,
+        Baseline(
+            key="other__cpu__nogpu",
+            model_key="other",
+            n_predict=128,
+            created="2026-12-02T00:00:00+00:00",
+            break_even_acceptance=0.99,
+        ),
+    )
     assert live_check.break_even_for(settings, str(model)) == 0.3  # the newest of this model's

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from llmtp.core.calibrate import parse_load_log
 from llmtp.core.load_check import check_plan, device_bytes, gpu_devices, last_load, parse_offloaded
-from llmtp.core.plan_types import MemoryBreakdown
-from llmtp.core.plan_types import Plan
+from llmtp.core.plan_types import MemoryBreakdown, Plan
 from llmtp.core.weights_marker import weights_marker
-from llmtp.services.device_memory import device_bytes_from_log
+from llmtp.services.serve.device_memory import device_bytes_from_log
 
 FIX = Path(__file__).parent / "fixtures" / "vulkan"
 CPU_LOG = (FIX / "serve-cpu-tiny-agree-ngl99-lv4.log").read_text(encoding="utf-8")  # CPU test bed, -ngl 99
@@ -18,9 +17,19 @@ MiB = 1024 * 1024
 
 
 def plan_of(ngl: int | None, gpu: MemoryBreakdown | None, cpu: MemoryBreakdown) -> Plan:
-    return Plan(model="m", arch="qwen35", quant=None, fits=True, n_gpu_layers=ngl, n_layers=8, ctx=512,
-                cache_type_k="f16", cache_type_v="f16", flash_attn="on",
-                memory=[m for m in (gpu, cpu) if m is not None])
+    return Plan(
+        model="m",
+        arch="qwen35",
+        quant=None,
+        fits=True,
+        n_gpu_layers=ngl,
+        n_layers=8,
+        ctx=512,
+        cache_type_k="f16",
+        cache_type_v="f16",
+        flash_attn="on",
+        memory=[m for m in (gpu, cpu) if m is not None],
+    )
 
 
 def test_cpu_build_log_has_no_gpu_buffer_and_no_offload_line():
@@ -44,8 +53,12 @@ def test_weights_marker_on_the_cpu_build_given_a_gpu_plan():
 
 def test_check_plan_rows_and_tolerance():
     buffers = parse_load_log(CPU_LOG)
-    cpu = MemoryBreakdown(device="CPU (system RAM)", weights=round(1.70 * MiB), kv_cache=round(0.06 * MiB),
-                          recurrent_state=round(0.01 * MiB))
+    cpu = MemoryBreakdown(
+        device="CPU (system RAM)",
+        weights=round(1.70 * MiB),
+        kv_cache=round(0.06 * MiB),
+        recurrent_state=round(0.01 * MiB),
+    )
     rows = {r.what: r for r in check_plan(plan_of(None, None, cpu), None, buffers, "Vulkan0")}
     assert rows["model on CPU"].ok is True  # 1.70 vs 1.72 MiB: within 5%
     assert rows["model on Vulkan0"].ok is None  # nothing planned there, nothing measured
@@ -83,8 +96,9 @@ def test_vulkan_log_offload_buffers_and_the_draft_context():
     assert device_bytes(parse_load_log(main), "CPU")["model"] == round(0.59 * MiB)
     # `Vulkan_Host` buffers (pinned host memory) are not device memory; the draft context's compute buffer,
     # printed twice (re-reserved), counts once: 290.05 + 1.00 + 12.56 + 32.52 + 0.50 + 30.52 MiB
-    assert gpu_devices(VK_LOG) == {"Vulkan0": sum(round(x * MiB) for x in (290.05, 1.00, 12.56, 0.50)) +
-                                   round(32.52 * MiB) + round(30.52 * MiB)}
+    assert gpu_devices(VK_LOG) == {
+        "Vulkan0": sum(round(x * MiB) for x in (290.05, 1.00, 12.56, 0.50)) + round(32.52 * MiB) + round(30.52 * MiB)
+    }
 
 
 def test_weights_marker_sees_vulkan0():
@@ -96,13 +110,21 @@ def test_check_plan_against_the_vulkan_log():
     from llmtp.core.load_check import split_draft
 
     main, draft = split_draft(VK_LOG)
-    gpu = MemoryBreakdown(device="Vulkan0", weights=round(290.1 * MiB), kv_cache=MiB,
-                          recurrent_state=round(12.56 * MiB), mtp_draft=502 * MiB)
+    gpu = MemoryBreakdown(
+        device="Vulkan0",
+        weights=round(290.1 * MiB),
+        kv_cache=MiB,
+        recurrent_state=round(12.56 * MiB),
+        mtp_draft=502 * MiB,
+    )
     cpu = MemoryBreakdown(device="CPU (system RAM)", weights=round(0.6 * MiB))
-    rows = {r.what: r for r in check_plan(plan_of(10, gpu, cpu), parse_offloaded(main), parse_load_log(main),
-                                          "Vulkan0", draft=draft)}
-    assert all(rows[k].ok for k in ("layers on Vulkan0", "model on Vulkan0", "KV on Vulkan0", "RS on Vulkan0",
-                                    "model on CPU"))
+    rows = {
+        r.what: r
+        for r in check_plan(plan_of(10, gpu, cpu), parse_offloaded(main), parse_load_log(main), "Vulkan0", draft=draft)
+    }
+    assert all(
+        rows[k].ok for k in ("layers on Vulkan0", "model on Vulkan0", "KV on Vulkan0", "RS on Vulkan0", "model on CPU")
+    )
     d = rows["MTP draft context on Vulkan0 (KV + compute)"]
     assert d.ok is None and d.measured == round(0.5 * MiB) + round(30.52 * MiB)
     # the whole log (draft context included) would have counted its KV into the target's: 1.5 MiB, not 1.0

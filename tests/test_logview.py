@@ -18,8 +18,9 @@ def test_one_line_per_request_with_absolute_times():
     log = _lines(FIX / "server-logs" / "b11434-cpu-tiny-agree-c2048-mtp-lv4.log")
     shown = view([f"{START_MARK}1765100000.000000\n", *log])
     requests = [s for s in shown if s.level == "request"]
-    assert [s.text for s in requests] == ["request 0: prompt 3 tokens, 32 tokens at 191.7 tok/s "
-                                          "(MTP 23/23 drafts accepted)"]
+    assert [s.text for s in requests] == [
+        "request 0: prompt 3 tokens, 32 tokens at 191.7 tok/s (MTP 23/23 drafts accepted)"
+    ]
     assert requests[0].at == 1765100000 + 3.236134  # the release line's stamp, 0.03.236.134
     assert [s.level for s in shown].count("warning") == 1  # the no-API-key note
     assert any(s.text.startswith("listening on http://127.0.0.1:9123") for s in shown)
@@ -42,5 +43,6 @@ def test_two_requests_and_a_restart_restart_the_clock():
     first = [s for line in [f"{START_MARK}100.0\n", *log] for s in v.feed(line)]
     second = [s for line in [f"{START_MARK}5000.0\n", *log] for s in v.feed(line)]
     assert len([s for s in first if s.level == "request"]) == 2
-    assert [round(s.at - 4900, 6) for s in second if s.level == "request"] == \
-        [round(s.at, 6) for s in first if s.level == "request"]
+    assert [round(s.at - 4900, 6) for s in second if s.level == "request"] == [
+        round(s.at, 6) for s in first if s.level == "request"
+    ]

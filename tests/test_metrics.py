@@ -21,7 +21,7 @@ def test_parse_captured_metrics():
 
 def test_labels_and_garbage():
     values = parse_prometheus('a{slot="0"} 1.5\n# c\nbad line here x\nb NaN\nc 2 1700000000\n')
-    assert values["a{slot=\"0\"}"] == 1.5
+    assert values['a{slot="0"}'] == 1.5
     assert values["c"] == 2
     assert "bad" not in values
 
@@ -44,6 +44,8 @@ def test_last_request_from_the_server_log():
     assert last_request(first_only).tokens == 16
     assert last_request("no requests yet\n") is None
     # a plain (no MTP) request has no draft line: acceptance unknown, not 0
-    plain = last_request("slot print_timing: id  0 | task 2 |        eval time =      10.00 ms /     5 tokens "
-                         "(    2.00 ms per token,   500.00 tokens per second)\n")
+    plain = last_request(
+        "slot print_timing: id  0 | task 2 |        eval time =      10.00 ms /     5 tokens "
+        "(    2.00 ms per token,   500.00 tokens per second)\n"
+    )
     assert plain.tokens_per_second == 500.0 and plain.mtp_acceptance is None

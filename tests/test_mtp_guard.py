@@ -12,14 +12,18 @@ from llmtp.core.tune import SettingBreakEven
 
 STACKED = MtpSettings(enabled=True, n_max=1, p_min=0.0, extra_types=["ngram-mod"])
 SINGLE = MtpSettings(enabled=True, n_max=1, p_min=0.0)
-LADDER = [SettingBreakEven(mtp=STACKED, label="n-max 1, p-min 0 + ngram-mod", break_even_acceptance=0.28),
-          SettingBreakEven(mtp=SINGLE, label="n-max 1, p-min 0", break_even_acceptance=0.30)]
+LADDER = [
+    SettingBreakEven(mtp=STACKED, label="n-max 1, p-min 0 + ngram-mod", break_even_acceptance=0.28),
+    SettingBreakEven(mtp=SINGLE, label="n-max 1, p-min 0", break_even_acceptance=0.30),
+]
 CFG = guard.GuardConfig()
 
 
 def reqs(accepted: list[int], drafted: int = 20) -> list[LastRequest]:
-    return [LastRequest(task=i, tokens=64, tokens_per_second=50.0, drafted=drafted, accepted=a)
-            for i, a in enumerate(accepted)]
+    return [
+        LastRequest(task=i, tokens=64, tokens_per_second=50.0, drafted=drafted, accepted=a)
+        for i, a in enumerate(accepted)
+    ]
 
 
 def test_evidence_needs_enough_requests_then_judges_the_upper_bound():
@@ -96,12 +100,15 @@ def test_ladder_from_the_stored_record_or_built_from_what_is_served():
     assert guard.ladder_for(with_sidecar, LADDER, None)[1].mtp.draft_model == "/m/mtp.gguf"
     other = MtpSettings(enabled=True, n_max=3, extra_types=["ngram-mod"])  # served something tune did not store
     built = guard.ladder_for(other, LADDER, 0.4)
-    assert [(r.label, r.break_even_acceptance) for r in built] == [("n-max 3, p-min 0 + ngram-mod", 0.4),
-                                                                  ("n-max 3, p-min 0", None)]
+    assert [(r.label, r.break_even_acceptance) for r in built] == [
+        ("n-max 3, p-min 0 + ngram-mod", 0.4),
+        ("n-max 3, p-min 0", None),
+    ]
     assert guard.ladder_for(MtpSettings(enabled=False), LADDER, 0.4) == []
 
 
 # -- the mechanism against a fake supervisor -------------------------------------------------------------
+
 
 def _timing(task: int, drafted: int, accepted: int) -> str:
     from tests.test_live_check import timing
@@ -115,8 +122,8 @@ def test_the_guard_waits_for_idle_slots_then_relaunches_with_the_safer_setting(t
     import time
 
     from llmtp.core.launch import LaunchSpec
-    from llmtp.services import mtp_guard
-    from llmtp.services.supervisor import Supervisor, SupervisorConfig
+    from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig
+    from llmtp.services.verify import mtp_guard
     from tests.test_supervisor_fake import FAST, FakeClient, FakeProc
 
     log_path = tmp_path / "server.log"
@@ -138,10 +145,20 @@ def test_the_guard_waits_for_idle_slots_then_relaunches_with_the_safer_setting(t
         procs.append(Proc(spec))
         return procs[-1]
 
-    hook = mtp_guard.guard_hook(None, "m.gguf", log_path, state_dir=tmp_path, port=1, enabled=True,
-                                cfg=guard.GuardConfig(), ladder_source=lambda m: (LADDER, None), sleep=lambda s: None)
-    sup = Supervisor(LaunchSpec(model="m.gguf", port=1, mtp=STACKED), launch, config=SupervisorConfig(**FAST),
-                     on_tick=hook)
+    hook = mtp_guard.guard_hook(
+        None,
+        "m.gguf",
+        log_path,
+        state_dir=tmp_path,
+        port=1,
+        enabled=True,
+        cfg=guard.GuardConfig(),
+        ladder_source=lambda m: (LADDER, None),
+        sleep=lambda s: None,
+    )
+    sup = Supervisor(
+        LaunchSpec(model="m.gguf", port=1, mtp=STACKED), launch, config=SupervisorConfig(**FAST), on_tick=hook
+    )
     t = threading.Thread(target=sup.run, daemon=True)
     caplog.set_level(logging.INFO, logger="llmtp.serve")
     t.start()
@@ -161,8 +178,10 @@ def test_the_guard_waits_for_idle_slots_then_relaunches_with_the_safer_setting(t
     assert "is losing: acceptance 0.05" in rec.switches[0].why
     line = mtp_guard.guard_line(rec.model_dump(mode="json"))
     assert line.startswith("MTP guard: serving n-max 1, p-min 0; 1 switch(es), last at ")
-    assert any("MTP guard: stepping down from n-max 1, p-min 0 + ngram-mod to n-max 1, p-min 0" in r.message
-               for r in caplog.records)
+    assert any(
+        "MTP guard: stepping down from n-max 1, p-min 0 + ngram-mod to n-max 1, p-min 0" in r.message
+        for r in caplog.records
+    )
     assert any("switch -> restarting: MTP guard" in r.message for r in caplog.records)
 
 
@@ -170,19 +189,22 @@ def test_a_pinned_setting_is_never_switched_and_says_so(tmp_path):
     from types import SimpleNamespace
 
     from llmtp.core.launch import LaunchSpec
-    from llmtp.services import mtp_guard
+    from llmtp.services.verify import mtp_guard
 
     log_path = tmp_path / "server.log"
     log_path.write_text("".join(_timing(i, 20, 0) for i in range(10)))
     calls = []
     sup = SimpleNamespace(spec=LaunchSpec(model="m", port=2, mtp=STACKED), relaunch=lambda *a: calls.append(a))
-    hook = mtp_guard.guard_hook(None, "m", log_path, state_dir=tmp_path, port=2, enabled=False,
-                                ladder_source=lambda m: (LADDER, None))
+    hook = mtp_guard.guard_hook(
+        None, "m", log_path, state_dir=tmp_path, port=2, enabled=False, ladder_source=lambda m: (LADDER, None)
+    )
     for _ in range(3):
         hook(sup)
     assert calls == []
     rec = mtp_guard.read_record(tmp_path, 2)
-    assert rec.enabled is False and mtp_guard.guard_line(rec.model_dump(mode="json")).startswith("MTP guard off: pinned")
+    assert rec.enabled is False and mtp_guard.guard_line(rec.model_dump(mode="json")).startswith(
+        "MTP guard off: pinned"
+    )
 
 
 def test_serve_cli_passes_the_guard_setting(tmp_path, monkeypatch):

@@ -26,9 +26,13 @@ pytestmark = pytest.mark.llama
 
 STACKED = MtpSettings(enabled=True, n_max=2, p_min=0.0, extra_types=["ngram-mod"])
 SINGLE = MtpSettings(enabled=True, n_max=2, p_min=0.0)
-OPEN_ENDED = ["Once upon a time, in a village by the sea,", "Question: Why do cats purr?\nAnswer:",
-              "Dear Sir or Madam, I am writing to", "User: What should I cook tonight?\nAssistant:",
-              "The best thing about autumn is"]
+OPEN_ENDED = [
+    "Once upon a time, in a village by the sea,",
+    "Question: Why do cats purr?\nAnswer:",
+    "Dear Sir or Madam, I am writing to",
+    "User: What should I cook tonight?\nAssistant:",
+    "The best thing about autumn is",
+]
 MAX_REQUESTS = 30  # both switches (6 requests of evidence each) must happen within this many requests
 
 
@@ -38,8 +42,11 @@ def _complete(url: str, prompt: str, deadline_s: float = 60.0) -> dict:
     end = time.monotonic() + deadline_s
     while True:
         try:
-            r = httpx.post(f"{url}/completion", json={"prompt": prompt, "n_predict": 48, "temperature": 0.0,
-                                                      "cache_prompt": False}, timeout=120)
+            r = httpx.post(
+                f"{url}/completion",
+                json={"prompt": prompt, "n_predict": 48, "temperature": 0.0, "cache_prompt": False},
+                timeout=120,
+            )
             if r.status_code == 200:
                 return r.json()
             if r.status_code != 503:
@@ -68,33 +75,48 @@ def _switch_seconds(sup_log: str) -> list[float]:
 
 
 def _status(env: dict) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "llmtp", "status", "--json"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "llmtp", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails(llama_bin_dir, tiny_models):
-    from llmtp.services import model_settings
-    from llmtp.settings import load_settings
     from test_verify_real import install_current
+
+    from llmtp.services.stores import mtp_settings
+    from llmtp.settings import load_settings
 
     settings = load_settings().settings
     install_current(settings, llama_bin_dir)
     model = tiny_models["random"]
-    key = model_settings.model_key(model)
-    model_settings.save(settings, key, STACKED, reason="test: as tune stored it", speedup=2.07, acceptance=0.70,
-                        break_even_acceptance=0.28,
-                        ladder=[SettingBreakEven(mtp=STACKED, label=label(STACKED), break_even_acceptance=0.28),
-                                SettingBreakEven(mtp=SINGLE, label=label(SINGLE), break_even_acceptance=0.28)])
+    key = mtp_settings.model_key(model)
+    mtp_settings.save(
+        settings,
+        key,
+        STACKED,
+        reason="test: as tune stored it",
+        speedup=2.07,
+        acceptance=0.70,
+        break_even_acceptance=0.28,
+        ladder=[
+            SettingBreakEven(mtp=STACKED, label=label(STACKED), break_even_acceptance=0.28),
+            SettingBreakEven(mtp=SINGLE, label=label(SINGLE), break_even_acceptance=0.28),
+        ],
+    )
     port = free_port()
     env = {**os.environ}
     log = Path(settings.state_dir) / "guard-test-serve.out"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llmtp", "serve", str(model), "--port", str(port),
-                                 "--foreground", "--", "-t", "1"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmtp", "serve", str(model), "--port", str(port), "--foreground", "--", "-t", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -110,8 +132,12 @@ def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails
         for i in range(MAX_REQUESTS):
             answers.append(_complete(url, OPEN_ENDED[i % len(OPEN_ENDED)]))
             guard = _status(env)[0]["mtp_guard"]
-            if guard and guard["serving"] == "plain" and len(answers) >= 3 and \
-                    all("draft_n" not in a["timings"] for a in answers[-3:]):
+            if (
+                guard
+                and guard["serving"] == "plain"
+                and len(answers) >= 3
+                and all("draft_n" not in a["timings"] for a in answers[-3:])
+            ):
                 break
             time.sleep(0.4)  # a person reading the answer: the guard switches in such a gap
         entry = _status(env)[0]
@@ -120,7 +146,9 @@ def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails
         text = log.read_text()
         assert guard is not None and guard["serving"] == "plain", (guard, text[-3000:])
         assert [(s["from_label"], s["to_label"]) for s in guard["switches"]] == [
-            ("n-max 2, p-min 0 + ngram-mod", "n-max 2, p-min 0"), ("n-max 2, p-min 0", "plain")]
+            ("n-max 2, p-min 0 + ngram-mod", "n-max 2, p-min 0"),
+            ("n-max 2, p-min 0", "plain"),
+        ]
         assert all("is losing: acceptance" in s["why"] for s in guard["switches"])
         assert len(answers) < MAX_REQUESTS  # within a bounded number of requests; every one was answered
         # served plain now: no drafts in the last answers, no --spec-type in the argv, no restart counted
@@ -131,8 +159,13 @@ def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails
         assert "switch -> restarting: MTP guard" in sup_log
         print("switch to ready (s):", _switch_seconds(sup_log))  # the figure docs/verify.md quotes
         # the human status names the switch too
-        human = subprocess.run([sys.executable, "-m", "llmtp", "status"], env={**env, "COLUMNS": "250"},
-                               capture_output=True, text=True, timeout=60).stdout
+        human = subprocess.run(
+            [sys.executable, "-m", "llmtp", "status"],
+            env={**env, "COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert f"port {port}: MTP guard: serving plain; 2 switch(es)" in human
     finally:
         proc.terminate()

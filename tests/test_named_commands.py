@@ -96,17 +96,20 @@ def test_the_collector_finds_commands_in_code_and_docs():
     assert len(found) > 50
 
 
-@pytest.mark.parametrize("command,why", [
-    ("llmtp config edit default_model X", "has no command 'edit'"),
-    ("llmtp fetch X", "has no command 'fetch'"),
-    ("llmtp config set default_model X", None),
-    ("llmtp pull X", None),  # the habit alias of `llmtp models pull`
-    ("llmtp build --list", "has no option --list"),
-    ("llmtp serve X --port 8080 -- --mtp 1", None),
-    ("llmtp builds list", None),
-    ("llmtp builds list|use|prune", None),
-    ("llmtp builds list|remove", "has no command 'remove'"),
-])
+@pytest.mark.parametrize(
+    "command,why",
+    [
+        ("llmtp config edit default_model X", "has no command 'edit'"),
+        ("llmtp fetch X", "has no command 'fetch'"),
+        ("llmtp config set default_model X", None),
+        ("llmtp pull X", None),  # the habit alias of `llmtp models pull`
+        ("llmtp build --list", "has no option --list"),
+        ("llmtp serve X --port 8080 -- --mtp 1", None),
+        ("llmtp builds list", None),
+        ("llmtp builds list|use|prune", None),
+        ("llmtp builds list|remove", "has no command 'remove'"),
+    ],
+)
 def test_the_checker_knows_a_wrong_command(command, why):
     got = problem(command)
     assert (got is None) if why is None else (why in got)

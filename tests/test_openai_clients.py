@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_serve_cli import _prepare
 from typer.testing import CliRunner
 
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
 from llmtp.core.launch import alias_problem, default_alias
 from llmtp.errors import UsageError
-from test_serve_cli import _prepare
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,8 +28,9 @@ def test_default_alias_is_the_llmtp_alias_else_the_file_stem():
     assert default_alias("/m/a,b.GGUF", None) == "a_b"  # llama-server would split at the comma
 
 
-@pytest.mark.parametrize("name, why", [("", "empty"), ("  ", "empty"), ("a,b", "comma"), ("a\nb", "control"),
-                                       ("x" * 129, "longer than 128")])
+@pytest.mark.parametrize(
+    "name, why", [("", "empty"), ("  ", "empty"), ("a,b", "comma"), ("a\nb", "control"), ("x" * 129, "longer than 128")]
+)
 def test_bad_alias_is_refused_with_the_reason(tiny_models, name, why):
     assert why in alias_problem(name)
     with pytest.raises(UsageError, match=why):
@@ -61,20 +62,38 @@ def test_openai_package_against_a_served_model(llama_bin_dir, tiny_models, tmp_p
     key_file = tmp_path / "key"
     key_file.write_text("sk-test-key\n")
     key_file.chmod(0o600)
-    r = subprocess.run(_llmtp("serve", str(tiny_models["agree"]), "--server", str(llama_bin_dir / "llama-server"),
-                              "--port", str(port), "--ctx", "512", "--alias", "tiny-agree",
-                              "--api-key-file", str(key_file), "--json"),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        _llmtp(
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--alias",
+            "tiny-agree",
+            "--api-key-file",
+            str(key_file),
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     started = json.loads(r.stdout)
     runner = CliRunner()
     try:
         base = f"http://127.0.0.1:{port}/v1"
-        assert (started["openai_base_url"], started["model_name"], started["api_key_required"]) == \
-            (base, "tiny-agree", True)
+        assert (started["openai_base_url"], started["model_name"], started["api_key_required"]) == (
+            base,
+            "tiny-agree",
+            True,
+        )
         [entry] = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
-        assert (entry["openai_base_url"], entry["model_name"], entry["api_key_required"]) == \
-            (base, "tiny-agree", True)
+        assert (entry["openai_base_url"], entry["model_name"], entry["api_key_required"]) == (base, "tiny-agree", True)
         human = runner.invoke(app, ["status"]).stdout
         row = next(line for line in human.splitlines() if line.startswith(str(port)))
         assert row.split()[2] == "tiny-agree" and row.split()[-1] == base  # model name and base URL, once
@@ -87,8 +106,13 @@ def test_openai_package_against_a_served_model(llama_bin_dir, tiny_models, tmp_p
         messages = [{"role": "user", "content": "a b c"}]
         done = client.chat.completions.create(model="tiny-agree", messages=messages, max_tokens=8, temperature=0)
         assert done.choices[0].message.content and done.usage.completion_tokens == 8
-        pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model="tiny-agree", messages=messages, max_tokens=8, temperature=0, stream=True) if c.choices]
+        pieces = [
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="tiny-agree", messages=messages, max_tokens=8, temperature=0, stream=True
+            )
+            if c.choices
+        ]
         assert len([p for p in pieces if p]) > 1  # more than one chunk: it really streamed
         assert "".join(pieces) == done.choices[0].message.content  # greedy: the same answer either way
     finally:
@@ -108,7 +132,7 @@ def _json_objects(text: str) -> list[dict]:
 def _blocks(lang: str) -> list[str]:
     text = README.read_text(encoding="utf-8")
     start = text.index("## Use it from your tools")
-    section = text[start:text.index("\n## ", start + 3)]
+    section = text[start : text.index("\n## ", start + 3)]
     return re.findall(rf"```{lang}\n(.*?)\n```", section, re.DOTALL)
 
 
@@ -125,25 +149,41 @@ def test_readme_commands_run_as_written(llama_bin_dir, demo_models_dir):
     """The section's commands, verbatim but for the port (8080 may be taken on a shared machine), against
     the test bed's build and the demo model (fetched once per machine into demo_models_dir)."""
     pytest.importorskip("openai")
-    from llmtp.settings import load_settings
     from test_setup_e2e import install_testbed_build
+
+    from llmtp.settings import load_settings
 
     install_testbed_build(load_settings().settings, llama_bin_dir)
     [shell], [python] = _blocks("bash"), _blocks("python")
     port = free_port()
-    env = dict(os.environ, LLMTP_PORT=str(port), LLMTP_MODELS_DIR=str(demo_models_dir),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(
+        os.environ,
+        LLMTP_PORT=str(port),
+        LLMTP_MODELS_DIR=str(demo_models_dir),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
     try:
-        sh = subprocess.run(["bash", "-e", "-c", shell.replace(":8080", f":{port}")], env=env,
-                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+        sh = subprocess.run(
+            ["bash", "-e", "-c", shell.replace(":8080", f":{port}")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+        )
         assert sh.returncode == 0, sh.stdout + sh.stderr
         assert 'OpenAI clients: model "smollm2-135m"; API key: none needed, but pass any non-empty key' in sh.stdout
         assert f"OpenAI base URL: http://127.0.0.1:{port}/v1" in sh.stdout
-        models, chat = _json_objects(sh.stdout[sh.stdout.index("{"):])  # curl adds no newline between them
+        models, chat = _json_objects(sh.stdout[sh.stdout.index("{") :])  # curl adds no newline between them
         assert [m["id"] for m in models["data"]] == ["smollm2-135m"]
         assert chat["choices"][0]["message"]["content"] and chat["usage"]["completion_tokens"] > 0
-        py = subprocess.run([sys.executable, "-c", python.replace(":8080", f":{port}")], env=env,
-                            capture_output=True, text=True, timeout=300)
+        py = subprocess.run(
+            [sys.executable, "-c", python.replace(":8080", f":{port}")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert py.returncode == 0, py.stderr
         first, answer = py.stdout.split("\n", 1)
         assert first == "['smollm2-135m']" and answer.strip()

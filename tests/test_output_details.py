@@ -19,12 +19,18 @@ from llmtp.cli.main import app
 
 def _llmtp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     # the installed script, as users run it: completion and `--help` hints use its name
-    return subprocess.run([str(Path(sys.executable).parent / "llmtp"), *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "llmtp"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def test_models_show_prints_brackets_in_data_as_written(monkeypatch):
-    from llmtp.services import model_catalog
+    from llmtp.services.models import catalog as model_catalog
 
     real = model_catalog.lookup
 
@@ -48,8 +54,25 @@ def test_tables_are_not_cut_in_a_pipe():
 
 
 # Commands that change something on disk, in a service or in a process: each must speak --json.
-CHANGING = ["build", "builds use", "builds adopt", "builds rollback", "builds prune", "models pull", "serve", "stop",
-            "run", "service install", "service uninstall", "service restart", "service stop", "setup", "tune", "upgrade", "verify"]
+CHANGING = [
+    "build",
+    "builds use",
+    "builds adopt",
+    "builds rollback",
+    "builds prune",
+    "models pull",
+    "serve",
+    "stop",
+    "run",
+    "service install",
+    "service uninstall",
+    "service restart",
+    "service stop",
+    "setup",
+    "tune",
+    "upgrade",
+    "verify",
+]
 
 
 def _command(path: str) -> click.Command:
@@ -73,8 +96,12 @@ def test_errors_under_json_are_json():
     assert r.stderr.startswith("error: ")  # people still read the paragraph
     usage = _llmtp("status", "--json", "--bogus")
     assert usage.returncode == 2
-    assert json.loads(usage.stdout) == {"error": "No such option: --bogus", "hint": "See `llmtp status --help`.",
-                                        "exit_code": 2, "details": []}
+    assert json.loads(usage.stdout) == {
+        "error": "No such option: --bogus",
+        "hint": "See `llmtp status --help`.",
+        "exit_code": 2,
+        "details": [],
+    }
     plain = _llmtp("plan", "no-such-model-anywhere")  # without --json: no JSON on stdout
     assert plain.returncode == 2 and plain.stdout == ""
 

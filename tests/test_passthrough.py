@@ -30,54 +30,72 @@ def _help_groups() -> list[list[str]]:
     return groups
 
 
-@pytest.mark.parametrize("extra, flag, instead", [
-    (["--host", "0.0.0.0"], "--host", "--host ADDR"),
-    (["--host=0.0.0.0"], "--host", "--host ADDR"),
-    (["--port", "9"], "--port", "--port N"),
-    (["--port=9"], "--port", "--port N"),
-    (["--path", "/"], "--path", "does not serve files"),
-    (["--api-key", "SECRET"], "--api-key", "--api-key-file FILE"),
-    (["--api_key", "SECRET"], "--api-key", "--api-key-file FILE"),  # llama.cpp reads `_` as `-`
-    (["--api-key-file", "/k"], "--api-key-file", "--api-key-file FILE"),
-    (["--ssl-key-file", "k.pem"], "--ssl-key-file", "reverse proxy"),
-    (["--ssl-cert-file", "c.pem"], "--ssl-cert-file", "reverse proxy"),
-    (["--webui-config", "{}"], "--webui-config", "web UI"),
-    (["--no-webui"], "--no-webui", "llmtp serve --no-ui"),
-    (["--ui"], "--ui", "llmtp serve --no-ui"),
-    (["--tools", "all"], "--tools", "does not expose tools"),
-    (["-m", "/x.gguf"], "-m", "MODEL argument"),
-    (["--model", "/x.gguf"], "--model", "MODEL argument"),
-    (["-hf", "org/repo"], "-hf", "MODEL argument"),
-    (["-c", "4096"], "-c", "--ctx N"),
-    (["--ctx-size", "4096"], "--ctx-size", "--ctx N"),
-    (["--ctx_size", "4096"], "--ctx-size", "--ctx N"),
-    (["-ngl", "99"], "-ngl", "llmtp plan MODEL"),
-    (["--n-gpu-layers", "99"], "--n-gpu-layers", "llmtp plan MODEL"),
-    (["-np", "4"], "-np", "--parallel N"),
-    (["--log-file", "/tmp/x"], "--log-file", "llmtp logs"),
-    (["--metrics"], "--metrics", "turns --metrics on itself"),
-    (["-a", "mymodel"], "-a", "serve MODEL --alias NAME"),  # llmtp sets --alias itself now
-    (["--alias", "x"], "--alias", "serve MODEL --alias NAME"),
-    (["--jinja", "--host", "::"], "--host", "--host ADDR"),  # found after an allowed flag
-])
+@pytest.mark.parametrize(
+    "extra, flag, instead",
+    [
+        (["--host", "0.0.0.0"], "--host", "--host ADDR"),
+        (["--host=0.0.0.0"], "--host", "--host ADDR"),
+        (["--port", "9"], "--port", "--port N"),
+        (["--port=9"], "--port", "--port N"),
+        (["--path", "/"], "--path", "does not serve files"),
+        (["--api-key", "SECRET"], "--api-key", "--api-key-file FILE"),
+        (["--api_key", "SECRET"], "--api-key", "--api-key-file FILE"),  # llama.cpp reads `_` as `-`
+        (["--api-key-file", "/k"], "--api-key-file", "--api-key-file FILE"),
+        (["--ssl-key-file", "k.pem"], "--ssl-key-file", "reverse proxy"),
+        (["--ssl-cert-file", "c.pem"], "--ssl-cert-file", "reverse proxy"),
+        (["--webui-config", "{}"], "--webui-config", "web UI"),
+        (["--no-webui"], "--no-webui", "llmtp serve --no-ui"),
+        (["--ui"], "--ui", "llmtp serve --no-ui"),
+        (["--tools", "all"], "--tools", "does not expose tools"),
+        (["-m", "/x.gguf"], "-m", "MODEL argument"),
+        (["--model", "/x.gguf"], "--model", "MODEL argument"),
+        (["-hf", "org/repo"], "-hf", "MODEL argument"),
+        (["-c", "4096"], "-c", "--ctx N"),
+        (["--ctx-size", "4096"], "--ctx-size", "--ctx N"),
+        (["--ctx_size", "4096"], "--ctx-size", "--ctx N"),
+        (["-ngl", "99"], "-ngl", "llmtp plan MODEL"),
+        (["--n-gpu-layers", "99"], "--n-gpu-layers", "llmtp plan MODEL"),
+        (["-np", "4"], "-np", "--parallel N"),
+        (["--log-file", "/tmp/x"], "--log-file", "llmtp logs"),
+        (["--metrics"], "--metrics", "turns --metrics on itself"),
+        (["-a", "mymodel"], "-a", "serve MODEL --alias NAME"),  # llmtp sets --alias itself now
+        (["--alias", "x"], "--alias", "serve MODEL --alias NAME"),
+        (["--jinja", "--host", "::"], "--host", "--host ADDR"),  # found after an allowed flag
+    ],
+)
 def test_refused(extra, flag, instead):
     r = refused_passthrough(extra)
     assert r is not None and r.flag == flag
     assert instead in r.hint and r.arg in r.message
 
 
-@pytest.mark.parametrize("extra", [
-    [], ["--jinja"], ["--temp", "0.6"], ["--temp=0.6"], ["-lv", "3"],
-    ["-ctk", "q8_0"], ["--threads", "4"], ["--cors-origins", "localhost"], ["--chat-template-file", "/t.jinja"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--jinja"],
+        ["--temp", "0.6"],
+        ["--temp=0.6"],
+        ["-lv", "3"],
+        ["-ctk", "q8_0"],
+        ["--threads", "4"],
+        ["--cors-origins", "localhost"],
+        ["--chat-template-file", "/t.jinja"],
+    ],
+)
 def test_allowed(extra):
     assert refused_passthrough(extra) is None
 
 
-@pytest.mark.parametrize("ours, extra", [
-    (["-ctk", "q8_0"], ["--cache-type-k", "f16"]), (["--threads", "4"], ["-t", "8"]),
-    (["-fa", "on"], ["--flash_attn", "off"]), (["--fit", "off"], ["-fit", "on"]),
-])
+@pytest.mark.parametrize(
+    "ours, extra",
+    [
+        (["-ctk", "q8_0"], ["--cache-type-k", "f16"]),
+        (["--threads", "4"], ["-t", "8"]),
+        (["-fa", "on"], ["--flash_attn", "off"]),
+        (["--fit", "off"], ["-fit", "on"]),
+    ],
+)
 def test_plan_set_flags_refused_only_when_llmtp_sets_them(ours, extra):
     assert refused_passthrough(extra) is None
     r = refused_passthrough(extra, ["/bin/llama-server", "-m", "/m.gguf", *ours])
@@ -116,14 +134,19 @@ def _llmtp(llmtp_home, *args):
     import sys
 
     env = {**os.environ, "LLMTP_HOME": str(llmtp_home)}
-    return subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("extra, instead", [
-    (["--host", "0.0.0.0"], "--host ADDR"), (["--host=0.0.0.0"], "--host ADDR"), (["--path", "/"], "serve files"),
-    (["--api-key", "SECRET"], "--api-key-file FILE"), (["--port", "1"], "--port N"),
-])
+@pytest.mark.parametrize(
+    "extra, instead",
+    [
+        (["--host", "0.0.0.0"], "--host ADDR"),
+        (["--host=0.0.0.0"], "--host ADDR"),
+        (["--path", "/"], "serve files"),
+        (["--api-key", "SECRET"], "--api-key-file FILE"),
+        (["--port", "1"], "--port N"),
+    ],
+)
 def test_serve_refuses_before_planning(llmtp_home, tmp_path, extra, instead):
     # no build, no model: the refusal comes first, as a usage error (exit 2), not a traceback
     r = _llmtp(llmtp_home, "serve", str(tmp_path / "none.gguf"), "--dry-run", "--", *extra)

@@ -11,19 +11,30 @@ from typer.testing import CliRunner
 from llmtp.cli.main import app
 from llmtp.core import memory as mem
 from llmtp.core.catalog_model import model_info_from_catalog
-from llmtp.core.gguf_meta import TensorInfo, model_info_from_metadata
-from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, SPEED_FRACTION, Candidate, GiB, PlanDevice, PlanHardware, PlanRequest
+from llmtp.core.gguf_meta import ModelInfo, TensorInfo, model_info_from_metadata
 from llmtp.core.plan import make_plan
+from llmtp.core.plan_types import (
+    FFN_SPILL_TOLERANCE,
+    SPEED_FRACTION,
+    Candidate,
+    GiB,
+    PlanDevice,
+    PlanHardware,
+    PlanRequest,
+)
 from llmtp.core.speed import DEFAULT_ACCEPTANCE, Bandwidths, Placement, predict
 from llmtp.errors import UsageError
-from llmtp.services.model_catalog import load_catalog
-from llmtp.services.plan import find_gpu, parse_size
+from llmtp.services.models.catalog import load_catalog
+from llmtp.services.serve.plan import find_gpu, parse_size
 
 
 def _gpu(gib: float, bw: float | None = 1000.0) -> PlanHardware:
-    return PlanHardware(gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=bw)],
-                        ram_bytes=64 * GiB, ram_bandwidth_gbps=60, backend="cuda")
+    return PlanHardware(
+        gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=bw)],
+        ram_bytes=64 * GiB,
+        ram_bandwidth_gbps=60,
+        backend="cuda",
+    )
 
 
 def _qwen27_quants():
@@ -33,15 +44,29 @@ def _qwen27_quants():
 
 def _qwen35_27b_header():
     """Qwen3.6-27B's real GGUF key layout and tensor shapes (attention layers only need shapes)."""
-    kv = {"general.architecture": "qwen35", "qwen35.block_count": 65, "qwen35.nextn_predict_layers": 1,
-          "qwen35.context_length": 262144, "qwen35.embedding_length": 5120, "qwen35.feed_forward_length": 17408,
-          "qwen35.attention.head_count": 24, "qwen35.attention.head_count_kv": 4,
-          "qwen35.attention.key_length": 256, "qwen35.attention.value_length": 256,
-          "qwen35.full_attention_interval": 4, "qwen35.ssm.conv_kernel": 4, "qwen35.ssm.state_size": 128,
-          "qwen35.ssm.group_count": 16, "qwen35.ssm.time_step_rank": 48, "qwen35.ssm.inner_size": 6144}
+    kv = {
+        "general.architecture": "qwen35",
+        "qwen35.block_count": 65,
+        "qwen35.nextn_predict_layers": 1,
+        "qwen35.context_length": 262144,
+        "qwen35.embedding_length": 5120,
+        "qwen35.feed_forward_length": 17408,
+        "qwen35.attention.head_count": 24,
+        "qwen35.attention.head_count_kv": 4,
+        "qwen35.attention.key_length": 256,
+        "qwen35.attention.value_length": 256,
+        "qwen35.full_attention_interval": 4,
+        "qwen35.ssm.conv_kernel": 4,
+        "qwen35.ssm.state_size": 128,
+        "qwen35.ssm.group_count": 16,
+        "qwen35.ssm.time_step_rank": 48,
+        "qwen35.ssm.inner_size": 6144,
+    }
     tensors = [TensorInfo(name="token_embd.weight", shape=[5120, 248320], type="Q4_K", n_bytes=715_161_600)]
     for il in range(65):
-        tensors.append(TensorInfo(name=f"blk.{il}.ffn_down.weight", shape=[17408, 5120], type="Q4_K", n_bytes=50_135_040))
+        tensors.append(
+            TensorInfo(name=f"blk.{il}.ffn_down.weight", shape=[17408, 5120], type="Q4_K", n_bytes=50_135_040)
+        )
     return model_info_from_metadata(kv, tensors, file_size=16_000_000_000)
 
 
@@ -79,9 +104,13 @@ def test_gemma4_31b_sliding_layers_keep_window_plus_ubatch():
 
 
 def _card(gib: float, bw: float, *, unified: bool = False, ram_gib: float = 64) -> PlanHardware:
-    return PlanHardware(gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=bw)],
-                        ram_bytes=int(ram_gib * GiB), ram_bandwidth_gbps=bw if unified else 60,
-                        unified_memory=unified, backend="metal" if unified else "cuda")
+    return PlanHardware(
+        gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=bw)],
+        ram_bytes=int(ram_gib * GiB),
+        ram_bandwidth_gbps=bw if unified else 60,
+        unified_memory=unified,
+        backend="metal" if unified else "cuda",
+    )
 
 
 # Issue 13's acceptance table for qwen3.6-27b at 16k context, with the catalog's hub-listed sizes (issue 18:
@@ -92,15 +121,18 @@ def _card(gib: float, bw: float, *, unified: bool = False, ram_gib: float = 64) 
 # in RAM) Q4_K_M is predicted at 57% of IQ3_XXS's speed on a 4060 Ti with 60 GB/s RAM: the rule's 50% bar
 # takes it, as the seed table says. A faster card loses more to RAM: on a 4080 Q4_K_M keeps 40% and the rule
 # stops at IQ4_XS (1 FFN layer in RAM, 73%) (docs/planning.md).
-@pytest.mark.parametrize("gib, bw, unified, want", [
-    (12, 360, False, {"IQ4_XS", "IQ3_XXS"}),  # RTX 3060 12GB
-    (16, 288, False, {"Q4_K_M"}),  # RTX 4060 Ti 16GB: Q4_K_M with 9 layers' FFN in RAM
-    (16, 716.8, False, {"IQ4_XS"}),  # RTX 4080: RAM costs it more; Q4_K_M is predicted under 50%
-    (24, 1008, False, {"Q5_K_M", "Q6_K", "Q8_0"}),  # RTX 4090: "Q5_K_M or better"
-    (32, 1792, False, {"Q5_K_M", "Q6_K"}),  # RTX 5090
-    (48, 546, True, {"Q5_K_M", "Q6_K", "Q8_0"}),  # 64 GB unified (M4 Max), macOS's 75% GPU share
-    (64, 546, True, {"Q5_K_M", "Q6_K", "Q8_0"}),  # 64 GiB unified, all of it for the GPU: BF16 would fit
-])
+@pytest.mark.parametrize(
+    "gib, bw, unified, want",
+    [
+        (12, 360, False, {"IQ4_XS", "IQ3_XXS"}),  # RTX 3060 12GB
+        (16, 288, False, {"Q4_K_M"}),  # RTX 4060 Ti 16GB: Q4_K_M with 9 layers' FFN in RAM
+        (16, 716.8, False, {"IQ4_XS"}),  # RTX 4080: RAM costs it more; Q4_K_M is predicted under 50%
+        (24, 1008, False, {"Q5_K_M", "Q6_K", "Q8_0"}),  # RTX 4090: "Q5_K_M or better"
+        (32, 1792, False, {"Q5_K_M", "Q6_K"}),  # RTX 5090
+        (48, 546, True, {"Q5_K_M", "Q6_K", "Q8_0"}),  # 64 GB unified (M4 Max), macOS's 75% GPU share
+        (64, 546, True, {"Q5_K_M", "Q6_K", "Q8_0"}),  # 64 GiB unified, all of it for the GPU: BF16 would fit
+    ],
+)
 def test_seed_table_at_16k_by_predicted_speed(gib, bw, unified, want):
     plan = make_plan(_qwen27_quants(), _card(gib, bw, unified=unified), PlanRequest(ctx=16384))
     assert plan.quant in want and plan.fits and plan.ctx == 16384
@@ -113,7 +145,11 @@ def test_seed_table_at_16k_by_predicted_speed(gib, bw, unified, want):
         assert not any(c.full for c in plan.candidates if c.quant in ("Q4_K_M", "IQ4_XS"))
         # the FFN spill and the -ngl split of the same quant and KV type are predicted alike (both keep the
         # head on the GPU on b11434); within the stated tolerance the spill is kept
-        assert plan.n_cpu_ffn and plan.n_gpu_layers > plan.n_layers and chosen[0].runs == f"GPU + {plan.n_cpu_ffn} FFN on CPU"
+        assert (
+            plan.n_cpu_ffn
+            and plan.n_gpu_layers > plan.n_layers
+            and chosen[0].runs == f"GPU + {plan.n_cpu_ffn} FFN on CPU"
+        )
         beaten = [c for c in plan.candidates if c.quant == plan.quant and c.cache == plan.cache_type_k and _beaten(c)]
         assert len(beaten) == 1 and beaten[0].n_cpu_ffn is None and beaten[0].runs.endswith("/64 layers + CPU")
         assert beaten[0].relative <= chosen[0].relative * (1 + FFN_SPILL_TOLERANCE)
@@ -126,8 +162,10 @@ def test_seed_table_at_16k_by_predicted_speed(gib, bw, unified, want):
 
 def _beaten(c) -> bool:
     """A split placement shown under the FFN spill that was kept instead of it."""
-    return bool(c.lost) and (c.lost.startswith("predicted slower than GPU + ")
-                             or c.lost.startswith(f"predicted within {FFN_SPILL_TOLERANCE:.0%} of GPU + "))
+    return bool(c.lost) and (
+        c.lost.startswith("predicted slower than GPU + ")
+        or c.lost.startswith(f"predicted within {FFN_SPILL_TOLERANCE:.0%} of GPU + ")
+    )
 
 
 def test_never_bf16_by_default_but_on_request():
@@ -136,8 +174,9 @@ def test_never_bf16_by_default_but_on_request():
     bf16 = [c for c in plan.candidates if c.quant == "BF16" and c.cache == "f16"][0]
     assert bf16.full and bf16.fits  # it fits whole: only the rule keeps it out
     assert plan.quant != "BF16"
-    assert [c.lost for c in plan.candidates if c.quant == "BF16" and c.lost.startswith("above")] == \
-        ["above Q8_0: chosen only when asked (--quant BF16)"]
+    assert [c.lost for c in plan.candidates if c.quant == "BF16" and c.lost.startswith("above")] == [
+        "above Q8_0: chosen only when asked (--quant BF16)"
+    ]
     asked = make_plan(_qwen27_quants(), hw, PlanRequest(ctx=16384, quant="BF16"))
     assert asked.quant == "BF16"
     assert next(d for d in asked.decisions if d.what == "quant").reason == "asked for with --quant BF16"
@@ -150,15 +189,30 @@ def test_every_candidate_is_compared_and_every_loser_says_why():
     assert sum(c.chosen for c in plan.candidates) == 1
     assert all(c.lost for c in plan.candidates if not c.chosen)
     # the ladder, lowest quality first
-    assert list(dict.fromkeys(c.quant for c in plan.candidates)) == ["IQ3_XXS", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q8_0", "BF16"]
+    assert list(dict.fromkeys(c.quant for c in plan.candidates)) == [
+        "IQ3_XXS",
+        "IQ4_XS",
+        "Q4_K_M",
+        "Q5_K_M",
+        "Q8_0",
+        "BF16",
+    ]
     assert max(c.relative for c in plan.candidates if c.full) == 1.0
 
 
 def _toy(**kw) -> ModelInfo:
     """4 trunk layers of 1 GB, a 0.5 GB nextn layer, 1 GB token embedding and 2 GB output head; no KV."""
-    return ModelInfo(arch="qwen35", block_count=5, nextn_predict_layers=1, trunk_layers=4,
-                     layer_weight_bytes=[10**9] * 4 + [5 * 10**8], other_weight_bytes=3 * 10**9,
-                     token_embd_bytes=10**9, mtp_arch=True, **kw)
+    return ModelInfo(
+        arch="qwen35",
+        block_count=5,
+        nextn_predict_layers=1,
+        trunk_layers=4,
+        layer_weight_bytes=[10**9] * 4 + [5 * 10**8],
+        other_weight_bytes=3 * 10**9,
+        token_embd_bytes=10**9,
+        mtp_arch=True,
+        **kw,
+    )
 
 
 def test_speed_roofline_and_mtp_gain_by_hand():
@@ -179,8 +233,9 @@ def test_speed_roofline_and_mtp_gain_by_hand():
     assert s2.plain_tok_s == pytest.approx(1 / t, abs=0.051)
     assert s2.mtp_tok_s == pytest.approx(2.5 / (t + 3 * 2.5 / 600), abs=0.051)
     # nothing offloaded: the head and the drafts in RAM too
-    s0 = predict(info, full.model_copy(update={"n_gpu_layers": 0}), Bandwidths(gpu_gbps=600, ram_gbps=50),
-                 acceptance=0.5)
+    s0 = predict(
+        info, full.model_copy(update={"n_gpu_layers": 0}), Bandwidths(gpu_gbps=600, ram_gbps=50), acceptance=0.5
+    )
     assert (s0.gpu_bytes, s0.cpu_bytes) == (0, 6 * 10**9)
     assert s0.mtp_tok_s == pytest.approx(2.5 / (6 / 50 + 3 * 2.5 / 50), abs=0.051)
     assert s2.bottleneck == "system RAM bandwidth (layers on the CPU)"
@@ -205,13 +260,15 @@ def test_ffn_spill_speed_by_hand():
 
 def test_gguf_dense_ffn_bytes_follow_llama_cpps_pattern():
     kv = {"general.architecture": "qwen35", "qwen35.block_count": 2, "qwen35.embedding_length": 8}
-    t = [TensorInfo(name="blk.0.ffn_up.weight", shape=[8, 16], type="F16", n_bytes=256),
-         TensorInfo(name="blk.0.ffn_gate.weight", shape=[8, 16], type="F16", n_bytes=256),
-         TensorInfo(name="blk.0.ffn_down.weight", shape=[16, 8], type="F16", n_bytes=256),
-         TensorInfo(name="blk.0.attn_q.weight", shape=[8, 8], type="F16", n_bytes=128),
-         TensorInfo(name="blk.1.ffn_up_shexp.weight", shape=[8, 16], type="F16", n_bytes=256),
-         TensorInfo(name="blk.1.ffn_up_exps.weight", shape=[8, 16, 4], type="F16", n_bytes=1024),
-         TensorInfo(name="blk.1.ffn_norm.weight", shape=[8], type="F32", n_bytes=32)]
+    t = [
+        TensorInfo(name="blk.0.ffn_up.weight", shape=[8, 16], type="F16", n_bytes=256),
+        TensorInfo(name="blk.0.ffn_gate.weight", shape=[8, 16], type="F16", n_bytes=256),
+        TensorInfo(name="blk.0.ffn_down.weight", shape=[16, 8], type="F16", n_bytes=256),
+        TensorInfo(name="blk.0.attn_q.weight", shape=[8, 8], type="F16", n_bytes=128),
+        TensorInfo(name="blk.1.ffn_up_shexp.weight", shape=[8, 16], type="F16", n_bytes=256),
+        TensorInfo(name="blk.1.ffn_up_exps.weight", shape=[8, 16, 4], type="F16", n_bytes=1024),
+        TensorInfo(name="blk.1.ffn_norm.weight", shape=[8], type="F32", n_bytes=32),
+    ]
     info = model_info_from_metadata(kv, t, file_size=2208)
     assert info.layer_ffn_bytes == [768, 0] and info.layer_weight_bytes == [896, 1312]
     # the catalog estimates the same from n_embd x n_ff at the quant's width (dense models only)
@@ -280,8 +337,13 @@ def test_roofline_and_launch_spec():
     assert plan.bottleneck == "GPU memory bandwidth"
     assert plan.decode_tok_s == pytest.approx(1008e9 / plan.bytes_per_token, rel=0.01)
     spec = plan.to_launch_spec("/m.gguf", "127.0.0.1", 8081)
-    assert (spec.ctx_size, spec.n_gpu_layers, spec.cache_type_v, spec.mtp.enabled, spec.parallel) == \
-        (plan.ctx, plan.n_gpu_layers, plan.cache_type_v, True, 1)
+    assert (spec.ctx_size, spec.n_gpu_layers, spec.cache_type_v, spec.mtp.enabled, spec.parallel) == (
+        plan.ctx,
+        plan.n_gpu_layers,
+        plan.cache_type_v,
+        True,
+        1,
+    )
     assert make_plan(_qwen27_quants(), _gpu(24, bw=None), PlanRequest()).decode_tok_s is None
 
 
@@ -337,8 +399,8 @@ def test_cli_plan_compare_table_and_json_from_the_same_rows():
 
 def test_plan_uses_the_acceptance_tune_measured_for_the_file(tiny_models):
     from llmtp.core.launch import MtpSettings
-    from llmtp.services import model_settings
-    from llmtp.services.plan import plan_model
+    from llmtp.services.serve.plan import plan_model
+    from llmtp.services.stores import mtp_settings
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
@@ -346,7 +408,7 @@ def test_plan_uses_the_acceptance_tune_measured_for_the_file(tiny_models):
     hw = _card(8, 300)
     before = plan_model(str(path), settings, PlanRequest(), hw).plan
     assert before.mtp_acceptance == DEFAULT_ACCEPTANCE and before.mtp_acceptance_source == "default"
-    model_settings.save(settings, model_settings.model_key(path), MtpSettings(enabled=True, n_max=3), acceptance=0.95)
+    mtp_settings.save(settings, mtp_settings.model_key(path), MtpSettings(enabled=True, n_max=3), acceptance=0.95)
     after = plan_model(str(path), settings, PlanRequest(), hw).plan
     assert after.mtp_acceptance == 0.95 and after.mtp_acceptance_source == "measured"
     assert after.decode_tok_s_mtp > before.decode_tok_s_mtp
@@ -370,18 +432,22 @@ def test_asking_for_q4_k_m_on_16_gib_gets_the_split_plan_and_its_speed():
     # every layer, the output head and the MTP layer on the GPU; the FFN weights of the first 9 layers in RAM
     assert plan.quant == "Q4_K_M" and plan.fits and plan.n_gpu_layers > plan.n_layers and plan.n_cpu_ffn == 9
     d = {x.what: x for x in plan.decisions}
-    assert d["-ngl"].value == "all" and d["-ngl"].reason == "all 64 layers, the output head and the MTP layer on the GPU"
+    assert (
+        d["-ngl"].value == "all" and d["-ngl"].reason == "all 64 layers, the output head and the MTP layer on the GPU"
+    )
     assert d["--n-cpu-ffn"].value == "9" and d["--n-cpu-ffn"].reason.startswith(
-        "dense FFN weights of the first 9 layers (1.4 GiB) stay in RAM")
+        "dense FFN weights of the first 9 layers (1.4 GiB) stay in RAM"
+    )
     iq3 = next(c for c in plan.candidates if c.quant == "IQ3_XXS" and c.cache == "f16")
     assert iq3.lost == "not the quant asked for (--quant Q4_K_M)"
     # the -ngl split beside it: the head, the MTP layer and the last 58 layers (-ngl 60 on b11434), predicted
     # alike; before this change the planner modelled -ngl 64 with the head on the CPU, under half IQ3_XXS's speed
     split = next(c for c in plan.candidates if c.quant == "Q4_K_M" and c.cache == plan.cache_type_k and not c.chosen)
     assert split.runs == "GPU 58/64 layers + CPU" and split.n_gpu_layers == 60 and split.n_cpu_ffn is None
-    assert split.lost == "predicted within 5% of GPU + 9 FFN on CPU (100% of its speed), which runs no attention on the CPU"
+    assert (
+        split.lost
+        == "predicted within 5% of GPU + 9 FFN on CPU (100% of its speed), which runs no attention on the CPU"
+    )
     assert iq3.mtp_tok_s / 2 < split.mtp_tok_s <= plan.decode_tok_s_mtp * (1 + FFN_SPILL_TOLERANCE)
     spec = plan.to_launch_spec("/m/q.gguf", port=8081)
     assert spec.n_cpu_ffn == 9 and spec.n_gpu_layers == plan.n_gpu_layers and spec.fit == "off"
-
-

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from llmtp.cli.main import app
 from llmtp.core.catalog_model import model_info_from_catalog
 from llmtp.core.plan import make_plan
-from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
 from llmtp.core.plan_review import FAR_BEYOND_TRAINED, check_ctx, device_wording
+from llmtp.core.plan_types import GiB, PlanHardware, PlanRequest
 from llmtp.errors import UsageError
-from llmtp.services.model_catalog import load_catalog
+from llmtp.services.models.catalog import load_catalog
 
 
 def _quants(alias: str):
@@ -76,7 +76,7 @@ def test_cli_force_and_refusal():
 
 
 def test_offline_note_is_said_in_full_once_a_day(llmtp_home):
-    from llmtp.services.notes import first_today
+    from llmtp.services.stores.said_notes import first_today
     from llmtp.settings import load_settings
 
     s = load_settings().settings
@@ -85,7 +85,7 @@ def test_offline_note_is_said_in_full_once_a_day(llmtp_home):
 
 
 def test_measured_ram_bandwidth_is_cached(llmtp_home):
-    from llmtp.services.ram_bandwidth import ram_bandwidth
+    from llmtp.services.machine.ram_bandwidth import ram_bandwidth
     from llmtp.settings import load_settings
 
     s = load_settings().settings

@@ -19,7 +19,12 @@ def read(path: Path) -> str:
 def test_new_version_format_with_unknown_commit():
     v = parse_version(read(CPU / "server-version.txt"))
     assert (v.version, v.build_number, v.commit, v.compiler, v.target) == (
-        "0.6.0-dev", 11434, None, "GNU 12.2.0", "Linux x86_64")
+        "0.6.0-dev",
+        11434,
+        None,
+        "GNU 12.2.0",
+        "Linux x86_64",
+    )
 
 
 def test_new_version_format_with_commit():
@@ -40,15 +45,44 @@ def test_no_version_line_is_unknown():
 
 def test_b11434_server_help_flags_and_enums():
     flags, enums = parse_help(read(CPU / "server-help.txt"))
-    for flag in ("-h", "--help", "--usage", "-m", "--model", "--spec-type", "--spec-draft-n-max", "-lm",
-                 "--load-mode", "--fit", "-fit", "-ngl", "--n-gpu-layers", "-ctkd", "--metrics", "--port",
-                 "-ot", "--override-tensor", "-ncffn", "--n-cpu-ffn"):  # the planner's FFN spill
+    for flag in (
+        "-h",
+        "--help",
+        "--usage",
+        "-m",
+        "--model",
+        "--spec-type",
+        "--spec-draft-n-max",
+        "-lm",
+        "--load-mode",
+        "--fit",
+        "-fit",
+        "-ngl",
+        "--n-gpu-layers",
+        "-ctkd",
+        "--metrics",
+        "--port",
+        "-ot",
+        "--override-tensor",
+        "-ncffn",
+        "--n-cpu-ffn",
+    ):  # the planner's FFN spill
         assert flag in flags, flag
     for removed in ("--no-mmap", "--draft-max", "--mtp"):
         assert removed not in flags
-    assert enums["--spec-type"] == ["none", "draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash",
-                                    "draft-dspark", "ngram-simple", "ngram-map-k", "ngram-map-k4v",
-                                    "ngram-mod", "ngram-cache"]
+    assert enums["--spec-type"] == [
+        "none",
+        "draft-simple",
+        "draft-eagle3",
+        "draft-mtp",
+        "draft-dflash",
+        "draft-dspark",
+        "ngram-simple",
+        "ngram-map-k",
+        "ngram-map-k4v",
+        "ngram-mod",
+        "ngram-cache",
+    ]
     assert enums["-fa"] == enums["--flash-attn"] == ["on", "off", "auto"]
     assert enums["--load-mode"] == ["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"]
     assert enums["-ctk"] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
@@ -64,8 +98,9 @@ def test_bench_help_indented_style():
 
 
 def test_capabilities_of_the_pinned_cpu_build():
-    caps = capabilities_from(read(CPU / "server-version.txt"), read(CPU / "server-help.txt"),
-                             read(CPU / "list-devices.txt"))
+    caps = capabilities_from(
+        read(CPU / "server-version.txt"), read(CPU / "server-help.txt"), read(CPU / "list-devices.txt")
+    )
     assert caps.mtp_dialect == "upstream"
     assert caps.devices == []
     assert caps.first_of("--no-mmap", "--load-mode") == "--load-mode"
@@ -97,9 +132,13 @@ def test_cuda_list_devices():
 def test_cpu_list_devices_and_failure():
     assert parse_list_devices(read(CPU / "list-devices.txt")) == []
     assert parse_list_devices("error: invalid argument: --list-devices\n") is None
-    assert parse_list_devices("Available devices:\n  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 24000 MiB free)\n") == [
-        Device(id="Vulkan0", backend="Vulkan", name="AMD Radeon RX 7900 XTX (RADV NAVI31)", total_mib=24560,
-               free_mib=24000)]
+    assert parse_list_devices(
+        "Available devices:\n  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 24000 MiB free)\n"
+    ) == [
+        Device(
+            id="Vulkan0", backend="Vulkan", name="AMD Radeon RX 7900 XTX (RADV NAVI31)", total_mib=24560, free_mib=24000
+        )
+    ]
 
 
 def test_removed_flags_are_not_accepted():
@@ -118,9 +157,20 @@ def test_b10752_server_help_the_older_release_of_the_upgrade_test():
     assert "draft-mtp" in old_enums["--spec-type"] and old_enums["--spec-type"] == new_enums["--spec-type"]
     for flag in ("--spec-draft-n-max", "--spec-draft-p-min", "-lm", "--load-mode", "--metrics", "--fit"):
         assert flag in old_flags and flag in new_flags, flag
-    assert sorted(set(old_flags) - set(new_flags)) == ["--direct-io", "--mlock", "--mmap", "--no-direct-io",
-                                                       "--no-mmap", "-dio", "-ndio"]
-    assert sorted(set(new_flags) - set(old_flags)) == ["--log-jsonl", "--no-log-jsonl", "--rpc",
-                                                       "--spec-draft-sampling"]
+    assert sorted(set(old_flags) - set(new_flags)) == [
+        "--direct-io",
+        "--mlock",
+        "--mmap",
+        "--no-direct-io",
+        "--no-mmap",
+        "-dio",
+        "-ndio",
+    ]
+    assert sorted(set(new_flags) - set(old_flags)) == [
+        "--log-jsonl",
+        "--no-log-jsonl",
+        "--rpc",
+        "--spec-draft-sampling",
+    ]
     version = parse_version((fixtures / "b10752-cpu/server-version.txt").read_text(encoding="utf-8"))
     assert (version.build_number, version.commit) == (10752, None)

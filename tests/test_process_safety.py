@@ -27,7 +27,7 @@ from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port, port_free
 from llmtp.adapters.spawn import open_private, private_dir, rotate_live, spawn_logged
 from llmtp.cli.main import app
-from llmtp.services import state as st
+from llmtp.services.stores import serve_records as st
 from llmtp.settings import load_settings
 
 
@@ -60,8 +60,7 @@ def _gone(pid: int) -> bool:
 
 def _write_record(state_dir: Path, port: int, **fields) -> Path:
     private_dir(state_dir)
-    record = {"llmtp_pid": 4242, "host": "127.0.0.1", "port": port, "model": "m.gguf", "log_path": "x.log",
-              **fields}
+    record = {"llmtp_pid": 4242, "host": "127.0.0.1", "port": port, "model": "m.gguf", "log_path": "x.log", **fields}
     path = st.state_path(state_dir, port)
     path.write_text(json.dumps(record), encoding="utf-8")
     return path
@@ -96,6 +95,7 @@ def no_signal_to_low_pids(monkeypatch):
 
 # --- item 4: stop signals only what is proven ours -------------------------------------------------
 
+
 def _identity(pid: int, **change) -> dict:
     ident = proctree.identity(pid)
     assert ident is not None
@@ -106,11 +106,14 @@ def _identity(pid: int, **change) -> dict:
 @pytest.mark.parametrize("how", ["no identity recorded", "another start time", "another command line"])
 def test_stop_never_signals_an_unrelated_process_and_drops_the_stale_record(state_dir, sleeper, how):
     port = free_port()
-    ident = {"no identity recorded": None,
-             "another start time": _identity(sleeper.pid, create_time=time.time() - 3600),
-             "another command line": _identity(sleeper.pid, cmdline=["llmtp", "serve", "m.gguf"])}[how]
-    path = _write_record(state_dir, port, llmtp_pid=sleeper.pid, server_pid=sleeper.pid,
-                         llmtp_proc=ident, server_proc=ident)
+    ident = {
+        "no identity recorded": None,
+        "another start time": _identity(sleeper.pid, create_time=time.time() - 3600),
+        "another command line": _identity(sleeper.pid, cmdline=["llmtp", "serve", "m.gguf"]),
+    }[how]
+    path = _write_record(
+        state_dir, port, llmtp_pid=sleeper.pid, server_pid=sleeper.pid, llmtp_proc=ident, server_proc=ident
+    )
     Path(st.lock_path(state_dir, port)).touch()
     r = _stop(port)
     assert r.exit_code == 0, r.output
@@ -118,8 +121,12 @@ def test_stop_never_signals_an_unrelated_process_and_drops_the_stale_record(stat
     assert sleeper.poll() is None and os.getpgid(sleeper.pid) == os.getpgid(0)  # untouched, group too
     assert r.stdout.strip() == "no server running"
     [note] = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
-    assert note.startswith(f"note: dropped the stale record for port {port} (llmtp pid {sleeper.pid}, "
-                           f"llama-server pid {sleeper.pid})") and "nothing was signalled" in note
+    assert (
+        note.startswith(
+            f"note: dropped the stale record for port {port} (llmtp pid {sleeper.pid}, llama-server pid {sleeper.pid})"
+        )
+        and "nothing was signalled" in note
+    )
     assert not path.exists() and not st.lock_path(state_dir, port).exists()
 
 
@@ -138,8 +145,13 @@ def test_records_naming_pid_0_minus_1_or_1_are_stale(state_dir, no_signal_to_low
 
 def test_status_drops_a_stale_record_without_signalling(state_dir, sleeper):
     port = free_port()
-    path = _write_record(state_dir, port, llmtp_pid=sleeper.pid, server_pid=sleeper.pid,
-                         llmtp_proc=_identity(sleeper.pid, create_time=1.0))
+    path = _write_record(
+        state_dir,
+        port,
+        llmtp_pid=sleeper.pid,
+        server_pid=sleeper.pid,
+        llmtp_proc=_identity(sleeper.pid, create_time=1.0),
+    )
     r = CliRunner().invoke(app, ["status", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout) == []
     assert f"dropped the stale record for port {port}" in r.stderr
@@ -157,7 +169,7 @@ SUPERVISOR = textwrap.dedent("""
     import json, os, signal, subprocess, sys, time
     from pathlib import Path
     from llmtp.adapters.spawn import spawn_logged
-    from llmtp.services import state as st
+    from llmtp.services.stores import serve_records as st
 
     state_dir, port, mode, argv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
     claim = st.PortClaim(state_dir, port).acquire()
@@ -182,13 +194,17 @@ SUPERVISOR = textwrap.dedent("""
 """)
 
 
-def _supervisor(state_dir: Path, port: int, mode: str,
-                argv: tuple[str, ...] = ("sleep", "1000")) -> tuple[subprocess.Popen, int]:
+def _supervisor(
+    state_dir: Path, port: int, mode: str, argv: tuple[str, ...] = ("sleep", "1000")
+) -> tuple[subprocess.Popen, int]:
     """A small stand-in for `llmtp serve --foreground`: claims the port, runs `argv` as its server
     (`mode` "pdeathsig": spawned as llmtp spawns llama-server; "orphan": without the parent-death
     signal), records both, stops both on SIGTERM."""
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state_dir), str(port), mode, json.dumps(argv)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(state_dir), str(port), mode, json.dumps(argv)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.strip().isdigit(), f"supervisor script failed: {proc.wait()}"
     return proc, int(line)
@@ -211,6 +227,7 @@ def test_stop_stops_a_proven_supervisor_and_leaves_no_lock_behind(state_dir):
 
 
 # --- item 5: a SIGKILLed supervisor leaves nothing running -----------------------------------------
+
 
 def test_a_sigkilled_supervisor_takes_its_server_with_it(state_dir):
     port = free_port()
@@ -245,8 +262,9 @@ def test_an_orphaned_server_is_found_and_stopped(state_dir, command):
             notes = [ln.removeprefix("note: ") for ln in r.stderr.splitlines()]
             if command == "stop":
                 assert r.stdout.strip() == f"stopped port(s) {port}"
-        assert notes == [f"stopped llama-server (pid {server}) left running on port {port} by an llmtp "
-                         f"that died (pid {sup.pid})"]
+        assert notes == [
+            f"stopped llama-server (pid {server}) left running on port {port} by an llmtp that died (pid {sup.pid})"
+        ]
         assert _gone(server)
     finally:
         if not _gone(server):
@@ -255,6 +273,7 @@ def test_an_orphaned_server_is_found_and_stopped(state_dir, command):
 
 
 # --- item 11: private files, bounded logs, no stale locks ------------------------------------------
+
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -272,11 +291,18 @@ def test_state_dir_logs_and_locks_are_private_from_creation(state_dir, tmp_path)
             assert _mode(st.state_path(state_dir, port)) == 0o600
         finally:
             _stop(port)
-        from llmtp.services.warm_start import WarmStart
+        from llmtp.services.serve.warm_start import WarmStart
 
         warm = WarmStart(["serve", "m", "--foreground"], {"LLMTP_STATE_DIR": str(state_dir)})
-        rec = warm.remember(argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
-                            files=[], state_dir=state_dir)
+        rec = warm.remember(
+            argv=["x"],
+            log_path=tmp_path / "l",
+            lock_path=tmp_path / "k",
+            host="h",
+            port=1,
+            files=[],
+            state_dir=state_dir,
+        )
         assert _mode(rec.parent) == 0o700 and _mode(rec) == 0o600
         fresh = tmp_path / "a" / "b" / "state"
         assert private_dir(fresh) == fresh
@@ -348,6 +374,7 @@ def test_live_rotation_keeps_a_running_writers_log_bounded(tmp_path):
 
 # --- against the real llama-server --------------------------------------------------------------
 
+
 def _llmtp(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmtp", *args]
 
@@ -355,9 +382,22 @@ def _llmtp(*args: str) -> list[str]:
 @pytest.mark.llama
 def test_sigkilled_detached_serve_leaves_no_llama_server(llama_bin_dir, tiny_models, state_dir):
     port = free_port()
-    r = subprocess.run(_llmtp("serve", str(tiny_models["plain"]), "--server", str(llama_bin_dir / "llama-server"),
-                              "--port", str(port), "--ctx", "512", "--json"), capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        _llmtp(
+            "serve",
+            str(tiny_models["plain"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     started = json.loads(r.stdout)
     server = started["server_pid"]
@@ -380,8 +420,21 @@ def test_sigkilled_detached_serve_leaves_no_llama_server(llama_bin_dir, tiny_mod
 @pytest.mark.llama
 def test_an_orphaned_llama_server_is_stopped_by_the_next_stop(llama_bin_dir, tiny_models, state_dir):
     port = free_port()
-    argv = (str(llama_bin_dir / "llama-server"), "-m", str(tiny_models["plain"]), "--host", "127.0.0.1",
-            "--port", str(port), "-c", "512", "-np", "1", "-t", "1")
+    argv = (
+        str(llama_bin_dir / "llama-server"),
+        "-m",
+        str(tiny_models["plain"]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        "512",
+        "-np",
+        "1",
+        "-t",
+        "1",
+    )
     sup, server = _supervisor(state_dir, port, "orphan", argv)
     try:
         assert _wait(lambda: not port_free("127.0.0.1", port), 30), "llama-server never listened"
@@ -391,8 +444,10 @@ def test_an_orphaned_llama_server_is_stopped_by_the_next_stop(llama_bin_dir, tin
         stop = CliRunner().invoke(app, ["stop", "--port", str(port)])
         assert stop.exit_code == 0, stop.output
         assert stop.stdout.strip() == f"stopped port(s) {port}"
-        assert stop.stderr.strip() == (f"note: stopped llama-server (pid {server}) left running on port {port} "
-                                       f"by an llmtp that died (pid {sup.pid})")
+        assert stop.stderr.strip() == (
+            f"note: stopped llama-server (pid {server}) left running on port {port} "
+            f"by an llmtp that died (pid {sup.pid})"
+        )
         assert _gone(server) and _wait(lambda: port_free("127.0.0.1", port), 5)
         again = CliRunner().invoke(app, ["stop", "--port", str(port)])
         assert again.stdout.strip() == "no server running" and again.stderr == ""
@@ -402,20 +457,21 @@ def test_an_orphaned_llama_server_is_stopped_by_the_next_stop(llama_bin_dir, tin
 
 
 @pytest.mark.llama
-def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_dir, tiny_models, state_dir,
-                                                                    monkeypatch):
+def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(
+    llama_bin_dir, tiny_models, state_dir, monkeypatch
+):
     import threading
 
     from llmtp.adapters import spawn
     from llmtp.adapters.http import LlamaClient
     from llmtp.core.capabilities import Capabilities
     from llmtp.core.launch import LaunchSpec, MtpSettings
+    from llmtp.core.launch_plan import plan_of_spec
     from llmtp.core.probe import parse_help
     from llmtp.core.supervisor import State
-    from llmtp.services.status import status_report
-    from llmtp.core.launch_plan import plan_of_spec
-    from llmtp.services.foreground import ServeHooks, serve_foreground
-    from llmtp.services.supervisor import SupervisorConfig
+    from llmtp.services.serve.foreground import ServeHooks, serve_foreground
+    from llmtp.services.serve.status import status_report
+    from llmtp.services.serve.supervisor import SupervisorConfig
 
     help_text = (Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt").read_text(encoding="utf-8")
     flags, enums = parse_help(help_text)
@@ -423,13 +479,25 @@ def test_the_supervisor_keeps_llama_servers_log_bounded_while_it_runs(llama_bin_
     monkeypatch.setattr(spawn, "LOG_MAX_BYTES", 16 * 1024)
     monkeypatch.setattr(spawn, "LIVE_ROTATE_EVERY_S", 0.2)
     port = free_port()
-    spec = LaunchSpec(model=str(tiny_models["agree"]), port=port, ctx_size=512, parallel=1, threads=1,
-                      mtp=MtpSettings(enabled=True), extra_args=["-lv", "4"])
+    spec = LaunchSpec(
+        model=str(tiny_models["agree"]),
+        port=port,
+        ctx_size=512,
+        parallel=1,
+        threads=1,
+        mtp=MtpSettings(enabled=True),
+        extra_args=["-lv", "4"],
+    )
     sups = []
-    thread = threading.Thread(target=lambda: serve_foreground(
-        plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")), state_dir=state_dir,
-        config=SupervisorConfig(ready_timeout_s=60),
-        hooks=ServeHooks(install_signals=False, on_event=lambda sup, msg: sups.append(sup))), daemon=True)
+    thread = threading.Thread(
+        target=lambda: serve_foreground(
+            plan_of_spec(spec, caps, str(llama_bin_dir / "llama-server")),
+            state_dir=state_dir,
+            config=SupervisorConfig(ready_timeout_s=60),
+            hooks=ServeHooks(install_signals=False, on_event=lambda sup, msg: sups.append(sup)),
+        ),
+        daemon=True,
+    )
     thread.start()
     log = st.log_path(state_dir, port)
     try:

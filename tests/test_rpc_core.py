@@ -13,22 +13,33 @@ from llmtp.core.capabilities import Capabilities
 from llmtp.core.doctor import check_rpc_worker
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.probe import parse_help, parse_list_devices
-from llmtp.core.rpc import (Endpoint, check_exposure, is_loopback, missing_workers, parse_endpoint, parse_endpoints,
-                            plan_split, worker_argv)
+from llmtp.core.rpc import (
+    Endpoint,
+    check_exposure,
+    is_loopback,
+    missing_workers,
+    parse_endpoint,
+    parse_endpoints,
+    plan_split,
+    worker_argv,
+)
 from llmtp.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures/llama/b11434-cpu"
 
 
 def test_parse_endpoints_ipv4_ipv6_and_order():
-    assert parse_endpoints("127.0.0.1:50071, 127.0.0.1:50072") == [Endpoint("127.0.0.1", 50071),
-                                                                    Endpoint("127.0.0.1", 50072)]
+    assert parse_endpoints("127.0.0.1:50071, 127.0.0.1:50072") == [
+        Endpoint("127.0.0.1", 50071),
+        Endpoint("127.0.0.1", 50072),
+    ]
     assert parse_endpoint("[::1]:50052") == Endpoint("::1", 50052)
     assert str(Endpoint("::1", 50052)) == "[::1]:50052"
 
 
-@pytest.mark.parametrize("bad", ["127.0.0.1", "127.0.0.1:", ":50052", "127.0.0.1:0", "127.0.0.1:70000",
-                                 "127.0.0.1:5a", ","])
+@pytest.mark.parametrize(
+    "bad", ["127.0.0.1", "127.0.0.1:", ":50052", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:5a", ","]
+)
 def test_bad_endpoints_are_usage_errors(bad):
     with pytest.raises(UsageError):
         parse_endpoints(bad)
@@ -52,14 +63,26 @@ def test_exposure_loopback_is_silent_other_binds_need_trusted_network():
 
 def test_worker_argv_uses_b11434_flags():
     assert worker_argv("w", host="127.0.0.1", port=50071) == ["w", "-H", "127.0.0.1", "-p", "50071"]
-    assert worker_argv("w", host="127.0.0.1", port=1, threads=4, devices=["CPU"], cache=True) == \
-        ["w", "-H", "127.0.0.1", "-p", "1", "-t", "4", "-d", "CPU", "-c"]
+    assert worker_argv("w", host="127.0.0.1", port=1, threads=4, devices=["CPU"], cache=True) == [
+        "w",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "1",
+        "-t",
+        "4",
+        "-d",
+        "CPU",
+        "-c",
+    ]
 
 
 def test_rpc_devices_parse_and_split_rpc_first():
     # `llama-server --rpc 127.0.0.1:50071,127.0.0.1:50072 --list-devices` on a CUDA client, captured shape
-    text = ("Available devices:\n  CUDA0: NVIDIA GeForce RTX 4060 Ti (16379 MiB, 14900 MiB free)\n"
-            "  RPC0: 127.0.0.1:50071 (24105 MiB, 24105 MiB free)\n  RPC1: 127.0.0.1:50072 (24105 MiB, 20000 MiB free)\n")
+    text = (
+        "Available devices:\n  CUDA0: NVIDIA GeForce RTX 4060 Ti (16379 MiB, 14900 MiB free)\n"
+        "  RPC0: 127.0.0.1:50071 (24105 MiB, 24105 MiB free)\n  RPC1: 127.0.0.1:50072 (24105 MiB, 20000 MiB free)\n"
+    )
     devices = parse_list_devices(text)
     split = plan_split(devices)
     assert split.devices == ["RPC0", "RPC1", "CUDA0"]  # the output layer (last device) stays local
@@ -76,10 +99,12 @@ def test_split_refuses_to_guess_free_memory():
 
 
 def test_attach_on_a_cpu_host_keeps_block_0_here():
-    from llmtp.services.rpc import attach_workers
+    from llmtp.services.rpc.cluster import attach_workers
 
-    devices = parse_list_devices("Available devices:\n  RPC0: 127.0.0.1:50071 (100 MiB, 90 MiB free)\n"
-                                 "  RPC1: 127.0.0.1:50072 (100 MiB, 30 MiB free)\n")
+    devices = parse_list_devices(
+        "Available devices:\n  RPC0: 127.0.0.1:50071 (100 MiB, 90 MiB free)\n"
+        "  RPC1: 127.0.0.1:50072 (100 MiB, 30 MiB free)\n"
+    )
     spec = LaunchSpec(model="m.gguf", port=8080)
     attach_workers(spec, [Endpoint("127.0.0.1", 50071), Endpoint("127.0.0.1", 50072)], devices, block_count=12)
     assert spec.rpc == ["127.0.0.1:50071", "127.0.0.1:50072"]
@@ -93,19 +118,20 @@ def _caps() -> Capabilities:
 def test_argv_puts_rpc_before_the_devices_it_registers():
     from llmtp.core.argv import build_server_argv
 
-    spec = LaunchSpec(model="m.gguf", port=8080, n_gpu_layers=12, rpc=["127.0.0.1:50071"], devices=["RPC0"],
-                      tensor_split=[90])
+    spec = LaunchSpec(
+        model="m.gguf", port=8080, n_gpu_layers=12, rpc=["127.0.0.1:50071"], devices=["RPC0"], tensor_split=[90]
+    )
     argv = build_server_argv("llama-server", _caps(), spec)
     i = argv.index("--rpc")
-    assert argv[i:i + 6] == ["--rpc", "127.0.0.1:50071", "-dev", "RPC0", "-ts", "90"]
+    assert argv[i : i + 6] == ["--rpc", "127.0.0.1:50071", "-dev", "RPC0", "-ts", "90"]
     assert argv.index("-ngl") > i
     plain = build_server_argv("llama-server", _caps(), LaunchSpec(model="m.gguf", port=8080))
     assert "--rpc" not in plain and "-dev" not in plain and "-ts" not in plain
 
 
 def test_rpc_build_plan_adds_the_backend_and_worker_without_touching_the_plain_hash():
-    from llmtp.services.build_request import BuildRequest
-    from llmtp.services.build import inputs_hash, load_pin, plan
+    from llmtp.services.build.pipeline import inputs_hash, load_pin, plan
+    from llmtp.services.build.request import BuildRequest
 
     pin = load_pin()
     plain = plan(BuildRequest(profile="cpu", native=False), None, pin)
@@ -118,7 +144,7 @@ def test_rpc_build_plan_adds_the_backend_and_worker_without_touching_the_plain_h
 
 
 def test_testbed_cpu_hash_is_unchanged_by_the_rpc_option(monkeypatch):
-    from llmtp.services import build as build_svc
+    from llmtp.services.build import pipeline as build_svc
     from llmtp.testbed.build import TESTBED_REQUEST, TESTBED_RPC_REQUEST, testbed_inputs_hash
 
     # A native build's options follow the host CPU (AMX flags add options): pin a CPU without any, so the
@@ -144,7 +170,7 @@ def test_supervisor_restarts_when_watch_reports_a_dead_worker_and_waits_for_it()
     from test_supervisor_fake import FAST, FakeProc, _run_until
 
     from llmtp.core.supervisor import State
-    from llmtp.services.supervisor import Supervisor, SupervisorConfig
+    from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig
 
     worker_up = threading.Event()
     worker_up.set()
@@ -162,8 +188,14 @@ def test_supervisor_restarts_when_watch_reports_a_dead_worker_and_waits_for_it()
         launches.append(spec)
         return FakeProc(spec)
 
-    sup = Supervisor(LaunchSpec(model="m", port=1), launch, config=SupervisorConfig(**FAST), watch=watch,
-                     before_start=before_start, on_event=lambda s, m: messages.append(m))
+    sup = Supervisor(
+        LaunchSpec(model="m", port=1),
+        launch,
+        config=SupervisorConfig(**FAST),
+        watch=watch,
+        before_start=before_start,
+        on_event=lambda s, m: messages.append(m),
+    )
 
     def kill_then_revive():
         if len(launches) == 1 and sup.state is State.READY:
@@ -178,8 +210,8 @@ def test_supervisor_restarts_when_watch_reports_a_dead_worker_and_waits_for_it()
 
 
 def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
-    from llmtp.services import state as st
-    from llmtp.services.worker import stop_workers
+    from llmtp.services.rpc.worker import stop_workers
+    from llmtp.services.stores import serve_records as st
 
     record = st.ServeState(llmtp_pid=1, host="127.0.0.1", port=8080, model="m.gguf", log_path="x")
     st.state_path(tmp_path, 8080).write_text(record.model_dump_json())
@@ -192,7 +224,7 @@ def test_worker_stop_refuses_a_port_that_a_llama_server_holds(tmp_path):
 def test_worker_mem_is_refused_on_a_build_without_it(tmp_path):
     from types import SimpleNamespace
 
-    from llmtp.services.worker import WorkerRequest, prepare_worker
+    from llmtp.services.rpc.worker import WorkerRequest, prepare_worker
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

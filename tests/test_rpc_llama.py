@@ -21,10 +21,13 @@ pytestmark = pytest.mark.llama
 
 def llmtp(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real command line in a child process (detached starts re-run it with --foreground)."""
-    result = subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True,
-                            timeout=timeout, env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
     if check:
-        assert result.returncode == 0, f"llmtp {' '.join(args)}: rc {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"llmtp {' '.join(args)}: rc {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -74,8 +77,11 @@ def test_worker_start_status_stop_leaves_no_process(workers):
     gone, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive, [p.pid for p in alive]
     assert _status() == []
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if any(f"-p {w.split(':')[1]}" in " ".join(p.info["cmdline"] or []) for w in workers)]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(f"-p {w.split(':')[1]}" in " ".join(p.info["cmdline"] or []) for w in workers)
+    ]
 
 
 def test_plan_lists_both_workers_and_this_host(workers, tiny_models):
@@ -134,6 +140,7 @@ def test_greedy_output_over_rpc_equals_local_with_mtp_on_then_a_dead_worker_reco
         def ready_again() -> bool:
             rec = {e["port"]: e for e in json.loads(llmtp("status", "--json").stdout)}.get(rpc_port)
             return rec is not None and rec["state"] == "ready" and rec["restarts"] >= 1
+
         assert _wait(ready_again, 120), _read(sup_log)
         assert _complete(rpc_port)["content"] == local["content"]
     finally:
@@ -145,9 +152,25 @@ def test_verify_passes_across_rpc_with_mtp(workers, bench_models):
     # --threads 1: llama-server and the two workers share this box's 2 cores; oversubscribed, compute
     # drowns the round trips MTP saves (a verify pass over RPC measured 1.03x with 2 threads; bench/rpc.py
     # with 1 thread: MTP 17.6 against plain 11.6 tok/s over the two workers, docs/distributed.md)
-    result = llmtp("verify", str(bench_models["agree"]), "--rpc", ",".join(workers), "--runs", "2", "--warmups",
-                   "1", "--n-predict", "64", "--temperature", "0", "--threads", "1", "--json", check=False,
-                   timeout=900)
+    result = llmtp(
+        "verify",
+        str(bench_models["agree"]),
+        "--rpc",
+        ",".join(workers),
+        "--runs",
+        "2",
+        "--warmups",
+        "1",
+        "--n-predict",
+        "64",
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+        check=False,
+        timeout=900,
+    )
     report = json.loads(result.stdout)
     assert "error" not in report, (report, result.stderr[-2000:])
     assert result.returncode == 0, (report["verdict"], report["plain_tokens_per_s"], report["mtp_tokens_per_s"])

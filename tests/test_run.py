@@ -38,8 +38,9 @@ def test_parse_edge_cases():
 
 
 def test_json_without_a_prompt_is_a_usage_error():
-    r = subprocess.run([sys.executable, "-m", "llmtp", "run", "x.gguf", "--json"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtp", "run", "x.gguf", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "--json needs a PROMPT" in r.stdout + r.stderr
 
 
@@ -47,8 +48,19 @@ def test_json_without_a_prompt_is_a_usage_error():
 def test_run_starts_a_server_then_reuses_it(llama_bin_dir, tiny_models):
     port = free_port()
     env = dict(os.environ, LLMTP_PORT=str(port))
-    base = [sys.executable, "-m", "llmtp", "run", str(tiny_models["agree"]), "--server",
-            str(llama_bin_dir / "llama-server"), "--ctx", "512", "--max-tokens", "8"]
+    base = [
+        sys.executable,
+        "-m",
+        "llmtp",
+        "run",
+        str(tiny_models["agree"]),
+        "--server",
+        str(llama_bin_dir / "llama-server"),
+        "--ctx",
+        "512",
+        "--max-tokens",
+        "8",
+    ]
 
     def llmtp_run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=180, input=stdin)
@@ -58,13 +70,13 @@ def test_run_starts_a_server_then_reuses_it(llama_bin_dir, tiny_models):
         assert first.returncode == 0, first.stderr
         assert f"starting one on port {port}" in first.stderr
         out = json.loads(first.stdout)
-        assert out["started_server"] is True and out["port"] == port and out["answer"] == ' !"#$%&\''
+        assert out["started_server"] is True and out["port"] == port and out["answer"] == " !\"#$%&'"
         assert out["tokens"] == 8 and out["tokens_per_second"] > 0
         assert out["mtp_drafted"] > 0 and out["mtp_acceptance"] == 1.0  # the agree model: every draft accepted
         second = llmtp_run("a b c")
         assert second.returncode == 0, second.stderr
         assert f"using the llmtp server of {tiny_models['agree'].stem} on port {port}" in second.stderr
-        assert second.stdout == ' !"#$%&\'\n'  # streamed, then the stats on stderr
+        assert second.stdout == " !\"#$%&'\n"  # streamed, then the stats on stderr
         assert "8 tokens" in second.stderr and "MTP acceptance 100%" in second.stderr
         chat = llmtp_run(stdin="hello\nand again\n\n")  # two turns, then an empty line ends
         assert chat.returncode == 0, chat.stderr
@@ -80,7 +92,7 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
 
     from llmtp.cli.main import app
     from llmtp.errors import ModelNotDownloadedError, UsageError
-    from llmtp.services import launch_plan, serve
+    from llmtp.services.serve import launch, launch_plan
 
     calls: list = []
 
@@ -98,7 +110,7 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
             raise UsageError(f"{ref} is not downloaded and --no-pull was given", "drop --no-pull")
 
     monkeypatch.setattr(launch_plan, "resolve_launch", resolve_launch)
-    monkeypatch.setattr(serve, "ensure_model", ensure_model)  # where serve looks it up
+    monkeypatch.setattr(launch, "ensure_model", ensure_model)  # where serve looks it up
     r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello"])
     assert isinstance(r.exception, Planned) and calls == [("qwen3.6-27b", True)]
     calls.clear()

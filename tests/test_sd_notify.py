@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmtp.adapters.sd_notify import ReadyNotifier, notify
-from llmtp.services.serve import notify_ready
+from llmtp.services.serve.launch import notify_ready
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
 from llmtp.core.capabilities import Capabilities
-from llmtp.core.launch import LaunchSpec, MtpSettings
-from llmtp.core.probe import parse_help
-from llmtp.errors import UsageError
+from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.plan_types import GiB, PlanHardware
-from llmtp.services.launch_plan import LaunchDeps, resolve_launch
+from llmtp.core.probe import parse_help
+from llmtp.errors import UsageError
+from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch
 from llmtp.settings import load_settings
 
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -38,15 +38,18 @@ def model(tiny_models) -> Path:
 
 
 def _record(mtp):
-    from llmtp.services.model_settings import ModelSettingsRecord
+    from llmtp.services.stores.mtp_settings import ModelSettingsRecord
 
     return ModelSettingsRecord(model_key="k", mtp=mtp)
 
 
 def _prepare(model: Path, tuned=None, **kw):
     request = LaunchRequest(model=str(model), server="/bin/llama-server", **kw)
-    deps = LaunchDeps(probe=lambda p: _caps(), hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"),
-                      tune_record=lambda p: None if tuned is None else _record(tuned))
+    deps = LaunchDeps(
+        probe=lambda p: _caps(),
+        hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"),
+        tune_record=lambda p: None if tuned is None else _record(tuned),
+    )
     return resolve_launch(load_settings().settings, request, deps)
 
 
@@ -67,7 +70,8 @@ def test_non_loopback_needs_an_api_key_file(model, tmp_path):
     assert p.spec.api_key_file == str(key) and p.notes == ()
     key.chmod(0o644)
     assert _prepare(model, host="0.0.0.0", api_key_file=str(key)).notes == (
-        f"{key} is readable by other users; chmod 600 it",)
+        f"{key} is readable by other users; chmod 600 it",
+    )
 
 
 def test_empty_key_file_refused(model, tmp_path):
@@ -106,8 +110,9 @@ def test_a_plan_is_frozen_and_its_variants_rebuild_argv(model):
     plain = p.plain()
     assert "--spec-type" in p.argv and "--spec-type" not in plain.argv
     assert p.spec.mtp.enabled  # the original is untouched
-    assert [a for a in plain.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")] == \
-        [a for a in p.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")]
+    assert [a for a in plain.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")] == [
+        a for a in p.argv if a not in ("--spec-type", "draft-mtp", "--spec-draft-n-max", "3")
+    ]
 
 
 def _exit(argv: list[str], capsys) -> tuple[int, str]:
@@ -134,15 +139,32 @@ def test_llama_server_habits_get_the_llmtp_spelling(capsys):
 
 # --- against the real binary ----------------------------------------------------------------------
 
+
 @pytest.mark.llama
 def test_dry_run_prints_the_command(llama_bin_dir, tiny_models):
     server = llama_bin_dir / "llama-server"
-    r = CliRunner().invoke(app, ["serve", str(tiny_models["agree"]), "--server", str(server), "--port", "9001",
-                                 "--ctx", "1024", "--dry-run", "--", "--jinja"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(server),
+            "--port",
+            "9001",
+            "--ctx",
+            "1024",
+            "--dry-run",
+            "--",
+            "--jinja",
+        ],
+    )
     assert r.exit_code == 0, r.output
     *reasons, command = r.stdout.splitlines()
-    assert command == (f"{server} -m {tiny_models['agree']} -a {tiny_models['agree'].stem} --host 127.0.0.1 --port 9001 -c 1024 -ctk f16 -ctv f16 "
-                       "-fa on -np 1 --spec-type draft-mtp --spec-draft-n-max 3 --metrics -lv 4 --jinja")
+    assert command == (
+        f"{server} -m {tiny_models['agree']} -a {tiny_models['agree'].stem} --host 127.0.0.1 --port 9001 -c 1024 -ctk f16 -ctv f16 "
+        "-fa on -np 1 --spec-type draft-mtp --spec-draft-n-max 3 --metrics -lv 4 --jinja"
+    )
     assert reasons[0] == "# ctx 1024: requested with --ctx"
     assert reasons[-2] == "# MTP draft-mtp, n-max 3: 1 nextn layer(s) in the file and qwen35 has an MTP graph upstream"
 
@@ -161,9 +183,20 @@ def _children_named(pid: int, name: str) -> list[psutil.Process]:
 @pytest.mark.llama
 def test_sigterm_to_llmtp_leaves_no_process(llama_bin_dir, tiny_models):
     port = free_port()
-    proc = subprocess.Popen(_llmtp("serve", str(tiny_models["plain"]), "--server", str(llama_bin_dir / "llama-server"),
-                                   "--port", str(port), "--foreground"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _llmtp(
+            "serve",
+            str(tiny_models["plain"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--foreground",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     server_pids: list[int] = []
     try:
         for line in proc.stdout:
@@ -186,8 +219,22 @@ def test_sigterm_to_llmtp_leaves_no_process(llama_bin_dir, tiny_models):
 def test_background_serve_status_logs_stop(llama_bin_dir, tiny_models):
     port = str(free_port())
     runner = CliRunner()
-    r = subprocess.run(_llmtp("serve", str(tiny_models["agree"]), "--server", str(llama_bin_dir / "llama-server"),
-                              "--port", port, "--ctx", "512", "--json"), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        _llmtp(
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            port,
+            "--ctx",
+            "512",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     started = json.loads(r.stdout)
     try:

@@ -38,12 +38,18 @@ def test_missing_model_is_deduplicated_and_bounded():
     assert len(lines) == 3 and len(set(lines)) == 3
 
 
-@pytest.mark.parametrize("line, kind", [
-    ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: cudaMalloc failed: out of memory", "oom"),
-    ("/src/ggml-cuda.cu:88: CUDA error", "crash"),
-    ("/src/ggml.c:1234: GGML_ASSERT(x) failed", "crash"),
-    ("nothing to see", "unknown"),
-])
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        (
+            "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: cudaMalloc failed: out of memory",
+            "oom",
+        ),
+        ("/src/ggml-cuda.cu:88: CUDA error", "crash"),
+        ("/src/ggml.c:1234: GGML_ASSERT(x) failed", "crash"),
+        ("nothing to see", "unknown"),
+    ],
+)
 def test_classify(line, kind):
     assert classify("0.00.001.000 I srv load\n" + line) == kind
 

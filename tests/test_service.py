@@ -12,27 +12,30 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from systemd_analyze import exposure, needs_systemd_analyze, skip_if_installed_in_private_tmp, verify
 
 from llmtp.adapters import shipped
 from llmtp.adapters.runner import Completed
-from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.core.launch_plan import LaunchRequest
+from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.errors import UsageError
-from llmtp.services import service as svc
+from llmtp.services.units import serve_unit as svc
 from llmtp.settings import load_settings
-from systemd_analyze import exposure, needs_systemd_analyze, skip_if_installed_in_private_tmp, verify
 
 
-@pytest.mark.parametrize("arg, word", [
-    ("/m/model.gguf", "/m/model.gguf"),
-    ("/m/50%.gguf", "/m/50%%.gguf"),
-    ("$HOME/m.gguf", "$$HOME/m.gguf"),
-    ("/m/my model.gguf", '"/m/my model.gguf"'),
-    ('a"b', '"a\\"b"'),
-    ("back\\slash", '"back\\\\slash"'),
-    (";", '";"'),
-    ("%h$USER x", '"%%h$$USER x"'),
-])
+@pytest.mark.parametrize(
+    "arg, word",
+    [
+        ("/m/model.gguf", "/m/model.gguf"),
+        ("/m/50%.gguf", "/m/50%%.gguf"),
+        ("$HOME/m.gguf", "$$HOME/m.gguf"),
+        ("/m/my model.gguf", '"/m/my model.gguf"'),
+        ('a"b', '"a\\"b"'),
+        ("back\\slash", '"back\\\\slash"'),
+        (";", '";"'),
+        ("%h$USER x", '"%%h$$USER x"'),
+    ],
+)
 def test_exec_arg_escaping(arg, word):
     assert systemd_exec_arg(arg) == word
 
@@ -68,17 +71,22 @@ def _caps(devices=()):
 def _prepare(req: svc.ServiceRequest, model: Path, *, devices=(), server: Path | None = None):
     """svc.validate (serve's resolve_launch) with the build, probe, hardware and tune record replaced."""
     from llmtp.core.plan_types import GiB, PlanHardware
-    from llmtp.services.launch_plan import LaunchDeps
+    from llmtp.services.serve.launch_plan import LaunchDeps
 
     if server is None:  # an installed build: its bin dir is what a system unit stages
         server = model.parent / "build" / "bin" / "llama-server"
         server.parent.mkdir(parents=True, exist_ok=True)
         server.write_bytes(b"\x7fELF")
         server.chmod(0o755)
-    build = SimpleNamespace(id="b11434-cpu-12345678", server=server,
-                            manifest=SimpleNamespace(capabilities=_caps(devices)))
-    deps = LaunchDeps(current_build=lambda s: build, probe=lambda p: _caps(devices), tune_record=lambda p: None,
-                      hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"))
+    build = SimpleNamespace(
+        id="b11434-cpu-12345678", server=server, manifest=SimpleNamespace(capabilities=_caps(devices))
+    )
+    deps = LaunchDeps(
+        current_build=lambda s: build,
+        probe=lambda p: _caps(devices),
+        tune_record=lambda p: None,
+        hardware=PlanHardware(ram_bytes=8 * GiB, backend="cpu"),
+    )
     return svc.validate(_settings(), req, deps)
 
 
@@ -113,10 +121,26 @@ def _lines(text: str, key: str) -> list[str]:
 def test_user_unit(model):
     text = _unit(False, model, extra=("--jinja",))
     s = _settings()
-    assert _lines(text, "ExecStart") == [systemd_exec_line(
-        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081", "--alias", "q",
-         "--foreground",
-         "--", "--jinja"])]
+    assert _lines(text, "ExecStart") == [
+        systemd_exec_line(
+            [
+                sys.executable,
+                "-m",
+                "llmtp",
+                "serve",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "8081",
+                "--alias",
+                "q",
+                "--foreground",
+                "--",
+                "--jinja",
+            ]
+        )
+    ]
     assert _lines(text, "Type") == ["notify"] and _lines(text, "NotifyAccess") == ["main"]
     assert _lines(text, "Restart") == ["on-failure"]
     assert _lines(text, "StartLimitBurst") == ["5"]
@@ -129,9 +153,24 @@ def test_user_unit(model):
 
 def test_unit_keeps_the_alias_clients_see(model):
     text = _unit(False, model, alias="my model")
-    assert _lines(text, "ExecStart") == [systemd_exec_line(
-        [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1", "--port", "8081",
-         "--alias", "my model", "--foreground"])]
+    assert _lines(text, "ExecStart") == [
+        systemd_exec_line(
+            [
+                sys.executable,
+                "-m",
+                "llmtp",
+                "serve",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "8081",
+                "--alias",
+                "my model",
+                "--foreground",
+            ]
+        )
+    ]
     with pytest.raises(UsageError, match="comma"):
         _unit(False, model, alias="a,b")
 
@@ -155,8 +194,16 @@ def test_system_unit_serves_from_system_paths(model):
 
 def test_system_unit_hardening(model):
     text = _unit(True, model)
-    for key in ("NoNewPrivileges", "PrivateTmp", "LockPersonality", "MemoryDenyWriteExecute", "RestrictNamespaces",
-                "PrivateDevices", "RestrictRealtime", "ProtectKernelTunables"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RestrictNamespaces",
+        "PrivateDevices",
+        "RestrictRealtime",
+        "ProtectKernelTunables",
+    ):
         assert _lines(text, key) == ["yes"], key
     assert _lines(text, "ProtectSystem") == ["strict"]
     assert _lines(text, "UMask") == ["0077"]
@@ -165,13 +212,16 @@ def test_system_unit_hardening(model):
     assert _lines(text, "SystemCallFilter")[0] == "@system-service"
 
 
-@pytest.mark.parametrize("devices, allowed", [
-    ((), []),
-    (("CPU",), []),
-    (("CUDA", "CPU"), ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"]),
-    (("ROCm",), ["char-kfd", "char-drm"]),
-    (None, ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps", "char-kfd", "char-drm"]),
-])
+@pytest.mark.parametrize(
+    "devices, allowed",
+    [
+        ((), []),
+        (("CPU",), []),
+        (("CUDA", "CPU"), ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"]),
+        (("ROCm",), ["char-kfd", "char-drm"]),
+        (None, ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps", "char-kfd", "char-drm"]),
+    ],
+)
 def test_gpu_device_nodes(model, devices, allowed):
     user = _plan(_req(str(model)), model, devices=devices).text
     assert _lines(user, "DeviceAllow") == [] and _lines(user, "DevicePolicy") == []
@@ -186,12 +236,15 @@ def test_gpu_device_nodes(model, devices, allowed):
         assert _lines(text, "PrivateDevices") == ["yes"] and _lines(text, "MemoryDenyWriteExecute") == ["yes"]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("model", "/m/x.gguf\nExecStartPre=evil"),
-    ("model", "/m/x\r.gguf"),
-    ("extra", ["--chat-template", "a\nExecStartPre=/bin/evil"]),
-    ("extra", ["--chat-template", "x\x1b[2J"]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model", "/m/x.gguf\nExecStartPre=evil"),
+        ("model", "/m/x\r.gguf"),
+        ("extra", ["--chat-template", "a\nExecStartPre=/bin/evil"]),
+        ("extra", ["--chat-template", "x\x1b[2J"]),
+    ],
+)
 def test_control_characters_are_refused(tmp_path, tiny_models, field, value):
     model = tmp_path / ("x.gguf" if field != "model" else value.rsplit("/", 1)[1])
     shutil.copyfile(tiny_models["agree"], model)
@@ -204,13 +257,14 @@ def test_control_characters_are_refused(tmp_path, tiny_models, field, value):
 def test_environment_values_and_names_are_checked(name, value):
     from llmtp.core.unit import UnitSpec, render_systemd
 
-    spec = UnitSpec(scope="user", exec_argv=["/bin/true"], environment={name: value}, environment_file="/e",
-                    read_write_paths=["/s"])
+    spec = UnitSpec(
+        scope="user", exec_argv=["/bin/true"], environment={name: value}, environment_file="/e", read_write_paths=["/s"]
+    )
     with pytest.raises(UsageError):
         render_systemd(shipped.template_text("llmtp.service"), spec)
 
 
-@pytest.mark.parametrize("path", ["/s p/x", "/a\\b", 'relative/x', '/q"x'])
+@pytest.mark.parametrize("path", ["/s p/x", "/a\\b", "relative/x", '/q"x'])
 def test_path_settings_refuse_what_they_cannot_quote(path):
     from llmtp.core.unit import UnitSpec, render_systemd
 
@@ -230,8 +284,9 @@ def test_system_unit_refuses_home_paths(model, tmp_path):
     prepared = dataclasses.replace(prepared, spec=prepared.spec.model_copy(update={"api_key_file": "/home/alice/key"}))
     with pytest.raises(UsageError, match="cannot read the API key file /home/alice/key"):
         svc.plan_install(_settings(), req, prepared)
-    prepared = dataclasses.replace(_prepare(_req(str(model)), model), build_id=None,
-                                   server="/home/alice/llama/llama-server")
+    prepared = dataclasses.replace(
+        _prepare(_req(str(model)), model), build_id=None, server="/home/alice/llama/llama-server"
+    )
     with pytest.raises(UsageError, match="cannot run /home/alice/llama/llama-server"):
         svc.plan_install(_settings(), _req(str(model), system=True, server="/x"), prepared)
 
@@ -283,8 +338,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path, tiny_models, system, device
 
 
 @needs_systemd_analyze
-@pytest.mark.parametrize("system, devices, limit", [(False, (), 6.0), (False, ("CUDA",), 6.0), (True, (), 4.5),
-                                                    (True, ("CUDA",), 4.5), (True, None, 4.5)])
+@pytest.mark.parametrize(
+    "system, devices, limit",
+    [(False, (), 6.0), (False, ("CUDA",), 6.0), (True, (), 4.5), (True, ("CUDA",), 4.5), (True, None, 4.5)],
+)
 def test_security_exposure(tmp_path, tiny_models, system, devices, limit):
     model = _odd_model(tmp_path, tiny_models)
     path = tmp_path / "llmtp.service"
@@ -292,9 +349,20 @@ def test_security_exposure(tmp_path, tiny_models, system, devices, limit):
     score = exposure(path, not system, tmp_path)
     assert score <= limit
     # the figure moves with the hardening: without it the same unit scores far worse
-    bare = "\n".join(ln for ln in path.read_text().splitlines()
-                     if not ln.startswith(("SystemCallFilter", "CapabilityBoundingSet", "RestrictAddressFamilies",
-                                           "ProtectSystem", "RestrictNamespaces", "PrivateDevices")))
+    bare = "\n".join(
+        ln
+        for ln in path.read_text().splitlines()
+        if not ln.startswith(
+            (
+                "SystemCallFilter",
+                "CapabilityBoundingSet",
+                "RestrictAddressFamilies",
+                "ProtectSystem",
+                "RestrictNamespaces",
+                "PrivateDevices",
+            )
+        )
+    )
     path.write_text(bare + "\n")
     assert exposure(path, not system, tmp_path) > score + 1
 
@@ -337,9 +405,11 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     assert (unit_dir / "llmtp.service").stat().st_mode & 0o777 == 0o644
     assert all(Path(p).is_dir() for p in first_plan_paths(req, model))  # ReadWritePaths= must exist
     assert first.override_created
-    assert runner.calls == [["systemctl", "--user", "daemon-reload"],
-                            ["systemctl", "--user", "is-active", "llmtp.service"],
-                            ["systemctl", "--user", "enable", "--now", "llmtp.service"]]
+    assert runner.calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "is-active", "llmtp.service"],
+        ["systemctl", "--user", "enable", "--now", "llmtp.service"],
+    ]
     custom = '[Service]\nEnvironment="CUDA_VISIBLE_DEVICES=1"\n'
     first.override_path.write_text(custom)
     # "upgrade": the unit changes, the person's drop-in does not
@@ -351,8 +421,10 @@ def test_install_reload_enable_and_dropin_preserved(tmp_path, model):
     actions = svc.uninstall(_settings(), runner, unit_dir=unit_dir)
     assert actions[1] == f"removed {unit_dir / 'llmtp.service'}"
     assert not (unit_dir / "llmtp.service").exists() and second.override_path.read_text() == custom
-    assert runner.calls[-2:] == [["systemctl", "--user", "disable", "--now", "llmtp.service"],
-                                 ["systemctl", "--user", "daemon-reload"]]
+    assert runner.calls[-2:] == [
+        ["systemctl", "--user", "disable", "--now", "llmtp.service"],
+        ["systemctl", "--user", "daemon-reload"],
+    ]
 
 
 def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
@@ -368,10 +440,28 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     plan = svc.plan_install(_settings(), req, _prepare(req, model, server=build / "llama-server"))
     root = tmp_path / "root"
     seen = []
-    result = svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=root,
-                         on_progress=lambda stage, done, total: seen.append((stage.source.name, done, total)))
-    assert ["useradd", "--system", "--user-group", "--home-dir", "/var/lib/llmtp", "--no-create-home",
-            "--shell", "/usr/sbin/nologin", "--groups", "render,video", "llmtp"] in runner.calls
+    result = svc.install(
+        _settings(),
+        req,
+        runner,
+        plan=plan,
+        unit_dir=tmp_path / "units",
+        root=root,
+        on_progress=lambda stage, done, total: seen.append((stage.source.name, done, total)),
+    )
+    assert [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--home-dir",
+        "/var/lib/llmtp",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--groups",
+        "render,video",
+        "llmtp",
+    ] in runner.calls
     assert ["systemctl", "enable", "--now", "llmtp.service"] in runner.calls
     staged = root / "var/lib/llmtp/models/q.gguf"
     assert staged.read_bytes() == model.read_bytes() and staged.stat().st_mode & 0o777 == 0o644
@@ -380,7 +470,9 @@ def test_system_install_creates_the_user_and_stages_the_model(tmp_path, model):
     assert f"copied {model} -> /var/lib/llmtp/models/q.gguf" in result.actions
     server = root / "var/lib/llmtp/builds/b11434-cpu-12345678/llama-server"
     assert server.samefile(build / "llama-server")  # world-readable and executable: a hard link
-    assert f"linked {build / 'llama-server'} -> /var/lib/llmtp/builds/b11434-cpu-12345678/llama-server" in result.actions
+    assert (
+        f"linked {build / 'llama-server'} -> /var/lib/llmtp/builds/b11434-cpu-12345678/llama-server" in result.actions
+    )
     again = svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=root)
     assert "kept /var/lib/llmtp/models/q.gguf" in again.actions
 
@@ -402,8 +494,19 @@ def test_gpu_system_unit_names_only_the_groups_the_host_has(tmp_path, model):
     svc.install(_settings(), req, runner, plan=plan, unit_dir=tmp_path / "units", root=tmp_path / "root")
     # systemd would refuse to start a unit naming a missing group (216/GROUP, seen in the nspawn test)
     assert _lines((tmp_path / "units" / "llmtp.service").read_text(), "SupplementaryGroups") == ["video"]
-    assert ["useradd", "--system", "--user-group", "--home-dir", "/var/lib/llmtp", "--no-create-home",
-            "--shell", "/usr/sbin/nologin", "--groups", "video", "llmtp"] in runner.calls
+    assert [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--home-dir",
+        "/var/lib/llmtp",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--groups",
+        "video",
+        "llmtp",
+    ] in runner.calls
 
 
 def test_system_install_needs_root(model, tmp_path, monkeypatch):
@@ -422,20 +525,37 @@ def test_launchd_plist_parses(tmp_path, tiny_models):
     req = _req(str(model), port=8081)
     text = svc.launchd_plist(_settings(), req, _prepare(req, model))
     data = plistlib.loads(text.encode())
-    assert data["ProgramArguments"] == [sys.executable, "-m", "llmtp", "serve", str(model), "--host", "127.0.0.1",
-                                        "--port", "8081", "--alias", "a&b <x>", "--foreground"]
+    assert data["ProgramArguments"] == [
+        sys.executable,
+        "-m",
+        "llmtp",
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8081",
+        "--alias",
+        "a&b <x>",
+        "--foreground",
+    ]
     assert data["KeepAlive"] == {"SuccessfulExit": False}
     assert data["EnvironmentVariables"]["LLMTP_STATE_DIR"] == str(_settings().state_dir)
 
 
 def _llmtp(llmtp_home, *args):
     env = {**os.environ, "LLMTP_HOME": str(llmtp_home)}
-    return subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("extra, instead", [(["--api-key", "SECRET"], "--api-key-file FILE"),
-                                            (["--host", "0.0.0.0"], "--host ADDR"), (["--path", "/"], "serve files")])
+@pytest.mark.parametrize(
+    "extra, instead",
+    [
+        (["--api-key", "SECRET"], "--api-key-file FILE"),
+        (["--host", "0.0.0.0"], "--host ADDR"),
+        (["--path", "/"], "serve files"),
+    ],
+)
 def test_cli_install_refuses_pass_through(llmtp_home, tmp_path, model, extra, instead):
     unit_dir = tmp_path / "units"
     r = _llmtp(llmtp_home, "service", "install", str(model), "--unit-dir", str(unit_dir), "--no-start", "--", *extra)
@@ -484,7 +604,7 @@ class _StateRunner:
 
 
 def test_unit_state_and_restart_if_running(tmp_path):
-    from llmtp.services.service import UNIT, restart_if_running, unit_state
+    from llmtp.services.units.serve_unit import UNIT, restart_if_running, unit_state
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
@@ -508,7 +628,7 @@ def test_unit_state_and_restart_if_running(tmp_path):
 
 def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     """`llmtp setup --service` installs via validate -> plan_install -> install, like the CLI."""
-    from llmtp.services import setup_deps as setup
+    from llmtp.services.setup import deps as setup
 
     seen = {}
     prepared = _prepare(_req(str(model), port=8099), model)
@@ -525,8 +645,10 @@ def test_setup_installs_through_the_same_checks(monkeypatch, model, tmp_path):
     assert "--port 8099" in seen["plan"].text
 
 
-@pytest.mark.skipif(not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(
-    tempfile.gettempdir()).st_dev, reason="needs /dev/shm on another filesystem than the temp dir")
+@pytest.mark.skipif(
+    not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tempfile.gettempdir()).st_dev,
+    reason="needs /dev/shm on another filesystem than the temp dir",
+)
 def test_stage_copies_across_filesystems(tmp_path):
     """A world-readable file on another filesystem cannot be hard-linked: it is copied, with progress."""
     from llmtp.adapters.stage import link_or_copy

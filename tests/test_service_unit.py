@@ -36,11 +36,11 @@ def _refuse_exec_gain() -> None:  # preexec_fn: runs in the child before execve
         raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
 
 
-needs_mdwe = pytest.mark.skipif(not sys.platform.startswith("linux") or not _mdwe_available(),
-                                reason="the kernel has no PR_SET_MDWE (Linux 6.3+)")
+needs_mdwe = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not _mdwe_available(), reason="the kernel has no PR_SET_MDWE (Linux 6.3+)"
+)
 
-_WX = ("import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC); "
-       "print('mapped')")
+_WX = "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC); print('mapped')"
 
 
 @needs_mdwe
@@ -50,8 +50,12 @@ def test_the_switch_does_refuse_wx_memory():
     r = subprocess.run([sys.executable, "-c", _WX], capture_output=True, text=True, preexec_fn=_refuse_exec_gain)
     assert r.returncode != 0 and "PermissionError" in r.stderr
     # and it reaches grandchildren (fork, then execve): llmtp's llama-server runs under it too
-    r = subprocess.run(["/bin/sh", "-c", f'"{sys.executable}" -c "{_WX}"; true'], capture_output=True, text=True,
-                       preexec_fn=_refuse_exec_gain)
+    r = subprocess.run(
+        ["/bin/sh", "-c", f'"{sys.executable}" -c "{_WX}"; true'],
+        capture_output=True,
+        text=True,
+        preexec_fn=_refuse_exec_gain,
+    )
     assert "mapped" not in r.stdout and "PermissionError" in r.stderr
 
 
@@ -66,10 +70,27 @@ def test_foreground_serve_notifies_ready_under_mdwe(llmtp_home, tmp_path, llama_
         sock.bind(notify_path)
         sock.settimeout(180)
         env = {**os.environ, "LLMTP_HOME": str(llmtp_home), "NOTIFY_SOCKET": notify_path}
-        proc = subprocess.Popen([sys.executable, "-m", "llmtp", "serve", str(tiny_models["agree"]), "--server",
-                                 str(llama_bin_dir / "llama-server"), "--port", str(port), "--ctx", "512",
-                                 "--foreground"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True, preexec_fn=_refuse_exec_gain)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llmtp",
+                "serve",
+                str(tiny_models["agree"]),
+                "--server",
+                str(llama_bin_dir / "llama-server"),
+                "--port",
+                str(port),
+                "--ctx",
+                "512",
+                "--foreground",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_refuse_exec_gain,
+        )
         try:
             message = sock.recv(4096).decode()
             assert message.startswith("READY=1\nSTATUS=serving "), message
@@ -110,8 +131,9 @@ def _expand(groups: dict[str, list[str]], name: str, seen: set[str] | None = Non
 
 
 @pytest.mark.llama
-@pytest.mark.skipif(not (shutil.which("strace") and shutil.which("systemd-analyze")),
-                    reason="needs strace and systemd-analyze")
+@pytest.mark.skipif(
+    not (shutil.which("strace") and shutil.which("systemd-analyze")), reason="needs strace and systemd-analyze"
+)
 def test_served_tree_stays_inside_the_units_syscall_filter(llmtp_home, tmp_path, llama_bin_dir, tiny_models):
     """Every system call and socket family `serve --foreground` and llama-server use while loading,
     answering and stopping is allowed by the unit's SystemCallFilter= and RestrictAddressFamilies=."""
@@ -120,7 +142,9 @@ def test_served_tree_stays_inside_the_units_syscall_filter(llmtp_home, tmp_path,
 
     unit = shipped.template_text("llmtp.service")
     filters = [ln.split("=", 1)[1].split() for ln in unit.splitlines() if ln.startswith("SystemCallFilter=")]
-    families = next(ln.split("=", 1)[1].split() for ln in unit.splitlines() if ln.startswith("RestrictAddressFamilies="))
+    families = next(
+        ln.split("=", 1)[1].split() for ln in unit.splitlines() if ln.startswith("RestrictAddressFamilies=")
+    )
     groups = _syscall_groups()
     allowed = set().union(*(_expand(groups, g) for g in filters[0]))
     denied = set().union(*(_expand(groups, g.lstrip("~")) for g in filters[1]))
@@ -129,10 +153,31 @@ def test_served_tree_stays_inside_the_units_syscall_filter(llmtp_home, tmp_path,
     trace = tmp_path / "trace.txt"
     port = free_port()
     env = {**os.environ, "LLMTP_HOME": str(llmtp_home)}
-    proc = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-m", "llmtp", "serve",
-                             str(tiny_models["agree"]), "--server", str(llama_bin_dir / "llama-server"), "--port",
-                             str(port), "--ctx", "512", "--foreground"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-m",
+            "llmtp",
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--foreground",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stderr:
             if line.startswith("[ready]"):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_setup_service import Fakes
 from typer.testing import CliRunner
 
 from llmtp.cli.main import app, run
-from llmtp.services import setup as svc
-from llmtp.services import setup_deps
-from test_setup_service import Fakes
+from llmtp.services.setup import deps
+from llmtp.services.setup import flow as svc
 
 
 def test_json_then_human_second_run(tmp_path, monkeypatch):
     fakes = Fakes(tmp_path)
-    monkeypatch.setattr(setup_deps, "real_deps", lambda confirm=None: fakes.deps(confirm))
+    monkeypatch.setattr(deps, "real_deps", lambda confirm=None: fakes.deps(confirm))
     runner = CliRunner()
     first = runner.invoke(app, ["setup", "--model", "qwen3.6-27b", "--no-serve", "--json"])
     assert first.exit_code == 0, first.output
@@ -33,7 +33,7 @@ def test_json_then_human_second_run(tmp_path, monkeypatch):
 
 def test_non_interactive_without_model_exits_2_with_the_fix(tmp_path, monkeypatch, capsys):
     fakes = Fakes(tmp_path)
-    monkeypatch.setattr(setup_deps, "real_deps", lambda confirm=None: fakes.deps(confirm))
+    monkeypatch.setattr(deps, "real_deps", lambda confirm=None: fakes.deps(confirm))
     with pytest.raises(SystemExit) as exc:
         run(["setup", "--json"])
     assert exc.value.code == 2

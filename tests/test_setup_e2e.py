@@ -14,36 +14,50 @@ from pathlib import Path
 
 import pytest
 
-from llmtp.services.setup import STEPS
+from llmtp.services.setup.flow import STEPS
 
 pytestmark = pytest.mark.llama
+
 
 def install_testbed_build(settings, bin_dir: Path):
     """Make the test bed's llama-server this LLMTP_HOME's current build, without compiling anything."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.builds import adopt
+    from llmtp.services.build.installed import adopt
 
     return adopt(settings, bin_dir, SubprocessRunner())
 
 
 def llmtp(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real command line, as a user types it (LLMTP_HOME is the test's own)."""
-    return subprocess.run([sys.executable, "-m", "llmtp", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "llmtp", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_setup_reaches_a_verified_state_and_a_second_run_does_nothing(llama_bin_dir, tiny_models):
-    from llmtp.services.builds import list_builds
+    from llmtp.services.build.installed import list_builds
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     build = install_testbed_build(settings, llama_bin_dir)
-    from llmtp.services.build import load_pin
+    from llmtp.services.build.pipeline import load_pin
 
     if build.manifest.build_number != load_pin().build:
         pytest.skip(f"the test bed build is b{build.manifest.build_number}, not the pinned build: setup would rebuild")
-    args = ["setup", "--model", str(tiny_models["agree"]), "--yes", "--no-serve", "--json",
-            "--profile", build.manifest.profile]  # the test bed's profile, whatever this machine detects
+    args = [
+        "setup",
+        "--model",
+        str(tiny_models["agree"]),
+        "--yes",
+        "--no-serve",
+        "--json",
+        "--profile",
+        build.manifest.profile,
+    ]  # the test bed's profile, whatever this machine detects
 
     first = llmtp(*args)
     assert first.returncode == 0, first.stderr
@@ -69,6 +83,8 @@ def test_setup_reaches_a_verified_state_and_a_second_run_does_nothing(llama_bin_
     assert again["changed"] is False
     assert again["message"] == "already set up: nothing changed"
     assert again["skipped"] == list(STEPS)
-    assert {s["name"]: s["line"] for s in again["steps"] if s["name"] == "verify"} == {"verify": steps["verify"]["line"]}
+    assert {s["name"]: s["line"] for s in again["steps"] if s["name"] == "verify"} == {
+        "verify": steps["verify"]["line"]
+    }
     assert verify_log.stat().st_mtime_ns == stamp  # no server was started to verify again
     assert [b.id for b in list_builds(settings)] == [build.id]  # nothing was built

@@ -8,21 +8,26 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmtp.cli import _setup_text as text
 from llmtp.core.hardware import CPU, GPU, HardwareSnapshot, Recommendation
 from llmtp.core.verify import Marker, Markers, Method, Verdict, VerdictCode, VerifyReport
 from llmtp.errors import BuildError, ServeError, UsageError
-from llmtp.cli import _setup_text as text
-from llmtp.services import setup as svc
-from llmtp.services.setup_state import load_state, state_path
+from llmtp.services.setup import flow as svc
+from llmtp.services.setup.progress import load_state, state_path
 from llmtp.settings import load_settings
 
 PIN = 11434
 
 
 def snapshot(profile="cpu", ram_gib=24, gpus=()) -> HardwareSnapshot:
-    return HardwareSnapshot(os="linux", cpu=CPU(model="Test CPU", cores_logical=2), ram_total_bytes=ram_gib * 2**30,
-                            ram_available_bytes=ram_gib * 2**30, gpus=list(gpus),
-                            recommendation=Recommendation(profile=profile, reason="test"))
+    return HardwareSnapshot(
+        os="linux",
+        cpu=CPU(model="Test CPU", cores_logical=2),
+        ram_total_bytes=ram_gib * 2**30,
+        ram_available_bytes=ram_gib * 2**30,
+        gpus=list(gpus),
+        recommendation=Recommendation(profile=profile, reason="test"),
+    )
 
 
 def fake_build(bid="b11434-cpu-aaaa", profile="cpu", number=PIN, mtp="upstream", tmp: Path | None = None):
@@ -30,25 +35,47 @@ def fake_build(bid="b11434-cpu-aaaa", profile="cpu", number=PIN, mtp="upstream",
     if tmp is not None:
         server.parent.mkdir(parents=True, exist_ok=True)
         server.write_text("")
-    manifest = SimpleNamespace(status="ok", profile=profile, build_number=number,
-                               capabilities=SimpleNamespace(mtp_dialect=mtp))
+    manifest = SimpleNamespace(
+        status="ok", profile=profile, build_number=number, capabilities=SimpleNamespace(mtp_dialect=mtp)
+    )
     return SimpleNamespace(id=bid, manifest=manifest, server=server)
 
 
 def report(code=VerdictCode.PASS, plain=None, mtp=None, speedup=None, model_detail="nextn_predict_layers = 1"):
     ok = {VerdictCode.NO_MTP_HEADS: (True, False), VerdictCode.MTP_NOT_IN_BUILD: (False, True)}.get(code, (True, True))
-    markers = Markers(build=Marker(ok=ok[0], detail="--spec-type offers draft-mtp"), gpu=Marker(ok=True, detail="cpu"),
-                      model=Marker(ok=ok[1], detail=model_detail), runtime=Marker(ok=None, detail="-"))
-    return VerifyReport(model="m.gguf", method=Method.preset("quick"), markers=markers, plain_tokens_per_s=plain,
-                        mtp_tokens_per_s=mtp, speedup=speedup, acceptance=0.9 if mtp else None,
-                        verdict=Verdict(code=code, title="t", reason="r"))
+    markers = Markers(
+        build=Marker(ok=ok[0], detail="--spec-type offers draft-mtp"),
+        gpu=Marker(ok=True, detail="cpu"),
+        model=Marker(ok=ok[1], detail=model_detail),
+        runtime=Marker(ok=None, detail="-"),
+    )
+    return VerifyReport(
+        model="m.gguf",
+        method=Method.preset("quick"),
+        markers=markers,
+        plain_tokens_per_s=plain,
+        mtp_tokens_per_s=mtp,
+        speedup=speedup,
+        acceptance=0.9 if mtp else None,
+        verdict=Verdict(code=code, title="t", reason="r"),
+    )
 
 
 class Fakes:
     """Every side effect of setup, recording the calls; behaviour is set per test."""
 
-    def __init__(self, tmp: Path, *, builds=(), current=None, reachable=True, has_mtp=True,
-                 verify_report=None, downloaded=True, hw=None):
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        builds=(),
+        current=None,
+        reachable=True,
+        has_mtp=True,
+        verify_report=None,
+        downloaded=True,
+        hw=None,
+    ):
         self.tmp, self.calls = tmp, []
         self.builds, self.current = list(builds), current
         self.reach, self.has_mtp, self.downloaded = reachable, has_mtp, downloaded
@@ -85,21 +112,38 @@ class Fakes:
                 raise UsageError(f"Unknown model alias {ref!r}")
             if allow_download:
                 self.downloaded = True
-            return SimpleNamespace(downloaded=self.downloaded, path=self.model_file if self.downloaded else None,
-                                   info=SimpleNamespace(has_mtp_heads=self.has_mtp))
+            return SimpleNamespace(
+                downloaded=self.downloaded,
+                path=self.model_file if self.downloaded else None,
+                info=SimpleNamespace(has_mtp_heads=self.has_mtp),
+            )
 
         def plan(ref, settings, hw):
             self.calls.append(f"plan:{ref}")
-            p = SimpleNamespace(warnings=[], n_gpu_layers=None, n_layers=30, n_cpu_moe=None, n_cpu_ffn=None, ctx=8192,
-                                cache_type_k="f16", quant="Q4_1", fits=True, memory=[],
-                                mtp=SimpleNamespace(enabled=self.has_mtp, n_max=3))
+            p = SimpleNamespace(
+                warnings=[],
+                n_gpu_layers=None,
+                n_layers=30,
+                n_cpu_moe=None,
+                n_cpu_ffn=None,
+                ctx=8192,
+                cache_type_k="f16",
+                quant="Q4_1",
+                fits=True,
+                memory=[],
+                mtp=SimpleNamespace(enabled=self.has_mtp, n_max=3),
+            )
             return SimpleNamespace(plan=p)
 
         def start(settings, build, model_ref, plan, host, port):
             self._maybe_fail("start")
             self.started_ref = model_ref  # setup serves the model by its name (the served name is the alias)
-            self.live = {"model": str(self.model_file), "build": build.id, "healthy": True,
-                         "url": f"http://{host}:{port}"}
+            self.live = {
+                "model": str(self.model_file),
+                "build": build.id,
+                "healthy": True,
+                "url": f"http://{host}:{port}",
+            }
             return {"url": self.live["url"], "pid": 123, "sample": "Paris."}
 
         def stop(settings, port):
@@ -128,13 +172,27 @@ class Fakes:
             return self.reach
 
         return svc.SetupDeps(
-            detect=detect, pin_build=lambda: PIN, git_url=lambda: "https://github.com/ggml-org/llama.cpp",
-            reachable=reachable, list_builds=lambda s: list(self.builds), current_build=lambda s: self.current,
-            use_build=use_build, build=build, resolve=resolve, plan=plan,
-            catalog_aliases=lambda: ["qwen3.6-27b", "smollm2-135m"], server_record=lambda s, p: self.live,
-            start_server=start, stop_server=stop, verify=verify, plain_tok_s=plain,
-            model_key=lambda p: f"key-{p}", service_installed=lambda s: self.service_file,
-            install_service=install, confirm=confirm)
+            detect=detect,
+            pin_build=lambda: PIN,
+            git_url=lambda: "https://github.com/ggml-org/llama.cpp",
+            reachable=reachable,
+            list_builds=lambda s: list(self.builds),
+            current_build=lambda s: self.current,
+            use_build=use_build,
+            build=build,
+            resolve=resolve,
+            plan=plan,
+            catalog_aliases=lambda: ["qwen3.6-27b", "smollm2-135m"],
+            server_record=lambda s, p: self.live,
+            start_server=start,
+            stop_server=stop,
+            verify=verify,
+            plain_tok_s=plain,
+            model_key=lambda p: f"key-{p}",
+            service_installed=lambda s: self.service_file,
+            install_service=install,
+            confirm=confirm,
+        )
 
 
 class Recorder(svc.NullReporter):
@@ -169,12 +227,17 @@ def test_fresh_machine_runs_every_step_in_order(settings, tmp_path):
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps(), rec)
     assert [ln for ln in rec.lines if ln.startswith("step")] == [f"step {i} {n}" for i, n in enumerate(svc.STEPS, 1)]
     # the plan and the server are the model's by its name (the plan serve runs; the served name is the alias)
-    assert f.calls == ["detect", "probe", "build:git:cpu", "resolve", "resolve", "plan:qwen3.6-27b",
-                       "start", "verify"]
+    assert f.calls == ["detect", "probe", "build:git:cpu", "resolve", "resolve", "plan:qwen3.6-27b", "start", "verify"]
     assert f.started_ref == "qwen3.6-27b"
     assert "build compile 1/2" in rec.lines
-    assert statuses(result) == {"detect": "done", "build": "done", "model": "done", "serve": "done",
-                                "verify": "done", "service": "off"}
+    assert statuses(result) == {
+        "detect": "done",
+        "build": "done",
+        "model": "done",
+        "serve": "done",
+        "verify": "done",
+        "service": "off",
+    }
     assert result.changed
     assert "MTP on: 40.0 tok/s vs 20.0 plain, 2.00x speedup" in text.summary(result.steps[4])
     state = json.loads(state_path(settings).read_text())
@@ -206,10 +269,17 @@ def test_resume_after_a_failed_verify_redoes_only_verify(settings, tmp_path):
     f.calls.clear()
     rec = Recorder()
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps(), rec)
-    assert rec.lines[0] == ("info resuming: step verify failed last time "
-                            "(llama-server exited with code 1 while loading)")
-    assert statuses(result) == {"detect": "unchanged", "build": "unchanged", "model": "unchanged",
-                                "serve": "unchanged", "verify": "done", "service": "off"}
+    assert rec.lines[0] == (
+        "info resuming: step verify failed last time (llama-server exited with code 1 while loading)"
+    )
+    assert statuses(result) == {
+        "detect": "unchanged",
+        "build": "unchanged",
+        "model": "unchanged",
+        "serve": "unchanged",
+        "verify": "done",
+        "service": "off",
+    }
     assert "verify" in f.calls and not any(c.startswith(("build", "start")) for c in f.calls)
     assert "failed" not in load_state(settings)
 
@@ -241,15 +311,15 @@ def test_matching_build_is_reused_and_a_stale_one_is_not(settings, tmp_path):
     assert text.summary(result.steps[1]).startswith("switched to the installed build: b11434-cpu-good")
 
     f3 = Fakes(tmp_path, builds=[stale], current=stale)
-    svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True, profile="cpu", source="pypi"),
-                  f3.deps())
+    svc.run_setup(
+        settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True, profile="cpu", source="pypi"), f3.deps()
+    )
     assert "build:pypi:cpu" in f3.calls and "probe" not in f3.calls
 
 
 def test_build_without_mtp_is_a_warning_not_a_failure(settings, tmp_path):
     plain_build = fake_build(mtp=None, tmp=tmp_path)
-    f = Fakes(tmp_path, builds=[plain_build], current=plain_build,
-              verify_report=report(VerdictCode.MTP_NOT_IN_BUILD))
+    f = Fakes(tmp_path, builds=[plain_build], current=plain_build, verify_report=report(VerdictCode.MTP_NOT_IN_BUILD))
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b", no_serve=True), f.deps())
     assert any("offers no draft-mtp" in w for w in result.warnings)
     assert text.summary(result.steps[4]).startswith("MTP off: the build has no draft-mtp")
@@ -328,15 +398,16 @@ def test_service_installs_the_unit_instead_of_a_background_server(settings, tmp_
 
 # --- the recommendation, with the real planner and catalog --------------------------------------------
 
+
 def _real_plan(ref, settings, hw):
     from llmtp.core.plan_types import PlanRequest
-    from llmtp.services.plan import hardware_from_snapshot, plan_model
+    from llmtp.services.serve.plan import hardware_from_snapshot, plan_model
 
     return plan_model(ref, settings, PlanRequest(), hardware_from_snapshot(hw))
 
 
 def _aliases():
-    from llmtp.services.model_catalog import load_catalog
+    from llmtp.services.models.catalog import load_catalog
 
     return list(load_catalog().models)
 
@@ -348,8 +419,15 @@ def test_recommendation_is_the_demo_model_on_a_small_cpu_only_machine(settings):
 
 
 def test_recommendation_on_a_24_gib_gpu_is_the_flagship(settings):
-    gpu = GPU(index=0, vendor="nvidia", name="NVIDIA GeForce RTX 4090", vram_total_bytes=24 * 2**30,
-              vram_free_bytes=23 * 2**30, memory_bandwidth_gbps=1008.0, source="nvml")
+    gpu = GPU(
+        index=0,
+        vendor="nvidia",
+        name="NVIDIA GeForce RTX 4090",
+        vram_total_bytes=24 * 2**30,
+        vram_free_bytes=23 * 2**30,
+        memory_bandwidth_gbps=1008.0,
+        source="nvml",
+    )
     rec = svc.recommend_model(settings, snapshot("cuda", ram_gib=64, gpus=[gpu]), _aliases(), _real_plan)
     assert rec.alias == "qwen3.6-27b"
     assert rec.reason.startswith("fits fully on the GPU with MTP")
@@ -357,18 +435,28 @@ def test_recommendation_on_a_24_gib_gpu_is_the_flagship(settings):
 
 def test_an_ffn_spill_plan_is_a_partial_offload(settings):
     # -ngl covers every layer, but the FFN of 9 layers stays in RAM: not "fits fully on the GPU"
-    p = SimpleNamespace(warnings=[], n_gpu_layers=66, n_layers=64, n_cpu_moe=None, n_cpu_ffn=9, ctx=16384,
-                        quant="Q4_K_M", fits=True, memory=[], mtp=SimpleNamespace(enabled=True, n_max=3))
-    rec = svc.recommend_model(settings, snapshot("cuda", ram_gib=64), ["qwen3.6-27b"],
-                              lambda ref, settings, hw: SimpleNamespace(plan=p))
+    p = SimpleNamespace(
+        warnings=[],
+        n_gpu_layers=66,
+        n_layers=64,
+        n_cpu_moe=None,
+        n_cpu_ffn=9,
+        ctx=16384,
+        quant="Q4_K_M",
+        fits=True,
+        memory=[],
+        mtp=SimpleNamespace(enabled=True, n_max=3),
+    )
+    rec = svc.recommend_model(
+        settings, snapshot("cuda", ram_gib=64), ["qwen3.6-27b"], lambda ref, settings, hw: SimpleNamespace(plan=p)
+    )
     assert rec.reason == "fits with partial offload and MTP (Q4_K_M, 16384 context)"
 
 
 def test_final_message_names_model_place_and_verify_result(settings, tmp_path):
     f = Fakes(tmp_path)
     result = svc.run_setup(settings, svc.SetupRequest(model="qwen3.6-27b"), f.deps())
-    assert text.message(result) == ("set up: qwen3.6-27b serving at http://127.0.0.1:8080; "
-                              "MTP on, 40.0 tok/s, 2.00x")
+    assert text.message(result) == ("set up: qwen3.6-27b serving at http://127.0.0.1:8080; MTP on, 40.0 tok/s, 2.00x")
     (tmp_path / "demo").mkdir()
     f2 = Fakes(tmp_path / "demo", has_mtp=False, verify_report=report(VerdictCode.NO_MTP_HEADS))
     result = svc.run_setup(settings, svc.SetupRequest(model="smollm2-135m", no_serve=True), f2.deps())
@@ -387,10 +475,20 @@ def test_no_git_means_the_pinned_pypi_source_without_a_probe(settings, tmp_path)
 
 # --- the rule itself (core.setup_rules), on plain values ---------------------------------------------
 
+
 def _plan(ngl, *, quant="Q4_K_M", weights=1, fits=True, mtp=True, warnings=(), n_cpu_ffn=None):
-    return SimpleNamespace(fits=fits, mtp=SimpleNamespace(enabled=mtp), warnings=list(warnings), n_gpu_layers=ngl,
-                           n_layers=10, n_cpu_moe=None, n_cpu_ffn=n_cpu_ffn, quant=quant, ctx=4096,
-                           memory=[SimpleNamespace(weights=weights)])
+    return SimpleNamespace(
+        fits=fits,
+        mtp=SimpleNamespace(enabled=mtp),
+        warnings=list(warnings),
+        n_gpu_layers=ngl,
+        n_layers=10,
+        n_cpu_moe=None,
+        n_cpu_ffn=n_cpu_ffn,
+        quant=quant,
+        ctx=4096,
+        memory=[SimpleNamespace(weights=weights)],
+    )
 
 
 def test_rule_prefers_a_full_gpu_fit_then_partial_then_the_smallest_cpu_fit():
@@ -400,8 +498,12 @@ def test_rule_prefers_a_full_gpu_fit_then_partial_then_the_smallest_cpu_fit():
     assert recommend([("a", _plan(5)), ("b", _plan(11, n_cpu_ffn=2))]).alias == "a"  # both partial: catalog order
     assert recommend([("big", _plan(None, weights=9)), ("small", _plan(None, weights=3))]).alias == "small"
     unknown_kv = _plan(11, warnings=["KV cache size unknown for arch x"])
-    assert recommend([("a", _plan(11, mtp=False)), ("b", _plan(11, fits=False)), ("c", unknown_kv),
-                      (DEMO_ALIAS, _plan(11))]).alias == DEMO_ALIAS
+    assert (
+        recommend(
+            [("a", _plan(11, mtp=False)), ("b", _plan(11, fits=False)), ("c", unknown_kv), (DEMO_ALIAS, _plan(11))]
+        ).alias
+        == DEMO_ALIAS
+    )
 
 
 def test_a_verify_record_from_before_the_data_form_is_verified_again(settings, tmp_path):
@@ -424,8 +526,8 @@ def test_a_verify_record_from_before_the_data_form_is_verified_again(settings, t
 def test_setup_makes_the_model_the_default_so_doctor_finds_it(settings, tmp_path):
     """issue 26: `doctor` after setup said "no default model set"; setup now sets it (config.toml, the
     file's other lines kept), once."""
-    from llmtp.services.doctor import _default_model_check
-    from llmtp.services.setup_deps import set_default_model
+    from llmtp.services.machine.doctor import _default_model_check
+    from llmtp.services.setup.deps import set_default_model
     from llmtp.settings import load_settings
 
     f = Fakes(tmp_path)
@@ -438,11 +540,11 @@ def test_setup_makes_the_model_the_default_so_doctor_finds_it(settings, tmp_path
 
     config = settings.config_file
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text('# mine\nport = 8090\nbuild_jobs = 2\n', encoding="utf-8")
+    config.write_text("# mine\nport = 8090\nbuild_jobs = 2\n", encoding="utf-8")
     assert set_default_model(settings, str(f.model_file)) is True
     fresh = load_settings().settings
     assert fresh.default_model == str(f.model_file) and (fresh.port, fresh.build_jobs) == (8090, 2)
-    assert config.read_text(encoding="utf-8").startswith('# mine\nport = 8090\nbuild_jobs = 2\ndefault_model = ')
+    assert config.read_text(encoding="utf-8").startswith("# mine\nport = 8090\nbuild_jobs = 2\ndefault_model = ")
     assert set_default_model(fresh, str(f.model_file)) is False  # already the default: nothing written
     assert "no default model set" not in _default_model_check(fresh).detail
 
@@ -451,8 +553,12 @@ def test_config_text_sets_one_top_level_key():
     from llmtp.core.config_text import set_top_level_key
 
     assert set_top_level_key("", "default_model", "a") == 'default_model = "a"\n'
-    assert set_top_level_key('default_model = "a"\nport = 1\n', "default_model", 'b"c') == \
-        'default_model = "b\\"c"\nport = 1\n'
+    assert (
+        set_top_level_key('default_model = "a"\nport = 1\n', "default_model", 'b"c')
+        == 'default_model = "b\\"c"\nport = 1\n'
+    )
     # a key of the same name inside a table is not the top-level one
-    assert set_top_level_key('[x]\ndefault_model = "t"\n', "default_model", "a") == \
-        'default_model = "a"\n[x]\ndefault_model = "t"\n'
+    assert (
+        set_top_level_key('[x]\ndefault_model = "t"\n', "default_model", "a")
+        == 'default_model = "a"\n[x]\ndefault_model = "t"\n'
+    )

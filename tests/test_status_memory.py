@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+from test_detect_nvml import NVMLError
 from typer.testing import CliRunner
 
 from llmtp.adapters.nvml import process_vram
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
-from test_detect_nvml import NVMLError
 
 
 def _nvml(procs_per_gpu: list[list[tuple[int, int | None]]], fail_init: bool = False):
@@ -24,10 +24,15 @@ def _nvml(procs_per_gpu: list[list[tuple[int, int | None]]], fail_init: bool = F
             raise NVMLError(9)
 
     return SimpleNamespace(
-        NVMLError=NVMLError, nvmlInit=init, nvmlShutdown=lambda: None,
-        nvmlDeviceGetCount=lambda: len(procs_per_gpu), nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlDeviceGetComputeRunningProcesses=lambda h: [SimpleNamespace(pid=p, usedGpuMemory=m)
-                                                       for p, m in procs_per_gpu[h]])
+        NVMLError=NVMLError,
+        nvmlInit=init,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: len(procs_per_gpu),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [
+            SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in procs_per_gpu[h]
+        ],
+    )
 
 
 def test_process_vram_sums_over_gpus_and_keeps_unknown_unknown():
@@ -39,9 +44,25 @@ def test_process_vram_sums_over_gpus_and_keeps_unknown_unknown():
 @pytest.mark.llama
 def test_status_shows_rss_and_vram_per_server(llama_bin_dir, tiny_models, monkeypatch):
     port = free_port()
-    r = subprocess.run([sys.executable, "-m", "llmtp", "serve", str(tiny_models["plain"]), "--server",
-                        str(llama_bin_dir / "llama-server"), "--port", str(port), "--ctx", "512", "--json"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmtp",
+            "serve",
+            str(tiny_models["plain"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     server_pid = json.loads(r.stdout)["server_pid"]
     runner = CliRunner()

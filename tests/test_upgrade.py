@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from llmtp.core.verify import Marker, Markers, Method, Verdict, VerdictCode, VerifyReport
 from llmtp.errors import BuildError
-from llmtp.services.upgrade import upgrade
+from llmtp.services.build.upgrade import upgrade
 
 
 @dataclass
@@ -16,8 +16,12 @@ class B:
 
 def report(code: VerdictCode) -> VerifyReport:
     m = Marker(ok=True, detail="")
-    return VerifyReport(model="m", method=Method(), markers=Markers(build=m, gpu=m, model=m, runtime=m),
-                        verdict=Verdict(code=code, title=code.name, reason="why"))
+    return VerifyReport(
+        model="m",
+        method=Method(),
+        markers=Markers(build=m, gpu=m, model=m, runtime=m),
+        verdict=Verdict(code=code, title=code.name, reason="why"),
+    )
 
 
 def run(code=VerdictCode.PASS, baseline=True, fail_build=False, new_id="new"):
@@ -33,9 +37,14 @@ def run(code=VerdictCode.PASS, baseline=True, fail_build=False, new_id="new"):
         log.append(f"verify {b.id}")
         return report(code if b.id == "new" else VerdictCode.PASS)
 
-    result = upgrade(current=B("old"), build_new=build_new, verify_build=verify_build,
-                     has_baseline=lambda b: baseline, switch=lambda bid: log.append(f"switch {bid}"),
-                     restart=lambda: log.append("restart") or True)
+    result = upgrade(
+        current=B("old"),
+        build_new=build_new,
+        verify_build=verify_build,
+        has_baseline=lambda b: baseline,
+        switch=lambda bid: log.append(f"switch {bid}"),
+        restart=lambda: log.append("restart") or True,
+    )
     return result, log
 
 

@@ -28,8 +28,17 @@ def test_summarize_median_and_spread():
 
 def test_sample_from_real_timings_without_drafts():
     # A plain completion has no draft_* keys at all.
-    t = {"cache_n": 0, "prompt_n": 31, "prompt_ms": 41.2, "prompt_per_token_ms": 1.33, "prompt_per_second": 752.4,
-         "predicted_n": 128, "predicted_ms": 610.5, "predicted_per_token_ms": 4.77, "predicted_per_second": 209.6}
+    t = {
+        "cache_n": 0,
+        "prompt_n": 31,
+        "prompt_ms": 41.2,
+        "prompt_per_token_ms": 1.33,
+        "prompt_per_second": 752.4,
+        "predicted_n": 128,
+        "predicted_ms": 610.5,
+        "predicted_per_token_ms": 4.77,
+        "predicted_per_second": 209.6,
+    }
     got = v.sample_from_timings(t)
     assert got.tokens_per_s == 209.6 and got.draft_n is None and got.draft_n_accepted is None
     assert v.acceptance([got]) is None
@@ -54,8 +63,10 @@ def test_parse_spec_metrics_on_captured_metrics():
 
 
 def test_parse_kv_buffers():
-    log = ("0.00.101.000 I llama_kv_cache:        CPU KV buffer size =    64.00 MiB\n"
-           "0.00.101.000 I llama_kv_cache:      CUDA0 KV buffer size =  1024.00 MiB\n")
+    log = (
+        "0.00.101.000 I llama_kv_cache:        CPU KV buffer size =    64.00 MiB\n"
+        "0.00.101.000 I llama_kv_cache:      CUDA0 KV buffer size =  1024.00 MiB\n"
+    )
     assert v.parse_kv_buffers(log) == {"CPU": 64.0, "CUDA0": 1024.0}
 
 
@@ -76,20 +87,27 @@ def test_analyze_case_speedup_with_spread_and_prompt_cost():
 
 
 def _markers(build=True, model=True, runtime=True):
-    return Markers(build=Marker(ok=build, detail="b"), gpu=Marker(ok=None, detail="g"),
-                   model=Marker(ok=model, detail="m"), runtime=Marker(ok=runtime, detail="r"))
+    return Markers(
+        build=Marker(ok=build, detail="b"),
+        gpu=Marker(ok=None, detail="g"),
+        model=Marker(ok=model, detail="m"),
+        runtime=Marker(ok=runtime, detail="r"),
+    )
 
 
-@pytest.mark.parametrize("markers,speedup,regression,code", [
-    (_markers(), 1.8, None, VerdictCode.PASS),
-    (_markers(build=False), 1.8, None, VerdictCode.MTP_NOT_IN_BUILD),
-    (_markers(model=False), None, None, VerdictCode.NO_MTP_HEADS),
-    (_markers(runtime=False), None, None, VerdictCode.MTP_INACTIVE),
-    (_markers(runtime=None), None, None, VerdictCode.MTP_INACTIVE),
-    (_markers(), 0.43, None, VerdictCode.MTP_SLOWER),
-    (_markers(), 1.0, None, VerdictCode.MTP_SLOWER),
-    (_markers(), 1.8, "dropped", VerdictCode.REGRESSION),
-])
+@pytest.mark.parametrize(
+    "markers,speedup,regression,code",
+    [
+        (_markers(), 1.8, None, VerdictCode.PASS),
+        (_markers(build=False), 1.8, None, VerdictCode.MTP_NOT_IN_BUILD),
+        (_markers(model=False), None, None, VerdictCode.NO_MTP_HEADS),
+        (_markers(runtime=False), None, None, VerdictCode.MTP_INACTIVE),
+        (_markers(runtime=None), None, None, VerdictCode.MTP_INACTIVE),
+        (_markers(), 0.43, None, VerdictCode.MTP_SLOWER),
+        (_markers(), 1.0, None, VerdictCode.MTP_SLOWER),
+        (_markers(), 1.8, "dropped", VerdictCode.REGRESSION),
+    ],
+)
 def test_verdict(markers, speedup, regression, code):
     verdict = v.decide(markers, speedup, regression)
     assert verdict.code == code
@@ -121,27 +139,53 @@ def test_build_and_gpu_markers():
 
 
 def test_warnings():
-    w = v.warnings_for(temperatures=[0.0, 1.0], parallel=4, mtp_enabled=True,
-                       kv_buffers={"CPU": 512.0, "CUDA0": 100.0}, build_has_gpu=True, machine_gpus=1)
+    w = v.warnings_for(
+        temperatures=[0.0, 1.0],
+        parallel=4,
+        mtp_enabled=True,
+        kv_buffers={"CPU": 512.0, "CUDA0": 100.0},
+        build_has_gpu=True,
+        machine_gpus=1,
+    )
     assert w == [
         "temperature 1 > 0.8: MTP acceptance collapses at high temperature",
         "parallel slots 4 with MTP: slower in aggregate; use -np 1",
         "KV cache spills to system RAM (512 MiB in CPU): lower the context or quantize the KV cache",
     ]
-    assert v.warnings_for(temperatures=[0.7], parallel=1, mtp_enabled=True, kv_buffers={"CPU": 64.0},
-                          build_has_gpu=False, machine_gpus=0) == []
-    cpu_on_gpu = v.warnings_for(temperatures=[], parallel=1, mtp_enabled=True, kv_buffers=None,
-                                build_has_gpu=False, machine_gpus=1)
-    assert cpu_on_gpu == ["this build has no GPU support but the machine has a GPU: "
-                          "rebuild with `llmtp build` for the GPU profile"]
+    assert (
+        v.warnings_for(
+            temperatures=[0.7],
+            parallel=1,
+            mtp_enabled=True,
+            kv_buffers={"CPU": 64.0},
+            build_has_gpu=False,
+            machine_gpus=0,
+        )
+        == []
+    )
+    cpu_on_gpu = v.warnings_for(
+        temperatures=[], parallel=1, mtp_enabled=True, kv_buffers=None, build_has_gpu=False, machine_gpus=1
+    )
+    assert cpu_on_gpu == [
+        "this build has no GPU support but the machine has a GPU: rebuild with `llmtp build` for the GPU profile"
+    ]
 
 
 def test_method_presets():
-    assert v.Method.preset("thorough").model_dump(include={"n_predict", "warmups", "runs"}) == \
-        {"n_predict": 2000, "warmups": 5, "runs": 10}
+    assert v.Method.preset("thorough").model_dump(include={"n_predict", "warmups", "runs"}) == {
+        "n_predict": 2000,
+        "warmups": 5,
+        "runs": 10,
+    }
     d = v.Method.preset("default")
-    assert (d.sequential, d.budget_s, d.n_predict, d.warmups, d.runs, d.temperatures) == \
-        (True, 60.0, 128, 1, 3, [0.0, 0.7])
+    assert (d.sequential, d.budget_s, d.n_predict, d.warmups, d.runs, d.temperatures) == (
+        True,
+        60.0,
+        128,
+        1,
+        3,
+        [0.0, 0.7],
+    )
     assert not v.Method.preset("thorough").sequential and not v.Method.preset("quick").sequential
 
 
@@ -182,6 +226,7 @@ def test_sequential_decides_for_synthetic_arms_in_few_pairs():
             ratios.append(true * rng.uniform(0.9, 1.1) / rng.uniform(0.9, 1.1))
         assert got == want and len(ratios) <= 6
 
+
 def test_sequential_rarely_decides_when_there_is_no_effect():
     # 200 streams of 20 pairs with a true speedup of 1.0: looking after every pair must not turn noise
     # into a verdict often (the per-look 99% level keeps the overall error near the nominal 5%).
@@ -191,8 +236,9 @@ def test_sequential_rarely_decides_when_there_is_no_effect():
     wrong = 0
     for _ in range(200):
         ratios = [rng.uniform(0.9, 1.1) / rng.uniform(0.9, 1.1) for _ in range(20)]
-        wrong += any(sq.sequential_stop(ratios[:n], 1.0, min_pairs=3, spent_s=0, budget_s=60) is not None
-                     for n in range(3, 21))
+        wrong += any(
+            sq.sequential_stop(ratios[:n], 1.0, min_pairs=3, spent_s=0, budget_s=60) is not None for n in range(3, 21)
+        )
     assert wrong <= 20
 
 
@@ -219,8 +265,10 @@ def test_baseline_compare_notes_method_change_and_no_common_cases():
 
 
 def test_baseline_key_is_a_safe_file_name():
-    assert bl.baseline_key("Qwen 3.6-27B-123-abc", "cuda", "NVIDIA GeForce RTX 4090") == \
-        "Qwen_3.6-27B-123-abc__cuda__NVIDIA_GeForce_RTX_4090"
+    assert (
+        bl.baseline_key("Qwen 3.6-27B-123-abc", "cuda", "NVIDIA GeForce RTX 4090")
+        == "Qwen_3.6-27B-123-abc__cuda__NVIDIA_GeForce_RTX_4090"
+    )
     assert bl.baseline_key("m", None, None) == "m__unknown__nogpu"
 
 

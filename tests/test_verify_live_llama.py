@@ -14,12 +14,12 @@ import sys
 
 import psutil
 import pytest
+from test_verify_real import settings  # noqa: F401 - the fixture: the test bed's build as the current one
 from typer.testing import CliRunner
 
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
 from llmtp.core.launch_plan import argv_without_address
-from test_verify_real import settings  # noqa: F401 - the fixture: the test bed's build as the current one
 
 pytestmark = pytest.mark.llama
 
@@ -35,7 +35,7 @@ def _llmtp(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_verify_runs_the_plan_and_checks_a_running_server_without_restarting_it(settings, bench_models):  # noqa: F811
-    from llmtp.services import state as st
+    from llmtp.services.stores import serve_records as st
 
     model = str(bench_models["agree"])
     plan = json.loads(CliRunner().invoke(app, ["plan", model, "--argv", "--json"]).stdout)

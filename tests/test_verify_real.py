@@ -22,7 +22,7 @@ pytestmark = pytest.mark.llama
 def install_current(settings, bin_dir: Path) -> str:
     """Register the test bed's binary as this test's current build (linked, nothing compiled)."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.builds import adopt
+    from llmtp.services.build.installed import adopt
 
     return adopt(settings, bin_dir, SubprocessRunner()).id
 
@@ -41,10 +41,13 @@ FAST = ["--runs", "2", "--warmups", "1", "--n-predict", "48", "--temperature", "
 
 def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_models):
     from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.verify.ab_plan import run_verify
 
-    report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])),
-                        Method(n_predict=64, warmups=1, runs=3, temperatures=[0.0]))
+    report = run_verify(
+        settings,
+        LaunchRequest(model=str(bench_models["agree"])),
+        Method(n_predict=64, warmups=1, runs=3, temperatures=[0.0]),
+    )
     assert report.verdict.code == VerdictCode.PASS, report.verdict
     assert report.acceptance == 1.0
     assert report.speedup > 1.3
@@ -54,7 +57,7 @@ def test_agree_bench_passes_with_full_acceptance_and_speedup(settings, bench_mod
 
 def test_default_sequential_verify_on_bench_agree_stops_early_and_passes(settings, bench_models):
     from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.verify.ab_plan import run_verify
 
     method = Method.preset("default").model_copy(update={"budget_s": 45.0, "n_predict": 64})
     report = run_verify(settings, LaunchRequest(model=str(bench_models["agree"])), method)
@@ -85,10 +88,11 @@ def test_plain_model_has_no_heads(settings, tiny_models):
 
 
 def test_tune_disables_mtp_on_random(settings, tiny_models):
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
 
-    result = CliRunner().invoke(app, ["tune", str(tiny_models["random"]), "--runs", "1", "--warmups", "1",
-                                      "--n-predict", "32", "--json"])
+    result = CliRunner().invoke(
+        app, ["tune", str(tiny_models["random"]), "--runs", "1", "--warmups", "1", "--n-predict", "32", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     table = [(t["label"], t["tokens_per_s"] and t["tokens_per_s"]["median"], t["acceptance"]) for t in data["trials"]]
@@ -98,16 +102,15 @@ def test_tune_disables_mtp_on_random(settings, tiny_models):
     for judged in data["heldout"]:
         assert judged["passed"] is False
     assert len(data["trials"]) == 10  # plain, n-max 1-6, p-min 0.5/0.75, ngram-mod stacked
-    assert model_settings.load(settings, data["model_key"]) == model_settings.MtpSettings(enabled=False)
+    assert mtp_settings.load(settings, data["model_key"]) == mtp_settings.MtpSettings(enabled=False)
 
 
 def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, bench_models):
     # Which n-max wins depends on the CPU (EPYC: 6; an AMX Xeon: 3, then ngram-mod stacked on it);
     # what must hold everywhere: MTP stays on, the choice is the fastest trial that drafted, and
     # every draft length 1-6 was measured.
-    from llmtp.services.tune import run_tune, tune_method
-
     from llmtp.core.tune import finalists
+    from llmtp.services.verify.tune import run_tune, tune_method
 
     method = tune_method(n_predict=64, warmups=1, runs=1)
     from llmtp.core.launch_plan import LaunchRequest
@@ -122,31 +125,39 @@ def test_tune_on_bench_agree_keeps_mtp_and_picks_the_fastest_trial(settings, ben
     assert set(kept.families) == {"copy-heavy", "open-ended", "long-context", "non-english"}
     assert set(decision.family_break_even) == set(kept.families)  # every draft accepted: each under 1.0
     assert {t.mtp.n_max for t in measured} >= {1, 2, 3, 4, 5, 6}
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
 
-    assert model_settings.load(settings, target.model_key) == decision.chosen
+    assert mtp_settings.load(settings, target.model_key) == decision.chosen
 
 
 def test_upgrade_to_a_broken_build_keeps_the_old_one(settings, tiny_models):
-    from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.build_request import BuildRequest
-    from llmtp.services.builds import current_build
-    from llmtp.services.upgrade import run_upgrade
-
     import conftest
+
+    from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.build.installed import current_build
+    from llmtp.services.build.request import BuildRequest
+    from llmtp.services.build.upgrade import run_upgrade
 
     # the pinned source the test bed build unpacked (the `settings` fixture built or found that build)
     unpacked = sorted((conftest.testbed_cache_dir() / "llmtp-home" / "cache" / "sources").glob("pypi-*/*/llama.cpp"))
-    src = Path(os.environ["LLMTP_TEST_LLAMA_SRC"]) if os.environ.get("LLMTP_TEST_LLAMA_SRC") else \
-        (unpacked[-1] if unpacked else None)
+    src = (
+        Path(os.environ["LLMTP_TEST_LLAMA_SRC"])
+        if os.environ.get("LLMTP_TEST_LLAMA_SRC")
+        else (unpacked[-1] if unpacked else None)
+    )
     if src is None or not (src / "CMakeLists.txt").is_file():
         pytest.skip("no llama.cpp source tree to configure (LLMTP_TEST_LLAMA_SRC, or the test bed's unpacked sdist)")
     # A compiler that does not exist: CMake's configure fails within seconds, nothing compiles.
-    request = BuildRequest(profile="cpu", source="path", path=src,
-                           cmake_args=["CMAKE_C_COMPILER=/nonexistent/cc", "CMAKE_CXX_COMPILER=/nonexistent/c++"])
+    request = BuildRequest(
+        profile="cpu",
+        source="path",
+        path=src,
+        cmake_args=["CMAKE_C_COMPILER=/nonexistent/cc", "CMAKE_CXX_COMPILER=/nonexistent/c++"],
+    )
     before = current_build(settings).id
-    result = run_upgrade(settings, request, str(tiny_models["agree"]), Method.preset("quick"),
-                         runner=SubprocessRunner())
+    result = run_upgrade(
+        settings, request, str(tiny_models["agree"]), Method.preset("quick"), runner=SubprocessRunner()
+    )
     assert result.outcome == "build_failed", result.reason
     assert result.exit_code != 0
     assert current_build(settings).id == before

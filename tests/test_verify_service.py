@@ -12,8 +12,8 @@ from llmtp.core.launch import LaunchSpec, MtpSettings
 from llmtp.core.launch_plan import plan_of_spec
 from llmtp.core.verify import Method, VerdictCode
 from llmtp.errors import ServeError
-from llmtp.services import baseline as store
-from llmtp.services.verify import Target, VerifyOptions, verify
+from llmtp.services.verify import baselines as store
+from llmtp.services.verify.mtp_ab import Target, VerifyOptions, verify
 
 MTP_CAPS = Capabilities(enums={"--spec-type": ["none", "draft-mtp", "ngram-mod"]}, devices=[])
 METHOD = Method(n_predict=16, warmups=1, runs=3)
@@ -29,13 +29,19 @@ class FakeHandle:
         return [{"id": 0, "speculative": self.speculative}]
 
     def metrics(self):
-        return (f"llamacpp:spec_decode_num_accepted_tokens_total {self.acc}\n"
-                f"llamacpp:spec_decode_num_drafts_total {self.calls * 4}\n")
+        return (
+            f"llamacpp:spec_decode_num_accepted_tokens_total {self.acc}\n"
+            f"llamacpp:spec_decode_num_drafts_total {self.calls * 4}\n"
+        )
 
     def complete(self, prompt, *, n_predict, temperature, seed):
         self.calls += 1
-        t = {"prompt_n": 30, "prompt_per_second": 300.0 if self.draft is None else 270.0,
-             "predicted_n": n_predict, "predicted_per_second": self.tps + self.calls % 3}
+        t = {
+            "prompt_n": 30,
+            "prompt_per_second": 300.0 if self.draft is None else 270.0,
+            "predicted_n": n_predict,
+            "predicted_per_second": self.tps + self.calls % 3,
+        }
         if self.draft:
             t["draft_n"], t["draft_n_accepted"] = self.draft
             self.acc += self.draft[1]
@@ -64,11 +70,13 @@ def fake_launcher(plain_tps=10.0, mtp_tps=20.0, speculative=True, draft=(16, 16)
 
 def target(tmp_path, heads=1, caps=MTP_CAPS):
     info = ModelInfo(arch="qwen35", nextn_predict_layers=heads, mtp_arch=True, file_size_bytes=1000)
-    return Target(model_path=tmp_path / "m.gguf", model_key="m-1000-abc", info=info, caps=caps,
-                  build_id="b1", profile="cpu")
+    return Target(
+        model_path=tmp_path / "m.gguf", model_key="m-1000-abc", info=info, caps=caps, build_id="b1", profile="cpu"
+    )
 
 
 SPEC = LaunchSpec(model="m.gguf", port=0, mtp=MtpSettings(enabled=True))
+
 
 def _help_caps() -> Capabilities:
     from pathlib import Path
@@ -87,9 +95,15 @@ def run(tmp_path, launcher, t=None, **kw):
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    return verify(t or target(tmp_path), METHOD, launcher, base=BASE,
-                  options=VerifyOptions(baseline_load=lambda k: store.load(settings, k),
-                                        baseline_save=lambda b: store.save(settings, b), **kw)), settings
+    return verify(
+        t or target(tmp_path),
+        METHOD,
+        launcher,
+        base=BASE,
+        options=VerifyOptions(
+            baseline_load=lambda k: store.load(settings, k), baseline_save=lambda b: store.save(settings, b), **kw
+        ),
+    ), settings
 
 
 def test_pass_stores_baseline_then_regression_flags_a_drop(tmp_path):
@@ -137,11 +151,14 @@ def test_build_without_mtp(tmp_path):
     assert report.verdict.code == VerdictCode.MTP_NOT_IN_BUILD
 
 
-@pytest.mark.parametrize("kw,detail", [
-    ({"speculative": False}, "/slots shows no speculative slot"),
-    ({"draft": None}, "slot is speculative but no completion drafted a token (draft_n absent)"),
-    ({"fail_mtp": True}, "server with MTP failed to start: llama-server exited with code 1 while loading"),
-])
+@pytest.mark.parametrize(
+    "kw,detail",
+    [
+        ({"speculative": False}, "/slots shows no speculative slot"),
+        ({"draft": None}, "slot is speculative but no completion drafted a token (draft_n absent)"),
+        ({"fail_mtp": True}, "server with MTP failed to start: llama-server exited with code 1 while loading"),
+    ],
+)
 def test_inactive_at_runtime_stops_after_the_probe(tmp_path, kw, detail):
     launch = fake_launcher(**kw)
     report, _ = run(tmp_path, launch)
@@ -163,14 +180,13 @@ def test_cli_human_and_json_share_the_report_and_exit_with_the_verdict(tmp_path,
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.services import verify_plan as svc
+    from llmtp.services.verify import ab_plan as svc
 
     seen = {}
 
     def fake_run_verify(settings, model, method, **kw):
         seen["method"] = method
-        return verify(target(tmp_path), method, fake_launcher(plain_tps=20.0, mtp_tps=8.0, draft=(48, 0)),
-                      base=BASE)
+        return verify(target(tmp_path), method, fake_launcher(plain_tps=20.0, mtp_tps=8.0, draft=(48, 0)), base=BASE)
 
     monkeypatch.setattr(svc, "run_verify", fake_run_verify)
     human = CliRunner().invoke(app, ["verify", "m.gguf", "--runs", "2", "--warmups", "0", "--n-predict", "8"])
@@ -187,10 +203,13 @@ def test_cli_human_and_json_share_the_report_and_exit_with_the_verdict(tmp_path,
 
 def test_console_entry_point_exits_with_the_verdict(tmp_path, monkeypatch):
     from llmtp.cli.main import run
-    from llmtp.services import verify_plan as svc
+    from llmtp.services.verify import ab_plan as svc
 
-    monkeypatch.setattr(svc, "run_verify", lambda settings, model, method, **kw: verify(
-        target(tmp_path, heads=0), method, fake_launcher(), base=BASE))
+    monkeypatch.setattr(
+        svc,
+        "run_verify",
+        lambda settings, model, method, **kw: verify(target(tmp_path, heads=0), method, fake_launcher(), base=BASE),
+    )
     with pytest.raises(SystemExit) as exc:
         run(["verify", "m.gguf", "--json"])
     assert exc.value.code == 11
@@ -265,8 +284,13 @@ def test_sequential_alternates_arms_and_stops_once_the_interval_is_clear(tmp_pat
 
 
 def test_sequential_slower_arm_exits_13_and_budget_bounds_an_undecided_check(tmp_path):
-    report = verify(target(tmp_path), SEQ, ordered_launcher([], plain_tps=20.0, mtp_tps=8.0, draft=(16, 1)),
-                    base=BASE, options=VerifyOptions(clock=Clock()))
+    report = verify(
+        target(tmp_path),
+        SEQ,
+        ordered_launcher([], plain_tps=20.0, mtp_tps=8.0, draft=(16, 1)),
+        base=BASE,
+        options=VerifyOptions(clock=Clock()),
+    )
     assert report.verdict.code == VerdictCode.MTP_SLOWER and report.sequential.stopped == "below"
 
     class Coin(FakeHandle):  # MTP wins and loses by turns: no interval ever clears 1.0
@@ -280,7 +304,13 @@ def test_sequential_slower_arm_exits_13_and_budget_bounds_an_undecided_check(tmp
         yield Coin(10.0, True, (16, 8)) if spec.mtp.enabled else FakeHandle(10.0, False, None)
 
     clock = Clock(step=2.0)
-    report = verify(target(tmp_path), SEQ.model_copy(update={"budget_s": 20.0}), launch, base=BASE, options=VerifyOptions(clock=clock))
+    report = verify(
+        target(tmp_path),
+        SEQ.model_copy(update={"budget_s": 20.0}),
+        launch,
+        base=BASE,
+        options=VerifyOptions(clock=clock),
+    )
     seq = report.sequential
     # probe 2 s + one warm-up per server 4 s + 4 s per pair: a fourth pair would end at 22 s, past the budget
     assert seq.stopped == "budget" and seq.generation_s == 18.0 and seq.pairs == 3
@@ -292,7 +322,9 @@ def test_sequential_on_a_gpu_build_runs_one_server_at_a_time(tmp_path):
 
     caps = MTP_CAPS.model_copy(update={"devices": [Device(id="CUDA0", backend="CUDA", name="RTX")]})
     events = []
-    report = verify(target(tmp_path, caps=caps), SEQ, ordered_launcher(events), base=BASE, options=VerifyOptions(clock=Clock()))
+    report = verify(
+        target(tmp_path, caps=caps), SEQ, ordered_launcher(events), base=BASE, options=VerifyOptions(clock=Clock())
+    )
     assert report.verdict.code == VerdictCode.PASS
     up = 0
     for e in events:  # never two servers at once
@@ -307,7 +339,13 @@ def test_sequential_over_rpc_workers_runs_one_server_at_a_time(tmp_path):
     forever (the plain arm never became ready over RPC while the MTP server held the workers)."""
     events = []
     spec = SPEC.model_copy(update={"rpc": ["127.0.0.1:50052"]})
-    report = verify(target(tmp_path), SEQ, ordered_launcher(events), base=plan_of_spec(spec, HELP_CAPS), options=VerifyOptions(clock=Clock()))
+    report = verify(
+        target(tmp_path),
+        SEQ,
+        ordered_launcher(events),
+        base=plan_of_spec(spec, HELP_CAPS),
+        options=VerifyOptions(clock=Clock()),
+    )
     assert report.verdict.code == VerdictCode.PASS
     up = 0
     for e in events:
@@ -332,7 +370,7 @@ def test_cli_budget_goes_to_the_method_and_not_with_thorough(tmp_path, monkeypat
     from typer.testing import CliRunner
 
     from llmtp.cli.main import app
-    from llmtp.services import verify_plan as svc
+    from llmtp.services.verify import ab_plan as svc
 
     seen = {}
 

@@ -12,10 +12,16 @@ from test_detect_service import NO_AMDSMI, linux_root
 from llmtp.core.hardware import GPU
 from llmtp.core.probe import parse_list_devices
 from llmtp.core.recommend import recommend
-from llmtp.core.vulkan_devices import (VulkanDevice, list_devices_env, merge_list_devices, parse_visible,
-                                       parse_vulkaninfo_summary, vulkan_notes)
-from llmtp.services.detect import detect_hardware
-from llmtp.services.vulkan_detect import detect_vulkan
+from llmtp.core.vulkan_devices import (
+    VulkanDevice,
+    list_devices_env,
+    merge_list_devices,
+    parse_visible,
+    parse_vulkaninfo_summary,
+    vulkan_notes,
+)
+from llmtp.services.machine.detect import detect_hardware
+from llmtp.services.machine.vulkan_detect import detect_vulkan
 
 FIX = Path(__file__).parent / "fixtures" / "vulkan"
 SUMMARY = (FIX / "vulkaninfo-summary-lavapipe.txt").read_text(encoding="utf-8")
@@ -88,23 +94,44 @@ def test_cpu_type_device_is_never_recommended():
 
 def test_detect_reports_lavapipe_with_memory_and_recommends_cpu(tmp_path):
     server = tmp_path / "llama-server"
-    runner = Runner({("/usr/bin/vulkaninfo", "--summary"): SUMMARY, (str(server), "--list-devices"): LISTED},
-                    {"vulkaninfo": "/usr/bin/vulkaninfo"})
+    runner = Runner(
+        {("/usr/bin/vulkaninfo", "--summary"): SUMMARY, (str(server), "--list-devices"): LISTED},
+        {"vulkaninfo": "/usr/bin/vulkaninfo"},
+    )
     devices, notes = detect_vulkan(runner, server, env={})
     assert notes == [] and [(d.name, d.total_mib, d.chosen) for d in devices] == [(LLVMPIPE, 2048, False)]
     # The build was asked with every vulkaninfo device visible, so the CPU-type one reports its memory.
     assert runner.calls[-1] == ((str(server), "--list-devices"), {"GGML_VK_VISIBLE_DEVICES": "0"})
     nvml = fake_pynvml(json.loads((FIX.parent / "nvml/two-gpus-r550.json").read_text()), init_error=12)
-    snap = detect_hardware(runner, nvml=nvml, sysfs_root=linux_root(tmp_path, None), platform="linux",
-                           machine="x86_64", amdsmi=NO_AMDSMI, memory=lambda: (None, None),
-                           cpu_counts=lambda: (None, None), toolkit_dirs={}, vulkan_server=server, env={})
+    snap = detect_hardware(
+        runner,
+        nvml=nvml,
+        sysfs_root=linux_root(tmp_path, None),
+        platform="linux",
+        machine="x86_64",
+        amdsmi=NO_AMDSMI,
+        memory=lambda: (None, None),
+        cpu_counts=lambda: (None, None),
+        toolkit_dirs={},
+        vulkan_server=server,
+        env={},
+    )
     assert snap.gpus == [] and snap.recommendation.profile == "cpu"
     assert snap.vulkan_devices[0].cpu_type and any("not a GPU" in n for n in snap.notes)
 
 
 def test_lavapipe_beside_a_real_gpu_keeps_the_gpu_recommendation():
-    gpus = [GPU(index=0, vendor="nvidia", name="RTX 4060 Ti", vram_total_bytes=16 << 30, cuda_arch="89",
-                compute_capability="8.9", source="nvml")]
+    gpus = [
+        GPU(
+            index=0,
+            vendor="nvidia",
+            name="RTX 4060 Ti",
+            vram_total_bytes=16 << 30,
+            cuda_arch="89",
+            compute_capability="8.9",
+            source="nvml",
+        )
+    ]
     rec, _ = recommend("linux", gpus, {})
     assert rec.profile == "cuda"  # vulkan devices never enter `gpus`: lavapipe cannot take the recommendation
 
@@ -113,21 +140,26 @@ def test_vulkan_tier_skip_reasons(monkeypatch):
     """The exact reason the `vulkan` tests skip with, for each missing piece."""
     from llmtp.testbed import vulkan as tier
 
-    runner = Runner({("/usr/bin/vulkaninfo", "--summary"): SUMMARY},
-                    {"vulkaninfo": "/usr/bin/vulkaninfo", "glslc": "/usr/bin/glslc"})
+    runner = Runner(
+        {("/usr/bin/vulkaninfo", "--summary"): SUMMARY},
+        {"vulkaninfo": "/usr/bin/vulkaninfo", "glslc": "/usr/bin/glslc"},
+    )
     monkeypatch.setattr(tier, "installed_vulkan_headers", lambda: VulkanDevice(index=0, name="h"))
     assert tier.vulkan_tier_problem(runner) is None
     assert tier.test_device(parse_vulkaninfo_summary(SUMMARY)).name == LLVMPIPE
     gpu = VulkanDevice(index=1, name="AMD Radeon RX 7900 XTX", device_type="discrete")
     assert tier.test_device([*parse_vulkaninfo_summary(SUMMARY), gpu]) is gpu  # a real GPU wins
     runner.outputs[("/usr/bin/vulkaninfo", "--summary")] = "ERROR: Found no drivers!\n"
-    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: vulkaninfo lists no Vulkan device "
-                                                "(Debian/Ubuntu: apt install mesa-vulkan-drivers)")
+    assert tier.vulkan_tier_problem(runner) == (
+        "vulkan tier: vulkaninfo lists no Vulkan device (Debian/Ubuntu: apt install mesa-vulkan-drivers)"
+    )
     del runner.paths["vulkaninfo"]
-    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: vulkaninfo not found "
-                                                "(Debian/Ubuntu: apt install vulkan-tools mesa-vulkan-drivers)")
+    assert tier.vulkan_tier_problem(runner) == (
+        "vulkan tier: vulkaninfo not found (Debian/Ubuntu: apt install vulkan-tools mesa-vulkan-drivers)"
+    )
     monkeypatch.setattr(tier, "installed_vulkan_headers", lambda: None)
-    assert tier.vulkan_tier_problem(runner) == ("vulkan tier: no Vulkan headers (vulkan/vulkan_core.h; "
-                                                "Debian/Ubuntu: apt install libvulkan-dev)")
+    assert tier.vulkan_tier_problem(runner) == (
+        "vulkan tier: no Vulkan headers (vulkan/vulkan_core.h; Debian/Ubuntu: apt install libvulkan-dev)"
+    )
     del runner.paths["glslc"]
     assert tier.vulkan_tier_problem(runner) == "vulkan tier: glslc not found (Debian/Ubuntu: apt install glslc)"

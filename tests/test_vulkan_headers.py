@@ -16,9 +16,9 @@ from llmtp.adapters.vulkan_sdk import header_candidates, installed_vulkan_header
 from llmtp.core.pin import parse_series
 from llmtp.core.vulkan_headers import VulkanHeaders, condition_holds, parse_vulkan_core_h
 from llmtp.errors import BuildError, ConfigError
-from llmtp.services.build import inputs_hash, load_patches, load_pin, plan
-from llmtp.services.build_request import BuildRequest
-from llmtp.services.builds import load_profile
+from llmtp.services.build.installed import load_profile
+from llmtp.services.build.pipeline import inputs_hash, load_patches, load_pin, plan
+from llmtp.services.build.request import BuildRequest
 
 FIX = Path(__file__).parent / "fixtures" / "vulkan"
 OLD = FIX / "vulkan_core-1.3.239-debian12.h"

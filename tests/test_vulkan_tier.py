@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 
-from llmtp.core.launch_plan import LaunchRequest
 import pytest
-
 from llama_server import llama_server
+
 from llmtp.adapters.ports import free_port
 from llmtp.adapters.runner import SubprocessRunner
+from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.verify import Method, VerdictCode
 
 pytestmark = [pytest.mark.vulkan, pytest.mark.gpu, pytest.mark.llama, pytest.mark.slow]
@@ -31,20 +31,24 @@ MTP = ["--spec-type", "draft-mtp", "--spec-draft-n-max", "3"]
 # planner takes a different path; docs/planning.md has the table these runs measured. With MTP the planner
 # reserves ~500 MiB of draft headroom on the device, so below ~1.35 GiB it offloads nothing: the partial and
 # FFN-spill paths are served with --no-mtp, as a small GPU would be.
-BUDGETS = {"full-mtp": (1536 * MiB, False), "full": (900 * MiB, True), "ffn-spill": (720 * MiB, True),
-           "partial": (740 * MiB, True)}
+BUDGETS = {
+    "full-mtp": (1536 * MiB, False),
+    "full": (900 * MiB, True),
+    "ffn-spill": (720 * MiB, True),
+    "partial": (740 * MiB, True),
+}
 
 
 @pytest.fixture(scope="module")
 def caps(vulkan_bin_dir):
-    from llmtp.services.builds import probe_binary
+    from llmtp.services.build.installed import probe_binary
 
     return probe_binary(vulkan_bin_dir, SubprocessRunner())
 
 
 @pytest.fixture
 def settings(vulkan_bin_dir):
-    from llmtp.services.builds import adopt
+    from llmtp.services.build.installed import adopt
     from llmtp.settings import load_settings
 
     s = load_settings().settings
@@ -68,7 +72,7 @@ def test_vulkan_build_lists_vulkan0_and_records_its_patch(vulkan_bin_dir, caps):
 
 
 def test_detect_reads_the_device_memory_from_the_build(vulkan_bin_dir):
-    from llmtp.services.vulkan_detect import detect_vulkan
+    from llmtp.services.machine.vulkan_detect import detect_vulkan
 
     devices, notes = detect_vulkan(SubprocessRunner(), vulkan_bin_dir / "llama-server", env={})
     assert notes == [] and devices, devices
@@ -81,11 +85,15 @@ def test_detect_reads_the_device_memory_from_the_build(vulkan_bin_dir):
 def test_tiny_agree_drafts_on_the_device(vulkan_bin_dir, tiny_models, tmp_path):
     import httpx
 
-    with llama_server(vulkan_bin_dir, tiny_models["agree"], tmp_path / "s.log", ["-ngl", "99", "-lv", "4", *MTP],
-                      timeout=300) as srv:
+    with llama_server(
+        vulkan_bin_dir, tiny_models["agree"], tmp_path / "s.log", ["-ngl", "99", "-lv", "4", *MTP], timeout=300
+    ) as srv:
         # the first request compiles lavapipe's pipelines for these shapes (minutes on a busy 2-core box)
-        r = httpx.post(srv.base_url + "/completion", timeout=900,
-                       json={"prompt": "Hello world, the", "n_predict": 16, "temperature": 0})
+        r = httpx.post(
+            srv.base_url + "/completion",
+            timeout=900,
+            json={"prompt": "Hello world, the", "n_predict": 16, "temperature": 0},
+        )
         out = r.json()
         log = srv.log()
     assert out["timings"]["predicted_n"] == 16 and out["timings"]["draft_n"] > 0
@@ -95,12 +103,20 @@ def test_tiny_agree_drafts_on_the_device(vulkan_bin_dir, tiny_models, tmp_path):
 
 @pytest.mark.parametrize("path", list(BUDGETS))
 def test_plan_for_a_device_budget_is_what_the_server_does(settings, vulkan_bin_dir, bench_models, tmp_path, path):
-    from llmtp.services.plan_check import device_budget, serve_and_check
+    from llmtp.services.verify.plan_check import device_budget, serve_and_check
 
     budget, no_mtp = BUDGETS[path]
     hw = device_budget("Vulkan0", budget, ram_bytes=8 << 30)
-    run = serve_and_check(settings, bench_models["agree"], vulkan_bin_dir / "llama-server", hw, "Vulkan0",
-                          port=free_port(), log_path=tmp_path / "serve.log", no_mtp=no_mtp)
+    run = serve_and_check(
+        settings,
+        bench_models["agree"],
+        vulkan_bin_dir / "llama-server",
+        hw,
+        "Vulkan0",
+        port=free_port(),
+        log_path=tmp_path / "serve.log",
+        no_mtp=no_mtp,
+    )
     plan = run.plan
     taken = "ffn-spill" if plan.n_cpu_ffn else "full" if plan.n_gpu_layers > plan.n_layers else "partial"
     assert taken == path.removesuffix("-mtp"), (plan.n_gpu_layers, plan.n_cpu_ffn, plan.decisions)
@@ -125,7 +141,7 @@ DEVICE_AB = Method(n_predict=32, warmups=1, runs=2, temperatures=[0.0], prompts=
 
 
 def test_verify_sees_the_weights_on_vulkan0_and_agree_drafts_all(settings, tiny_models):
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.verify.ab_plan import run_verify
 
     report = run_verify(settings, LaunchRequest(model=str(tiny_models["agree"])), DEVICE_AB)
     assert report.markers.gpu.ok is True and "Vulkan0" in report.markers.gpu.detail, report.markers.gpu
@@ -137,7 +153,7 @@ def test_verify_sees_the_weights_on_vulkan0_and_agree_drafts_all(settings, tiny_
 
 
 def test_verify_random_is_slower_on_the_device(settings, tiny_models):
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.verify.ab_plan import run_verify
 
     report = run_verify(settings, LaunchRequest(model=str(tiny_models["random"])), DEVICE_AB)
     assert report.markers.gpu.ok is True, report.markers.gpu
@@ -146,23 +162,29 @@ def test_verify_random_is_slower_on_the_device(settings, tiny_models):
 
 
 def test_verify_plain_has_no_heads_on_the_device(settings, tiny_models):
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.verify.ab_plan import run_verify
 
-    report = run_verify(settings, LaunchRequest(model=str(tiny_models["plain"])), Method(n_predict=16, warmups=0, runs=1,
-                                                                    temperatures=[0.0]))
+    report = run_verify(
+        settings,
+        LaunchRequest(model=str(tiny_models["plain"])),
+        Method(n_predict=16, warmups=0, runs=1, temperatures=[0.0]),
+    )
     assert report.verdict.code == VerdictCode.NO_MTP_HEADS, report.verdict
 
 
 def test_gpu_marker_fails_with_its_exit_code_on_the_cpu_build_given_a_gpu_plan(llama_bin_dir, tiny_models):
     """The same GPU launch (-ngl 99) on the CPU test bed: the weights stay in RAM, verify says so, exit 15."""
-    from llmtp.services.builds import adopt
-    from llmtp.services.verify_plan import run_verify
+    from llmtp.services.build.installed import adopt
+    from llmtp.services.verify.ab_plan import run_verify
     from llmtp.settings import load_settings
 
     s = load_settings().settings
     adopt(s, llama_bin_dir, SubprocessRunner())
-    report = run_verify(s, LaunchRequest(model=str(tiny_models["agree"]), gpu_layers=99),
-                        Method(n_predict=16, warmups=0, runs=1, temperatures=[0.0]))
+    report = run_verify(
+        s,
+        LaunchRequest(model=str(tiny_models["agree"]), gpu_layers=99),
+        Method(n_predict=16, warmups=0, runs=1, temperatures=[0.0]),
+    )
     assert report.verdict.code == VerdictCode.NOT_ON_GPU == 15, report.verdict
     assert report.markers.gpu.ok is False and "system RAM" in report.markers.gpu.detail, report.markers.gpu
 
@@ -179,9 +201,25 @@ def test_serve_plans_for_the_device_and_status_shows_its_memory(vulkan_bin_dir, 
     from llmtp.cli.main import app
 
     port = free_port()
-    r = subprocess.run([sys.executable, "-m", "llmtp", "serve", str(tiny_models["agree"]), "--server",
-                        str(vulkan_bin_dir / "llama-server"), "--port", str(port), "--ctx", "512", "--json"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmtp",
+            "serve",
+            str(tiny_models["agree"]),
+            "--server",
+            str(vulkan_bin_dir / "llama-server"),
+            "--port",
+            str(port),
+            "--ctx",
+            "512",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     runner = CliRunner()
     try:

@@ -13,12 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from llmtp import paths
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port
-from llmtp import paths
-from llmtp.services import warm_start
-from llmtp.services import serve_command
-from llmtp.services.warm_start import WarmStart
+from llmtp.services.serve import command_line, warm_start
+from llmtp.services.serve.warm_start import WarmStart
 
 SERVE = ["serve", "m.gguf", "--port", "8123", "--foreground"]
 
@@ -62,9 +61,15 @@ def _record(tmp_path: Path, env: dict, args: list[str], **over) -> dict:
     argv = [*_sleeper(tmp_path), str(port)]
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    record = {"argv": argv, "log_path": str(tmp_path / "state/logs/server.log"),
-              "lock_path": str(tmp_path / "state/serve.lock"), "host": "127.0.0.1", "port": port,
-              "stamps": [warm_start._stamp(str(model))], **over}
+    record = {
+        "argv": argv,
+        "log_path": str(tmp_path / "state/logs/server.log"),
+        "lock_path": str(tmp_path / "state/serve.lock"),
+        "host": "127.0.0.1",
+        "port": port,
+        "stamps": [warm_start._stamp(str(model))],
+        **over,
+    }
     key = warm_start.invocation_key(args, os.getcwd(), env)
     path = records(env) / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,12 +86,21 @@ def test_only_serve_in_the_foreground_has_a_key(env):
     assert key(["serve", "m.gguf", "--", "--foreground"], "/w", env) is None  # llama-server's flag, not ours
     assert key([*SERVE, "--", "--dry-run"], "/w", env) is not None
     # same words, other directory or other LLMTP_* settings: another command
-    assert len({key(SERVE, "/w", env), key(SERVE, "/v", env), key(SERVE, "/w", {**env, "LLMTP_PORT": "1"}),
-                key(SERVE, "/w", {**env, "HOME": "/elsewhere"})}) == 3
+    assert (
+        len(
+            {
+                key(SERVE, "/w", env),
+                key(SERVE, "/v", env),
+                key(SERVE, "/w", {**env, "LLMTP_PORT": "1"}),
+                key(SERVE, "/w", {**env, "HOME": "/elsewhere"}),
+            }
+        )
+        == 3
+    )
 
 
 def test_foreground_args_is_what_the_detached_child_runs():
-    fa = serve_command.foreground_args
+    fa = command_line.foreground_args
     assert fa(["serve", "m", "--json", "--port", "1"]) == ["serve", "m", "--port", "1", "--foreground"]
     assert fa(["serve", "m", "--", "--jinja"]) == ["serve", "m", "--foreground", "--", "--jinja"]
     # after `--` the words are llama-server's: passed as given (it refuses what it does not know)
@@ -97,7 +111,7 @@ def test_foreground_args_is_what_the_detached_child_runs():
 
 
 def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
-    fg = serve_command.foreground_args(["serve", "m.gguf", "--port", "8123"])
+    fg = command_line.foreground_args(["serve", "m.gguf", "--port", "8123"])
     out = tmp_path / "state" / "logs" / "llmtp-serve-8123.out"
     _record(tmp_path, env, fg, detach_out=str(out))
     w = started(["serve", "m.gguf", "--port", "8123", "--json"], env)
@@ -182,7 +196,9 @@ def test_a_different_plan_stops_the_warm_process_and_keeps_the_lock(tmp_path, en
     warm = w.warm
     pid = warm.proc.pid
     got, lock, note = w.handover([*rec["argv"], "-c", "8192"], Path(rec["log_path"]), Path(rec["lock_path"]))
-    assert got is None and lock is warm.lock and note.endswith("not used: the plan of now differs")  # the port stays ours for the launch the plan wants
+    assert (
+        got is None and lock is warm.lock and note.endswith("not used: the plan of now differs")
+    )  # the port stays ours for the launch the plan wants
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     lock.release()
 
@@ -216,8 +232,10 @@ def test_any_doubt_means_a_cold_start(tmp_path, env, spoil):
         path = next(records(env).glob("*.json"))
         path.write_text("{not json", encoding="utf-8")
     assert started(SERVE, env).warm is None
-    assert not any(str(tmp_path) in " ".join(p.info["cmdline"] or []) and "fake-server" in " ".join(p.info["cmdline"] or [])
-                   for p in psutil.process_iter(["cmdline"]))
+    assert not any(
+        str(tmp_path) in " ".join(p.info["cmdline"] or []) and "fake-server" in " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["cmdline"])
+    )
     if spoil != "lock taken":
         assert Flock(rec["lock_path"]).acquire()  # nothing held on the way out
     for h in holders:
@@ -228,12 +246,27 @@ def test_remember_writes_what_start_reads(tmp_path, env):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     state = paths.state_dir(env)
-    assert WarmStart(["serve", "m.gguf"], env).remember(
-        argv=["x"], log_path=tmp_path / "l", lock_path=tmp_path / "k", host="h", port=1,
-        files=[str(model)], state_dir=state) is None  # not a warm-capable invocation
-    path = WarmStart(SERVE, env).remember(argv=["x", 1], log_path=tmp_path / "l", lock_path=tmp_path / "k",
-                                          host="h", port=1, files=[str(model), str(tmp_path / "gone")],
-                                          state_dir=state)
+    assert (
+        WarmStart(["serve", "m.gguf"], env).remember(
+            argv=["x"],
+            log_path=tmp_path / "l",
+            lock_path=tmp_path / "k",
+            host="h",
+            port=1,
+            files=[str(model)],
+            state_dir=state,
+        )
+        is None
+    )  # not a warm-capable invocation
+    path = WarmStart(SERVE, env).remember(
+        argv=["x", 1],
+        log_path=tmp_path / "l",
+        lock_path=tmp_path / "k",
+        host="h",
+        port=1,
+        files=[str(model), str(tmp_path / "gone")],
+        state_dir=state,
+    )
     assert path.parent == records(env)
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["argv"] == ["x", "1"] and data["stamps"] == [warm_start._stamp(str(model))]
@@ -249,8 +282,13 @@ def test_one_object_no_process_wide_state():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not imported & {"atexit", "signal"}
-    module_state = [t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
-                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+    module_state = [
+        t.id
+        for n in tree.body
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        if isinstance(t, ast.Name)
+    ]
     assert module_state == ["ENV_PREFIX"]
 
 
@@ -258,20 +296,26 @@ def test_the_entry_point_stops_a_warm_server_its_command_did_not_take(tmp_path, 
     """`serve` fails before the handover (here: m.gguf is no model): closing the entry point's
     WarmStart stops the warm server and frees the port's lock; no exit hook is involved."""
     rec = _record(tmp_path, env, SERVE)
-    code = ("import sys; from llmtp.cli import entry; "
-            f"entry.run({SERVE!r})")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=os.getcwd())
+    code = f"import sys; from llmtp.cli import entry; entry.run({SERVE!r})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=os.getcwd()
+    )
     assert done.returncode != 0, done.stderr
-    assert not any("fake-server" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])
-                   and p.status() != psutil.STATUS_ZOMBIE for p in psutil.process_iter(["cmdline"]))
+    assert not any(
+        "fake-server" in " ".join(p.info["cmdline"] or [])
+        and str(tmp_path) in " ".join(p.info["cmdline"] or [])
+        and p.status() != psutil.STATUS_ZOMBIE
+        for p in psutil.process_iter(["cmdline"])
+    )
     assert Flock(rec["lock_path"]).acquire()
 
 
 def test_the_warm_path_imports_nothing_heavy():
-    code = ("import sys, llmtp.services.warm_start, llmtp.cli.entry; "
-            "print([m for m in ('pydantic', 'typer', 'click', 'httpx', 'psutil', 'rich', 'filelock', 'numpy') "
-            "if m in sys.modules])")
+    code = (
+        "import sys, llmtp.services.serve.warm_start, llmtp.cli.entry; "
+        "print([m for m in ('pydantic', 'typer', 'click', 'httpx', 'psutil', 'rich', 'filelock', 'numpy') "
+        "if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -281,15 +325,20 @@ def test_sigterm_before_the_cli_loads_stops_the_warm_server(tmp_path, env):
     """The window between the warm spawn and the supervisor's own handlers: no orphan either (the
     warm server gets the parent-death signal; no handler of ours runs)."""
     rec = _record(tmp_path, env, SERVE)
-    code = ("import sys, time; from llmtp.services import warm_start as w; "
-            f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)")
+    code = (
+        "import sys, time; from llmtp.services.serve import warm_start as w; "
+        f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server_pid = int(proc.stdout.readline())
     proc.terminate()
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and psutil.pid_exists(server_pid) \
-            and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+    while (
+        time.monotonic() < deadline
+        and psutil.pid_exists(server_pid)
+        and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+    ):
         time.sleep(0.05)
     assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     assert Flock(rec["lock_path"]).acquire()
@@ -299,15 +348,20 @@ def test_a_sigkilled_entry_point_takes_its_warm_server_along(tmp_path, env):
     """The warm server is spawned by the entry point, which then becomes the supervisor: the
     parent-death signal set at that spawn still covers it (no handler runs on SIGKILL)."""
     _record(tmp_path, env, SERVE)
-    code = ("import sys, time; from llmtp.services import warm_start as w; "
-            f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)")
+    code = (
+        "import sys, time; from llmtp.services.serve import warm_start as w; "
+        f"x = w.WarmStart({SERVE!r}, {env!r}); x.start(); print(x.warm.proc.pid, flush=True); time.sleep(30)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     server_pid = int(proc.stdout.readline())
     proc.kill()
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and psutil.pid_exists(server_pid) \
-            and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+    while (
+        time.monotonic() < deadline
+        and psutil.pid_exists(server_pid)
+        and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
+    ):
         time.sleep(0.05)
     alive = psutil.pid_exists(server_pid) and psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE
     if alive:
@@ -317,21 +371,23 @@ def test_a_sigkilled_entry_point_takes_its_warm_server_along(tmp_path, env):
 
 # --- against the real llama-server ------------------------------------------------------------------
 
+
 def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 60) -> subprocess.Popen:
     """Until /health is 200 and llmtp itself has seen it (its state file says ready)."""
     import httpx
 
     state = Path(env["LLMTP_HOME"]) / "state" / f"serve-{port}.json"
 
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0, trust_env=False) as client:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"llmtp serve exited with {proc.returncode}"
             try:
-                if client.get(f"http://127.0.0.1:{port}/health").status_code == 200 \
-                        and json.loads(state.read_text(encoding="utf-8"))["state"] == "ready":
+                if (
+                    client.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                    and json.loads(state.read_text(encoding="utf-8"))["state"] == "ready"
+                ):
                     return proc
             except (httpx.HTTPError, OSError, ValueError):
                 pass
@@ -340,8 +396,18 @@ def _serve_until_ready(argv: list[str], env: dict, port: int, timeout: float = 6
 
 
 def _llmtp_serve(llama_bin_dir: Path, model: Path, port: int, *tail: str) -> list[str]:
-    return [sys.executable, "-m", "llmtp", "serve", str(model), "--server", str(llama_bin_dir / "llama-server"),
-            "--port", str(port), *tail]
+    return [
+        sys.executable,
+        "-m",
+        "llmtp",
+        "serve",
+        str(model),
+        "--server",
+        str(llama_bin_dir / "llama-server"),
+        "--port",
+        str(port),
+        *tail,
+    ]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -373,7 +439,7 @@ def test_detached_serve_twice_is_warm_the_second_time_and_stops_clean(llama_bin_
 @pytest.mark.llama
 def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(llama_bin_dir, tiny_models, tmp_path):
     from llmtp.core.launch import MtpSettings
-    from llmtp.services import model_settings
+    from llmtp.services.stores import mtp_settings
     from llmtp.settings import load_settings
 
     home = tmp_path / "home"
@@ -399,7 +465,7 @@ def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(ll
     # `llmtp tune` changed this model's MTP settings: the warm start runs the old command, the full
     # path plans the new one, and only the new one may serve
     settings = load_settings(env={"LLMTP_HOME": str(home)}).settings
-    model_settings.save(settings, model_settings.model_key(model), MtpSettings(enabled=True, n_max=2))
+    mtp_settings.save(settings, mtp_settings.model_key(model), MtpSettings(enabled=True, n_max=2))
     proc = _serve_until_ready(argv, env, port)
     try:
         text = sup_log.read_text(encoding="utf-8")

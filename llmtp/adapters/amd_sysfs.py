@@ -14,8 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llmtp.core.detect_parse import (AMD_VENDOR_ID, gfx_target, is_amd_apu, parse_kfd_properties,
-                                     pci_ids_name, sysfs_int)
+from llmtp.core.detect_parse import AMD_VENDOR_ID, gfx_target, is_amd_apu, parse_kfd_properties, pci_ids_name, sysfs_int
 from llmtp.core.hardware import GPU
 
 PCI_IDS = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids")
@@ -57,7 +56,7 @@ def _render_minor(device: Path) -> int | None:
         names = [p.name for p in (device / "drm").iterdir()]
     except OSError:
         return None
-    minors = [int(n[len("renderD"):]) for n in names if re.fullmatch(r"renderD\d+", n)]
+    minors = [int(n[len("renderD") :]) for n in names if re.fullmatch(r"renderD\d+", n)]
     return minors[0] if minors else None
 
 
@@ -89,8 +88,10 @@ def read_amd_gpus(root: Path = Path("/"), amdsmi: Any | None = None) -> tuple[li
         return [], []
     kfd = _kfd_nodes(root)
     if not kfd:
-        notes.append("AMD: no KFD topology (/sys/class/kfd): the amdgpu driver runs without ROCm "
-                     "compute support, so gfx targets are unknown.")
+        notes.append(
+            "AMD: no KFD topology (/sys/class/kfd): the amdgpu driver runs without ROCm "
+            "compute support, so gfx targets are unknown."
+        )
     market = _amdsmi_names(amdsmi)
     gpus: list[GPU] = []
     for card in cards:
@@ -107,17 +108,26 @@ def read_amd_gpus(root: Path = Path("/"), amdsmi: Any | None = None) -> tuple[li
         props = kfd.get(minor, {}) if minor is not None else {}
         gfx = gfx_target(props.get("gfx_target_version", 0))
         bus_id = uevent.get("PCI_SLOT_NAME", "").lower() or None
-        name = (market.get(bus_id or "") or (_read(dev / "product_name") or "").strip()
-                or (_pci_name(root, AMD_VENDOR_ID, device_id) if device_id is not None else None)
-                or (f"AMD GPU 0x{device_id:04x}" if device_id is not None else f"AMD GPU {card.name}"))
-        gpus.append(GPU(
-            index=len(gpus), vendor="amd", name=name,
-            vram_total_bytes=vram_total,
-            vram_free_bytes=vram_total - vram_used if vram_total is not None and vram_used is not None else None,
-            unified_memory=is_amd_apu(gfx, vram_total, gtt_total, props.get("cpu_cores_count")),
-            gtt_total_bytes=gtt_total, gfx_target=gfx, pci_bus_id=bus_id,
-            source="sysfs+amdsmi" if bus_id in market else "sysfs",
-        ))
+        name = (
+            market.get(bus_id or "")
+            or (_read(dev / "product_name") or "").strip()
+            or (_pci_name(root, AMD_VENDOR_ID, device_id) if device_id is not None else None)
+            or (f"AMD GPU 0x{device_id:04x}" if device_id is not None else f"AMD GPU {card.name}")
+        )
+        gpus.append(
+            GPU(
+                index=len(gpus),
+                vendor="amd",
+                name=name,
+                vram_total_bytes=vram_total,
+                vram_free_bytes=vram_total - vram_used if vram_total is not None and vram_used is not None else None,
+                unified_memory=is_amd_apu(gfx, vram_total, gtt_total, props.get("cpu_cores_count")),
+                gtt_total_bytes=gtt_total,
+                gfx_target=gfx,
+                pci_bus_id=bus_id,
+                source="sysfs+amdsmi" if bus_id in market else "sysfs",
+            )
+        )
     return gpus, notes
 
 

@@ -93,6 +93,7 @@ def move_aside(path: Path) -> Path:
 
 # --- trees, links, disks -----------------------------------------------------------------------------
 
+
 def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
     """Delete a directory and everything in it (a symlink inside is removed, never followed)."""
     shutil.rmtree(path, ignore_errors=ignore_errors)
@@ -176,6 +177,7 @@ def text_since(path: Path, offset: int, max_bytes: int) -> str:
     """What was written to a log from byte `offset` on (the last `max_bytes` of it). When the file is now
     shorter than `offset` it was rotated live (copied to `path.1`, truncated): the rest of `path.1` past
     `offset` comes first. "" when nothing can be read."""
+
     def read(p: Path, start: int) -> bytes:
         try:
             with open(p, "rb") as f:
@@ -204,8 +206,8 @@ def replaced_under(path: Path, f) -> bool:  # noqa: ANN001 - an open file on `pa
     return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) or now.st_size < f.tell()
 
 
-
 # --- plain file operations services ask for (so that no service touches the file system itself) ----
+
 
 def read_text(path: Path, *, errors: str = "strict") -> str:
     return Path(path).read_text(encoding="utf-8", errors=errors)
@@ -268,6 +270,7 @@ def edge_digest(path: Path, edge: int) -> tuple[int, str]:
             h.update(f.read(edge))
     return size, h.hexdigest()
 
+
 @functools.lru_cache(maxsize=64)
 def _adapter(schema: Any) -> TypeAdapter:
     return TypeAdapter(schema)
@@ -288,8 +291,9 @@ def _problem(exc: Exception) -> str:
     return str(exc)
 
 
-def read_json_store(path: Path, schema: type[T] | Any, *, what: str, hint: str, default: Any = None,
-                    aside: bool = True) -> T | Any:
+def read_json_store(
+    path: Path, schema: type[T] | Any, *, what: str, hint: str, default: Any = None, aside: bool = True
+) -> T | Any:
     """The store at `path` validated as `schema` (a pydantic model, or any type pydantic takes:
     list[Model], dict[str, Model], ...); `default` when the file does not exist.
 
@@ -303,8 +307,9 @@ def read_json_store(path: Path, schema: type[T] | Any, *, what: str, hint: str, 
     except FileNotFoundError:
         return default
     except OSError as exc:
-        raise ConfigError(f"Cannot read the {what} {path}: {exc.strerror or exc}",
-                          "Check its permissions and owner. " + hint) from exc
+        raise ConfigError(
+            f"Cannot read the {what} {path}: {exc.strerror or exc}", "Check its permissions and owner. " + hint
+        ) from exc
     try:
         return _adapter(schema).validate_json(data.decode("utf-8"))
     except (UnicodeDecodeError, ValidationError) as exc:
@@ -333,22 +338,29 @@ def executable_file(path: Path, *, option: str) -> Path:
     without the execute bit)."""
     import stat
 
-
     path = Path(path).expanduser()
     try:
         st = path.stat()
     except OSError as exc:
-        raise UsageError(f"{option} {path}: {exc.strerror or exc}",
-                         f"Pass the path of a llama-server binary to {option}.") from exc
+        raise UsageError(
+            f"{option} {path}: {exc.strerror or exc}", f"Pass the path of a llama-server binary to {option}."
+        ) from exc
     if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{option} {path} is a directory", f"Pass the llama-server file inside it: {option} "
-                         f"{path / 'llama-server'}.")
+        raise UsageError(
+            f"{option} {path} is a directory",
+            f"Pass the llama-server file inside it: {option} {path / 'llama-server'}.",
+        )
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{option} {path} is not a regular file", f"Pass the path of a llama-server binary to {option}.")
+        raise UsageError(
+            f"{option} {path} is not a regular file", f"Pass the path of a llama-server binary to {option}."
+        )
     if not os.access(path, os.X_OK):
-        raise UsageError(f"{option} {path} is not executable by this user",
-                         f"Make it executable (chmod +x {path}) or pass another llama-server.")
+        raise UsageError(
+            f"{option} {path} is not executable by this user",
+            f"Make it executable (chmod +x {path}) or pass another llama-server.",
+        )
     return path.resolve()
+
 
 class LogFollower:
     """New complete lines of a log since the last read; starts over when the file was rotated."""

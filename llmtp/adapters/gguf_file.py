@@ -21,8 +21,9 @@ MAX_ARRAY_ITEMS = 4096
 CACHE_VERSION = 2  # bump when what read_model_info extracts changes
 
 
-def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, header_only: bool = False,
-                    file_size: int | None = None) -> ModelInfo:
+def read_model_info(
+    path: Path | str, *, cache_dir: Path | None | bool = True, header_only: bool = False, file_size: int | None = None
+) -> ModelInfo:
     """Read a GGUF's header and tensor table; raise ModelFileError for anything unusable.
 
     header_only=True reads a file that holds only the header (the first bytes of a remote GGUF, as
@@ -35,7 +36,6 @@ def read_model_info(path: Path | str, *, cache_dir: Path | None | bool = True, h
     """
     variant = ""
     if header_only:  # a different parser and a caller-given size: keep those entries apart
-
         src = Path(gguf_header.__file__).stat()
         variant = f"|header_only|{file_size}|{src.st_size}|{src.st_mtime_ns}"
     cache = _cache_file(Path(path), cache_dir, variant)
@@ -95,8 +95,10 @@ def read_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorInfo], i
     if magic != GGUF_MAGIC and GGUF_MAGIC.startswith(magic):
         raise ModelFileError(f"truncated GGUF: {p} is only {size} bytes", hint)
     if magic != GGUF_MAGIC:
-        raise ModelFileError(f"not a GGUF file: {p} (starts with {magic!r})",
-                             "llmtp serves GGUF models; convert or download a .gguf file.")
+        raise ModelFileError(
+            f"not a GGUF file: {p} (starts with {magic!r})",
+            "llmtp serves GGUF models; convert or download a .gguf file.",
+        )
 
     from gguf import GGUFReader
 
@@ -110,8 +112,9 @@ def read_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorInfo], i
     tensors: list[TensorInfo] = []
     end = reader.data_offset
     for t in reader.tensors:
-        tensors.append(TensorInfo(name=t.name, shape=[int(d) for d in t.shape],
-                                  type=t.tensor_type.name, n_bytes=int(t.n_bytes)))
+        tensors.append(
+            TensorInfo(name=t.name, shape=[int(d) for d in t.shape], type=t.tensor_type.name, n_bytes=int(t.n_bytes))
+        )
         end = max(end, int(t.data_offset) + int(t.n_bytes))
     if end > size:
         raise ModelFileError(f"truncated GGUF: {p} is {size} bytes but its tensors need {end}", hint)
@@ -159,8 +162,9 @@ def read_header_metadata(path: Path | str) -> tuple[dict[str, Any], list[TensorI
     except GGUFTruncated as exc:
         raise ModelFileError(f"truncated GGUF header: {p} ({exc})", hint) from exc
     except GGUFHeaderError as exc:
-        raise ModelFileError(f"unreadable GGUF header: {p} ({exc})",
-                             "llmtp serves GGUF models; convert or download a .gguf file.") from exc
+        raise ModelFileError(
+            f"unreadable GGUF header: {p} ({exc})", "llmtp serves GGUF models; convert or download a .gguf file."
+        ) from exc
     except OSError as exc:
         raise ModelFileError(f"cannot read {p}: {exc.strerror or exc}", "Check the file's permissions.") from exc
     tensors = tensor_infos(header)

@@ -74,29 +74,37 @@ class HfHubClient:
 
         first = str(exc).splitlines()[0] if str(exc) else ""
         if isinstance(exc, GatedRepoError):  # a subclass of RepositoryNotFoundError, but the repo is there
-            return NetworkError(f"Cannot {what}: the repo is gated and this request carried no accepted token",
-                                "Accept the model's license on its Hugging Face page, then set HF_TOKEN "
-                                "(or run `hf auth login`).")
+            return NetworkError(
+                f"Cannot {what}: the repo is gated and this request carried no accepted token",
+                "Accept the model's license on its Hugging Face page, then set HF_TOKEN (or run `hf auth login`).",
+            )
         if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)):
-            return NotOnHubError(f"Cannot {what}: the hub has no such repo or file ({first})".rstrip(" ()"),
-                                 "Check the name in the catalog or the hf: reference; gated or private repos "
-                                 "also answer 404 without a token (set HF_TOKEN).")
+            return NotOnHubError(
+                f"Cannot {what}: the hub has no such repo or file ({first})".rstrip(" ()"),
+                "Check the name in the catalog or the hf: reference; gated or private repos "
+                "also answer 404 without a token (set HF_TOKEN).",
+            )
         if _is_connection_failure(exc):
             HfHubClient._unreachable[hub_endpoint()] = time.monotonic()
         return NetworkError(
             f"Cannot {what}: {type(exc).__name__}: {first}".rstrip(": "),
             "Check the network (huggingface.co must be reachable), the repo name, and for gated models "
-            "accept the license and set HF_TOKEN. `llmtp models list` shows local aliases that need no download.")
+            "accept the license and set HF_TOKEN. `llmtp models list` shows local aliases that need no download.",
+        )
 
     def _check_online(self, what: str) -> None:
         if self.offline:
-            raise NetworkError(f"Cannot {what}: offline mode is on (LLMTP_OFFLINE or HF_HUB_OFFLINE)",
-                               "Unset LLMTP_OFFLINE and HF_HUB_OFFLINE to reach the hub; files already in the "
-                               "HF cache are used without it (`llmtp models list --local`).")
+            raise NetworkError(
+                f"Cannot {what}: offline mode is on (LLMTP_OFFLINE or HF_HUB_OFFLINE)",
+                "Unset LLMTP_OFFLINE and HF_HUB_OFFLINE to reach the hub; files already in the "
+                "HF cache are used without it (`llmtp models list --local`).",
+            )
         failed = HfHubClient._unreachable.get(hub_endpoint())
         if failed is not None and time.monotonic() - failed < UNREACHABLE_MEMO_S:
-            raise NetworkError(f"Cannot {what}: {hub_endpoint()} did not answer a moment ago",
-                               "Check the network (huggingface.co must be reachable); llmtp asks again in a minute.")
+            raise NetworkError(
+                f"Cannot {what}: {hub_endpoint()} did not answer a moment ago",
+                "Check the network (huggingface.co must be reachable); llmtp asks again in a minute.",
+            )
 
     def _api(self):
         from huggingface_hub import HfApi
@@ -132,8 +140,16 @@ class HfHubClient:
             # an interrupted download never leaves a file that looks finished; it resumes next time.
             from llmtp.adapters.hf_cache import hub_cache_dir
 
-            return Path(hf_hub_download(repo_id=repo, filename=path, revision=revision, token=self.token,
-                                        endpoint=hub_endpoint(), cache_dir=hub_cache_dir()))
+            return Path(
+                hf_hub_download(
+                    repo_id=repo,
+                    filename=path,
+                    revision=revision,
+                    token=self.token,
+                    endpoint=hub_endpoint(),
+                    cache_dir=hub_cache_dir(),
+                )
+            )
         except Exception as exc:
             raise self._fail(f"download {repo}/{path}", exc) from exc
 

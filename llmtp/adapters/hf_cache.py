@@ -41,11 +41,10 @@ def cache_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
 
 
 def cache_label(cache_dir: Path, env: Mapping[str, str] | None = None) -> str:
-    """"LLAMA_CACHE DIR" or "HF cache DIR": which cache a file was found in, for people."""
+    """ "LLAMA_CACHE DIR" or "HF cache DIR": which cache a file was found in, for people."""
     env = os.environ if env is None else env
     llama = env.get("LLAMA_CACHE")
     return ("LLAMA_CACHE " if llama and Path(llama).expanduser() == cache_dir else "HF cache ") + str(cache_dir)
-
 
 
 def remove_files(paths: list[Path]) -> int:
@@ -94,8 +93,14 @@ def _files_of(repo_info, cache_dir: Path) -> dict[str, CachedFile]:
         for f in rev.files:
             name = Path(f.file_path).relative_to(rev.snapshot_path).as_posix()
             if name not in out and Path(f.file_path).is_file():
-                out[name] = CachedFile(repo=repo_info.repo_id, name=name, path=Path(f.file_path),
-                                       size=int(f.size_on_disk), revision=rev.commit_hash, cache_dir=cache_dir)
+                out[name] = CachedFile(
+                    repo=repo_info.repo_id,
+                    name=name,
+                    path=Path(f.file_path),
+                    size=int(f.size_on_disk),
+                    revision=rev.commit_hash,
+                    cache_dir=cache_dir,
+                )
     return out
 
 

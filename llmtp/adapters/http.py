@@ -52,13 +52,17 @@ class LlamaClient:
 
     def _network_error(self, path: str, exc: httpx.HTTPError) -> NetworkError:
         if isinstance(exc, httpx.TimeoutException):
-            return NetworkError(f"llama-server at {self.base_url} did not answer {path} in time",
-                                "Check `llmtp status` and `llmtp logs`.")
-        return NetworkError(f"Cannot reach llama-server at {self.base_url}{path}: {exc}",
-                            "Is it running? See `llmtp status`.")
+            return NetworkError(
+                f"llama-server at {self.base_url} did not answer {path} in time",
+                "Check `llmtp status` and `llmtp logs`.",
+            )
+        return NetworkError(
+            f"Cannot reach llama-server at {self.base_url}{path}: {exc}", "Is it running? See `llmtp status`."
+        )
 
-    def chat_stream(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-                    timeout: float = 600.0) -> Iterator[str]:
+    def chat_stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, timeout: float = 600.0
+    ) -> Iterator[str]:
         """POST /v1/chat/completions with stream=true; yields the event-stream lines as they arrive
         (core.chat.parse_sse_line reads them). `timeout`: the longest wait for the next bytes."""
         body = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, "stream": True}
@@ -74,12 +78,16 @@ class LlamaClient:
 
     def _check(self, resp: httpx.Response, path: str) -> None:
         if resp.status_code in (401, 403):
-            raise ConfigError(f"llama-server at {self.base_url} refused llmtp's API key ({resp.status_code} on {path})",
-                              "llmtp sends the first key of the server's --api-key-file; check that file (and "
-                              "that the server on this port is the one llmtp started), then restart the server.")
+            raise ConfigError(
+                f"llama-server at {self.base_url} refused llmtp's API key ({resp.status_code} on {path})",
+                "llmtp sends the first key of the server's --api-key-file; check that file (and "
+                "that the server on this port is the one llmtp started), then restart the server.",
+            )
         if resp.status_code != 200:
-            raise NetworkError(f"llama-server answered {resp.status_code} on {path}: {resp.text[:200]}",
-                               "See `llmtp logs` for the server's side.")
+            raise NetworkError(
+                f"llama-server answered {resp.status_code} on {path}: {resp.text[:200]}",
+                "See `llmtp logs` for the server's side.",
+            )
 
     def props(self) -> dict[str, Any]:
         return self._get_json("/props")
@@ -94,11 +102,23 @@ class LlamaClient:
         """Prometheus values by name; needs --metrics on the server (501 without)."""
         return parse_prometheus(self.metrics_text())
 
-    def completion(self, prompt: str, n_predict: int = 16, temperature: float = 0.0,
-                   seed: int | None = None, timeout: float | None = None, **extra: Any) -> dict[str, Any]:
+    def completion(
+        self,
+        prompt: str,
+        n_predict: int = 16,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """POST /completion (non-streaming); the answer includes `timings` (and draft_n with MTP)."""
-        body: dict[str, Any] = {"prompt": prompt, "n_predict": n_predict, "temperature": temperature,
-                                "cache_prompt": False, **extra}
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "n_predict": n_predict,
+            "temperature": temperature,
+            "cache_prompt": False,
+            **extra,
+        }
         if seed is not None:
             body["seed"] = seed
         kw = {} if timeout is None else {"timeout": timeout}

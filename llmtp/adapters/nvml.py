@@ -16,8 +16,9 @@ def load_pynvml() -> Any | None:
     return pynvml
 
 
-def read_nvidia_gpus(nvml: Any | None = None, *, not_counting: frozenset[int] = frozenset()
-                     ) -> tuple[list[GPU], list[str]]:
+def read_nvidia_gpus(
+    nvml: Any | None = None, *, not_counting: frozenset[int] = frozenset()
+) -> tuple[list[GPU], list[str]]:
     """Every NVIDIA GPU NVML sees, in NVML (PCI bus) order, and notes on what could not be read.
 
     `not_counting`: pids whose GPU memory counts as free (a warm-started llama-server that the
@@ -102,7 +103,7 @@ def _used_by(nvml: Any, handle: Any, pids: frozenset[int]) -> int:
 def process_vram(pids: list[int], nvml: Any | None = None) -> dict[int, int | None]:
     """GPU memory each of `pids` holds, summed over every GPU NVML sees; None where NVML does not
     see the pid (no NVIDIA driver, a CPU-only process, another pid namespace) or hides its usage."""
-    out: dict[int, int | None] = {pid: None for pid in pids}
+    out: dict[int, int | None] = dict.fromkeys(pids)
     if nvml is None:
         nvml = load_pynvml()
     if nvml is None or not pids:
@@ -128,8 +129,9 @@ def process_vram(pids: list[int], nvml: Any | None = None) -> dict[int, int | No
     return out
 
 
-def _read_one(nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[str],
-              not_counting: frozenset[int] = frozenset()) -> GPU:
+def _read_one(
+    nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[str], not_counting: frozenset[int] = frozenset()
+) -> GPU:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     name = _opt(nvml, nvml.nvmlDeviceGetName, handle)
     total, free = _memory(nvml, handle)
@@ -143,11 +145,15 @@ def _read_one(nvml: Any, index: int, driver: Any, cuda: str | None, notes: list[
     bus_width = _opt(nvml, nvml.nvmlDeviceGetMemoryBusWidth, handle)
     mem_clock = _opt(nvml, nvml.nvmlDeviceGetMaxClockInfo, handle, nvml.NVML_CLOCK_MEM)
     return GPU(
-        index=index, vendor="nvidia", name=text(name) if name else f"NVIDIA GPU {index}",
-        vram_total_bytes=total, vram_free_bytes=free,
+        index=index,
+        vendor="nvidia",
+        name=text(name) if name else f"NVIDIA GPU {index}",
+        vram_total_bytes=total,
+        vram_free_bytes=free,
         compute_capability=compute_capability,
         cuda_arch=cuda_arch(compute_capability) if compute_capability else None,
-        driver_version=text(driver) if driver else None, cuda_driver_version=cuda,
+        driver_version=text(driver) if driver else None,
+        cuda_driver_version=cuda,
         # Max link = what the GPU and its slot negotiate under load; the current link drops to
         # gen 1 at idle to save power, so it would understate the transfer rate.
         pcie_generation=_opt(nvml, nvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),

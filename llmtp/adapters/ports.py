@@ -45,7 +45,7 @@ def connect_error(host: str, port: int, timeout: float = 2.0) -> str | None:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
-    except socket.timeout:
+    except TimeoutError:
         return "timed out"
     except OSError as exc:
         return exc.strerror or str(exc)

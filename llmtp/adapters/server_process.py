@@ -42,8 +42,16 @@ class ServerProcess:
     """A started llama-server. The group id equals the pid (start_new_session), so stop() reaches
     every helper process it may spawn and nothing outlives llmtp."""
 
-    def __init__(self, argv: Sequence[str], *, log_path: Path, host: str, port: int,
-                 env: Mapping[str, str] | None = None, api_key: str | None = None):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        host: str,
+        port: int,
+        env: Mapping[str, str] | None = None,
+        api_key: str | None = None,
+    ):
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.host, self.port = host, port
@@ -59,8 +67,9 @@ class ServerProcess:
         try:
             self._proc, self._log_offset = spawn_logged(self.argv, self.log_path, self._env)
         except (FileNotFoundError, PermissionError) as exc:
-            raise ServeError(f"Cannot run {self.argv[0]}: {exc.strerror}",
-                             "Check the build with `llmtp builds list`, or rebuild.") from exc
+            raise ServeError(
+                f"Cannot run {self.argv[0]}: {exc.strerror}", "Check the build with `llmtp builds list`, or rebuild."
+            ) from exc
         self.started_at = time.monotonic()
         return self
 
@@ -158,11 +167,20 @@ def router_root_page(server: Path, timeout: float = 20.0) -> tuple[int, str | No
     with tempfile.TemporaryDirectory(prefix="llmtp-ui-probe-") as tmp:
         work = Path(tmp)
         (work / "models").mkdir()
-        env = {"HOME": str(work), "XDG_CACHE_HOME": str(work / "cache"), "HF_HOME": str(work / "hf"),
-               "LLAMA_CACHE": str(work / "cache")}  # on top of this environment (adapters/spawn.py)
+        env = {
+            "HOME": str(work),
+            "XDG_CACHE_HOME": str(work / "cache"),
+            "HF_HOME": str(work / "hf"),
+            "LLAMA_CACHE": str(work / "cache"),
+        }  # on top of this environment (adapters/spawn.py)
         port = free_port()
-        proc = ServerProcess([str(server), "--host", "127.0.0.1", "--port", str(port), "--models-dir",
-                              str(work / "models")], log_path=work / "probe.log", host="127.0.0.1", port=port, env=env)
+        proc = ServerProcess(
+            [str(server), "--host", "127.0.0.1", "--port", str(port), "--models-dir", str(work / "models")],
+            log_path=work / "probe.log",
+            host="127.0.0.1",
+            port=port,
+            env=env,
+        )
         try:
             proc.start().wait_ready(timeout)
             return get_page(proc.base_url, "/", timeout=10.0)

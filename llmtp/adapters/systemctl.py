@@ -25,10 +25,13 @@ class Systemctl:
         argv = ["systemctl", *self.scope, *args]
         done = self.runner.run(argv, timeout=60)
         if check and done.returncode != 0:
-            raise CommandError(f"`{' '.join(argv)}` failed with exit code {done.returncode}",
-                               "See `journalctl` for the unit, or run the command by hand.",
-                               argv=argv, returncode=done.returncode,
-                               details=(done.stderr or done.stdout).strip().splitlines()[-8:])
+            raise CommandError(
+                f"`{' '.join(argv)}` failed with exit code {done.returncode}",
+                "See `journalctl` for the unit, or run the command by hand.",
+                argv=argv,
+                returncode=done.returncode,
+                details=(done.stderr or done.stdout).strip().splitlines()[-8:],
+            )
         return done
 
     def daemon_reload(self) -> None:
@@ -61,8 +64,7 @@ class Systemctl:
         return self._run("is-active", unit, check=False).stdout.strip() or "unknown"
 
     def journal_argv(self, unit: str, follow: bool, lines: int = 100) -> list[str]:
-        argv = ["journalctl", *(["--user-unit", unit] if self.scope else ["-u", unit]),
-                "-n", str(lines), "--no-pager"]
+        argv = ["journalctl", *(["--user-unit", unit] if self.scope else ["-u", unit]), "-n", str(lines), "--no-pager"]
         return argv + (["-f"] if follow else [])
 
 
@@ -73,14 +75,27 @@ def ensure_system_user(runner: Runner, name: str, groups: tuple[str, ...]) -> li
         if present:
             runner.run(["usermod", "-aG", ",".join(present), name])
         return present
-    argv = ["useradd", "--system", "--user-group", "--home-dir", f"/var/lib/{name}", "--no-create-home",
-            "--shell", "/usr/sbin/nologin"]
+    argv = [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--home-dir",
+        f"/var/lib/{name}",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+    ]
     if present:
         argv += ["--groups", ",".join(present)]
     done = runner.run([*argv, name])
     if done.returncode != 0:
-        raise CommandError(f"Cannot create the system user {name}", "Run the install as root (sudo).",
-                           argv=argv, returncode=done.returncode, details=done.stderr.strip().splitlines()[-4:])
+        raise CommandError(
+            f"Cannot create the system user {name}",
+            "Run the install as root (sudo).",
+            argv=argv,
+            returncode=done.returncode,
+            details=done.stderr.strip().splitlines()[-4:],
+        )
     return present
 
 
@@ -88,6 +103,10 @@ def launchctl_load(runner: Runner, plist: str, uid: int) -> None:
     runner.run(["launchctl", "bootout", f"gui/{uid}", plist])  # a previous copy may be loaded
     done = runner.run(["launchctl", "bootstrap", f"gui/{uid}", plist])
     if done.returncode != 0:
-        raise CommandError("launchctl could not load the llmtp agent", "Run `launchctl bootstrap` by hand.",
-                           argv=["launchctl", "bootstrap", f"gui/{uid}", plist], returncode=done.returncode,
-                           details=done.stderr.strip().splitlines()[-4:])
+        raise CommandError(
+            "launchctl could not load the llmtp agent",
+            "Run `launchctl bootstrap` by hand.",
+            argv=["launchctl", "bootstrap", f"gui/{uid}", plist],
+            returncode=done.returncode,
+            details=done.stderr.strip().splitlines()[-4:],
+        )

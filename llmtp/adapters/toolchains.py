@@ -8,8 +8,14 @@ from pathlib import Path
 
 from llmtp.adapters.runner import Runner
 from llmtp.core.hardware import Tool
-from llmtp.core.toolchain_versions import (METAL_FIND_ARGV, METAL_VERSION_ARGV, TOOL_SPECS, TOOLKIT_DIRS,
-                                           ToolSpec, parse_metal)
+from llmtp.core.toolchain_versions import (
+    METAL_FIND_ARGV,
+    METAL_VERSION_ARGV,
+    TOOL_SPECS,
+    TOOLKIT_DIRS,
+    ToolSpec,
+    parse_metal,
+)
 from llmtp.errors import LlmtpError
 
 
@@ -22,8 +28,9 @@ def _version(runner: Runner, argv: list[str], spec_parse) -> tuple[str | None, s
     return parsed.version, parsed.family
 
 
-def _locate(runner: Runner, spec: ToolSpec, toolkit_dirs: Mapping[str, tuple[str, ...]],
-            notes: list[str]) -> str | None:
+def _locate(
+    runner: Runner, spec: ToolSpec, toolkit_dirs: Mapping[str, tuple[str, ...]], notes: list[str]
+) -> str | None:
     for exe in spec.executables:
         path = runner.which(exe)
         if path:
@@ -36,8 +43,9 @@ def _locate(runner: Runner, spec: ToolSpec, toolkit_dirs: Mapping[str, tuple[str
     return None
 
 
-def find_toolchains(runner: Runner, os_name: str,
-                    toolkit_dirs: Mapping[str, tuple[str, ...]] = TOOLKIT_DIRS) -> tuple[dict[str, Tool], list[str]]:
+def find_toolchains(
+    runner: Runner, os_name: str, toolkit_dirs: Mapping[str, tuple[str, ...]] = TOOLKIT_DIRS
+) -> tuple[dict[str, Tool], list[str]]:
     """Every tool llmtp's builds may use, present or not (path None), with its version."""
     tools: dict[str, Tool] = {}
     notes: list[str] = []
@@ -78,8 +86,9 @@ def cublas_found(toolkit_root: Path, env: Mapping[str, str] = os.environ) -> boo
     """Whether cuBLAS (shared or static) lies in `toolkit_root`, $CUDA_PATH, $CUDAToolkit_ROOT,
     /usr/local/cuda or the distribution's library dir: ggml-cuda links it, and a toolkit without it
     fails at CMake's generate step. The variables count because nvcc may be a wrapper script on PATH."""
-    roots = [Path(toolkit_root)] + [Path(r) for r in (env.get("CUDA_PATH"), env.get("CUDAToolkit_ROOT"),
-                                                      "/usr/local/cuda") if r]
+    roots = [Path(toolkit_root)] + [
+        Path(r) for r in (env.get("CUDA_PATH"), env.get("CUDAToolkit_ROOT"), "/usr/local/cuda") if r
+    ]
     dirs = [d for r in roots for d in (r / "lib64", r / "lib", *r.glob("targets/*/lib"))]
     dirs += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu")]
     return any(any(d.glob("libcublas.so*")) or (d / "libcublas_static.a").is_file() for d in dirs if d.is_dir())

@@ -19,8 +19,9 @@ def header_candidates(env: Mapping[str, str], system_dirs: tuple[str, ...] = SYS
     return [Path(d) / "vulkan" / "vulkan_core.h" for d in [*dirs, *system_dirs]]
 
 
-def installed_vulkan_headers(env: Mapping[str, str] | None = None,
-                             system_dirs: tuple[str, ...] = SYSTEM_INCLUDE_DIRS) -> VulkanHeaders | None:
+def installed_vulkan_headers(
+    env: Mapping[str, str] | None = None, system_dirs: tuple[str, ...] = SYSTEM_INCLUDE_DIRS
+) -> VulkanHeaders | None:
     """The first vulkan_core.h found, parsed; None when there is none (or it cannot be read)."""
     for path in header_candidates(os.environ if env is None else env, system_dirs):
         try:

@@ -39,8 +39,10 @@ def html_target(path: str | None):  # noqa: ANN201 - Path | None
     if target.is_dir():
         raise UsageError(f"--html {path} is a folder", "Name a file, e.g. `--html report.html`.")
     if not target.parent.is_dir():
-        raise UsageError(f"--html {path}: the folder {target.parent} does not exist", "Create it first, or name "
-                         "a file in an existing folder.")
+        raise UsageError(
+            f"--html {path}: the folder {target.parent} does not exist",
+            "Create it first, or name a file in an existing folder.",
+        )
     return target
 
 

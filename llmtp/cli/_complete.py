@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def model_names(incomplete: str) -> list[str]:
     try:
-        from llmtp.services.model_catalog import load_catalog
+        from llmtp.services.models.catalog import load_catalog
 
         names = []
         for entry in load_catalog().models.values():

@@ -149,8 +149,9 @@ def wrap(text: str, width: int, indent: int = 2) -> list[str]:
     """`text` wrapped at word boundaries to `width`, continuation lines indented; long words kept whole."""
     import textwrap
 
-    return textwrap.wrap(text, width=width, subsequent_indent=" " * indent, break_long_words=False,
-                         break_on_hyphens=False) or [""]
+    return textwrap.wrap(
+        text, width=width, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False
+    ) or [""]
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -183,8 +184,14 @@ class CompileProgress:
             if self.bar is None:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-                self.bar = Progress(TextColumn(f"  {self.label}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), console=self.con, transient=True)
+                self.bar = Progress(
+                    TextColumn(f"  {self.label}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=self.con,
+                    transient=True,
+                )
                 self.bar.start()
                 self.task = self.bar.add_task(self.label, total=None)
             if total:

@@ -13,61 +13,108 @@ from llmtp.core import limits
 from llmtp.core.launch_plan import LaunchRequest
 from llmtp.errors import UsageError
 
-Model = Annotated[str, typer.Argument(help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT "
-                                           "(also hf:, hf.co/).", autocompletion=model_names)]
+Model = Annotated[
+    str,
+    typer.Argument(
+        help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT (also hf:, hf.co/).", autocompletion=model_names
+    ),
+]
 Extra = Annotated[Optional[list[str]], typer.Argument(help="After `--`: flags passed to llama-server as is.")]
 Host = Annotated[Optional[str], typer.Option(help="Bind address (default from settings: 127.0.0.1).")]
 Port = Annotated[Optional[int], typer.Option(help="Port (default from settings: 8080).", **limits.option(limits.Port))]
-Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", help="Context size; overrides the plan.",
-                                            **limits.option(limits.Ctx))]
+Ctx = Annotated[
+    Optional[int], typer.Option("--ctx", "-c", help="Context size; overrides the plan.", **limits.option(limits.Ctx))
+]
 NoMtp = Annotated[bool, typer.Option("--no-mtp", help="Without MTP speculative decoding.")]
-Parallel = Annotated[Optional[int], typer.Option("--parallel", "-np", help="Server slots; MTP keeps 1.",
-                                                 **limits.option(limits.Parallel))]
-CacheType = Annotated[Optional[str], typer.Option("--cache-type", metavar="TYPE",
-                                                  help="KV cache type for keys and values (f16, q8_0, q4_0, ...); "
-                                                       "overrides the plan.")]
-GpuLayers = Annotated[Optional[str], typer.Option("--gpu-layers", metavar="N|auto|all",
-                                                  help="Layers offloaded to the GPU (llama-server's -ngl); "
-                                                       "overrides the plan.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads for llama-server.",
-                                                **limits.option(limits.Threads))]
-DraftNMax = Annotated[Optional[int], typer.Option("--draft-n-max", help="MTP draft tokens per step "
-                                                  "(--spec-draft-n-max); overrides `llmtp tune`.",
-                                                  **limits.option(limits.DraftTokens))]
-DraftPMin = Annotated[Optional[float], typer.Option("--draft-p-min", help="MTP draft probability floor "
-                                                    "(--spec-draft-p-min); overrides `llmtp tune`.",
-                                                    **limits.option(limits.Fraction))]
-Alias = Annotated[Optional[str], typer.Option(help="Model name clients see in /v1/models "
-                                              "(default: the llmtp alias, else the file name without .gguf).")]
+Parallel = Annotated[
+    Optional[int],
+    typer.Option("--parallel", "-np", help="Server slots; MTP keeps 1.", **limits.option(limits.Parallel)),
+]
+CacheType = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cache-type",
+        metavar="TYPE",
+        help="KV cache type for keys and values (f16, q8_0, q4_0, ...); overrides the plan.",
+    ),
+]
+GpuLayers = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gpu-layers",
+        metavar="N|auto|all",
+        help="Layers offloaded to the GPU (llama-server's -ngl); overrides the plan.",
+    ),
+]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", "-t", help="CPU threads for llama-server.", **limits.option(limits.Threads)),
+]
+DraftNMax = Annotated[
+    Optional[int],
+    typer.Option(
+        "--draft-n-max",
+        help="MTP draft tokens per step (--spec-draft-n-max); overrides `llmtp tune`.",
+        **limits.option(limits.DraftTokens),
+    ),
+]
+DraftPMin = Annotated[
+    Optional[float],
+    typer.Option(
+        "--draft-p-min",
+        help="MTP draft probability floor (--spec-draft-p-min); overrides `llmtp tune`.",
+        **limits.option(limits.Fraction),
+    ),
+]
+Alias = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Model name clients see in /v1/models (default: the llmtp alias, else the file name without .gguf)."
+    ),
+]
 ApiKeyFile = Annotated[Optional[str], typer.Option(help="File with the API key(s); required off loopback.")]
-Rpc = Annotated[Optional[str], typer.Option("--rpc", help="RPC workers HOST:PORT,... to spread the model over "
-                                            "(`llmtp worker start`; default from settings: rpc).")]
+Rpc = Annotated[
+    Optional[str],
+    typer.Option(
+        "--rpc",
+        help="RPC workers HOST:PORT,... to spread the model over (`llmtp worker start`; default from settings: rpc).",
+    ),
+]
 Server = Annotated[Optional[str], typer.Option(help="Use this llama-server instead of the current build.")]
 NoUi = Annotated[bool, typer.Option("--no-ui", help="Turn llama-server's web UI off (its own --no-ui).")]
-MtpGuard = Annotated[Optional[bool], typer.Option("--mtp-guard/--no-mtp-guard",
-                                                  help="Step to a safer MTP setting when served acceptance stays under "
-                                                       "the break-even (--no-mtp-guard pins the setting; default from "
-                                                       "settings: mtp_guard).")]
+MtpGuard = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--mtp-guard/--no-mtp-guard",
+        help="Step to a safer MTP setting when served acceptance stays under "
+        "the break-even (--no-mtp-guard pins the setting; default from "
+        "settings: mtp_guard).",
+    ),
+]
 
 
 def _refuse_hf(value: Optional[str]) -> None:
     if value is not None:
-        raise UsageError(f"llmtp takes the model as its argument, not with -hf: `llmtp serve {value}`",
-                         "Name a hub model as org/repo:QUANT (also hf:org/repo:QUANT); llmtp downloads it "
-                         "first when it is not on disk.")
+        raise UsageError(
+            f"llmtp takes the model as its argument, not with -hf: `llmtp serve {value}`",
+            "Name a hub model as org/repo:QUANT (also hf:org/repo:QUANT); llmtp downloads it "
+            "first when it is not on disk.",
+        )
 
 
 def _refuse_ngl(value: Optional[str]) -> None:
     if value is not None:
-        raise UsageError(f"llmtp spells -ngl as --gpu-layers: `--gpu-layers {value}`",
-                         "Or leave it out: llmtp plans the offload for this GPU (`llmtp plan MODEL` shows why).")
+        raise UsageError(
+            f"llmtp spells -ngl as --gpu-layers: `--gpu-layers {value}`",
+            "Or leave it out: llmtp plans the offload for this GPU (`llmtp plan MODEL` shows why).",
+        )
 
 
 # llama-server's spellings, answered with llmtp's (hidden; eager so they answer before a missing MODEL does)
-HfHabit = Annotated[Optional[str], typer.Option("-hf", "--hf-repo", hidden=True, is_eager=True,
-                                                callback=_refuse_hf)]
-NglHabit = Annotated[Optional[str], typer.Option("-ngl", "--n-gpu-layers", hidden=True, is_eager=True,
-                                                 callback=_refuse_ngl)]
+HfHabit = Annotated[Optional[str], typer.Option("-hf", "--hf-repo", hidden=True, is_eager=True, callback=_refuse_hf)]
+NglHabit = Annotated[
+    Optional[str], typer.Option("-ngl", "--n-gpu-layers", hidden=True, is_eager=True, callback=_refuse_ngl)
+]
 
 
 def gpu_layers_value(text: str | None) -> int | str | None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-TITLES = {"detect": "detect the hardware", "build": "llama.cpp build", "model": "choose the model",
-          "serve": "pull, plan and serve", "verify": "verify (quick)", "service": "systemd service"}
+TITLES = {
+    "detect": "detect the hardware",
+    "build": "llama.cpp build",
+    "model": "choose the model",
+    "serve": "pull, plan and serve",
+    "verify": "verify (quick)",
+    "service": "systemd service",
+}
 
 
 def _tok_s(value: float | None) -> str:
@@ -41,25 +47,31 @@ def verify_short(d: dict[str, Any]) -> str:
 
     code, plain, mtp = VerdictCode(int(d["verdict"])), _tok_s(d.get("plain_tok_s")), _tok_s(d.get("mtp_tok_s"))
     speedup = "" if d.get("speedup") is None else f", {d['speedup']:.2f}x"
-    return {VerdictCode.PASS: f"MTP on, {mtp} tok/s{speedup}",
-            VerdictCode.NO_MTP_HEADS: f"MTP off (no MTP heads), plain {plain} tok/s",
-            VerdictCode.MTP_NOT_IN_BUILD: f"MTP off (build without draft-mtp), plain {plain} tok/s",
-            VerdictCode.MTP_INACTIVE: f"MTP inactive, plain {plain} tok/s",
-            VerdictCode.MTP_SLOWER: f"MTP on but slower{speedup}: {mtp} tok/s vs {plain} plain",
-            }.get(code, f"MTP on, {mtp} tok/s{speedup}, {d['verdict_title']}")
+    return {
+        VerdictCode.PASS: f"MTP on, {mtp} tok/s{speedup}",
+        VerdictCode.NO_MTP_HEADS: f"MTP off (no MTP heads), plain {plain} tok/s",
+        VerdictCode.MTP_NOT_IN_BUILD: f"MTP off (build without draft-mtp), plain {plain} tok/s",
+        VerdictCode.MTP_INACTIVE: f"MTP inactive, plain {plain} tok/s",
+        VerdictCode.MTP_SLOWER: f"MTP on but slower{speedup}: {mtp} tok/s vs {plain} plain",
+    }.get(code, f"MTP on, {mtp} tok/s{speedup}, {d['verdict_title']}")
 
 
 def summary(step) -> str:
-    """One line for a finished step (a services.setup.StepResult)."""
+    """One line for a finished step (a services.setup.flow.StepResult)."""
     d, name = step.data, step.name
     if name == "detect":
         ram = f"{d['ram_bytes'] / 2**30:.0f} GiB RAM" if d.get("ram_bytes") else "RAM unknown"
         gpus = ", ".join(d["gpus"]) if d["gpus"] else "no GPU"
-        return (f"{gpus}; {d.get('cpu_threads') or '?'} CPU threads, {ram}; "
-                f"recommended build profile {d['recommended_profile']}: {d['reason']}")
+        return (
+            f"{gpus}; {d.get('cpu_threads') or '?'} CPU threads, {ram}; "
+            f"recommended build profile {d['recommended_profile']}: {d['reason']}"
+        )
     if name == "build":
-        how = {"reused": "reused the current build", "switched": "switched to the installed build",
-               "built": f"built from the {d.get('source')} source"}[d["how"]]
+        how = {
+            "reused": "reused the current build",
+            "switched": "switched to the installed build",
+            "built": f"built from the {d.get('source')} source",
+        }[d["how"]]
         return f"{how}: {d['build_id']} (MTP {d['mtp'] or 'not supported'})"
     if name == "model":
         return f"{d['ref']} ({d['how']})"
@@ -79,14 +91,19 @@ def summary(step) -> str:
 
 
 def message(result) -> str:
-    """The last line of a run (a services.setup.SetupResult): the model, where it is served, the verdict."""
+    """The last line of a run (a services.setup.flow.SetupResult): the model, where it is served, the verdict."""
     if not result.changed:
         return "already set up: nothing changed"
     by = {s.name: s for s in result.steps}
     model = by["model"].data.get("ref", "?") if "model" in by else "?"
     url = by["serve"].data.get("url") if "serve" in by else None
-    where = (f"serving at {url}" if url else "served by the service" if by.get("service") and
-             by["service"].status != "off" else "not served")
+    where = (
+        f"serving at {url}"
+        if url
+        else "served by the service"
+        if by.get("service") and by["service"].status != "off"
+        else "not served"
+    )
     short = verify_short(by["verify"].data) if "verify" in by else ""
     return f"set up: {model} {where}; {short}".rstrip("; ")
 
@@ -97,9 +114,14 @@ def as_dict(result) -> dict[str, Any]:
     for s in result.steps:
         extra = {"line": verify_line(s.data), "short": verify_short(s.data)} if s.name == "verify" else {}
         steps.append({"name": s.name, "status": s.status, "summary": summary(s), **s.data, **extra})
-    return {"changed": result.changed, "message": message(result),
-            "skipped": [s.name for s in result.steps if s.status != "done"],
-            "steps": steps, "warnings": result.warnings, "state_file": str(result.state_file)}
+    return {
+        "changed": result.changed,
+        "message": message(result),
+        "skipped": [s.name for s in result.steps if s.status != "done"],
+        "steps": steps,
+        "warnings": result.warnings,
+        "state_file": str(result.state_file),
+    }
 
 
 def _address_text(d: dict) -> str:

@@ -9,8 +9,7 @@ import typer
 
 from llmtp.core import limits
 
-builds_app = typer.Typer(help="Installed llama.cpp builds: list, switch, roll back, prune.",
-                         no_args_is_help=True)
+builds_app = typer.Typer(help="Installed llama.cpp builds: list, switch, roll back, prune.", no_args_is_help=True)
 
 
 def _settings():
@@ -20,27 +19,35 @@ def _settings():
 
 
 def build_cmd(
-    profile: Optional[str] = typer.Option(None, "--profile", "-p",
-                                          help="cpu, cuda, rocm, metal, vulkan, cuda-mtp-branch (default: detected)"),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", "-p", help="cpu, cuda, rocm, metal, vulkan, cuda-mtp-branch (default: detected)"
+    ),
     source: str = typer.Option("git", "--source", help="git (pinned tag), pypi (pinned sdist) or path"),
     path: Optional[Path] = typer.Option(None, "--path", help="source tree for --source path"),
     ref: Optional[str] = typer.Option(None, "--ref", help="git tag or commit (default: the pinned tag)"),
     cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="KEY=VALUE, adds or overrides a CMake option"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", **limits.option(limits.BuildJobs), help="parallel jobs (default: cores and RAM)"
+    ),
     portable: bool = typer.Option(False, "--portable", help="GGML_NATIVE=OFF: a binary for other machines"),
-    rpc: bool = typer.Option(False, "--rpc", help="also the RPC backend (GGML_RPC=ON) and ggml-rpc-server, "
-                                                  "for `llmtp worker` and `llmtp serve --rpc`"),
+    rpc: bool = typer.Option(
+        False,
+        "--rpc",
+        help="also the RPC backend (GGML_RPC=ON) and ggml-rpc-server, for `llmtp worker` and `llmtp serve --rpc`",
+    ),
     no_switch: bool = typer.Option(False, "--no-switch", help="install without making it current"),
-    ui: Optional[bool] = typer.Option(None, "--ui/--no-ui", help="web UI: --ui fails without a way to get it, "
-                                      "--no-ui builds none (default: the build_ui setting, auto)"),
+    ui: Optional[bool] = typer.Option(
+        None,
+        "--ui/--no-ui",
+        help="web UI: --ui fails without a way to get it, --no-ui builds none (default: the build_ui setting, auto)",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the effective options and stop"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Build llama.cpp for this machine, probe it, and make it current."""
-    from llmtp.cli._out import esc
-    from llmtp.cli._out import console, emit_json
+    from llmtp.cli._out import console, emit_json, esc
     from llmtp.errors import UsageError
-    from llmtp.services import build as svc
+    from llmtp.services.build import pipeline as svc
 
     if source not in ("git", "pypi", "path"):
         raise UsageError(f"Unknown --source {source!r}", "Use git, pypi or path.")
@@ -48,9 +55,18 @@ def build_cmd(
         source = "path"
     settings = _settings()
     ui_mode = settings.build_ui if ui is None else ("on" if ui else "off")
-    request = svc.BuildRequest(profile=profile, source=source, path=path, ref=ref, cmake_args=cmake_arg,
-                               jobs=jobs, native=not portable, make_current=not no_switch, ui=ui_mode,
-                               rpc=rpc)
+    request = svc.BuildRequest(
+        profile=profile,
+        source=source,
+        path=path,
+        ref=ref,
+        cmake_args=cmake_arg,
+        jobs=jobs,
+        native=not portable,
+        make_current=not no_switch,
+        ui=ui_mode,
+        rpc=rpc,
+    )
     from llmtp.adapters.runner import SubprocessRunner
 
     hw = svc.detect_if_needed(profile, None)  # once, for both the preview and the build
@@ -72,9 +88,11 @@ def build_cmd(
         return
     caps = installed.manifest.capabilities
     out.print(f"[green]built[/green] {esc(installed.id)}  {esc(installed.server)}")
-    out.print(f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
-              f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
-              f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}; RPC worker: {caps.rpc_worker or 'no'}")
+    out.print(
+        f"  version: build {caps.version.build_number}, commit {caps.version.commit or 'unknown'}; "
+        f"MTP: {caps.mtp_dialect or 'not supported'}; devices: "
+        f"{', '.join(d.id for d in caps.devices or []) or 'CPU only'}; RPC worker: {caps.rpc_worker or 'no'}"
+    )
     out.print(f"  web UI: {ui_words(installed.manifest.ui)}", markup=False)
     out.print(f"  current: {'yes' if installed.current else 'no (llmtp builds use ' + installed.id + ')'}")
 
@@ -90,13 +108,17 @@ def ui_words(ui) -> str:
 
 
 def _show_plan(out, preview: dict) -> None:
-    out.print(f"profile {preview['profile']} ({preview['backend']}), source {preview['source']} "
-              f"{preview['url']} {preview['ref'] or ''}".rstrip())
+    out.print(
+        f"profile {preview['profile']} ({preview['backend']}), source {preview['source']} "
+        f"{preview['url']} {preview['ref'] or ''}".rstrip()
+    )
     out.print("cmake options:")
     for key, value in preview["cmake_options"].items():
         out.print(f"  -D{key}={value}")
-    out.print(f"targets: {' '.join(preview['targets'])}; jobs: {preview['jobs']}; "
-              f"patches: {', '.join(p['name'] for p in preview['patches']) or 'none'}")
+    out.print(
+        f"targets: {' '.join(preview['targets'])}; jobs: {preview['jobs']}; "
+        f"patches: {', '.join(p['name'] for p in preview['patches']) or 'none'}"
+    )
     for p in preview["patches"]:
         if p.get("reason"):
             out.print(f"  {p['name']}: {p['reason']}")
@@ -121,8 +143,9 @@ class _progress:
             if event.phase != "compile":
                 self.compile.close()
                 # configure: the effective options were shown above
-                self.out.print(event.phase if event.phase == "configure" or not event.text
-                               else f"{event.phase}: {event.text}")
+                self.out.print(
+                    event.phase if event.phase == "configure" or not event.text else f"{event.phase}: {event.text}"
+                )
         if event.phase == "compile":
             self.compile.update(event.done, event.total)
 
@@ -133,23 +156,51 @@ class _progress:
 
 def _build_row(b) -> dict:
     m = b.manifest
-    return {"id": b.id, "current": b.current, "status": m.status, "failure": m.failure, "profile": m.profile,
-            "source": m.source, "ref": m.ref, "build_number": m.build_number, "commit": m.commit,
-            "finished_at": m.finished_at, "mtp": m.capabilities.mtp_dialect, "rpc": m.capabilities.rpc_worker, "path": str(b.path),
-            "ui": (m.ui.how if m.ui.embedded else "none") if m.ui and m.ui.embedded is not None else None}
+    return {
+        "id": b.id,
+        "current": b.current,
+        "status": m.status,
+        "failure": m.failure,
+        "profile": m.profile,
+        "source": m.source,
+        "ref": m.ref,
+        "build_number": m.build_number,
+        "commit": m.commit,
+        "finished_at": m.finished_at,
+        "mtp": m.capabilities.mtp_dialect,
+        "rpc": m.capabilities.rpc_worker,
+        "path": str(b.path),
+        "ui": (m.ui.how if m.ui.embedded else "none") if m.ui and m.ui.embedded is not None else None,
+    }
 
 
 @builds_app.command("list")
 def builds_list(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List installed builds (the current one is marked with *)."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.builds import list_broken, list_builds
+    from llmtp.services.build.installed import list_broken, list_builds
 
     settings = _settings()
     rows = [_build_row(b) for b in list_builds(settings)]
-    rows += [{"id": b.id, "current": b.current, "status": "broken", "failure": b.error, "profile": None,
-              "source": None, "ref": None, "build_number": None, "commit": None, "finished_at": None,
-              "mtp": None, "rpc": None, "path": str(b.path), "ui": None} for b in list_broken(settings)]
+    rows += [
+        {
+            "id": b.id,
+            "current": b.current,
+            "status": "broken",
+            "failure": b.error,
+            "profile": None,
+            "source": None,
+            "ref": None,
+            "build_number": None,
+            "commit": None,
+            "finished_at": None,
+            "mtp": None,
+            "rpc": None,
+            "path": str(b.path),
+            "ui": None,
+        }
+        for b in list_broken(settings)
+    ]
     if as_json:
         emit_json(rows)
         return
@@ -170,17 +221,26 @@ def builds_table(rows: list[dict]):  # -> cli._out table
         if r["status"] == "broken":
             t.add_row(mark + r["id"], "-", "-", "-", "-", "-", "-", f"BROKEN: {r['failure']}")
             continue
-        t.add_row(mark + r["id"], r["profile"] or "-", f"{r['source'] or '-'} {r['ref'] or '-'}", r["mtp"] or "no",
-                  "yes" if r["rpc"] else "no", r["ui"] or "?", str(r["finished_at"] or "-").replace("T", " ")[:19],
-                  "ok" if r["status"] == "ok" else f"FAILED: {r['failure']}")
+        t.add_row(
+            mark + r["id"],
+            r["profile"] or "-",
+            f"{r['source'] or '-'} {r['ref'] or '-'}",
+            r["mtp"] or "no",
+            "yes" if r["rpc"] else "no",
+            r["ui"] or "?",
+            str(r["finished_at"] or "-").replace("T", " ")[:19],
+            "ok" if r["status"] == "ok" else f"FAILED: {r['failure']}",
+        )
     return t
 
 
 @builds_app.command("use")
-def builds_use(build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`"),
-               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def builds_use(
+    build_id: str = typer.Argument(..., help="a build id from `llmtp builds list`"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Make an installed build current."""
-    from llmtp.services.builds import use_build
+    from llmtp.services.build.installed import use_build
 
     settings = _settings()
     b = use_build(settings, build_id)
@@ -199,14 +259,16 @@ def _done(as_json: bool, data: dict, text: str) -> None:
 
 
 @builds_app.command("adopt")
-def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ directory holding llama-server"),
-                 no_switch: bool = typer.Option(False, "--no-switch", help="register it without making it current"),
-                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def builds_adopt(
+    bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ directory holding llama-server"),
+    no_switch: bool = typer.Option(False, "--no-switch", help="register it without making it current"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Register an existing llama.cpp build (linked, not copied); probed before it can be current."""
     from pathlib import Path
 
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.builds import adopt
+    from llmtp.services.build.installed import adopt
 
     b = adopt(_settings(), Path(bin_dir), SubprocessRunner(), make_current=not no_switch)
     _done(as_json, {"adopted": b.id, "current": not no_switch}, f"adopted {b.id}" + ("" if no_switch else " (current)"))
@@ -215,7 +277,7 @@ def builds_adopt(bin_dir: str = typer.Argument(..., help="a llama.cpp bin/ direc
 @builds_app.command("rollback")
 def builds_rollback(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Switch back to the build that was current before."""
-    from llmtp.services.builds import rollback
+    from llmtp.services.build.installed import rollback
 
     settings = _settings()
     b = rollback(settings)
@@ -227,7 +289,7 @@ def _restart_service(settings) -> bool:
     """An active llmtp unit serves the current build only from its next start: restart it now, as `llmtp
     upgrade` does after its switch (an inactive or absent unit is left alone)."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.service import restart_if_running
+    from llmtp.services.units.serve_unit import restart_if_running
 
     return restart_if_running(settings, SubprocessRunner())
 
@@ -237,11 +299,14 @@ def _restarted_line(restarted: bool) -> str:
 
 
 @builds_app.command("prune")
-def builds_prune(keep: int = typer.Option(2, "--keep", **limits.option(limits.Keep), help="newest builds to keep "
-                                                                  "(current and previous always stay)"),
-                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def builds_prune(
+    keep: int = typer.Option(
+        2, "--keep", **limits.option(limits.Keep), help="newest builds to keep (current and previous always stay)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Delete old builds."""
-    from llmtp.services.builds import prune
+    from llmtp.services.build.installed import prune
 
     removed = prune(_settings(), keep)
     _done(as_json, {"removed": list(removed)}, "removed: " + (", ".join(removed) if removed else "nothing"))

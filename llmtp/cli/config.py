@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-config_app = typer.Typer(help="Show and change llmtp's settings (config.toml; docs/configuration.md).",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show and change llmtp's settings (config.toml; docs/configuration.md).", no_args_is_help=True
+)
 
 
 def _keys(incomplete: str) -> list[str]:
@@ -23,8 +24,12 @@ def show(json_out: bool = typer.Option(False, "--json", help="Machine-readable o
     loaded = load_settings()
     values = loaded.settings.model_dump(mode="json")
     if json_out:
-        emit_json({"config_file": str(loaded.settings.config_file),
-                   "settings": {k: {"value": v, "origin": loaded.origins[k]} for k, v in values.items()}})
+        emit_json(
+            {
+                "config_file": str(loaded.settings.config_file),
+                "settings": {k: {"value": v, "origin": loaded.origins[k]} for k, v in values.items()},
+            }
+        )
         return
     con = console(markup=False)
     con.print(f"config file: {loaded.settings.config_file}")
@@ -44,11 +49,13 @@ def settings_table(values: dict, origins: dict):  # -> cli._out table
 
 
 @config_app.command("get")
-def get(key: str = typer.Argument(..., help="A setting, as `llmtp config show` lists them.", autocompletion=_keys),
-        json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def get(
+    key: str = typer.Argument(..., help="A setting, as `llmtp config show` lists them.", autocompletion=_keys),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Print one setting's effective value (flag, env, file or default)."""
     from llmtp.cli._out import emit_json
-    from llmtp.services.config_edit import check_key
+    from llmtp.services.config.edit import check_key
     from llmtp.settings import Settings, load_settings
 
     if key not in Settings.model_fields:
@@ -62,14 +69,16 @@ def get(key: str = typer.Argument(..., help="A setting, as `llmtp config show` l
 
 
 @config_app.command("set")
-def set_(key: str = typer.Argument(..., help="A setting (docs/configuration.md).", autocompletion=_keys),
-         value: str = typer.Argument(..., help="Its new value, checked as the setting's type and bounds."),
-         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def set_(
+    key: str = typer.Argument(..., help="A setting (docs/configuration.md).", autocompletion=_keys),
+    value: str = typer.Argument(..., help="Its new value, checked as the setting's type and bounds."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Write KEY = VALUE to config.toml, validated first; other keys and comments stay as written."""
-    from llmtp.cli._out import emit_json
-    from llmtp.services.config_edit import set_value
-
     import os
+
+    from llmtp.cli._out import emit_json
+    from llmtp.services.config.edit import set_value
 
     path, written = set_value(key, value, os.environ)
     if json_out:
@@ -82,13 +91,15 @@ def set_(key: str = typer.Argument(..., help="A setting (docs/configuration.md).
 
 
 @config_app.command("unset")
-def unset(key: str = typer.Argument(..., help="A setting (docs/configuration.md).", autocompletion=_keys),
-          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def unset(
+    key: str = typer.Argument(..., help="A setting (docs/configuration.md).", autocompletion=_keys),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Remove KEY from config.toml: it takes its default again (or an LLMTP_* variable's value)."""
-    from llmtp.cli._out import emit_json
-    from llmtp.services.config_edit import unset_value
-
     import os
+
+    from llmtp.cli._out import emit_json
+    from llmtp.services.config.edit import unset_value
 
     path, found = unset_value(key, os.environ)
     if json_out:

@@ -8,7 +8,7 @@ import typer
 def detect(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Detect GPUs, CPU, RAM and build tools, and recommend a llama.cpp build profile."""
     from llmtp.cli._out import emit_json
-    from llmtp.services.detect import detect_hardware
+    from llmtp.services.machine.detect import detect_hardware
 
     snapshot = detect_hardware(vulkan_server=_vulkan_server())
     if json_out:
@@ -19,7 +19,7 @@ def detect(json_out: bool = typer.Option(False, "--json", help="Machine-readable
 
 def _vulkan_server():
     """The current build's llama-server when it is a Vulkan build: its --list-devices gives device memory."""
-    from llmtp.services.builds import current_build
+    from llmtp.services.build.installed import current_build
     from llmtp.settings import load_settings
 
     cur = current_build(load_settings().settings)
@@ -61,8 +61,9 @@ def render(snap) -> None:
         if g.memory_bandwidth_gbps:
             facts.append(f"{g.memory_bandwidth_gbps:.0f} GB/s")
         if g.driver_version:
-            facts.append(f"driver {g.driver_version}"
-                         + (f" (CUDA {g.cuda_driver_version})" if g.cuda_driver_version else ""))
+            facts.append(
+                f"driver {g.driver_version}" + (f" (CUDA {g.cuda_driver_version})" if g.cuda_driver_version else "")
+            )
         out.print("    " + e(" · ".join(facts)))
     if not snap.gpus:
         out.print("GPUs: none found")

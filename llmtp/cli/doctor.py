@@ -7,6 +7,7 @@ import typer
 
 def render(report, con) -> None:
     from llmtp.cli._out import esc
+
     color = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     tag = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
     for c in report.checks:
@@ -22,7 +23,7 @@ def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print the ch
     Exit code 0 when nothing failed (warnings allowed), 1 when a check failed.
     """
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.doctor import run_doctor
+    from llmtp.services.machine.doctor import run_doctor
     from llmtp.settings import load_settings
 
     report = run_doctor(load_settings().settings, service_state=_service_state())
@@ -36,7 +37,7 @@ def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print the ch
 def _service_state():
     """systemd's state of the installed llmtp unit, or None when none is installed."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.service import unit_state
+    from llmtp.services.units.serve_unit import unit_state
     from llmtp.settings import load_settings
 
     return lambda: unit_state(load_settings().settings, SubprocessRunner())

@@ -8,8 +8,9 @@ import typer
 
 
 def inspect(
-    model: str = typer.Argument(..., help="Path of a .gguf file, or a downloaded model: alias or org/repo:QUANT.",
-                                show_default=False),
+    model: str = typer.Argument(
+        ..., help="Path of a .gguf file, or a downloaded model: alias or org/repo:QUANT.", show_default=False
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Read a GGUF header: architecture, size, quant, layers, MTP heads and KV-cache cost per token."""
@@ -32,14 +33,15 @@ def _local_file(model: str) -> Path:
     if path.exists() or path.suffix.lower() == ".gguf":
         return path
     from llmtp.errors import ModelNotDownloadedError
-    from llmtp.services.models import resolve_model
+    from llmtp.services.models.resolve import resolve_model
     from llmtp.settings import load_settings
 
     resolved = resolve_model(model, load_settings().settings)
     if resolved.path is None:
-        raise ModelNotDownloadedError(f"{model} is not downloaded: there is no file to inspect",
-                                      f"Run `llmtp models pull {model}` first, or `llmtp plan {model}` for what the "
-                                      "catalog knows.")
+        raise ModelNotDownloadedError(
+            f"{model} is not downloaded: there is no file to inspect",
+            f"Run `llmtp models pull {model}` first, or `llmtp plan {model}` for what the catalog knows.",
+        )
     return Path(resolved.path)
 
 
@@ -50,10 +52,14 @@ def rows(info) -> list[tuple[str, str]]:
     def opt(value) -> str:
         return "unknown" if value is None else str(value)
 
-    mtp = f"yes ({info.nextn_predict_layers} nextn layer{'s' if info.nextn_predict_layers > 1 else ''})" \
-        if info.has_mtp_heads else ("no (heads not in this file)" if info.mtp_arch else "no")
-    types = ", ".join(f"{name} {human_bytes(n)}" for name, n in
-                      sorted(info.tensor_types.items(), key=lambda kv: -kv[1]))
+    mtp = (
+        f"yes ({info.nextn_predict_layers} nextn layer{'s' if info.nextn_predict_layers > 1 else ''})"
+        if info.has_mtp_heads
+        else ("no (heads not in this file)" if info.mtp_arch else "no")
+    )
+    types = ", ".join(
+        f"{name} {human_bytes(n)}" for name, n in sorted(info.tensor_types.items(), key=lambda kv: -kv[1])
+    )
     heads_kv = None
     if info.head_count_kv:
         distinct = sorted(set(info.head_count_kv))
@@ -66,8 +72,13 @@ def rows(info) -> list[tuple[str, str]]:
         ("parameters", _count(info.param_count)),
         ("quant", opt(info.quant)),
         ("tensor types", types or "none"),
-        ("blocks", opt(info.block_count) + (f" ({info.trunk_layers} trunk + {info.nextn_predict_layers} nextn)"
-                                            if info.nextn_predict_layers else "")),
+        (
+            "blocks",
+            opt(info.block_count)
+            + (
+                f" ({info.trunk_layers} trunk + {info.nextn_predict_layers} nextn)" if info.nextn_predict_layers else ""
+            ),
+        ),
         ("MTP heads", mtp),
         ("trained context", opt(info.context_length)),
         ("embedding", opt(info.embedding_length)),
@@ -88,8 +99,12 @@ def rows(info) -> list[tuple[str, str]]:
     kv = ", ".join(f"{t} {human_bytes(n)}" for t, n in info.kv_bytes_per_token.items())
     out.append(("KV per token", kv or "unknown"))
     if info.nextn_kv_bytes_per_token:
-        out.append(("MTP draft KV per token",
-                    ", ".join(f"{t} {human_bytes(n)}" for t, n in info.nextn_kv_bytes_per_token.items())))
+        out.append(
+            (
+                "MTP draft KV per token",
+                ", ".join(f"{t} {human_bytes(n)}" for t, n in info.nextn_kv_bytes_per_token.items()),
+            )
+        )
     out.append(("tokenizer", opt(info.tokenizer_model) + (" + chat template" if info.chat_template else "")))
     return out
 

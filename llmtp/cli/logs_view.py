@@ -25,10 +25,10 @@ def _show(shown, width: int) -> None:  # noqa: ANN001 - core.logview.Shown
 
 
 def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool) -> None:
+    from llmtp.adapters.files import replaced_under
     from llmtp.core.logview import LogView
     from llmtp.errors import UsageError
-    from llmtp.adapters.files import replaced_under
-    from llmtp.services import state as st
+    from llmtp.services.stores import serve_records as st
 
     path = st.log_path(state_dir, port)
     if not path.is_file():
@@ -49,11 +49,11 @@ def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool)
     try:
         whole = f.readlines()
         if raw:
-            for line in whole[len(whole) - lines:]:  # not [-lines:]: -n 0 means none, not all
+            for line in whole[len(whole) - lines :]:  # not [-lines:]: -n 0 means none, not all
                 typer.echo(line, nl=False)
         else:
             digest = [s for line in whole for s in view.feed(line)]
-            for s in digest[len(digest) - lines:]:
+            for s in digest[len(digest) - lines :]:
                 _show(s, width)
         while follow:
             line = f.readline()

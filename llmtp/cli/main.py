@@ -14,6 +14,7 @@ import typer
 from llmtp import __version__
 from llmtp.errors import LlmtpError
 
+
 class WholeHelpGroup(typer.core.TyperGroup):
     """--help lists each command with its whole first sentence, wrapped, where click cuts it at 45
     characters with `...`."""
@@ -69,8 +70,9 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                 help="Print the llmtp version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the llmtp version and exit."
+    ),
 ) -> None:
     """llmtp: local LLM serving with llama.cpp, fast and boring."""
 
@@ -101,7 +103,7 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 def _wants_json(args: list[str]) -> bool:
     """Whether this command line asked for --json (before a `--`, after which words are llama-server's)."""
     args = list(args)
-    return "--json" in (args[:args.index("--")] if "--" in args else args)
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def _json_error(message: str, hint: str | None, exit_code: int, details: list[str] | None = None) -> None:
@@ -121,12 +123,16 @@ def _for_terminal(text: str) -> str:
     if not sys.stderr.isatty():
         return text
     width = shutil.get_terminal_size().columns
-    return "\n".join(wrapped for line in text.splitlines() for wrapped in
-                     (textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False,
-                                    break_on_hyphens=False) or [""]))
+    return "\n".join(
+        wrapped
+        for line in text.splitlines()
+        for wrapped in (
+            textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False) or [""]
+        )
+    )
 
 
-def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.warm_start.WarmStart
+def run(argv: list[str] | None = None, warm=None) -> None:  # noqa: ANN001 - services.serve.warm_start.WarmStart
     """Console entry point: the only place that turns an LlmtpError into an exit code. `warm`: the
     entry point's warm start, handed to the commands as typer's context object (`serve` uses it).
 

@@ -10,12 +10,17 @@ models_app = typer.Typer(help="Model catalog and downloads.", no_args_is_help=Tr
 
 
 @models_app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-          local: bool = typer.Option(False, "--local", help="List the model files on disk (HF cache, "
-                                     "LLAMA_CACHE, llmtp's pulls) instead of the catalog.")) -> None:
+def list_(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    local: bool = typer.Option(
+        False,
+        "--local",
+        help="List the model files on disk (HF cache, LLAMA_CACHE, llmtp's pulls) instead of the catalog.",
+    ),
+) -> None:
     """List catalog aliases, how MTP is carried, and whether a file is present."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.models import list_models
+    from llmtp.services.models.resolve import list_models
     from llmtp.settings import load_settings
 
     if local:
@@ -34,18 +39,20 @@ def catalog_table(rows: list[dict]):  # -> cli._out table
 
     t = table("alias", "name", "mtp", "quants", "default", "local", whole=("alias",))
     for r in rows:
-        t.add_row(r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"],
-                  ", ".join(r["local"]) or "-")
+        t.add_row(
+            r["alias"], r["name"], r["mtp"], " ".join(r["quants"]), r["default_quant"], ", ".join(r["local"]) or "-"
+        )
     return t
 
 
 @models_app.command("show")
-def show(alias: str = typer.Argument(..., help="Catalog alias.",
-                                    autocompletion=model_names),
-         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def show(
+    alias: str = typer.Argument(..., help="Catalog alias.", autocompletion=model_names),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Show one catalog entry: repos, quants and sizes, MTP, license and architecture numbers."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.model_catalog import load_catalog, lookup
+    from llmtp.services.models.catalog import load_catalog, lookup
 
     entry = lookup(load_catalog(), alias)
     if json_out:
@@ -61,27 +68,37 @@ def show(alias: str = typer.Argument(..., help="Catalog alias.",
     for q in entry.quants:
         size, est = entry.estimated_size_bytes(q)
         text = "unknown" if size is None else f"{size / 1e9:.1f} GB" + (" (estimated)" if est else "")
-        c.print(f"  {q.name:<8} {text:<20} {q.file}" + (f"  (only in {q.repo})" if q.repo else "")
-                + ("  (default)" if q.name == entry.default_quant else ""))
+        c.print(
+            f"  {q.name:<8} {text:<20} {q.file}"
+            + (f"  (only in {q.repo})" if q.repo else "")
+            + ("  (default)" if q.name == entry.default_quant else "")
+        )
     arch = {k: v for k, v in entry.arch.model_dump().items() if v is not None}
     c.print("  arch: " + ", ".join(f"{k}={v}" for k, v in arch.items()))
 
 
 @models_app.command("pull")
-def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT.",
-                                    autocompletion=model_names),
-         quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
-         draft_quant: str = typer.Option(None, "--draft-quant",
-                                         help="Quant of a separate MTP draft file (default: Q8_0)."),
-         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def pull(
+    ref: str = typer.Argument(
+        ..., help="Alias, org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT.", autocompletion=model_names
+    ),
+    quant: str = typer.Option(None, "--quant", "-q", help="Quant to download (default: the catalog's)."),
+    draft_quant: str = typer.Option(None, "--draft-quant", help="Quant of a separate MTP draft file (default: Q8_0)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Download a model (and its MTP sidecar) into the shared HF cache, then verify it."""
     from llmtp.cli._out import console, emit_json, esc, human_bytes
-    from llmtp.services.model_pulls import pull as do_pull
+    from llmtp.services.models.pulls import pull as do_pull
     from llmtp.settings import load_settings
 
     err = console(stderr=True)
-    result = do_pull(ref, load_settings().settings, quant=quant, draft_quant=draft_quant,
-                     on_progress=lambda m: err.print(m, markup=False))
+    result = do_pull(
+        ref,
+        load_settings().settings,
+        quant=quant,
+        draft_quant=draft_quant,
+        on_progress=lambda m: err.print(m, markup=False),
+    )
     for w in result.warnings:
         err.print(f"[bold red]{esc(w)}[/]")
     if json_out:
@@ -94,21 +111,25 @@ def pull(ref: str = typer.Argument(..., help="Alias, org/repo:QUANT, hf.co/org/r
         c.print(f"from {result.repo} at revision {result.revision[:12]}")
     if result.file_choice:
         c.print(f"file: {result.file_choice}")
-    c.print(f"MTP heads: {result.nextn_predict_layers} nextn layer(s)" +
-            (f"; sidecar {result.sidecar_path}" if result.sidecar_path else ""))
+    c.print(
+        f"MTP heads: {result.nextn_predict_layers} nextn layer(s)"
+        + (f"; sidecar {result.sidecar_path}" if result.sidecar_path else "")
+    )
     if result.sidecar_choice:
         c.print(f"MTP draft: {result.sidecar_choice}")
 
 
 @models_app.command("check")
-def check(alias: str = typer.Argument(None, help="Catalog alias (default: every entry)."),
-          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def check(
+    alias: str = typer.Argument(None, help="Catalog alias (default: every entry)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Compare the catalog with the hub: files exist, sizes within 1%, MTP marker in the remote header.
 
     Exits 1 when anything differs; needs the hub (offline it says so and exits non-zero)."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.hub import check_catalog, report_json
-    from llmtp.services.model_catalog import load_catalog
+    from llmtp.services.models.catalog import load_catalog
+    from llmtp.services.models.hub import check_catalog, report_json
     from llmtp.settings import load_settings
 
     report = check_catalog(load_settings().settings, load_catalog(), alias)
@@ -134,7 +155,7 @@ def check(alias: str = typer.Argument(None, help="Catalog alias (default: every 
 
 def _list_local(json_out: bool) -> None:
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.local_models import list_local
+    from llmtp.services.models.local import list_local
     from llmtp.settings import load_settings
 
     rows = list_local(load_settings().settings)
@@ -148,7 +169,7 @@ def _list_local(json_out: bool) -> None:
     c.print(local_table(rows))
 
 
-def local_table(rows):  # noqa: ANN001 - services.local_models rows
+def local_table(rows):  # noqa: ANN001 - services.models.local rows
     """Model and path are typed back (`serve`, `rm`): never cut; a narrow terminal gets one block per file."""
     from llmtp.cli._out import human_bytes, table
 
@@ -159,12 +180,15 @@ def local_table(rows):  # noqa: ANN001 - services.local_models rows
 
 
 @models_app.command("rm")
-def rm(ref: str = typer.Argument(..., help="ALIAS[:QUANT] or org/repo:QUANT (as `llmtp models list --local` shows).",
-                                    autocompletion=model_names),
-       json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def rm(
+    ref: str = typer.Argument(
+        ..., help="ALIAS[:QUANT] or org/repo:QUANT (as `llmtp models list --local` shows).", autocompletion=model_names
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Remove a downloaded model from the HF cache (or llmtp's pulls) and say what it freed."""
     from llmtp.cli._out import console, emit_json, human_bytes
-    from llmtp.services.local_models import remove_model
+    from llmtp.services.models.local import remove_model
     from llmtp.settings import load_settings
 
     done = remove_model(ref, load_settings().settings)

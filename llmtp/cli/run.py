@@ -11,31 +11,40 @@ from llmtp.core import limits
 
 
 def run(
-    model: str = typer.Argument(..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT.",
-                                    autocompletion=model_names),
+    model: str = typer.Argument(
+        ..., help="Alias (`llmtp models list`), GGUF path, or hf:org/repo:QUANT.", autocompletion=model_names
+    ),
     prompt: Optional[str] = typer.Argument(None, help="The question; without it, an interactive chat."),
-    max_tokens: int = typer.Option(512, "--max-tokens", help="Longest answer, in tokens.",
-                                   **limits.option(limits.NPredict)),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy, where MTP drafts best).",
-                                      **limits.option(limits.Temperature)),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size when a server is started; overrides the plan.",
-                                      **limits.option(limits.Ctx)),
+    max_tokens: int = typer.Option(
+        512, "--max-tokens", help="Longest answer, in tokens.", **limits.option(limits.NPredict)
+    ),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature (0: greedy, where MTP drafts best).", **limits.option(limits.Temperature)
+    ),
+    ctx: Optional[int] = typer.Option(
+        None, "--ctx", help="Context size when a server is started; overrides the plan.", **limits.option(limits.Ctx)
+    ),
     server: Optional[str] = typer.Option(None, help="Start this llama-server instead of the current build."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer and its timings as JSON (needs PROMPT)."),
-    no_pull: bool = typer.Option(False, "--no-pull", help="Refuse a model that is not on disk instead of "
-                                 "downloading it (also the setting pull_missing = false)."),
+    no_pull: bool = typer.Option(
+        False,
+        "--no-pull",
+        help="Refuse a model that is not on disk instead of downloading it (also the setting pull_missing = false).",
+    ),
 ) -> None:
     """Ask MODEL: uses its running llmtp server or starts one (and says so); prints tok/s and MTP acceptance."""
     from pathlib import Path
 
     from llmtp.cli._out import emit_json
     from llmtp.errors import UsageError
-    from llmtp.services import run as svc
+    from llmtp.services.serve import run_prompt as svc
     from llmtp.settings import load_settings
 
     if as_json and prompt is None:
-        raise UsageError("--json needs a PROMPT: an interactive chat has no single answer to print",
-                         'Pass the question: `llmtp run MODEL "PROMPT" --json`.')
+        raise UsageError(
+            "--json needs a PROMPT: an interactive chat has no single answer to print",
+            'Pass the question: `llmtp run MODEL "PROMPT" --json`.',
+        )
     settings = load_settings().settings
 
     def note(line: str) -> None:
@@ -45,24 +54,32 @@ def run(
 
     request = LaunchRequest(model=model, ctx=ctx, server=str(Path(server).expanduser().resolve()) if server else None)
     # as `llmtp serve`: a model not on disk is pulled first (what, how big, free disk are shown)
-    target = svc.ensure_server(settings, request, on_note=note, pull=not no_pull,
-                               say=lambda m: typer.echo(m, err=True))
+    target = svc.ensure_server(settings, request, on_note=note, pull=not no_pull, say=lambda m: typer.echo(m, err=True))
     if prompt is not None:
         messages = [{"role": "user", "content": prompt}]
         if as_json:
             answer, stats = svc.ask(target, messages, max_tokens=max_tokens, temperature=temperature)
-            emit_json({"answer": answer, "model_name": target.model_name, "port": target.port,
-                       "started_server": target.started, "tokens": stats.tokens,
-                       "tokens_per_second": stats.tokens_per_second, "prompt_tokens": stats.prompt_tokens,
-                       "mtp_drafted": stats.drafted, "mtp_accepted": stats.accepted,
-                       "mtp_acceptance": stats.mtp_acceptance})
+            emit_json(
+                {
+                    "answer": answer,
+                    "model_name": target.model_name,
+                    "port": target.port,
+                    "started_server": target.started,
+                    "tokens": stats.tokens,
+                    "tokens_per_second": stats.tokens_per_second,
+                    "prompt_tokens": stats.prompt_tokens,
+                    "mtp_drafted": stats.drafted,
+                    "mtp_accepted": stats.accepted,
+                    "mtp_acceptance": stats.mtp_acceptance,
+                }
+            )
             return
         _answer(target, messages, max_tokens, temperature)
         return
     chat(target, model, max_tokens, temperature)
 
 
-def chat(target, model: str, max_tokens: int, temperature: float) -> None:  # noqa: ANN001 - services.run.Target
+def chat(target, model: str, max_tokens: int, temperature: float) -> None:  # noqa: ANN001 - services.serve.run_prompt.Target
     """The interactive chat: /bye, /?, /clear are llmtp's; Ctrl-C stops an answer, at the prompt the chat."""
     from llmtp.core.chat import CHAT_HELP, chat_command
 
@@ -94,13 +111,18 @@ def chat(target, model: str, max_tokens: int, temperature: float) -> None:  # no
             typer.echo("(stopped; Ctrl-C at the prompt ends the chat)", err=True)
 
 
-def _answer(target, messages: list[dict[str, str]], max_tokens: int, temperature: float,  # noqa: ANN001
-            interruptible: bool = False):
+def _answer(
+    target,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,  # noqa: ANN001
+    interruptible: bool = False,
+):
     """Stream one answer. With `interruptible`, Ctrl-C stops it (closing the stream stops llama-server's
     generation) and (the text so far, True) comes back; else the answer text."""
     import sys
 
-    from llmtp.services import run as svc
+    from llmtp.services.serve import run_prompt as svc
 
     shown: list[str] = []
 

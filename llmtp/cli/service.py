@@ -9,21 +9,35 @@ import typer
 from llmtp.cli import _serve_options as o
 from llmtp.core import limits
 
-service_app = typer.Typer(help="Run `llmtp serve` at boot as a systemd unit (macOS: a launchd agent).",
-                          no_args_is_help=True)
+service_app = typer.Typer(
+    help="Run `llmtp serve` at boot as a systemd unit (macOS: a launchd agent).", no_args_is_help=True
+)
 
 _UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests and packaging)."
 
 
 @service_app.command("install")
 def install(
-    model: o.Model, extra: o.Extra = None,
+    model: o.Model,
+    extra: o.Extra = None,
     system: bool = typer.Option(False, "--system", help="System unit run by a dedicated `llmtp` user."),
-    host: o.Host = None, port: o.Port = None, ctx: o.Ctx = None, no_mtp: o.NoMtp = False, parallel: o.Parallel = None,
-    cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
-    draft_n_max: o.DraftNMax = None, draft_p_min: o.DraftPMin = None, alias: o.Alias = None,
-    api_key_file: o.ApiKeyFile = None, rpc: o.Rpc = None, server: o.Server = None, no_ui: o.NoUi = False,
-    hf: o.HfHabit = None, ngl: o.NglHabit = None,
+    host: o.Host = None,
+    port: o.Port = None,
+    ctx: o.Ctx = None,
+    no_mtp: o.NoMtp = False,
+    parallel: o.Parallel = None,
+    cache_type: o.CacheType = None,
+    gpu_layers: o.GpuLayers = None,
+    threads: o.Threads = None,
+    draft_n_max: o.DraftNMax = None,
+    draft_p_min: o.DraftPMin = None,
+    alias: o.Alias = None,
+    api_key_file: o.ApiKeyFile = None,
+    rpc: o.Rpc = None,
+    server: o.Server = None,
+    no_ui: o.NoUi = False,
+    hf: o.HfHabit = None,
+    ngl: o.NglHabit = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
@@ -35,15 +49,30 @@ def install(
     from pathlib import Path
 
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services import service as svc
+    from llmtp.services.units import serve_unit as svc
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     path = Path(model).expanduser()
-    launch = o.launch_request(str(path.resolve()) if path.exists() else model, extra, host=host, port=port, ctx=ctx,
-                              no_mtp=no_mtp, parallel=parallel, cache_type=cache_type, gpu_layers=gpu_layers,
-                              threads=threads, draft_n_max=draft_n_max, draft_p_min=draft_p_min, alias=alias,
-                              api_key_file=o.absolute(api_key_file), rpc=rpc, server=o.absolute(server), no_ui=no_ui)
+    launch = o.launch_request(
+        str(path.resolve()) if path.exists() else model,
+        extra,
+        host=host,
+        port=port,
+        ctx=ctx,
+        no_mtp=no_mtp,
+        parallel=parallel,
+        cache_type=cache_type,
+        gpu_layers=gpu_layers,
+        threads=threads,
+        draft_n_max=draft_n_max,
+        draft_p_min=draft_p_min,
+        alias=alias,
+        api_key_file=o.absolute(api_key_file),
+        rpc=rpc,
+        server=o.absolute(server),
+        no_ui=no_ui,
+    )
     req = svc.ServiceRequest(launch=launch, system=system)
     launch_plan = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
     for note in launch_plan.notes:
@@ -60,8 +89,13 @@ def install(
     if dry_run and as_json:
         from llmtp.cli._out import emit_json
 
-        emit_json({"unit": plan.text, "stages": [{"source": s.source, "target": s.target} for s in plan.stages],
-                   "notes": plan.notes})
+        emit_json(
+            {
+                "unit": plan.text,
+                "stages": [{"source": s.source, "target": s.target} for s in plan.stages],
+                "notes": plan.notes,
+            }
+        )
         return
     if dry_run:
         for stage in plan.stages:
@@ -81,10 +115,20 @@ def install(
             bar.close()
 
     if plan.stages:
-        typer.echo(f"The system service cannot read your home directory: serving from {svc.SYSTEM_ROOT} "
-                   "(hard links where the filesystem allows, else copies).", err=True)
-    result = svc.install(settings, req, SubprocessRunner(), plan=plan,
-                         unit_dir=Path(unit_dir) if unit_dir else None, start=not no_start, on_progress=on_progress)
+        typer.echo(
+            f"The system service cannot read your home directory: serving from {svc.SYSTEM_ROOT} "
+            "(hard links where the filesystem allows, else copies).",
+            err=True,
+        )
+    result = svc.install(
+        settings,
+        req,
+        SubprocessRunner(),
+        plan=plan,
+        unit_dir=Path(unit_dir) if unit_dir else None,
+        start=not no_start,
+        on_progress=on_progress,
+    )
     if as_json:
         from llmtp.cli._out import emit_json
 
@@ -95,18 +139,21 @@ def install(
 
 
 @service_app.command("uninstall")
-def uninstall(system: bool = typer.Option(False, "--system"),
-              unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
-              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def uninstall(
+    system: bool = typer.Option(False, "--system"),
+    unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Stop, disable and remove the unit (your override.conf stays)."""
     from pathlib import Path
 
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services import service as svc
+    from llmtp.services.units import serve_unit as svc
     from llmtp.settings import load_settings
 
-    actions = svc.uninstall(load_settings().settings, SubprocessRunner(), system=system,
-                            unit_dir=Path(unit_dir) if unit_dir else None)
+    actions = svc.uninstall(
+        load_settings().settings, SubprocessRunner(), system=system, unit_dir=Path(unit_dir) if unit_dir else None
+    )
     if as_json:
         from llmtp.cli._out import emit_json
 
@@ -121,7 +168,7 @@ def status(system: bool = typer.Option(False, "--system")) -> None:
     """systemctl status of the unit."""
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.adapters.systemctl import Systemctl
-    from llmtp.services.service import UNIT
+    from llmtp.services.units.serve_unit import UNIT
 
     typer.echo(Systemctl(SubprocessRunner(), user=not system).status(UNIT), nl=False)
 
@@ -131,7 +178,7 @@ def restart_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     """Restart the installed unit (user or system scope), e.g. after `llmtp builds use`."""
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.errors import UsageError
-    from llmtp.services.service import restart
+    from llmtp.services.units.serve_unit import restart
     from llmtp.settings import load_settings
 
     if not restart(load_settings().settings, SubprocessRunner()):
@@ -150,7 +197,7 @@ def stop_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.adapters.systemctl import Systemctl
     from llmtp.errors import UsageError
-    from llmtp.services.service import UNIT, installed_scope
+    from llmtp.services.units.serve_unit import UNIT, installed_scope
     from llmtp.settings import load_settings
 
     system = installed_scope(load_settings().settings)
@@ -166,14 +213,17 @@ def stop_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
 
 
 @service_app.command("logs")
-def logs(follow: bool = typer.Option(False, "-f", "--follow"), system: bool = typer.Option(False, "--system"),
-         lines: int = typer.Option(100, "-n", "--lines", **limits.option(limits.LogLines))) -> None:
+def logs(
+    follow: bool = typer.Option(False, "-f", "--follow"),
+    system: bool = typer.Option(False, "--system"),
+    lines: int = typer.Option(100, "-n", "--lines", **limits.option(limits.LogLines)),
+) -> None:
     """The unit's journal (llmtp's events; `llmtp logs` has llama-server's own log)."""
     import sys
 
     from llmtp.adapters.runner import SubprocessRunner
     from llmtp.adapters.systemctl import Systemctl
-    from llmtp.services.service import UNIT
+    from llmtp.services.units.serve_unit import UNIT
 
     runner = SubprocessRunner()
     argv = Systemctl(runner, user=not system).journal_argv(UNIT, follow, lines)

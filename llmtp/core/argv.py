@@ -19,13 +19,25 @@ _Appender = Callable[[list[str], Capabilities, LaunchSpec], None]
 # Pass-through flags that would fight the MTP flags llmtp sets (a second draft model, another
 # speculative type, the removed --draft* family, the branch dialect). Spellings from
 # `llama-server --help` b11434 plus the qwen3-mtp branch.
-_MTP_CONFLICTS = frozenset({
-    "-md", "--model-draft", "--spec-draft-model",
-    "-hfd", "-hfrd", "--hf-repo-draft", "--spec-draft-hf",
-    "--spec-type", "--spec-default",
-    "--spec-draft-n-max", "--spec-draft-n-min", "--spec-draft-p-min", "--draft-p-min",
-    "--mtp", "--mtp-draft-tokens",
-})
+_MTP_CONFLICTS = frozenset(
+    {
+        "-md",
+        "--model-draft",
+        "--spec-draft-model",
+        "-hfd",
+        "-hfrd",
+        "--hf-repo-draft",
+        "--spec-draft-hf",
+        "--spec-type",
+        "--spec-default",
+        "--spec-draft-n-max",
+        "--spec-draft-n-min",
+        "--spec-draft-p-min",
+        "--draft-p-min",
+        "--mtp",
+        "--mtp-draft-tokens",
+    }
+)
 
 
 def _flag(caps: Capabilities, *spellings: str, what: str) -> str:
@@ -117,8 +129,10 @@ def _append_cpu_ffn(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> No
     if flag is not None:
         argv += [flag, str(spec.n_cpu_ffn)]
         return
-    argv += [_flag(caps, "-ot", "--override-tensor", what="dense FFN weights on the CPU"),
-             cpu_ffn_override(spec.n_cpu_ffn)]
+    argv += [
+        _flag(caps, "-ot", "--override-tensor", what="dense FFN weights on the CPU"),
+        cpu_ffn_override(spec.n_cpu_ffn),
+    ]
 
 
 def _append_parallel(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
@@ -136,8 +150,10 @@ def _append_fit(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         if caps.accepts("--fit"):
             argv += ["--fit", spec.fit]
         elif spec.fit == "on":
-            raise ServeError("This llama-server has no --fit (llama.cpp's own memory fitting)",
-                             "Let llmtp plan the offload (drop --fit), or rebuild a newer llama.cpp.")
+            raise ServeError(
+                "This llama-server has no --fit (llama.cpp's own memory fitting)",
+                "Let llmtp plan the offload (drop --fit), or rebuild a newer llama.cpp.",
+            )
         # fit off on a binary without --fit: nothing to turn off
 
 
@@ -150,29 +166,33 @@ def _append_mtp(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
         types = ["draft-mtp", *[t for t in mtp.extra_types if t != "draft-mtp"]]
         unknown = [t for t in types if t not in caps.spec_types]
         if unknown:
-            raise ServeError(f"This llama-server does not know speculative type(s) {', '.join(unknown)}",
-                             f"Known types: {', '.join(caps.spec_types)}.")
+            raise ServeError(
+                f"This llama-server does not know speculative type(s) {', '.join(unknown)}",
+                f"Known types: {', '.join(caps.spec_types)}.",
+            )
         argv += ["--spec-type", ",".join(types)]
         argv += [_flag(caps, "--spec-draft-n-max", what="the MTP draft length"), str(mtp.n_max)]
         if mtp.n_min is not None:
             argv += [_flag(caps, "--spec-draft-n-min", what="the MTP minimum draft"), str(mtp.n_min)]
         if mtp.p_min is not None:
-            argv += [_flag(caps, "--spec-draft-p-min", "--draft-p-min", what="the MTP p-min"),
-                     _fmt(mtp.p_min)]
+            argv += [_flag(caps, "--spec-draft-p-min", "--draft-p-min", what="the MTP p-min"), _fmt(mtp.p_min)]
         if mtp.draft_model is not None:
-            argv += [_flag(caps, "-md", "--spec-draft-model", "--model-draft", what="the MTP sidecar"),
-                     mtp.draft_model]
+            argv += [_flag(caps, "-md", "--spec-draft-model", "--model-draft", what="the MTP sidecar"), mtp.draft_model]
         if mtp.draft_ngl is not None:
-            argv += [_flag(caps, "--spec-draft-ngl", "-ngld", "--n-gpu-layers-draft",
-                           what="the MTP draft GPU layers"), _fmt(mtp.draft_ngl)]
+            argv += [
+                _flag(caps, "--spec-draft-ngl", "-ngld", "--n-gpu-layers-draft", what="the MTP draft GPU layers"),
+                _fmt(mtp.draft_ngl),
+            ]
         _append_draft_cache_types(argv, caps, spec)
         return
     if dialect == "branch":
         # The unmerged qwen3-mtp branch: heads embedded only, no sidecar, no stacking.
         if mtp.draft_model is not None or mtp.extra_types:
-            raise ServeError("This llama-server speaks the qwen3-mtp branch dialect (--mtp), which has "
-                             "no MTP sidecar model and no stacked speculative types",
-                             "Build upstream llama.cpp (b9180 or newer) with `llmtp build`.")
+            raise ServeError(
+                "This llama-server speaks the qwen3-mtp branch dialect (--mtp), which has "
+                "no MTP sidecar model and no stacked speculative types",
+                "Build upstream llama.cpp (b9180 or newer) with `llmtp build`.",
+            )
         argv += ["--mtp", "1", "--mtp-draft-tokens", str(mtp.n_max)]
         return
     raise ServeError(
@@ -184,8 +204,10 @@ def _append_mtp(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
 def _append_draft_cache_types(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
     """The draft context keeps its own KV in f16 unless told (b11434): give it the plan's cache
     types, which the plan's MTP reserve already assumes. Older binaries without the flags keep f16."""
-    for value, spellings in ((spec.cache_type_k, ("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k")),
-                             (spec.cache_type_v, ("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"))):
+    for value, spellings in (
+        (spec.cache_type_k, ("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k")),
+        (spec.cache_type_v, ("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v")),
+    ):
         flag = caps.first_of(*spellings)
         if value is not None and value != "f16" and flag is not None:
             argv += [flag, value]
@@ -227,8 +249,10 @@ def _append_rpc(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None:
     if spec.devices:
         argv += [_flag(caps, "-dev", "--device", what="the device order"), ",".join(spec.devices)]
     if spec.tensor_split:
-        argv += [_flag(caps, "-ts", "--tensor-split", what="the tensor split"),
-                 ",".join(str(s) for s in spec.tensor_split)]
+        argv += [
+            _flag(caps, "-ts", "--tensor-split", what="the tensor split"),
+            ",".join(str(s) for s in spec.tensor_split),
+        ]
 
 
 def check_extra_args(spec: LaunchSpec, set_by_llmtp: list[str] | None = None) -> None:
@@ -251,9 +275,26 @@ def _append_extra(argv: list[str], caps: Capabilities, spec: LaunchSpec) -> None
 
 
 _APPENDERS: tuple[_Appender, ...] = (
-    _append_model, _append_alias, _append_listen, _append_rpc, _append_gpu_layers, _append_context, _append_cache_types,
-    _append_flash_attn, _append_moe, _append_cpu_ffn, _append_parallel, _append_threads, _append_fit, _append_mtp,
-    _append_metrics, _append_api_key, _append_ui, _append_log_file, _append_seed, _append_extra,
+    _append_model,
+    _append_alias,
+    _append_listen,
+    _append_rpc,
+    _append_gpu_layers,
+    _append_context,
+    _append_cache_types,
+    _append_flash_attn,
+    _append_moe,
+    _append_cpu_ffn,
+    _append_parallel,
+    _append_threads,
+    _append_fit,
+    _append_mtp,
+    _append_metrics,
+    _append_api_key,
+    _append_ui,
+    _append_log_file,
+    _append_seed,
+    _append_extra,
 )
 
 

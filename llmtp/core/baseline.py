@@ -54,28 +54,46 @@ class BaselineComparison(BaseModel):
     note: str | None = None
 
 
-def compare(baseline: Baseline, current_mtp: dict[str, float], n_predict: int,
-            tolerance: float = DEFAULT_TOLERANCE) -> BaselineComparison:
+def compare(
+    baseline: Baseline, current_mtp: dict[str, float], n_predict: int, tolerance: float = DEFAULT_TOLERANCE
+) -> BaselineComparison:
     """Regression = MTP tok/s over the cases both runs measured dropped by more than `tolerance`.
 
     The aggregate (not any single case) decides: one noisy temperature-0.7 run must not fail an upgrade.
     """
-    deltas = [CaseDelta(case=k, baseline=b, current=current_mtp[k], change=current_mtp[k] / b - 1.0)
-              for k, b in baseline.mtp_tokens_per_s.items() if k in current_mtp and b > 0]
+    deltas = [
+        CaseDelta(case=k, baseline=b, current=current_mtp[k], change=current_mtp[k] / b - 1.0)
+        for k, b in baseline.mtp_tokens_per_s.items()
+        if k in current_mtp and b > 0
+    ]
     note = None
     if n_predict != baseline.n_predict:
         note = f"baseline measured {baseline.n_predict} tokens per run, this run {n_predict}"
     if not deltas:
-        return BaselineComparison(build_id=baseline.build_id, tolerance=tolerance, cases=[], change=None,
-                                  regression=False, note=note or "no case in common with the baseline")
+        return BaselineComparison(
+            build_id=baseline.build_id,
+            tolerance=tolerance,
+            cases=[],
+            change=None,
+            regression=False,
+            note=note or "no case in common with the baseline",
+        )
 
     change = math.exp(sum(math.log(1.0 + d.change) for d in deltas) / len(deltas)) - 1.0
-    return BaselineComparison(build_id=baseline.build_id, tolerance=tolerance, cases=deltas, change=change,
-                              regression=change < -tolerance, note=note)
+    return BaselineComparison(
+        build_id=baseline.build_id,
+        tolerance=tolerance,
+        cases=deltas,
+        change=change,
+        regression=change < -tolerance,
+        note=note,
+    )
 
 
 def regression_reason(cmp: BaselineComparison | None) -> str | None:
     if cmp is None or not cmp.regression or cmp.change is None:
         return None
-    return (f"MTP tok/s {cmp.change * 100:+.1f}% against the baseline of build {cmp.build_id or 'unknown'} "
-            f"(tolerance {cmp.tolerance * 100:.0f}%)")
+    return (
+        f"MTP tok/s {cmp.change * 100:+.1f}% against the baseline of build {cmp.build_id or 'unknown'} "
+        f"(tolerance {cmp.tolerance * 100:.0f}%)"
+    )

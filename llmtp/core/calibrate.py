@@ -17,17 +17,23 @@ MiB = 1024 * 1024
 # sched_reserve:        CPU compute buffer size =    18.64 MiB
 # llama_context:        CPU  output buffer size =     0.75 MiB
 # llama_memory_recurrent:        CPU RS buffer size =   149.62 MiB
-_BUFFER = re.compile(r"(?P<fn>\w+):\s+(?P<dev>\S+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB")
+_BUFFER = re.compile(
+    r"(?P<fn>\w+):\s+(?P<dev>\S+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB"
+)
 # llama_context: n_ctx                 = 4096
 _NCTX = re.compile(r"llama_context: n_ctx\s+=\s+(\d+)")
 # memory breakdown rows (common/fit.cpp templates):
 # |   - CUDA0 (RTX 4090)   | 24080 = 1234 + (22000 = 20000 + 1500 + 500) + 846 |
 # |   - Host               |                  200 =    92 +      90 +      18                |
-_GPU_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<total>-?\d+)\s*=\s*(?P<free>-?\d+)\s*\+\s*"
-                      r"\(\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*(?P<context>-?\d+)\s*\+\s*"
-                      r"(?P<compute>-?\d+)\s*\)\s*\+\s*(?P<unacc>-?\d+)\s*\|")
-_HOST_ROW = re.compile(r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*"
-                       r"(?P<context>-?\d+)\s*\+\s*(?P<compute>-?\d+)\s*\|")
+_GPU_ROW = re.compile(
+    r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<total>-?\d+)\s*=\s*(?P<free>-?\d+)\s*\+\s*"
+    r"\(\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*(?P<context>-?\d+)\s*\+\s*"
+    r"(?P<compute>-?\d+)\s*\)\s*\+\s*(?P<unacc>-?\d+)\s*\|"
+)
+_HOST_ROW = re.compile(
+    r"\|\s+- (?P<name>.+?)\s+\|\s*(?P<self>-?\d+)\s*=\s*(?P<model>-?\d+)\s*\+\s*"
+    r"(?P<context>-?\d+)\s*\+\s*(?P<compute>-?\d+)\s*\|"
+)
 # llama-fit-params stdout: -c 8192 -ngl -1   (optionally -ts a,b and -ot ...)
 _FIT = re.compile(r"^-c (?P<ctx>\d+) -ngl (?P<ngl>-?\d+)(?P<rest>.*)$", re.MULTILINE)
 
@@ -83,14 +89,30 @@ def parse_memory_breakdown(text: str) -> list[BreakdownRow]:
             continue
         m = _GPU_ROW.search(line)
         if m:
-            rows.append(BreakdownRow(name=m.group("name").strip(), model=int(m.group("model")), context=int(m.group("context")),
-                                     compute=int(m.group("compute")), self_=int(m.group("self")), total=int(m.group("total")),
-                                     free=int(m.group("free")), unaccounted=int(m.group("unacc"))))
+            rows.append(
+                BreakdownRow(
+                    name=m.group("name").strip(),
+                    model=int(m.group("model")),
+                    context=int(m.group("context")),
+                    compute=int(m.group("compute")),
+                    self_=int(m.group("self")),
+                    total=int(m.group("total")),
+                    free=int(m.group("free")),
+                    unaccounted=int(m.group("unacc")),
+                )
+            )
             continue
         m = _HOST_ROW.search(line)
         if m:
-            rows.append(BreakdownRow(name=m.group("name").strip(), model=int(m.group("model")), context=int(m.group("context")),
-                                     compute=int(m.group("compute")), self_=int(m.group("self"))))
+            rows.append(
+                BreakdownRow(
+                    name=m.group("name").strip(),
+                    model=int(m.group("model")),
+                    context=int(m.group("context")),
+                    compute=int(m.group("compute")),
+                    self_=int(m.group("self")),
+                )
+            )
     return rows
 
 
@@ -110,7 +132,9 @@ class CalibrationRecord(BaseModel):
     actual: dict[str, int]
 
 
-def correction_factors(records: list[CalibrationRecord], *, limit: tuple[float, float] = (0.8, 1.5)) -> dict[str, float]:
+def correction_factors(
+    records: list[CalibrationRecord], *, limit: tuple[float, float] = (0.8, 1.5)
+) -> dict[str, float]:
     """Mean actual/predicted per kind, clamped so one odd run cannot wreck later plans."""
     sums: dict[str, list[float]] = {}
     for r in records:

@@ -34,7 +34,9 @@ class Device(BaseModel):
 class Capabilities(BaseModel):
     version: BuildVersion = Field(default_factory=BuildVersion)
     flags: list[str] = Field(default_factory=list)  # every spelling --help lists: "-m", "--model", "--spec-type", ...
-    enums: dict[str, list[str]] = Field(default_factory=dict)  # flag -> accepted values, e.g. "--spec-type": [..., "draft-mtp"]
+    enums: dict[str, list[str]] = Field(
+        default_factory=dict
+    )  # flag -> accepted values, e.g. "--spec-type": [..., "draft-mtp"]
     devices: list[Device] | None = None  # None: --list-devices not probed or failed; [] = none found
     removed_flags: list[str] = Field(default_factory=list)  # listed by --help as "the argument has been removed"
     rpc_worker: str | None = None  # file name of the RPC worker beside llama-server (`llmtp build --rpc`); None: none

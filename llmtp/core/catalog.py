@@ -20,19 +20,49 @@ MtpCarrier = Literal["embedded", "sidecar", "none"]
 
 # Architectures with an MTP graph upstream (shared/llama-cpp-facts.md, late 2026). Gemma 4 drafts
 # through a separate gemma4-assistant model instead.
-MTP_GRAPH_ARCHS = frozenset({
-    "qwen35", "qwen35moe", "qwen3next", "deepseek2", "deepseek32", "deepseek4", "glm4moe", "glm-dsa",
-    "glm5-next", "step35", "mimo2", "nemotron_h_moe", "bailingmoe3", "cohere2moe",
-})
+MTP_GRAPH_ARCHS = frozenset(
+    {
+        "qwen35",
+        "qwen35moe",
+        "qwen3next",
+        "deepseek2",
+        "deepseek32",
+        "deepseek4",
+        "glm4moe",
+        "glm-dsa",
+        "glm5-next",
+        "step35",
+        "mimo2",
+        "nemotron_h_moe",
+        "bailingmoe3",
+        "cohere2moe",
+    }
+)
 SIDECAR_MTP_ARCHS = frozenset({"gemma4"})
 
 # Nominal bits per weight of llama.cpp quant mixes (llama.cpp tools/quantize, "bpw" column). Used
 # only when the catalog has no published file size: the plan then labels the size "estimated".
 NOMINAL_BPW: dict[str, float] = {
-    "IQ2_XXS": 2.06, "IQ2_XS": 2.31, "IQ2_M": 2.7, "IQ3_XXS": 3.06, "IQ3_XS": 3.3, "IQ3_M": 3.66,
-    "Q3_K_M": 3.91, "IQ4_XS": 4.25, "IQ4_NL": 4.5, "Q4_0": 4.5, "Q4_1": 5.0, "Q4_K_S": 4.58,
-    "Q4_K_M": 4.89, "Q5_K_S": 5.54, "Q5_K_M": 5.69, "Q6_K": 6.56, "Q8_0": 8.5, "F16": 16.0,
-    "BF16": 16.0, "F32": 32.0,
+    "IQ2_XXS": 2.06,
+    "IQ2_XS": 2.31,
+    "IQ2_M": 2.7,
+    "IQ3_XXS": 3.06,
+    "IQ3_XS": 3.3,
+    "IQ3_M": 3.66,
+    "Q3_K_M": 3.91,
+    "IQ4_XS": 4.25,
+    "IQ4_NL": 4.5,
+    "Q4_0": 4.5,
+    "Q4_1": 5.0,
+    "Q4_K_S": 4.58,
+    "Q4_K_M": 4.89,
+    "Q5_K_S": 5.54,
+    "Q5_K_M": 5.69,
+    "Q6_K": 6.56,
+    "Q8_0": 8.5,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "F32": 32.0,
 }
 
 
@@ -184,8 +214,7 @@ def parse_catalog(data: dict[str, Any], source: str) -> Catalog:
         return Catalog.model_validate(data)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError(f"Invalid model catalog {source}", "Fix the key(s) listed below.",
-                          details=lines) from exc
+        raise ConfigError(f"Invalid model catalog {source}", "Fix the key(s) listed below.", details=lines) from exc
 
 
 # ---- which file(s) of a repo a quant (or an MTP draft) is ----------------------------------------------

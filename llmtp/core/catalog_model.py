@@ -19,8 +19,9 @@ def _layer_kinds(meta: ArchMeta, n_trunk: int) -> tuple[list[bool], list[bool]]:
     return recurrent, swa
 
 
-def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
-                            listed_size: int | None = None) -> ModelInfo:
+def model_info_from_catalog(
+    entry: CatalogEntry, quant_name: str | None = None, listed_size: int | None = None
+) -> ModelInfo:
     """A ModelInfo from catalog numbers alone (no file): what `plan ALIAS` uses before a download.
 
     `listed_size` is the file's size in the repo's hub listing; it replaces the catalog's figure.
@@ -33,14 +34,26 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
     size = listed_size if listed_size is not None else entry.estimated_size_bytes(quant)[0]
     n_trunk = None if meta.block_count is None else meta.block_count - meta.nextn_layers
     info = ModelInfo(
-        arch=meta.arch, name=entry.name, quant=quant.name, file_size_bytes=size,
+        arch=meta.arch,
+        name=entry.name,
+        quant=quant.name,
+        file_size_bytes=size,
         param_count=None if meta.params_b is None else int(meta.params_b * 1e9),
-        block_count=meta.block_count, nextn_predict_layers=meta.nextn_layers, trunk_layers=n_trunk,
-        context_length=meta.context_length, embedding_length=meta.embedding_length,
-        feed_forward_length=meta.feed_forward_length, head_count=meta.head_count, key_length=meta.key_length, value_length=meta.value_length,
-        key_length_swa=meta.key_length_swa, value_length_swa=meta.value_length_swa,
-        sliding_window=meta.sliding_window, full_attention_interval=meta.full_attention_interval,
-        expert_count=meta.expert_count, expert_used_count=meta.expert_used_count,
+        block_count=meta.block_count,
+        nextn_predict_layers=meta.nextn_layers,
+        trunk_layers=n_trunk,
+        context_length=meta.context_length,
+        embedding_length=meta.embedding_length,
+        feed_forward_length=meta.feed_forward_length,
+        head_count=meta.head_count,
+        key_length=meta.key_length,
+        value_length=meta.value_length,
+        key_length_swa=meta.key_length_swa,
+        value_length_swa=meta.value_length_swa,
+        sliding_window=meta.sliding_window,
+        full_attention_interval=meta.full_attention_interval,
+        expert_count=meta.expert_count,
+        expert_used_count=meta.expert_used_count,
         expert_feed_forward_length=meta.expert_feed_forward_length,
         expert_shared_feed_forward_length=meta.expert_shared_feed_forward_length,
         mtp_arch=meta.arch in MTP_GRAPH_ARCHS,
@@ -64,7 +77,8 @@ def model_info_from_catalog(entry: CatalogEntry, quant_name: str | None = None,
         info.sliding_window_pattern = swa + [False] * meta.nextn_layers
     if None not in (meta.ssm_conv_kernel, meta.ssm_state_size, meta.ssm_group_count, meta.ssm_inner_size):
         info.ssm_state_bytes_per_seq = len(info.recurrent_layers) * recurrent_state_bytes_per_layer(
-            meta.ssm_conv_kernel, meta.ssm_state_size, meta.ssm_group_count, meta.ssm_inner_size)  # type: ignore[arg-type]
+            meta.ssm_conv_kernel, meta.ssm_state_size, meta.ssm_group_count, meta.ssm_inner_size
+        )  # type: ignore[arg-type]
     if size is not None:
         bpw = NOMINAL_BPW.get(quant.name.upper(), size * 8 / max(1, info.param_count or size))
         # vocabulary unknown: no head to set apart, the whole file is spread over the blocks (the

@@ -56,8 +56,10 @@ class AnswerStats:
 
     def line(self) -> str:
         """`8 tokens, 130.7 tok/s, MTP acceptance 100% (6/6 drafted)` for people."""
-        parts = [f"{self.tokens} tokens" if self.tokens is not None else "tokens unknown",
-                 f"{self.tokens_per_second:.1f} tok/s" if self.tokens_per_second is not None else "tok/s unknown"]
+        parts = [
+            f"{self.tokens} tokens" if self.tokens is not None else "tokens unknown",
+            f"{self.tokens_per_second:.1f} tok/s" if self.tokens_per_second is not None else "tok/s unknown",
+        ]
         if self.drafted:
             parts.append(f"MTP acceptance {self.mtp_acceptance:.0%} ({self.accepted}/{self.drafted} drafted)")
         else:
@@ -72,20 +74,26 @@ def answer_stats(timings: dict | None) -> AnswerStats:
         v = t.get(key)
         return kind(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
-    return AnswerStats(tokens=num("predicted_n", int), tokens_per_second=num("predicted_per_second"),
-                       prompt_tokens=num("prompt_n", int), drafted=num("draft_n", int),
-                       accepted=num("draft_n_accepted", int))
+    return AnswerStats(
+        tokens=num("predicted_n", int),
+        tokens_per_second=num("predicted_per_second"),
+        prompt_tokens=num("prompt_n", int),
+        drafted=num("draft_n", int),
+        accepted=num("draft_n_accepted", int),
+    )
 
 
 # The chat's own commands (ollama's spelling, which people type from habit); never sent to the model.
 CHAT_COMMANDS = {"/bye": "bye", "/exit": "bye", "/quit": "bye", "/?": "help", "/help": "help", "/clear": "clear"}
-CHAT_HELP = ("/bye (or /exit): end the chat   /clear: forget the conversation so far   /?: this help\n"
-             "Ctrl-C stops an answer; Ctrl-C at the prompt, Ctrl-D or an empty line ends the chat. "
-             "Start a line with // to send one that begins with /.")
+CHAT_HELP = (
+    "/bye (or /exit): end the chat   /clear: forget the conversation so far   /?: this help\n"
+    "Ctrl-C stops an answer; Ctrl-C at the prompt, Ctrl-D or an empty line ends the chat. "
+    "Start a line with // to send one that begins with /."
+)
 
 
 def chat_command(line: str) -> str | None:
-    """"bye", "help", "clear", "unknown" (a /word llmtp does not know), or None for a message (`//x` sends
+    """ "bye", "help", "clear", "unknown" (a /word llmtp does not know), or None for a message (`//x` sends
     `/x`)."""
     word = line.strip().split(maxsplit=1)[0] if line.strip() else ""
     if not word.startswith("/") or word.startswith("//"):

@@ -8,23 +8,55 @@ from llmtp.core.hardware import CPU
 
 # The x86 flags llama.cpp's CPU backend selects kernels by (ggml-cpu variants, GGML_AVX*/AMX options),
 # in the spelling /proc/cpuinfo uses. `pni` is the kernel's name for SSE3.
-X86_FLAGS = ("sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2",
-             "avx_vnni", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx512vbmi",
-             "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+X86_FLAGS = (
+    "sse3",
+    "ssse3",
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512cd",
+    "avx512vbmi",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 _X86_ALIASES = {"pni": "sse3"}
 
 # aarch64 /proc/cpuinfo "Features" -> the names llama.cpp uses (GGML_USE_NEON, DOTPROD, MATMUL_INT8, SVE...).
-_ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm",
-                 "bf16": "bf16", "sve": "sve", "sve2": "sve2", "sme": "sme"}
+_ARM_FEATURES = {
+    "asimd": "neon",
+    "asimddp": "dotprod",
+    "asimdhp": "fp16",
+    "i8mm": "i8mm",
+    "bf16": "bf16",
+    "sve": "sve",
+    "sve2": "sve2",
+    "sme": "sme",
+}
 ARM_FLAGS = ("neon", "dotprod", "fp16", "i8mm", "bf16", "sve", "sve2", "sme")
 
 # "CPU implementer"/"CPU part" -> core name, for the aarch64 cores llama.cpp users run on;
 # anything else is reported by its ids rather than guessed.
 _ARM_PARTS = {
-    ("0x41", "0xd03"): "ARM Cortex-A53", ("0x41", "0xd05"): "ARM Cortex-A55",
-    ("0x41", "0xd08"): "ARM Cortex-A72", ("0x41", "0xd0b"): "ARM Cortex-A76",
-    ("0x41", "0xd0c"): "ARM Neoverse-N1", ("0x41", "0xd40"): "ARM Neoverse-V1",
-    ("0x41", "0xd49"): "ARM Neoverse-N2", ("0x41", "0xd4f"): "ARM Neoverse-V2",
+    ("0x41", "0xd03"): "ARM Cortex-A53",
+    ("0x41", "0xd05"): "ARM Cortex-A55",
+    ("0x41", "0xd08"): "ARM Cortex-A72",
+    ("0x41", "0xd0b"): "ARM Cortex-A76",
+    ("0x41", "0xd0c"): "ARM Neoverse-N1",
+    ("0x41", "0xd40"): "ARM Neoverse-V1",
+    ("0x41", "0xd49"): "ARM Neoverse-N2",
+    ("0x41", "0xd4f"): "ARM Neoverse-V2",
 }
 
 
@@ -73,11 +105,11 @@ def parse_proc_cpuinfo(text: str, arch: str | None = None) -> CPU:
             first = processors[0] if processors else {}
             impl, part = first.get("CPU implementer"), first.get("CPU part")
             if impl and part:
-                model = _ARM_PARTS.get((impl.lower(), part.lower()),
-                                       f"ARM implementer {impl} part {part}")
+                model = _ARM_PARTS.get((impl.lower(), part.lower()), f"ARM implementer {impl} part {part}")
     cores = {(b.get("physical id"), b.get("core id")) for b in processors if "core id" in b}
-    return CPU(model=model, arch=arch, cores_physical=len(cores) or None,
-               cores_logical=len(processors) or None, flags=flags)
+    return CPU(
+        model=model, arch=arch, cores_physical=len(cores) or None, cores_logical=len(processors) or None, flags=flags
+    )
 
 
 def parse_sysctl_values(text: str) -> dict[str, str]:
@@ -94,13 +126,31 @@ def parse_sysctl_values(text: str) -> dict[str, str]:
 
 
 # macOS names -> llmtp names. arm64: hw.optional.*; Intel Macs: words in machdep.cpu.*features.
-_MAC_ARM = {"hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
-            "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_I8MM": "i8mm",
-            "hw.optional.arm.FEAT_BF16": "bf16", "hw.optional.arm.FEAT_SME": "sme"}
-_MAC_X86 = {"SSE3": "sse3", "SSSE3": "ssse3", "SSE4.1": "sse4_1", "SSE4.2": "sse4_2", "AVX1.0": "avx",
-            "AVX2": "avx2", "FMA": "fma", "F16C": "f16c", "BMI2": "bmi2", "AVX512F": "avx512f",
-            "AVX512BW": "avx512bw", "AVX512DQ": "avx512dq", "AVX512VL": "avx512vl",
-            "AVX512CD": "avx512cd", "AVX512VNNI": "avx512_vnni"}
+_MAC_ARM = {
+    "hw.optional.neon": "neon",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_FP16": "fp16",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+    "hw.optional.arm.FEAT_BF16": "bf16",
+    "hw.optional.arm.FEAT_SME": "sme",
+}
+_MAC_X86 = {
+    "SSE3": "sse3",
+    "SSSE3": "ssse3",
+    "SSE4.1": "sse4_1",
+    "SSE4.2": "sse4_2",
+    "AVX1.0": "avx",
+    "AVX2": "avx2",
+    "FMA": "fma",
+    "F16C": "f16c",
+    "BMI2": "bmi2",
+    "AVX512F": "avx512f",
+    "AVX512BW": "avx512bw",
+    "AVX512DQ": "avx512dq",
+    "AVX512VL": "avx512vl",
+    "AVX512CD": "avx512cd",
+    "AVX512VNNI": "avx512_vnni",
+}
 
 
 def parse_sysctl_cpu(values: dict[str, str], arch: str | None) -> CPU:
@@ -110,10 +160,13 @@ def parse_sysctl_cpu(values: dict[str, str], arch: str | None) -> CPU:
     words = (values.get("machdep.cpu.features", "") + " " + values.get("machdep.cpu.leaf7_features", "")).split()
     flags |= {_MAC_X86[w] for w in words if w in _MAC_X86}
     order = ARM_FLAGS if (arch or "").startswith(("arm", "aarch")) else X86_FLAGS
-    return CPU(model=values.get("machdep.cpu.brand_string") or None, arch=arch,
-               cores_physical=_int(values.get("hw.physicalcpu")),
-               cores_logical=_int(values.get("hw.logicalcpu")),
-               flags=[f for f in order if f in flags])
+    return CPU(
+        model=values.get("machdep.cpu.brand_string") or None,
+        arch=arch,
+        cores_physical=_int(values.get("hw.physicalcpu")),
+        cores_logical=_int(values.get("hw.logicalcpu")),
+        flags=[f for f in order if f in flags],
+    )
 
 
 def _int(text: str | None) -> int | None:

@@ -14,8 +14,24 @@ AMD_VENDOR_ID = 0x1002
 # kernel docs' APU table and the LLVM AMDGPU processor list: Carrizo/Stoney, Raven/Picasso, Renoir/
 # Cezanne/Barcelo, Van Gogh (Steam Deck), Rembrandt, Raphael/Granite Ridge, Mendocino, Phoenix/
 # Hawk Point, Strix Point, Strix Halo, Krackan Point, Cyan Skillfish.
-AMD_APU_GFX_TARGETS = frozenset({"gfx801", "gfx810", "gfx902", "gfx909", "gfx90c", "gfx1013", "gfx1033",
-                                 "gfx1035", "gfx1036", "gfx1037", "gfx1103", "gfx1150", "gfx1151", "gfx1152"})
+AMD_APU_GFX_TARGETS = frozenset(
+    {
+        "gfx801",
+        "gfx810",
+        "gfx902",
+        "gfx909",
+        "gfx90c",
+        "gfx1013",
+        "gfx1033",
+        "gfx1035",
+        "gfx1036",
+        "gfx1037",
+        "gfx1103",
+        "gfx1150",
+        "gfx1151",
+        "gfx1152",
+    }
+)
 # Without a gfx target, a VRAM carve-out at or under this size next to a larger GTT pool means an
 # APU: no discrete card worth running llama.cpp on has 1 GiB or less (Ollama uses the same bound).
 APU_CARVEOUT_MAX_BYTES = 1 << 30
@@ -23,8 +39,9 @@ APU_CARVEOUT_MAX_BYTES = 1 << 30
 
 # --- NVIDIA (values NVML returns) ---------------------------------------------------------------
 
+
 def cuda_arch(compute_capability: str) -> str:
-    """"8.9" -> "89", the spelling CMAKE_CUDA_ARCHITECTURES wants."""
+    """ "8.9" -> "89", the spelling CMAKE_CUDA_ARCHITECTURES wants."""
     major, _, minor = compute_capability.partition(".")
     return f"{int(major)}{int(minor or 0)}"
 
@@ -55,6 +72,7 @@ def text(value: str | bytes) -> str:
 
 
 # --- AMD (sysfs and KFD topology) -----------------------------------------------------------------
+
 
 def sysfs_int(raw: str | None) -> int | None:
     """A sysfs number: `25753026560\\n` (decimal) or `0x1002\\n` (hex ids). Empty/garbage -> None."""
@@ -93,16 +111,21 @@ def gfx_target(gfx_target_version: int) -> str | None:
     return f"gfx{major}{minor:x}{stepping:x}"
 
 
-def is_amd_apu(gfx: str | None, vram_total: int | None, gtt_total: int | None,
-               kfd_cpu_cores: int | None = None) -> bool:
+def is_amd_apu(
+    gfx: str | None, vram_total: int | None, gtt_total: int | None, kfd_cpu_cores: int | None = None
+) -> bool:
     """An AMD GPU that shares system memory (an APU): a known APU gfx target, a KFD node that also
     holds CPU cores, or - with no gfx target known - a carve-out of at most 1 GiB beside a larger GTT."""
     if gfx is not None:
         return gfx in AMD_APU_GFX_TARGETS
     if kfd_cpu_cores:
         return True
-    return (vram_total is not None and gtt_total is not None
-            and vram_total <= APU_CARVEOUT_MAX_BYTES and gtt_total > vram_total)
+    return (
+        vram_total is not None
+        and gtt_total is not None
+        and vram_total <= APU_CARVEOUT_MAX_BYTES
+        and gtt_total > vram_total
+    )
 
 
 def pci_ids_name(lines: Iterable[str], vendor: int, device: int) -> str | None:
@@ -177,8 +200,13 @@ def parse_system_profiler_displays(json_text: str, memsize: int | None) -> list[
             continue
         vendor = _vendor(str(entry.get("spdisplays_vendor", "")), name)
         cores = entry.get("sppci_cores")
-        gpu = GPU(index=len(gpus), vendor=vendor, name=name, source="system_profiler",
-                  gpu_cores=int(cores) if isinstance(cores, str) and cores.isdigit() else None)
+        gpu = GPU(
+            index=len(gpus),
+            vendor=vendor,
+            name=name,
+            source="system_profiler",
+            gpu_cores=int(cores) if isinstance(cores, str) and cores.isdigit() else None,
+        )
         if vendor == "apple":
             gpu.unified_memory = True
             gpu.vram_total_bytes = memsize

@@ -33,8 +33,11 @@ class Prompt(BaseModel, extra="forbid"):
     after: str = ""
 
     def render(self) -> str:
-        lines = "".join(self.line.format(i=i, a=(i * 37) % 900 + 40, b=i % 7) for i in range(self.repeat)) \
-            if self.line else ""
+        lines = (
+            "".join(self.line.format(i=i, a=(i * 37) % 900 + 40, b=i % 7) for i in range(self.repeat))
+            if self.line
+            else ""
+        )
         return self.text + lines + self.after
 
 
@@ -77,12 +80,15 @@ def parse_suite(data: dict) -> Suite:
     for family in suite.family_names():
         for half in ("select", "heldout"):
             if not any(p.family == family and p.half == half for p in suite.prompt):
-                raise SuiteError(f"family {family!r} has no prompt in the {half} half: each family needs at "
-                                 "least one prompt in each half (two prompts, or leave `half` out)")
+                raise SuiteError(
+                    f"family {family!r} has no prompt in the {half} half: each family needs at "
+                    "least one prompt in each half (two prompts, or leave `half` out)"
+                )
     return suite
 
 
 # -- the decision rule --------------------------------------------------------------------------------
+
 
 class Rule(BaseModel):
     """What a setting must do on held-out work to be kept."""
@@ -136,8 +142,10 @@ def holds(figures: dict[str, float], rule: Rule, expected: list[str]) -> tuple[b
     assert overall is not None  # figures is not empty: expected families are all there
     worst = min(figures, key=figures.__getitem__)
     if figures[worst] < 1.0 - rule.noise_band:
-        return False, (f"loses on {worst}: {figures[worst]:.2f}x plain, beyond the {rule.noise_band:.0%} noise "
-                       f"band (name your work with --workload to judge one family)")
+        return False, (
+            f"loses on {worst}: {figures[worst]:.2f}x plain, beyond the {rule.noise_band:.0%} noise "
+            f"band (name your work with --workload to judge one family)"
+        )
     if overall < need:
         return False, f"{overall:.2f}x plain over the families, under the {need:.2f}x needed"
     spread = ", ".join(f"{f} {v:.2f}x" for f, v in figures.items())

@@ -21,8 +21,7 @@ DEFAULT_ALIGNMENT = 32
 MAX_ARRAY_ITEMS = 4096  # longer arrays (token lists, merges, scores) are skipped, not decoded
 
 # GGUF value types: id -> struct format of one scalar (8: string, 9: array handled apart).
-_SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?",
-                            10: "Q", 11: "q", 12: "d"}
+_SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 
 
@@ -70,7 +69,7 @@ class _Cursor:
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
             raise GGUFTruncated(f"GGUF header continues past byte {len(self.data)} (needs at least {self.pos + n})")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -153,8 +152,14 @@ def parse_gguf_header(data: bytes) -> GGUFHeader:
         tensors.append(RawTensor(name=name, dims=dims, type_id=cur.scalar("I"), offset=cur.scalar("Q")))
     alignment = int(kv.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
     end = cur.pos
-    return GGUFHeader(version=version, kv=kv, tensors=tensors, alignment=alignment, header_bytes=end,
-                      data_offset=(end + alignment - 1) // alignment * alignment)
+    return GGUFHeader(
+        version=version,
+        kv=kv,
+        tensors=tensors,
+        alignment=alignment,
+        header_bytes=end,
+        data_offset=(end + alignment - 1) // alignment * alignment,
+    )
 
 
 def ggml_type_name(type_id: int) -> str | None:

@@ -66,9 +66,13 @@ class ModelInfo(BaseModel):
     attention_layers: list[int] | None = None  # trunk layers with a KV cache (None: unknown)
     mla: bool = False  # multi-head latent attention (deepseek2-style): KV layout not modelled here
     nextn_kv_bytes_per_token: dict[str, int] = Field(default_factory=dict)  # draft (MTP) context KV
-    key_length_swa: int | None = None  # sliding-window layers where they differ ({arch}.attention.key_length_swa, gemma4)
+    key_length_swa: int | None = (
+        None  # sliding-window layers where they differ ({arch}.attention.key_length_swa, gemma4)
+    )
     value_length_swa: int | None = None
-    layer_expert_bytes: list[int] = Field(default_factory=list)  # per block: routed experts (ffn_*_exps), for --n-cpu-moe
+    layer_expert_bytes: list[int] = Field(
+        default_factory=list
+    )  # per block: routed experts (ffn_*_exps), for --n-cpu-moe
     # per block: dense FFN weights (ffn_up/ffn_gate/ffn_down, llama.cpp's LLM_FFN_DENSE_REGEX), for --n-cpu-ffn / -ot
     layer_ffn_bytes: list[int] = Field(default_factory=list)
 
@@ -79,11 +83,25 @@ class ModelInfo(BaseModel):
 
 # Architectures with an MTP graph upstream (late 2026, see shared/llama-cpp-facts.md); Gemma 4
 # keeps its head in a separate gemma4-assistant file.
-MTP_ARCHES: frozenset[str] = frozenset({
-    "qwen35", "qwen35moe", "qwen3next", "deepseek2", "deepseek32", "deepseek4", "glm4moe",
-    "glm-dsa", "glm5-next", "step35", "mimo2", "nemotron_h_moe", "bailingmoe3", "cohere2moe",
-    "gemma4-assistant",
-})
+MTP_ARCHES: frozenset[str] = frozenset(
+    {
+        "qwen35",
+        "qwen35moe",
+        "qwen3next",
+        "deepseek2",
+        "deepseek32",
+        "deepseek4",
+        "glm4moe",
+        "glm-dsa",
+        "glm5-next",
+        "step35",
+        "mimo2",
+        "nemotron_h_moe",
+        "bailingmoe3",
+        "cohere2moe",
+        "gemma4-assistant",
+    }
+)
 
 # Hybrid archs whose recurrent layers follow `full_attention_interval` (upstream default 4).
 INTERVAL_HYBRID_ARCHES: frozenset[str] = frozenset({"qwen35", "qwen35moe", "qwen3next"})
@@ -91,10 +109,20 @@ INTERVAL_HYBRID_ARCHES: frozenset[str] = frozenset({"qwen35", "qwen35moe", "qwen
 # Sliding-window patterns upstream hard-codes when the GGUF has no `sliding_window_pattern` key:
 # arch -> (n_pattern, dense_first), from `load_swa_pattern(ml, N[, dense_first])` in src/models/*.cpp.
 DEFAULT_SWA_PATTERNS: dict[str, tuple[int, bool]] = {
-    "gemma2": (2, False), "gemma3": (6, False), "gemma3n": (5, False), "gemma-embedding": (6, False),
-    "cohere2": (4, False), "cohere2moe": (4, True), "gpt-oss": (2, False), "exaone4": (4, False),
-    "exaone-moe": (4, False), "olmo2": (4, False), "afmoe": (4, False), "mellum": (4, False),
-    "plamo3": (8, False), "smallthinker": (4, True),
+    "gemma2": (2, False),
+    "gemma3": (6, False),
+    "gemma3n": (5, False),
+    "gemma-embedding": (6, False),
+    "cohere2": (4, False),
+    "cohere2moe": (4, True),
+    "gpt-oss": (2, False),
+    "exaone4": (4, False),
+    "exaone-moe": (4, False),
+    "olmo2": (4, False),
+    "afmoe": (4, False),
+    "mellum": (4, False),
+    "plamo3": (8, False),
+    "smallthinker": (4, True),
 }
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
@@ -168,8 +196,9 @@ def _swa_pattern(kv: Mapping[str, Any], arch: str, trunk: int, n_layers: int) ->
     return flags
 
 
-def _recurrent_layers(kv: Mapping[str, Any], arch: str, trunk: int, n_layers: int,
-                      head_count_kv: list[int] | None) -> tuple[list[int], int | None]:
+def _recurrent_layers(
+    kv: Mapping[str, Any], arch: str, trunk: int, n_layers: int, head_count_kv: list[int] | None
+) -> tuple[list[int], int | None]:
     """Trunk layers that keep a fixed recurrent state instead of KV, and the interval if any."""
     explicit = kv.get(f"{arch}.attention.recurrent_layers")
     if isinstance(explicit, list):
@@ -199,8 +228,9 @@ def _ssm_state_bytes(kv: Mapping[str, Any], arch: str, n_recurrent: int) -> int 
     return n_recurrent * (n_embd_r + n_embd_s) * 4
 
 
-def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *,
-                             path: str | None = None, file_size: int | None = None) -> ModelInfo:
+def model_info_from_metadata(
+    kv: Mapping[str, Any], tensors: list[TensorInfo], *, path: str | None = None, file_size: int | None = None
+) -> ModelInfo:
     """Distil a GGUF key/value dict and tensor table into a ModelInfo (pure)."""
     arch = str(kv.get("general.architecture", "unknown"))
 
@@ -211,12 +241,13 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
     nextn = int(key("nextn_predict_layers") or 0)
     trunk = block_count - nextn if block_count is not None else None
     head_count_raw = key("attention.head_count")
-    head_count = (max(head_count_raw) if isinstance(head_count_raw, list) else head_count_raw)
+    head_count = max(head_count_raw) if isinstance(head_count_raw, list) else head_count_raw
     embd = key("embedding_length")
     head_count_kv = None
     if block_count is not None:
-        head_count_kv = _per_layer(key("attention.head_count_kv"), block_count) \
-            or _per_layer(head_count_raw, block_count)
+        head_count_kv = _per_layer(key("attention.head_count_kv"), block_count) or _per_layer(
+            head_count_raw, block_count
+        )
     key_length = key("attention.key_length")
     value_length = key("attention.value_length")
     if head_count and embd:
@@ -248,22 +279,39 @@ def model_info_from_metadata(kv: Mapping[str, Any], tensors: list[TensorInfo], *
             other += t.n_bytes
 
     info = ModelInfo(
-        path=path, file_size_bytes=file_size, arch=arch, name=kv.get("general.name"),
+        path=path,
+        file_size_bytes=file_size,
+        arch=arch,
+        name=kv.get("general.name"),
         param_count=sum(t.n_elements for t in tensors) if tensors else None,
         quant=file_type_name(kv.get("general.file_type")) or _dominant_type(tensors),
-        tensor_types=tensor_types, block_count=block_count, nextn_predict_layers=nextn,
-        trunk_layers=trunk, context_length=key("context_length"), embedding_length=embd,
-        feed_forward_length=_max_or_none(key("feed_forward_length")), head_count=head_count, head_count_kv=head_count_kv, key_length=key_length,
-        value_length=value_length, sliding_window=key("attention.sliding_window") or None,
-        sliding_window_pattern=swa, full_attention_interval=interval, recurrent_layers=recurrent,
+        tensor_types=tensor_types,
+        block_count=block_count,
+        nextn_predict_layers=nextn,
+        trunk_layers=trunk,
+        context_length=key("context_length"),
+        embedding_length=embd,
+        feed_forward_length=_max_or_none(key("feed_forward_length")),
+        head_count=head_count,
+        head_count_kv=head_count_kv,
+        key_length=key_length,
+        value_length=value_length,
+        sliding_window=key("attention.sliding_window") or None,
+        sliding_window_pattern=swa,
+        full_attention_interval=interval,
+        recurrent_layers=recurrent,
         ssm_state_bytes_per_seq=_ssm_state_bytes(kv, arch, len(recurrent)),
-        expert_count=key("expert_count"), expert_used_count=key("expert_used_count"),
+        expert_count=key("expert_count"),
+        expert_used_count=key("expert_used_count"),
         expert_feed_forward_length=key("expert_feed_forward_length"),
         expert_shared_feed_forward_length=key("expert_shared_feed_forward_length"),
-        layer_weight_bytes=layer_bytes, other_weight_bytes=other if tensors else None,
+        layer_weight_bytes=layer_bytes,
+        other_weight_bytes=other if tensors else None,
         token_embd_bytes=embd_bytes,
-        mtp_arch=arch in MTP_ARCHES, tokenizer_model=kv.get("tokenizer.ggml.model"),
-        chat_template=bool(kv.get("tokenizer.chat_template")), attention_layers=attention_layers,
+        mtp_arch=arch in MTP_ARCHES,
+        tokenizer_model=kv.get("tokenizer.ggml.model"),
+        chat_template=bool(kv.get("tokenizer.chat_template")),
+        attention_layers=attention_layers,
         mla=key("attention.kv_lora_rank") is not None,
     )
     # planner inputs (llmtp/core/memory.py): SWA head dims and routed-expert bytes per block
@@ -324,8 +372,14 @@ def kv_bytes_per_token(info: ModelInfo, cache_type: str, *, nextn_layers: bool =
     """
     if ggml_type_sizes(cache_type) is None:
         raise ValueError(f"unknown ggml type {cache_type!r}")
-    if (info.mla or info.head_count_kv is None or info.key_length is None or info.value_length is None
-            or info.trunk_layers is None or info.attention_layers is None):
+    if (
+        info.mla
+        or info.head_count_kv is None
+        or info.key_length is None
+        or info.value_length is None
+        or info.trunk_layers is None
+        or info.attention_layers is None
+    ):
         return None
     if nextn_layers:
         layers = list(range(info.trunk_layers, info.block_count or info.trunk_layers))

@@ -8,7 +8,7 @@ the break-even `llmtp tune` measured for the setting served: one unlucky request
 them is not. Hysteresis: every switch starts a fresh window (at least `min_requests` requests before the
 next decision), and a safer setting goes back up only after `retry_after` finished requests, a wait that
 doubles each time the retried setting loses again, so a server never flaps between two settings.
-Nothing here touches a process: services/mtp_guard.py waits for idle slots and relaunches.
+Nothing here touches a process: services/verify/mtp_guard.py waits for idle slots and relaunches.
 """
 
 from __future__ import annotations
@@ -57,20 +57,36 @@ def evidence(window: list[LastRequest], break_even: float | None, cfg: GuardConf
     acc = sum(r.accepted or 0 for r in drafted) / total if total else None
     base = dict(requests=n, drafted=total, acceptance=acc, break_even=break_even)
     if n < cfg.min_requests or total < cfg.min_drafted:
-        return Evidence(verdict="unknown", upper=None, **base,
-                        detail=f"{n} request(s) with drafts, {total} drafted tokens: too few to judge")
+        return Evidence(
+            verdict="unknown",
+            upper=None,
+            **base,
+            detail=f"{n} request(s) with drafts, {total} drafted tokens: too few to judge",
+        )
     assert acc is not None
     per = [(r.accepted or 0) / (r.drafted or 1) for r in drafted]
     upper = acc + cfg.z * statistics.stdev(per) / math.sqrt(n)
     if break_even is None:
-        return Evidence(verdict="unknown", upper=upper, **base,
-                        detail=f"acceptance {acc:.2f} over {n} requests; no measured break-even for this setting")
+        return Evidence(
+            verdict="unknown",
+            upper=upper,
+            **base,
+            detail=f"acceptance {acc:.2f} over {n} requests; no measured break-even for this setting",
+        )
     if upper < break_even:
-        return Evidence(verdict="losing", upper=upper, **base,
-                        detail=f"acceptance {acc:.2f} (at most {upper:.2f}) over {n} requests, under the "
-                               f"break-even {break_even:.2f}")
-    return Evidence(verdict="paying", upper=upper, **base,
-                    detail=f"acceptance {acc:.2f} over {n} requests; break-even {break_even:.2f}")
+        return Evidence(
+            verdict="losing",
+            upper=upper,
+            **base,
+            detail=f"acceptance {acc:.2f} (at most {upper:.2f}) over {n} requests, under the "
+            f"break-even {break_even:.2f}",
+        )
+    return Evidence(
+        verdict="paying",
+        upper=upper,
+        **base,
+        detail=f"acceptance {acc:.2f} over {n} requests; break-even {break_even:.2f}",
+    )
 
 
 class Switch(BaseModel):
@@ -104,12 +120,14 @@ class GuardState(BaseModel):
 def ladder_for(served: MtpSettings, stored: list[SettingBreakEven], break_even: float | None) -> list[SettingBreakEven]:
     """The steps from `served` down: the stored ladder (from `llmtp tune`) when it starts at what is served,
     else `served` with `break_even` (tune's or verify's figure) and safer settings of unknown break-even."""
+
     def same(a: MtpSettings, b: MtpSettings) -> bool:
         return a.model_copy(update={"draft_model": None}) == b.model_copy(update={"draft_model": None})
 
     if stored and same(stored[0].mtp, served):
-        return [r.model_copy(update={"mtp": r.mtp.model_copy(update={"draft_model": served.draft_model})})
-                for r in stored]
+        return [
+            r.model_copy(update={"mtp": r.mtp.model_copy(update={"draft_model": served.draft_model})}) for r in stored
+        ]
     out = []
     mtp: MtpSettings | None = served
     be = break_even
@@ -129,7 +147,7 @@ def observe(state: GuardState, requests: list[LastRequest], cfg: GuardConfig) ->
     window = [*state.window, *requests]
     drafted = [i for i, r in enumerate(window) if r.drafted]
     if len(drafted) > cfg.window:
-        window = window[drafted[-cfg.window]:]
+        window = window[drafted[-cfg.window] :]
     return state.model_copy(update={"window": window, "since_switch": state.since_switch + len(requests)})
 
 
@@ -149,13 +167,21 @@ def decide(state: GuardState, cfg: GuardConfig) -> tuple[GuardState, Action | No
         if ev.verdict == "losing":
             below = state.level + 1
             nxt = state.ladder[below].mtp if below < len(state.ladder) else MtpSettings(enabled=False)
-            return state, Action(direction="down", to=nxt, to_label=label(nxt),
-                                 why=f"{rung.label} is losing: {ev.detail}, so drafting costs more than it saves")
+            return state, Action(
+                direction="down",
+                to=nxt,
+                to_label=label(nxt),
+                why=f"{rung.label} is losing: {ev.detail}, so drafting costs more than it saves",
+            )
     if state.level > 0 and cfg.retry_after and state.since_switch >= state.retry_after:
         up = state.ladder[state.level - 1]
-        return state, Action(direction="up", to=up.mtp, to_label=up.label,
-                             why=f"{state.since_switch} requests on {state.served_label} since the last switch: "
-                                 f"trying {up.label} again (the traffic may have changed)")
+        return state, Action(
+            direction="up",
+            to=up.mtp,
+            to_label=up.label,
+            why=f"{state.since_switch} requests on {state.served_label} since the last switch: "
+            f"trying {up.label} again (the traffic may have changed)",
+        )
     return state, None
 
 
@@ -165,8 +191,16 @@ def switched(state: GuardState, action: Action, at: str, cfg: GuardConfig) -> Gu
     wait = state.retry_after
     if action.direction == "down" and state.retrying:  # the setting tried again lost again: wait longer
         wait = min(cfg.max_retry_after, wait * 2)
-    return state.model_copy(update={
-        "level": level, "window": [], "since_switch": 0, "retry_after": wait,
-        "retrying": action.direction == "up",
-        "switches": [*state.switches, Switch(at=at, from_label=state.served_label, to_label=action.to_label,
-                                             why=action.why)]})
+    return state.model_copy(
+        update={
+            "level": level,
+            "window": [],
+            "since_switch": 0,
+            "retry_after": wait,
+            "retrying": action.direction == "up",
+            "switches": [
+                *state.switches,
+                Switch(at=at, from_label=state.served_label, to_label=action.to_label, why=action.why),
+            ],
+        }
+    )

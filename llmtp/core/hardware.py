@@ -62,7 +62,9 @@ class HardwareSnapshot(BaseModel):
     # Every Vulkan device (vulkaninfo, a Vulkan build's --list-devices), CPU-type ones (lavapipe) included
     # and marked: they are reported, never counted as GPUs nor recommended.
     vulkan_devices: list[VulkanDevice] = Field(default_factory=list)
-    toolchains: dict[str, Tool] = Field(default_factory=dict)  # keyed by tool name: cmake, ninja, cc, c++, nvcc, hipcc, xcrun, metal, ccache, git
+    toolchains: dict[str, Tool] = Field(
+        default_factory=dict
+    )  # keyed by tool name: cmake, ninja, cc, c++, nvcc, hipcc, xcrun, metal, ccache, git
     recommendation: Recommendation
     notes: list[str] = Field(default_factory=list)  # what was looked for and not found, with the fix
 

@@ -1,7 +1,7 @@
 """The launch plan: one request (what the user asked for) and one immutable plan (every decision and the
 final argv) shared by plan, serve, service, setup, run, verify, tune and status.
 
-services/launch_plan.py resolves a request into a plan once; everything after that reads the plan, and a
+services/serve/launch_plan.py resolves a request into a plan once; everything after that reads the plan, and a
 variant (verify's plain arm, a tune trial, another port) is derived through `LaunchPlan.variant`, which
 builds its argv with the same function. Pure: no I/O.
 """
@@ -50,10 +50,21 @@ class LaunchRequest(BaseModel):
 
 
 # (request field, flag) pairs in the order `serve_args` writes them; `serve` declares these options
-_VALUE_FLAGS = (("host", "--host"), ("port", "--port"), ("ctx", "--ctx"), ("parallel", "--parallel"),
-                ("cache_type", "--cache-type"), ("gpu_layers", "--gpu-layers"), ("threads", "--threads"),
-                ("draft_n_max", "--draft-n-max"), ("draft_p_min", "--draft-p-min"), ("alias", "--alias"),
-                ("api_key_file", "--api-key-file"), ("rpc", "--rpc"), ("server", "--server"))
+_VALUE_FLAGS = (
+    ("host", "--host"),
+    ("port", "--port"),
+    ("ctx", "--ctx"),
+    ("parallel", "--parallel"),
+    ("cache_type", "--cache-type"),
+    ("gpu_layers", "--gpu-layers"),
+    ("threads", "--threads"),
+    ("draft_n_max", "--draft-n-max"),
+    ("draft_p_min", "--draft-p-min"),
+    ("alias", "--alias"),
+    ("api_key_file", "--api-key-file"),
+    ("rpc", "--rpc"),
+    ("server", "--server"),
+)
 
 
 def serve_args(request: LaunchRequest) -> list[str]:
@@ -83,17 +94,23 @@ def apply_overrides(spec: LaunchSpec, request: LaunchRequest, tuned: MtpSettings
     if request.no_mtp:
         spec.mtp = spec.mtp.model_copy(update={"enabled": False})
     elif spec.mtp.enabled and tuned is not None:
-        chosen = tuned if tuned.draft_model is not None else tuned.model_copy(
-            update={"draft_model": spec.mtp.draft_model})
+        chosen = (
+            tuned if tuned.draft_model is not None else tuned.model_copy(update={"draft_model": spec.mtp.draft_model})
+        )
         spec.mtp = chosen
         value = f"draft-mtp, n-max {chosen.n_max}" if chosen.enabled else "off"
         reasons.append({"what": "MTP", "value": value, "reason": "measured by `llmtp tune` on this machine"})
     drafts = {k: v for k, v in (("n_max", request.draft_n_max), ("p_min", request.draft_p_min)) if v is not None}
     if drafts and spec.mtp.enabled:
         spec.mtp = spec.mtp.model_copy(update=drafts)
-        reasons.append({"what": "MTP", "value": f"draft-mtp, n-max {spec.mtp.n_max}"
-                        + (f", p-min {spec.mtp.p_min}" if spec.mtp.p_min is not None else ""),
-                        "reason": "given with --draft-n-max/--draft-p-min"})
+        reasons.append(
+            {
+                "what": "MTP",
+                "value": f"draft-mtp, n-max {spec.mtp.n_max}"
+                + (f", p-min {spec.mtp.p_min}" if spec.mtp.p_min is not None else ""),
+                "reason": "given with --draft-n-max/--draft-p-min",
+            }
+        )
     if request.ctx is not None:
         spec.ctx_size = request.ctx
     if request.parallel is not None and not spec.mtp.enabled:
@@ -134,7 +151,7 @@ class LaunchPlan:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     devices: tuple[dict, ...] = ()  # with --rpc: every device of the split, RPC first
-    planned: object | None = None  # services.plan.PlanResult: the model's plan (memory, candidates), hardware
+    planned: object | None = None  # services.serve.plan.PlanResult: the model's plan (memory, candidates), hardware
     argv: tuple[str, ...] | None = None  # filled by `freeze`
 
     def __post_init__(self) -> None:
@@ -203,4 +220,3 @@ def argv_without_address(argv: list[str] | tuple[str, ...]) -> list[str]:
 def plan_of_spec(spec: LaunchSpec, caps: Capabilities, server: str = "llama-server") -> LaunchPlan:
     """A plan around a launch decided elsewhere (tests, and callers that hold only a spec)."""
     return LaunchPlan.freeze(request=LaunchRequest(model=spec.model), spec=spec, caps=caps, server=server)
-

@@ -57,23 +57,37 @@ def assess(requests: list[LastRequest], break_even: float | None, model: str) ->
     tps = tokens / eval_s if eval_s > 0 else None
     acc = accepted / drafted if drafted else None
     with_drafts = sum(1 for r in requests if r.drafted)
-    base = dict(requests=len(requests), drafted=drafted, acceptance=acc, tokens_per_second=tps,
-                break_even_acceptance=break_even)
+    base = dict(
+        requests=len(requests), drafted=drafted, acceptance=acc, tokens_per_second=tps, break_even_acceptance=break_even
+    )
     if requests and not drafted:
         return LiveMtp(state="off", detail="no request drafted a token: MTP is off or never drafts", **base)
     if with_drafts < MIN_REQUESTS or drafted < MIN_DRAFTED:
-        return LiveMtp(state="unknown", detail=f"{with_drafts} request(s), {drafted} drafted tokens so far: "
-                                               "too few to judge", **base)
+        return LiveMtp(
+            state="unknown",
+            detail=f"{with_drafts} request(s), {drafted} drafted tokens so far: too few to judge",
+            **base,
+        )
     assert acc is not None
     if break_even is None:
-        return LiveMtp(state="unknown", fix=fix, **base,
-                       detail=f"acceptance {acc:.2f} over {len(requests)} requests; no measured break-even "
-                              "acceptance for this model")
+        return LiveMtp(
+            state="unknown",
+            fix=fix,
+            **base,
+            detail=f"acceptance {acc:.2f} over {len(requests)} requests; no measured break-even "
+            "acceptance for this model",
+        )
     if acc < break_even:
-        return LiveMtp(state="losing", fix=fix, **base,
-                       detail=f"MTP is losing: acceptance {acc:.2f} over the last {len(requests)} requests is "
-                              f"under the break-even {break_even:.2f} measured by tune or verify, so "
-                              "drafting costs more than it saves")
-    return LiveMtp(state="winning", **base,
-                   detail=f"acceptance {acc:.2f} over the last {len(requests)} requests, above the "
-                          f"break-even {break_even:.2f}")
+        return LiveMtp(
+            state="losing",
+            fix=fix,
+            **base,
+            detail=f"MTP is losing: acceptance {acc:.2f} over the last {len(requests)} requests is "
+            f"under the break-even {break_even:.2f} measured by tune or verify, so "
+            "drafting costs more than it saves",
+        )
+    return LiveMtp(
+        state="winning",
+        **base,
+        detail=f"acceptance {acc:.2f} over the last {len(requests)} requests, above the break-even {break_even:.2f}",
+    )

@@ -19,6 +19,8 @@ def is_host(name: str) -> bool:
     (`Vulkan_Host  output buffer`, `CUDA_Host compute buffer`) arrives as "Vulkan" / "CUDA": a device
     always carries its index (Vulkan0, CUDA1, ROCm0, MTL0)."""
     return name.startswith(HOST_DEVICES) or not name[-1:].isdigit()
+
+
 # llama_model_loader: loaded meta data with 41 key-value pairs and 125 tensors from /path/model.gguf
 LOAD_START = "llama_model_loader: loaded meta data"
 # common_speculative_init_result: creating MTP draft context against the target model '/path/model.gguf'
@@ -87,8 +89,9 @@ def gpu_devices(text: str) -> dict[str, int]:
     for part in split_draft(text):
         for name, kinds in parse_load_log(part).buffers.items():
             if not is_host(name):
-                out[name] = out.get(name, 0) + sum(v for k, v in kinds.items() if k != "compute") \
-                    + last_compute(part, name)
+                out[name] = (
+                    out.get(name, 0) + sum(v for k, v in kinds.items() if k != "compute") + last_compute(part, name)
+                )
     return out
 
 
@@ -100,8 +103,9 @@ def _close(planned: int | None, measured: int | None, tol: float) -> bool | None
     return abs(planned - measured) <= tol * max(planned, measured)
 
 
-def check_plan(plan, offload: Offload | None, buffers: LoadBuffers, device: str,
-               tol: float = TOLERANCE, draft: str = "") -> list[CheckRow]:
+def check_plan(
+    plan, offload: Offload | None, buffers: LoadBuffers, device: str, tol: float = TOLERANCE, draft: str = ""
+) -> list[CheckRow]:
     """Rows comparing a core.plan.Plan with the load log (the target model's part, see split_draft). Layers
     must match exactly: the plan's -ngl, capped at what the model has (llama.cpp caps it the same way), is what
     the server says it offloaded. `draft`: the MTP draft context's part of the log, its buffers reported beside
@@ -116,13 +120,22 @@ def check_plan(plan, offload: Offload | None, buffers: LoadBuffers, device: str,
         got = offload.layers if offload else None
         rows.append(CheckRow(what=f"layers on {device}", planned=want, measured=got, ok=got == want))
     for label, mem, measured in ((device, gpu, measured_gpu), ("CPU", cpu, measured_cpu)):
-        planned = {"model": mem.weights if mem else 0, "KV": mem.kv_cache if mem else 0,
-                   "RS": mem.recurrent_state if mem else 0}
+        planned = {
+            "model": mem.weights if mem else 0,
+            "KV": mem.kv_cache if mem else 0,
+            "RS": mem.recurrent_state if mem else 0,
+        }
         for kind in ("model", "KV", "RS"):
             p, m = planned[kind], measured.get(kind, 0)
             rows.append(CheckRow(what=f"{kind} on {label}", planned=p, measured=m, ok=_close(p, m, tol)))
     if draft:
         kv = device_bytes(parse_load_log(draft), device).get("KV", 0)
-        rows.append(CheckRow(what=f"MTP draft context on {device} (KV + compute)", planned=gpu.mtp_draft if gpu else 0,
-                             measured=kv + last_compute(draft, device), ok=None))
+        rows.append(
+            CheckRow(
+                what=f"MTP draft context on {device} (KV + compute)",
+                planned=gpu.mtp_draft if gpu else 0,
+                measured=kv + last_compute(draft, device),
+                ok=None,
+            )
+        )
     return rows

@@ -20,13 +20,29 @@ _PREFIX = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([DIWE]) ")
 
 # Ordered by how much they explain; the first kind that matches classifies the failure.
 _PATTERNS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
-    ("oom", re.compile(r"out of memory|cudaMalloc failed|failed to allocate|unable to allocate"
-                       r"|ErrorOutOfDeviceMemory|hipErrorOutOfMemory|insufficient memory", re.I)),
+    (
+        "oom",
+        re.compile(
+            r"out of memory|cudaMalloc failed|failed to allocate|unable to allocate"
+            r"|ErrorOutOfDeviceMemory|hipErrorOutOfMemory|insufficient memory",
+            re.I,
+        ),
+    ),
     ("mtp_missing", re.compile(r"doesn't contain MTP layers|failed to create MTP context")),
-    ("bad_argument", re.compile(r"error: invalid argument|unknown argument|the argument has been removed"
-                                r"|error: unknown value|unknown speculative type")),
-    ("crash", re.compile(r"GGML_ASSERT|CUDA error|ROCm error|HIP error|Segmentation fault|SIGSEGV"
-                         r"|terminate called|Aborted")),
+    (
+        "bad_argument",
+        re.compile(
+            r"error: invalid argument|unknown argument|the argument has been removed"
+            r"|error: unknown value|unknown speculative type"
+        ),
+    ),
+    (
+        "crash",
+        re.compile(
+            r"GGML_ASSERT|CUDA error|ROCm error|HIP error|Segmentation fault|SIGSEGV"
+            r"|terminate called|Aborted"
+        ),
+    ),
     ("model_load", re.compile(r"error loading model|failed to load model")),
 )
 
@@ -73,6 +89,8 @@ def exit_description(returncode: int | None) -> str:
     except ValueError:
         return f"code {returncode}"
     if name == "SIGILL":
-        return (f"{name} (illegal instruction: the build uses CPU instructions this machine cannot run; "
-                "rebuild with `llmtp build --portable`)")
+        return (
+            f"{name} (illegal instruction: the build uses CPU instructions this machine cannot run; "
+            "rebuild with `llmtp build --portable`)"
+        )
     return f"{name} (code {returncode})"

@@ -3,7 +3,8 @@ line per request, each with an absolute time.
 
 llama-server (b11434, common/log.cpp) stamps each line with the time since it started and a level:
   0.00.005.592 E gguf_init_from_file: failed to open GGUF file '/nonexist.gguf' (No such file or directory)
-  0.03.235.955 I slot print_timing: id  0 | task 0 |        eval time =     161.72 ms /    32 tokens (    5.22 ms per token,   191.69 tokens per second)
+  0.03.235.955 I slot print_timing: id  0 | task 0 |        eval time =     161.72 ms /    32 tokens (
+      5.22 ms per token,   191.69 tokens per second)   [one line in the log, wrapped here]
 (minutes.seconds.milliseconds.microseconds), and continues a multi-line message on lines without a stamp
 (a tab-indented sampler dump). llmtp writes a line before each start (adapters/spawn.py, START_MARK):
   llmtp: llama-server started at 1765100000.123456
@@ -18,10 +19,14 @@ from dataclasses import dataclass
 START_MARK = "llmtp: llama-server started at "
 
 _STAMP = re.compile(r"^\s*(\d+)\.(\d{2})\.(\d{3})\.(\d{3}) ([IWEDT]) (.*)$")
-_TIMING = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s*(?P<what>prompt eval time|eval time) =\s+"
-                     r"(?P<ms>[\d.]+) ms /\s*(?P<n>\d+) tokens.*?(?P<tps>[\d.]+|inf|nan) tokens per second")
-_DRAFT = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = [\d.]+ "
-                    r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)")
+_TIMING = re.compile(
+    r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s*(?P<what>prompt eval time|eval time) =\s+"
+    r"(?P<ms>[\d.]+) ms /\s*(?P<n>\d+) tokens.*?(?P<tps>[\d.]+|inf|nan) tokens per second"
+)
+_DRAFT = re.compile(
+    r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = [\d.]+ "
+    r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)"
+)
 _RELEASE = re.compile(r"slot\s+release: id\s+\d+ \| task (?P<task>\d+) \|")
 _TROUBLE = re.compile(r"error|fail|abort|assert|terminate|fault|exception|killed|illegal", re.I)
 _KEEP_INFO = ("llama_server: model loaded", "llama_server: listening on", "cleaning up before exit")
@@ -50,7 +55,7 @@ class LogView:
         line = line.rstrip("\n")
         if line.startswith(START_MARK):
             try:
-                self.base = float(line[len(START_MARK):].split()[0])
+                self.base = float(line[len(START_MARK) :].split()[0])
             except (ValueError, IndexError):
                 self.base = None
             self._request, self._stamped, self._quoted = {}, False, False

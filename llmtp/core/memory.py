@@ -13,8 +13,15 @@ MiB = 1024 * 1024
 
 # Bytes per cached value: ggml block size / values per block (ggml.c type traits).
 CACHE_TYPE_BYTES: dict[str, float] = {
-    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
 }
 
 # MTP draft context on a GPU (shared/llama-cpp-facts.md, "Memory", Qwen3.6-27B on CUDA): compute
@@ -69,8 +76,15 @@ def kv_cells(info: ModelInfo, layer: int, n_ctx: int, n_seq: int = 1, n_ubatch: 
     return n_ctx
 
 
-def kv_layer_bytes(info: ModelInfo, layer: int, n_ctx: int, type_k: str = "f16", type_v: str = "f16",
-                   n_seq: int = 1, n_ubatch: int = 512) -> int:
+def kv_layer_bytes(
+    info: ModelInfo,
+    layer: int,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_seq: int = 1,
+    n_ubatch: int = 512,
+) -> int:
     swa = is_swa(info, layer)
     k_len = (info.key_length_swa if swa and info.key_length_swa else info.key_length) or 0
     v_len = (info.value_length_swa if swa and info.value_length_swa else info.value_length) or 0
@@ -82,8 +96,9 @@ def kv_known(info: ModelInfo) -> bool:
     return bool(info.head_count_kv) and info.key_length is not None and info.value_length is not None
 
 
-def kv_bytes_per_layer(info: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16",
-                       n_seq: int = 1, n_ubatch: int = 512) -> dict[int, int]:
+def kv_bytes_per_layer(
+    info: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16", n_seq: int = 1, n_ubatch: int = 512
+) -> dict[int, int]:
     return {i: kv_layer_bytes(info, i, n_ctx, type_k, type_v, n_seq, n_ubatch) for i in attention_layers(info)}
 
 
@@ -102,13 +117,17 @@ def nextn_kv_bytes(info: ModelInfo, n_ctx: int, type_k: str = "f16", type_v: str
     total = 0
     for layer in range(n, n + info.nextn_predict_layers):
         heads = _kv_heads(info, layer)
-        total += int(heads * ((info.key_length or 0) * CACHE_TYPE_BYTES[type_k]
-                              + (info.value_length or 0) * CACHE_TYPE_BYTES[type_v]) * n_ctx)
+        total += int(
+            heads
+            * ((info.key_length or 0) * CACHE_TYPE_BYTES[type_k] + (info.value_length or 0) * CACHE_TYPE_BYTES[type_v])
+            * n_ctx
+        )
     return total
 
 
-def mtp_draft_bytes(info: ModelInfo, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
-                    type_v: str = "f16", gpu: bool = False) -> int:
+def mtp_draft_bytes(
+    info: ModelInfo, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16", type_v: str = "f16", gpu: bool = False
+) -> int:
     """MTP draft context: the nextn layers' KV at full context + the draft graph's compute buffer.
     On the CPU build that buffer is measured: one dense block of n_ubatch tokens (attention step
     with the mask, or FFN step without it, whichever is larger); the target context's buffer does
@@ -158,13 +177,13 @@ def _ff_length(info: ModelInfo) -> int:
     shared expert where the file has one). Where a catalog entry states none, 3x n_embd (the usual
     SwiGLU ratio) stands in."""
     if info.expert_count and info.expert_used_count and info.expert_feed_forward_length:
-        return (info.expert_feed_forward_length * info.expert_used_count
-                + (info.expert_shared_feed_forward_length or 0))
+        return info.expert_feed_forward_length * info.expert_used_count + (info.expert_shared_feed_forward_length or 0)
     return info.feed_forward_length or 3 * (info.embedding_length or 0)
 
 
-def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False,
-                 n_cpu_ffn: int = 0) -> tuple[int, int]:
+def weight_split(
+    info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bool = False, n_cpu_ffn: int = 0
+) -> tuple[int, int]:
     """(gpu_bytes, cpu_bytes) of weights with the LAST n_gpu_layers trunk layers on the GPU (> n_trunk:
     all of them). llama.cpp b11434 offloads the output layer first and then the blocks from the top,
     nextn blocks included (src/llama-model.cpp, i_gpu_start = n_layer_all + 1 - N), so any offload
@@ -179,7 +198,7 @@ def weight_split(info: ModelInfo, n_gpu_layers: int, n_cpu_moe: int = 0, mtp: bo
     other = info.other_weight_bytes or 0
     embd = info.token_embd_bytes
     head = max(0, other - embd)
-    nextn = sum(layers[n:n + info.nextn_predict_layers]) if mtp else 0
+    nextn = sum(layers[n : n + info.nextn_predict_layers]) if mtp else 0
     gpu = cpu = 0
     first_gpu = max(0, n - n_gpu_layers)
     for i in range(min(n, len(layers))):
@@ -210,4 +229,4 @@ def recurrent_gpu_share(info: ModelInfo, n_gpu_layers: int) -> float:
 
 def ffn_spill_bytes(info: ModelInfo, n_cpu_ffn: int) -> int:
     """Dense FFN bytes of the first n_cpu_ffn trunk layers: what --n-cpu-ffn moves to system RAM."""
-    return sum((info.layer_ffn_bytes or [])[:min(n_cpu_ffn, trunk_layers(info))])
+    return sum((info.layer_ffn_bytes or [])[: min(n_cpu_ffn, trunk_layers(info))])

@@ -63,10 +63,14 @@ def server_metrics(values: dict[str, float]) -> ServerMetrics:
 # llama-server's log, one block per finished request (b11434, tools/server print_timings):
 #   slot print_timing: id  0 | task 6 |        eval time =       7.37 ms /    32 tokens (    0.24 ms per token,  4203.96 tokens per second)  # noqa: E501
 #   slot print_timing: id  0 | task 6 | draft acceptance = 1.00000 (   23 accepted /    23 generated), mean len =  3.88
-_EVAL = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s+eval time =\s+(?P<ms>[\d.]+) ms /\s*"
-                   r"(?P<n>\d+) tokens \(.*?(?P<tps>[\d.]+|inf|nan) tokens per second\)")
-_DRAFT = re.compile(r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = (?P<rate>[\d.]+) "
-                    r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)")
+_EVAL = re.compile(
+    r"print_timing: id\s+\d+ \| task (?P<task>\d+) \|\s+eval time =\s+(?P<ms>[\d.]+) ms /\s*"
+    r"(?P<n>\d+) tokens \(.*?(?P<tps>[\d.]+|inf|nan) tokens per second\)"
+)
+_DRAFT = re.compile(
+    r"print_timing: id\s+\d+ \| task (?P<task>\d+) \| draft acceptance = (?P<rate>[\d.]+) "
+    r"\(\s*(?P<acc>\d+) accepted /\s*(?P<gen>\d+) generated\)"
+)
 
 
 class LastRequest(BaseModel):
@@ -96,8 +100,14 @@ def requests(log_text: str) -> list[LastRequest]:
         m = _EVAL.search(line)
         if m:
             tps = float(m.group("tps")) if m.group("tps") not in ("inf", "nan") and int(m.group("n")) else None
-            out.append(LastRequest(task=int(m.group("task")), tokens=int(m.group("n")), tokens_per_second=tps,
-                                   eval_ms=float(m.group("ms"))))
+            out.append(
+                LastRequest(
+                    task=int(m.group("task")),
+                    tokens=int(m.group("n")),
+                    tokens_per_second=tps,
+                    eval_ms=float(m.group("ms")),
+                )
+            )
             continue
         m = _DRAFT.search(line)
         if m and out and int(m.group("task")) == out[-1].task:

@@ -31,7 +31,7 @@ def parse_hub_ref(ref: str, *, path_exists: bool = False) -> HubRef | None:
     body = ref
     for prefix in _HUB_PREFIXES:
         if ref.startswith(prefix):
-            body = ref[len(prefix):].rstrip("/")
+            body = ref[len(prefix) :].rstrip("/")
             break
     else:
         if path_exists or ref.lower().endswith(".gguf") or ref.startswith((".", "/", "~")):
@@ -40,8 +40,10 @@ def parse_hub_ref(ref: str, *, path_exists: bool = False) -> HubRef | None:
     if m is None:
         if body is ref:
             return None
-        raise UsageError(f"Bad Hugging Face reference {ref!r}",
-                         "Write it as org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT, "
-                         "e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.")
+        raise UsageError(
+            f"Bad Hugging Face reference {ref!r}",
+            "Write it as org/repo:QUANT, hf.co/org/repo:QUANT or hf:org/repo:QUANT, "
+            "e.g. hf:unsloth/Qwen3.6-27B-MTP-GGUF:Q4_K_M.",
+        )
     quant = m.group(3)
     return HubRef(repo=f"{m.group(1)}/{m.group(2)}", quant=quant.upper() if quant else None)

@@ -26,43 +26,106 @@ _EXPOSES = "it changes who can reach the server or what it serves, past llmtp's 
 
 # (spellings, why refused, what to use instead). Refused whatever the launch looks like.
 _ALWAYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("--host",), f"the bind address: {_OWNED} (and skip the API-key check for open binds)",
-     "`--host ADDR` (with `--api-key-file FILE` off loopback)"),
+    (
+        ("--host",),
+        f"the bind address: {_OWNED} (and skip the API-key check for open binds)",
+        "`--host ADDR` (with `--api-key-file FILE` off loopback)",
+    ),
     (("--port",), f"the port: {_OWNED}", "`--port N`"),
     (("--reuse-port",), f"a shared listening port: {_EXPOSES}", "a free `--port N` (llmtp checks it is free)"),
     (("--path",), f"a static file directory: {_EXPOSES}", "nothing: llmtp does not serve files"),
-    (("--api-prefix",), "the URL prefix: llmtp's health probe and clients expect the API at the root",
-     "nothing: serve at the root"),
-    (("--api-key",), "an API key on the command line, which `ps` shows to every user",
-     "`--api-key-file FILE` (one key per line, chmod 600)"),
+    (
+        ("--api-prefix",),
+        "the URL prefix: llmtp's health probe and clients expect the API at the root",
+        "nothing: serve at the root",
+    ),
+    (
+        ("--api-key",),
+        "an API key on the command line, which `ps` shows to every user",
+        "`--api-key-file FILE` (one key per line, chmod 600)",
+    ),
     (("--api-key-file",), f"the API key file: {_OWNED}", "llmtp's own `--api-key-file FILE`"),
-    (("--ssl-key-file", "--ssl-cert-file"), f"TLS: {_EXPOSES}, and llmtp's health probe speaks plain HTTP",
-     "a TLS-terminating reverse proxy in front of the loopback server"),
-    (("--ui", "--webui", "--no-ui", "--no-webui"), f"the web UI switch: {_OWNED}",
-     "`llmtp serve --no-ui` to turn the UI off (it is on wherever the build has one: `llmtp builds list`)"),
-    (("--ui-config", "--webui-config", "--ui-config-file", "--webui-config-file", "--ui-mcp-proxy",
-      "--webui-mcp-proxy", "--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), f"the web UI: {_EXPOSES}",
-     "llama-server's default web UI as llmtp serves it (restrict paths in a reverse proxy if needed)"),
-    (("--tools", "--tools-runtime", "--mcp-servers-config", "--mcp-servers-json", "-ag", "--agent", "-no-ag",
-      "--no-agent"), f"built-in agent tools with file and shell access: {_EXPOSES}",
-     "nothing: llmtp does not expose tools (upstream: do not enable in untrusted environments)"),
-    (("-m", "--model", "-mu", "--model-url", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-dr",
-      "--docker-repo", "--models-dir", "--models-preset"), f"the model: {_OWNED}", _MODEL),
+    (
+        ("--ssl-key-file", "--ssl-cert-file"),
+        f"TLS: {_EXPOSES}, and llmtp's health probe speaks plain HTTP",
+        "a TLS-terminating reverse proxy in front of the loopback server",
+    ),
+    (
+        ("--ui", "--webui", "--no-ui", "--no-webui"),
+        f"the web UI switch: {_OWNED}",
+        "`llmtp serve --no-ui` to turn the UI off (it is on wherever the build has one: `llmtp builds list`)",
+    ),
+    (
+        (
+            "--ui-config",
+            "--webui-config",
+            "--ui-config-file",
+            "--webui-config-file",
+            "--ui-mcp-proxy",
+            "--webui-mcp-proxy",
+            "--no-ui-mcp-proxy",
+            "--no-webui-mcp-proxy",
+        ),
+        f"the web UI: {_EXPOSES}",
+        "llama-server's default web UI as llmtp serves it (restrict paths in a reverse proxy if needed)",
+    ),
+    (
+        (
+            "--tools",
+            "--tools-runtime",
+            "--mcp-servers-config",
+            "--mcp-servers-json",
+            "-ag",
+            "--agent",
+            "-no-ag",
+            "--no-agent",
+        ),
+        f"built-in agent tools with file and shell access: {_EXPOSES}",
+        "nothing: llmtp does not expose tools (upstream: do not enable in untrusted environments)",
+    ),
+    (
+        (
+            "-m",
+            "--model",
+            "-mu",
+            "--model-url",
+            "-hf",
+            "-hfr",
+            "--hf-repo",
+            "-hff",
+            "--hf-file",
+            "-dr",
+            "--docker-repo",
+            "--models-dir",
+            "--models-preset",
+        ),
+        f"the model: {_OWNED}",
+        _MODEL,
+    ),
     (("-a", "--alias"), f"the model name clients see in /v1/models: {_OWNED}", "`llmtp serve MODEL --alias NAME`"),
     (("-c", "--ctx-size"), f"the context size: {_OWNED}", "`--ctx N`"),
     (("-np", "--parallel"), f"the slot count: {_OWNED}", "`--parallel N`"),
     (("-ngl", "--gpu-layers", "--n-gpu-layers"), f"the GPU offload: {_OWNED}", _PLAN),
     (("--log-file",), f"llama-server's log file: {_OWNED}", "`llmtp logs` (the log lives under llmtp's state dir)"),
     (("--metrics",), f"the /metrics endpoint: {_OWNED}", "nothing: llmtp turns --metrics on itself"),
-    (("--rpc",), "RPC workers: llmtp checks each answers, splits the layers over them (RPC devices first) and "
-     "watches them while serving", "`--rpc HOST:PORT,...` (`llmtp worker start` on each host)"),
+    (
+        ("--rpc",),
+        "RPC workers: llmtp checks each answers, splits the layers over them (RPC devices first) and "
+        "watches them while serving",
+        "`--rpc HOST:PORT,...` (`llmtp worker start` on each host)",
+    ),
 )
 
 # Alias groups of flags llmtp sets from its plan (llmtp/core/argv.py): refused when this launch
 # sets them, since the later pass-through value would win over what the plan budgeted memory for.
 _PLAN_SET: tuple[tuple[str, ...], ...] = (
-    ("-ctk", "--cache-type-k"), ("-ctv", "--cache-type-v"), ("-fa", "--flash-attn"),
-    ("-ncmoe", "--n-cpu-moe"), ("-t", "--threads"), ("-fit", "--fit"), ("-s", "--seed"),
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
+    ("-fa", "--flash-attn"),
+    ("-ncmoe", "--n-cpu-moe"),
+    ("-t", "--threads"),
+    ("-fit", "--fit"),
+    ("-s", "--seed"),
 )
 
 _TABLE: dict[str, tuple[str, str]] = {s: (why, instead) for names, why, instead in _ALWAYS for s in names}
@@ -109,8 +172,13 @@ def refused_passthrough(extra: Iterable[str], set_by_llmtp: Iterable[str] = ()) 
             return Refusal(arg, name, f"it sets {why}", instead)
         group = _GROUP.get(name)
         if group is not None and group in ours_groups:
-            return Refusal(arg, name, f"llmtp already sets {' / '.join(group)} for this launch, and the "
-                           "later value would override what its plan budgeted memory for", _PLAN)
+            return Refusal(
+                arg,
+                name,
+                f"llmtp already sets {' / '.join(group)} for this launch, and the "
+                "later value would override what its plan budgeted memory for",
+                _PLAN,
+            )
     return None
 
 

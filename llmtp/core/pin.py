@@ -44,8 +44,10 @@ def validation_error(exc: ValidationError, source: str, what: str) -> ConfigErro
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     extra = f" ({len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return ConfigError(f"Invalid {what} {source}: key {key!r}: {first['msg']}{extra}",
-                       "Fix that key; docs/build.md lists the valid keys.")
+    return ConfigError(
+        f"Invalid {what} {source}: key {key!r}: {first['msg']}{extra}",
+        "Fix that key; docs/build.md lists the valid keys.",
+    )
 
 
 def parse_toml(text: str, source: str, what: str) -> dict[str, Any]:
@@ -65,6 +67,7 @@ def parse_pin(text: str, source: str = "pin.toml") -> Pin:
 
 
 # --- patch series ---------------------------------------------------------------------------------
+
 
 class PatchEntry(_Strict):
     name: str = Field(pattern=r"^[\w.+\-]+\.patch$")
@@ -90,13 +93,16 @@ def parse_series(text: str, source: str = "series") -> list[PatchEntry]:
             if len(parts) == 3:
                 when = parts[2].removeprefix("when=")
                 if not parts[2].startswith("when=") or when not in CONDITIONS:
-                    raise ConfigError(f"Unknown condition {parts[2]!r} in patch series {source} line {number}",
-                                      f"Known conditions: {', '.join(f'when={c}' for c in CONDITIONS)}.")
+                    raise ConfigError(
+                        f"Unknown condition {parts[2]!r} in patch series {source} line {number}",
+                        f"Known conditions: {', '.join(f'when={c}' for c in CONDITIONS)}.",
+                    )
             entries.append(PatchEntry(name=parts[0], sha256=parts[1].lower(), when=when))
         except (ValueError, ValidationError) as exc:
-            raise ConfigError(f"Invalid patch series {source} line {number}: {raw.strip()!r}",
-                              "Each line is `NAME.patch SHA256` (sha256sum NAME.patch), optionally followed "
-                              "by `when=CONDITION`.") from exc
+            raise ConfigError(
+                f"Invalid patch series {source} line {number}: {raw.strip()!r}",
+                "Each line is `NAME.patch SHA256` (sha256sum NAME.patch), optionally followed by `when=CONDITION`.",
+            ) from exc
     return entries
 
 

@@ -15,7 +15,6 @@ from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, MARGIN_BYTES, MemoryBreakdown, PlanHardware, PlanRequest
 
 
-
 def mtp_state(info: ModelInfo, req: PlanRequest) -> tuple[bool, str]:
     if req.no_mtp:
         return False, "--no-mtp given"
@@ -41,6 +40,7 @@ def llama_ngl(info: ModelInfo, ngl: int) -> int:
         return 0
     return min(ngl, n) + max((info.block_count or n) - n, 0) + 1
 
+
 class Trial(BaseModel):
     ngl: int
     n_cpu_moe: int
@@ -58,8 +58,19 @@ def budget(hw: PlanHardware) -> int | None:
     return hw.gpus[0].free_bytes
 
 
-def trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_cpu_moe: int, ctx: int,
-           cache: str, mtp: bool, fa: bool, n_cpu_ffn: int = 0) -> Trial:
+def trial(
+    info: ModelInfo,
+    hw: PlanHardware,
+    req: PlanRequest,
+    *,
+    ngl: int,
+    n_cpu_moe: int,
+    ctx: int,
+    cache: str,
+    mtp: bool,
+    fa: bool,
+    n_cpu_ffn: int = 0,
+) -> Trial:
     n = mem.trunk_layers(info)
     n_seq = max(1, req.parallel)
     n_max = req.mtp_n_max if mtp else 0
@@ -71,8 +82,14 @@ def trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_cp
     kv_cpu = sum(kv.values()) - kv_gpu
     w_gpu, w_cpu = mem.weight_split(info, ngl if on_gpu else 0, n_cpu_moe, mtp, n_cpu_ffn if on_gpu else 0)
     state = mem.recurrent_state_bytes(info, n_seq, n_max) or 0
-    draft = (mem.mtp_draft_bytes(info, ctx, n_ubatch=req.n_ubatch, type_k=cache, type_v=cache, gpu=on_gpu)
-             + (req.sidecar_bytes or 0)) if mtp else 0
+    draft = (
+        (
+            mem.mtp_draft_bytes(info, ctx, n_ubatch=req.n_ubatch, type_k=cache, type_v=cache, gpu=on_gpu)
+            + (req.sidecar_bytes or 0)
+        )
+        if mtp
+        else 0
+    )
     compute = mem.compute_buffer_bytes(info, ctx, req.n_ubatch, fa) or 0
     if req.corrections:
         f = req.corrections
@@ -88,17 +105,32 @@ def trial(info: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ngl: int, n_cp
         # b11434: the recurrent state follows its layers; the MTP draft context follows the nextn
         # blocks, which any offload puts on the GPU with the output head
         state_gpu = int(state * mem.recurrent_gpu_share(info, ngl))
-        gpu = MemoryBreakdown(device=hw.gpus[0].name, weights=w_gpu, kv_cache=kv_gpu,
-                              recurrent_state=state_gpu, mtp_draft=draft if ngl >= 1 else 0,
-                              compute=compute, margin=MARGIN_BYTES, budget=gpu_budget)
+        gpu = MemoryBreakdown(
+            device=hw.gpus[0].name,
+            weights=w_gpu,
+            kv_cache=kv_gpu,
+            recurrent_state=state_gpu,
+            mtp_draft=draft if ngl >= 1 else 0,
+            compute=compute,
+            margin=MARGIN_BYTES,
+            budget=gpu_budget,
+        )
         cpu.recurrent_state = state - state_gpu
         cpu.mtp_draft = draft if ngl < 1 else 0
         cpu.compute = compute if first_gpu > 0 else 0
     else:
         cpu.recurrent_state, cpu.mtp_draft, cpu.compute = state, draft, compute
     fits = (gpu is None or gpu.total <= gpu_budget) and (hw.ram_bytes is None or cpu.total <= hw.ram_bytes)  # type: ignore[operator]
-    return Trial(ngl=ngl, n_cpu_moe=n_cpu_moe, n_cpu_ffn=n_cpu_ffn if on_gpu else 0, ctx=ctx, cache=cache,
-                  gpu=gpu, cpu=cpu, fits=fits)
+    return Trial(
+        ngl=ngl,
+        n_cpu_moe=n_cpu_moe,
+        n_cpu_ffn=n_cpu_ffn if on_gpu else 0,
+        ctx=ctx,
+        cache=cache,
+        gpu=gpu,
+        cpu=cpu,
+        fits=fits,
+    )
 
 
 def ctx_steps(start: int, floor: int) -> list[int]:
@@ -124,7 +156,7 @@ def fit_partial(info, hw, req, *, ctx, cache, mtp, fa) -> Trial:
     """Most layers (or, for MoE, fewest CPU expert layers) that fit at this context."""
     n = mem.trunk_layers(info)
     if info.layer_expert_bytes and any(info.layer_expert_bytes):
-        for k in range(0, n + 1):
+        for k in range(n + 1):
             t = trial(info, hw, req, ngl=n + 1, n_cpu_moe=k, ctx=ctx, cache=cache, mtp=mtp, fa=fa)
             if t.fits:
                 return t
@@ -159,8 +191,14 @@ def fit_ffn(info, hw, req, *, ctx, cache, mtp, fa) -> Trial | None:
 def split(info, hw, req, *, ctx, cache, mtp, fa) -> tuple[Trial, list[Trial]]:
     """When nothing runs whole on the GPU: the placement predicted fastest among the -ngl split (or
     --n-cpu-moe) and the FFN spill (within FFN_SPILL_TOLERANCE, the spill), and the ones it beat."""
-    options = [t for t in (fit_partial(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa),
-                           fit_ffn(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa)) if t is not None]
+    options = [
+        t
+        for t in (
+            fit_partial(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa),
+            fit_ffn(info, hw, req, ctx=ctx, cache=cache, mtp=mtp, fa=fa),
+        )
+        if t is not None
+    ]
     fitting = [t for t in options if t.fits] or options[:1]
 
     def score(t: Trial) -> float:
@@ -173,10 +211,21 @@ def split(info, hw, req, *, ctx, cache, mtp, fa) -> tuple[Trial, list[Trial]]:
 
 def speed(info: ModelInfo, hw: PlanHardware, req: PlanRequest, t: Trial, mtp: bool) -> spd.Speed:
     on_gpu = t.gpu is not None
-    placement = spd.Placement(n_gpu_layers=t.ngl if on_gpu else 0, n_cpu_moe=t.n_cpu_moe, n_cpu_ffn=t.n_cpu_ffn,
-                              ctx=t.ctx, cache=t.cache,
-                              on_gpu=on_gpu, mtp=mtp, mtp_n_max=req.mtp_n_max, sidecar=bool(req.sidecar),
-                              sidecar_bytes=req.sidecar_bytes)
-    bw = spd.Bandwidths(gpu_gbps=hw.gpus[0].bandwidth_gbps if hw.gpus else None,
-                        ram_gbps=hw.ram_bandwidth_gbps, unified=hw.unified_memory)
+    placement = spd.Placement(
+        n_gpu_layers=t.ngl if on_gpu else 0,
+        n_cpu_moe=t.n_cpu_moe,
+        n_cpu_ffn=t.n_cpu_ffn,
+        ctx=t.ctx,
+        cache=t.cache,
+        on_gpu=on_gpu,
+        mtp=mtp,
+        mtp_n_max=req.mtp_n_max,
+        sidecar=bool(req.sidecar),
+        sidecar_bytes=req.sidecar_bytes,
+    )
+    bw = spd.Bandwidths(
+        gpu_gbps=hw.gpus[0].bandwidth_gbps if hw.gpus else None,
+        ram_gbps=hw.ram_bandwidth_gbps,
+        unified=hw.unified_memory,
+    )
     return spd.predict(info, placement, bw, req.acceptance)

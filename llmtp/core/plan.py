@@ -13,16 +13,29 @@ from collections.abc import Sequence
 from llmtp.core import memory as mem
 from llmtp.core import placement as pl
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.launch import LaunchSpec, MtpSettings
+from llmtp.core.launch import MtpSettings
 from llmtp.core.plan_review import check_ctx, device_wording, reword_fit_warning, warnings_for
-from llmtp.core.plan_types import DEFAULT_CTX, Decision, FFN_SPILL_TOLERANCE, GiB, KV_LADDER, MIN_CTX, Plan, PlanHardware, PlanRequest, QUANT_MIN_CTX
+from llmtp.core.plan_types import (
+    DEFAULT_CTX,
+    FFN_SPILL_TOLERANCE,
+    KV_LADDER,
+    MIN_CTX,
+    QUANT_MIN_CTX,
+    Decision,
+    GiB,
+    Plan,
+    PlanHardware,
+    PlanRequest,
+)
 from llmtp.core.quant_choice import choose_quant
 
 
 def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, request: PlanRequest) -> Plan:
     """Plan one launch. `model` is one file's metadata or several quants of one model (largest
     first is not required); with several, the best quant that fits is chosen."""
-    candidates = [model] if isinstance(model, ModelInfo) else sorted(model, key=lambda m: m.file_size_bytes or 0, reverse=True)
+    candidates = (
+        [model] if isinstance(model, ModelInfo) else sorted(model, key=lambda m: m.file_size_bytes or 0, reverse=True)
+    )
     if not candidates:
         raise ValueError("make_plan needs at least one ModelInfo")
     decisions: list[Decision] = []
@@ -46,8 +59,15 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     if forced is None and len(all_candidates) == 1:
         forced = all_candidates[0]  # one file named: its KV types and placements are still compared
     chosen, trial, quant_reason, candidates_out = choose_quant(
-        all_candidates, hardware, request, forced=forced, ctx_target=ctx_target,
-        ctx_floor=ctx_floor if not on_gpu else quant_floor, caches=caches, fa=fa)
+        all_candidates,
+        hardware,
+        request,
+        forced=forced,
+        ctx_target=ctx_target,
+        ctx_floor=ctx_floor if not on_gpu else quant_floor,
+        caches=caches,
+        fa=fa,
+    )
     assert trial is not None
     mtp_on, mtp_reason = pl.mtp_state(chosen, request)
     n = mem.trunk_layers(chosen)
@@ -57,33 +77,66 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     if on_gpu:
         if trial.n_cpu_ffn:
             spilled = mem.ffn_spill_bytes(chosen, trial.n_cpu_ffn)
-            decisions.append(Decision(what="-ngl", value="all",
-                                      reason=f"all {n} layers, the output head and the MTP layer on the GPU"))
-            decisions.append(Decision(
-                what="--n-cpu-ffn", value=str(trial.n_cpu_ffn),
-                reason=(f"dense FFN weights of the first {trial.n_cpu_ffn} layers ({mem_h(spilled)}) stay in RAM: "
+            decisions.append(
+                Decision(
+                    what="-ngl", value="all", reason=f"all {n} layers, the output head and the MTP layer on the GPU"
+                )
+            )
+            decisions.append(
+                Decision(
+                    what="--n-cpu-ffn",
+                    value=str(trial.n_cpu_ffn),
+                    reason=(
+                        f"dense FFN weights of the first {trial.n_cpu_ffn} layers ({mem_h(spilled)}) stay in RAM: "
                         "the fewest that let the rest fit; an -ngl split is not predicted faster by more than "
-                        f"{FFN_SPILL_TOLERANCE:.0%}")))
+                        f"{FFN_SPILL_TOLERANCE:.0%}"
+                    ),
+                )
+            )
         elif trial.ngl > n and not trial.n_cpu_moe:
-            decisions.append(Decision(what="-ngl", value="all", reason=f"all {n} layers and the output head fit in VRAM"))
+            decisions.append(
+                Decision(what="-ngl", value="all", reason=f"all {n} layers and the output head fit in VRAM")
+            )
         elif trial.n_cpu_moe:
             decisions.append(Decision(what="-ngl", value="all", reason="attention and shared weights on the GPU"))
-            decisions.append(Decision(what="--n-cpu-moe", value=str(trial.n_cpu_moe),
-                                      reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM"))
+            decisions.append(
+                Decision(
+                    what="--n-cpu-moe",
+                    value=str(trial.n_cpu_moe),
+                    reason=f"routed experts of the first {trial.n_cpu_moe} layers stay in RAM: the rest fill the VRAM",
+                )
+            )
         elif trial.ngl == 0:
             decisions.append(Decision(what="-ngl", value="0", reason="not even the output head fits in VRAM"))
         else:
-            decisions.append(Decision(what="-ngl", value=str(pl.llama_ngl(chosen, trial.ngl)),
-                                      reason=f"the output head, the MTP layer and the last {trial.ngl} of {n} layers "
-                                             "fit in VRAM; the rest run on the CPU"))
+            decisions.append(
+                Decision(
+                    what="-ngl",
+                    value=str(pl.llama_ngl(chosen, trial.ngl)),
+                    reason=f"the output head, the MTP layer and the last {trial.ngl} of {n} layers "
+                    "fit in VRAM; the rest run on the CPU",
+                )
+            )
     if request.ctx:
         decisions.append(Decision(what="ctx", value=str(trial.ctx), reason="requested with --ctx"))
     elif trial.ctx < ctx_target:
-        decisions.append(Decision(what="ctx", value=str(trial.ctx),
-                                  reason=f"shrunk from {ctx_target} so the KV cache stays in VRAM (never spilled to system RAM)"))
+        decisions.append(
+            Decision(
+                what="ctx",
+                value=str(trial.ctx),
+                reason=f"shrunk from {ctx_target} so the KV cache stays in VRAM (never spilled to system RAM)",
+            )
+        )
     else:
-        decisions.append(Decision(what="ctx", value=str(trial.ctx),
-                                  reason=f"default target {DEFAULT_CTX} (trained {trained})" if trial.ctx == DEFAULT_CTX else f"the trained context is {trained}"))
+        decisions.append(
+            Decision(
+                what="ctx",
+                value=str(trial.ctx),
+                reason=f"default target {DEFAULT_CTX} (trained {trained})"
+                if trial.ctx == DEFAULT_CTX
+                else f"the trained context is {trained}",
+            )
+        )
     if request.cache_type:
         cache_reason = "requested"
     elif trial.cache != "f16":
@@ -91,7 +144,11 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     else:
         cache_reason = "f16 fits: no need to quantize"
     decisions.append(Decision(what="-ctk/-ctv", value=trial.cache, reason=cache_reason))
-    decisions.append(Decision(what="-fa", value="on", reason="flash attention shrinks the compute buffer and allows a quantized V cache"))
+    decisions.append(
+        Decision(
+            what="-fa", value="on", reason="flash attention shrinks the compute buffer and allows a quantized V cache"
+        )
+    )
     if mtp_on:
         decisions.append(Decision(what="MTP", value=f"draft-mtp, n-max {request.mtp_n_max}", reason=mtp_reason))
         decisions.append(Decision(what="--parallel", value="1", reason="one slot is the fast path with MTP"))
@@ -110,25 +167,47 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
         warnings.append("does not fit even at the smallest context and KV type: expect an out-of-memory failure")
     if mtp_on and request.sidecar and request.sidecar_bytes is None:
         warnings.append("MTP sidecar size unknown: its weights are not counted")
-    mtp = MtpSettings(enabled=mtp_on, n_max=request.mtp_n_max,
-                      draft_model=request.sidecar if mtp_on else None)
+    mtp = MtpSettings(enabled=mtp_on, n_max=request.mtp_n_max, draft_model=request.sidecar if mtp_on else None)
     devices = [d for d in (trial.gpu, trial.cpu) if d is not None]
     sp = pl.speed(chosen, hardware, request, trial, mtp_on)
     warnings = reword_fit_warning(warnings, request.ctx) + warnings_for(
-        decode_tok_s=sp.mtp_tok_s if sp.mtp_tok_s is not None else sp.plain_tok_s, memory=devices, on_gpu=on_gpu,
-        requested_ctx=request.ctx, trained=base.context_length, fits=trial.fits)
+        decode_tok_s=sp.mtp_tok_s if sp.mtp_tok_s is not None else sp.plain_tok_s,
+        memory=devices,
+        on_gpu=on_gpu,
+        requested_ctx=request.ctx,
+        trained=base.context_length,
+        fits=trial.fits,
+    )
     for d in decisions:
         d.reason = device_wording(d.reason, on_gpu)
     for c in candidates_out:
         c.lost = device_wording(c.lost, on_gpu) if c.lost else c.lost
-    return Plan(model=chosen.name or chosen.path or "?", arch=chosen.arch, quant=chosen.quant, fits=trial.fits,
-                n_gpu_layers=(pl.llama_ngl(chosen, trial.ngl) if on_gpu else None), n_layers=n, ctx=trial.ctx,
-                cache_type_k=trial.cache, cache_type_v=trial.cache, flash_attn="on",
-                n_cpu_moe=trial.n_cpu_moe or None, n_cpu_ffn=trial.n_cpu_ffn or None, parallel=parallel, mtp=mtp,
-                memory=devices,
-                bytes_per_token=sp.bytes_per_token, decode_tok_s=sp.plain_tok_s, decode_tok_s_mtp=sp.mtp_tok_s,
-                mtp_acceptance=sp.acceptance, mtp_acceptance_source=sp.acceptance_source,
-                bottleneck=sp.bottleneck, candidates=candidates_out, decisions=decisions, warnings=warnings)
+    return Plan(
+        model=chosen.name or chosen.path or "?",
+        arch=chosen.arch,
+        quant=chosen.quant,
+        fits=trial.fits,
+        n_gpu_layers=(pl.llama_ngl(chosen, trial.ngl) if on_gpu else None),
+        n_layers=n,
+        ctx=trial.ctx,
+        cache_type_k=trial.cache,
+        cache_type_v=trial.cache,
+        flash_attn="on",
+        n_cpu_moe=trial.n_cpu_moe or None,
+        n_cpu_ffn=trial.n_cpu_ffn or None,
+        parallel=parallel,
+        mtp=mtp,
+        memory=devices,
+        bytes_per_token=sp.bytes_per_token,
+        decode_tok_s=sp.plain_tok_s,
+        decode_tok_s_mtp=sp.mtp_tok_s,
+        mtp_acceptance=sp.acceptance,
+        mtp_acceptance_source=sp.acceptance_source,
+        bottleneck=sp.bottleneck,
+        candidates=candidates_out,
+        decisions=decisions,
+        warnings=warnings,
+    )
 
 
 def mem_h(n: int | None) -> str:

@@ -61,7 +61,7 @@ class PlanRequest(BaseModel):
     sidecar: str | None = None  # Gemma 4 mtp-*.gguf (path, or the catalog's file name before a pull)
     sidecar_bytes: int | None = None  # its size; None = unknown
     # actual/predicted per kind ("model", "context", "compute") measured on earlier launches of this
-    # model (services.calibration); scales the prediction so later plans learn from llama-server
+    # model (services.stores.calibration); scales the prediction so later plans learn from llama-server
     corrections: dict[str, float] = Field(default_factory=dict)
     force: bool = False  # plan a --ctx far beyond the trained context (core.plan_review.check_ctx)
 
@@ -89,6 +89,7 @@ class Decision(BaseModel):
 
 class Candidate(BaseModel):
     """One quant x KV type x context x placement the planner weighed, with its predicted speed."""
+
     quant: str | None
     file_size_bytes: int | None = None
     runs: str  # "GPU", "GPU 55/64 layers + CPU", "GPU + CPU experts (12 layers)", "GPU + 6 FFN on CPU", "CPU", ...
@@ -138,10 +139,17 @@ class Plan(BaseModel):
     def to_launch_spec(self, model_path: str, host: str = "127.0.0.1", port: int = 8080) -> LaunchSpec:
         """The launch this plan describes; serve adds binary-specific details (argv dialect)."""
         return LaunchSpec(
-            model=model_path, host=host, port=port,
-            n_gpu_layers=self.n_gpu_layers, ctx_size=self.ctx,
-            cache_type_k=self.cache_type_k, cache_type_v=self.cache_type_v,
-            flash_attn=self.flash_attn, n_cpu_moe=self.n_cpu_moe, n_cpu_ffn=self.n_cpu_ffn, parallel=self.parallel,
+            model=model_path,
+            host=host,
+            port=port,
+            n_gpu_layers=self.n_gpu_layers,
+            ctx_size=self.ctx,
+            cache_type_k=self.cache_type_k,
+            cache_type_v=self.cache_type_v,
+            flash_attn=self.flash_attn,
+            n_cpu_moe=self.n_cpu_moe,
+            n_cpu_ffn=self.n_cpu_ffn,
+            parallel=self.parallel,
             # the plan already chose -ngl/-c; llama.cpp's --fit would second-guess it
             fit="off" if self.n_gpu_layers is not None else None,
             mtp=self.mtp.model_copy(),

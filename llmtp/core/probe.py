@@ -137,13 +137,24 @@ def parse_list_devices(text: str) -> list[Device] | None:
     for line in after.splitlines():
         m = _DEVICE.match(line)
         if m:
-            devices.append(Device(id=m.group(1), backend=m.group(2), name=m.group(4).strip(),
-                                  total_mib=int(m.group(5)) if m.group(5) else None,
-                                  free_mib=int(m.group(6)) if m.group(6) else None))
+            devices.append(
+                Device(
+                    id=m.group(1),
+                    backend=m.group(2),
+                    name=m.group(4).strip(),
+                    total_mib=int(m.group(5)) if m.group(5) else None,
+                    free_mib=int(m.group(6)) if m.group(6) else None,
+                )
+            )
     return devices
 
 
 def capabilities_from(version_text: str, help_text: str, devices_text: str | None) -> Capabilities:
     flags, enums, removed = parse_help_full(help_text)
-    return Capabilities(version=parse_version(version_text), flags=flags, enums=enums, removed_flags=removed,
-                        devices=parse_list_devices(devices_text) if devices_text is not None else None)
+    return Capabilities(
+        version=parse_version(version_text),
+        flags=flags,
+        enums=enums,
+        removed_flags=removed,
+        devices=parse_list_devices(devices_text) if devices_text is not None else None,
+    )

@@ -27,7 +27,11 @@ PLACEHOLDERS = (NATIVE, CUDA_ARCHS, GFX_TARGETS)
 
 # --list-devices backend prefix that proves a GPU build sees its GPU ("CUDA0: ...").
 DEVICE_PREFIX: dict[str, tuple[str, ...]] = {
-    "cuda": ("CUDA",), "rocm": ("ROCm", "HIP"), "metal": ("MTL", "Metal"), "vulkan": ("Vulkan",), "cpu": (),
+    "cuda": ("CUDA",),
+    "rocm": ("ROCm", "HIP"),
+    "metal": ("MTL", "Metal"),
+    "vulkan": ("Vulkan",),
+    "cpu": (),
 }
 
 
@@ -72,8 +76,10 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         raise validation_error(exc, source, "build profile") from exc
     for key, value in profile.cmake.items():
         if isinstance(value, str) and "{" in value and value not in PLACEHOLDERS:
-            raise ConfigError(f"Invalid build profile {source}: key 'cmake.{key}': unknown placeholder {value!r}",
-                              f"Valid placeholders: {', '.join(PLACEHOLDERS)}.")
+            raise ConfigError(
+                f"Invalid build profile {source}: key 'cmake.{key}': unknown placeholder {value!r}",
+                f"Valid placeholders: {', '.join(PLACEHOLDERS)}.",
+            )
     return profile
 
 
@@ -149,10 +155,15 @@ def cmake_on(value: str | None) -> bool:
     return (value or "").upper() in ("ON", "1", "TRUE", "YES")
 
 
-def effective_cmake_options(profile: Profile, hw: HardwareSnapshot | None, *, native: bool,
-                            overrides: dict[str, str] | None = None,
-                            provenance: dict[str, str] | None = None,
-                            cpu_flags: list[str] | None = None) -> dict[str, str]:
+def effective_cmake_options(
+    profile: Profile,
+    hw: HardwareSnapshot | None,
+    *,
+    native: bool,
+    overrides: dict[str, str] | None = None,
+    provenance: dict[str, str] | None = None,
+    cpu_flags: list[str] | None = None,
+) -> dict[str, str]:
     """The profile's options with placeholders filled, provenance added, then overrides applied.
 
     `native`: building for this machine (GGML_NATIVE=ON, arch from its own GPUs). `hw` None means
@@ -169,15 +180,19 @@ def effective_cmake_options(profile: Profile, hw: HardwareSnapshot | None, *, na
         elif value == CUDA_ARCHS:
             archs = cuda_archs(hw) if hw else []
             if not archs:
-                raise UsageError(f"Profile {profile.name} needs CMAKE_CUDA_ARCHITECTURES but no NVIDIA GPU "
-                                 "with a known compute capability was detected",
-                                 "Pass --cmake-arg CMAKE_CUDA_ARCHITECTURES=89 (8.9 -> 89; ';' between several).")
+                raise UsageError(
+                    f"Profile {profile.name} needs CMAKE_CUDA_ARCHITECTURES but no NVIDIA GPU "
+                    "with a known compute capability was detected",
+                    "Pass --cmake-arg CMAKE_CUDA_ARCHITECTURES=89 (8.9 -> 89; ';' between several).",
+                )
             out[key] = ";".join(cuda_arch_for_cmake(a) for a in archs)
         elif value == GFX_TARGETS:
             targets = gfx_targets(hw) if hw else []
             if not targets:
-                raise UsageError(f"Profile {profile.name} needs GPU_TARGETS but no AMD GPU with a known gfx "
-                                 "target was detected", "Pass --cmake-arg GPU_TARGETS=gfx1100 (';' between several).")
+                raise UsageError(
+                    f"Profile {profile.name} needs GPU_TARGETS but no AMD GPU with a known gfx target was detected",
+                    "Pass --cmake-arg GPU_TARGETS=gfx1100 (';' between several).",
+                )
             out[key] = ";".join(targets)
         else:
             out[key] = cmake_value(value)
@@ -203,8 +218,15 @@ AMX_FLAG = "amx_tile"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 
-def cmake_configure_argv(cmake: str, source_dir: str, build_dir: str, options: dict[str, str], *,
-                         generator: str | None, launcher: str | None = None) -> list[str]:
+def cmake_configure_argv(
+    cmake: str,
+    source_dir: str,
+    build_dir: str,
+    options: dict[str, str],
+    *,
+    generator: str | None,
+    launcher: str | None = None,
+) -> list[str]:
     argv = [cmake, "-S", source_dir, "-B", build_dir]
     if generator:
         argv += ["-G", generator]
@@ -231,6 +253,7 @@ def build_jobs(cores: int | None, available_ram_bytes: int | None, per_job_bytes
 
 # --- preflight ----------------------------------------------------------------------------------
 
+
 def parse_tool_version(output: str, regex: str, name: str | None = None) -> str | None:
     """A tool's version from its `--version` output: the parser `llmtp detect` uses for a tool it knows
     (core.toolchain_versions: nvcc's banner, compilers, ...), else the profile's `regex` (first group).
@@ -253,9 +276,17 @@ def _version_lt(a: str, b: str) -> bool:
 # (11.1 added sm_86; 11.8 added sm_89 and sm_90; 12.8 added sm_100 and sm_120; 12.9 sm_121;
 # 13.0 removed offline compilation for sm_50..sm_72, i.e. Maxwell, Pascal and Volta), and
 # upstream's ggml/src/ggml-cuda/CMakeLists.txt comments (86 needs 11.1, 89/90 need 11.8, 120 needs 12.8).
-CUDA_ARCH_MIN_TOOLKIT: dict[int, str] = {86: "11.1", 87: "11.4", 89: "11.8", 90: "11.8", 100: "12.8",
-                                         101: "12.8", 120: "12.8", 121: "12.9"}
-CUDA_ARCH_MAX_TOOLKIT_EXCLUSIVE: dict[int, str] = {a: "13.0" for a in (50, 52, 53, 60, 61, 62, 70, 72)}
+CUDA_ARCH_MIN_TOOLKIT: dict[int, str] = {
+    86: "11.1",
+    87: "11.4",
+    89: "11.8",
+    90: "11.8",
+    100: "12.8",
+    101: "12.8",
+    120: "12.8",
+    121: "12.9",
+}
+CUDA_ARCH_MAX_TOOLKIT_EXCLUSIVE: dict[int, str] = dict.fromkeys((50, 52, 53, 60, 61, 62, 70, 72), "13.0")
 
 
 def cuda_arch_problems(nvcc_version: str, archs: list[str]) -> list[str]:
@@ -271,8 +302,9 @@ def cuda_arch_problems(nvcc_version: str, archs: list[str]) -> list[str]:
             problems.append(f"nvcc {nvcc_version} cannot target sm_{n}: CUDA >= {need} is needed")
         drop = CUDA_ARCH_MAX_TOOLKIT_EXCLUSIVE.get(n)
         if drop and not _version_lt(nvcc_version, drop):
-            problems.append(f"nvcc {nvcc_version} dropped sm_{n}: CUDA {drop} and later no longer compile "
-                            f"for it; use CUDA 12.x")
+            problems.append(
+                f"nvcc {nvcc_version} dropped sm_{n}: CUDA {drop} and later no longer compile for it; use CUDA 12.x"
+            )
     return problems
 
 
@@ -282,31 +314,48 @@ class FoundTool(BaseModel):
     version: str | None = None
 
 
-def preflight_problems(profile: Profile, found: dict[str, FoundTool], options: dict[str, str],
-                       os_name: str) -> list[ToolMissingError]:
+def preflight_problems(
+    profile: Profile, found: dict[str, FoundTool], options: dict[str, str], os_name: str
+) -> list[ToolMissingError]:
     """Everything that would make this build fail before it starts, each with the fix."""
     errors: list[ToolMissingError] = []
     if os_name not in profile.platforms:
-        errors.append(ToolMissingError(f"Profile {profile.name} does not build on {os_name}",
-                                       f"It supports {', '.join(profile.platforms)}; pick another --profile."))
+        errors.append(
+            ToolMissingError(
+                f"Profile {profile.name} does not build on {os_name}",
+                f"It supports {', '.join(profile.platforms)}; pick another --profile.",
+            )
+        )
     for spec in profile.tools:
         tool = found.get(spec.name)
-        install = f"Install it: apt install {spec.package}" if spec.package and " " not in spec.package \
+        install = (
+            f"Install it: apt install {spec.package}"
+            if spec.package and " " not in spec.package
             else (f"Install it: {spec.package}" if spec.package else "Install it")
+        )
         install += f" ({spec.hint})." if spec.hint else "."
         if tool is None or tool.path is None:
             if not spec.optional:
-                errors.append(ToolMissingError(f"{spec.name} not found (looked for {', '.join(spec.commands)})",
-                                               install))
+                errors.append(
+                    ToolMissingError(f"{spec.name} not found (looked for {', '.join(spec.commands)})", install)
+                )
             continue
         if spec.min_version and tool.version and _version_lt(tool.version, spec.min_version):
-            errors.append(ToolMissingError(f"{spec.name} {tool.version} at {tool.path} is too old: "
-                                           f"{spec.min_version} or newer is needed", install))
+            errors.append(
+                ToolMissingError(
+                    f"{spec.name} {tool.version} at {tool.path} is too old: {spec.min_version} or newer is needed",
+                    install,
+                )
+            )
     nvcc = found.get("nvcc")
     archs = options.get("CMAKE_CUDA_ARCHITECTURES")
     if nvcc and nvcc.version and archs and profile.backend == "cuda":
         for problem in cuda_arch_problems(nvcc.version, archs.split(";")):
-            errors.append(ToolMissingError(f"CUDA toolkit too old or too new for the GPU: {problem}",
-                                           "Install a CUDA toolkit that supports every GPU here, or set "
-                                           "--cmake-arg CMAKE_CUDA_ARCHITECTURES to the archs you need."))
+            errors.append(
+                ToolMissingError(
+                    f"CUDA toolkit too old or too new for the GPU: {problem}",
+                    "Install a CUDA toolkit that supports every GPU here, or set "
+                    "--cmake-arg CMAKE_CUDA_ARCHITECTURES to the archs you need.",
+                )
+            )
     return errors

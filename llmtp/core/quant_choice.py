@@ -10,15 +10,29 @@ from llmtp.core import placement as pl
 from llmtp.core import speed as spd
 from llmtp.core.catalog import NOMINAL_BPW
 from llmtp.core.gguf_meta import ModelInfo
-from llmtp.core.plan_types import FFN_SPILL_TOLERANCE, QUALITY_LADDER, SPEED_FRACTION, TOP_DEFAULT_BPW, Candidate, PlanHardware, PlanRequest
+from llmtp.core.plan_types import (
+    FFN_SPILL_TOLERANCE,
+    QUALITY_LADDER,
+    SPEED_FRACTION,
+    TOP_DEFAULT_BPW,
+    Candidate,
+    PlanHardware,
+    PlanRequest,
+)
 
 
 def quant_rule() -> dict:
     """The quant rule as data, for `plan --json` and the compare table's header."""
-    return {"ladder": list(QUALITY_LADDER), "default_top": "Q8_0", "speed_fraction": SPEED_FRACTION,
-            "default_acceptance": spd.DEFAULT_ACCEPTANCE,
-            "text": (f"highest quality up to Q8_0 (more only with --quant) whose predicted speed is >= "
-                     f"{SPEED_FRACTION:.0%} of the fastest full fit's; with no full fit, the fastest")}
+    return {
+        "ladder": list(QUALITY_LADDER),
+        "default_top": "Q8_0",
+        "speed_fraction": SPEED_FRACTION,
+        "default_acceptance": spd.DEFAULT_ACCEPTANCE,
+        "text": (
+            f"highest quality up to Q8_0 (more only with --quant) whose predicted speed is >= "
+            f"{SPEED_FRACTION:.0%} of the fastest full fit's; with no full fit, the fastest"
+        ),
+    }
 
 
 def quality_bpw(info: ModelInfo) -> float | None:
@@ -61,8 +75,9 @@ def _is_full(t: pl.Trial, info: ModelInfo) -> bool:
     return t.fits and (t.gpu is None or (t.ngl > mem.trunk_layers(info) and not t.n_cpu_moe and not t.n_cpu_ffn))
 
 
-def _variants(c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: int, ctx_floor: int,
-              caches: list[str], fa: bool) -> tuple[list[pl.Trial], pl.Trial, dict[int, list[pl.Trial]]]:
+def _variants(
+    c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: int, ctx_floor: int, caches: list[str], fa: bool
+) -> tuple[list[pl.Trial], pl.Trial, dict[int, list[pl.Trial]]]:
     """Every KV type of one quant at its largest fitting context (else split at the floor context),
     and the one the memory rules take: the largest context fully placed, then the better KV type;
     else the split with the lightest KV type. Also, per trial (by id), the split placements it beat."""
@@ -90,16 +105,37 @@ def _variants(c: ModelInfo, hw: PlanHardware, req: PlanRequest, *, ctx_target: i
 def _row(c: ModelInfo, hw: PlanHardware, req: PlanRequest, t: pl.Trial, mtp: bool) -> Candidate:
     """One compare row; `relative` holds the raw rank until choose_quant divides it by the pace."""
     sp = pl.speed(c, hw, req, t, mtp)
-    return Candidate(quant=c.quant, file_size_bytes=c.file_size_bytes, runs=_runs(t, c), full=_is_full(t, c),
-                     fits=t.fits, n_gpu_layers=(pl.llama_ngl(c, t.ngl) if t.gpu else None),
-                     n_cpu_moe=t.n_cpu_moe or None, n_cpu_ffn=t.n_cpu_ffn or None, ctx=t.ctx, cache=t.cache,
-                     gpu_bytes=t.gpu.total if t.gpu else None, cpu_bytes=t.cpu.total,
-                     plain_tok_s=sp.plain_tok_s, mtp_tok_s=sp.mtp_tok_s, assumed=sp.assumed, relative=sp.rank)
+    return Candidate(
+        quant=c.quant,
+        file_size_bytes=c.file_size_bytes,
+        runs=_runs(t, c),
+        full=_is_full(t, c),
+        fits=t.fits,
+        n_gpu_layers=(pl.llama_ngl(c, t.ngl) if t.gpu else None),
+        n_cpu_moe=t.n_cpu_moe or None,
+        n_cpu_ffn=t.n_cpu_ffn or None,
+        ctx=t.ctx,
+        cache=t.cache,
+        gpu_bytes=t.gpu.total if t.gpu else None,
+        cpu_bytes=t.cpu.total,
+        plain_tok_s=sp.plain_tok_s,
+        mtp_tok_s=sp.mtp_tok_s,
+        assumed=sp.assumed,
+        relative=sp.rank,
+    )
 
 
-def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest, *, forced: ModelInfo | None,
-                  ctx_target: int, ctx_floor: int, caches: list[str], fa: bool
-                  ) -> tuple[ModelInfo, pl.Trial, str, list[Candidate]]:
+def choose_quant(
+    quants: Sequence[ModelInfo],
+    hw: PlanHardware,
+    req: PlanRequest,
+    *,
+    forced: ModelInfo | None,
+    ctx_target: int,
+    ctx_floor: int,
+    caches: list[str],
+    fa: bool,
+) -> tuple[ModelInfo, pl.Trial, str, list[Candidate]]:
     """The quant rule: among the quants that fit, up to Q8_0 unless one was asked for, the highest
     quality whose predicted delivered speed is at least SPEED_FRACTION of the fastest fully placed
     candidate's; when none is fully placed (all split with the CPU), the fastest."""
@@ -111,15 +147,24 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
             row = _row(c, hw, req, t, mtp)
             rows.append((c, t, row, t is rep))
             if t is not rep:
-                row.lost = (f"{c.quant} runs with {rep.cache} KV" + (f" at {rep.ctx}" if rep.ctx != t.ctx else "")
-                            + (": the largest context, then the better KV type" if _is_full(rep, c)
-                               else ": split, the lightest KV keeps most layers on the GPU"))
+                row.lost = (
+                    f"{c.quant} runs with {rep.cache} KV"
+                    + (f" at {rep.ctx}" if rep.ctx != t.ctx else "")
+                    + (
+                        ": the largest context, then the better KV type"
+                        if _is_full(rep, c)
+                        else ": split, the lightest KV keeps most layers on the GPU"
+                    )
+                )
             for loser in beaten.get(id(t), []):  # the other split of this KV type, shown with why it lost
                 other = _row(c, hw, req, loser, mtp)
                 share = f" ({other.relative / row.relative:.0%} of its speed)" if row.relative else ""
-                other.lost = (f"predicted slower than {row.runs}{share}" if other.relative <= row.relative else
-                              f"predicted within {FFN_SPILL_TOLERANCE:.0%} of {row.runs}{share}, which runs no "
-                              "attention on the CPU")
+                other.lost = (
+                    f"predicted slower than {row.runs}{share}"
+                    if other.relative <= row.relative
+                    else f"predicted within {FFN_SPILL_TOLERANCE:.0%} of {row.runs}{share}, which runs no "
+                    "attention on the CPU"
+                )
                 rows.append((c, loser, other, False))
     picks = [(c, t, r) for c, t, r, is_pick in rows if is_pick]
 
@@ -136,8 +181,12 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
         r.relative = round(r.relative / fastest, 3) if fastest and r.relative is not None else None
     where = "on the GPU" if pl.budget(hw) is not None else "in RAM"
     if ref is None:  # nothing fits at all: the smallest, with the warning make_plan adds
-        c, t, r = min(picks, key=lambda p: _quality_key(p[0])) if forced is None else next(p for p in picks if p[0] is forced)
-        reason = "nothing fits, even split with the CPU; the smallest quant" if forced is None else f"--quant {forced.quant}"
+        c, t, r = (
+            min(picks, key=lambda p: _quality_key(p[0])) if forced is None else next(p for p in picks if p[0] is forced)
+        )
+        reason = (
+            "nothing fits, even split with the CPU; the smallest quant" if forced is None else f"--quant {forced.quant}"
+        )
     elif forced is not None:
         c, t, r = next(p for p in picks if p[0] is forced)
         reason = f"asked for with --quant {forced.quant}"
@@ -151,11 +200,15 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
         if not full:
             reason = f"no quant fits fully {where}: the fastest split"
         elif r is fastest_pick[2]:
-            reason = (f"fastest that fits fully {where}; every higher quant is predicted under "
-                      f"{SPEED_FRACTION:.0%} of its speed")
+            reason = (
+                f"fastest that fits fully {where}; every higher quant is predicted under "
+                f"{SPEED_FRACTION:.0%} of its speed"
+            )
         else:
-            reason = (f"highest quality predicted at {SPEED_FRACTION:.0%} or more of the fastest fully placed "
-                      f"candidate's speed ({ref[0].quant}, {ref[2].cache} KV): {r.relative:.0%}")
+            reason = (
+                f"highest quality predicted at {SPEED_FRACTION:.0%} or more of the fastest fully placed "
+                f"candidate's speed ({ref[0].quant}, {ref[2].cache} KV): {r.relative:.0%}"
+            )
     r.chosen = True
     for qc, _qt, qr, is_pick in rows:
         if qr.chosen or not is_pick:
@@ -167,10 +220,17 @@ def choose_quant(quants: Sequence[ModelInfo], hw: PlanHardware, req: PlanRequest
         elif _above_default(qc):
             qr.lost = f"above Q8_0: chosen only when asked (--quant {qc.quant})"
         elif not full:
-            qr.lost = f"slower than {c.quant} ({qr.relative:.0%} of the fastest)" if qr.relative is not None else "speed unknown"
+            qr.lost = (
+                f"slower than {c.quant} ({qr.relative:.0%} of the fastest)"
+                if qr.relative is not None
+                else "speed unknown"
+            )
         elif _quality_key(qc) > _quality_key(c):
-            qr.lost = (f"predicted {qr.relative:.0%} of the fastest's speed, under {SPEED_FRACTION:.0%}"
-                       if qr.relative is not None else "speed unknown")
+            qr.lost = (
+                f"predicted {qr.relative:.0%} of the fastest's speed, under {SPEED_FRACTION:.0%}"
+                if qr.relative is not None
+                else "speed unknown"
+            )
         else:
             qr.lost = f"lower quality than {c.quant}, which is fast enough"
     ordered = sorted(rows, key=lambda x: _quality_key(x[0]))  # the ladder, lowest quality first

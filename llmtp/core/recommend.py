@@ -13,8 +13,10 @@ CUDA13_MIN_CC = (7, 5)
 MIN_CMAKE_CUDA = "3.18"  # ggml-cuda's cmake_minimum_required
 MIN_HIP = "6.1"  # ggml-hip: "At least ROCM/HIP V6.1 is required"
 
-INSTALL_CUDA = ("install the CUDA toolkit (Debian/Ubuntu: sudo apt install nvidia-cuda-toolkit; "
-                "for a newer release, NVIDIA's cuda-toolkit package from developer.nvidia.com)")
+INSTALL_CUDA = (
+    "install the CUDA toolkit (Debian/Ubuntu: sudo apt install nvidia-cuda-toolkit; "
+    "for a newer release, NVIDIA's cuda-toolkit package from developer.nvidia.com)"
+)
 INSTALL_ROCM = "install ROCm 6.1 or newer with hipcc and hipBLAS (AMD's amdgpu-install --usecase=rocm)"
 INSTALL_VULKAN = "install glslc and the Vulkan headers (Debian/Ubuntu: sudo apt install glslc libvulkan-dev)"
 
@@ -29,8 +31,9 @@ def _older(version: str | None, minimum: str) -> bool:
     return have is not None and need is not None and have < need
 
 
-def recommend(os_name: str, gpus: list[GPU], tools: dict[str, Tool],
-              cpu: CPU | None = None) -> tuple[Recommendation, list[str]]:
+def recommend(
+    os_name: str, gpus: list[GPU], tools: dict[str, Tool], cpu: CPU | None = None
+) -> tuple[Recommendation, list[str]]:
     """Pick one of cuda/rocm/metal/vulkan/cpu and say why; the notes say what to install or fix.
 
     Rules, first match wins:
@@ -61,13 +64,17 @@ def recommend(os_name: str, gpus: list[GPU], tools: dict[str, Tool],
             profile, reason = "cuda", _cuda_reason(nvidia)
             notes += _cuda_notes(nvidia, tools)
             if amd:
-                notes.append("AMD GPU(s) also present: a cuda build uses only the NVIDIA ones; "
-                             "a vulkan build can drive both vendors.")
+                notes.append(
+                    "AMD GPU(s) also present: a cuda build uses only the NVIDIA ones; "
+                    "a vulkan build can drive both vendors."
+                )
         elif vendor == "amd":
             profile, reason = _amd_choice(amd, tools)
             if nvidia:
-                notes.append("NVIDIA GPU(s) also present: a rocm build uses only the AMD ones; "
-                             "a vulkan build can drive both vendors.")
+                notes.append(
+                    "NVIDIA GPU(s) also present: a rocm build uses only the AMD ones; "
+                    "a vulkan build can drive both vendors."
+                )
             if profile == "rocm":
                 hipcc = _present(tools, "hipcc")
                 if hipcc is None:
@@ -130,20 +137,25 @@ def _cuda_notes(nvidia: list[GPU], tools: dict[str, Tool]) -> list[str]:
         for cc in sorted({g.compute_capability for g in nvidia if g.compute_capability}):
             need = MIN_NVCC_FOR_CC.get(cc)
             if need and _older(nvcc.version, need):
-                notes.append(f"nvcc {nvcc.version} cannot compile for compute capability {cc}: "
-                             f"CUDA {need} or newer is needed.")
+                notes.append(
+                    f"nvcc {nvcc.version} cannot compile for compute capability {cc}: CUDA {need} or newer is needed."
+                )
             cct, have = version_tuple(cc), version_tuple(nvcc.version)
             if cct is not None and have is not None and have[0] >= 13 and cct < CUDA13_MIN_CC:
-                notes.append(f"nvcc {nvcc.version} (CUDA 13+) dropped compute capability {cc}: "
-                             "install a CUDA 12.x toolkit for this GPU.")
+                notes.append(
+                    f"nvcc {nvcc.version} (CUDA 13+) dropped compute capability {cc}: "
+                    "install a CUDA 12.x toolkit for this GPU."
+                )
         driver_cuda = {g.cuda_driver_version for g in nvidia if g.cuda_driver_version}
         have = version_tuple(nvcc.version)
         for dv in sorted(driver_cuda):
             dvt = version_tuple(dv)
             if have is not None and dvt is not None and have[0] > dvt[0]:
-                notes.append(f"nvcc {nvcc.version} is newer than the driver's CUDA {dv}: binaries would fail "
-                             "with 'CUDA driver version is insufficient'; update the NVIDIA driver or "
-                             f"install a CUDA {dvt[0]}.x toolkit.")
+                notes.append(
+                    f"nvcc {nvcc.version} is newer than the driver's CUDA {dv}: binaries would fail "
+                    "with 'CUDA driver version is insufficient'; update the NVIDIA driver or "
+                    f"install a CUDA {dvt[0]}.x toolkit."
+                )
     cmake = _present(tools, "cmake")
     if cmake is not None and _older(cmake.version, MIN_CMAKE_CUDA):
         notes.append(f"cmake {cmake.version} is too old for the CUDA backend: {MIN_CMAKE_CUDA} or newer is needed.")
@@ -157,10 +169,14 @@ def _amd_choice(amd: list[GPU], tools: dict[str, Tool]) -> tuple[ProfileName, st
         return "rocm", f"AMD {g.name} ({g.gfx_target}): build the HIP backend with GPU_TARGETS={g.gfx_target}."
     apu = next((g for g in amd if g.gfx_target and g.unified_memory), None)
     if apu is not None and _present(tools, "hipcc"):
-        return "rocm", (f"AMD APU {apu.name} ({apu.gfx_target}) with ROCm installed: "
-                        f"build the HIP backend with GPU_TARGETS={apu.gfx_target}.")
+        return "rocm", (
+            f"AMD APU {apu.name} ({apu.gfx_target}) with ROCm installed: "
+            f"build the HIP backend with GPU_TARGETS={apu.gfx_target}."
+        )
     g = amd[0]
     if g.unified_memory:
-        return "vulkan", (f"AMD APU {g.name} shares system memory; without ROCm installed, llama.cpp's "
-                          "Vulkan backend (Mesa RADV) is the simplest fast path.")
+        return "vulkan", (
+            f"AMD APU {g.name} shares system memory; without ROCm installed, llama.cpp's "
+            "Vulkan backend (Mesa RADV) is the simplest fast path."
+        )
     return "vulkan", f"AMD {g.name} has no ROCm gfx target visible (no KFD): llama.cpp's Vulkan backend drives it."

@@ -39,8 +39,9 @@ def backoff(policy: RestartPolicy, consecutive: int) -> float:
     return min(policy.backoff_max_s, policy.backoff_initial_s * policy.backoff_factor ** (consecutive - 1))
 
 
-def record_crash(policy: RestartPolicy, history: RestartHistory, now: float,
-                 uptime_s: float | None) -> tuple[RestartHistory, RestartDecision]:
+def record_crash(
+    policy: RestartPolicy, history: RestartHistory, now: float, uptime_s: float | None
+) -> tuple[RestartHistory, RestartDecision]:
     """Record one crash at `now` after a run of `uptime_s` (None: it never came up) and decide."""
     recent = [t for t in history.crash_times if now - t <= policy.window_s] + [now]
     stable = uptime_s is not None and uptime_s >= policy.stable_after_s
@@ -48,9 +49,15 @@ def record_crash(policy: RestartPolicy, history: RestartHistory, now: float,
     new = RestartHistory(crash_times=recent, consecutive=consecutive)
     if len(recent) > policy.max_crashes:
         return new, RestartDecision(
-            action="give_up", crashes_in_window=len(recent),
-            reason=f"{len(recent)} crashes within {policy.window_s:.0f} s (limit {policy.max_crashes})")
+            action="give_up",
+            crashes_in_window=len(recent),
+            reason=f"{len(recent)} crashes within {policy.window_s:.0f} s (limit {policy.max_crashes})",
+        )
     delay = backoff(policy, consecutive)
-    return new, RestartDecision(action="restart", delay_s=delay, crashes_in_window=len(recent),
-                                reason=f"crash {len(recent)} of at most {policy.max_crashes} "
-                                       f"within {policy.window_s:.0f} s; restarting in {delay:.2f} s")
+    return new, RestartDecision(
+        action="restart",
+        delay_s=delay,
+        crashes_in_window=len(recent),
+        reason=f"crash {len(recent)} of at most {policy.max_crashes} "
+        f"within {policy.window_s:.0f} s; restarting in {delay:.2f} s",
+    )

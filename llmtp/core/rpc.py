@@ -1,6 +1,6 @@
 """llama.cpp's RPC backend as values: worker endpoints, exposure, the device split and the worker's argv.
 
-Pure: the CLI parses `--rpc HOST:PORT,...` here, services/rpc.py asks the network and llama-server.
+Pure: the CLI parses `--rpc HOST:PORT,...` here, services/rpc/cluster.py asks the network and llama-server.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def parse_endpoint(text: str) -> Endpoint:
     else:
         host, sep, port = raw.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"Bad RPC worker address {text!r}: expected HOST:PORT with a port 1-65535",
-                         "For example --rpc 127.0.0.1:50052,127.0.0.1:50053 (IPv6: [::1]:50052).")
+        raise UsageError(
+            f"Bad RPC worker address {text!r}: expected HOST:PORT with a port 1-65535",
+            "For example --rpc 127.0.0.1:50052,127.0.0.1:50053 (IPv6: [::1]:50052).",
+        )
     return Endpoint(host, int(port))
 
 
@@ -61,8 +63,10 @@ def is_loopback(host: str) -> bool:
 
 
 # ggml-rpc-server has no authentication: what is printed when a worker binds beyond loopback.
-EXPOSURE_WARNING = ("ggml-rpc-server has no authentication and no encryption: anyone who can reach "
-                    "{where} can allocate memory and run tensors on this machine, and read what it computes")
+EXPOSURE_WARNING = (
+    "ggml-rpc-server has no authentication and no encryption: anyone who can reach "
+    "{where} can allocate memory and run tensors on this machine, and read what it computes"
+)
 
 
 def check_exposure(host: str, trusted_network: bool) -> str | None:
@@ -71,14 +75,23 @@ def check_exposure(host: str, trusted_network: bool) -> str | None:
         return None
     why = EXPOSURE_WARNING.format(where=f"{host} on this port")
     if not trusted_network:
-        raise UsageError(f"Refusing to bind the RPC worker to {host}: {why}",
-                         "Bind to 127.0.0.1 (the default), or pass --trusted-network when every host on "
-                         "that network is yours (a private LAN or a VPN, never the internet).")
+        raise UsageError(
+            f"Refusing to bind the RPC worker to {host}: {why}",
+            "Bind to 127.0.0.1 (the default), or pass --trusted-network when every host on "
+            "that network is yours (a private LAN or a VPN, never the internet).",
+        )
     return why
 
 
-def worker_argv(binary: str, *, host: str, port: int, threads: int | None = None,
-                devices: list[str] | None = None, cache: bool = False) -> list[str]:
+def worker_argv(
+    binary: str,
+    *,
+    host: str,
+    port: int,
+    threads: int | None = None,
+    devices: list[str] | None = None,
+    cache: bool = False,
+) -> list[str]:
     """ggml-rpc-server's argv. b11434 knows -H, -p, -t, -d, -c (no -m/--mem: see `check_mem`)."""
     argv = [binary, "-H", host, "-p", str(port)]
     if threads is not None:
@@ -120,8 +133,10 @@ def plan_split(devices: list[Device]) -> Split:
     ordered = rpc_devices(devices) + local_devices(devices)
     known = [d for d in ordered if d.free_mib]
     if not known:
-        raise UsageError("No device reports its free memory, so the layers cannot be split",
-                         "Check the workers with `llmtp worker status` and the local build with `llmtp detect`.")
+        raise UsageError(
+            "No device reports its free memory, so the layers cannot be split",
+            "Check the workers with `llmtp worker status` and the local build with `llmtp detect`.",
+        )
     return Split([d.id for d in known], [int(d.free_mib or 0) for d in known])
 
 
@@ -133,7 +148,7 @@ def missing_workers(wanted: list[Endpoint], devices: list[Device]) -> list[Endpo
 
 @dataclass(frozen=True)
 class Link:
-    """The network to one worker, measured once by a timed transfer (services/rpc.py caches it)."""
+    """The network to one worker, measured once by a timed transfer (services/rpc/cluster.py caches it)."""
 
     rtt_s: float
     bytes_per_s: float

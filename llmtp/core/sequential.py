@@ -10,9 +10,38 @@ from pydantic import BaseModel
 
 # Two-sided 99% Student t quantiles (0.995) by degrees of freedom. The check looks after every pair,
 # so each look uses a stricter level than the 95% a single test would: repeated looks add errors.
-_T995 = (63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012, 2.977,
-         2.947, 2.921, 2.898, 2.878, 2.861, 2.845, 2.831, 2.819, 2.807, 2.797, 2.787, 2.779, 2.771, 2.763,
-         2.756, 2.750)
+_T995 = (
+    63.657,
+    9.925,
+    5.841,
+    4.604,
+    4.032,
+    3.707,
+    3.499,
+    3.355,
+    3.250,
+    3.169,
+    3.106,
+    3.055,
+    3.012,
+    2.977,
+    2.947,
+    2.921,
+    2.898,
+    2.878,
+    2.861,
+    2.845,
+    2.831,
+    2.819,
+    2.807,
+    2.797,
+    2.787,
+    2.779,
+    2.771,
+    2.763,
+    2.756,
+    2.750,
+)
 
 
 class SpeedupInterval(BaseModel):
@@ -35,15 +64,17 @@ def speedup_interval(ratios: list[float]) -> SpeedupInterval | None:
         return SpeedupInterval(pairs=1, speedup=math.exp(mean), low=None, high=None)
     se = statistics.stdev(logs) / math.sqrt(len(logs))
     t = _T995[min(len(logs) - 1, len(_T995)) - 1]
-    return SpeedupInterval(pairs=len(logs), speedup=math.exp(mean), low=math.exp(mean - t * se),
-                           high=math.exp(mean + t * se))
+    return SpeedupInterval(
+        pairs=len(logs), speedup=math.exp(mean), low=math.exp(mean - t * se), high=math.exp(mean + t * se)
+    )
 
 
 Stop = Literal["above", "below", "budget"]
 
 
-def sequential_stop(ratios: list[float], threshold: float, *, min_pairs: int, spent_s: float,
-                    budget_s: float, next_cost_s: float = 0.0) -> Stop | None:
+def sequential_stop(
+    ratios: list[float], threshold: float, *, min_pairs: int, spent_s: float, budget_s: float, next_cost_s: float = 0.0
+) -> Stop | None:
     """After each pair: "above"/"below" once the interval lies wholly on one side of `threshold`
     (never before `min_pairs`), "budget" when the generation time is spent or the next pair (costing
     about `next_cost_s`, e.g. the mean pair so far) would overrun it, else None: go on.
@@ -62,8 +93,9 @@ def sequential_stop(ratios: list[float], threshold: float, *, min_pairs: int, sp
 MIN_RUN_TOKENS = 32
 
 
-def run_tokens(n_predict: int, budget_left_s: float, min_pairs: int, mtp_tps: float | None,
-               plain_tps: float | None) -> int:
+def run_tokens(
+    n_predict: int, budget_left_s: float, min_pairs: int, mtp_tps: float | None, plain_tps: float | None
+) -> int:
     """Tokens per run so that `min_pairs` pairs fit in what is left of the budget, at the speeds the
     warm-ups showed; never more than asked, never under 32. A slow arm (rejected drafts on a busy CPU
     can decode at 1 tok/s) would otherwise spend the whole budget on its first run."""

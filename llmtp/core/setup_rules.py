@@ -17,8 +17,9 @@ class Recommendation:
 
 def known_fit(plan: Any) -> bool:
     """A plan that fits with MTP on and whose KV cache could be counted (an uncounted one is no known fit)."""
-    return bool(plan.fits and plan.mtp.enabled
-                and not any(w.startswith("KV cache size unknown") for w in plan.warnings))
+    return bool(
+        plan.fits and plan.mtp.enabled and not any(w.startswith("KV cache size unknown") for w in plan.warnings)
+    )
 
 
 def recommend(candidates: Iterable[tuple[str, Any]]) -> Recommendation:
@@ -47,5 +48,8 @@ def recommend(candidates: Iterable[tuple[str, Any]]) -> Recommendation:
     if cpu:
         _, alias, p = min(cpu, key=lambda c: c[0])
         return Recommendation(alias, f"the smallest MTP model that fits in RAM ({p.quant}, {p.ctx} context)")
-    return Recommendation(DEMO_ALIAS, "no MTP model of the catalog fits this machine; the demo model "
-                                      "needs no download and shows the whole path (it has no MTP heads)")
+    return Recommendation(
+        DEMO_ALIAS,
+        "no MTP model of the catalog fits this machine; the demo model "
+        "needs no download and shows the whole path (it has no MTP heads)",
+    )

@@ -29,9 +29,12 @@ REFERENCE_RAM_GBPS = 60.0
 
 class Placement(BaseModel):
     """Where one launch puts the model: the trunk layers offloaded (-ngl), CPU expert or FFN layers."""
+
     n_gpu_layers: int  # trunk layers on the GPU (> trunk: all); any offload also moves the head and nextn blocks
     n_cpu_moe: int = 0
-    n_cpu_ffn: int = 0  # dense FFN weights of the first N layers in RAM (--n-cpu-ffn); the rest of those layers on the GPU
+    n_cpu_ffn: int = (
+        0  # dense FFN weights of the first N layers in RAM (--n-cpu-ffn); the rest of those layers on the GPU
+    )
     ctx: int
     cache: str = "f16"
     on_gpu: bool = True  # False: CPU backend, everything in system RAM
@@ -110,7 +113,7 @@ def draft_bytes(info: ModelInfo, p: Placement) -> int | None:
         return p.sidecar_bytes
     n = mem.trunk_layers(info)
     layers = info.layer_weight_bytes or []
-    nextn = sum(layers[n:n + info.nextn_predict_layers])
+    nextn = sum(layers[n : n + info.nextn_predict_layers])
     embd = info.token_embd_bytes
     head = max(0, (info.other_weight_bytes or 0) - embd)
     return nextn + head + mem.nextn_kv_bytes(info, p.ctx, p.cache, p.cache)
@@ -145,13 +148,23 @@ def predict(info: ModelInfo, p: Placement, bw: Bandwidths, acceptance: float | N
     d_bytes = draft_bytes(info, p)
     src = "measured" if acceptance is not None else "default"
     acc = DEFAULT_ACCEPTANCE if acceptance is None else acceptance
-    out = Speed(gpu_bytes=gpu_b, cpu_bytes=cpu_b, draft_bytes=d_bytes, assumed=assumed,
-                rank_plain_tok_s=(1 / t_rank) if t_rank > 0 else 0.0)
+    out = Speed(
+        gpu_bytes=gpu_b,
+        cpu_bytes=cpu_b,
+        draft_bytes=d_bytes,
+        assumed=assumed,
+        rank_plain_tok_s=(1 / t_rank) if t_rank > 0 else 0.0,
+    )
     if t_real:
         out.plain_tok_s = round(1 / t_real, 1)
         cpu_t = cpu_b / (r_ram * 1e9)
-        out.bottleneck = ("system RAM bandwidth (layers on the CPU)" if gpu_b and cpu_t > t_real / 2
-                          else "GPU memory bandwidth" if gpu_b else "system RAM bandwidth")
+        out.bottleneck = (
+            "system RAM bandwidth (layers on the CPU)"
+            if gpu_b and cpu_t > t_real / 2
+            else "GPU memory bandwidth"
+            if gpu_b
+            else "system RAM bandwidth"
+        )
     elif assumed:
         out.bottleneck = assumed[0].split(" unknown")[0] + " (value unknown: no estimate)"
     if p.mtp and d_bytes is not None and t_rank > 0:

@@ -51,10 +51,13 @@ def instance_figures(values: dict[str, float]) -> InstanceFigures:
         return None if v is None else int(v)
 
     seconds = values.get(_P + "tokens_predicted_seconds_total")
-    return InstanceFigures(tokens=count("tokens_predicted_total"), seconds=seconds,
-                           prompt_tokens=count("prompt_tokens_total"),
-                           drafted=count("spec_decode_num_draft_tokens_total"),
-                           accepted=count("spec_decode_num_accepted_tokens_total"))
+    return InstanceFigures(
+        tokens=count("tokens_predicted_total"),
+        seconds=seconds,
+        prompt_tokens=count("prompt_tokens_total"),
+        drafted=count("spec_decode_num_draft_tokens_total"),
+        accepted=count("spec_decode_num_accepted_tokens_total"),
+    )
 
 
 def drafts_enabled(argv: Sequence[str]) -> bool | None:

@@ -1,6 +1,6 @@
 """The supervisor's state machine, load-time budget and out-of-memory fallback, as pure values.
 
-The driving loop (llmtp/services/supervisor.py:Supervisor) feeds events in; this module says which state
+The driving loop (llmtp/services/serve/supervisor.py:Supervisor) feeds events in; this module says which state
 follows and refuses transitions that make no sense, so every path through serve is enumerable.
 """
 
@@ -38,11 +38,22 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
     # Loading: 503s are normal; an exit or a load past the budget is a crash.
     S.STARTING: {E.READY: S.READY, E.CRASH: S.RESTARTING, E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},
     # Serving: one failed /health is not yet a restart (a long prompt can stall it); an exit is.
-    S.READY: {E.HEALTH_FAIL: S.UNHEALTHY, E.HEALTH_OK: S.READY, E.CRASH: S.RESTARTING,
-              E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED, E.SWITCH: S.RESTARTING},
+    S.READY: {
+        E.HEALTH_FAIL: S.UNHEALTHY,
+        E.HEALTH_OK: S.READY,
+        E.CRASH: S.RESTARTING,
+        E.GIVE_UP: S.FAILED,
+        E.STOP: S.STOPPED,
+        E.SWITCH: S.RESTARTING,
+    },
     # Unhealthy: recovers, or after repeated failures / a stuck generation counts as a crash.
-    S.UNHEALTHY: {E.HEALTH_OK: S.READY, E.HEALTH_FAIL: S.UNHEALTHY, E.CRASH: S.RESTARTING,
-                  E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},
+    S.UNHEALTHY: {
+        E.HEALTH_OK: S.READY,
+        E.HEALTH_FAIL: S.UNHEALTHY,
+        E.CRASH: S.RESTARTING,
+        E.GIVE_UP: S.FAILED,
+        E.STOP: S.STOPPED,
+    },
     # Waiting out the backoff; the next launch is a start.
     S.RESTARTING: {E.START: S.STARTING, E.GIVE_UP: S.FAILED, E.STOP: S.STOPPED},
     # Terminal until a person starts it again.
@@ -61,8 +72,9 @@ def next_state(state: State, event: Event) -> State:
         raise TransitionError(f"event {event.value} is not valid in state {state.value}") from None
 
 
-def load_budget_s(model_bytes: int | None, *, base_s: float = 60.0, per_gib_s: float = 20.0,
-                  max_s: float = 1800.0) -> float:
+def load_budget_s(
+    model_bytes: int | None, *, base_s: float = 60.0, per_gib_s: float = 20.0, max_s: float = 1800.0
+) -> float:
     """How long loading may take before it counts as a hang: a floor plus time per GiB read
     (20 s/GiB is a slow 50 MB/s disk); unknown size gets the cap's fifth, never a guess of the file."""
     if model_bytes is None:

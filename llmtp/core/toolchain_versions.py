@@ -44,16 +44,16 @@ def parse_compiler(output: str) -> Parsed:
         return Parsed(clang, "clang")
     first_line = output.strip().splitlines()[0] if output.strip() else ""
     gcc = _first(r"^\S+ \([^)]*\) (\d+(?:\.\d+)+)", first_line)
-    if gcc and ("Free Software Foundation" in output or "GCC" in first_line or "gcc" in first_line
-                or "g++" in first_line):
+    if gcc and (
+        "Free Software Foundation" in output or "GCC" in first_line or "gcc" in first_line or "g++" in first_line
+    ):
         return Parsed(gcc, "gcc")
     return Parsed(gcc)
 
 
 def parse_nvcc(output: str) -> Parsed:
     # Cuda compilation tools, release 13.0, V13.0.88
-    return Parsed(_first(r"release \d+\.\d+, V(\d+(?:\.\d+)+)", output)
-                  or _first(r"release (\d+\.\d+)", output))
+    return Parsed(_first(r"release \d+\.\d+, V(\d+(?:\.\d+)+)", output) or _first(r"release (\d+\.\d+)", output))
 
 
 def parse_hipcc(output: str) -> Parsed:
@@ -127,7 +127,7 @@ METAL_VERSION_ARGV = ["xcrun", "-sdk", "macosx", "metal", "--version"]
 
 
 def version_tuple(version: str | None) -> tuple[int, ...] | None:
-    """"13.0.88" -> (13, 0, 88); None or no leading number -> None."""
+    """ "13.0.88" -> (13, 0, 88); None or no leading number -> None."""
     if not version:
         return None
     m = re.match(r"\d+(?:\.\d+)*", version)

@@ -14,8 +14,19 @@ import math
 
 from pydantic import BaseModel, Field
 
-from llmtp.core.families import (FAMILIES, Half, Prompt, Rule, Suite, SuiteError, family_figures, geomean,  # noqa: F401
-                                 holds, parse_suite, score)
+from llmtp.core.families import (  # noqa: F401
+    FAMILIES,
+    Half,
+    Prompt,
+    Rule,
+    Suite,
+    SuiteError,
+    family_figures,
+    geomean,
+    holds,
+    parse_suite,
+    score,
+)
 from llmtp.core.launch import MtpSettings
 from llmtp.core.verify import Stats, break_even_acceptance, summarize  # noqa: F401 - re-exported
 
@@ -29,9 +40,9 @@ DEFAULT_NOISE_BAND = 0.05
 
 # -- configurations ---------------------------------------------------------------------------------
 
+
 def stage_n_max(base: MtpSettings) -> list[MtpSettings]:
-    return [base.model_copy(update={"enabled": True, "n_max": n, "p_min": 0.0, "extra_types": []})
-            for n in N_MAX_RANGE]
+    return [base.model_copy(update={"enabled": True, "n_max": n, "p_min": 0.0, "extra_types": []}) for n in N_MAX_RANGE]
 
 
 def stage_p_min(best: MtpSettings) -> list[MtpSettings]:
@@ -71,8 +82,11 @@ class Trial(BaseModel):
 
 def ratios(trial: Trial, plain: Trial) -> dict[str, float]:
     """Per prompt: median tok/s of the trial / median of plain, for prompts both measured."""
-    return {name: st.median / plain.per_prompt[name].median for name, st in trial.per_prompt.items()
-            if name in plain.per_prompt and plain.per_prompt[name].median > 0}
+    return {
+        name: st.median / plain.per_prompt[name].median
+        for name, st in trial.per_prompt.items()
+        if name in plain.per_prompt and plain.per_prompt[name].median > 0
+    }
 
 
 def speedup_against(trial: Trial, plain: Trial) -> float | None:
@@ -104,8 +118,7 @@ def _passes(trial: Trial, rule: Rule) -> bool:
 
 def worth_holding_out(best: Trial | None, rule: Rule) -> bool:
     """Whether the selection's best goes on to the held-out half: it beats plain and loses no family."""
-    return (best is not None and best.speedup is not None and best.speedup >= 1.0 + rule.min_gain
-            and _passes(best, rule))
+    return best is not None and best.speedup is not None and best.speedup >= 1.0 + rule.min_gain and _passes(best, rule)
 
 
 def best_trial(trials: list[Trial], rule: Rule | None = None) -> Trial | None:
@@ -139,10 +152,16 @@ def bracket(before: Trial, after: Trial) -> tuple[Trial, float | None]:
         return before, None
     if before.tokens_per_s is None:
         return after, None
-    merged = before.model_copy(update={
-        "per_prompt": {name: summarize([st.median, after.per_prompt[name].median])
-                       for name, st in before.per_prompt.items() if name in after.per_prompt},
-        "tokens_per_s": summarize([before.tokens_per_s.median, after.tokens_per_s.median])})
+    merged = before.model_copy(
+        update={
+            "per_prompt": {
+                name: summarize([st.median, after.per_prompt[name].median])
+                for name, st in before.per_prompt.items()
+                if name in after.per_prompt
+            },
+            "tokens_per_s": summarize([before.tokens_per_s.median, after.tokens_per_s.median]),
+        }
+    )
     return merged, speedup_against(after, before)
 
 
@@ -150,8 +169,9 @@ def family_break_even(trial: Trial, families: dict[str, str]) -> dict[str, float
     """Per family: the break-even acceptance from that family's speedup and acceptance."""
     acc = family_acceptance(trial, families)
     per_step = trial.draft_tokens_per_step or float(trial.mtp.n_max)
-    return {f: be for f, v in trial.families.items()
-            if (be := break_even_acceptance(v, acc.get(f), per_step)) is not None}
+    return {
+        f: be for f, v in trial.families.items() if (be := break_even_acceptance(v, acc.get(f), per_step)) is not None
+    }
 
 
 class HeldOut(BaseModel):
@@ -178,17 +198,26 @@ def judge(candidate: Trial, plain: Trial, rule: Rule, families: dict[str, str]) 
     be = family_break_even(candidate, families)
     per_step = candidate.draft_tokens_per_step or float(candidate.mtp.n_max)
     acc = family_acceptance(candidate, families)
-    args = dict(label=candidate.label, mtp=candidate.mtp, speedups=r, spread=summarize(list(r.values())),
-                families=candidate.families, family_acceptance=acc, family_break_even=be,
-                score=candidate.speedup, acceptance=candidate.acceptance)
+    args = dict(
+        label=candidate.label,
+        mtp=candidate.mtp,
+        speedups=r,
+        spread=summarize(list(r.values())),
+        families=candidate.families,
+        family_acceptance=acc,
+        family_break_even=be,
+        score=candidate.speedup,
+        acceptance=candidate.acceptance,
+    )
     if candidate.error or not r:
         return HeldOut(**args, passed=False, why=f"not measured on the held-out prompts ({candidate.error})")
     if rule.workload is not None:
         overall = be.get(rule.workload)
     else:
         overall = break_even_acceptance(candidate.speedup, candidate.acceptance, per_step)
-    ok, why = holds(candidate.families, rule, list(dict.fromkeys(families[n] for n in plain.per_prompt
-                                                                  if n in families)))
+    ok, why = holds(
+        candidate.families, rule, list(dict.fromkeys(families[n] for n in plain.per_prompt if n in families))
+    )
     return HeldOut(**args, break_even_acceptance=overall, passed=ok, why=why)
 
 
@@ -223,8 +252,10 @@ def drift_note(drift: float | None, noise_band: float) -> str:
     """A warning when plain decoding itself moved by more than the noise band during the held-out runs."""
     if drift is None or abs(math.log(drift)) <= math.log(1.0 + noise_band):
         return ""
-    return (f"; plain decoding moved {drift - 1:+.0%} between the start and end of the held-out runs (a busy "
-            f"machine?): run `llmtp tune` again when it is idle")
+    return (
+        f"; plain decoding moved {drift - 1:+.0%} between the start and end of the held-out runs (a busy "
+        f"machine?): run `llmtp tune` again when it is idle"
+    )
 
 
 def safer(mtp: MtpSettings) -> MtpSettings | None:
@@ -247,15 +278,22 @@ def ladder(chosen: MtpSettings, selection: list[Trial], judged: list[HeldOut]) -
         if be is None:
             sel = next((t for t in selection if t.mtp == mtp), None)
             if sel is not None:
-                be = break_even_acceptance(sel.speedup, sel.acceptance,
-                                           sel.draft_tokens_per_step or float(sel.mtp.n_max))
+                be = break_even_acceptance(
+                    sel.speedup, sel.acceptance, sel.draft_tokens_per_step or float(sel.mtp.n_max)
+                )
         out.append(SettingBreakEven(mtp=mtp, label=label(mtp), break_even_acceptance=be))
         mtp = safer(mtp)
     return out
 
 
-def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Trial], rule: Rule | None = None,
-           drift: float | None = None, families: dict[str, str] | None = None) -> TuneDecision:
+def decide(
+    plain_heldout: Trial | None,
+    selection: list[Trial],
+    heldout: list[Trial],
+    rule: Rule | None = None,
+    drift: float | None = None,
+    families: dict[str, str] | None = None,
+) -> TuneDecision:
     """`selection`: every trial on the select half (plain included), already `compare`d with plain;
     `heldout`: the finalists (in `finalists` order) on the held-out half, judged here against
     `plain_heldout` (see `bracket`; `drift` is its after / before, a warning when plain moved beyond the
@@ -264,29 +302,61 @@ def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Tr
     families = families or {n: n for t in [*selection, *heldout] for n in t.per_prompt}
     off = MtpSettings(enabled=False)
     plain_sel = next((t for t in selection if not t.mtp.enabled), None)
-    base = dict(plain_tokens_per_s=plain_sel.tokens_per_s.median if plain_sel and plain_sel.tokens_per_s else None,
-                trials=selection, workload=rule.workload)
+    base = dict(
+        plain_tokens_per_s=plain_sel.tokens_per_s.median if plain_sel and plain_sel.tokens_per_s else None,
+        trials=selection,
+        workload=rule.workload,
+    )
     best = best_trial(selection, rule)
     if best is None:
-        return TuneDecision(chosen=off, label="plain", chosen_tokens_per_s=None, speedup=None,
-                            reason="no MTP configuration could be measured; MTP off", **base)
+        return TuneDecision(
+            chosen=off,
+            label="plain",
+            chosen_tokens_per_s=None,
+            speedup=None,
+            reason="no MTP configuration could be measured; MTP off",
+            **base,
+        )
     what = f"on {rule.workload} prompts" if rule.workload else "over the selection families"
     if best.speedup is not None and best.speedup < 1.0 + rule.min_gain:
         acc = f", acceptance {best.acceptance:.2f}" if best.acceptance is not None else ""
         return TuneDecision(
-            chosen=off, label="plain", chosen_tokens_per_s=best.tokens_per_s.median if best.tokens_per_s else None,
-            speedup=None, selection_speedup=best.speedup, acceptance=best.acceptance, families=best.families, **base,
-            reason=(f"nothing beats plain decoding: best MTP ({best.label}{acc}) runs at {best.speedup:.2f}x "
-                    f"plain {what}, under the {1 + rule.min_gain:.2f}x needed; MTP off for this model"))
+            chosen=off,
+            label="plain",
+            chosen_tokens_per_s=best.tokens_per_s.median if best.tokens_per_s else None,
+            speedup=None,
+            selection_speedup=best.speedup,
+            acceptance=best.acceptance,
+            families=best.families,
+            **base,
+            reason=(
+                f"nothing beats plain decoding: best MTP ({best.label}{acc}) runs at {best.speedup:.2f}x "
+                f"plain {what}, under the {1 + rule.min_gain:.2f}x needed; MTP off for this model"
+            ),
+        )
     if not _passes(best, rule):
         why = holds(best.families, rule, list(best.families))[1]
         return TuneDecision(
-            chosen=off, label="plain", chosen_tokens_per_s=None, speedup=None, selection_speedup=best.speedup,
-            acceptance=best.acceptance, families=best.families, **base,
-            reason=f"no setting holds up on the selection prompts: the best ({best.label}) {why}; MTP off for this model")
+            chosen=off,
+            label="plain",
+            chosen_tokens_per_s=None,
+            speedup=None,
+            selection_speedup=best.speedup,
+            acceptance=best.acceptance,
+            families=best.families,
+            **base,
+            reason=f"no setting holds up on the selection prompts: the best ({best.label}) {why}; "
+            "MTP off for this model",
+        )
     if plain_heldout is None or plain_heldout.tokens_per_s is None:
-        return TuneDecision(chosen=off, label="plain", chosen_tokens_per_s=None, speedup=None, **base,
-                            reason="plain decoding could not be measured on the held-out prompts; MTP left off")
+        return TuneDecision(
+            chosen=off,
+            label="plain",
+            chosen_tokens_per_s=None,
+            speedup=None,
+            **base,
+            reason="plain decoding could not be measured on the held-out prompts; MTP left off",
+        )
     judged = [judge(t, plain_heldout, rule, families) for t in heldout]
     passed = [j for j in judged if j.passed]
     chosen = None
@@ -301,23 +371,38 @@ def decide(plain_heldout: Trial | None, selection: list[Trial], heldout: list[Tr
         why = "; ".join(f"{j.label}: {j.why}" for j in judged) or "no finalist"
         first = judged[0] if judged else None
         return TuneDecision(
-            chosen=off, label="plain", chosen_tokens_per_s=None, heldout=judged,
-            speedup=first.score if first else None, selection_speedup=best.speedup,
-            acceptance=best.acceptance, families=first.families if first else {},
+            chosen=off,
+            label="plain",
+            chosen_tokens_per_s=None,
+            heldout=judged,
+            speedup=first.score if first else None,
+            selection_speedup=best.speedup,
+            acceptance=best.acceptance,
+            families=first.families if first else {},
             family_acceptance=first.family_acceptance if first else {},
-            family_break_even=first.family_break_even if first else {}, **base,
+            family_break_even=first.family_break_even if first else {},
+            **base,
             reason=f"no setting holds up on the held-out prompts ({why}); MTP off for this model"
-                   f"{drift_note(drift, rule.noise_band)}")
+            f"{drift_note(drift, rule.noise_band)}",
+        )
     trial = next(t for t in heldout if t.mtp == chosen.mtp)
     sel = next((t for t in selection if t.mtp == chosen.mtp), None)
     stacked_note = ""
     if best.mtp.extra_types and not chosen.mtp.extra_types:
         stacked_note = f"; {best.label} won the selection but not the held-out prompts"
     return TuneDecision(
-        chosen=chosen.mtp, label=chosen.label, heldout=judged,
-        chosen_tokens_per_s=trial.tokens_per_s.median if trial.tokens_per_s else None, speedup=chosen.score,
-        selection_speedup=sel.speedup if sel else None, acceptance=trial.acceptance,
-        break_even_acceptance=chosen.break_even_acceptance, families=chosen.families,
-        family_acceptance=chosen.family_acceptance, family_break_even=chosen.family_break_even,
+        chosen=chosen.mtp,
+        label=chosen.label,
+        heldout=judged,
+        chosen_tokens_per_s=trial.tokens_per_s.median if trial.tokens_per_s else None,
+        speedup=chosen.score,
+        selection_speedup=sel.speedup if sel else None,
+        acceptance=trial.acceptance,
+        break_even_acceptance=chosen.break_even_acceptance,
+        families=chosen.families,
+        family_acceptance=chosen.family_acceptance,
+        family_break_even=chosen.family_break_even,
         ladder=ladder(chosen.mtp, selection, judged),
-        reason=f"{chosen.label}: {chosen.why}{stacked_note}{drift_note(drift, rule.noise_band)}", **base)
+        reason=f"{chosen.label}: {chosen.why}{stacked_note}{drift_note(drift, rule.noise_band)}",
+        **base,
+    )

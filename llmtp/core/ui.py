@@ -19,8 +19,10 @@ NODE_MIN_MAJOR = 20
 # Where scripts/ui-assets.cmake fetches prebuilt assets (LLAMA_UI_HF_BUCKET's default in tools/ui/CMakeLists.txt);
 # the .sha256 is the small file it asks for first.
 BUCKET_URL = "https://huggingface.co/buckets/ggml-org/llama-ui/resolve/{version}/dist.tar.gz.sha256?download=true"
-NO_UI_HINT = ("For the UI: install Node.js >= 20 with npm (e.g. apt install nodejs npm, or nodejs.org) and build "
-              "again with `llmtp build --ui`, or build on a machine that reaches huggingface.co.")
+NO_UI_HINT = (
+    "For the UI: install Node.js >= 20 with npm (e.g. apt install nodejs npm, or nodejs.org) and build "
+    "again with `llmtp build --ui`, or build on a machine that reaches huggingface.co."
+)
 
 
 class UiPlan(BaseModel):
@@ -56,8 +58,11 @@ def choose_ui(mode: UiMode, *, bucket_ok: bool | None, node_version: int | None,
         return UiPlan(mode=mode, how="prebuilt")
     if npm and node_version is not None and node_version >= NODE_MIN_MAJOR:
         return UiPlan(mode=mode, how="npm")
-    bucket = ("the upstream prebuilt UI bucket was not asked (offline)" if bucket_ok is None
-              else "the upstream prebuilt UI bucket (huggingface.co) did not answer")
+    bucket = (
+        "the upstream prebuilt UI bucket was not asked (offline)"
+        if bucket_ok is None
+        else "the upstream prebuilt UI bucket (huggingface.co) did not answer"
+    )
     if node_version is None:
         node = "no Node.js on PATH"
     elif node_version < NODE_MIN_MAJOR:
@@ -82,8 +87,7 @@ def ui_cmake_options(how: UiHow | None) -> dict[str, str]:
 
 def ui_how_from_options(options: dict[str, str]) -> UiHow | None:
     """What the effective options ask for (a --cmake-arg may have set them by hand)."""
-    on = {k: cmake_on(options.get(k)) for k in
-          ("LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI")}
+    on = {k: cmake_on(options.get(k)) for k in ("LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI")}
     if on["LLAMA_BUILD_UI"]:
         return "npm"
     if on["LLAMA_USE_PREBUILT_UI"]:
@@ -120,8 +124,12 @@ def ui_record(plan: UiPlan, embedded: bool, log_lines: list[str]) -> UiRecord:
     log's own words for why."""
     note = plan.reason
     if plan.how is not None and not embedded:
-        note = ("the " + plan.how + " step gave no assets, so the server was built without the UI: "
-                + ("; ".join(log_lines[-3:]) or "the build log says nothing more"))
+        note = (
+            "the "
+            + plan.how
+            + " step gave no assets, so the server was built without the UI: "
+            + ("; ".join(log_lines[-3:]) or "the build log says nothing more")
+        )
     return UiRecord(mode=plan.mode, how=plan.how if embedded else None, embedded=embedded, note=note)
 
 
@@ -129,8 +137,7 @@ def address_lines(addr: dict, api_key_file: str | None = None) -> list[str]:
     """The lines serve, status and setup print under a server (one wording for all three)."""
     lines = [f"OpenAI base URL: {addr['openai_base_url']}"]
     if addr.get("ui_url"):
-        ask = (f" (it asks for the API key: paste a key from {api_key_file})" if addr.get("ui_asks_for_key")
-               else "")
+        ask = f" (it asks for the API key: paste a key from {api_key_file})" if addr.get("ui_asks_for_key") else ""
         lines.append(f"web UI: {addr['ui_url']}{ask}")
     else:
         lines.append("web UI: none (this build has none or it is turned off; `llmtp build --ui` builds one)")

@@ -73,8 +73,13 @@ class UnitSpec(BaseModel):
 # /proc/devices group names behind each backend's device nodes: /dev/nvidia* (nvidia-frontend:
 # nvidiactl, nvidia0..; nvidia-uvm; nvidia-caps), /dev/kfd (kfd), /dev/dri/* (drm).
 _NVIDIA = ["char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"]
-_BACKEND_DEVICES = {"CUDA": _NVIDIA, "ROCM": ["char-kfd", "char-drm"], "HIP": ["char-kfd", "char-drm"],
-                    "VULKAN": ["char-drm", *_NVIDIA], "SYCL": ["char-drm"]}
+_BACKEND_DEVICES = {
+    "CUDA": _NVIDIA,
+    "ROCM": ["char-kfd", "char-drm"],
+    "HIP": ["char-kfd", "char-drm"],
+    "VULKAN": ["char-drm", *_NVIDIA],
+    "SYCL": ["char-drm"],
+}
 _NO_DEVICE_NODES = {"CPU", "BLAS", "RPC", "MTL", "METAL", "ACCEL"}
 
 
@@ -101,17 +106,20 @@ def check_unit_value(value: str, what: str) -> None:
     """Control characters (a newline above all) in a value would add or cut unit directives."""
     bad = [c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"]
     if bad:
-        raise UsageError(f"The {what} {value!r} holds a control character ({bad[0]!r}), which a systemd unit "
-                         "cannot carry safely",
-                         "Rename the file or directory (or choose another value) without control characters.")
+        raise UsageError(
+            f"The {what} {value!r} holds a control character ({bad[0]!r}), which a systemd unit cannot carry safely",
+            "Rename the file or directory (or choose another value) without control characters.",
+        )
 
 
 def _check_path(path: str, what: str) -> None:
     check_unit_value(path, what)
     if not path.startswith("/") or any(c.isspace() or c in "\"'\\" for c in path):
-        raise UsageError(f"The {what} {path!r} cannot go into a systemd path setting (it must be absolute, "
-                         "without whitespace, quotes or backslashes)",
-                         "Move it to a plain absolute path, e.g. with LLMTP_HOME=/srv/llmtp.")
+        raise UsageError(
+            f"The {what} {path!r} cannot go into a systemd path setting (it must be absolute, "
+            "without whitespace, quotes or backslashes)",
+            "Move it to a plain absolute path, e.g. with LLMTP_HOME=/srv/llmtp.",
+        )
 
 
 def render_systemd(template: str, spec: UnitSpec) -> str:
@@ -128,16 +136,27 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     for p in spec.read_write_paths:
         _check_path(p, "writable path")
     _check_path(spec.environment_file, "environment file")
-    for text, what in ((spec.description, "description"), (spec.unit_name, "unit name"),
-                       (spec.generated_by, "generator"), (spec.ready_when, "readiness")):
+    for text, what in (
+        (spec.description, "description"),
+        (spec.unit_name, "unit name"),
+        (spec.generated_by, "generator"),
+        (spec.ready_when, "readiness"),
+    ):
         check_unit_value(text, what)
         if text.endswith("\\"):  # a trailing backslash continues the line in a unit file
             raise UsageError(f"The {what} {text!r} ends in a backslash", "Drop the trailing backslash.")
     system = spec.scope == "system"
-    groups = (f"SupplementaryGroups={' '.join(spec.supplementary_groups)}\n"
-              if spec.device_allow and spec.supplementary_groups else "")  # a CPU unit opens no GPU node
-    user_lines = (f"User={SYSTEM_USER}\nGroup={SYSTEM_USER}\n{groups}"
-                  f"StateDirectory={SYSTEM_USER}/state\nCacheDirectory={SYSTEM_USER}\n" if system else "")
+    groups = (
+        f"SupplementaryGroups={' '.join(spec.supplementary_groups)}\n"
+        if spec.device_allow and spec.supplementary_groups
+        else ""
+    )  # a CPU unit opens no GPU node
+    user_lines = (
+        f"User={SYSTEM_USER}\nGroup={SYSTEM_USER}\n{groups}"
+        f"StateDirectory={SYSTEM_USER}/state\nCacheDirectory={SYSTEM_USER}\n"
+        if system
+        else ""
+    )
     after_lines = "After=network-online.target\nWants=network-online.target\n" if system else ""
     if spec.device_allow and system:  # the GPU nodes only; /dev/null and friends stay (DevicePolicy=closed)
         device_lines = "DevicePolicy=closed\n" + "".join(f"DeviceAllow={g} rw\n" for g in spec.device_allow)
@@ -150,12 +169,20 @@ def render_systemd(template: str, spec: UnitSpec) -> str:
     # Tested for the CPU backend and CPython (tests/test_service_unit.py runs the real llama-server
     # under the kernel's equivalent, PR_SET_MDWE); GPU drivers (libcuda, ROCm) were not, so a unit
     # that opens GPU nodes leaves it out rather than risk a driver that cannot start.
-    mdwe_lines = ("# llama.cpp's CPU backend and CPython run without writable+executable memory (tested).\n"
-                  "MemoryDenyWriteExecute=yes\n" if not spec.device_allow else "")
+    mdwe_lines = (
+        "# llama.cpp's CPU backend and CPython run without writable+executable memory (tested).\n"
+        "MemoryDenyWriteExecute=yes\n"
+        if not spec.device_allow
+        else ""
+    )
     # Kernel tunables, modules, IPC and /proc of other users are root-only knobs; a user manager
     # cannot apply them.
-    extra = ("ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n"
-             "ProtectProc=invisible\nRemoveIPC=yes\nPrivateMounts=yes\n" if system else "")
+    extra = (
+        "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n"
+        "ProtectProc=invisible\nRemoveIPC=yes\nPrivateMounts=yes\n"
+        if system
+        else ""
+    )
     env_lines = "".join(systemd_environment(k, v) + "\n" for k, v in sorted(spec.environment.items()))
     values = {
         "llmtp_version": spec.llmtp_version,
@@ -189,11 +216,17 @@ def with_groups(spec: UnitSpec, present: list[str], template: str) -> tuple[Unit
     return narrowed, render_systemd(template, narrowed)
 
 
-def render_plist(template: str, *, label: str, argv: list[str], environment: dict[str, str],
-                 log_path: str, llmtp_version: str = "0") -> str:
+def render_plist(
+    template: str, *, label: str, argv: list[str], environment: dict[str, str], log_path: str, llmtp_version: str = "0"
+) -> str:
     args = "\n".join(f"    <string>{xml_escape(a)}</string>" for a in argv)
-    env = "\n".join(f"    <key>{xml_escape(k)}</key>\n    <string>{xml_escape(v)}</string>"
-                    for k, v in sorted(environment.items()))
+    env = "\n".join(
+        f"    <key>{xml_escape(k)}</key>\n    <string>{xml_escape(v)}</string>" for k, v in sorted(environment.items())
+    )
     return string.Template(template).substitute(
-        label=xml_escape(label), program_arguments=args, environment=env,
-        log_path=xml_escape(log_path), llmtp_version=llmtp_version)
+        label=xml_escape(label),
+        program_arguments=args,
+        environment=env,
+        log_path=xml_escape(log_path),
+        llmtp_version=llmtp_version,
+    )

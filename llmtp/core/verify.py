@@ -1,6 +1,6 @@
 """MTP verification, pure part: samples, statistics, speedup, markers, warnings and the verdict.
 
-The service (llmtp/services/verify.py) launches servers and collects samples; everything that decides
+The service (llmtp/services/verify/mtp_ab.py) launches servers and collects samples; everything that decides
 what the numbers mean lives here, so it is tested without a server. Unknown stays None.
 """
 
@@ -131,8 +131,9 @@ def summarize(values: list[float]) -> Stats | None:
 
 def acceptance(samples: list[Sample]) -> float | None:
     """draft_n_accepted / draft_n over the samples that report both; None when none does."""
-    pairs = [(s.draft_n_accepted, s.draft_n) for s in samples
-             if s.draft_n is not None and s.draft_n_accepted is not None]
+    pairs = [
+        (s.draft_n_accepted, s.draft_n) for s in samples if s.draft_n is not None and s.draft_n_accepted is not None
+    ]
     total = sum(d for _, d in pairs)
     if not pairs or total == 0:
         return None
@@ -154,8 +155,10 @@ def parse_spec_metrics(text: str | None) -> dict[str, float]:
     """The speculative counters of /metrics (needs --metrics): draft_tokens, accepted_tokens, drafts."""
     if not text:
         return {}
-    return {m.group(1).removeprefix("spec_decode_num_").removesuffix("_total"): float(m.group(2))
-            for m in _METRIC_RE.finditer(text)}
+    return {
+        m.group(1).removeprefix("spec_decode_num_").removesuffix("_total"): float(m.group(2))
+        for m in _METRIC_RE.finditer(text)
+    }
 
 
 # Sample (load log): `llama_kv_cache:        CPU KV buffer size =    64.00 MiB`
@@ -170,8 +173,7 @@ def parse_kv_buffers(log: str) -> dict[str, float]:
     return out
 
 
-def roofline_pct(tokens_per_s: float | None, bytes_per_token: int | None,
-                 bandwidth_gbps: float | None) -> float | None:
+def roofline_pct(tokens_per_s: float | None, bytes_per_token: int | None, bandwidth_gbps: float | None) -> float | None:
     """Share of the memory-bandwidth roofline: each decoded token reads the weights once."""
     if not tokens_per_s or not bytes_per_token or not bandwidth_gbps:
         return None
@@ -203,8 +205,9 @@ class CaseReport(BaseModel):
     break_even_acceptance: float | None = None  # below it this case decodes slower than plain
 
 
-def break_even_acceptance(speedup: float | None, acceptance: float | None,
-                          draft_per_step: float | None) -> float | None:
+def break_even_acceptance(
+    speedup: float | None, acceptance: float | None, draft_per_step: float | None
+) -> float | None:
     """The acceptance below which this setting decodes slower than plain, from one measurement.
 
     A verification step costs c plain-token times and yields 1 + a*d tokens (a: acceptance, d: drafted
@@ -217,8 +220,13 @@ def break_even_acceptance(speedup: float | None, acceptance: float | None,
     return max(0.0, (cost - 1.0) / draft_per_step)
 
 
-def analyze_case(case: Case, plain: list[Sample], mtp: list[Sample],
-                 spec_counters: dict[str, float] | None = None, n_max: int | None = None) -> CaseReport:
+def analyze_case(
+    case: Case,
+    plain: list[Sample],
+    mtp: list[Sample],
+    spec_counters: dict[str, float] | None = None,
+    n_max: int | None = None,
+) -> CaseReport:
     """`n_max`: drafted tokens per step where the counters (from /metrics) do not say."""
     p = summarize([s.tokens_per_s for s in plain])
     m = summarize([s.tokens_per_s for s in mtp])
@@ -226,17 +234,24 @@ def analyze_case(case: Case, plain: list[Sample], mtp: list[Sample],
     pp_m = summarize([s.prompt_per_s for s in mtp if s.prompt_per_s])
     counters = spec_counters or {}
     speedup = m.median / p.median if p and m and p.median else None
-    per_step = counters["draft_tokens"] / counters["drafts"] if counters.get("drafts") and \
-        counters.get("draft_tokens") else (float(n_max) if n_max else None)
+    per_step = (
+        counters["draft_tokens"] / counters["drafts"]
+        if counters.get("drafts") and counters.get("draft_tokens")
+        else (float(n_max) if n_max else None)
+    )
     return CaseReport(
-        case=case, plain=p, mtp=m, family=PROMPT_FAMILY.get(case.prompt),
+        case=case,
+        plain=p,
+        mtp=m,
+        family=PROMPT_FAMILY.get(case.prompt),
         break_even_acceptance=break_even_acceptance(speedup, acceptance(mtp), per_step),
         speedup=speedup,
         speedup_low=m.min / p.max if p and m and p.max else None,
         speedup_high=m.max / p.min if p and m and p.min else None,
         acceptance=acceptance(mtp),
         mean_accepted_length=mean_accepted_length(counters.get("accepted_tokens"), counters.get("drafts")),
-        prompt_plain=pp_p, prompt_mtp=pp_m,
+        prompt_plain=pp_p,
+        prompt_mtp=pp_m,
         prompt_cost=1.0 - pp_m.median / pp_p.median if pp_p and pp_m and pp_p.median else None,
     )
 
@@ -294,9 +309,15 @@ def runtime_marker(slots_speculative: list[bool] | None, samples: list[Sample]) 
     return Marker(ok=True, detail=f"/slots speculative, {drafted} tokens drafted{rate}")
 
 
-def warnings_for(*, temperatures: list[float], parallel: int | None, mtp_enabled: bool,
-                 kv_buffers: dict[str, float] | None, build_has_gpu: bool | None,
-                 machine_gpus: int) -> list[str]:
+def warnings_for(
+    *,
+    temperatures: list[float],
+    parallel: int | None,
+    mtp_enabled: bool,
+    kv_buffers: dict[str, float] | None,
+    build_has_gpu: bool | None,
+    machine_gpus: int,
+) -> list[str]:
     out = []
     hot = [t for t in temperatures if t > 0.8]
     if hot:
@@ -308,11 +329,14 @@ def warnings_for(*, temperatures: list[float], parallel: int | None, mtp_enabled
         host = {k: v for k, v in kv_buffers.items() if k.upper().startswith("CPU") or k.endswith("_Host")}
         if host:
             mib = sum(host.values())
-            out.append(f"KV cache spills to system RAM ({mib:.0f} MiB in {', '.join(host)}): "
-                       "lower the context or quantize the KV cache")
+            out.append(
+                f"KV cache spills to system RAM ({mib:.0f} MiB in {', '.join(host)}): "
+                "lower the context or quantize the KV cache"
+            )
     if machine_gpus and build_has_gpu is False:
-        out.append("this build has no GPU support but the machine has a GPU: "
-                   "rebuild with `llmtp build` for the GPU profile")
+        out.append(
+            "this build has no GPU support but the machine has a GPU: rebuild with `llmtp build` for the GPU profile"
+        )
     return out
 
 
@@ -322,8 +346,7 @@ class Verdict(BaseModel):
     reason: str
 
 
-def decide(markers: Markers, speedup: float | None, regression: str | None,
-           min_speedup: float = 1.0) -> Verdict:
+def decide(markers: Markers, speedup: float | None, regression: str | None, min_speedup: float = 1.0) -> Verdict:
     """The first failing step decides; a pass needs every marker and a measured speedup."""
 
     def v(code: VerdictCode, reason: str) -> Verdict:

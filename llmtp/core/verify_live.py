@@ -11,8 +11,9 @@ from llmtp.core.baseline import BaselineComparison, regression_reason
 from llmtp.core.verify import VERDICT_TITLES, Markers, Verdict, VerdictCode
 
 
-def live_verdict(markers: Markers, acceptance: float | None, break_even: float | None,
-                 cmp: BaselineComparison | None) -> Verdict | None:
+def live_verdict(
+    markers: Markers, acceptance: float | None, break_even: float | None, cmp: BaselineComparison | None
+) -> Verdict | None:
     """The first failing step decides, with the A/B's exit codes. None: the markers pass but nothing
     measured says whether MTP pays here (no stored break-even): the caller says how to measure it."""
 
@@ -30,10 +31,15 @@ def live_verdict(markers: Markers, acceptance: float | None, break_even: float |
     if break_even is None:
         return None
     if acceptance <= break_even:
-        return v(VerdictCode.MTP_SLOWER, f"drafts accepted at {acceptance:.2f}, at or below the break-even "
-                                         f"{break_even:.2f} measured for this model: MTP costs more than it saves")
+        return v(
+            VerdictCode.MTP_SLOWER,
+            f"drafts accepted at {acceptance:.2f}, at or below the break-even "
+            f"{break_even:.2f} measured for this model: MTP costs more than it saves",
+        )
     regression = regression_reason(cmp)
     if regression:
         return v(VerdictCode.REGRESSION, regression)
-    return v(VerdictCode.PASS, f"drafts accepted at {acceptance:.2f}, above the break-even {break_even:.2f} "
-                               "measured for this model")
+    return v(
+        VerdictCode.PASS,
+        f"drafts accepted at {acceptance:.2f}, above the break-even {break_even:.2f} measured for this model",
+    )

@@ -23,9 +23,13 @@ VISIBLE_ENV = "GGML_VK_VISIBLE_DEVICES"
 #   	driverInfo         = Mesa 22.3.6 (LLVM 15.0.6)
 _GPU_HEADER = re.compile(r"^GPU(\d+):\s*$")
 _FIELD = re.compile(r"^\s+(\w+)\s*=\s*(.*?)\s*$")
-_TYPES = {"PHYSICAL_DEVICE_TYPE_CPU": "cpu", "PHYSICAL_DEVICE_TYPE_DISCRETE_GPU": "discrete",
-          "PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU": "integrated", "PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU": "virtual",
-          "PHYSICAL_DEVICE_TYPE_OTHER": "other"}
+_TYPES = {
+    "PHYSICAL_DEVICE_TYPE_CPU": "cpu",
+    "PHYSICAL_DEVICE_TYPE_DISCRETE_GPU": "discrete",
+    "PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU": "integrated",
+    "PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU": "virtual",
+    "PHYSICAL_DEVICE_TYPE_OTHER": "other",
+}
 # Names of Vulkan drivers that run on the CPU, for a device known only from --list-devices (no type there).
 _CPU_DRIVER_NAMES = re.compile(r"llvmpipe|lavapipe|SwiftShader", re.I)
 
@@ -57,10 +61,15 @@ def parse_vulkaninfo_summary(text: str) -> list[VulkanDevice]:
 
     def flush() -> None:
         if index is not None and fields.get("deviceName"):
-            devices.append(VulkanDevice(index=index, name=fields["deviceName"],
-                                        device_type=_TYPES.get(fields.get("deviceType", ""), None),
-                                        api_version=fields.get("apiVersion"),
-                                        driver=fields.get("driverInfo") or fields.get("driverName")))
+            devices.append(
+                VulkanDevice(
+                    index=index,
+                    name=fields["deviceName"],
+                    device_type=_TYPES.get(fields.get("deviceType", "")),
+                    api_version=fields.get("apiVersion"),
+                    driver=fields.get("driverInfo") or fields.get("driverName"),
+                )
+            )
 
     for line in text.splitlines():
         header = _GPU_HEADER.match(line)
@@ -93,8 +102,9 @@ def list_devices_env(devices: Sequence[VulkanDevice]) -> dict[str, str]:
     return {VISIBLE_ENV: ",".join(str(d.index) for d in devices)} if devices else {}
 
 
-def merge_list_devices(devices: Sequence[VulkanDevice], listed: Sequence[Device], visible: list[int] | None,
-                       chosen: list[int] | None) -> list[VulkanDevice]:
+def merge_list_devices(
+    devices: Sequence[VulkanDevice], listed: Sequence[Device], visible: list[int] | None, chosen: list[int] | None
+) -> list[VulkanDevice]:
     """Memory from a Vulkan build's --list-devices joined to vulkaninfo's devices. `visible`: the indices the
     build was shown (VulkanN is visible[N]); None: the build chose itself, so names are matched instead.
     Devices only the build lists are added. `chosen`: the user's GGML_VK_VISIBLE_DEVICES."""
@@ -102,10 +112,13 @@ def merge_list_devices(devices: Sequence[VulkanDevice], listed: Sequence[Device]
     by_index = {d.index: d for d in out}
     vk = [d for d in listed if d.backend == "Vulkan"]
     for n, dev in enumerate(vk):
-        number = int(dev.id[len("Vulkan"):]) if dev.id[len("Vulkan"):].isdigit() else n
+        number = int(dev.id[len("Vulkan") :]) if dev.id[len("Vulkan") :].isdigit() else n
         index = visible[number] if visible is not None and number < len(visible) else None
-        match = by_index.get(index) if index is not None else next(
-            (d for d in out if d.name == dev.name and d.total_mib is None), None)
+        match = (
+            by_index.get(index)
+            if index is not None
+            else next((d for d in out if d.name == dev.name and d.total_mib is None), None)
+        )
         if match is None:
             match = VulkanDevice(index=index if index is not None else number, name=dev.name, source="list-devices")
             out.append(match)
@@ -125,14 +138,18 @@ def vulkan_notes(devices: Sequence[VulkanDevice], have_gpu: bool) -> list[str]:
         if not d.cpu_type:
             continue
         if d.chosen:
-            notes.append(f"Vulkan device {d.index} ({d.name}) runs on the CPU and is chosen by {VISIBLE_ENV}: "
-                         "a Vulkan build will use it (useful for testing GPU code paths; slower than the "
-                         "CPU backend).")
+            notes.append(
+                f"Vulkan device {d.index} ({d.name}) runs on the CPU and is chosen by {VISIBLE_ENV}: "
+                "a Vulkan build will use it (useful for testing GPU code paths; slower than the "
+                "CPU backend)."
+            )
             continue
         instead = "the GPU found above" if have_gpu else "the cpu profile"
-        notes.append(f"Vulkan device {d.index} ({d.name}) is a CPU implementation of Vulkan, not a GPU: llmtp "
-                     f"does not recommend it ({instead} is faster). To use it on purpose (testing), build the "
-                     f"vulkan profile and set {VISIBLE_ENV}={d.index}.")
+        notes.append(
+            f"Vulkan device {d.index} ({d.name}) is a CPU implementation of Vulkan, not a GPU: llmtp "
+            f"does not recommend it ({instead} is faster). To use it on purpose (testing), build the "
+            f"vulkan profile and set {VISIBLE_ENV}={d.index}."
+        )
     return notes
 
 
@@ -140,5 +157,12 @@ def listed_vulkan_gpus(listed: Sequence[Device]) -> list[tuple[str, int | None, 
     """(name, total bytes, free bytes) of each Vulkan device a build lists: what a plan on a Vulkan build
     may use where NVML and sysfs see no GPU (an Intel GPU; lavapipe chosen with GGML_VK_VISIBLE_DEVICES)."""
     mib = 1024 * 1024
-    return [(f"{d.id}: {d.name}", d.total_mib * mib if d.total_mib is not None else None,
-             d.free_mib * mib if d.free_mib is not None else None) for d in listed if d.backend == "Vulkan"]
+    return [
+        (
+            f"{d.id}: {d.name}",
+            d.total_mib * mib if d.total_mib is not None else None,
+            d.free_mib * mib if d.free_mib is not None else None,
+        )
+        for d in listed
+        if d.backend == "Vulkan"
+    ]

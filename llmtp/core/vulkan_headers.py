@@ -12,8 +12,11 @@ from pydantic import BaseModel
 # and, in headers that have the extension (1.3.261 and later):
 #   #define VK_EXT_layer_settings 1
 _HEADER_VERSION = re.compile(r"^#define\s+VK_HEADER_VERSION\s+(\d+)\s*$", re.M)
-_COMPLETE = re.compile(r"^#define\s+VK_HEADER_VERSION_COMPLETE\s+VK_MAKE_API_VERSION\(\s*\d+\s*,\s*(\d+)\s*,"
-                       r"\s*(\d+)\s*,\s*VK_HEADER_VERSION\s*\)", re.M)
+_COMPLETE = re.compile(
+    r"^#define\s+VK_HEADER_VERSION_COMPLETE\s+VK_MAKE_API_VERSION\(\s*\d+\s*,\s*(\d+)\s*,"
+    r"\s*(\d+)\s*,\s*VK_HEADER_VERSION\s*\)",
+    re.M,
+)
 _LAYER_SETTINGS = re.compile(r"^#define\s+VK_EXT_layer_settings\s+1\b", re.M)
 
 # The conditions a series line may carry (`NAME.patch SHA256 when=CONDITION`), each with the backend it is
@@ -49,7 +52,9 @@ def condition_holds(condition: str, backend: str, vulkan: VulkanHeaders | None) 
     if condition == "vulkan-headers-lack-layer-settings":
         if vulkan is None or vulkan.layer_settings:
             return None
-        return (f"the Vulkan headers {vulkan.version or '(version unknown)'} at {vulkan.path} lack "
-                "VK_EXT_layer_settings, which ggml-vulkan uses unguarded; the patch creates the instance "
-                "without the validation layer's settings")
+        return (
+            f"the Vulkan headers {vulkan.version or '(version unknown)'} at {vulkan.path} lack "
+            "VK_EXT_layer_settings, which ggml-vulkan uses unguarded; the patch creates the instance "
+            "without the validation layer's settings"
+        )
     return None

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from llmtp.adapters.runner import SubprocessRunner
 from llmtp.core.ui import UiPlan
-from llmtp.services.build import build, inputs_hash, load_pin, plan, provenance_options
-from llmtp.services.build_request import BuildEvent, BuildRequest
-from llmtp.services.builds import current_build, find_installed, use_build
+from llmtp.services.build.installed import current_build, find_installed, use_build
+from llmtp.services.build.pipeline import build, inputs_hash, load_pin, plan, provenance_options
+from llmtp.services.build.request import BuildEvent, BuildRequest
 from llmtp.settings import load_settings
 from llmtp.testbed.releases import old_release_pin
 
@@ -44,8 +44,9 @@ def testbed_inputs_hash(request: BuildRequest = TESTBED_REQUEST, ui: UiPlan | No
     """The inputs hash the test bed build has, known without fetching anything (`pin`: the shipped one)."""
 
     pin = pin or load_pin()
-    prov = provenance_options("pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit,
-                              build_number=pin.build)
+    prov = provenance_options(
+        "pypi", pin.pypi.version, pin, is_git=False, commit=pin.git.commit, build_number=pin.build
+    )
     return inputs_hash(f"pypi:{pin.pypi.sha256}", plan(request, None, pin, provenance=prov, ui=ui))
 
 
@@ -56,7 +57,6 @@ def _cached_build(home: Path, lock: str, request: BuildRequest, ui: UiPlan | Non
     the others wait and reuse it. A request that makes its build current is made current again when an
     installed build with its hash exists but another one is current."""
     from filelock import FileLock
-
 
     home.mkdir(parents=True, exist_ok=True)
     settings = testbed_settings(home)

@@ -59,24 +59,87 @@ class Size:
 SIZES: dict[str, Size] = {
     # One-hot embeddings need n_embd >= n_vocab (300). f32 keeps batched and single-token
     # evaluation bit-close, so greedy output with and without speculation matches.
-    "tiny": Size(n_embd=320, n_layer=2, n_ff=64, n_head=2, n_head_kv=1, head_dim=32, n_rot=16,
-                 rope_sections=(3, 3, 2, 0), ssm_d_state=16, ssm_n_group=2, ssm_dt_rank=2,
-                 ssm_conv_kernel=4, full_attention_interval=2, dtype="f32", context_length=4096),
+    "tiny": Size(
+        n_embd=320,
+        n_layer=2,
+        n_ff=64,
+        n_head=2,
+        n_head_kv=1,
+        head_dim=32,
+        n_rot=16,
+        rope_sections=(3, 3, 2, 0),
+        ssm_d_state=16,
+        ssm_n_group=2,
+        ssm_dt_rank=2,
+        ssm_conv_kernel=4,
+        full_attention_interval=2,
+        dtype="f32",
+        context_length=4096,
+    ),
     # About 290 MiB in f16: big enough that decode time is dominated by the weights, as on a real
     # model, small enough to generate in seconds. Layers 3 and 7 are full attention, as in Qwen3.5.
-    "bench": Size(n_embd=1024, n_layer=8, n_ff=4096, n_head=8, n_head_kv=2, head_dim=128, n_rot=64,
-                  rope_sections=(11, 11, 10, 0), ssm_d_state=128, ssm_n_group=4, ssm_dt_rank=8,
-                  ssm_conv_kernel=4, full_attention_interval=4, dtype="f16", context_length=4096),
+    "bench": Size(
+        n_embd=1024,
+        n_layer=8,
+        n_ff=4096,
+        n_head=8,
+        n_head_kv=2,
+        head_dim=128,
+        n_rot=64,
+        rope_sections=(11, 11, 10, 0),
+        ssm_d_state=128,
+        ssm_n_group=4,
+        ssm_dt_rank=8,
+        ssm_conv_kernel=4,
+        full_attention_interval=4,
+        dtype="f16",
+        context_length=4096,
+    ),
 }
 
 # A few byte-level BPE merges (GPT-2 byte alphabet, "Ġ" is a space); each result is a token.
 MERGES: tuple[tuple[str, str], ...] = (
-    ("Ġ", "t"), ("Ġ", "a"), ("h", "e"), ("i", "n"), ("r", "e"), ("o", "n"), ("Ġt", "he"),
-    ("e", "r"), ("Ġ", "s"), ("a", "t"), ("Ġ", "w"), ("Ġ", "o"), ("e", "n"), ("Ġ", "c"),
-    ("i", "t"), ("i", "s"), ("a", "n"), ("o", "r"), ("e", "s"), ("Ġ", "b"), ("e", "d"),
-    ("Ġ", "f"), ("in", "g"), ("Ġ", "p"), ("o", "u"), ("Ġa", "n"), ("a", "l"), ("a", "r"),
-    ("Ġt", "o"), ("Ġ", "m"), ("Ġo", "f"), ("Ġ", "in"), ("Ġ", "d"), ("Ġ", "h"), ("Ġan", "d"),
-    ("i", "c"), ("a", "s"), ("l", "e"), ("Ġt", "h"), ("i", "on"), ("o", "m"),
+    ("Ġ", "t"),
+    ("Ġ", "a"),
+    ("h", "e"),
+    ("i", "n"),
+    ("r", "e"),
+    ("o", "n"),
+    ("Ġt", "he"),
+    ("e", "r"),
+    ("Ġ", "s"),
+    ("a", "t"),
+    ("Ġ", "w"),
+    ("Ġ", "o"),
+    ("e", "n"),
+    ("Ġ", "c"),
+    ("i", "t"),
+    ("i", "s"),
+    ("a", "n"),
+    ("o", "r"),
+    ("e", "s"),
+    ("Ġ", "b"),
+    ("e", "d"),
+    ("Ġ", "f"),
+    ("in", "g"),
+    ("Ġ", "p"),
+    ("o", "u"),
+    ("Ġa", "n"),
+    ("a", "l"),
+    ("a", "r"),
+    ("Ġt", "o"),
+    ("Ġ", "m"),
+    ("Ġo", "f"),
+    ("Ġ", "in"),
+    ("Ġ", "d"),
+    ("Ġ", "h"),
+    ("Ġan", "d"),
+    ("i", "c"),
+    ("a", "s"),
+    ("l", "e"),
+    ("Ġt", "h"),
+    ("i", "on"),
+    ("o", "m"),
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHAT_TEMPLATE = (
@@ -131,8 +194,14 @@ def successor_table(tokens: list[str]) -> np.ndarray:
 
 
 def params_hash(kind: str, size: str) -> str:
-    payload = {"version": GENERATOR_VERSION, "kind": kind, "size": asdict(SIZES[size]),
-               "merges": MERGES, "special": SPECIAL_TOKENS, "template": CHAT_TEMPLATE}
+    payload = {
+        "version": GENERATOR_VERSION,
+        "kind": kind,
+        "size": asdict(SIZES[size]),
+        "merges": MERGES,
+        "special": SPECIAL_TOKENS,
+        "template": CHAT_TEMPLATE,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -166,7 +235,7 @@ def _tensors(kind: str, s: Size, n_vocab: int, succ: np.ndarray) -> dict[str, np
         t["token_embd.weight"] = np.eye(n_vocab, s.n_embd, dtype=wtype)
         out = np.zeros((n_vocab, s.n_embd), dtype=np.float32)
         out[succ, np.arange(n_vocab)] = 1.0  # logit of succ(i) is sqrt(n_embd), all others 0
-    out[n_vocab - len(SPECIAL_TOKENS):] = 0.0  # specials (EOS) never win: generation runs to n_predict
+    out[n_vocab - len(SPECIAL_TOKENS) :] = 0.0  # specials (EOS) never win: generation runs to n_predict
     t["output.weight"] = out.astype(wtype)
     t["output_norm.weight"] = norm(s.n_embd)
 
@@ -198,11 +267,17 @@ def _tensors(kind: str, s: Size, n_vocab: int, succ: np.ndarray) -> dict[str, np
         # Gated delta-net layer (shapes from upstream's qwen35 loader).
         t[f"blk.{il}.attn_qkv.weight"] = mat(key_dim * 2 + value_dim, s.n_embd)
         t[f"blk.{il}.attn_gate.weight"] = mat(value_dim, s.n_embd)
-        conv = rng.standard_normal((key_dim * 2 + value_dim, s.ssm_conv_kernel), dtype=np.float32) * 0.5 \
-            if rand else np.zeros((key_dim * 2 + value_dim, s.ssm_conv_kernel), dtype=np.float32)
+        conv = (
+            rng.standard_normal((key_dim * 2 + value_dim, s.ssm_conv_kernel), dtype=np.float32) * 0.5
+            if rand
+            else np.zeros((key_dim * 2 + value_dim, s.ssm_conv_kernel), dtype=np.float32)
+        )
         t[f"blk.{il}.ssm_conv1d.weight"] = conv
-        t[f"blk.{il}.ssm_dt.bias"] = np.zeros(s.ssm_dt_rank, dtype=np.float32) if not rand \
+        t[f"blk.{il}.ssm_dt.bias"] = (
+            np.zeros(s.ssm_dt_rank, dtype=np.float32)
+            if not rand
             else rng.standard_normal(s.ssm_dt_rank, dtype=np.float32) * 0.1
+        )
         t[f"blk.{il}.ssm_a"] = -np.ones(s.ssm_dt_rank, dtype=np.float32)  # -exp(A_log) with A_log = 0
         t[f"blk.{il}.ssm_beta.weight"] = mat(s.ssm_dt_rank, s.n_embd)
         t[f"blk.{il}.ssm_alpha.weight"] = mat(s.ssm_dt_rank, s.n_embd)

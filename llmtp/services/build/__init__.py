@@ -1,0 +1,1 @@
+"""Builds of llama.cpp: plan, compile, install, switch and upgrade them."""

@@ -1,0 +1,1 @@
+"""This machine: what it has (detect) and whether it is healthy (doctor)."""

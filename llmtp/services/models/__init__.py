@@ -1,0 +1,1 @@
+"""Models: references, the catalog, hub listings, pulls and the files on disk."""

@@ -1,0 +1,1 @@
+"""Serving: plan a launch, run llama-server under the supervisor, look at running servers, talk to them."""

@@ -1,0 +1,1 @@
+"""`llmtp setup`: the guided, resumable first run."""

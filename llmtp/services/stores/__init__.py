@@ -1,0 +1,1 @@
+"""The small JSON records llmtp keeps between commands: serve records, calibration, MTP settings."""

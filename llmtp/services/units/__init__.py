@@ -1,0 +1,1 @@
+"""llmtp serve as a system service: systemd units and launchd agents."""
