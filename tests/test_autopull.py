@@ -87,7 +87,7 @@ def test_serve_no_pull_and_the_setting_refuse_before_anything_starts(tmp_path, m
     fake_server = tmp_path / "llama-server"
     fake_server.write_text("#!/bin/sh\nexit 0\n")
     fake_server.chmod(0o755)
-    monkeypatch.setattr("llmtp.services.serve.launch.cached_capabilities", lambda server, cache: _caps())
+    monkeypatch.setattr("llmtp.services.serve.launch_plan.cached_capabilities", lambda server, cache: _caps())
     r = CliRunner().invoke(app, ["serve", "qwen3.6-27b", "--server", str(fake_server), "--no-pull"])
     assert isinstance(r.exception, UsageError) and "--no-pull" in r.exception.message
     monkeypatch.setenv("LLMTP_PULL_MISSING", "false")

@@ -226,14 +226,14 @@ def test_dry_run_cli_shows_reasons_human_and_json(tiny, monkeypatch):
 
 
 def test_capabilities_of_a_server_are_probed_once(tmp_path, monkeypatch):
-    from llmtp.services.build import installed as build_svc
-    from llmtp.services.serve.launch import cached_capabilities
+    from llmtp.services.build import probe_cache
+    from llmtp.services.build.probe_cache import cached_capabilities
 
     server = tmp_path / "my-llama-server"  # not named llama-server: that very file is probed
     server.write_text("#!/bin/sh\n")
     server.chmod(0o755)  # serve refuses a --server it cannot execute
     calls = []
-    monkeypatch.setattr(build_svc, "probe_binary", lambda d, r, server: calls.append(server) or _caps())
+    monkeypatch.setattr(probe_cache, "probe_binary", lambda d, r, server: calls.append(server) or _caps())
     assert cached_capabilities(server, tmp_path / "cache").flags == _caps().flags
     assert cached_capabilities(server, tmp_path / "cache").flags == _caps().flags
     assert calls == [server.resolve()]

@@ -45,9 +45,11 @@ def status(
     from llmtp.services.rpc.worker import worker_status
     from llmtp.services.serve.status import status_report
     from llmtp.services.verify.live_check import annotate
+    from llmtp.services.verify.mtp_guard import annotate_guard
 
     settings = _settings()
-    entries = annotate(settings, status_report(settings.state_dir, on_note=_note)) + worker_status(settings.state_dir)
+    servers = annotate(settings, status_report(settings.state_dir, on_note=_note))
+    entries = annotate_guard(settings.state_dir, servers) + worker_status(settings.state_dir)
     if as_json:
         emit_json(entries)
         return

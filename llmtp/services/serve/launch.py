@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,16 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtp.adapters import files
-from llmtp.adapters.files import executable_file, read_json_cache
-from llmtp.adapters.runner import SubprocessRunner
 from llmtp.adapters.sd_notify import ReadyNotifier
 from llmtp.adapters.spawn import spawn_detached
-from llmtp.core.capabilities import Capabilities
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.errors import ModelNotDownloadedError, ServeError
 from llmtp.services.models.autopull import ensure_model
 from llmtp.services.rpc.cluster import rpc_supervision
 from llmtp.services.serve.foreground import ServeHooks, serve_foreground
+from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch
 from llmtp.services.serve.supervisor import Supervisor, SupervisorConfig, log, read_api_key
 from llmtp.services.stores.calibration import record_launch
 from llmtp.services.verify.live_check import live_check_hook
@@ -87,35 +84,6 @@ def stop_served(
 
 
 # --- what `llmtp serve` runs (the plan itself: services/serve/launch_plan.py) --------------------------------
-
-
-def cached_capabilities(server: Path, cache_dir: Path | None) -> Capabilities:
-    """Capabilities of a --server binary, probed once per (path, size, mtime): probing runs the
-    binary three times, which `llmtp serve` must not pay on every start."""
-
-    server = executable_file(Path(server), option="--server")  # a clear error, not an OSError from exec
-    cache = None
-    try:
-        st = files.stat(server.resolve())
-        ident = f"{server.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        cache = Path(cache_dir) / "capabilities" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
-    except (OSError, TypeError):  # TypeError: no cache dir
-        pass
-    else:
-        cached = read_json_cache(cache, Capabilities)
-        if cached is not None:
-            return cached
-    from llmtp.services.build.installed import probe_binary
-
-    caps = probe_binary(server.parent, SubprocessRunner(), server)
-    if cache is not None and caps.flags:  # a failed probe (no flags) is never cached
-        try:
-            from llmtp.adapters.files import write_text_atomic
-
-            write_text_atomic(cache, caps.model_dump_json())  # serves read it concurrently
-        except OSError:
-            pass
-    return caps
 
 
 def calibration_hook(settings, plan: LaunchPlan) -> Callable[[Supervisor], None] | None:
@@ -205,7 +173,6 @@ def plan_for_serve(
     the setting pull_missing allow (autopull says what, how big, and refuses offline, without the space,
     or when not allowed); `pull` None (a dry run) names the missing model at once. `warm`: the entry point's
     WarmStart, whose llama-server's memory the plan may count as free."""
-    from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch
 
     early = warm.running_pid() if warm is not None else None
     deps = LaunchDeps(not_counting=frozenset([early]) if early else frozenset())

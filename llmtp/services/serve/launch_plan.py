@@ -26,10 +26,10 @@ from llmtp.core.passthrough import check_passthrough
 from llmtp.core.plan_types import PlanHardware, PlanRequest
 from llmtp.core.supervisor import load_budget_s
 from llmtp.errors import ModelNotDownloadedError, ServeError, UsageError
+from llmtp.services.build.probe_cache import cached_capabilities
 from llmtp.services.machine.ram_bandwidth import cached_ram_bandwidth
 from llmtp.services.models import resolve
 from llmtp.services.rpc.cluster import rpc_split
-from llmtp.services.serve.launch import cached_capabilities
 from llmtp.services.serve.plan import detected_hardware, hardware_for_build, plan_resolved
 from llmtp.services.serve.supervisor import read_api_key
 from llmtp.services.stores import mtp_settings

@@ -16,7 +16,6 @@ from llmtp.errors import LlmtpError
 from llmtp.services.serve.status import instance_log
 from llmtp.services.stores import mtp_settings
 from llmtp.services.verify import baselines as store
-from llmtp.services.verify.mtp_guard import read_record
 
 log = logging.getLogger("llmtp.serve")
 
@@ -88,8 +87,4 @@ def annotate(settings, entries: list[dict]) -> list[dict]:
             continue  # services/stores/failed_servers.py gave it its own
         text = instance_log(e["log_path"], e.get("log_offset", 0))  # this server's requests, not a predecessor's
         e["mtp_live"] = status_live(settings, e["model"], text).model_dump(mode="json")
-        guard = read_record(settings.state_dir, e["port"])
-        e["mtp_guard"] = (
-            guard.model_dump(mode="json") if guard is not None and guard.llmtp_pid == e.get("llmtp_pid") else None
-        )
     return entries

@@ -26,6 +26,7 @@ from llmtp.core.metrics import requests
 from llmtp.core.supervisor import State
 from llmtp.errors import LlmtpError
 from llmtp.services.stores import mtp_settings
+from llmtp.services.verify.live_check import break_even_for
 
 log = logging.getLogger("llmtp.serve")
 
@@ -55,10 +56,19 @@ def read_record(state_dir: Path, port: int) -> GuardRecord | None:
     return read_json_cache(record_path(state_dir, port), GuardRecord)
 
 
+def annotate_guard(state_dir: Path, entries: list[dict]) -> list[dict]:
+    """`mtp_guard` on each `status_report` entry: what this serve's guard did, from its record (a record
+    left by an earlier llmtp on the same port is not this serve's)."""
+    for e in entries:
+        guard = read_record(state_dir, e["port"]) if e.get("state") != "failed" else None
+        e["mtp_guard"] = (
+            guard.model_dump(mode="json") if guard is not None and guard.llmtp_pid == e.get("llmtp_pid") else None
+        )
+    return entries
+
+
 def stored_ladder(settings, model_path: str):
     """(ladder, break-even) tune stored for this model file; ([], verify's break-even) otherwise."""
-    from llmtp.services.verify.live_check import break_even_for
-
     try:
         record = mtp_settings.load_record(settings, mtp_settings.model_key(Path(model_path)))
     except (OSError, LlmtpError):

@@ -14,7 +14,7 @@ from llmtp.core.launch_plan import argv_without_address
 from llmtp.core.verify import Case, Markers, Method, VerifyReport
 from llmtp.core.verify_live import live_verdict
 from llmtp.errors import UsageError
-from llmtp.services.serve.launch import cached_capabilities
+from llmtp.services.build.probe_cache import cached_capabilities
 from llmtp.services.serve.supervisor import read_api_key
 from llmtp.services.stores.mtp_settings import model_key
 from llmtp.services.verify import baselines as store
