@@ -99,9 +99,7 @@ def tuned_model(tmp_path):
         settings,
         mtp_settings.model_key(model),
         MtpSettings(enabled=True, n_max=3),
-        speedup=1.4,
-        acceptance=0.8,
-        break_even_acceptance=0.42,
+        mtp_settings.TuneFindings(speedup=1.4, acceptance=0.8, break_even_acceptance=0.42),
     )
     return settings, model
 

@@ -96,14 +96,16 @@ def test_a_losing_setting_is_stepped_down_within_bounded_requests_and_none_fails
         settings,
         key,
         STACKED,
+        mtp_settings.TuneFindings(
+            speedup=2.07,
+            acceptance=0.70,
+            break_even_acceptance=0.28,
+            ladder=[
+                SettingBreakEven(mtp=STACKED, label=label(STACKED), break_even_acceptance=0.28),
+                SettingBreakEven(mtp=SINGLE, label=label(SINGLE), break_even_acceptance=0.28),
+            ],
+        ),
         reason="test: as tune stored it",
-        speedup=2.07,
-        acceptance=0.70,
-        break_even_acceptance=0.28,
-        ladder=[
-            SettingBreakEven(mtp=STACKED, label=label(STACKED), break_even_acceptance=0.28),
-            SettingBreakEven(mtp=SINGLE, label=label(SINGLE), break_even_acceptance=0.28),
-        ],
     )
     port = free_port()
     env = {**os.environ}

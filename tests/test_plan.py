@@ -408,7 +408,12 @@ def test_plan_uses_the_acceptance_tune_measured_for_the_file(tiny_models):
     hw = _card(8, 300)
     before = plan_model(str(path), settings, PlanRequest(), hw).plan
     assert before.mtp_acceptance == DEFAULT_ACCEPTANCE and before.mtp_acceptance_source == "default"
-    mtp_settings.save(settings, mtp_settings.model_key(path), MtpSettings(enabled=True, n_max=3), acceptance=0.95)
+    mtp_settings.save(
+        settings,
+        mtp_settings.model_key(path),
+        MtpSettings(enabled=True, n_max=3),
+        mtp_settings.TuneFindings(acceptance=0.95),
+    )
     after = plan_model(str(path), settings, PlanRequest(), hw).plan
     assert after.mtp_acceptance == 0.95 and after.mtp_acceptance_source == "measured"
     assert after.decode_tok_s_mtp > before.decode_tok_s_mtp

@@ -28,15 +28,11 @@ def model_key(path: Path) -> str:
     return f"{stem}-{size}-{digest[:12]}"
 
 
-class ModelSettingsRecord(BaseModel):
-    model_key: str
-    mtp: MtpSettings
-    reason: str | None = None  # why (e.g. "nothing beats plain decoding ...")
-    source: str = "tune"
+class TuneFindings(BaseModel):
+    """What the measurement behind a choice found (held-out figures from `llmtp tune`); the live check
+    while serving compares served requests with break_even_acceptance."""
+
     build_id: str | None = None
-    updated: str | None = None
-    # what the measurement behind the choice found (held-out figures from `llmtp tune`); the live
-    # check while serving compares served requests with break_even_acceptance
     speedup: float | None = None
     acceptance: float | None = None
     break_even_acceptance: float | None = None
@@ -45,6 +41,14 @@ class ModelSettingsRecord(BaseModel):
     family_break_even: dict[str, float] = Field(default_factory=dict)
     # the chosen setting, then each safer one (no n-gram drafts, ...) with its break-even: the serve guard's steps
     ladder: list[SettingBreakEven] = Field(default_factory=list)
+
+
+class ModelSettingsRecord(TuneFindings):
+    model_key: str
+    mtp: MtpSettings
+    reason: str | None = None  # why (e.g. "nothing beats plain decoding ...")
+    source: str = "tune"
+    updated: str | None = None
 
 
 def _dir(settings) -> Path:
@@ -74,31 +78,17 @@ def save(
     settings,
     model_key: str,
     mtp: MtpSettings,
+    findings: TuneFindings | None = None,
     *,
     reason: str | None = None,
     source: str = "tune",
-    build_id: str | None = None,
-    speedup: float | None = None,
-    acceptance: float | None = None,
-    break_even_acceptance: float | None = None,
-    plain_tokens_per_s: float | None = None,
-    workload: str | None = None,
-    family_break_even: dict[str, float] | None = None,
-    ladder: list[SettingBreakEven] | None = None,
 ) -> Path:
     record = ModelSettingsRecord(
         model_key=model_key,
         mtp=mtp,
         reason=reason,
         source=source,
-        build_id=build_id,
         updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        speedup=speedup,
-        acceptance=acceptance,
-        break_even_acceptance=break_even_acceptance,
-        plain_tokens_per_s=plain_tokens_per_s,
-        workload=workload,
-        family_break_even=family_break_even or {},
-        ladder=ladder or [],
+        **(findings or TuneFindings()).model_dump(),
     )
     return write_json_atomic(_file(settings, model_key), record.model_dump(mode="json"))
