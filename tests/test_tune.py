@@ -443,11 +443,12 @@ def test_a_setting_that_wins_only_on_copying_prompts_is_off_unless_the_work_is_c
 
 
 def test_workload_and_prompts_file_are_checked_before_anything_runs(tmp_path):
+    from llmtp.core.families import Rule
     from llmtp.errors import UsageError
-    from llmtp.services.verify.tune import choose_rule, load_prompts_file
+    from llmtp.services.verify.tune import check_rule, load_prompts_file
 
     with pytest.raises(UsageError, match="not a family of the prompt suite") as exc:
-        choose_rule(SUITE, min_gain=0.03, noise_band=0.05, workload="poetry")
+        check_rule(SUITE, Rule(workload="poetry"))
     assert "copy-heavy, open-ended, long-context, non-english" in exc.value.hint
     mine = tmp_path / "mine.toml"
     mine.write_text(
@@ -460,7 +461,7 @@ def test_workload_and_prompts_file_are_checked_before_anything_runs(tmp_path):
     )
     suite = load_prompts_file(mine)
     assert suite.family_names() == ["sql", "email"] and len(suite.half("heldout")) == 2
-    assert choose_rule(suite, min_gain=0.03, noise_band=0.05, workload="sql").workload == "sql"
+    assert check_rule(suite, Rule(workload="sql")).workload == "sql"
     for text, match in [
         ("[[prompt]\n", "not valid TOML"),
         ('[[prompt]]\nname = "a"\n', "cannot be used"),
@@ -537,7 +538,7 @@ def test_cli_prints_each_familys_figure_and_break_even(tmp_path, monkeypatch):
     from llmtp.services.verify import tune as svc
 
     def fake_run_tune(settings, model, method, **kw):
-        assert kw["noise_band"] == 0.1 and kw["min_gain"] == 0.03
+        assert kw["rule"].noise_band == 0.1 and kw["rule"].min_gain == 0.03
         return tune(target(tmp_path), fake_launcher(speed), base=BASE, method=METHOD), target(tmp_path)
 
     monkeypatch.setattr(svc, "run_tune", fake_run_tune)

@@ -136,6 +136,7 @@ def tune_cmd(
 
     from llmtp.cli._charts import html_target, print_chart, write_html
     from llmtp.cli._out import console, emit_json
+    from llmtp.core.families import Rule
     from llmtp.core.report import tune_report
     from llmtp.services.verify.tune import run_tune, tune_method
     from llmtp.settings import load_settings
@@ -155,7 +156,10 @@ def tune_cmd(
         threads=threads,
         rpc=rpc,
     )
-    kw = dict(min_gain=min_gain, noise_band=noise_band, workload=workload, prompts=Path(prompts) if prompts else None)
+    kw = dict(
+        rule=Rule(min_gain=min_gain, noise_band=noise_band, workload=workload),
+        prompts=Path(prompts) if prompts else None,
+    )
     if json_out:
         decision, target = run_tune(settings, request, method, **kw)
         emit_json({"model": target.model_path, "model_key": target.model_key, **decision.model_dump(mode="json")})

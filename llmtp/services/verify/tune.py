@@ -181,15 +181,15 @@ def _first_line(exc: Exception) -> str:
     return " ".join(line.strip() for line in text[:3])
 
 
-def choose_rule(suite: core.Suite, *, min_gain: float, noise_band: float, workload: str | None) -> core.Rule:
-    """The decision rule; --workload must name one of the suite's families."""
+def check_rule(suite: core.Suite, rule: core.Rule) -> core.Rule:
+    """The decision rule, as given; --workload must name one of the suite's families."""
 
-    if workload is not None and workload not in suite.family_names():
+    if rule.workload is not None and rule.workload not in suite.family_names():
         raise UsageError(
-            f"--workload {workload!r} is not a family of the prompt suite",
+            f"--workload {rule.workload!r} is not a family of the prompt suite",
             f"Use one of: {', '.join(suite.family_names())} (or --prompts FILE with your own).",
         )
-    return core.Rule(min_gain=min_gain, noise_band=noise_band, workload=workload)
+    return rule
 
 
 def run_tune(
@@ -197,19 +197,17 @@ def run_tune(
     request: LaunchRequest,
     method: Method | None = None,
     *,  # noqa: ANN001
-    min_gain: float = core.DEFAULT_MIN_GAIN,
-    noise_band: float = core.DEFAULT_NOISE_BAND,
-    workload: str | None = None,
+    rule: core.Rule | None = None,
     prompts: Path | None = None,
     save: bool = True,
     on_trial: TrialCallback | None = None,
 ) -> tuple[core.TuneDecision, Target]:
     """Sweep the plan serve would run (each trial that plan with other draft settings) on the current build,
-    and store the choice (or MTP off, with the reason) for `serve`. `prompts`: the user's own suite, whose
-    families then replace the shipped ones."""
+    and store the choice (or MTP off, with the reason) for `serve`. `rule`: min gain, noise band and the
+    user's workload; `prompts`: the user's own suite, whose families then replace the shipped ones."""
 
     suite = load_prompts_file(prompts) if prompts is not None else load_suite()
-    rule = choose_rule(suite, min_gain=min_gain, noise_band=noise_band, workload=workload)
+    rule = check_rule(suite, rule or core.Rule())
     plan = verify_plan(settings, request)
     target = target_for(settings, plan)
     launcher = real_launcher(Path(settings.state_dir) / "tune")
