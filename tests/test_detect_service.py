@@ -12,7 +12,7 @@ from test_detect_nvml import fake_pynvml
 from llmtp.adapters.apple import PROFILER_ARGV, SYSCTL_ARGV
 from llmtp.adapters.runner import Completed
 from llmtp.errors import ToolMissingError
-from llmtp.services.machine.detect import detect_hardware, os_name
+from llmtp.services.machine.detect import MachineSources, detect_hardware, os_name
 
 FIX = Path(__file__).parent / "fixtures"
 NO_AMDSMI = SimpleNamespace()  # any attribute access fails -> amdsmi treated as absent
@@ -51,14 +51,16 @@ def test_linux_with_nvidia_and_amd(tmp_path):
     )
     snap = detect_hardware(
         runner,
-        nvml=nvml,
-        sysfs_root=linux_root(tmp_path, "rx7900xtx"),
-        platform="linux",
-        machine="x86_64",
-        amdsmi=NO_AMDSMI,
-        memory=lambda: (64 << 30, 60 << 30),
-        cpu_counts=None,
-        toolkit_dirs={},
+        sources=MachineSources(
+            nvml=nvml,
+            sysfs_root=linux_root(tmp_path, "rx7900xtx"),
+            platform="linux",
+            machine="x86_64",
+            amdsmi=NO_AMDSMI,
+            memory=lambda: (64 << 30, 60 << 30),
+            cpu_counts=None,
+            toolkit_dirs={},
+        ),
     )
     assert [(g.vendor, g.index, g.name) for g in snap.gpus] == [
         ("nvidia", 0, "NVIDIA GeForce RTX 4090"),
@@ -79,14 +81,16 @@ def test_bare_linux_machine(tmp_path):
     nvml = fake_pynvml(json.loads((FIX / "nvml/two-gpus-r550.json").read_text()), init_error=12)
     snap = detect_hardware(
         FakeRunner(),
-        nvml=nvml,
-        sysfs_root=linux_root(tmp_path, None),
-        platform="linux",
-        machine="x86_64",
-        amdsmi=NO_AMDSMI,
-        memory=lambda: (None, None),
-        cpu_counts=lambda: (None, None),
-        toolkit_dirs={},
+        sources=MachineSources(
+            nvml=nvml,
+            sysfs_root=linux_root(tmp_path, None),
+            platform="linux",
+            machine="x86_64",
+            amdsmi=NO_AMDSMI,
+            memory=lambda: (None, None),
+            cpu_counts=lambda: (None, None),
+            toolkit_dirs={},
+        ),
     )
     assert snap.gpus == [] and snap.recommendation.profile == "cpu"
     assert snap.cpu.cores_logical == 2  # psutil unknown -> /proc/cpuinfo's count stays
@@ -108,12 +112,14 @@ def test_macos(tmp_path):
 
     snap = detect_hardware(
         runner,
-        nvml=SimpleNamespace(nvmlInit=nvml_must_not_be_used),
-        sysfs_root=tmp_path,
-        platform="darwin",
-        machine="arm64",
-        memory=lambda: (None, 20 << 30),
-        cpu_counts=None,
+        sources=MachineSources(
+            nvml=SimpleNamespace(nvmlInit=nvml_must_not_be_used),
+            sysfs_root=tmp_path,
+            platform="darwin",
+            machine="arm64",
+            memory=lambda: (None, 20 << 30),
+            cpu_counts=None,
+        ),
     )
     assert [(g.vendor, g.name, g.unified_memory, g.vram_total_bytes) for g in snap.gpus] == [
         ("apple", "Apple M2 Pro", True, 34359738368)

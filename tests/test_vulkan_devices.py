@@ -20,7 +20,7 @@ from llmtp.core.vulkan_devices import (
     parse_vulkaninfo_summary,
     vulkan_notes,
 )
-from llmtp.services.machine.detect import detect_hardware
+from llmtp.services.machine.detect import MachineSources, detect_hardware
 from llmtp.services.machine.vulkan_detect import detect_vulkan
 
 FIX = Path(__file__).parent / "fixtures" / "vulkan"
@@ -105,16 +105,18 @@ def test_detect_reports_lavapipe_with_memory_and_recommends_cpu(tmp_path):
     nvml = fake_pynvml(json.loads((FIX.parent / "nvml/two-gpus-r550.json").read_text()), init_error=12)
     snap = detect_hardware(
         runner,
-        nvml=nvml,
-        sysfs_root=linux_root(tmp_path, None),
-        platform="linux",
-        machine="x86_64",
-        amdsmi=NO_AMDSMI,
-        memory=lambda: (None, None),
-        cpu_counts=lambda: (None, None),
-        toolkit_dirs={},
+        sources=MachineSources(
+            nvml=nvml,
+            sysfs_root=linux_root(tmp_path, None),
+            platform="linux",
+            machine="x86_64",
+            amdsmi=NO_AMDSMI,
+            memory=lambda: (None, None),
+            cpu_counts=lambda: (None, None),
+            toolkit_dirs={},
+            env={},
+        ),
         vulkan_server=server,
-        env={},
     )
     assert snap.gpus == [] and snap.recommendation.profile == "cpu"
     assert snap.vulkan_devices[0].cpu_type and any("not a GPU" in n for n in snap.notes)

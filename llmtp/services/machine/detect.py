@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +29,39 @@ def os_name(sys_platform: str = sys.platform) -> str:
     return sys_platform
 
 
-def detect_hardware(
-    runner: Runner | None = None,
-    *,
-    nvml: Any = None,
-    sysfs_root: Path = Path("/"),
-    platform: str | None = None,
-    machine: str | None = None,
-    amdsmi: Any = None,
-    memory: Callable[[], tuple[int | None, int | None]] = cpuinfo.memory,
-    cpu_counts: Callable[[], tuple[int | None, int | None]] | None = cpuinfo.cpu_counts,
-    toolkit_dirs: dict[str, tuple[str, ...]] = TOOLKIT_DIRS,
-    vulkan_server: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> HardwareSnapshot:
-    """Gather the snapshot. Every source is a parameter so tests replace it:
+@dataclass(frozen=True)
+class MachineSources:
+    """Where detect reads this machine from; tests replace any of it (the defaults are the real ones).
 
-    runner       every subprocess (sysctl, system_profiler, tool --version)
     nvml         a stand-in for the pynvml module (default: import pynvml)
     sysfs_root   root of /sys, /proc and pci.ids (AMD GPUs, /proc/cpuinfo)
     platform     "linux" / "darwin" / "windows" (default: this machine's)
     machine      "x86_64" / "aarch64" / "arm64" (default: this machine's)
     memory, cpu_counts  RAM (total, available) and cores (physical, logical); cpu_counts=None
                  keeps what /proc/cpuinfo says
-    vulkan_server a Vulkan build's llama-server: its --list-devices gives each Vulkan device's memory
     env          the environment (GGML_VK_VISIBLE_DEVICES: a Vulkan device chosen on purpose)
     """
+
+    nvml: Any = None
+    sysfs_root: Path = Path("/")
+    platform: str | None = None
+    machine: str | None = None
+    amdsmi: Any = None
+    memory: Callable[[], tuple[int | None, int | None]] = cpuinfo.memory
+    cpu_counts: Callable[[], tuple[int | None, int | None]] | None = cpuinfo.cpu_counts
+    toolkit_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(TOOLKIT_DIRS))
+    env: Mapping[str, str] | None = None
+
+
+def detect_hardware(
+    runner: Runner | None = None, *, sources: MachineSources | None = None, vulkan_server: Path | None = None
+) -> HardwareSnapshot:
+    """Gather the snapshot: `runner` runs every subprocess (sysctl, system_profiler, tool --version);
+    `sources` (MachineSources) says where the rest is read; `vulkan_server`, a Vulkan build's llama-server,
+    gives each Vulkan device's memory from its --list-devices."""
+    src = sources or MachineSources()
+    nvml, sysfs_root, amdsmi, cpu_counts, env = src.nvml, src.sysfs_root, src.amdsmi, src.cpu_counts, src.env
+    memory, platform, machine, toolkit_dirs = src.memory, src.platform, src.machine, dict(src.toolkit_dirs)
     runner = runner or SubprocessRunner()
     os_ = platform or os_name()
     arch = machine or cpuinfo.machine()
