@@ -429,3 +429,21 @@ if __name__ == "__main__":
     text = ARCHITECTURE_MD.read_text(encoding="utf-8")
     start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
     ARCHITECTURE_MD.write_text(text[:start] + module_table() + text[end:], encoding="utf-8")
+
+
+MAX_PARAMETERS = 8  # issue 22: request objects instead of long parameter lists
+
+
+def test_no_service_function_takes_more_than_eight_parameters():
+    """A service that needs more than eight values takes a request or dependencies object (LaunchRequest,
+    VerifyOptions, MachineSources, GuardDeps, TuneFindings, ...), not a long parameter list."""
+    long = []
+    for path in sorted((PKG / "services").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, [a.vararg, a.kwarg])]
+                count = len([n for n in names if n.arg not in ("self", "cls")])
+                if count > MAX_PARAMETERS:
+                    long.append(f"{path.relative_to(PKG)}:{node.lineno} {node.name} ({count})")
+    assert long == []

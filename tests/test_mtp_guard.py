@@ -152,9 +152,7 @@ def test_the_guard_waits_for_idle_slots_then_relaunches_with_the_safer_setting(t
         state_dir=tmp_path,
         port=1,
         enabled=True,
-        cfg=guard.GuardConfig(),
-        ladder_source=lambda m: (LADDER, None),
-        sleep=lambda s: None,
+        deps=mtp_guard.GuardDeps(cfg=guard.GuardConfig(), ladder_source=lambda m: (LADDER, None), sleep=lambda s: None),
     )
     sup = Supervisor(
         LaunchSpec(model="m.gguf", port=1, mtp=STACKED), launch, config=SupervisorConfig(**FAST), on_tick=hook
@@ -196,7 +194,13 @@ def test_a_pinned_setting_is_never_switched_and_says_so(tmp_path):
     calls = []
     sup = SimpleNamespace(spec=LaunchSpec(model="m", port=2, mtp=STACKED), relaunch=lambda *a: calls.append(a))
     hook = mtp_guard.guard_hook(
-        None, "m", log_path, state_dir=tmp_path, port=2, enabled=False, ladder_source=lambda m: (LADDER, None)
+        None,
+        "m",
+        log_path,
+        state_dir=tmp_path,
+        port=2,
+        enabled=False,
+        deps=mtp_guard.GuardDeps(ladder_source=lambda m: (LADDER, None)),
     )
     for _ in range(3):
         hook(sup)

@@ -107,16 +107,16 @@ def test_plan_for_a_device_budget_is_what_the_server_does(settings, vulkan_bin_d
 
     budget, no_mtp = BUDGETS[path]
     hw = device_budget("Vulkan0", budget, ram_bytes=8 << 30)
-    run = serve_and_check(
-        settings,
-        bench_models["agree"],
-        vulkan_bin_dir / "llama-server",
-        hw,
-        "Vulkan0",
+    request = LaunchRequest(
+        model=str(bench_models["agree"]),
+        server=str(vulkan_bin_dir / "llama-server"),
+        host="127.0.0.1",
         port=free_port(),
-        log_path=tmp_path / "serve.log",
+        ctx=512,
+        ui=False,
         no_mtp=no_mtp,
     )
+    run = serve_and_check(settings, request, hw, "Vulkan0", log_path=tmp_path / "serve.log")
     plan = run.plan
     taken = "ffn-spill" if plan.n_cpu_ffn else "full" if plan.n_gpu_layers > plan.n_layers else "partial"
     assert taken == path.removesuffix("-mtp"), (plan.n_gpu_layers, plan.n_cpu_ffn, plan.decisions)

@@ -101,7 +101,6 @@ class Supervisor:
         config: SupervisorConfig | None = None,
         replan: Replan | None = default_replan,
         on_event: OnEvent | None = None,
-        clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[Supervisor], None] | None = None,
         watch: Callable[[], str | None] | None = None,
         before_start: Callable[[threading.Event], None] | None = None,
@@ -112,7 +111,7 @@ class Supervisor:
         self.spec, self._launch, self.config = spec, launch, config or SupervisorConfig()
         self._on_tick = on_tick
         self._watch_fn, self._before_start = watch, before_start
-        self._replan, self._on_event, self._clock = replan, on_event, clock
+        self._replan, self._on_event, self._clock = replan, on_event, time.monotonic
         self.state = State.STOPPED
         self.proc: ServerProcess | None = None
         self.restarts = 0

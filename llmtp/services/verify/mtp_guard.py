@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def _num(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.2f}"
 
 
+@dataclass(frozen=True)
+class GuardDeps:
+    """The guard's thresholds, clock and sleep, and where it reads tune's ladder; tests replace any."""
+
+    cfg: core.GuardConfig = field(default_factory=core.GuardConfig)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    ladder_source: Callable[[str], tuple] | None = None  # model path -> (ladder, break-even)
+
+
 def guard_hook(
     settings,
     model_path: str,
@@ -100,15 +111,13 @@ def guard_hook(
     port: int,
     enabled: bool,
     then: Callable[[object], None] | None = None,
-    cfg: core.GuardConfig | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    ladder_source: Callable[[str], tuple] | None = None,
+    deps: GuardDeps | None = None,
 ) -> Callable[[object], None]:
     """The supervisor's on_tick: run `then` (the live check), then the guard. `enabled` False: the served
     setting is pinned (--no-mtp-guard); status still says so."""
-    cfg = cfg or core.GuardConfig()
-    source = ladder_source or (lambda m: stored_ladder(settings, m))
+    deps = deps or GuardDeps()
+    cfg, clock, sleep = deps.cfg, deps.clock, deps.sleep
+    source = deps.ladder_source or (lambda m: stored_ladder(settings, m))
     box: dict = {"state": None, "follower": LogFollower(log_path), "since": None}
 
     def write(sup, state: core.GuardState | None, waiting: str | None = None, note: str | None = None) -> None:

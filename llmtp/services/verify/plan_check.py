@@ -38,24 +38,17 @@ def device_budget(device: str, budget_bytes: int, ram_bytes: int | None, backend
 
 def serve_and_check(
     settings,
-    model: Path,
-    server: Path,
+    request: LaunchRequest,
     hardware: PlanHardware,
     device: str,
     *,
-    port: int,
     log_path: Path,
     prompt: str = "Hello world, the",
     n_predict: int = 16,
-    ctx: int | None = 512,
-    no_mtp: bool = False,
 ) -> CheckedRun:
-    """Plan `model` for `hardware` through serve's own path (the one launch plan), start it (launched), send
-    one greedy completion, stop it, and compare the plan with the load log."""
+    """Plan `request` (model, --server, port, ctx, ...) for `hardware` through serve's own path (the one launch
+    plan), start it (launched), send one greedy completion, stop it, and compare the plan with the load log."""
 
-    request = LaunchRequest(
-        model=str(model), host="127.0.0.1", port=port, ctx=ctx, server=str(server), ui=False, no_mtp=no_mtp
-    )
     launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware))
     argv = launch.argv_list
     # lavapipe compiles its shaders at load: more time than the file's size alone calls for
