@@ -257,3 +257,39 @@ def test_rpc_tensor_is_packed_like_b11434():
     assert len(raw) == 296  # sizeof(rpc_tensor) with #pragma pack(1), GGML_MAX_SRC 10, GGML_MAX_NAME 64
     assert raw[12:20] == (0x1000).to_bytes(8, "little")  # buffer after id (8) and type (4)
     assert raw[220:228] == (0x2000).to_bytes(8, "little")  # data after src[10], view_src, view_offs
+
+
+def test_plan_rpc_gives_one_answer_for_memory():
+    """`plan --rpc` shows memory as the launch splits it (issue 22: `memory` put every weight on the CPU while
+    `rpc.devices` put half on each worker): weights by each device's share, KV and the MTP draft following
+    the layers, compute and margin on this host; nothing lost or invented in the split."""
+    from llmtp.core.plan_types import MemoryBreakdown
+    from llmtp.core.rpc import split_memory
+
+    planned = [
+        MemoryBreakdown(
+            device="CPU (system RAM)",
+            weights=1000,
+            kv_cache=100,
+            recurrent_state=10,
+            mtp_draft=20,
+            compute=50,
+            margin=5,
+        )
+    ]
+    devices = [
+        {"id": "RPC0", "weights_share": 0.5, "weights_bytes": 500},
+        {"id": "RPC1", "weights_share": 0.5, "weights_bytes": 500},
+        {"id": "CPU", "weights_share": None, "weights_bytes": None, "holds": "token embeddings, block 0"},
+    ]
+    rows = {r.device: r for r in split_memory(planned, devices)}
+    assert list(rows) == ["RPC0", "RPC1", "CPU"]
+    assert (rows["RPC0"].weights, rows["RPC0"].kv_cache, rows["RPC0"].mtp_draft, rows["RPC0"].compute) == (
+        500,
+        50,
+        10,
+        0,
+    )
+    assert (rows["CPU"].weights, rows["CPU"].compute, rows["CPU"].margin) == (0, 50, 5)
+    assert sum(r.total for r in rows.values()) == planned[0].total
+    assert split_memory(planned, [{"id": "CPU", "weights_share": None}]) == planned  # nothing split

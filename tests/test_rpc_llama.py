@@ -92,6 +92,9 @@ def test_plan_lists_both_workers_and_this_host(workers, tiny_models):
     assert [d["name"] for d in devices[:2]] == workers
     assert all(d["free_mib"] for d in devices[:2])
     assert out["rpc"]["argv"][:2] == ["--rpc", ",".join(workers)]
+    # one answer: the memory rows are the devices the launch splits the model over, not all on this CPU
+    assert [m["device"] for m in out["plan"]["memory"]] == ["RPC0", "RPC1", "CPU"]
+    assert [m["weights"] for m in out["plan"]["memory"][:2]] == [d["weights_bytes"] for d in devices[:2]]
     # each worker's network, measured once by a timed transfer over the RPC protocol, then cached
     network = out["rpc"]["network"]
     assert set(network) == set(workers) and all(v["bytes_per_s"] > 0 and v["rtt_s"] > 0 for v in network.values())

@@ -54,6 +54,7 @@ def plan(
     `llmtp serve` runs (--argv prints its command line)."""
     from llmtp.cli._out import console, emit_json, human_bytes, say
     from llmtp.core.quant_choice import quant_rule
+    from llmtp.core.rpc import split_memory
     from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch
     from llmtp.services.serve.plan import hardware_from_flags
     from llmtp.settings import load_settings
@@ -103,6 +104,8 @@ def plan(
         from llmtp.services.rpc.cluster import plan_distributed
 
         distributed = plan_distributed(settings, launch)
+    # one answer for memory: with RPC workers, the planner's figures as the launch splits them over its devices
+    memory = split_memory(result.plan.memory, distributed["devices"]) if distributed else result.plan.memory
     fit = None
     if check:
         from llmtp.services.serve.plan import check_with_fit_params
@@ -117,7 +120,7 @@ def plan(
                 "sizes_from": _sizes_from(result),
                 "hardware": result.hardware,
                 "rule": quant_rule(),
-                "plan": result.plan,
+                "plan": result.plan.model_copy(update={"memory": memory}),
                 "fit_params": fit,
                 "rpc": distributed,
                 "argv": launch.argv,
@@ -139,8 +142,8 @@ def plan(
         head = f"  {d['what']:<12} {d['value']:<22} "
         # reasons wrap under themselves where the terminal leaves room, else under the setting
         say(head + d["reason"], indent=len(head) if c.width - len(head) >= 30 else 4, con=c)
-    c.print("memory:")
-    for m in p.memory:
+    c.print("memory (split over the RPC devices as the launch places the layers):" if distributed else "memory:")
+    for m in memory:
         budget = f" of {human_bytes(m.budget)}" if m.budget else ""
         say(
             f"  {m.device}: {human_bytes(m.total)}{budget} = weights {human_bytes(m.weights)}"

@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from llmtp.core.capabilities import Device
+from llmtp.core.plan_types import MemoryBreakdown
 from llmtp.errors import UsageError
 
 DEFAULT_WORKER_PORT = 50052  # ggml-rpc-server's own default (-p)
@@ -172,3 +173,34 @@ def decode_bound(local_tok_s: float | None, net_s: float | None) -> float | None
     if not local_tok_s or net_s is None:
         return None
     return round(1.0 / (1.0 / local_tok_s + net_s), 1)
+
+
+def split_memory(memory: list[MemoryBreakdown], devices: list[dict]) -> list[MemoryBreakdown]:
+    """`plan --rpc`'s one answer for memory: the planner's single-host figures spread over the launch's
+    devices as llama.cpp splits them (`device_table` rows, by -ts share). Weights are each device's share of
+    the file; KV cache, recurrent state and the MTP draft follow the layers, so they split by the same share;
+    compute buffers and the margin stay with this host, whose row also keeps what no share names (token
+    embeddings, block 0). Unchanged when no device has a share (nothing split)."""
+    shared = [d for d in devices if d.get("weights_share") is not None]
+    if not shared or not memory:
+        return memory
+    whole = MemoryBreakdown(device="all")
+    for m in memory:
+        whole = whole.model_copy(update={k: getattr(whole, k) + getattr(m, k) for k in _SPLIT + _KEPT})
+    rows = []
+    for d in shared:
+        share = d["weights_share"]
+        weights = d["weights_bytes"] if d.get("weights_bytes") is not None else int(whole.weights * share)
+        rows.append(
+            MemoryBreakdown(
+                device=d["id"], weights=weights, **{k: int(getattr(whole, k) * share) for k in _SPLIT if k != "weights"}
+            )
+        )
+    host = next((d for d in devices if d.get("weights_share") is None), None)
+    rest = {k: max(0, getattr(whole, k) - sum(getattr(r, k) for r in rows)) for k in _SPLIT}
+    rows.append(MemoryBreakdown(device=host["id"] if host else "host", **rest, **{k: getattr(whole, k) for k in _KEPT}))
+    return rows
+
+
+_SPLIT = ("weights", "kv_cache", "recurrent_state", "mtp_draft")  # follow the layers
+_KEPT = ("compute", "margin")  # this host's
