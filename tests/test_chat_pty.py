@@ -126,6 +126,9 @@ def test_chat_in_a_terminal(llama_bin_dir, bench_models, llmtp_home):
         chat.close()
         chat = Pty([sys.executable, "-m", "llmtp", "run", model, "--server", server, "--ctx", "4096"], env)
         chat.expect("> ")
+        # as a person does, after the prompt is up: a SIGINT that lands between Python writing "> " and its
+        # read() starting only sets Python's signal flag, and the read then blocks (CPython's input())
+        time.sleep(0.5)
         chat.send("\x03")
         assert chat.proc.wait(120) == 0
         assert "Traceback" not in chat.out
