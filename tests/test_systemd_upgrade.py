@@ -55,20 +55,21 @@ def test_upgrade_across_releases_under_the_service(
     # The pinned build, registered without switching (linked, as its manifest says how it was built): the
     # upgrade below finds a build with its inputs hash and reuses it instead of compiling b11434 again.
     new_id = json.loads(llmtp("builds", "adopt", str(llama_bin_dir), "--no-switch", "--json").stdout)["adopted"]
-    llmtp("service", "install", model, "--port", str(port), "--ctx", "1024")
-    assert _build_info(port).startswith(f"b{old}-")
-    first = complete(port)
-    assert first["timings"].get("draft_n", 0) > 0  # MTP is on in the old release
-    # No baseline yet: this passing run is stored as the baseline. A short method (the one test_verify_real uses):
-    # the verdicts need MTP faster than plain, not a precise figure, and the machine is shared.
+    # No baseline yet: this passing run, before the service serves the model (a served model is checked with
+    # `verify --port`, which stores nothing), is stored as the baseline. A short method (the one
+    # test_verify_real uses): the verdicts need MTP faster than plain, not a precise figure, and the machine is
+    # shared.
     baseline = llmtp("verify", model, *METHOD, ok=False)
     if baseline.returncode == 13:  # a speed verdict, not a fault: other jobs' load can slow MTP below plain
-        llmtp("service", "uninstall")
         pytest.skip(
             "verify measured MTP slower than plain on the old release here (a busy machine): the upgrade "
             "needs a passing verify to switch"
         )
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    llmtp("service", "install", model, "--port", str(port), "--ctx", "1024")
+    assert _build_info(port).startswith(f"b{old}-")
+    first = complete(port)
+    assert first["timings"].get("draft_n", 0) > 0  # MTP is on in the old release
     main = int(user_manager.show(UNIT, "MainPID"))
 
     # The upgrade: verify b11434 against the baseline, switch, restart the unit onto it.

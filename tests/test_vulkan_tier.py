@@ -226,7 +226,7 @@ def test_serve_plans_for_the_device_and_status_shows_its_memory(vulkan_bin_dir, 
         [entry] = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
         assert entry["vram_bytes"] is None  # NVML sees no Vulkan device
         assert entry["device_bytes"] and entry["device_bytes"].get("Vulkan0", 0) > 0, entry
-        out = runner.invoke(app, ["status"]).stdout
+        out = runner.invoke(app, ["status", "--wide"]).stdout  # device memory is a --wide column
         assert "Vulkan0" in out
     finally:
         runner.invoke(app, ["stop", "--port", str(port)])

@@ -432,7 +432,7 @@ def test_detached_serve_twice_is_warm_the_second_time_and_stops_clean(llama_bin_
 
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
         assert subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60).returncode == 0
-        assert not _servers_of(model)
+        assert not _servers_of(model, home)
     assert sup_log.read_text(encoding="utf-8").count("adopted the warm-started llama-server") == 1
 
 
@@ -473,16 +473,23 @@ def test_a_repeat_serve_adopts_its_warm_server_and_a_changed_plan_replaces_it(ll
         now = json.loads(state.read_text(encoding="utf-8"))
         i = now["argv"].index("--spec-draft-n-max")
         assert now["argv"][i + 1] == "2"
-        assert [p.pid for p in _servers_of(model)] == [now["server_pid"]]  # the warm one is gone
+        assert [p.pid for p in _servers_of(model, home)] == [now["server_pid"]]  # the warm one is gone
     finally:
         _stop(proc)
-    assert not _servers_of(model)
+    assert not _servers_of(model, home)
 
 
-def _servers_of(model: Path) -> list[psutil.Process]:
+def _servers_of(model: Path, home: Path | None = None) -> list[psutil.Process]:
+    """llama-servers of `model`; with `home`, only those started under that LLMTP_HOME (another test or
+    pytest run on the machine may serve the same test bed model at the same time)."""
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
         if cmd and cmd[0].endswith("llama-server") and str(model) in cmd and p.status() != psutil.STATUS_ZOMBIE:
-            out.append(p)
+            try:
+                mine = home is None or p.environ().get("LLMTP_HOME") == str(home)
+            except psutil.Error:  # gone meanwhile
+                mine = False
+            if mine:
+                out.append(p)
     return out

@@ -172,14 +172,16 @@ def logs(
     ),
 ) -> None:
     """Print ggml-rpc-server's log (under the state dir, rotated like llama-server's)."""
-    from llmtp.cli.serve import logs as serve_logs
+    from llmtp.cli.logs_view import show_log
     from llmtp.errors import UsageError
     from llmtp.services.stores import serve_records as st
 
-    path = st.log_path(_settings().state_dir, port)
+    state_dir = _settings().state_dir
+    path = st.log_path(state_dir, port)
     if not path.is_file():
         raise UsageError(f"No worker log at {path}", "Start a worker with `llmtp worker start` first.")
-    serve_logs(follow=follow, port=port, lines=lines)  # the same file layout: one reader for both
+    # the same file layout: one reader for both; as written (the digest reads llama-server's lines)
+    show_log(state_dir, port, lines=lines, follow=follow, raw=True)
 
 
 _UNIT_DIR_HELP = "Write the unit here instead of the systemd default (for tests and packaging)."

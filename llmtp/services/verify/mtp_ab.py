@@ -133,7 +133,8 @@ def verify(
 
     if build.ok is False or model.ok is False or gpu.ok is False:
         return finish(Markers(build=build, gpu=gpu, model=model, runtime=skipped))
-    expect_gpu = target.profile in GPU_PROFILES or _offloads(base.spec.n_gpu_layers)
+    # a GPU build, or a plan that offloads layers to a local GPU (over RPC, -ngl sends them to the workers)
+    expect_gpu = target.profile in GPU_PROFILES or (_offloads(base.spec.n_gpu_layers) and not base.spec.rpc)
 
     cases = cases_of(method)
     try:
