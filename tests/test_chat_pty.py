@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -20,6 +21,14 @@ from llmtp.adapters.ports import free_port
 from llmtp.core.chat import chat_command
 
 pytestmark = pytest.mark.llama
+
+
+def _terminal_child() -> None:
+    """In the child before exec: the pty is its controlling terminal, and SIGINT is at its default, as in a
+    person's terminal (under a parent that ignores SIGINT, a shell's background job as CI may run, the child
+    would inherit SIG_IGN and Ctrl-C would do nothing)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Pty:
@@ -35,7 +44,7 @@ class Pty:
             stderr=slave,
             env=env,
             start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            preexec_fn=_terminal_child,
         )
         os.close(slave)
         self.out = ""

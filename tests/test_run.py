@@ -92,7 +92,7 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
 
     from llmtp.cli.main import app
     from llmtp.errors import ModelNotDownloadedError, UsageError
-    from llmtp.services.serve import launch, launch_plan
+    from llmtp.services.serve import launch
 
     calls: list = []
 
@@ -109,8 +109,8 @@ def test_run_pulls_a_missing_model_as_serve_does(monkeypatch):
         if not allow:
             raise UsageError(f"{ref} is not downloaded and --no-pull was given", "drop --no-pull")
 
-    monkeypatch.setattr(launch_plan, "resolve_launch", resolve_launch)
-    monkeypatch.setattr(launch, "ensure_model", ensure_model)  # where serve looks it up
+    monkeypatch.setattr(launch, "resolve_launch", resolve_launch)
+    monkeypatch.setattr(launch, "ensure_model", ensure_model)  # both where serve looks them up
     r = CliRunner().invoke(app, ["run", "qwen3.6-27b", "hello"])
     assert isinstance(r.exception, Planned) and calls == [("qwen3.6-27b", True)]
     calls.clear()
