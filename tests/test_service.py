@@ -694,3 +694,10 @@ def test_user_unit_dir_follows_xdg_config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert svc.default_unit_dir(_settings(), False) == tmp_path / "home" / ".config" / "systemd" / "user"
     assert svc.default_unit_dir(_settings(), True) == Path("/etc/systemd/system")
+
+
+def test_unit_carries_a_pinned_mtp_setting(model):
+    """`service install --no-mtp-guard` pins the served MTP setting in the unit, as `serve --no-mtp-guard` does
+    (the guard's switch is an option of the launch request, so the unit's serve gets it)."""
+    assert "--no-mtp-guard" in _lines(_unit(False, model, mtp_guard=False), "ExecStart")[0]
+    assert "mtp-guard" not in _lines(_unit(False, model), "ExecStart")[0]  # the setting decides

@@ -38,6 +38,7 @@ def install(
     no_ui: o.NoUi = False,
     hf: o.HfHabit = None,
     ngl: o.NglHabit = None,
+    mtp_guard: o.MtpGuard = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
@@ -72,6 +73,7 @@ def install(
         rpc=rpc,
         server=o.absolute(server),
         no_ui=no_ui,
+        mtp_guard=mtp_guard,
     )
     req = svc.ServiceRequest(launch=launch, system=system)
     launch_plan = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
