@@ -56,6 +56,42 @@ def test_a_recorded_failure_shows_until_stop_clears_it(llmtp_home):
     assert CliRunner().invoke(app, ["status"]).stdout.strip() == "no server running"
 
 
+def test_a_supervisor_giving_up_shows_its_reason_before_it_exits(llmtp_home):
+    """The window CI once hit: the supervisor has given up (its record says "failed") and has not yet
+    removed that record. The failure record is written first, and status shows it, reason and all."""
+    from llmtp.services.stores import serve_records as st
+    from llmtp.settings import load_settings
+
+    state_dir = load_settings().settings.state_dir
+    with st.PortClaim(state_dir, 18098) as claim:
+        failed_servers.record_failure(
+            state_dir,
+            failed_servers.FailedServe(
+                port=18098,
+                host="127.0.0.1",
+                model="/m/doomed.gguf",
+                alias="doomed",
+                log_path="/x/server-18098.log",
+                reason="llama-server keeps failing (6 crashes within 300 s (limit 5)); last failure: exit 1",
+                details=["E gguf_init_from_file: failed to open GGUF file '/m/doomed.gguf'"],
+                restarts=5,
+            ),
+        )
+        claim.write(
+            st.ServeState(
+                llmtp_pid=os.getpid(),
+                host="127.0.0.1",
+                port=18098,
+                model="/m/doomed.gguf",
+                state="failed",
+                log_path="/x/server-18098.log",
+            )
+        )
+        [e] = _status()
+    assert e["state"] == "failed" and "keeps failing" in e["reason"], e
+    assert e["details"] == ["E gguf_init_from_file: failed to open GGUF file '/m/doomed.gguf'"]
+
+
 def test_stop_model_names_what_is_served_when_nothing_matches(llmtp_home):
     from llmtp.errors import UsageError
 

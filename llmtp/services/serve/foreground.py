@@ -171,7 +171,21 @@ def supervise(
         remembered: list[int] = []
         warm_start = hooks.warm_start
 
+        def failed(reason: str, details: list[str], sup: Supervisor) -> failed_servers.FailedServe:
+            return failed_servers.FailedServe(
+                port=port,
+                host=host,
+                model=target.model,
+                alias=target.alias,
+                reason=reason,
+                details=details,
+                log_path=str(server_log),
+                restarts=sup.restarts,
+            )
+
         def on_change(sup: Supervisor, message: str) -> None:
+            if sup.state is State.FAILED:  # the reason is on disk before the record says "failed"
+                failed_servers.record_failure(state_dir, failed(message, list(sup.last_error), sup))
             record.state = sup.state.value
             record.server_pid = sup.proc.pid if sup.proc is not None else None
             record.argv = sup.proc.argv if sup.proc is not None else []
@@ -226,19 +240,7 @@ def supervise(
             try:
                 sup.run()
             except ServeError as exc:  # it gave up: `status` shows why until `llmtp stop` clears it
-                failed_servers.record_failure(
-                    state_dir,
-                    failed_servers.FailedServe(
-                        port=port,
-                        host=host,
-                        model=target.model,
-                        alias=target.alias,
-                        reason=exc.message,
-                        details=list(exc.details or sup.last_error),
-                        log_path=str(server_log),
-                        restarts=sup.restarts,
-                    ),
-                )
+                failed_servers.record_failure(state_dir, failed(exc.message, list(exc.details or sup.last_error), sup))
                 raise
         return sup
     finally:

@@ -62,7 +62,10 @@ def _status_entries(state_dir: Path) -> list[dict]:
     from llmtp.services.stores import serve_records as st
 
     out = []
+    failures = {f.port: f for f in failed_servers.failures(state_dir)}
     for record in (r for r in st.all_states(state_dir) if r.kind != "worker"):  # workers: services/rpc/worker.py
+        if record.state == "failed" and record.port in failures:
+            continue  # a supervisor that has given up and is exiting: its failure record says why
         entry = record.model_dump()
         proc = record.server_proc
         # every figure below is this llama-server process's own: a restart starts them all from zero
@@ -99,7 +102,7 @@ def _status_entries(state_dir: Path) -> list[dict]:
         entry["mtp"] = mtp_words(enabled, entry["mtp_acceptance"])
         out.append(entry)
     served = {e["port"] for e in out}
-    out += [failed_servers.status_entry(f) for f in failed_servers.failures(state_dir) if f.port not in served]
+    out += [failed_servers.status_entry(f) for f in failures.values() if f.port not in served]
     return sorted(out, key=lambda e: e["port"])
 
 

@@ -204,12 +204,13 @@ class Supervisor:
                 return
         self.history, decision = record_crash(self.config.policy, self.history, self._clock(), uptime)
         if decision.action == "give_up":
-            self._fire(Event.GIVE_UP, f"{reason}; giving up: {decision.reason}")
-            raise ServeError(
+            error = ServeError(
                 f"llama-server keeps failing ({decision.reason}); last failure: {reason}",
                 f"Full log: {self.proc.log_path}.",
                 details=lines,
             )
+            self._fire(Event.GIVE_UP, error.message)  # on_event sees the reason `status` will show
+            raise error
         self.restarts += 1
         self._fire(Event.CRASH, f"{reason}; {decision.reason}")
         if self._stop.wait(decision.delay_s):
