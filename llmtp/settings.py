@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         True, description="`llmtp serve` downloads a model that is not on disk (false: it refuses, as --no-pull)"
     )
     rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
+    sets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='named model sets `llmtp serve NAME` serves on one router port (`desk = ["a", "b"]` under [sets])',
+    )
     mtp_guard: bool = Field(
         True,
         description="`llmtp serve` steps to a safer MTP setting when served acceptance "

@@ -95,12 +95,22 @@ class LlamaClient:
     def slots(self) -> list[dict[str, Any]]:
         return self._get_json("/slots")
 
-    def metrics_text(self) -> str:
-        return self._request("GET", "/metrics").text
+    def metrics_text(self, model: str | None = None) -> str:
+        """`model`: one model of a router (its `?model=`; never loads an unloaded one)."""
+        params = {"model": model, "autoload": "false"} if model is not None else None
+        return self._request("GET", "/metrics", params=params).text
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, model: str | None = None) -> dict[str, float]:
         """Prometheus values by name; needs --metrics on the server (501 without)."""
-        return parse_prometheus(self.metrics_text())
+        return parse_prometheus(self.metrics_text(model))
+
+    def unload(self, model: str) -> None:
+        """A router's POST /models/unload: stop that model's llama-server (it loads again on its next request)."""
+        self._request("POST", "/models/unload", json={"model": model})
+
+    def models(self) -> list[dict[str, Any]]:
+        """A router's GET /models `data`: each model's id and status (loaded, loading, unloaded, sleeping)."""
+        return list(self._get_json("/models").get("data") or [])
 
     def completion(
         self,
