@@ -16,16 +16,19 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from test_verify_real import settings  # noqa: F401 - the fixture: the test bed's build as the current one
 from typer.testing import CliRunner
 
 from llmtp.adapters.ports import free_port
 from llmtp.cli.main import app
 from llmtp.core.launch import MtpSettings
+from llmtp.errors import UsageError
 from llmtp.services.stores import mtp_settings
 from llmtp.settings import load_settings
 
 pytestmark = pytest.mark.llama
 NAMES = ("agree", "random", "plain")
+QUICK_AB = ["--runs", "1", "--warmups", "0", "--n-predict", "32", "--temperature", "0", "--budget", "10"]
 
 
 @pytest.fixture
@@ -36,9 +39,8 @@ def three(tiny_models, tmp_path) -> list[Path]:
         path = tmp_path / f"{name}.gguf"
         shutil.copy(tiny_models[name], path)
         out.append(path)
-    settings = load_settings().settings
     mtp_settings.save(
-        settings,
+        load_settings().settings,
         mtp_settings.model_key(out[1]),
         MtpSettings(enabled=False),
         reason="nothing beats plain decoding on this model (test bed: random heads)",
@@ -153,6 +155,23 @@ def test_models_max_one_swaps_models_on_demand(llama_bin_dir, three):
         assert _chat(port, "plain")["model"] == "plain"
         assert _states(port) == {"agree": "unloaded", "plain": "loaded"}
         assert _chat(port, "agree")["usage"]["completion_tokens"] == 16
+
+        # the router itself killed: its loaded child goes with it, the supervisor starts the router again
+        [entry] = _status()
+        router, child = entry["server_pid"], {m["name"]: m for m in entry["models"]}["agree"]["server_pid"]
+        os.kill(router, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            [entry] = _status()
+            if entry["state"] == "ready" and entry["server_pid"] not in (None, router):
+                break
+            time.sleep(0.3)
+        assert entry["restarts"] == 1 and entry["state"] == "ready", entry
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(child) and psutil.Process(child).status() != "zombie" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"  # no orphan holds memory
+        assert _chat(port, "plain")["model"] == "plain"
     finally:
         CliRunner().invoke(app, ["stop", "--port", str(port)])
 
@@ -178,5 +197,37 @@ def test_the_openai_client_chooses_a_model_by_name(llama_bin_dir, three, tmp_pat
             client.chat.completions.create(model="nope", messages=messages, max_tokens=8)
         [entry] = _status()  # llmtp's own requests send the key
         assert {m["name"]: m["state"] for m in entry["models"]} == {"agree": "loaded", "plain": "loaded"}
+    finally:
+        CliRunner().invoke(app, ["stop", "--port", str(port)])
+
+
+def test_verify_checks_one_model_of_a_running_router(settings, three):  # noqa: F811 - test_verify_real's fixture
+    """`verify MODEL --port P` on a router: the live check of that model (its requests name it, its own metrics),
+    after the A/B of the same plan stored its break-even; a plain `verify MODEL` of a served member is refused."""
+    ab = CliRunner().invoke(app, ["verify", str(three[0]), "--ctx", "512", *QUICK_AB, "--json"])
+    assert ab.stdout.strip(), ab.output
+    report = json.loads(ab.stdout)
+    assert report["break_even_acceptance"] is not None, ab.output
+    port = free_port()
+    r = subprocess.run(
+        [sys.executable, "-m", "llmtp", "serve", str(three[0]), str(three[2]), "--port", str(port), "--ctx", "512"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    try:
+        refused = CliRunner().invoke(app, ["verify", str(three[0]), "--ctx", "512", *QUICK_AB])
+        assert isinstance(refused.exception, UsageError) and f"verify --port {port}" in refused.exception.hint
+        unnamed = CliRunner().invoke(app, ["verify", "--port", str(port)])
+        assert isinstance(unnamed.exception, UsageError) and "agree, plain" in str(unnamed.exception)
+        live = CliRunner().invoke(app, ["verify", "agree", "--port", str(port), "--tolerance", "1.0", "--json"])
+        assert live.stdout.strip(), (live.output, repr(live.exception))
+        checked = json.loads(live.stdout)
+        assert checked["mode"] == "live" and checked["markers"]["runtime"]["ok"] is True, checked
+        assert checked["acceptance"] > 0.9 and checked["break_even_acceptance"] == report["break_even_acceptance"]
+        assert live.exit_code == checked["verdict"]["code"]
+        assert _metric(port, "agree", "spec_decode_num_accepted_tokens_total") > 0  # the check's drafts: agree's
+        assert _states(port)["plain"] == "unloaded"  # nothing of the check went to the other model
     finally:
         CliRunner().invoke(app, ["stop", "--port", str(port)])

@@ -15,7 +15,18 @@ from llmtp.errors import ConfigError, NetworkError
 class LlamaClient:
     """Talks to llama-server's native endpoints. `api_key` goes in a header, never in a URL."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        model: str | None = None,
+        autoload: bool = False,
+    ):
+        """`model`: one model of a router (llama-server with no model): every request names it, POST bodies by
+        their `model`, GET requests by `?model=`; a GET loads it first only with `autoload` (a POST always)."""
+        self.model, self._autoload = model, "true" if autoload else "false"
         # Bytes: llama-server compares the key byte for byte, and httpx would refuse non-ASCII text.
         headers = {"Authorization": f"Bearer {api_key}".encode()} if api_key else {}
         self.base_url = base_url.rstrip("/")
@@ -43,6 +54,11 @@ class LlamaClient:
         return self._request("GET", path).json()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if self.model is not None:
+            if method == "GET":
+                kw["params"] = {"model": self.model, "autoload": self._autoload, **(kw.get("params") or {})}
+            elif isinstance(kw.get("json"), dict):
+                kw["json"] = {"model": self.model, **kw["json"]}
         try:
             resp = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:

@@ -50,9 +50,10 @@ class RouterPlan:
 
     @property
     def models(self) -> list[dict]:
-        """What the state record keeps per model (status, stop MODEL, logs MODEL)."""
+        """What the state record keeps per model (status, stop MODEL, verify MODEL --port P): the argv is the one
+        `llmtp serve MODEL` would run on the router's port, which the child runs on its own loopback port."""
         pairs = zip(self.names, self.plans, strict=True)
-        return [{"name": n, "model": p.spec.model, "mtp": p.mtp.enabled} for n, p in pairs]
+        return [{"name": n, "model": p.spec.model, "mtp": p.mtp.enabled, "argv": p.argv_list} for n, p in pairs]
 
 
 def expand_sets(settings, refs: list[str]) -> list[str]:
@@ -274,3 +275,25 @@ def unload_member(state_dir: Path, ref: str) -> tuple[int, str] | None:
                     c.unload(m["name"])
                 return record.port, m["name"]
     return None
+
+
+def member(record, ref: str | None) -> dict:  # noqa: ANN001 - a router's ServeState
+    """The model of a router that `ref` names (its name, file name or path): a UsageError listing them when
+    `ref` is None or names none of them."""
+    from llmtp.services.serve.stop_target import matches
+
+    found = [m for m in record.models if ref is not None and matches(ref, m["model"], m["name"])]
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(m["name"] for m in record.models)
+    raise UsageError(
+        f"Port {record.port} is a router serving {names}; "
+        + ("name one of them" if ref is None else f"{ref!r} is none of them"),
+        f"`llmtp verify MODEL --port {record.port}` with MODEL one of: {names}.",
+    )
+
+
+def member_record(record, ref: str | None):  # noqa: ANN001, ANN201 - ServeState in, ServeState out
+    """A router's record seen as the record of one of its models (model, alias, the argv of its own plan)."""
+    m = member(record, ref)
+    return record.model_copy(update={"model": m["model"], "alias": m["name"], "argv": list(m.get("argv") or [])})
