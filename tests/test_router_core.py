@@ -211,3 +211,22 @@ def test_a_named_set_in_config_expands(tiny_models):
     base = LaunchRequest(model="desk", server="/bin/llama-server", ctx=512)
     plan = resolve_router(settings, ["desk"], base, deps=_deps())
     assert plan.names == (tiny_models["agree"].stem, tiny_models["plain"].stem) and plan.models_max == 2
+
+
+def test_a_set_unit_runs_serve_with_every_model_and_the_set_options(tiny_models):
+    from test_serve_cli import _prepare
+
+    from llmtp.core.launch_plan import LaunchRequest
+    from llmtp.services.units.serve_unit import ServiceRequest, _serve_argv, validate
+    from llmtp.settings import load_settings
+
+    agree, plain = str(tiny_models["agree"]), str(tiny_models["plain"])
+    launch = LaunchRequest(model=agree, server="/bin/llama-server", ctx=512, extra=("--temp", "0.5"))
+    req = ServiceRequest(launch=launch, more=(plain,), set_args=("--models-max", "1"))
+    plan = _prepare(tiny_models["agree"], ctx=512, extra=("--temp", "0.5"))
+    argv = _serve_argv(req, plan, agree, None)
+    assert argv[3:6] == ["serve", agree, plain] and "--alias" not in argv  # each model keeps its own name
+    assert argv[argv.index("--models-max") + 1] == "1" and argv[-3:] == ["--", "--temp", "0.5"]
+    assert argv.index("--foreground") < argv.index("--")
+    with pytest.raises(UsageError, match="named twice"):  # validate runs the set's own checks
+        validate(load_settings().settings, ServiceRequest(launch=launch, more=(agree,)), deps=_deps())
