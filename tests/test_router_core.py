@@ -230,3 +230,16 @@ def test_a_set_unit_runs_serve_with_every_model_and_the_set_options(tiny_models)
     assert argv.index("--foreground") < argv.index("--")
     with pytest.raises(UsageError, match="named twice"):  # validate runs the set's own checks
         validate(load_settings().settings, ServiceRequest(launch=launch, more=(agree,)), deps=_deps())
+
+
+def test_one_models_lines_of_a_router_log():
+    from llmtp.core.logview import LogView
+
+    agree = "llmtp-qwen35-tiny-agree-45ef9988f921"
+    lines = (FIXTURES / "router-b11434-two-tiny.log").read_text().splitlines(keepends=True)
+    view = LogView()
+    mine, raw_mine = view.only(agree), view.raw_only(agree)
+    digest = [s for line in lines for s in view.feed(line) if mine(s)]
+    assert digest and all(s.text.startswith(f"{agree}: ") for s in digest)
+    raw = [line for line in lines if raw_mine(line)]
+    assert raw and all(line.startswith("[58031] ") for line in raw)  # the port the router gave agree

@@ -140,6 +140,8 @@ def test_three_models_each_with_its_own_plan_and_mtp(llama_bin_dir, three):
         assert _states(port)["random"] == "unloaded" and _states(port)["plain"] == "loaded"
         logs = CliRunner().invoke(app, ["logs", "--port", str(port), "-n", "200"]).stdout
         assert "agree: llama-server exited with status" in logs and "agree: request" in logs, logs
+        only = CliRunner().invoke(app, ["logs", "agree", "-n", "200"]).stdout
+        assert "agree: request" in only and "plain:" not in only and "random:" not in only, only
     finally:
         r = CliRunner().invoke(app, ["stop", "--port", str(port)])
     assert f"stopped port(s) {port}" in r.stdout

@@ -255,6 +255,11 @@ def stop(
 
 
 def logs(
+    model: Optional[str] = typer.Argument(
+        None,
+        help="The server's model, or one model of a router (only its lines); default: --port.",
+        autocompletion=_complete_served,
+    ),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     port: Optional[int] = typer.Option(
         None, help="Port of the server (default: settings port).", **limits.option(limits.Port)
@@ -272,9 +277,18 @@ def logs(
     """Errors, warnings, starts and one line per request from llama-server's log, with absolute times
     (--raw: the whole log as written)."""
     from llmtp.cli.logs_view import show_log
+    from llmtp.services.serve.router import find_member
+    from llmtp.services.serve.stop_target import ports_for
 
     settings = _settings()
-    show_log(settings.state_dir, port or settings.port, lines=lines, follow=follow, raw=raw)
+    only = None
+    if model is not None:
+        found = find_member(settings.state_dir, model)
+        if found is not None:
+            port, only = found[0].port, found[1]
+        else:
+            port = ports_for(settings.state_dir, model)[0]
+    show_log(settings.state_dir, port or settings.port, lines=lines, follow=follow, raw=raw, only=only)
 
 
 def register(app: typer.Typer) -> None:

@@ -52,6 +52,24 @@ class LogView:
         self._quoted = False  # an unstamped line continues a quoted value
         self._children: dict[str, tuple[str, LogView]] = {}  # a router's: port -> (model name, its view)
 
+    def only(self, name: str):  # noqa: ANN201 - Shown -> bool
+        """A filter for the lines of one model of a router (its digest lines carry its name)."""
+        return lambda shown: shown.text.startswith(f"{name}: ")
+
+    def raw_only(self, name: str):  # noqa: ANN201 - str -> bool
+        """A filter for the raw lines of one model's llama-server (`[PORT] ...`, the port the router gave it);
+        call it on each line in order, after or before feed: it tracks the router's spawn lines itself."""
+        ports: set[str] = set()
+
+        def keep(line: str) -> bool:
+            spawn = _SPAWN.search(line)
+            if spawn is not None and spawn.group(1) == name:
+                ports.add(spawn.group(2))
+            child = _CHILD.match(line)
+            return child is not None and child.group(1) in ports
+
+        return keep
+
     def _child(self, port: str, text: str) -> list[Shown]:
         """A router child's line (`[PORT] ...`, stamped from the child's own start): shown with its model's name."""
         name, view = self._children.setdefault(port, (f"port {port}", LogView()))

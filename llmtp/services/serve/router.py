@@ -260,10 +260,8 @@ def router_entry(record, entry: dict) -> dict:
 # --- stop MODEL: one model of a router --------------------------------------------------------------------
 
 
-def unload_member(state_dir: Path, ref: str) -> tuple[int, str] | None:
-    """Unload `ref` (a model's name, file name or path) where a running router serves it: (port, name), or None
-    when no router serves it. The router and the other models keep running."""
-    from llmtp.adapters.http import LlamaClient
+def find_member(state_dir: Path, ref: str):  # noqa: ANN201 - (ServeState, name) | None
+    """The running router that serves `ref` (a model's name, file name or path) and that model's name."""
     from llmtp.services.serve.stop_target import matches
 
     for record in st.all_states(state_dir):
@@ -271,10 +269,22 @@ def unload_member(state_dir: Path, ref: str) -> tuple[int, str] | None:
             continue
         for m in record.models:
             if matches(ref, m["model"], m["name"]):
-                with LlamaClient(base_url_for(record.host, record.port), read_api_key(record.api_key_file)) as c:
-                    c.unload(m["name"])
-                return record.port, m["name"]
+                return record, m["name"]
     return None
+
+
+def unload_member(state_dir: Path, ref: str) -> tuple[int, str] | None:
+    """Unload `ref` where a running router serves it: (port, name), or None when no router serves it. The router
+    and the other models keep running."""
+    from llmtp.adapters.http import LlamaClient
+
+    found = find_member(state_dir, ref)
+    if found is None:
+        return None
+    record, name = found
+    with LlamaClient(base_url_for(record.host, record.port), read_api_key(record.api_key_file)) as c:
+        c.unload(name)
+    return record.port, name
 
 
 def member(record, ref: str | None) -> dict:  # noqa: ANN001 - a router's ServeState
