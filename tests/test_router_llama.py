@@ -233,3 +233,19 @@ def test_verify_checks_one_model_of_a_running_router(settings, three):  # noqa: 
         assert _states(port)["plain"] == "unloaded"  # nothing of the check went to the other model
     finally:
         CliRunner().invoke(app, ["stop", "--port", str(port)])
+
+
+def test_an_idle_model_sleeps_and_wakes_on_its_next_request(llama_bin_dir, three):
+    port = free_port()
+    _serve(llama_bin_dir, [three[0], three[2]], port, "--idle-unload", "1")
+    try:
+        assert _chat(port, "agree")["model"] == "agree"
+        deadline = time.monotonic() + 60
+        while _states(port)["agree"] != "sleeping" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert _states(port)["agree"] == "sleeping"
+        [entry] = _status()
+        assert {m["name"]: m["state"] for m in entry["models"]}["agree"] == "sleeping"
+        assert _chat(port, "agree")["usage"]["completion_tokens"] == 16
+    finally:
+        CliRunner().invoke(app, ["stop", "--port", str(port)])
