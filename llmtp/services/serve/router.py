@@ -242,6 +242,8 @@ def model_rows(base_url: str, api_key: str | None, models: list[dict]) -> list[d
     for row in rows.values():
         for key in ("tokens_per_second", "tokens_generated", "mtp_acceptance"):
             row.setdefault(key, None)
+        if row["state"] != "loaded":  # no server of its own now: what it will run, not "no drafts yet"
+            row["mtp_words"] = "-" if row["mtp"] is None else "on" if row["mtp"] else "off"
         row.setdefault("mtp_words", mtp_words(row["mtp"], None))
     return list(rows.values())
 
