@@ -225,7 +225,9 @@ def test_a_set_unit_runs_serve_with_every_model_and_the_set_options(tiny_models)
     req = ServiceRequest(launch=launch, more=(plain,), set_args=("--models-max", "1"))
     plan = _prepare(tiny_models["agree"], ctx=512, extra=("--temp", "0.5"))
     argv = _serve_argv(req, plan, agree, None)
-    assert argv[3:6] == ["serve", agree, plain] and "--alias" not in argv  # each model keeps its own name
+    assert (
+        argv[argv.index("serve") : argv.index("serve") + 3] == ["serve", agree, plain] and "--alias" not in argv
+    )  # each model keeps its own name
     assert argv[argv.index("--models-max") + 1] == "1" and argv[-3:] == ["--", "--temp", "0.5"]
     assert argv.index("--foreground") < argv.index("--")
     with pytest.raises(UsageError, match="named twice"):  # validate runs the set's own checks

@@ -53,7 +53,8 @@ def test_user_unit_lifecycle(user_manager, systemd_run_dir, llama_bin_dir, tiny_
     assert health(port) == 200
     assert complete(port)["content"]
     main = int(user_manager.show(UNIT, "MainPID"))
-    assert psutil.Process(main).cmdline()[1:4] == ["-m", "llmtp", "serve"]
+    cmd = psutil.Process(main).cmdline()
+    assert cmd[cmd.index("-m") : cmd.index("-m") + 3] == ["-m", "llmtp", "serve"]
     [server] = llama_servers(main)
     llmtp.note(f"(systemd: ActiveState=active MainPID={main}; llama-server pid {server.pid}; /health 200)")
 
@@ -141,7 +142,8 @@ def test_a_set_of_models_is_one_user_unit(user_manager, systemd_run_dir, llama_b
     llmtp("service", "install", agree, plain, "--port", str(port), "--ctx", "512", "--models-max", "1")
     assert user_manager.show(UNIT, "ActiveState") == "active" and health(port) == 200
     main = int(user_manager.show(UNIT, "MainPID"))
-    assert psutil.Process(main).cmdline()[3:6] == ["serve", agree, plain]
+    cmd = psutil.Process(main).cmdline()
+    assert cmd[cmd.index("serve") : cmd.index("serve") + 3] == ["serve", agree, plain]
     for model in (tiny_models["agree"].stem, tiny_models["plain"].stem):
         assert complete(port, model=model)["content"]
     [entry] = [e for e in json.loads(llmtp("status", "--json").stdout) if e["port"] == port]
