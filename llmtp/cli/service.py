@@ -62,7 +62,9 @@ def install(
         return str(path.resolve()) if path.exists() else ref
 
     models, extra = o.split_models(model, extra)
-    models = [absolute_model(m) for m in models]
+    from llmtp.services.serve.router import expand_sets
+
+    models = [absolute_model(m) for m in expand_sets(settings, models)]  # a [sets] name: its models
     set_args = [w for f, v in (("--models-max", models_max), ("--idle-unload", idle_unload)) if v for w in (f, str(v))]
     if len(models) == 1 and set_args:
         from llmtp.errors import UsageError

@@ -196,10 +196,15 @@ def run_verify(
         report.warnings.append(f"measured while the llmtp server on port {running.port} kept serving this model")
         return report
     if served != "restart":
+        routed = running.kind == "router"  # one model of a set: the check names it; a restart stops the set
+        model = next((m["name"] for m in running.models if Path(m["model"]) == Path(plan.spec.model)), "MODEL")
         raise UsageError(
-            f"{running.alias or running.model} is already served by llmtp here (port {running.port})",
-            f"`llmtp verify --port {running.port}` checks that server without restarting it; "
-            "`llmtp verify --restart` stops it, runs the plain/MTP comparison and starts it again.",
+            f"{model if routed else running.alias or running.model} is already served by llmtp here "
+            f"(port {running.port}{', a router' if routed else ''})",
+            f"`llmtp verify {model + ' ' if routed else ''}--port {running.port}` checks that server without "
+            "restarting it; `llmtp verify --restart` stops it"
+            + (" (and every model of its set)" if routed else "")
+            + ", runs the plain/MTP comparison and starts it again.",
         )
     return _with_server_stopped(
         settings, running, plan.ready_timeout_s, lambda: verify(target, method, launcher, base=plan, options=opts)
