@@ -172,8 +172,9 @@ def unit_argv(model: str, args: list[str]) -> list[str]:
     data = _ok(CliRunner().invoke(app, ["service", "install", model, *args, "--dry-run", "--json"]))
     [exec_start] = [ln.split("=", 1)[1] for ln in data["unit"].splitlines() if ln.startswith("ExecStart=")]
     command = shlex.split(exec_start.replace("$$", "$").replace("%%", "%"))
-    assert command[1:3] == ["-m", "llmtp"] and command[3] == "serve"
-    serve = [a for a in command[3:] if a != "--foreground"]
+    at = command.index("-m")
+    assert command[at : at + 3] == ["-m", "llmtp", "serve"] and command[1:at] in ([], ["-P"])
+    serve = [a for a in command[at + 2 :] if a != "--foreground"]
     cut = serve.index("--") if "--" in serve else len(serve)
     return _ok(CliRunner().invoke(app, [*serve[:cut], "--dry-run", "--json", *serve[cut:]]))["argv"]
 
@@ -233,7 +234,8 @@ def test_the_unit_pins_host_port_and_the_served_name(row, machine):
     model, _ = machine
     data = _ok(CliRunner().invoke(app, ["service", "install", model, "-c", "2048", "--dry-run", "--json"]))
     [exec_start] = [ln.split("=", 1)[1] for ln in data["unit"].splitlines() if ln.startswith("ExecStart=")]
-    words = shlex.split(exec_start)[3:]
+    command = shlex.split(exec_start)
+    words = command[command.index("llmtp") + 1 :]  # after `python [-P] -m llmtp`
     assert words[:2] == ["serve", model] and "--foreground" in words
     assert words[words.index("--alias") + 1] == Path(model).stem  # the served name, pinned
     request = LaunchRequest(model=model, host="127.0.0.1", port=8080, ctx=2048, alias=Path(model).stem)
