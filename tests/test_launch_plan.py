@@ -111,7 +111,7 @@ def machine(row: Row, tiny_models, tmp_path, monkeypatch):
     from llmtp.services.build import installed
     from llmtp.services.rpc import cluster as rpc
     from llmtp.services.stores import mtp_settings
-    from llmtp.services.units import serve_unit
+    from llmtp.services.units import staging
     from llmtp.services.verify import ab_plan
 
     server = tmp_path / "build" / "bin" / "llama-server"
@@ -135,8 +135,8 @@ def machine(row: Row, tiny_models, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(rpc, "list_devices", lambda server, endpoints, runner: parse_list_devices(RPC_DEVICES))
     monkeypatch.setattr(ServerProcess, "start", lambda self: self)  # a launch records its argv, starts nothing
-    monkeypatch.setattr(serve_unit, "_runtime_paths", lambda: ["/usr/bin/python3"])
-    monkeypatch.setattr(serve_unit, "PRIVATE_TMP", ())  # the test's LLMTP_HOME lives under /tmp
+    monkeypatch.setattr(staging, "_runtime_paths", lambda: ["/usr/bin/python3"])
+    monkeypatch.setattr(staging, "PRIVATE_TMP", ())  # the test's LLMTP_HOME lives under /tmp
     monkeypatch.setattr(ab_plan, "_machine_gpus", lambda: (len(gpus[0]) + len(amd[0]), None))
     model = tiny_models["agree"]
     if row.tuned is not None:

@@ -15,6 +15,7 @@ import tomllib
 
 from llmtp.adapters import files, shipped
 from llmtp.core import tune as core
+from llmtp.core import tune_decision as verdict
 from llmtp.core.launch import MtpSettings
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
 from llmtp.core.verify import Method, Sample, acceptance, parse_spec_metrics, sample_from_timings, summarize
@@ -81,8 +82,8 @@ def _measure(launcher: Launcher, arm: LaunchPlan, prompts: list[core.Prompt], me
     )
 
 
-def _off(reason: str) -> core.TuneDecision:
-    return core.TuneDecision(
+def _off(reason: str) -> verdict.TuneDecision:
+    return verdict.TuneDecision(
         chosen=MtpSettings(enabled=False),
         label="plain",
         plain_tokens_per_s=None,
@@ -101,7 +102,7 @@ def tune(
     rule: core.Rule | None = None,
     suite: core.Suite | None = None,
     on_trial: TrialCallback | None = None,
-) -> core.TuneDecision:
+) -> verdict.TuneDecision:
     """`base`: the plan serve would run (each trial is it with other draft settings); `rule`: min gain,
     noise band and the user's workload (a family of `suite`); see core.families."""
     method = method or tune_method()
@@ -154,7 +155,7 @@ def tune(
         before = run(off, heldout)
         held = [run(f.mtp, heldout, before) for f in finalists]  # progress shows it against `before`
         plain_held, drift = core.bracket(before, run(off, heldout))
-    return core.decide(plain_held, [plain, *trials], held, rule, drift, families)
+    return verdict.decide(plain_held, [plain, *trials], held, rule, drift, families)
 
 
 def load_prompts_file(path: Path) -> core.Suite:
@@ -201,7 +202,7 @@ def run_tune(
     prompts: Path | None = None,
     save: bool = True,
     on_trial: TrialCallback | None = None,
-) -> tuple[core.TuneDecision, Target]:
+) -> tuple[verdict.TuneDecision, Target]:
     """Sweep the plan serve would run (each trial that plan with other draft settings) on the current build,
     and store the choice (or MTP off, with the reason) for `serve`. `rule`: min gain, noise band and the
     user's workload; `prompts`: the user's own suite, whose families then replace the shipped ones."""
