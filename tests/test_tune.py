@@ -371,9 +371,21 @@ def test_sweep_stages_then_held_out_and_choice(tmp_path):
     suite = load_suite()
     select = {p.render() for p in suite.half("select")}
     held = {p.render() for p in suite.half("heldout")}
-    # the stages never see a held-out prompt; the held-out runs never see a selection prompt
-    assert all(set(prompts) <= select for _, prompts in launch.specs[:10])
-    assert all(set(prompts) <= held for _, prompts in launch.specs[10:])
+    # the stages never see a held-out prompt; the held-out runs never see a selection prompt (the warm-up's
+    # text is neither)
+    from llmtp.services.verify.tune import WARMUP_TEXT
+
+    ran = [(spec, [t for t in prompts if t != WARMUP_TEXT]) for spec, prompts in launch.specs]
+    first_held = next(i for i, (_, prompts) in enumerate(ran) if set(prompts) & held)
+    assert first_held > 0 and all(set(prompts) <= select for _, prompts in ran[:first_held])
+    assert all(set(prompts) <= held for _, prompts in ran[first_held:])
+    # ngram-mod remembers what the server generated: each of its runs is a launch of its own, every prompt
+    # once in it; a trial without it runs every prompt METHOD.runs times in one launch
+    ngram = [prompts for spec, prompts in ran if spec.mtp.extra_types and prompts]
+    assert ngram and all(len(prompts) == len(set(prompts)) for prompts in ngram)
+    assert len(ngram) == 2 * METHOD.runs  # the stage's trial and its held-out run
+    plain = [prompts for spec, prompts in ran if not spec.mtp.enabled and prompts]
+    assert all(len(prompts) == METHOD.runs * len(set(prompts)) for prompts in plain)
     assert [h.label for h in d.heldout] == ["n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0"]
 
 
