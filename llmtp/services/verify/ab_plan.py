@@ -166,6 +166,17 @@ def served_here(settings, model_path: str, on_note: Callable[[str], None] = lamb
     return next((r for r in routers if any(Path(m["model"]) == Path(model_path) for m in r.models)), None)
 
 
+def _caveats(plan: LaunchPlan, report: VerifyReport) -> VerifyReport:
+    """What the report must say about how it measured this plan."""
+    if any(t.startswith("ngram") for t in plan.mtp.extra_types) and plan.mtp.enabled:
+        report.warnings.append(
+            "this plan drafts with an n-gram drafter that remembers the server's earlier output: verify decodes "
+            "each case several times on one server, so the MTP arm's speed includes that memory and can overstate "
+            "the gain on new text (`llmtp tune` measures each repeat on a fresh server)"
+        )
+    return report
+
+
 def run_verify(
     settings,
     request: LaunchRequest,
@@ -190,7 +201,7 @@ def run_verify(
     launcher = real_launcher(Path(settings.state_dir) / "verify")
     running = served_here(settings, plan.spec.model)
     if running is None:
-        return verify(target, method, launcher, base=plan, options=opts)
+        return _caveats(plan, verify(target, method, launcher, base=plan, options=opts))
     if served == "keep":
         report = verify(target, method, launcher, base=plan, options=opts)
         report.warnings.append(f"measured while the llmtp server on port {running.port} kept serving this model")
