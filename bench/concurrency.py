@@ -10,11 +10,14 @@ planned) or off, nothing else changed. For each client count both arms run side 
 mmapped once) and take turns: per repeat, N clients send one non-streaming chat completion each at the same
 moment (greedy, `--n-predict` tokens, EOS ignored so every answer has the same length) to one arm, then the
 same N prompts to the other; the arm that goes first alternates, so a machine whose speed drifts moves both
-alike. The prompts are the held-out half of the tune suite (llmtp/data/prompts.toml: several families);
-client i of round r takes prompt (r * N + i), so concurrent clients decode different text.
+alike. The prompts are those of the held-out half of the tune suite (llmtp/data/prompts.toml: several
+families) that fit one slot at the most clients (llama-server splits -c among its slots); client i of round r
+takes prompt (r * N + i), so concurrent clients decode different text.
 
 Per client: llama-server's own `timings.predicted_per_second`. Aggregate: every client's predicted tokens
-over the round's wall time (first request sent to last answer; the short prompts' processing included).
+over the round's wall time (first request sent to last answer, so the prompts' processing, which MTP also
+slows, is included: what the users see). Decode-sum: the clients' decode rates added up (their decode spans
+nearly coincide: same start, same length), the aggregate without prompt processing.
 Printed per model and client count: median aggregate and per-client tok/s of each arm, draft acceptance,
 and MTP-on / MTP-off ratios (median of the paired rounds, with their range); then the crossover per model:
 the highest client count up to which MTP's aggregate stayed within 5% of plain or above (the rule
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llmtp.adapters.ports import free_port  # noqa: E402
 from llmtp.adapters.server_process import ServerProcess  # noqa: E402
 from llmtp.core.concurrency import TOLERANCE  # noqa: E402
+from llmtp.core.families import Prompt  # noqa: E402
 from llmtp.core.launch import MtpSettings  # noqa: E402
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest  # noqa: E402
 from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch  # noqa: E402
@@ -65,6 +69,15 @@ def arm_plans(home: str, server: str, model: Path, clients: int, threads: int | 
     }
 
 
+def fitting(suite: list[Prompt], slot_ctx: int, n_predict: int) -> list[Prompt]:
+    """The prompts whose answer fits one slot at the most clients: llama-server splits -c among the slots.
+    UTF-8 bytes bound the tokens (the test-bed vocabulary is byte-level); 64 for the chat template."""
+    fit = [p for p in suite if len(p.render().encode()) + n_predict + 64 <= slot_ctx]
+    if not fit:
+        sys.exit(f"no prompt of the suite fits a {slot_ctx}-token slot with {n_predict} tokens to predict")
+    return fit
+
+
 def chat(url: str, prompt: str, n_predict: int) -> tuple[dict, float]:
     """One greedy chat completion; llama-server's timings and the moment the answer arrived."""
     body = {
@@ -76,7 +89,8 @@ def chat(url: str, prompt: str, n_predict: int) -> tuple[dict, float]:
         "cache_prompt": False,
     }
     resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=900)
-    resp.raise_for_status()
+    if resp.status_code != 200:
+        sys.exit(f"{url} answered {resp.status_code}: {resp.text[:300]}")
     timings = resp.json().get("timings")
     if not timings or "predicted_per_second" not in timings:
         sys.exit(f"no timings in the answer of {url}: {resp.text[:300]}")
@@ -92,6 +106,7 @@ def one_round(pool: ThreadPoolExecutor, url: str, prompts: list[str], n_predict:
     drafted = sum(t.get("draft_n", 0) for t in timings)
     return {
         "aggregate": sum(t["predicted_n"] for t in timings) / wall,
+        "decode_sum": sum(t["predicted_per_second"] for t in timings),
         "per_client": [t["predicted_per_second"] for t in timings],
         "drafted": drafted,
         "accepted": sum(t.get("draft_n_accepted", 0) for t in timings),
@@ -132,13 +147,16 @@ def summarize(rounds: dict[str, list[dict]]) -> dict:
         drafted = sum(r["drafted"] for r in rs)
         out[arm] = {
             "aggregate_tok_s": statistics.median(r["aggregate"] for r in rs),
+            "decode_sum_tok_s": statistics.median(r["decode_sum"] for r in rs),
             "per_client_tok_s": statistics.median(x for r in rs for x in r["per_client"]),
             "acceptance": sum(r["accepted"] for r in rs) / drafted if drafted else None,
         }
     pairs = list(zip(rounds["mtp-on"], rounds["mtp-off"]))
     agg = [on["aggregate"] / off["aggregate"] for on, off in pairs]
     per = [statistics.median(on["per_client"]) / statistics.median(off["per_client"]) for on, off in pairs]
+    dec = [on["decode_sum"] / off["decode_sum"] for on, off in pairs]
     out["ratio"] = {
+        "decode_sum": statistics.median(dec),
         "aggregate": statistics.median(agg),
         "aggregate_range": [min(agg), max(agg)],
         "per_client": statistics.median(per),
@@ -164,7 +182,8 @@ def print_row(row: dict) -> None:
     print(
         f"  {row['clients']:>2} clients   off {off['aggregate_tok_s']:7.1f} agg {off['per_client_tok_s']:7.1f}/client"
         f"   on {on['aggregate_tok_s']:7.1f} agg {on['per_client_tok_s']:7.1f}/client (acc {acc:>4})"
-        f"   on/off agg {ratio['aggregate']:.2f}x ({a_lo:.2f}-{a_hi:.2f})  per-client {ratio['per_client']:.2f}x",
+        f"   on/off agg {ratio['aggregate']:.2f}x ({a_lo:.2f}-{a_hi:.2f})  per-client {ratio['per_client']:.2f}x"
+        f"  decode-sum {ratio['decode_sum']:.2f}x",
         flush=True,
     )
 
@@ -189,7 +208,7 @@ def main() -> None:
     kinds = tuple(args.models.split(","))
     counts = [int(c) for c in args.clients.split(",")]
     models = _ensure(cache_root() / ("bench-models" if args.size == "bench" else "models"), kinds, args.size)
-    prompts = [p.render() for p in load_suite().half("heldout")]
+    suite = load_suite().half("heldout")
     load = os.getloadavg()[0]
     print(
         f"llama-server {server}; {args.size} models {', '.join(kinds)}; clients {args.clients}; "
@@ -203,8 +222,10 @@ def main() -> None:
             for n in counts:
                 plans = arm_plans(home, server, models[kind], n, args.threads)
                 if n == counts[0]:
+                    prompts = fitting(suite, plans["mtp-on"].spec.ctx_size // max(counts), args.n_predict)
                     print(f"  argv (mtp-on): {' '.join(plans['mtp-on'].argv_list[1:])}")
-                rounds = measure(plans, prompts, n, args.n_predict, args.repeats, Path(home))
+                    print(f"  prompts: {', '.join(f'{p.name} ({p.family})' for p in prompts)}")
+                rounds = measure(plans, [p.render() for p in prompts], n, args.n_predict, args.repeats, Path(home))
                 rows.append({"clients": n, **summarize(rounds), "rounds": rounds})
                 print_row(rows[-1])
             held = crossover(rows)
