@@ -198,3 +198,13 @@ def test_clients_out_of_range_stops_at_the_edge(tiny_models, monkeypatch):
     monkeypatch.setenv("LLMTP_CLIENTS", "1000")
     r = CliRunner().invoke(app, ["plan", str(tiny_models["agree"])])
     assert isinstance(r.exception, ConfigError) and "clients" in r.exception.message
+
+
+def test_verify_warns_about_slots_with_mtp_only_past_the_crossover():
+    from llmtp.core import verify as v
+
+    kw = dict(temperatures=[], mtp_enabled=True, kv_buffers=None, build_has_gpu=True, machine_gpus=1)
+    assert v.warnings_for(parallel=2, **kw) == []  # what `--clients 2` serves on a GPU
+    [warning] = v.warnings_for(parallel=3, **kw)
+    assert warning.startswith("parallel slots 3 with MTP: slower in aggregate past 2 concurrent client(s)")
+    assert v.warnings_for(parallel=None, **kw)[0].startswith("parallel slots auto (4) with MTP")
