@@ -104,3 +104,16 @@ def plan_clients(
     else:
         why = f"{decoding} concurrent clients, and {measured}"
     return ClientsPlan(clients=clients, parallel=slots, mtp=False, slots_reason=slots_reason, mtp_reason=why)
+
+
+def slots_warning(parallel: int | None, on_gpu: bool) -> str | None:
+    """verify's word on a server's slots with MTP on (None: auto, 4 slots): past the crossover they cost; up to it
+    they are what `--clients N` plans."""
+    cross = crossover("gpu" if on_gpu else "cpu").clients
+    if parallel is not None and 0 < parallel <= cross:
+        return None
+    slots = "auto (4)" if parallel is None or parallel < 0 else str(parallel)
+    return (
+        f"parallel slots {slots} with MTP: slower in aggregate past {cross} concurrent client(s); "
+        f"use -np {cross}, or `--clients N` to plan slots and MTP for N users"
+    )

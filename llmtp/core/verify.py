@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from llmtp.core.concurrency import crossover
+from llmtp.core.concurrency import slots_warning
 from llmtp.core.sequential import Sequential
 
 PromptKind = Literal["code", "prose"]
@@ -323,14 +323,8 @@ def warnings_for(
     hot = [t for t in temperatures if t > 0.8]
     if hot:
         out.append(f"temperature {max(hot):g} > 0.8: MTP acceptance collapses at high temperature")
-    # up to the measured crossover (core/concurrency.py) slots with MTP are what `--clients N` plans
-    cross = crossover("gpu" if build_has_gpu else "cpu").clients
-    if mtp_enabled and (parallel is None or parallel < 0 or parallel > cross):
-        slots = "auto (4)" if parallel is None or parallel < 0 else str(parallel)
-        out.append(
-            f"parallel slots {slots} with MTP: slower in aggregate past {cross} concurrent client(s); "
-            f"use -np {cross}, or `--clients N` to plan slots and MTP for N users"
-        )
+    if mtp_enabled and (slots := slots_warning(parallel, on_gpu=bool(build_has_gpu))):
+        out.append(slots)
     if kv_buffers and build_has_gpu:
         host = {k: v for k, v in kv_buffers.items() if k.upper().startswith("CPU") or k.endswith("_Host")}
         if host:
