@@ -6,13 +6,14 @@ overridden on its own, so tests never touch the real home directory.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmtp import paths
@@ -56,11 +57,26 @@ class Settings(BaseSettings):
         description="concurrent users `llmtp serve` plans for: one slot each, MTP on up to the measured "
         "crossover (as --clients; default: one user, one slot)",
     )
+    sets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='named model sets `llmtp serve NAME` serves on one router port (`desk = ["a", "b"]` under [sets])',
+    )
     mtp_guard: bool = Field(
         True,
         description="`llmtp serve` steps to a safer MTP setting when served acceptance "
         "stays under the break-even (false: the setting is pinned, as --no-mtp-guard)",
     )
+
+    @field_validator("sets", mode="before")
+    @classmethod
+    def _sets_from_json(cls, value: Any) -> Any:
+        """LLMTP_SETS='{"desk": ["a", "b"]}': the environment's text as the table config.toml holds."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value  # the model's own error names the setting
+        return value
 
     @property
     def builds_dir(self) -> Path:

@@ -68,9 +68,9 @@ def llama_servers(main_pid: int) -> list[psutil.Process]:
     return [p for p in kids if p.name() == "llama-server"]
 
 
-def complete(port: int, prompt: str = "one two three", n: int = 8) -> dict:
-    r = httpx.post(
-        f"http://127.0.0.1:{port}/completion", json={"prompt": prompt, "n_predict": n, "temperature": 0}, timeout=120
-    )
+def complete(port: int, prompt: str = "one two three", n: int = 8, model: str | None = None) -> dict:
+    """POST /completion; `model`: the model of a router to answer it."""
+    body = {"prompt": prompt, "n_predict": n, "temperature": 0, **({"model": model} if model else {})}
+    r = httpx.post(f"http://127.0.0.1:{port}/completion", json=body, timeout=120)
     r.raise_for_status()
     return r.json()

@@ -19,6 +19,7 @@ from llmtp.adapters.runner import Completed
 from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.errors import UsageError
+from llmtp.services.serve.command_line import SAFE_PATH
 from llmtp.services.units import serve_unit as svc
 from llmtp.settings import load_settings
 
@@ -125,6 +126,7 @@ def test_user_unit(model):
         systemd_exec_line(
             [
                 sys.executable,
+                *SAFE_PATH,
                 "-m",
                 "llmtp",
                 "serve",
@@ -157,6 +159,7 @@ def test_unit_keeps_the_alias_clients_see(model):
         systemd_exec_line(
             [
                 sys.executable,
+                *SAFE_PATH,
                 "-m",
                 "llmtp",
                 "serve",
@@ -527,6 +530,7 @@ def test_launchd_plist_parses(tmp_path, tiny_models):
     data = plistlib.loads(text.encode())
     assert data["ProgramArguments"] == [
         sys.executable,
+        *SAFE_PATH,
         "-m",
         "llmtp",
         "serve",

@@ -53,7 +53,8 @@ def test_user_unit_lifecycle(user_manager, systemd_run_dir, llama_bin_dir, tiny_
     assert health(port) == 200
     assert complete(port)["content"]
     main = int(user_manager.show(UNIT, "MainPID"))
-    assert psutil.Process(main).cmdline()[1:4] == ["-m", "llmtp", "serve"]
+    cmd = psutil.Process(main).cmdline()
+    assert cmd[cmd.index("-m") : cmd.index("-m") + 3] == ["-m", "llmtp", "serve"]
     [server] = llama_servers(main)
     llmtp.note(f"(systemd: ActiveState=active MainPID={main}; llama-server pid {server.pid}; /health 200)")
 
@@ -128,3 +129,29 @@ def test_user_unit_lifecycle(user_manager, systemd_run_dir, llama_bin_dir, tiny_
     assert (user_manager.unit_dir / f"{UNIT}.d" / "override.conf").is_file()
     assert _state_files(systemd_run_dir) == []
     llmtp.save("user unit: install, crash, restart, stop, uninstall")
+
+
+def test_a_set_of_models_is_one_user_unit(user_manager, systemd_run_dir, llama_bin_dir, tiny_models):
+    """`service install A B` writes one unit whose `llmtp serve A B` runs the router: READY once it listens, each
+    model answering by its name, `service stop` leaving no router and no child."""
+    llmtp = _llmtp(user_manager, systemd_run_dir)
+    port = free_port()
+    _drop_in(user_manager, systemd_run_dir)
+    llmtp("builds", "adopt", str(llama_bin_dir))
+    agree, plain = str(tiny_models["agree"]), str(tiny_models["plain"])
+    llmtp("service", "install", agree, plain, "--port", str(port), "--ctx", "512", "--models-max", "1")
+    assert user_manager.show(UNIT, "ActiveState") == "active" and health(port) == 200
+    main = int(user_manager.show(UNIT, "MainPID"))
+    cmd = psutil.Process(main).cmdline()
+    assert cmd[cmd.index("serve") : cmd.index("serve") + 3] == ["serve", agree, plain]
+    for model in (tiny_models["agree"].stem, tiny_models["plain"].stem):
+        assert complete(port, model=model)["content"]
+    [entry] = [e for e in json.loads(llmtp("status", "--json").stdout) if e["port"] == port]
+    assert entry["kind"] == "router" and [m["state"] for m in entry["models"]] == ["unloaded", "loaded"]  # max 1
+    tree = [p.pid for p in psutil.Process(main).children(recursive=True)]
+    assert len(tree) == 2  # the router and the one model it keeps loaded
+    llmtp("service", "stop")
+    assert user_manager.show(UNIT, "ActiveState") == "inactive"
+    assert not [p for p in [main, *tree] if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    llmtp("service", "uninstall")
+    assert _state_files(systemd_run_dir) == []

@@ -17,6 +17,7 @@ from llmtp import paths
 from llmtp.adapters.flock import Flock
 from llmtp.adapters.ports import free_port
 from llmtp.services.serve import command_line, warm_start
+from llmtp.services.serve.command_line import SAFE_PATH
 from llmtp.services.serve.warm_start import WarmStart
 
 SERVE = ["serve", "m.gguf", "--port", "8123", "--foreground"]
@@ -116,7 +117,7 @@ def test_a_detached_serve_starts_its_recorded_child_at_once(tmp_path, env):
     _record(tmp_path, env, fg, detach_out=str(out))
     w = started(["serve", "m.gguf", "--port", "8123", "--json"], env)
     child = w._child
-    assert w.warm is None and child is not None and child.args == [sys.executable, "-m", "llmtp", *fg]
+    assert w.warm is None and child is not None and child.args == [sys.executable, *SAFE_PATH, "-m", "llmtp", *fg]
     assert w.take_child(child.args, tmp_path / "elsewhere.out") is None  # not what detach wants
     assert child.wait(timeout=30) is not None  # stopped
     w = started(["serve", "m.gguf", "--port", "8123"], env)

@@ -15,7 +15,18 @@ from llmtp.errors import ConfigError, NetworkError
 class LlamaClient:
     """Talks to llama-server's native endpoints. `api_key` goes in a header, never in a URL."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        model: str | None = None,
+        autoload: bool = False,
+    ):
+        """`model`: one model of a router (llama-server with no model): every request names it, POST bodies by
+        their `model`, GET requests by `?model=`; a GET loads it first only with `autoload` (a POST always)."""
+        self.model, self._autoload = model, "true" if autoload else "false"
         # Bytes: llama-server compares the key byte for byte, and httpx would refuse non-ASCII text.
         headers = {"Authorization": f"Bearer {api_key}".encode()} if api_key else {}
         self.base_url = base_url.rstrip("/")
@@ -43,6 +54,11 @@ class LlamaClient:
         return self._request("GET", path).json()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if self.model is not None:
+            if method == "GET":
+                kw["params"] = {"model": self.model, "autoload": self._autoload, **(kw.get("params") or {})}
+            elif isinstance(kw.get("json"), dict):
+                kw["json"] = {"model": self.model, **kw["json"]}
         try:
             resp = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -95,12 +111,22 @@ class LlamaClient:
     def slots(self) -> list[dict[str, Any]]:
         return self._get_json("/slots")
 
-    def metrics_text(self) -> str:
-        return self._request("GET", "/metrics").text
+    def metrics_text(self, model: str | None = None) -> str:
+        """`model`: one model of a router (its `?model=`; never loads an unloaded one)."""
+        params = {"model": model, "autoload": "false"} if model is not None else None
+        return self._request("GET", "/metrics", params=params).text
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, model: str | None = None) -> dict[str, float]:
         """Prometheus values by name; needs --metrics on the server (501 without)."""
-        return parse_prometheus(self.metrics_text())
+        return parse_prometheus(self.metrics_text(model))
+
+    def unload(self, model: str) -> None:
+        """A router's POST /models/unload: stop that model's llama-server (it loads again on its next request)."""
+        self._request("POST", "/models/unload", json={"model": model})
+
+    def models(self) -> list[dict[str, Any]]:
+        """A router's GET /models `data`: each model's id and status (loaded, loading, unloaded, sleeping)."""
+        return list(self._get_json("/models").get("data") or [])
 
     def completion(
         self,

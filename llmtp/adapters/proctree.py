@@ -154,6 +154,28 @@ def rss_bytes(recorded: Identity) -> int | None:
         return None
 
 
+def children_by_flag(recorded: Identity, flag: str) -> dict[str, tuple[int, int]]:
+    """{value of `flag`: (pid, resident bytes)} of the live children of the recorded process (once proven): a
+    router's llama-server children by their `--alias`. Empty when it is not proven or has none."""
+    proc = matches(recorded)
+    if proc is None:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        children = proc.children()
+    except psutil.Error:
+        return {}
+    for child in children:
+        try:
+            with child.oneshot():
+                argv = child.cmdline()
+                if flag in argv[:-1]:
+                    out[argv[argv.index(flag) + 1]] = (child.pid, int(child.memory_info().rss))
+        except psutil.Error:
+            continue
+    return out
+
+
 def terminate_proven(recorded: Identity, grace: float = 5.0, *, group: bool = False) -> bool:
     """Stop the process `recorded` describes, only once proven to be it: SIGTERM, bounded wait,
     SIGKILL. `group`: the whole group it leads (only when it does lead one). False: not ours, nothing

@@ -19,7 +19,40 @@ Model = Annotated[
         help="Alias (`llmtp models list`), GGUF path, or org/repo:QUANT (also hf:, hf.co/).", autocompletion=model_names
     ),
 ]
-Extra = Annotated[Optional[list[str]], typer.Argument(help="After `--`: flags passed to llama-server as is.")]
+ModelsMax = Annotated[
+    Optional[int],
+    typer.Option(
+        "--models-max",
+        help="With several models: how many may be loaded at once (default: as many as fit together).",
+        **limits.option(limits.ModelsMax),
+    ),
+]
+IdleUnload = Annotated[
+    Optional[int],
+    typer.Option(
+        "--idle-unload",
+        metavar="SECONDS",
+        help="With several models: a model idle this long sleeps and frees its memory (llama-server's sleep).",
+        **limits.option(limits.IdleSeconds),
+    ),
+]
+
+
+def split_models(model: str, extra: list[str] | None) -> tuple[list[str], list[str]]:
+    """`serve A B C -- --flag v`: click hands B, C and the words after `--` to one list. A llama-server command
+    line starts with a flag, so the words before the first flag are more models and the rest is passed through."""
+    words = list(extra or [])
+    n = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
+    return [model, *words[:n]], words[n:]
+
+
+Extra = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        help="More models (`serve A B C`: one router port serves them all), then after `--`: flags passed to "
+        "llama-server as is."
+    ),
+]
 Host = Annotated[Optional[str], typer.Option(help="Bind address (default from settings: 127.0.0.1).")]
 Port = Annotated[Optional[int], typer.Option(help="Port (default from settings: 8080).", **limits.option(limits.Port))]
 Ctx = Annotated[

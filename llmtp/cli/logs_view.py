@@ -24,7 +24,8 @@ def _show(shown, width: int) -> None:  # noqa: ANN001 - core.logview.Shown
     typer.echo("\n".join(wrap(line, width, indent=26)))
 
 
-def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool) -> None:
+def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool, only: str | None = None) -> None:
+    """`only`: one model of a router (the digest's lines of that model; --raw: its child's lines)."""
     from llmtp.adapters.files import replaced_under
     from llmtp.core.logview import LogView
     from llmtp.errors import UsageError
@@ -37,22 +38,27 @@ def show_log(state_dir: Path, port: int, *, lines: int, follow: bool, raw: bool)
 
     view = LogView()
     width = console().width
+    mine = view.only(only) if only is not None else (lambda s: True)
+    raw_mine = view.raw_only(only) if only is not None else (lambda line: True)
 
     def emit(line: str) -> None:
         if raw:
-            typer.echo(line, nl=False)
+            if raw_mine(line):
+                typer.echo(line, nl=False)
             return
         for s in view.feed(line):
-            _show(s, width)
+            if mine(s):
+                _show(s, width)
 
     f = open(path, encoding="utf-8", errors="replace")
     try:
         whole = f.readlines()
         if raw:
+            whole = [line for line in whole if raw_mine(line)]
             for line in whole[len(whole) - lines :]:  # not [-lines:]: -n 0 means none, not all
                 typer.echo(line, nl=False)
         else:
-            digest = [s for line in whole for s in view.feed(line)]
+            digest = [s for line in whole for s in view.feed(line) if mine(s)]
             for s in digest[len(digest) - lines :]:
                 _show(s, width)
         while follow:

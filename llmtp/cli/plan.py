@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from llmtp.cli import _serve_options as o
@@ -10,6 +12,9 @@ from llmtp.core import limits
 
 def plan(
     ref: o.Model,
+    more: Optional[list[str]] = typer.Argument(
+        None, help="More models: plan them as one set on one router port (`llmtp serve A B C`)."
+    ),
     ctx: o.Ctx = None,
     parallel: o.Parallel = None,
     clients: o.Clients = None,
@@ -94,7 +99,13 @@ def plan(
         measured_bw, how = ram_bandwidth(settings)
         if measured_bw is not None:
             bw_note = f"RAM bandwidth {measured_bw:g} GB/s ({how}; --ram-bw states another)"
-    launch = resolve_launch(settings, request, LaunchDeps(hardware=hardware, launching=argv, ram_bandwidth=measured_bw))
+    deps = LaunchDeps(hardware=hardware, launching=argv, ram_bandwidth=measured_bw)
+    if more or ref in settings.sets:
+        from llmtp.cli.serve_set import plan_set
+
+        plan_set(settings, [ref, *(more or [])], request, deps, argv=argv, as_json=json_out)
+        return
+    launch = resolve_launch(settings, request, deps)
     if argv:
         from llmtp.cli.serve import print_plan_argv
 

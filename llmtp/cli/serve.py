@@ -44,14 +44,20 @@ def serve(
         help="Refuse a model that is not on disk instead of downloading it (also the setting pull_missing = false).",
     ),
     mtp_guard: o.MtpGuard = None,
+    models_max: o.ModelsMax = None,
+    idle_unload: o.IdleUnload = None,
 ) -> None:
     """Serve MODEL with the current build: plan, start, wait until ready, keep it alive.
+
+    Several models (`serve A B C`, or a set named in config.toml) share one port through llama.cpp's router:
+    each runs its own plan and MTP settings, clients pick one by its name, and as many as fit stay loaded.
 
     A model that is not on disk is downloaded first (what, how big, free disk are shown), unless
     --no-pull; offline or without the space it fails before anything starts."""
     from llmtp.services.serve import launch as svc
 
     settings, warm = _settings(), context.obj  # the entry point's WarmStart (services/serve/warm_start.py) or None
+    models, extra = o.split_models(model, extra)
     request = o.launch_request(
         model,
         extra,
@@ -73,6 +79,18 @@ def serve(
         no_ui=no_ui,
         mtp_guard=mtp_guard,
     )
+    if len(models) > 1 or model in settings.sets:
+        from llmtp.cli.serve_set import serve_set
+
+        serve_set(settings, models, request, models_max, idle_unload, dry_run, foreground, as_json, not no_pull)
+        return
+    if models_max is not None or idle_unload is not None:
+        from llmtp.errors import UsageError
+
+        raise UsageError(
+            "--models-max and --idle-unload are for several models on one port",
+            "Name several models (`llmtp serve A B`), or leave the option out.",
+        )
     plan = svc.plan_for_serve(
         settings, request, warm=warm, pull=None if dry_run else not no_pull, say=lambda m: typer.echo(m, err=True)
     )

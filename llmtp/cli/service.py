@@ -40,6 +40,8 @@ def install(
     hf: o.HfHabit = None,
     ngl: o.NglHabit = None,
     mtp_guard: o.MtpGuard = None,
+    models_max: o.ModelsMax = None,
+    idle_unload: o.IdleUnload = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check, print the unit and change nothing."),
     no_start: bool = typer.Option(False, "--no-start", help="Write and reload, but do not enable/start."),
     unit_dir: Optional[str] = typer.Option(None, help=_UNIT_DIR_HELP),
@@ -55,9 +57,23 @@ def install(
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
-    path = Path(model).expanduser()
+
+    def absolute_model(ref: str) -> str:  # a service does not start in the current directory
+        path = Path(ref).expanduser()
+        return str(path.resolve()) if path.exists() else ref
+
+    models, extra = o.split_models(model, extra)
+    models = [absolute_model(m) for m in models]
+    set_args = [w for f, v in (("--models-max", models_max), ("--idle-unload", idle_unload)) if v for w in (f, str(v))]
+    if len(models) == 1 and set_args:
+        from llmtp.errors import UsageError
+
+        raise UsageError(
+            "--models-max and --idle-unload are for several models on one port",
+            "Name several models (`llmtp service install A B`), or leave the option out.",
+        )
     launch = o.launch_request(
-        str(path.resolve()) if path.exists() else model,
+        models[0],
         extra,
         host=host,
         port=port,
@@ -77,7 +93,7 @@ def install(
         no_ui=no_ui,
         mtp_guard=mtp_guard,
     )
-    req = svc.ServiceRequest(launch=launch, system=system)
+    req = svc.ServiceRequest(launch=launch, system=system, more=tuple(models[1:]), set_args=tuple(set_args))
     launch_plan = svc.validate(settings, req)  # serve's own checks: the unit would only crash-loop otherwise
     for note in launch_plan.notes:
         typer.echo(f"note: {note}", err=True)

@@ -89,6 +89,8 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
     t = table(*columns, whole=("port", "pid", "server pid", "model", "URL"))
     for e in entries:
         t.add_row(*[_cell(e, c) for c in columns])
+        for m in e.get("models", []) if e["kind"] == "router" else []:  # one row per model of a router
+            t.add_row(*[_model_cell(m, c) for c in columns])
     con.print(t)
     live = [e for e in servers if e["state"] != "failed"]
     if live:
@@ -117,6 +119,25 @@ def render_status(con, entries: list[dict], wide: bool = False) -> None:  # noqa
                 f"port {e['port']}: MTP is losing; fix: `{e['mtp_live']['fix']}` (`llmtp status --wide` says why)",
                 con=con,
             )
+
+
+def _model_cell(m: dict, column: str) -> str:
+    """A row for one model of a router: under the router's row, the name clients send as `model`."""
+    from llmtp.cli._out import human_bytes
+
+    tps = m.get("tokens_per_second")
+    state = m["state"] + (f" (exit {m['exit_code']})" if m.get("exit_code") not in (None, 0) else "")
+    return {
+        "port": "",
+        "state": state,
+        "server pid": str(m.get("server_pid") or "-"),
+        "model": f"  {m['name']}",
+        "MTP": m.get("mtp_words") or "-",
+        "tok/s": "-" if tps is None else f"{tps:.1f}",
+        "RSS": "-" if m.get("rss_bytes") is None else human_bytes(m["rss_bytes"]),
+        "VRAM": "-" if m.get("vram_bytes") is None else human_bytes(m["vram_bytes"]),
+        "URL": "",
+    }.get(column, "-" if column not in ("pid", "uptime", "restarts", "build") else "")
 
 
 def _cell(e: dict, column: str) -> str:
@@ -149,6 +170,8 @@ def _cell(e: dict, column: str) -> str:
     if column == "restarts":
         return str(e["restarts"])
     if column == "model":
+        if e["kind"] == "router":
+            return f"router, {len(e['models'])} models:"
         return e.get("model_name") or e["model"].rsplit("/", 1)[-1].removesuffix(".gguf")
     if column == "build":
         return e["build"] or "external"
@@ -193,6 +216,7 @@ def stop(
     """Stop llmtp-served llama-server(s): SIGTERM to llmtp, which stops the server's whole group. Also
     clears a failed server from `status`."""
     from llmtp.services.serve.launch import stop_served
+    from llmtp.services.serve.router import unload_member
     from llmtp.services.serve.stop_target import ports_for
     from llmtp.services.stores import failed_servers
     from llmtp.services.stores import serve_records as st
@@ -205,6 +229,12 @@ def stop(
             "Name the server to stop once: a MODEL or --port, not both",
             "`llmtp stop MODEL`, `llmtp stop --port N`, or `llmtp stop` for all.",
         )
+    if model is not None and (member := unload_member(state_dir, model)) is not None:
+        typer.echo(
+            f"unloaded {member[1]} from the router on port {member[0]}: it loads again on its next request "
+            f"(`llmtp stop --port {member[0]}` stops the router and every model)"
+        )
+        return
     if model is not None:
         ports = ports_for(state_dir, model)
     else:
@@ -225,6 +255,11 @@ def stop(
 
 
 def logs(
+    model: Optional[str] = typer.Argument(
+        None,
+        help="The server's model, or one model of a router (only its lines); default: --port.",
+        autocompletion=_complete_served,
+    ),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     port: Optional[int] = typer.Option(
         None, help="Port of the server (default: settings port).", **limits.option(limits.Port)
@@ -242,9 +277,18 @@ def logs(
     """Errors, warnings, starts and one line per request from llama-server's log, with absolute times
     (--raw: the whole log as written)."""
     from llmtp.cli.logs_view import show_log
+    from llmtp.services.serve.router import find_member
+    from llmtp.services.serve.stop_target import ports_for
 
     settings = _settings()
-    show_log(settings.state_dir, port or settings.port, lines=lines, follow=follow, raw=raw)
+    only = None
+    if model is not None:
+        found = find_member(settings.state_dir, model)
+        if found is not None:
+            port, only = found[0].port, found[1]
+        else:
+            port = ports_for(settings.state_dir, model)[0]
+    show_log(settings.state_dir, port or settings.port, lines=lines, follow=follow, raw=raw, only=only)
 
 
 def register(app: typer.Typer) -> None:

@@ -235,7 +235,7 @@ def verify_cmd(
 
     def measure(on_progress=None):
         if port is not None:
-            return verify_live(settings, port, method, tolerance)
+            return verify_live(settings, port, method, tolerance, model=model)
         # the arms listen on loopback whatever the settings' bind (an open bind would need a key file)
         host = None if settings.host in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
         request = o.launch_request(

@@ -43,6 +43,8 @@ Keep = Annotated[int, Interval(ge=0, le=1000)]
 VramBytes = Annotated[int, Interval(ge=256 * 2**20, le=16 * 2**40)]  # --vram: 256 MiB .. 16 TiB
 BudgetSeconds = Annotated[float, Interval(ge=1.0, le=86_400.0)]  # verify --budget: 1 s .. a day
 WorkerMemMiB = Annotated[int, Interval(ge=1, le=16 * 2**20)]  # `worker start --mem`: 1 MiB .. 16 TiB per device
+ModelsMax = Annotated[int, Interval(ge=1, le=64)]  # a router's children at once (llama-server --models-max)
+IdleSeconds = Annotated[int, Interval(ge=1, le=7 * 86_400)]  # --idle-unload: a second .. a week
 Bandwidth = Annotated[float, Interval(ge=1.0, le=100_000.0)]  # GB/s: DDR3 single channel .. HBM3e
 BudgetSeconds = Annotated[float, Interval(ge=1.0, le=86400.0)]  # verify --budget: a second .. a day
 

@@ -29,6 +29,9 @@ _DRAFT = re.compile(
 )
 _RELEASE = re.compile(r"slot\s+release: id\s+\d+ \| task (?P<task>\d+) \|")
 _TROUBLE = re.compile(r"error|fail|abort|assert|terminate|fault|exception|killed|illegal", re.I)
+_CHILD = re.compile(r"^\[(\d+)\] (.*)$")  # a router's child (llama-server with no model): its port, its own line
+_SPAWN = re.compile(r"spawning server instance with name=(\S+) on port (\d+)")
+_EXITED = re.compile(r"instance name=(\S+) exited with status (-?\d+)")
 _KEEP_INFO = ("llama_server: model loaded", "llama_server: listening on", "cleaning up before exit")
 
 
@@ -47,6 +50,30 @@ class LogView:
         self._request: dict = {}
         self._stamped = False  # a stamped line was seen in this run
         self._quoted = False  # an unstamped line continues a quoted value
+        self._children: dict[str, tuple[str, LogView]] = {}  # a router's: port -> (model name, its view)
+
+    def only(self, name: str):  # noqa: ANN201 - Shown -> bool
+        """A filter for the lines of one model of a router (its digest lines carry its name)."""
+        return lambda shown: shown.text.startswith(f"{name}: ")
+
+    def raw_only(self, name: str):  # noqa: ANN201 - str -> bool
+        """A filter for the raw lines of one model's llama-server (`[PORT] ...`, the port the router gave it);
+        call it on each line in order, after or before feed: it tracks the router's spawn lines itself."""
+        ports: set[str] = set()
+
+        def keep(line: str) -> bool:
+            spawn = _SPAWN.search(line)
+            if spawn is not None and spawn.group(1) == name:
+                ports.add(spawn.group(2))
+            child = _CHILD.match(line)
+            return child is not None and child.group(1) in ports
+
+        return keep
+
+    def _child(self, port: str, text: str) -> list[Shown]:
+        """A router child's line (`[PORT] ...`, stamped from the child's own start): shown with its model's name."""
+        name, view = self._children.setdefault(port, (f"port {port}", LogView()))
+        return [Shown(s.at, s.level, f"{name}: {s.text}") for s in view.feed(text)]
 
     def _at(self, rel: float) -> float | None:
         return None if self.base is None else self.base + rel
@@ -60,6 +87,9 @@ class LogView:
                 self.base = None
             self._request, self._stamped, self._quoted = {}, False, False
             return [Shown(self.base, "info", "llama-server started")]
+        child = _CHILD.match(line)
+        if child is not None:
+            return self._child(*child.groups())
         m = _STAMP.match(line)
         if m is None:
             if self._quoted:  # inside a quoted multi-line value (the chat template's example)
@@ -79,6 +109,16 @@ class LogView:
             return [Shown(at, "error", text)]
         if level == "W":
             return [Shown(at, "warning", text)]
+        spawn = _SPAWN.search(text)
+        if spawn is not None:  # the router starts a model's llama-server: its stamps count from here
+            view = LogView()
+            view.base = at
+            self._children[spawn.group(2)] = (spawn.group(1), view)
+            return [Shown(at, "info", f"{spawn.group(1)}: loading (llama-server on port {spawn.group(2)})")]
+        exited = _EXITED.search(text)
+        if exited is not None:
+            name, code = exited.groups()
+            return [Shown(at, "info" if code == "0" else "warning", f"{name}: llama-server exited with status {code}")]
         if any(k in text for k in _KEEP_INFO):
             return [Shown(at, "info", text.split(": ", 1)[-1] if "llama_server:" in text else text)]
         return self._requests(at, text)

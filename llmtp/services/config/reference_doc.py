@@ -27,6 +27,8 @@ def type_words(annotation) -> str:  # noqa: ANN001 - a typing annotation
             b = bounds[0]
             return f"{type_words(base)} {b.ge}-{b.le}"
         return type_words(base)
+    if origin is dict:
+        return "a table NAME = [MODEL, ...] (env: as JSON)"
     if origin is typing.Literal:
         return "one of " + ", ".join(str(a) for a in args)
     return {str: "text", int: "integer", float: "number", bool: "true or false", Path: "path"}.get(
@@ -48,14 +50,15 @@ def render() -> str:
         default = (
             "platform default"
             if name.endswith("_dir")
+            else "none"
+            if field.default_factory is not None
             else "unset"
             if field.default is None
             else f"`{_toml(field.default)}`"
         )
         where = "env only" if name in NOT_IN_FILE else f"`{name}`"
-        rows.append(
-            f"| {where} | `{ENV_PREFIX}{name.upper()}` | {_bounded(name, field)} | {default} | {field.description} |"
-        )
+        env = f"`{ENV_PREFIX}{name.upper()}`"
+        rows.append(f"| {where} | {env} | {_bounded(name, field)} | {default} | {field.description} |")
     return "\n".join(
         [
             "# Configuration",

@@ -23,7 +23,13 @@ def foreground_args(args: Sequence[str]) -> list[str]:
     return [*(a for a in own if a not in _DETACHED_ONLY), "--foreground", *rest]
 
 
+# `-m` puts the current directory first on sys.path: a detached serve started from another checkout of llmtp (or
+# any directory holding an `llmtp` folder) would import that one. Python 3.11's -P leaves the directory out.
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+
+
 def foreground_command(args: Sequence[str]) -> list[str]:
     """The whole command: this interpreter with `-m llmtp` (it survives venv moves of the script shim,
-    and a service unit needs no PATH), then `foreground_args(args)`; `args` starts with "serve"."""
-    return [sys.executable, "-m", "llmtp", *foreground_args(args)]
+    and a service unit needs no PATH; `-P` so the caller's directory cannot shadow this llmtp), then
+    `foreground_args(args)`; `args` starts with "serve" (or "worker")."""
+    return [sys.executable, *SAFE_PATH, "-m", "llmtp", *foreground_args(args)]

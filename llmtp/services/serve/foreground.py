@@ -72,7 +72,7 @@ class Supervised:
     """What one foreground supervision keeps alive: a llama-server of a plan, or an RPC worker
     (services/rpc/worker.py). `first` is what the Supervisor launches first (a server's spec, a worker's target)."""
 
-    kind: str  # "server" or "worker": the state record's kind
+    kind: str  # "server", "router" or "worker": the state record's kind
     first: object  # LaunchSpec or worker.WorkerTarget: host, port
     launch: Launch
     model: str  # what the state record names
@@ -83,6 +83,7 @@ class Supervised:
     argv: tuple[str, ...] = ()  # a server's planned argv (the warm start compares it)
     files: tuple[str, ...] = ()  # what a warm start checks unchanged
     plan: tuple[dict, ...] = ()  # a server's launch plan decisions, recorded for `llmtp status`
+    models: tuple[dict, ...] = ()  # a router's models (services/serve/router.py)
 
 
 def serve_foreground(
@@ -165,6 +166,7 @@ def supervise(
             rpc=list(target.rpc),
             command=list(hooks.command),
             plan=list(target.plan),
+            models=list(target.models),
         )
 
         seen_ready: set[int] = set()

@@ -11,6 +11,7 @@ from llmtp.core.metrics import last_request
 from llmtp.core.status_view import api_key_hint, drafts_enabled, instance_figures, instance_key, mtp_words
 from llmtp.errors import ConfigError, NetworkError
 from llmtp.services.serve.device_memory import device_bytes_from_log
+from llmtp.services.serve.router import router_entry
 from llmtp.services.serve.supervisor import read_api_key
 from llmtp.services.serve.web_ui import addresses
 from llmtp.services.stores import failed_servers
@@ -44,8 +45,20 @@ def _add_memory(entries: list[dict], vram: VramFn | None) -> None:
     for e in entries:
         rec = e.get("server_proc")
         e["rss_bytes"] = None if rec is None else proctree.rss_bytes(ProcRecord.model_validate(rec).identity())
+    children = {  # a router's models: its children, by the --alias the router gives each
+        e["port"]: proctree.children_by_flag(ProcRecord.model_validate(e["server_proc"]).identity(), "--alias")
+        for e in entries
+        if e.get("kind") == "router" and e.get("server_proc")
+    }
+    for e in entries:
+        for row in e.get("models", []) if e.get("kind") == "router" else []:
+            row["server_pid"], row["rss_bytes"] = children.get(e["port"], {}).get(row["name"], (None, None))
     pids = [e["server_pid"] for e in entries if e["rss_bytes"] is not None]
+    pids += [r["server_pid"] for e in entries for r in e.get("models", []) if r.get("server_pid")]
     seen = vram(pids) if pids else {}
+    for e in entries:
+        for row in e.get("models", []) if e.get("kind") == "router" else []:
+            row["vram_bytes"] = seen.get(row["server_pid"]) if row["server_pid"] else None
     for e in entries:
         e["vram_bytes"] = seen.get(e["server_pid"]) if e["rss_bytes"] is not None else None
         # Vulkan / ROCm / Metal (no NVML): what the server's own load lines put on each device
@@ -75,6 +88,10 @@ def _status_entries(state_dir: Path) -> list[dict]:
         entry.update(client_endpoint(record.host, record.port, record.api_key_file, record.alias))
         entry["api_key_hint"] = api_key_hint(record.api_key_file is not None, record.api_key_file)
         entry.update(addresses(entry["base_url"], record.api_key_file))  # the web UI (services/serve/web_ui.py)
+        if record.kind == "router":
+            entry.update(dict.fromkeys(_FIGURES), mtp_enabled=None)
+            out.append(router_entry(record, entry))
+            continue
         # the last finished request, from llama-server's own timing lines in this instance's part of the log
         last = last_request(instance_log(record.log_path, record.log_offset))
         entry["last_request"] = (
@@ -104,6 +121,9 @@ def _status_entries(state_dir: Path) -> list[dict]:
     served = {e["port"] for e in out}
     out += [failed_servers.status_entry(f) for f in failures.values() if f.port not in served]
     return sorted(out, key=lambda e: e["port"])
+
+
+_FIGURES = ("last_request", "tokens_generated", "tokens_per_second", "mtp_drafted", "mtp_accepted", "mtp_acceptance")
 
 
 def client_endpoint(host: str, port: int, api_key_file: str | None, alias: str | None) -> dict:

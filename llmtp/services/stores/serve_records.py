@@ -55,7 +55,8 @@ class ServeState(BaseModel):
     api_key_file: str | None = None
     llmtp_proc: ProcRecord | None = None  # filled in by PortClaim.write: the writer itself
     server_proc: ProcRecord | None = None  # filled in by PortClaim.write: its llama-server child
-    kind: str = "server"  # "server" (llama-server) or "worker" (ggml-rpc-server, `llmtp worker`)
+    kind: str = "server"  # "server" (llama-server), "router" (several models) or "worker" (`llmtp worker`)
+    models: list[dict] = Field(default_factory=list)  # a router's models: {name, model, mtp} (status, stop, logs)
     rpc: list[str] = Field(default_factory=list)  # a server's RPC workers, HOST:PORT
     command: list[str] = Field(default_factory=list)  # the llmtp command line supervising it (verify --restart)
     plan: list[dict] = Field(default_factory=list)  # the launch plan's decisions {what, value, reason} (status)

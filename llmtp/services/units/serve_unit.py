@@ -64,6 +64,8 @@ class ServiceRequest:
 
     launch: LaunchRequest
     system: bool = False
+    more: tuple[str, ...] = ()  # more models: one router serves the set (services/serve/router.py)
+    set_args: tuple[str, ...] = ()  # the set's own serve options (--models-max N, --idle-unload S)
 
 
 def default_unit_dir(settings, system: bool) -> Path:
@@ -74,11 +76,24 @@ def default_unit_dir(settings, system: bool) -> Path:
 
 def validate(settings, req: ServiceRequest, deps: LaunchDeps | None = None) -> LaunchPlan:
     """Exactly what `llmtp serve` resolves before it starts (the same function): the bind and its key,
-    the numbers, the pass-through flags, the build, and that the model is there and plans."""
+    the numbers, the pass-through flags, the build, and that the model is there and plans. A set: each model,
+    and the router around them (`llmtp serve A B C`'s own checks); the first model's plan is returned."""
+    if req.more:
+        from llmtp.services.serve.router import resolve_router
+
+        words = list(req.set_args)
+        opts = {k: int(words[words.index(f) + 1]) for k, f in _SET_FLAGS.items() if f in words}
+        models = [req.launch.model, *req.more]
+        return resolve_router(settings, models, req.launch, deps=deps, **opts).plans[0]
     return resolve_launch(settings, req.launch, deps)
 
 
-def _serve_argv(req: ServiceRequest, plan: LaunchPlan, model: str, server: str | None) -> list[str]:
+_SET_FLAGS = {"models_max": "--models-max", "idle_unload_s": "--idle-unload"}
+
+
+def _serve_argv(
+    req: ServiceRequest, plan: LaunchPlan, model: str, server: str | None, more: list[str] | None = None
+) -> list[str]:
     """The unit's command: `llmtp serve` asked for the same launch. Host, port and the served name as
     the plan resolved them (a later change of the installer's settings cannot move the service, and the
     model keeps its name when it is served from a path); files as absolute paths (the service does not
@@ -90,10 +105,14 @@ def _serve_argv(req: ServiceRequest, plan: LaunchPlan, model: str, server: str |
             "port": plan.spec.port,
             "api_key_file": plan.spec.api_key_file,
             "server": server,
-            "alias": plan.spec.alias,
+            "alias": None if req.more else plan.spec.alias,  # a set's models keep their own names
         }
     )
-    return foreground_command(serve_args(launch))
+    args = serve_args(launch)
+    if req.more:  # `serve A B C [set options] [-- flags]`
+        cut = args.index("--") if "--" in args else len(args)
+        args = [*args[:2], *(more or req.more), *args[2:cut], *req.set_args, *args[cut:]]
+    return foreground_command(args)
 
 
 @dataclass
@@ -182,6 +201,13 @@ def _runtime_paths() -> list[str]:
     return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
 
 
+def _set_paths(settings, req: ServiceRequest) -> list[Path]:
+    """The GGUF files of a set's other models (validate has planned each, so each resolves to a file)."""
+    from llmtp.services.models.resolve import resolve_model
+
+    return [Path(str(resolve_model(ref, settings).path)) for ref in req.more]
+
+
 def _timeout_start_s(plan: LaunchPlan) -> int:
     # serve's own readiness budget for this model, plus the plan and the capability probe
     return int(plan.ready_timeout_s) + 120
@@ -218,9 +244,13 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
     model = Path(plan.spec.model)
     models = Path(SYSTEM_MODELS_DIR)
     stages.append(Stage(model, models / model.name))
+    more = [Stage(p, models / p.name) for p in _set_paths(settings, req)]  # a set's other models, staged alike
+    if more:
+        notes.append("a system unit serves the set's models from /var/lib/llmtp: clients name them by file name")
     draft = plan.spec.mtp.draft_model
     if draft is not None:  # the Gemma 4 MTP sidecar sits next to its model, as serve finds it
         stages.append(Stage(Path(draft), models / Path(draft).name))
+    stages += more
     if plan.build_id is not None:  # an llmtp build: its whole bin dir (libraries live next to the binary)
         build, server = build_stages(plan.build_id, Path(plan.server))
         stages += build
@@ -244,7 +274,7 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
     spec = UnitSpec(
         scope="system",
         unit_name=UNIT,
-        exec_argv=_serve_argv(req, plan, str(stages[0].target), server),
+        exec_argv=_serve_argv(req, plan, str(stages[0].target), server, [str(m.target) for m in more]),
         environment=dict(SYSTEM_ENVIRONMENT),
         environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
         read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],

@@ -156,9 +156,14 @@ def _machine_gpus() -> tuple[int, float | None]:
 
 
 def served_here(settings, model_path: str, on_note: Callable[[str], None] = lambda _l: None):  # noqa: ANN001
-    """The ready llmtp server of this very file on this machine, or None."""
+    """The ready llmtp server of this very file on this machine (a router serving it among others), or None."""
+    from llmtp.services.stores import serve_records as st
 
-    return running_for(Path(settings.state_dir), model_path, on_note)
+    running = running_for(Path(settings.state_dir), model_path, on_note)
+    if running is not None:
+        return running
+    routers = [r for r in st.all_states(Path(settings.state_dir)) if r.kind == "router" and r.state == "ready"]
+    return next((r for r in routers if any(Path(m["model"]) == Path(model_path) for m in r.models)), None)
 
 
 def run_verify(

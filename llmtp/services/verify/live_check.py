@@ -85,6 +85,9 @@ def annotate(settings, entries: list[dict]) -> list[dict]:
     for e in entries:
         if e.get("state") == "failed":
             continue  # services/stores/failed_servers.py gave it its own
+        if e.get("kind") == "router":  # several models: each row of e["models"] has its own MTP figures
+            e["mtp_live"] = {"state": "unknown", "detail": "a router: see each model's row", "fix": None}
+            continue
         text = instance_log(e["log_path"], e.get("log_offset", 0))  # this server's requests, not a predecessor's
         e["mtp_live"] = status_live(settings, e["model"], text).model_dump(mode="json")
     return entries

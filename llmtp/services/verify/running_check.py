@@ -52,10 +52,19 @@ def live_target(settings, record) -> Target:  # noqa: ANN001 - services.stores.s
     )
 
 
-def served_record(settings, port: int):  # noqa: ANN001, ANN201 - services.stores.serve_records.ServeState
+def served_record(settings, port: int, model: str | None = None):  # noqa: ANN001, ANN201 - ServeState
+    """The ready server on `port`; on a router, the record of its model `model` (services/serve/router.py)."""
+    from llmtp.services.serve.router import member_record
     from llmtp.services.stores import serve_records as st
 
     record = st.read_state(Path(settings.state_dir), port)
+    if record is not None and record.kind == "router":
+        if record.state != "ready":
+            raise UsageError(
+                f"The llmtp router on port {port} is {record.state}, not ready",
+                "Wait until `llmtp status` shows it ready, then check again.",
+            )
+        return member_record(record, model)
     if record is None or record.kind != "server":
         raise UsageError(
             f"No llmtp server on port {port}",
@@ -69,12 +78,16 @@ def served_record(settings, port: int):  # noqa: ANN001, ANN201 - services.store
     return record
 
 
-def verify_live(settings, port: int, method: Method, tolerance: float = 0.10) -> VerifyReport:  # noqa: ANN001
-    """The live check: a handful of short greedy requests on the running server, nothing restarted."""
+def verify_live(  # noqa: ANN001
+    settings, port: int, method: Method, tolerance: float = 0.10, model: str | None = None
+) -> VerifyReport:
+    """The live check: a handful of short greedy requests on the running server, nothing restarted. On a router,
+    of its model `model`: every request names it, its own /metrics counters."""
     from llmtp.adapters.http import LlamaClient
     from llmtp.adapters.server_process import base_url_for
 
-    record = served_record(settings, port)
+    record = served_record(settings, port, model)
+    routed = record.alias if record.kind == "router" else None
     target = live_target(settings, record)
     key = baseline_key(target.model_key, target.profile, target.gpu_name)
     stored = store.load(settings, key)
@@ -88,7 +101,8 @@ def verify_live(settings, port: int, method: Method, tolerance: float = 0.10) ->
     )
     warnings: list[str] = []
     mtp_tps = acceptance = None
-    with LlamaClient(base_url_for(record.host, record.port), read_api_key(record.api_key_file), timeout=600) as client:
+    url, key = base_url_for(record.host, record.port), read_api_key(record.api_key_file)
+    with LlamaClient(url, key, timeout=600, model=routed, autoload=True) as client:  # a router loads it to check it
         handle = _LiveHandle(None, client)
         if markers.build.ok is not False and markers.model.ok is not False:
             speculative, probe, markers.runtime = mtp_probe(handle, LIVE_CASE, live)
