@@ -208,3 +208,22 @@ def test_verify_warns_about_slots_with_mtp_only_past_the_crossover():
     [warning] = v.warnings_for(parallel=3, **kw)
     assert warning.startswith("parallel slots 3 with MTP: slower in aggregate past 2 concurrent client(s)")
     assert v.warnings_for(parallel=None, **kw)[0].startswith("parallel slots auto (4) with MTP")
+
+
+def test_a_set_plans_every_model_for_the_clients(tiny_models):
+    """`serve A B --clients N` (or the setting, for a set in config.toml): each model's own plan takes the rule."""
+    from test_serve_cli import _caps as cli_caps
+
+    from llmtp.services.serve.launch_plan import LaunchDeps
+    from llmtp.services.serve.router import resolve_router
+    from llmtp.settings import load_settings
+
+    models = [str(tiny_models["agree"]), str(tiny_models["plain"])]
+    deps = LaunchDeps(probe=lambda p: cli_caps(), hardware=_gpu(12 * 1024), tune_record=lambda p: None)
+    for clients, mtp in ((2, True), (4, False)):
+        base = LaunchRequest(model=models[0], server="/bin/llama-server", ctx=1024, clients=clients)
+        plan = resolve_router(load_settings().settings, models, base, deps=deps)
+        for one in plan.plans:
+            assert one.argv[one.argv.index("-np") + 1] == str(clients)
+        agree = plan.preset.split(f"[{tiny_models['plain'].stem}]")[0]
+        assert ("spec-type = draft-mtp" in agree) == mtp
