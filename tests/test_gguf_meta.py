@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmtp.core.gguf_meta import (
-    TensorInfo,
-    file_type_name,
-    kv_bytes_per_token,
-    model_info_from_metadata,
-    row_bytes,
-    swa_kv_bytes_per_token,
-)
+from llmtp.core.gguf_meta import TensorInfo, file_type_name, model_info_from_metadata
+from llmtp.core.gguf_sizes import kv_bytes_per_token, row_bytes, swa_kv_bytes_per_token
 
 
 def qwen35_kv(**extra) -> dict:

@@ -124,7 +124,7 @@ def machine(row: Row, tiny_models, tmp_path, monkeypatch):
     from llmtp.services.build import installed
     from llmtp.services.rpc import cluster as rpc
     from llmtp.services.stores import mtp_settings
-    from llmtp.services.units import serve_unit
+    from llmtp.services.units import staging
     from llmtp.services.verify import ab_plan
 
     server = tmp_path / "build" / "bin" / "llama-server"
@@ -148,8 +148,8 @@ def machine(row: Row, tiny_models, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(rpc, "list_devices", lambda server, endpoints, runner: parse_list_devices(RPC_DEVICES))
     monkeypatch.setattr(ServerProcess, "start", lambda self: self)  # a launch records its argv, starts nothing
-    monkeypatch.setattr(serve_unit, "_runtime_paths", lambda: ["/usr/bin/python3"])
-    monkeypatch.setattr(serve_unit, "PRIVATE_TMP", ())  # the test's LLMTP_HOME lives under /tmp
+    monkeypatch.setattr(staging, "_runtime_paths", lambda: ["/usr/bin/python3"])
+    monkeypatch.setattr(staging, "PRIVATE_TMP", ())  # the test's LLMTP_HOME lives under /tmp
     monkeypatch.setattr(ab_plan, "_machine_gpus", lambda: (len(gpus[0]) + len(amd[0]), None))
     model = tiny_models["agree"]
     if row.tuned is not None:
@@ -185,8 +185,9 @@ def unit_argv(model: str, args: list[str]) -> list[str]:
     data = _ok(CliRunner().invoke(app, ["service", "install", model, *args, "--dry-run", "--json"]))
     [exec_start] = [ln.split("=", 1)[1] for ln in data["unit"].splitlines() if ln.startswith("ExecStart=")]
     command = shlex.split(exec_start.replace("$$", "$").replace("%%", "%"))
-    assert command[1:3] == ["-m", "llmtp"] and command[3] == "serve"
-    serve = [a for a in command[3:] if a != "--foreground"]
+    at = command.index("-m")
+    assert command[at : at + 3] == ["-m", "llmtp", "serve"] and command[1:at] in ([], ["-P"])
+    serve = [a for a in command[at + 2 :] if a != "--foreground"]
     cut = serve.index("--") if "--" in serve else len(serve)
     return _ok(CliRunner().invoke(app, [*serve[:cut], "--dry-run", "--json", *serve[cut:]]))["argv"]
 
@@ -246,7 +247,8 @@ def test_the_unit_pins_host_port_and_the_served_name(row, machine):
     model, _ = machine
     data = _ok(CliRunner().invoke(app, ["service", "install", model, "-c", "2048", "--dry-run", "--json"]))
     [exec_start] = [ln.split("=", 1)[1] for ln in data["unit"].splitlines() if ln.startswith("ExecStart=")]
-    words = shlex.split(exec_start)[3:]
+    command = shlex.split(exec_start)
+    words = command[command.index("llmtp") + 1 :]  # after `python [-P] -m llmtp`
     assert words[:2] == ["serve", model] and "--foreground" in words
     assert words[words.index("--alias") + 1] == Path(model).stem  # the served name, pinned
     request = LaunchRequest(model=model, host="127.0.0.1", port=8080, ctx=2048, alias=Path(model).stem)

@@ -8,7 +8,7 @@ import pytest
 from llmtp.core import guard
 from llmtp.core.launch import MtpSettings
 from llmtp.core.metrics import LastRequest
-from llmtp.core.tune import SettingBreakEven
+from llmtp.core.tune_decision import SettingBreakEven
 
 STACKED = MtpSettings(enabled=True, n_max=1, p_min=0.0, extra_types=["ngram-mod"])
 SINGLE = MtpSettings(enabled=True, n_max=1, p_min=0.0)

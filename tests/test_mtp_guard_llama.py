@@ -20,7 +20,8 @@ import pytest
 
 from llmtp.adapters.ports import free_port
 from llmtp.core.launch import MtpSettings
-from llmtp.core.tune import SettingBreakEven, label
+from llmtp.core.tune import label
+from llmtp.core.tune_decision import SettingBreakEven
 
 pytestmark = pytest.mark.llama
 

@@ -159,7 +159,7 @@ def test_gemma4_31b_sliding_window_layout(files):
     )
     # the planner's per-layer KV at 32768: sliding layers hold pad256(1024 + 512) = 1536 cells of
     # 16 heads x (256 + 256); global layers the full context of 4 heads x (512 + 512)
-    from llmtp.core.gguf_meta import swa_kv_bytes_per_token
+    from llmtp.core.gguf_sizes import swa_kv_bytes_per_token
 
     assert swa_kv_bytes_per_token(info, "f16") == 50 * 16 * (256 + 256) * 2 == 819_200
     kv = mem.kv_bytes_per_layer(info, 32768)

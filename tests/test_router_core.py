@@ -217,14 +217,14 @@ def test_a_set_unit_runs_serve_with_every_model_and_the_set_options(tiny_models)
     from test_serve_cli import _prepare
 
     from llmtp.core.launch_plan import LaunchRequest
-    from llmtp.services.units.serve_unit import ServiceRequest, _serve_argv, validate
+    from llmtp.services.units.serve_unit import ServiceRequest, service_argv, validate
     from llmtp.settings import load_settings
 
     agree, plain = str(tiny_models["agree"]), str(tiny_models["plain"])
     launch = LaunchRequest(model=agree, server="/bin/llama-server", ctx=512, extra=("--temp", "0.5"))
     req = ServiceRequest(launch=launch, more=(plain,), set_args=("--models-max", "1"))
     plan = _prepare(tiny_models["agree"], ctx=512, extra=("--temp", "0.5"))
-    argv = _serve_argv(req, plan, agree, None)
+    argv = service_argv(req, plan, agree, None)
     assert (
         argv[argv.index("serve") : argv.index("serve") + 3] == ["serve", agree, plain] and "--alias" not in argv
     )  # each model keeps its own name

@@ -220,7 +220,7 @@ def test_verify_checks_one_model_of_a_running_router(settings, three):  # noqa: 
     assert r.returncode == 0, r.stderr
     try:
         refused = CliRunner().invoke(app, ["verify", str(three[0]), "--ctx", "512", *QUICK_AB])
-        assert isinstance(refused.exception, UsageError) and f"verify --port {port}" in refused.exception.hint
+        assert isinstance(refused.exception, UsageError) and f"verify agree --port {port}" in refused.exception.hint
         unnamed = CliRunner().invoke(app, ["verify", "--port", str(port)])
         assert isinstance(unnamed.exception, UsageError) and "agree, plain" in str(unnamed.exception)
         live = CliRunner().invoke(app, ["verify", "agree", "--port", str(port), "--tolerance", "1.0", "--json"])

@@ -20,6 +20,7 @@ from llmtp.core.launch_plan import LaunchRequest
 from llmtp.core.unit import systemd_environment, systemd_exec_arg, systemd_exec_line
 from llmtp.errors import UsageError
 from llmtp.services.serve.command_line import SAFE_PATH
+from llmtp.services.units import launchd, staging
 from llmtp.services.units import serve_unit as svc
 from llmtp.settings import load_settings
 
@@ -53,8 +54,8 @@ def _settings():
 def _llmtp_outside_home(monkeypatch):
     """A checkout under /home must not fail the system-unit tests: where llmtp runs from is
     checked on its own (test_system_unit_refuses_llmtp_installed_in_a_home)."""
-    monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3"])
-    monkeypatch.setattr(svc, "PRIVATE_TMP", ())  # the test files live under /tmp: checked on their own below
+    monkeypatch.setattr(staging, "_runtime_paths", lambda: ["/usr/bin/python3"])
+    monkeypatch.setattr(staging, "PRIVATE_TMP", ())  # the test files live under /tmp: checked on their own below
 
 
 HELP = Path(__file__).parent / "fixtures/llama/b11434-cpu/server-help.txt"
@@ -295,7 +296,7 @@ def test_system_unit_refuses_home_paths(model, tmp_path):
 
 
 def test_system_unit_refuses_llmtp_installed_in_a_home(model, monkeypatch):
-    monkeypatch.setattr(svc, "_runtime_paths", lambda: ["/usr/bin/python3", "/home/alice/.venv"])
+    monkeypatch.setattr(staging, "_runtime_paths", lambda: ["/usr/bin/python3", "/home/alice/.venv"])
     req = _req(str(model), system=True)
     with pytest.raises(UsageError, match="cannot run llmtp from /home/alice/.venv"):
         _plan(req, model)
@@ -304,7 +305,7 @@ def test_system_unit_refuses_llmtp_installed_in_a_home(model, monkeypatch):
 
 @pytest.mark.parametrize("system", [False, True])
 def test_files_in_tmp_are_refused(model, monkeypatch, system):
-    monkeypatch.setattr(svc, "PRIVATE_TMP", ("/tmp/", "/var/tmp/"))
+    monkeypatch.setattr(staging, "PRIVATE_TMP", ("/tmp/", "/var/tmp/"))
     assert str(model).startswith("/tmp/")  # the test's model and build live there
     with pytest.raises(UsageError, match="PrivateTmp=yes gives it a /tmp"):
         _plan(_req(str(model), system=system), model)
@@ -526,7 +527,7 @@ def test_launchd_plist_parses(tmp_path, tiny_models):
     model = tmp_path / "a&b <x>.gguf"
     shutil.copyfile(tiny_models["agree"], model)
     req = _req(str(model), port=8081)
-    text = svc.launchd_plist(_settings(), req, _prepare(req, model))
+    text = launchd.launchd_plist(_settings(), req, _prepare(req, model))
     data = plistlib.loads(text.encode())
     assert data["ProgramArguments"] == [
         sys.executable,

@@ -319,11 +319,18 @@ def test_cache_entries_that_do_not_validate_are_as_if_absent(tmp_path, name):
 def test_every_json_file_is_read_through_the_shared_readers():
     """No module parses a JSON file by hand: stores use read_json_store, caches read_json_cache. The
     exceptions read no store: the warm start runs before pydantic loads and must never fail a command;
-    detect_parse parses system_profiler's output and core/chat llama-server's streamed chat chunks, not files."""
+    detect_parse parses system_profiler's output, core/chat llama-server's streamed chat chunks and settings the
+    LLMTP_SETS environment value, not files."""
     import re
 
     pkg = Path(files.__file__).resolve().parent.parent
-    allowed = {"adapters/files.py", "services/serve/warm_start.py", "core/detect_parse.py", "core/chat.py"}
+    allowed = {
+        "adapters/files.py",
+        "services/serve/warm_start.py",
+        "core/detect_parse.py",
+        "core/chat.py",
+        "settings.py",
+    }
     pattern = re.compile(r"json\.loads?\(|model_validate_json\(|validate_json\(")
     readers = {str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))}
     assert readers <= allowed, readers - allowed

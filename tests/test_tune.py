@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from llmtp.core import tune as core
+from llmtp.core import tune_decision as verdict
 from llmtp.core.capabilities import Capabilities
 from llmtp.core.gguf_meta import ModelInfo
 from llmtp.core.launch import LaunchSpec, MtpSettings
@@ -149,13 +150,13 @@ def test_decide_with_families_rejects_by_default_and_keeps_for_the_named_workloa
     copy_fast = {"copy-heavy": 200.0, "open-ended": 70.0, "long-context": 100.0, "non-english": 100.0}
     sel = [trial(1, 0, extra=["ngram-mod"], by_family=copy_fast, plain=PLAIN)]
     held = trial(1, 0, extra=["ngram-mod"], prompts=HELD, by_family=copy_fast)
-    d = core.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
     assert d.chosen.enabled is False and "loses on open-ended: 0.70x plain" in d.reason
     assert d.families["copy-heavy"] == pytest.approx(2.0) and d.families["open-ended"] == pytest.approx(0.7)
     rule = core.Rule(workload="copy-heavy")
     sel = [trial(1, 0, extra=["ngram-mod"], by_family=copy_fast, plain=PLAIN, rule=rule)]
     held = trial(1, 0, extra=["ngram-mod"], prompts=HELD, by_family=copy_fast)
-    d = core.decide(PLAIN_HELD, [PLAIN, *sel], [held], rule, families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, *sel], [held], rule, families=FAM)
     assert d.chosen.extra_types == ["ngram-mod"] and d.speedup == pytest.approx(2.0) and d.workload == "copy-heavy"
     assert d.reason.startswith("n-max 1, p-min 0 + ngram-mod: copy-heavy (your workload) at 2.00x plain")
     # break-even next to the measured acceptance, per family; the ladder steps to MTP alone
@@ -174,7 +175,7 @@ def test_decide_keeps_the_selection_winner_by_its_held_out_figure():
         prompts=HELD,
         by_family={"copy-heavy": 140.0, "open-ended": 125.0, "long-context": 131.0, "non-english": 128.0},
     )
-    d = core.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
     assert d.chosen.n_max == 6 and d.chosen.enabled
     assert d.speedup == pytest.approx((1.40 * 1.25 * 1.31 * 1.28) ** 0.25)  # held-out, not the 1.42x chosen on
     assert d.selection_speedup == pytest.approx(1.42)
@@ -186,26 +187,26 @@ def test_decide_keeps_the_selection_winner_by_its_held_out_figure():
 
 
 def test_decide_turns_mtp_off_when_nothing_beats_plain_on_the_selection():
-    d = core.decide(None, [PLAIN, trial(1, 60.0, plain=PLAIN), trial(2, 102.0, plain=PLAIN)], [], families=FAM)
+    d = verdict.decide(None, [PLAIN, trial(1, 60.0, plain=PLAIN), trial(2, 102.0, plain=PLAIN)], [], families=FAM)
     assert d.chosen.enabled is False
     assert d.reason == (
         "nothing beats plain decoding: best MTP (n-max 2, p-min 0, acceptance 0.50) runs at 1.02x "
         "plain over the selection families, under the 1.03x needed; MTP off for this model"
     )
-    assert core.decide(None, [PLAIN], []).chosen.enabled is False
+    assert verdict.decide(None, [PLAIN], []).chosen.enabled is False
 
 
 def test_a_winner_that_loses_one_held_out_family_beyond_the_noise_band_is_not_kept():
     sel = [trial(3, 150.0, plain=PLAIN)]
     by = {"copy-heavy": 140.0, "open-ended": 150.0, "long-context": 145.0, "non-english": 90.0}
     held = trial(3, 0, prompts=HELD, by_family=by)
-    d = core.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM)
     assert d.chosen.enabled is False
     assert "loses on non-english: 0.90x plain, beyond the 5% noise band" in d.reason
     held = trial(3, 0, prompts=HELD, by_family=by | {"non-english": 96.0})  # within the band: kept
-    assert core.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM).chosen.enabled is True
+    assert verdict.decide(PLAIN_HELD, [PLAIN, *sel], [held], families=FAM).chosen.enabled is True
     flat = trial(3, 101.0, prompts=HELD)  # wins the selection, flat on held-out
-    d = core.decide(PLAIN_HELD, [PLAIN, *sel], [flat], families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, *sel], [flat], families=FAM)
     assert d.chosen.enabled is False and "1.01x plain over the families, under the 1.03x needed" in d.reason
     assert d.speedup == pytest.approx(1.01)
 
@@ -234,7 +235,7 @@ def test_ngram_mod_must_win_on_held_out_prompts_too():
         prompts=HELD,
         by_family={"copy-heavy": 121.0, "open-ended": 118.0, "long-context": 119.0, "non-english": 117.0},
     )
-    d = core.decide(PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single], families=FAM)
+    d = verdict.decide(PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single], families=FAM)
     assert d.chosen.extra_types == [] and d.chosen.n_max == 1
     assert d.reason.endswith("; n-max 1, p-min 0 + ngram-mod won the selection but not the held-out prompts")
     held_stacked = trial(
@@ -244,7 +245,7 @@ def test_ngram_mod_must_win_on_held_out_prompts_too():
         prompts=HELD,
         by_family={"copy-heavy": 150.0, "open-ended": 125.0, "long-context": 124.0, "non-english": 120.0},
     )
-    assert core.decide(
+    assert verdict.decide(
         PLAIN_HELD, [PLAIN, single, stacked], [held_stacked, held_single], families=FAM
     ).chosen.extra_types == ["ngram-mod"]
 
@@ -266,7 +267,7 @@ def test_the_selection_prefers_a_setting_that_loses_no_family():
 
 def test_a_trial_that_never_drafted_is_not_mtp():
     # p-min 0.75 on a model whose drafts are unsure: no draft at all, plain speed plus noise.
-    d = core.decide(
+    d = verdict.decide(
         None, [PLAIN, trial(3, 60.0, plain=PLAIN), trial(3, 106.0, p_min=0.75, acceptance=None, plain=PLAIN)], []
     )
     assert d.chosen.enabled is False
@@ -274,9 +275,9 @@ def test_a_trial_that_never_drafted_is_not_mtp():
 
 def test_safer_steps_drop_the_ngram_drafts_then_mtp():
     stacked = MtpSettings(enabled=True, n_max=2, extra_types=["ngram-mod"])
-    assert core.safer(stacked) == MtpSettings(enabled=True, n_max=2)
-    assert core.safer(MtpSettings(enabled=True, n_max=2)) == MtpSettings(enabled=False)
-    assert core.safer(MtpSettings(enabled=False)) is None
+    assert verdict.safer(stacked) == MtpSettings(enabled=True, n_max=2)
+    assert verdict.safer(MtpSettings(enabled=True, n_max=2)) == MtpSettings(enabled=False)
+    assert verdict.safer(MtpSettings(enabled=False)) is None
 
 
 def test_break_even_acceptance():
@@ -370,9 +371,21 @@ def test_sweep_stages_then_held_out_and_choice(tmp_path):
     suite = load_suite()
     select = {p.render() for p in suite.half("select")}
     held = {p.render() for p in suite.half("heldout")}
-    # the stages never see a held-out prompt; the held-out runs never see a selection prompt
-    assert all(set(prompts) <= select for _, prompts in launch.specs[:10])
-    assert all(set(prompts) <= held for _, prompts in launch.specs[10:])
+    # the stages never see a held-out prompt; the held-out runs never see a selection prompt (the warm-up's
+    # text is neither)
+    from llmtp.services.verify.tune import WARMUP_TEXT
+
+    ran = [(spec, [t for t in prompts if t != WARMUP_TEXT]) for spec, prompts in launch.specs]
+    first_held = next(i for i, (_, prompts) in enumerate(ran) if set(prompts) & held)
+    assert first_held > 0 and all(set(prompts) <= select for _, prompts in ran[:first_held])
+    assert all(set(prompts) <= held for _, prompts in ran[first_held:])
+    # ngram-mod remembers what the server generated: each of its runs is a launch of its own, every prompt
+    # once in it; a trial without it runs every prompt METHOD.runs times in one launch
+    ngram = [prompts for spec, prompts in ran if spec.mtp.extra_types and prompts]
+    assert ngram and all(len(prompts) == len(set(prompts)) for prompts in ngram)
+    assert len(ngram) == 2 * METHOD.runs  # the stage's trial and its held-out run
+    plain = [prompts for spec, prompts in ran if not spec.mtp.enabled and prompts]
+    assert all(len(prompts) == METHOD.runs * len(set(prompts)) for prompts in plain)
     assert [h.label for h in d.heldout] == ["n-max 6, p-min 0 + ngram-mod", "n-max 6, p-min 0"]
 
 
@@ -415,7 +428,7 @@ def test_bracket_takes_the_mean_of_both_plain_runs_and_reports_the_drift():
     merged, drift = core.bracket(before, after)
     assert drift == pytest.approx(1.02)
     assert all(merged.per_prompt[k].median == pytest.approx(v.median * 1.01) for k, v in before.per_prompt.items())
-    assert core.drift_note(drift, 0.05) == ""  # within the noise band: no warning
+    assert verdict.drift_note(drift, 0.05) == ""  # within the noise band: no warning
     failed = PLAIN_HELD.model_copy(update={"per_prompt": {}, "tokens_per_s": None, "error": "boom"})
     assert core.bracket(before, failed) == (before, None) and core.bracket(failed, after) == (after, None)
 

@@ -15,7 +15,7 @@ from systemd_analyze import analyze, exposure, needs_systemd_analyze, skip_if_in
 from llmtp.errors import UsageError
 from llmtp.services.rpc import worker as wsvc
 from llmtp.services.serve.command_line import SAFE_PATH
-from llmtp.services.units import serve_unit
+from llmtp.services.units import serve_unit, staging
 from llmtp.settings import load_settings
 
 SAFE = "".join(f" {a}" for a in SAFE_PATH)
@@ -24,8 +24,8 @@ SAFE = "".join(f" {a}" for a in SAFE_PATH)
 @pytest.fixture(autouse=True)
 def _llmtp_outside_home(monkeypatch):
     # as in test_service.py: where llmtp runs from and the private /tmp are checked on their own
-    monkeypatch.setattr(serve_unit, "_runtime_paths", lambda: ["/usr/bin/python3"])
-    monkeypatch.setattr(serve_unit, "PRIVATE_TMP", ())
+    monkeypatch.setattr(staging, "_runtime_paths", lambda: ["/usr/bin/python3"])
+    monkeypatch.setattr(staging, "PRIVATE_TMP", ())
 
 
 def _build(tmp_path: Path, devices=()):

@@ -10,6 +10,7 @@ from typing import Any
 from llmtp.adapters.files import read_json_cache
 from llmtp.core import gguf_header
 from llmtp.core import gguf_meta as _gguf_meta
+from llmtp.core import gguf_sizes as _gguf_sizes
 from llmtp.core.gguf_header import GGUFHeaderError, GGUFTruncated, parse_gguf_header, tensor_infos
 from llmtp.core.gguf_meta import ModelInfo, TensorInfo, model_info_from_metadata
 from llmtp.errors import ModelFileError
@@ -61,7 +62,7 @@ def read_model_info(
 
 def _cache_file(path: Path, cache_dir: Path | None | bool, variant: str = "") -> Path | None:
     """Key: file identity (resolved path, size, mtime) + the parser's own identity, so a changed
-    file or a changed ModelInfo/gguf_meta never serves a stale entry."""
+    file or a changed ModelInfo/gguf_meta/gguf_sizes never serves a stale entry."""
     if cache_dir is False or cache_dir is None:
         return None
     try:
@@ -70,10 +71,10 @@ def _cache_file(path: Path, cache_dir: Path | None | bool, variant: str = "") ->
 
             cache_dir = Path(load_settings().settings.cache_dir)
         st = path.stat()
-        meta_src = Path(_gguf_meta.__file__).stat()
+        sources = [Path(m.__file__).stat() for m in (_gguf_meta, _gguf_sizes)]
     except (OSError, Exception):  # noqa: BLE001 - no cache is always a safe answer
         return None
-    stamps = (st.st_size, st.st_mtime_ns, meta_src.st_size, meta_src.st_mtime_ns)
+    stamps = (st.st_size, st.st_mtime_ns, *(n for src in sources for n in (src.st_size, src.st_mtime_ns)))
     ident = f"{path.resolve()}|" + "|".join(map(str, stamps)) + f"|{CACHE_VERSION}{variant}"
     return Path(cache_dir) / "gguf-meta" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".json")
 

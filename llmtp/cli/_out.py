@@ -121,9 +121,13 @@ class _PlainTable:
         # too narrow for one row per line: one block per row, nothing cut
         key = next(i for i, c in enumerate(self.columns) if c in self.whole)
         for row in self.rows:
-            yield Text(f"{self.columns[key]} {row[key]}", style="bold", no_wrap=True, overflow="ignore")
+            sub = not row[key]  # a row under the one before (a router's model): its block indented under it
+            if not sub:
+                yield Text(f"{self.columns[key]} {row[key]}", style="bold", no_wrap=True, overflow="ignore")
             for i, col in enumerate(self.columns):
-                if i != key and i < len(row):
+                if sub and i < len(row) and row[i].strip():
+                    yield Text(f"    {col}: {row[i].strip()}", no_wrap=col in self.whole, overflow="ignore")
+                elif not sub and i != key and i < len(row):
                     # a value longer than the terminal (a deep path) stays one line: the terminal shows
                     # it wrapped, and a copy of it is the whole path
                     yield Text(f"  {col}: {row[i]}", no_wrap=col in self.whole, overflow="ignore")

@@ -53,7 +53,9 @@ def install(
     from pathlib import Path
 
     from llmtp.adapters.runner import SubprocessRunner
+    from llmtp.services.units import launchd
     from llmtp.services.units import serve_unit as svc
+    from llmtp.services.units.staging import SYSTEM_ROOT
     from llmtp.settings import load_settings
 
     settings = load_settings().settings
@@ -63,7 +65,9 @@ def install(
         return str(path.resolve()) if path.exists() else ref
 
     models, extra = o.split_models(model, extra)
-    models = [absolute_model(m) for m in models]
+    from llmtp.services.serve.router import expand_sets
+
+    models = [absolute_model(m) for m in expand_sets(settings, models)]  # a [sets] name: its models
     set_args = [w for f, v in (("--models-max", models_max), ("--idle-unload", idle_unload)) if v for w in (f, str(v))]
     if len(models) == 1 and set_args:
         from llmtp.errors import UsageError
@@ -99,9 +103,9 @@ def install(
         typer.echo(f"note: {note}", err=True)
     if sys.platform == "darwin":
         if dry_run:
-            typer.echo(svc.launchd_plist(settings, req, launch_plan), nl=False)
+            typer.echo(launchd.launchd_plist(settings, req, launch_plan), nl=False)
             return
-        typer.echo(f"loaded {svc.install_launchd(settings, req, launch_plan, SubprocessRunner())}")
+        typer.echo(f"loaded {launchd.install_launchd(settings, req, launch_plan, SubprocessRunner())}")
         return
     plan = svc.plan_install(settings, req, launch_plan)
     for note in plan.notes:
@@ -136,7 +140,7 @@ def install(
 
     if plan.stages:
         typer.echo(
-            f"The system service cannot read your home directory: serving from {svc.SYSTEM_ROOT} "
+            f"The system service cannot read your home directory: serving from {SYSTEM_ROOT} "
             "(hard links where the filesystem allows, else copies).",
             err=True,
         )

@@ -209,6 +209,7 @@ def install(
     from llmtp.cli._out import emit_json
     from llmtp.services.rpc import worker as svc
     from llmtp.services.units import serve_unit
+    from llmtp.services.units.staging import SYSTEM_ROOT
 
     settings = _settings()
     req = svc.WorkerInstallRequest(
@@ -247,7 +248,7 @@ def install(
     if plan.stages:
         typer.echo(
             f"The system service cannot read your home directory: running the build from "
-            f"{serve_unit.SYSTEM_ROOT} (hard links where the filesystem allows, else copies).",
+            f"{SYSTEM_ROOT} (hard links where the filesystem allows, else copies).",
             err=True,
         )
     result = serve_unit.install(

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from llmtp.core.gguf_meta import TensorInfo, row_bytes
+from llmtp.core.gguf_meta import TensorInfo
+from llmtp.core.gguf_sizes import row_bytes
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from llmtp.core.launch import MtpSettings
 from llmtp.core.metrics import LastRequest
-from llmtp.core.tune import SettingBreakEven, label, safer
+from llmtp.core.tune import label
+from llmtp.core.tune_decision import SettingBreakEven, safer
 
 WINDOW = 16  # requests that drafted, since the last switch
 MIN_REQUESTS = 6  # that drafted, before any verdict

@@ -113,7 +113,7 @@ def _acc_text(acc: float | None, be: float | None) -> str:
     return f" (acceptance {acc:.2f} / break-even {_f(be, '.2f')})"
 
 
-def tune_report(decision, model: str) -> Report:  # noqa: ANN001 - core.tune.TuneDecision
+def tune_report(decision, model: str) -> Report:  # noqa: ANN001 - core.tune_decision.TuneDecision
     """The selection half as tok/s per configuration, the held-out half as speedup against plain."""
     groups = []
     if decision.trials:

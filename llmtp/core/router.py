@@ -106,7 +106,7 @@ def check_names(names: Sequence[str]) -> None:
         if not _SECTION.fullmatch(name):
             raise UsageError(
                 f"The model name {name!r} cannot name a router preset section (letters, digits and . _ - : / @ +)",
-                "Give the model an alias (`llmtp models alias`), or serve a file whose name has none of these.",
+                "Serve a copy or a hard link of the file under a name without these characters.",
             )
         if name in seen:
             raise UsageError(

@@ -24,6 +24,7 @@ from llmtp.services.serve.launch import notify_ready, stop_served
 from llmtp.services.serve.supervisor import SupervisorConfig
 from llmtp.services.stores import serve_records as st
 from llmtp.services.units import serve_unit as svc
+from llmtp.services.units import staging
 
 log = logging.getLogger("llmtp.serve")
 
@@ -285,8 +286,8 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
         ready_when="ggml-rpc-server accepts connections",
     )
     if not req.system:
-        svc.check_user_runtime(settings)
-        svc.check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
+        staging.check_user_runtime(settings)
+        staging.check_not_in_private_tmp([("ggml-rpc-server", str(prepared.binary))])
         # --cache writes under LLAMA_CACHE (else ~/.cache, read-only to the unit): the cache dir is writable
         env = {**svc.user_environment(settings), "LLAMA_CACHE": str(settings.cache_dir / "llama.cpp")}
         external = str(prepared.binary) if prepared.build_id is None else None  # else the current build
@@ -299,25 +300,25 @@ def plan_worker_install(settings, req: WorkerInstallRequest, prepared: PreparedW
             **common,
         )
         return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec))
-    svc.check_system_runtime()
+    staging.check_system_runtime()
     stages: list = []
     if prepared.build_id is not None:
-        stages, server = svc.build_stages(prepared.build_id, prepared.binary)
+        stages, server = staging.build_stages(prepared.build_id, prepared.binary)
     else:
         server = str(prepared.binary)
-        if svc.under_home(server) or server.startswith(svc.PRIVATE_TMP):
+        if staging.under_home(server) or server.startswith(staging.PRIVATE_TMP):
             raise UsageError(
                 f"The system service cannot run {server}: it hides home directories and /tmp",
                 "Install that ggml-rpc-server under /opt or /usr/local, or build one with "
                 "`llmtp build --rpc` (llmtp then copies the build to /var/lib/llmtp).",
             )
-    env = {**svc.SYSTEM_ENVIRONMENT, "LLAMA_CACHE": f"{svc.SYSTEM_CACHE_DIR}/llama.cpp"}
+    env = {**staging.SYSTEM_ENVIRONMENT, "LLAMA_CACHE": f"{staging.SYSTEM_CACHE_DIR}/llama.cpp"}
     spec = UnitSpec(
         scope="system",
         exec_argv=_worker_start_argv(req, server),
         environment=env,
-        environment_file=f"{svc.SYSTEM_CONFIG_DIR}/service.env",
-        read_write_paths=[svc.SYSTEM_STATE_DIR, svc.SYSTEM_CACHE_DIR],
+        environment_file=f"{staging.SYSTEM_CONFIG_DIR}/service.env",
+        read_write_paths=[staging.SYSTEM_STATE_DIR, staging.SYSTEM_CACHE_DIR],
         **common,
     )
     return svc.InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages)

@@ -69,7 +69,8 @@ def check_set_request(settings, base: LaunchRequest) -> None:
     if base.alias is not None:
         raise UsageError(
             "--alias names one served model; in a set each model is served under its own alias or file name",
-            "Drop --alias (give a model another name with `llmtp models alias`).",
+            "Drop --alias: a set's models are named by their catalog alias or file name (serve a copy or a hard "
+            "link under another file name to rename one).",
         )
     if base.rpc or settings.rpc:
         raise UsageError(
@@ -129,7 +130,7 @@ def resolve_router(
     chosen, why = fit.models_max, f"{fit.reason} (each model's own plan)"
     if models_max is not None:
         chosen, why = models_max, "given with --models-max"
-        if models_max > fit.models_max or models_max == 0:
+        if fit.models_max < min(models_max, len(names)):  # more at once than fit (never more than the set holds)
             warnings.append(f"--models-max {models_max}: {fit.reason}; loading more at once may run out of memory")
     preset_path = st.state_path(settings.state_dir, first.spec.port).with_name(f"router-{first.spec.port}.ini")
     shared = [("sleep-idle-seconds", str(idle_unload_s))] if idle_unload_s is not None else []

@@ -138,11 +138,12 @@ def _service_installed(settings) -> bool:
 
 def _install_service(settings, model_ref: str, host: str, port: int) -> list[str]:
     from llmtp.services.units import serve_unit as svc
+    from llmtp.services.units.launchd import install_launchd
 
     req = svc.ServiceRequest(launch=LaunchRequest(model=model_ref, host=host, port=port))
     launch = svc.validate(settings, req)  # what `llmtp service install` checks: serve's own checks
     if sys.platform == "darwin":
-        return [f"loaded {svc.install_launchd(settings, req, launch, SubprocessRunner())}"]
+        return [f"loaded {install_launchd(settings, req, launch, SubprocessRunner())}"]
     unit = svc.plan_install(settings, req, launch)
     return svc.install(settings, req, SubprocessRunner(), plan=unit).actions
 

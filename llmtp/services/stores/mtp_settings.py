@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from llmtp.adapters import files
 from llmtp.adapters.files import read_json_store, write_json_atomic
 from llmtp.core.launch import MtpSettings
-from llmtp.core.tune import SettingBreakEven
+from llmtp.core.tune_decision import SettingBreakEven
 
 _EDGE = 1 << 20  # hashing a 15 GB file whole is too slow; the header and the tail identify it
 

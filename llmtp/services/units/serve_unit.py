@@ -1,54 +1,44 @@
-"""`llmtp service`: install llmtp serve as a systemd unit (user or system) or a launchd agent.
+"""`llmtp service`: install llmtp serve as a systemd unit (user or system); its launchd agent is launchd.py.
 
 validate (serve's own resolve_launch) -> plan_install (the unit, and for --system the files to stage
-outside any home directory) -> install (stage, write, reload, enable). Side effects (systemctl, user
-creation, launchctl) come in through a Runner; the unit directory and the staging root are
+outside any home directory: staging.py) -> install (stage, write, reload, enable). Side effects
+(systemctl, user creation) come in through a Runner; the unit directory and the staging root are
 parameters so tests never touch the real ones.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import llmtp
 from llmtp import __version__
 from llmtp.adapters import files, shipped
 from llmtp.adapters.files import write_text_atomic
 from llmtp.adapters.runner import Runner
-from llmtp.adapters.stage import link_or_copy
-from llmtp.adapters.systemctl import Systemctl, ensure_system_user, launchctl_load, user_unit_dir
+from llmtp.adapters.systemctl import Systemctl, ensure_system_user, user_unit_dir
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, serve_args
-from llmtp.core.unit import (
-    HOME_PREFIXES,
-    SYSTEM_GROUPS,
-    SYSTEM_USER,
-    UnitSpec,
-    device_groups,
-    render_plist,
-    render_systemd,
-    with_groups,
-)
+from llmtp.core.unit import SYSTEM_GROUPS, SYSTEM_USER, UnitSpec, device_groups, render_systemd, with_groups
 from llmtp.errors import UsageError
 from llmtp.services.serve.command_line import foreground_command
 from llmtp.services.serve.launch_plan import LaunchDeps, resolve_launch
+from llmtp.services.units.staging import (
+    SYSTEM_CACHE_DIR,
+    SYSTEM_CONFIG_DIR,
+    SYSTEM_ENVIRONMENT,
+    SYSTEM_MODELS_DIR,
+    SYSTEM_STATE_DIR,
+    Stage,
+    build_stages,
+    check_not_in_private_tmp,
+    check_system_runtime,
+    check_user_runtime,
+    stage_files,
+    under_home,
+)
 
 UNIT = "llmtp.service"
-LAUNCHD_LABEL = "io.llmtp.serve"
-# A system unit sees nothing under a home directory (ProtectHome=yes): it serves from these.
-# The state dir is a child of /var/lib/llmtp so that systemd's StateDirectory= chown (recursive
-# when the owner differs) never reaches the staged models, whose hard links share an inode with
-# the installer's files.
-SYSTEM_ROOT = "/var/lib/llmtp"
-SYSTEM_STATE_DIR = f"{SYSTEM_ROOT}/state"  # StateDirectory=llmtp/state, owned by the llmtp user
-SYSTEM_DATA_DIR = f"{SYSTEM_STATE_DIR}/data"  # calibration and tuned settings are written at runtime
-SYSTEM_MODELS_DIR = f"{SYSTEM_ROOT}/models"  # root-owned, read-only to the service
-SYSTEM_BUILDS_DIR = f"{SYSTEM_ROOT}/builds"
-SYSTEM_CACHE_DIR = "/var/cache/llmtp"  # CacheDirectory=llmtp
-SYSTEM_CONFIG_DIR = "/etc/llmtp"
 
 OVERRIDE_TEMPLATE = """\
 # Your changes to {unit} go here; `{generated_by}` never overwrites this file.
@@ -91,13 +81,13 @@ def validate(settings, req: ServiceRequest, deps: LaunchDeps | None = None) -> L
 _SET_FLAGS = {"models_max": "--models-max", "idle_unload_s": "--idle-unload"}
 
 
-def _serve_argv(
+def service_argv(
     req: ServiceRequest, plan: LaunchPlan, model: str, server: str | None, more: list[str] | None = None
 ) -> list[str]:
-    """The unit's command: `llmtp serve` asked for the same launch. Host, port and the served name as
-    the plan resolved them (a later change of the installer's settings cannot move the service, and the
-    model keeps its name when it is served from a path); files as absolute paths (the service does not
-    start in the current directory)."""
+    """The service's command (unit or launchd agent): `llmtp serve` asked for the same launch. Host, port
+    and the served name as the plan resolved them (a later change of the installer's settings cannot move
+    the service, and the model keeps its name when it is served from a path); files as absolute paths (the
+    service does not start in the current directory)."""
     launch = req.launch.model_copy(
         update={
             "model": model,
@@ -116,35 +106,11 @@ def _serve_argv(
 
 
 @dataclass
-class Stage:
-    """One file the system unit serves from a system path: `source` linked or copied to `target`."""
-
-    source: Path
-    target: Path
-
-
-@dataclass
 class InstallPlan:
     unit: UnitSpec
     text: str
     stages: list[Stage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def under_home(path: str | Path) -> bool:
-    return str(path).startswith(HOME_PREFIXES) or str(path) in ("/home", "/root")
-
-
-PRIVATE_TMP = ("/tmp/", "/var/tmp/")  # PrivateTmp=yes gives the service empty ones of its own
-
-
-def check_not_in_private_tmp(paths: list[tuple[str, str]]) -> None:
-    for what, path in paths:
-        if str(path).startswith(PRIVATE_TMP):
-            raise UsageError(
-                f"The service cannot see the {what} {path}: PrivateTmp=yes gives it a /tmp and /var/tmp of its own",
-                "Move it out of /tmp and /var/tmp (e.g. under /srv or your home directory) and install again.",
-            )
 
 
 def user_environment(settings) -> dict[str, str]:
@@ -156,49 +122,6 @@ def user_environment(settings) -> dict[str, str]:
         "LLMTP_CONFIG_DIR": str(settings.config_dir),
         "LLMTP_MODELS_DIR": str(settings.models_dir),
     }
-
-
-SYSTEM_ENVIRONMENT = {
-    "LLMTP_STATE_DIR": SYSTEM_STATE_DIR,
-    "LLMTP_DATA_DIR": SYSTEM_DATA_DIR,
-    "LLMTP_CACHE_DIR": SYSTEM_CACHE_DIR,
-    "LLMTP_CONFIG_DIR": SYSTEM_CONFIG_DIR,
-    "LLMTP_MODELS_DIR": SYSTEM_MODELS_DIR,
-}
-
-
-def check_user_runtime(settings) -> None:
-    """What a user unit needs to see: llmtp itself and its directories, outside the private /tmp."""
-    check_not_in_private_tmp(
-        [("llmtp installation", p) for p in _runtime_paths()]
-        + [(f"llmtp {name} dir", str(getattr(settings, name))) for name in ("state_dir", "data_dir", "cache_dir")]
-    )
-
-
-def check_system_runtime() -> None:
-    """A system unit cannot run llmtp from a home directory (ProtectHome=yes) or the private /tmp."""
-    check_not_in_private_tmp([("llmtp installation", p) for p in _runtime_paths()])
-    hidden = [p for p in _runtime_paths() if under_home(p)]
-    if hidden:
-        raise UsageError(
-            f"The system service cannot run llmtp from {hidden[0]}: ProtectHome=yes hides home directories from it",
-            "Install llmtp outside any home directory, e.g. `python3 -m venv /opt/llmtp && "
-            "/opt/llmtp/bin/pip install llmtp`, and install the unit with that llmtp.",
-        )
-
-
-def build_stages(build_id: str, binary: Path) -> tuple[list[Stage], str]:
-    """An llmtp build's whole bin dir (libraries live next to the binary) staged under
-    /var/lib/llmtp/builds/BUILD_ID, and where `binary` lands there."""
-    target_dir = Path(SYSTEM_BUILDS_DIR) / build_id
-    stages = [Stage(f, target_dir / f.name) for f in sorted(files.list_dir(binary.parent)) if f.is_file()]
-    return stages, str(target_dir / binary.name)
-
-
-def _runtime_paths() -> list[str]:
-    """Where the service's own Python and llmtp live: a system unit must be able to see them."""
-
-    return [sys.executable, sys.prefix, str(Path(llmtp.__file__).resolve().parent)]
 
 
 def _set_paths(settings, req: ServiceRequest) -> list[Path]:
@@ -229,7 +152,7 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
         spec = UnitSpec(
             scope="user",
             unit_name=UNIT,
-            exec_argv=_serve_argv(req, plan, plan.spec.model, server),
+            exec_argv=service_argv(req, plan, plan.spec.model, server),
             environment=user_environment(settings),
             environment_file=str(settings.config_dir / "service.env"),
             read_write_paths=[str(settings.state_dir), str(settings.data_dir), str(settings.cache_dir)],
@@ -274,7 +197,7 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
     spec = UnitSpec(
         scope="system",
         unit_name=UNIT,
-        exec_argv=_serve_argv(req, plan, str(stages[0].target), server, [str(m.target) for m in more]),
+        exec_argv=service_argv(req, plan, str(stages[0].target), server, [str(m.target) for m in more]),
         environment=dict(SYSTEM_ENVIRONMENT),
         environment_file=f"{SYSTEM_CONFIG_DIR}/service.env",
         read_write_paths=[SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR],
@@ -283,33 +206,6 @@ def plan_install(settings, req: ServiceRequest, plan: LaunchPlan) -> InstallPlan
         llmtp_version=__version__,
     )
     return InstallPlan(spec, render_systemd(shipped.template_text("llmtp.service"), spec), stages, notes)
-
-
-def stage_files(
-    stages: list[Stage],
-    *,
-    root: Path = Path("/"),
-    on_file: Callable[[Stage, str], None] | None = None,
-    on_progress: Callable[[Stage, int, int], None] | None = None,
-) -> list[str]:
-    """Hard-link (same filesystem, world-readable) or copy each file to its system path under
-    `root` (tests pass a temporary one); one line per file saying which."""
-
-    lines = []
-    for stage in stages:
-        target = root / stage.target.relative_to("/")
-        if on_file is not None:
-            on_file(stage, str(target))
-        progress = None if on_progress is None else (lambda d, t, s=stage: on_progress(s, d, t))
-        try:
-            how = link_or_copy(stage.source, target, progress)
-        except OSError as exc:
-            raise UsageError(
-                f"Cannot put {stage.source} at {target}: {exc.strerror or exc}",
-                "Run `llmtp service install --system` as root, with room for the model in /var/lib/llmtp.",
-            ) from exc
-        lines.append(f"{how} {stage.source} -> {stage.target}" if how != "kept" else f"kept {stage.target}")
-    return lines
 
 
 @dataclass
@@ -436,43 +332,3 @@ def restart_if_running(settings, runner: Runner, *, unit_dirs: dict[bool, Path] 
     if unit_state(settings, runner, unit_dirs=unit_dirs) != "active":
         return False
     return restart(settings, runner, unit_dirs=unit_dirs)
-
-
-# --- macOS -----------------------------------------------------------------------------------------
-
-
-def launchd_plist(settings, req: ServiceRequest, plan: LaunchPlan) -> str:
-    env = {
-        "LLMTP_STATE_DIR": str(settings.state_dir),
-        "LLMTP_DATA_DIR": str(settings.data_dir),
-        "LLMTP_CONFIG_DIR": str(settings.config_dir),
-        "LLMTP_CACHE_DIR": str(settings.cache_dir),
-        "LLMTP_MODELS_DIR": str(settings.models_dir),
-    }
-    argv = _serve_argv(req, plan, plan.spec.model, str(plan.server) if req.launch.server else None)
-    return render_plist(
-        shipped.template_text("llmtp.plist"),
-        label=LAUNCHD_LABEL,
-        argv=argv,
-        environment=env,
-        log_path=str(settings.state_dir / "logs" / "launchd.log"),
-        llmtp_version=__version__,
-    )
-
-
-def install_launchd(
-    settings,
-    req: ServiceRequest,
-    plan: LaunchPlan,
-    runner: Runner,
-    *,
-    agents_dir: Path | None = None,
-    uid: int | None = None,
-) -> Path:
-
-    agents_dir = agents_dir or Path.home() / "Library" / "LaunchAgents"
-    files.make_dirs(agents_dir)
-    path = agents_dir / f"{LAUNCHD_LABEL}.plist"
-    files.write_text(path, launchd_plist(settings, req, plan))
-    launchctl_load(runner, str(path), os.getuid() if uid is None else uid)
-    return path

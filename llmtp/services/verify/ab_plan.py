@@ -166,6 +166,17 @@ def served_here(settings, model_path: str, on_note: Callable[[str], None] = lamb
     return next((r for r in routers if any(Path(m["model"]) == Path(model_path) for m in r.models)), None)
 
 
+def _caveats(plan: LaunchPlan, report: VerifyReport) -> VerifyReport:
+    """What the report must say about how it measured this plan."""
+    if any(t.startswith("ngram") for t in plan.mtp.extra_types) and plan.mtp.enabled:
+        report.warnings.append(
+            "this plan drafts with an n-gram drafter that remembers the server's earlier output: verify decodes "
+            "each case several times on one server, so the MTP arm's speed includes that memory and can overstate "
+            "the gain on new text (`llmtp tune` measures each repeat on a fresh server)"
+        )
+    return report
+
+
 def run_verify(
     settings,
     request: LaunchRequest,
@@ -190,16 +201,21 @@ def run_verify(
     launcher = real_launcher(Path(settings.state_dir) / "verify")
     running = served_here(settings, plan.spec.model)
     if running is None:
-        return verify(target, method, launcher, base=plan, options=opts)
+        return _caveats(plan, verify(target, method, launcher, base=plan, options=opts))
     if served == "keep":
         report = verify(target, method, launcher, base=plan, options=opts)
         report.warnings.append(f"measured while the llmtp server on port {running.port} kept serving this model")
         return report
     if served != "restart":
+        routed = running.kind == "router"  # one model of a set: the check names it; a restart stops the set
+        model = next((m["name"] for m in running.models if Path(m["model"]) == Path(plan.spec.model)), "MODEL")
         raise UsageError(
-            f"{running.alias or running.model} is already served by llmtp here (port {running.port})",
-            f"`llmtp verify --port {running.port}` checks that server without restarting it; "
-            "`llmtp verify --restart` stops it, runs the plain/MTP comparison and starts it again.",
+            f"{model if routed else running.alias or running.model} is already served by llmtp here "
+            f"(port {running.port}{', a router' if routed else ''})",
+            f"`llmtp verify {model + ' ' if routed else ''}--port {running.port}` checks that server without "
+            "restarting it; `llmtp verify --restart` stops it"
+            + (" (and every model of its set)" if routed else "")
+            + ", runs the plain/MTP comparison and starts it again.",
         )
     return _with_server_stopped(
         settings, running, plan.ready_timeout_s, lambda: verify(target, method, launcher, base=plan, options=opts)
