@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         True, description="`llmtp serve` downloads a model that is not on disk (false: it refuses, as --no-pull)"
     )
     rpc: str | None = Field(None, description="RPC workers HOST:PORT,... that serve/plan/verify use (`llmtp worker`)")
+    clients: limits.Clients | None = Field(
+        None,
+        description="concurrent users `llmtp serve` plans for: one slot each, MTP on up to the measured "
+        "crossover (as --clients; default: one user, one slot)",
+    )
     sets: dict[str, list[str]] = Field(
         default_factory=dict,
         description='named model sets `llmtp serve NAME` serves on one router port (`desk = ["a", "b"]` under [sets])',

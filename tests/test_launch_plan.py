@@ -95,6 +95,19 @@ ROWS = [
         nvml="two-gpus-r550.json",
         overrides=["--ctx", "3072", "--gpu-layers", "2", "--no-mtp", "--parallel", "2"],
     ),
+    # --clients: two users on a GPU keep MTP with two slots (published crossover 2); four turn it off
+    Row(
+        "clients-2-gpu",
+        devices=[Device(id="CUDA0", backend="CUDA", name="NVIDIA GeForce RTX 4090")],
+        nvml="two-gpus-r550.json",
+        overrides=["--clients", "2"],
+    ),
+    Row(
+        "clients-4-gpu",
+        devices=[Device(id="CUDA0", backend="CUDA", name="NVIDIA GeForce RTX 4090")],
+        nvml="two-gpus-r550.json",
+        overrides=["--clients", "4"],
+    ),
 ]
 
 
@@ -202,8 +215,8 @@ def test_plan_serve_unit_and_verify_run_one_command_line(row, machine, monkeypat
     planned = argv_without_address(plan_argv(model, args))
     assert argv_without_address(foreground_argv(model, args, monkeypatch)) == planned
     assert argv_without_address(unit_argv(model, args)) == planned
-    if "--no-mtp" in args or (row.tuned is not None and not row.tuned.enabled):
-        return  # the plan serves without MTP: verify's MTP arm turns it on, so it differs by design
+    if "--spec-type" not in planned:
+        return  # the plan serves without MTP (--no-mtp, tune, --clients): verify's MTP arm turns it on, by design
     assert argv_without_address(verify_mtp_argv(model, args, monkeypatch)) == planned
 
 
@@ -283,7 +296,7 @@ def test_plan_variants_never_change_the_plan(tiny_models):
     assert argv_without_address(spec.variant(port=2).argv) == argv_without_address(spec.argv)
 
 
-@pytest.mark.parametrize("row", [ROWS[-2]], ids=["user-overrides-cpu"])
+@pytest.mark.parametrize("row", [r for r in ROWS if r.name == "user-overrides-cpu"], ids=["user-overrides-cpu"])
 def test_status_shows_the_plan_the_server_runs(row, machine, monkeypatch, tmp_path):
     """What a foreground serve records for `llmtp status` (--json: `plan`) is the plan's own reasons,
     tune's and the overrides' included, as `plan --argv --json` gives them."""

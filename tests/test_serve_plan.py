@@ -176,7 +176,8 @@ def test_no_mtp_and_parallel(tiny):
     # with MTP on, one slot stays (the planner warns that --parallel was ignored)
     p = _prepare(str(tiny), _gpu(12 * 1024), parallel=4)
     assert p.spec.parallel == 1 and p.warnings == (
-        "--parallel 4 ignored: parallel slots with MTP are slower in aggregate",
+        "--parallel 4 ignored: parallel slots with MTP are slower in aggregate "
+        "(`--clients 4` plans slots and MTP for that many users)",
     )
 
 

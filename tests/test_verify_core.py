@@ -149,7 +149,8 @@ def test_warnings():
     )
     assert w == [
         "temperature 1 > 0.8: MTP acceptance collapses at high temperature",
-        "parallel slots 4 with MTP: slower in aggregate; use -np 1",
+        "parallel slots 4 with MTP: slower in aggregate past 2 concurrent client(s); "
+        "use -np 2, or `--clients N` to plan slots and MTP for N users",
         "KV cache spills to system RAM (512 MiB in CPU): lower the context or quantize the KV cache",
     ]
     assert (

@@ -61,7 +61,21 @@ Ctx = Annotated[
 NoMtp = Annotated[bool, typer.Option("--no-mtp", help="Without MTP speculative decoding.")]
 Parallel = Annotated[
     Optional[int],
-    typer.Option("--parallel", "-np", help="Server slots; MTP keeps 1.", **limits.option(limits.Parallel)),
+    typer.Option(
+        "--parallel",
+        "-np",
+        help="Server slots; MTP keeps 1 unless --clients plans more.",
+        **limits.option(limits.Parallel),
+    ),
+]
+Clients = Annotated[
+    Optional[int],
+    typer.Option(
+        "--clients",
+        help="Concurrent users to plan for: one slot each, MTP on only up to the measured crossover "
+        "(`llmtp plan MODEL --clients N` shows why; default from settings: clients). --parallel and --no-mtp win.",
+        **limits.option(limits.Clients),
+    ),
 ]
 CacheType = Annotated[
     Optional[str],

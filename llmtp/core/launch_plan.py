@@ -32,6 +32,7 @@ class LaunchRequest(BaseModel):
     port: limits.Port | None = None  # None: settings.port
     ctx: limits.Ctx | None = None
     parallel: limits.Parallel | None = None
+    clients: limits.Clients | None = None  # concurrent users: slots and MTP (core.concurrency); None: settings
     no_mtp: bool = False
     cache_type: str | None = None  # -ctk/-ctv both
     gpu_layers: GpuLayers | None = None  # -ngl
@@ -55,6 +56,7 @@ _VALUE_FLAGS = (
     ("port", "--port"),
     ("ctx", "--ctx"),
     ("parallel", "--parallel"),
+    ("clients", "--clients"),
     ("cache_type", "--cache-type"),
     ("gpu_layers", "--gpu-layers"),
     ("threads", "--threads"),

@@ -28,6 +28,7 @@ THREADS_MAX = 512
 Port = Annotated[int, Interval(ge=1, le=65535)]
 Ctx = Annotated[int, Interval(ge=CTX_MIN, le=CTX_MAX)]
 Parallel = Annotated[int, Interval(ge=1, le=PARALLEL_MAX)]
+Clients = Annotated[int, Interval(ge=1, le=PARALLEL_MAX)]  # --clients N: one slot per client
 Threads = Annotated[int, Interval(ge=1, le=THREADS_MAX)]
 BuildJobs = Annotated[int, Interval(ge=1, le=1024)]
 Runs = Annotated[int, Interval(ge=1, le=1000)]

@@ -47,6 +47,10 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
         if matching:
             forced, candidates = matching[0], matching
     on_gpu = pl.budget(hardware) is not None
+    asked = request  # before --clients turns MTP off: whether the model would have had it
+    slots = request.clients
+    if slots is not None and not slots.mtp and not request.no_mtp:
+        request = request.model_copy(update={"no_mtp": True})
     fa = on_gpu or True  # CPU builds take flash attention too (-fa auto picks it on b11434)
     base = candidates[0]
     trained = base.context_length or DEFAULT_CTX
@@ -70,6 +74,9 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
     )
     assert trial is not None
     mtp_on, mtp_reason = pl.mtp_state(chosen, request)
+    if request is not asked:
+        would, why = pl.mtp_state(chosen, asked)
+        mtp_reason = slots.mtp_reason if would else why
     n = mem.trunk_layers(chosen)
 
     if len(all_candidates) > 1 or request.quant:
@@ -150,13 +157,22 @@ def make_plan(model: ModelInfo | Sequence[ModelInfo], hardware: PlanHardware, re
         )
     )
     if mtp_on:
-        decisions.append(Decision(what="MTP", value=f"draft-mtp, n-max {request.mtp_n_max}", reason=mtp_reason))
-        decisions.append(Decision(what="--parallel", value="1", reason="one slot is the fast path with MTP"))
+        reason = f"{mtp_reason}; {slots.mtp_reason}" if slots is not None else mtp_reason
+        decisions.append(Decision(what="MTP", value=f"draft-mtp, n-max {request.mtp_n_max}", reason=reason))
+        if slots is None:
+            decisions.append(Decision(what="--parallel", value="1", reason="one slot is the fast path with MTP"))
     else:
         decisions.append(Decision(what="MTP", value="off", reason=mtp_reason))
-    parallel = 1 if mtp_on else max(1, request.parallel)
-    if mtp_on and request.parallel > 1:
-        warnings.append(f"--parallel {request.parallel} ignored: parallel slots with MTP are slower in aggregate")
+    parallel = 1 if mtp_on and slots is None else max(1, request.parallel)
+    if slots is not None:
+        # llama-server splits -c among explicit slots (kv_unified is off unless -np is auto, b11434 server.cpp)
+        share = f"; each slot holds {trial.ctx // parallel} of the {trial.ctx} context tokens" if parallel > 1 else ""
+        decisions.append(Decision(what="--parallel", value=str(parallel), reason=slots.slots_reason + share))
+    if mtp_on and request.parallel > 1 and slots is None:
+        warnings.append(
+            f"--parallel {request.parallel} ignored: parallel slots with MTP are slower in aggregate "
+            f"(`--clients {request.parallel}` plans slots and MTP for that many users)"
+        )
     if not mem.kv_known(chosen):
         warnings.append("KV cache size unknown (head counts or head dims missing): the plan counts weights only")
     if chosen.recurrent_layers and mem.recurrent_state_bytes(chosen) is None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from llmtp.core import memory as mem
 from llmtp.core.catalog import NOMINAL_BPW
+from llmtp.core.concurrency import ClientsPlan
 from llmtp.core.launch import LaunchSpec, MtpSettings
 
 MiB = mem.MiB
@@ -64,6 +65,8 @@ class PlanRequest(BaseModel):
     # model (services.stores.calibration); scales the prediction so later plans learn from llama-server
     corrections: dict[str, float] = Field(default_factory=dict)
     force: bool = False  # plan a --ctx far beyond the trained context (core.plan_review.check_ctx)
+    # `--clients N` (core.concurrency.plan_clients): its slots are `parallel`; it may turn MTP off
+    clients: ClientsPlan | None = None
 
 
 class MemoryBreakdown(BaseModel):

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llmtp.core.concurrency import slots_warning
 from llmtp.core.sequential import Sequential
 
 PromptKind = Literal["code", "prose"]
@@ -322,9 +323,8 @@ def warnings_for(
     hot = [t for t in temperatures if t > 0.8]
     if hot:
         out.append(f"temperature {max(hot):g} > 0.8: MTP acceptance collapses at high temperature")
-    if mtp_enabled and (parallel is None or parallel > 1):
-        slots = "auto (4)" if parallel is None or parallel < 0 else str(parallel)
-        out.append(f"parallel slots {slots} with MTP: slower in aggregate; use -np 1")
+    if mtp_enabled and (slots := slots_warning(parallel, on_gpu=bool(build_has_gpu))):
+        out.append(slots)
     if kv_buffers and build_has_gpu:
         host = {k: v for k, v in kv_buffers.items() if k.upper().startswith("CPU") or k.endswith("_Host")}
         if host:

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from llmtp.adapters import files
 from llmtp.core.capabilities import Capabilities
+from llmtp.core.concurrency import ClientsPlan, plan_clients
 from llmtp.core.launch import alias_problem, default_alias
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest, apply_overrides, merge_reasons
 from llmtp.core.passthrough import check_passthrough
+from llmtp.core.placement import budget
 from llmtp.core.plan_types import PlanHardware, PlanRequest
 from llmtp.core.supervisor import load_budget_s
 from llmtp.errors import ModelNotDownloadedError, ServeError, UsageError
@@ -77,7 +79,10 @@ def resolve_launch(settings, request: LaunchRequest, deps: LaunchDeps | None = N
         # a file served under a name (a service unit pins the path and the alias): calibration is filed
         # under the name clients see, as for the alias the file was pulled as
         resolved = dataclasses.replace(resolved, alias=request.alias)
-    result = plan_resolved(resolved, settings, _plan_request(request, record), _hardware(caps, deps, settings))
+    hardware = _hardware(caps, deps, settings)
+    clients = request.clients if request.clients is not None else settings.clients
+    slots = plan_clients(clients, budget(hardware) is not None, request.parallel) if clients is not None else None
+    result = plan_resolved(resolved, settings, _plan_request(request, record, slots), hardware)
     spec = result.plan.to_launch_spec(str(path) if path else request.model, host=host, port=port)
     reasons = merge_reasons(
         [d.model_dump() for d in result.plan.decisions], apply_overrides(spec, request, getattr(record, "mtp", None))
@@ -176,12 +181,13 @@ def _tune_record(settings, path: Path | None, deps: LaunchDeps):
     return mtp_settings.load_record(settings, mtp_settings.model_key(path))
 
 
-def _plan_request(request: LaunchRequest, record) -> PlanRequest:  # noqa: ANN001 - ModelSettingsRecord | None
+def _plan_request(request: LaunchRequest, record, slots: ClientsPlan | None) -> PlanRequest:  # noqa: ANN001 - ModelSettingsRecord | None
     acceptance = getattr(record, "acceptance", None)
     return PlanRequest(
         ctx=request.ctx,
         no_mtp=request.no_mtp,
-        parallel=request.parallel or 1,
+        parallel=slots.parallel if slots is not None else request.parallel or 1,
+        clients=slots,
         quant=request.quant,
         cache_type=request.cache_type,
         acceptance=acceptance,
