@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,15 @@ def plan_router_for_serve(
     it (`pull` None, a dry run: a missing one is named at once)."""
     from llmtp.services.serve.launch import plan_for_serve
 
-    check_set_request(settings, base)
-    for ref in expand_sets(settings, refs):
-        plan_for_serve(settings, base.model_copy(update={"model": ref}), pull=pull, say=say)
-    return resolve_router(settings, refs, base, models_max=models_max, idle_unload_s=idle_unload_s)
+    check_set_request(settings, base)  # before any model is pulled
+    return resolve_router(
+        settings,
+        refs,
+        base,
+        models_max=models_max,
+        idle_unload_s=idle_unload_s,
+        plan_one=lambda request: plan_for_serve(settings, request, pull=pull, say=say),
+    )
 
 
 def resolve_router(
@@ -107,13 +113,15 @@ def resolve_router(
     models_max: int | None = None,
     idle_unload_s: int | None = None,
     deps: LaunchDeps | None = None,
+    plan_one: Callable[[LaunchRequest], LaunchPlan] | None = None,
 ) -> RouterPlan:
     """Plan each model as a single serve would, then the router around them. Raises before anything starts: an
     --alias or --rpc (one model's options), a model twice, a name the preset cannot hold, a set in which not even
     one model fits, a flag the preset cannot carry."""
     check_set_request(settings, base)
     refs = expand_sets(settings, refs)
-    plans = tuple(resolve_launch(settings, base.model_copy(update={"model": ref}), deps) for ref in refs)
+    plan_one = plan_one or (lambda request: resolve_launch(settings, request, deps))  # serve's: pulls first
+    plans = tuple(plan_one(base.model_copy(update={"model": ref})) for ref in refs)
     names = tuple(p.spec.alias or Path(p.spec.model).stem for p in plans)
     check_names(names)
     first = plans[0]
@@ -182,9 +190,10 @@ class RouterTarget:
 def router_launcher(log_path: Path, api_key: str | None):  # -> Launch
     def launch(target: RouterTarget) -> ServerProcess:
         rotate(log_path, LOG_MAX_BYTES, LOG_KEEP)
-        return ServerProcess(list(target.argv), log_path=log_path, host=target.host, port=target.port, api_key=api_key)
+        argv = list(target.argv)
+        return ServerProcess(argv, log_path=log_path, host=target.host, port=target.port, api_key=api_key).start()
 
-    return lambda target: launch(target).start()
+    return launch
 
 
 def router_foreground(settings, plan: RouterPlan, *, hooks: ServeHooks):
