@@ -14,6 +14,7 @@ from llmtp.adapters.gguf_file import read_model_info
 from llmtp.adapters.ports import free_port
 from llmtp.core import verify as core
 from llmtp.core.launch_plan import LaunchPlan, LaunchRequest
+from llmtp.core.tune import remembers_output
 from llmtp.core.verify import Method, VerifyReport
 from llmtp.errors import LlmtpError, ModelNotDownloadedError, NetworkError, UsageError
 from llmtp.services.models.resolve import resolve_model
@@ -168,7 +169,7 @@ def served_here(settings, model_path: str, on_note: Callable[[str], None] = lamb
 
 def _caveats(plan: LaunchPlan, report: VerifyReport) -> VerifyReport:
     """What the report must say about how it measured this plan."""
-    if any(t.startswith("ngram") for t in plan.mtp.extra_types) and plan.mtp.enabled:
+    if remembers_output(plan.mtp):
         report.warnings.append(
             "this plan drafts with an n-gram drafter that remembers the server's earlier output: verify decodes "
             "each case several times on one server, so the MTP arm's speed includes that memory and can overstate "

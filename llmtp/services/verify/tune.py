@@ -44,14 +44,6 @@ def tune_method(n_predict: int = 128, warmups: int = 1, runs: int = 2) -> Method
 WARMUP_TEXT = "Write one sentence about the weather."
 
 
-def remembers_output(mtp: MtpSettings) -> bool:
-    """Whether the drafters keep what the server generated across requests: ngram-mod's hash table (b11434
-    common/speculative.cpp) lives as long as the server and learns every generated token, so a prompt run a
-    second time drafts its own earlier answer and is accepted almost whole. Measured on the bench random-heads
-    model: the first pair of each open-ended prompt 0.74-0.83x bare, the repeats of the same prompt 3.0-3.4x."""
-    return mtp.enabled and any(t.startswith("ngram") for t in mtp.extra_types)
-
-
 def _measure(launcher: Launcher, arm: LaunchPlan, prompts: list[core.Prompt], method: Method) -> core.Trial:
     """Warm-ups (on a text outside the suite), then `runs` greedy completions of every prompt. With a drafter
     that remembers the server's earlier output (remembers_output), each run is a launch of its own: a prompt
@@ -60,7 +52,7 @@ def _measure(launcher: Launcher, arm: LaunchPlan, prompts: list[core.Prompt], me
     samples: dict[str, list[Sample]] = {}
     delta: dict[str, float] = {}
     error = None
-    fresh = remembers_output(arm.mtp)
+    fresh = core.remembers_output(arm.mtp)
     launches, per_launch = (method.runs, 1) if fresh else (1, method.runs)
     try:
         for _ in range(launches):
